@@ -1,0 +1,257 @@
+"""The storage port: a unit of work over repositories.
+
+``async with storage.unit_of_work() as uow:`` opens one transaction; everything written
+through ``uow``'s repositories commits together when the block exits normally and rolls back
+if it raises. That is what makes "event + job + job event in one transaction" expressible.
+
+Rules every adapter keeps (the contract suite checks them):
+
+* Every read that is not explicitly ``unscoped`` filters by team (and project where given)
+  in the query itself; a row of another tenant is indistinguishable from a missing row.
+* ``add`` methods that take an idempotency key insert or return the existing row, with a
+  flag telling which; they never raise on a duplicate key.
+* ``JobRepository.compare_and_set`` writes a new job row only if the stored row still has the
+  expected status, attempts and lock owner, so concurrent claims have exactly one winner.
+* Records come back equal to what was written (timestamps are millisecond-precise UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from attrs import frozen
+
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    ApiKey,
+    AuditEntry,
+    GenerationJob,
+    JobEvent,
+    JobStatus,
+    JSONObject,
+    Observation,
+    ObservationSource,
+    Project,
+    ServerSession,
+    SessionGenerationStatus,
+    SourceType,
+    Team,
+)
+from claude_mem_core.domain.search import SearchQuery
+
+
+@frozen(kw_only=True)
+class Page:
+    limit: int = 50
+    offset: int = 0
+
+
+@frozen(kw_only=True)
+class JobFilter:
+    team_id: str
+    project_id: str | None = None
+    status: JobStatus | None = None
+    source_type: SourceType | None = None
+    since: datetime | None = None
+
+
+@frozen(kw_only=True)
+class ScoredObservation:
+    observation: Observation
+    score: float
+
+
+class TeamRepository(Protocol):
+    async def add(self, team: Team) -> None: ...
+    async def get(self, team_id: str) -> Team | None: ...
+    async def find_by_name(self, name: str) -> Team | None: ...
+    async def list(self, page: Page) -> tuple[Sequence[Team], int]: ...
+
+
+class ProjectRepository(Protocol):
+    async def add(self, project: Project) -> None:
+        """Insert; raises ``NotFound`` when the team does not exist."""
+
+    async def get(self, team_id: str, project_id: str) -> Project | None: ...
+    async def find_by_name(self, team_id: str, name: str) -> Project | None: ...
+    async def list(self, team_id: str, page: Page) -> tuple[Sequence[Project], int]: ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey) -> None: ...
+    async def get_by_hash(self, key_hash: str) -> ApiKey | None:
+        """Unscoped by design: this is how a request finds its tenant."""
+
+    async def get_unscoped(self, key_id: str) -> ApiKey | None: ...
+    async def list(
+        self, team_id: str | None, project_id: str | None, page: Page
+    ) -> tuple[Sequence[ApiKey], int]:
+        """Keys of a team (all teams when ``team_id`` is None), newest first."""
+
+    async def save(self, key: ApiKey) -> None:
+        """Overwrite mutable fields (revoked_at, expires_at, last_used_at, updated_at)."""
+
+
+class SessionRepository(Protocol):
+    async def add(self, session: ServerSession) -> tuple[ServerSession, bool]:
+        """Insert, or return the existing session with the same (project, idempotency key)
+        or (project, external id) unchanged. The flag is True when a row was inserted."""
+
+    async def get(self, team_id: str, session_id: str) -> ServerSession | None: ...
+    async def find_by_idempotency_key(
+        self, team_id: str, project_id: str, key: str
+    ) -> ServerSession | None: ...
+    async def save(self, session: ServerSession) -> None:
+        """Overwrite ended_at, generation_status, metadata, last_generated_at, updated_at."""
+
+    async def set_generation_status(
+        self,
+        team_id: str,
+        project_id: str,
+        session_id: str,
+        status: SessionGenerationStatus,
+        *,
+        now: datetime,
+        error: str | None = None,
+    ) -> None: ...
+
+
+class EventRepository(Protocol):
+    async def add(self, event: AgentEvent) -> tuple[AgentEvent, bool]:
+        """Insert, or return the stored event with the same idempotency key, its metadata
+        shallow-merged with the new one (nothing else changes)."""
+
+    async def get(self, team_id: str, event_id: str) -> AgentEvent | None: ...
+    async def get_many(
+        self, team_id: str, project_id: str, event_ids: Sequence[str]
+    ) -> Sequence[AgentEvent]: ...
+    async def list_for_session(
+        self, team_id: str, project_id: str, session_id: str, *, limit: int = 500
+    ) -> Sequence[AgentEvent]:
+        """The session's events, oldest first."""
+
+
+class JobRepository(Protocol):
+    async def add(self, job: GenerationJob) -> tuple[GenerationJob, bool]:
+        """Insert, or return the stored job with the same idempotency key untouched."""
+
+    async def get(self, team_id: str, job_id: str) -> GenerationJob | None: ...
+    async def get_unscoped(self, job_id: str) -> GenerationJob | None:
+        """For the worker, which must compare the row's scope with the message's."""
+
+    async def compare_and_set(self, expected: GenerationJob, new: GenerationJob) -> bool:
+        """Write ``new`` iff the stored row (same id, team, project) still has
+        ``expected``'s status, attempts and locked_by. Returns whether it was written."""
+
+    async def save_payload(self, job: GenerationJob) -> None: ...
+    async def list(self, where: JobFilter, page: Page) -> tuple[Sequence[GenerationJob], int]:
+        """Newest first, with the total matching count."""
+
+    async def list_due(
+        self, *, now: datetime, lease_expired_before: datetime, limit: int
+    ) -> Sequence[GenerationJob]:
+        """Unscoped, for reconciliation: queued rows due now (next_attempt_at null or past)
+        and processing rows whose lease started before ``lease_expired_before``."""
+
+    async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]: ...
+    async def completed_event_ids(
+        self, team_id: str, project_id: str, event_ids: Sequence[str]
+    ) -> set[str]:
+        """Which of these events already have a completed event job."""
+
+
+class JobEventRepository(Protocol):
+    async def add(self, event: JobEvent) -> None: ...
+    async def list(self, team_id: str, job_id: str) -> Sequence[JobEvent]:
+        """Oldest first."""
+
+
+class ObservationRepository(Protocol):
+    async def add(self, observation: Observation) -> tuple[Observation, bool]:
+        """Insert, or return the stored observation with the same (team, project,
+        generation key) unchanged."""
+
+    async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None: ...
+    async def list(
+        self, team_id: str, project_id: str, page: Page
+    ) -> tuple[Sequence[Observation], int]:
+        """Newest first."""
+
+    async def search(
+        self, team_id: str, project_id: str, query: SearchQuery, *, limit: int
+    ) -> Sequence[ScoredObservation]:
+        """Rows matching any term of ``query``; more and rarer matching terms rank first."""
+
+    async def list_for_source(
+        self, team_id: str, project_id: str, source_type: str, source_id: str
+    ) -> Sequence[tuple[Observation, ObservationSource]]:
+        """Observations linked to a source, oldest first."""
+
+    async def list_for_job(
+        self, team_id: str, project_id: str, job_id: str
+    ) -> Sequence[Observation]: ...
+
+
+class ObservationSourceRepository(Protocol):
+    async def add(self, source: ObservationSource) -> ObservationSource:
+        """Insert, or merge metadata into the existing (observation, type, source) link."""
+
+
+class AuditRepository(Protocol):
+    async def add(self, entry: AuditEntry) -> None: ...
+    async def list(
+        self, team_id: str, *, action: str | None = None, page: Page = Page()
+    ) -> tuple[Sequence[AuditEntry], int]:
+        """Newest first."""
+
+
+class UnitOfWork(Protocol):
+    teams: TeamRepository
+    projects: ProjectRepository
+    api_keys: ApiKeyRepository
+    sessions: SessionRepository
+    events: EventRepository
+    jobs: JobRepository
+    job_events: JobEventRepository
+    observations: ObservationRepository
+    sources: ObservationSourceRepository
+    audit: AuditRepository
+
+
+class Storage(Protocol):
+    """A storage backend. Adapters: in-memory, SQLAlchemy on SQLite and Postgres."""
+
+    name: str
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
+
+    async def check_schema(self) -> None:
+        """Raise ``SchemaNotReady`` if the backend is not migrated to the expected head."""
+
+    async def ping(self) -> None:
+        """Raise ``StorageUnavailable`` if the backend cannot be reached."""
+
+    async def close(self) -> None: ...
+
+
+__all__ = [
+    "ApiKeyRepository",
+    "AuditRepository",
+    "EventRepository",
+    "JSONObject",
+    "JobEventRepository",
+    "JobFilter",
+    "JobRepository",
+    "ObservationRepository",
+    "ObservationSourceRepository",
+    "Page",
+    "ProjectRepository",
+    "ScoredObservation",
+    "SessionRepository",
+    "Storage",
+    "TeamRepository",
+    "UnitOfWork",
+]
