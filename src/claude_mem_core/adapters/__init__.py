@@ -1,0 +1,67 @@
+"""Adapters, chosen at the edge from URLs and imported lazily.
+
+``storage_from_url`` and ``queue_from_url`` map a URL scheme to a factory; the modules
+behind them (and their third-party dependencies) load only when that scheme is used, and a
+missing dependency names the extra to install.
+"""
+
+from __future__ import annotations
+
+from claude_mem_core.errors import ConfigurationError, MissingExtra
+from claude_mem_core.ports.queue import JobQueue
+from claude_mem_core.ports.storage import Storage
+
+STORAGE_SCHEMES = ("memory://", "sqlite+aiosqlite://", "postgresql+psycopg://")
+QUEUE_SCHEMES = ("memory://", "redis://", "rediss://")
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the common spellings (``postgres://``, ``postgresql://``, ``sqlite://``)."""
+    for plain, driver in (
+        ("postgres://", "postgresql+psycopg://"),
+        ("postgresql://", "postgresql+psycopg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def storage_from_url(url: str) -> Storage:
+    url = normalize_database_url(url.strip())
+    if url.startswith("memory://"):
+        from claude_mem_core.adapters.memory import InMemoryStorage
+
+        return InMemoryStorage()
+    if url.startswith(("sqlite+aiosqlite://", "postgresql+psycopg://")):
+        extra = "sqlite" if url.startswith("sqlite") else "postgres"
+        try:
+            from claude_mem_core.adapters.sqlalchemy import SqlAlchemyStorage
+        except ImportError as exc:
+            raise MissingExtra("SQL storage", extra) from exc
+        try:
+            return SqlAlchemyStorage.from_url(url)
+        except ImportError as exc:
+            raise MissingExtra("SQL storage", extra) from exc
+    raise ConfigurationError(
+        f"unsupported storage URL {url.split('://', 1)[0]!r}://...; use one of "
+        + ", ".join(STORAGE_SCHEMES)
+    )
+
+
+def queue_from_url(url: str) -> JobQueue:
+    url = url.strip()
+    if url.startswith("memory://"):
+        from claude_mem_core.adapters.inprocess_queue import InProcessQueue
+
+        return InProcessQueue()
+    if url.startswith(("redis://", "rediss://")):
+        try:
+            from claude_mem_core.adapters.taskiq_queue import TaskiqQueue
+        except ImportError as exc:
+            raise MissingExtra("Redis queue", "redis") from exc
+        return TaskiqQueue.from_url(url)
+    raise ConfigurationError(
+        f"unsupported queue URL {url.split('://', 1)[0]!r}://...; use one of "
+        + ", ".join(QUEUE_SCHEMES)
+    )

@@ -131,3 +131,20 @@ def operator_cancel(job: GenerationJob, *, now: datetime) -> GenerationJob | Non
 def retry_delay_seconds(attempts: int, *, base: float = 5.0, cap: float = 600.0) -> float:
     """Exponential backoff before the next attempt (jitter is added by the caller)."""
     return float(min(base * (5 ** max(attempts - 1, 0)), cap))
+
+
+def lease_expired(job: GenerationJob, *, now: datetime, lease_seconds: float) -> bool:
+    if job.status is not JobStatus.PROCESSING or job.locked_at is None:
+        return False
+    return (now - job.locked_at).total_seconds() >= lease_seconds
+
+
+def release_expired(
+    job: GenerationJob, *, now: datetime, reason: str = "lease expired"
+) -> GenerationJob:
+    """A worker died holding ``job``: give it back to the queue, or fail it when it has
+    used all its attempts (a dead letter an operator can retry)."""
+    error = {"reason": reason, "classification": "stalled"}
+    if job.attempts < job.max_attempts:
+        return transition(job, JobStatus.QUEUED, now=now, next_attempt_at=now, last_error=error)
+    return transition(job, JobStatus.FAILED, now=now, last_error=error)

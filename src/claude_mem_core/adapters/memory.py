@@ -1,0 +1,584 @@
+"""In-memory storage: contract-complete, for embedders' tests and ``memory://`` URLs.
+
+One lock serialises units of work (so transactions are trivially isolated), and each unit of
+work copies a table the first time it writes to it, so an exception rolls everything back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import attrs
+
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    ApiKey,
+    AuditEntry,
+    GenerationJob,
+    JobEvent,
+    JobStatus,
+    Observation,
+    ObservationSource,
+    Project,
+    ServerSession,
+    SessionGenerationStatus,
+    Team,
+)
+from claude_mem_core.domain.search import SearchQuery, stem, tokenize
+from claude_mem_core.errors import NotFound
+from claude_mem_core.ports.storage import JobFilter, Page, ScoredObservation
+
+T = TypeVar("T")
+
+TABLES = (
+    "teams",
+    "projects",
+    "api_keys",
+    "sessions",
+    "events",
+    "jobs",
+    "job_events",
+    "observations",
+    "sources",
+    "audit",
+)
+
+
+class _Tables:
+    """The committed state: one dict per table, keyed by id."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
+
+
+def _page(rows: list[T], page: Page) -> tuple[list[T], int]:
+    return rows[page.offset : page.offset + page.limit], len(rows)
+
+
+class _Tx:
+    """Copy-on-write view of the tables for one unit of work."""
+
+    def __init__(self, base: _Tables) -> None:
+        self._base = base
+        self._written: dict[str, dict[str, Any]] = {}
+
+    def read(self, table: str) -> dict[str, Any]:
+        return self._written.get(table, self._base.data[table])
+
+    def write(self, table: str) -> dict[str, Any]:
+        if table not in self._written:
+            self._written[table] = dict(self._base.data[table])
+        return self._written[table]
+
+    def commit(self) -> None:
+        self._base.data.update(self._written)
+
+
+class _Repo:
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+
+
+class _Teams(_Repo):
+    async def add(self, team: Team) -> None:
+        self._tx.write("teams")[team.id] = team
+
+    async def get(self, team_id: str) -> Team | None:
+        team: Team | None = self._tx.read("teams").get(team_id)
+        return team
+
+    async def find_by_name(self, name: str) -> Team | None:
+        matches = [t for t in self._tx.read("teams").values() if t.name == name]
+        return min(matches, key=lambda t: (t.created_at, t.id)) if matches else None
+
+    async def list(self, page: Page) -> tuple[Sequence[Team], int]:
+        rows = sorted(self._tx.read("teams").values(), key=lambda t: (t.created_at, t.id))
+        return _page(rows, page)
+
+
+class _Projects(_Repo):
+    async def add(self, project: Project) -> None:
+        if project.team_id not in self._tx.read("teams"):
+            raise NotFound("Team not found")
+        self._tx.write("projects")[project.id] = project
+
+    async def get(self, team_id: str, project_id: str) -> Project | None:
+        project: Project | None = self._tx.read("projects").get(project_id)
+        return project if project is not None and project.team_id == team_id else None
+
+    async def find_by_name(self, team_id: str, name: str) -> Project | None:
+        matches = [
+            p for p in self._tx.read("projects").values() if p.team_id == team_id and p.name == name
+        ]
+        return min(matches, key=lambda p: (p.created_at, p.id)) if matches else None
+
+    async def list(self, team_id: str, page: Page) -> tuple[Sequence[Project], int]:
+        rows = sorted(
+            (p for p in self._tx.read("projects").values() if p.team_id == team_id),
+            key=lambda p: (p.created_at, p.id),
+        )
+        return _page(rows, page)
+
+
+def _require_project(tx: _Tx, team_id: str, project_id: str) -> None:
+    project = tx.read("projects").get(project_id)
+    if project is None or project.team_id != team_id:
+        raise NotFound("Project not found")
+
+
+class _ApiKeys(_Repo):
+    async def add(self, key: ApiKey) -> None:
+        if key.team_id is not None and key.team_id not in self._tx.read("teams"):
+            raise NotFound("Team not found")
+        if key.project_id is not None:
+            _require_project(self._tx, key.team_id or "", key.project_id)
+        self._tx.write("api_keys")[key.id] = key
+
+    async def get_by_hash(self, key_hash: str) -> ApiKey | None:
+        for key in self._tx.read("api_keys").values():
+            if key.key_hash == key_hash:
+                found: ApiKey = key
+                return found
+        return None
+
+    async def get_unscoped(self, key_id: str) -> ApiKey | None:
+        key: ApiKey | None = self._tx.read("api_keys").get(key_id)
+        return key
+
+    async def list(
+        self, team_id: str | None, project_id: str | None, page: Page
+    ) -> tuple[Sequence[ApiKey], int]:
+        rows = [
+            k
+            for k in self._tx.read("api_keys").values()
+            if (team_id is None or k.team_id == team_id)
+            and (project_id is None or k.project_id == project_id)
+        ]
+        rows.sort(key=lambda k: (k.created_at, k.id), reverse=True)
+        return _page(rows, page)
+
+    async def save(self, key: ApiKey) -> None:
+        if key.id in self._tx.read("api_keys"):
+            self._tx.write("api_keys")[key.id] = key
+
+
+class _Sessions(_Repo):
+    async def add(self, session: ServerSession) -> tuple[ServerSession, bool]:
+        _require_project(self._tx, session.team_id, session.project_id)
+        for existing in self._tx.read("sessions").values():
+            if existing.project_id != session.project_id:
+                continue
+            same_key = (
+                session.idempotency_key is not None
+                and existing.idempotency_key == session.idempotency_key
+            )
+            same_external = (
+                session.external_session_id is not None
+                and existing.external_session_id == session.external_session_id
+            )
+            if same_key or same_external:
+                return existing, False
+        self._tx.write("sessions")[session.id] = session
+        return session, True
+
+    async def get(self, team_id: str, session_id: str) -> ServerSession | None:
+        session: ServerSession | None = self._tx.read("sessions").get(session_id)
+        return session if session is not None and session.team_id == team_id else None
+
+    async def find_by_idempotency_key(
+        self, team_id: str, project_id: str, key: str
+    ) -> ServerSession | None:
+        for s in self._tx.read("sessions").values():
+            if s.team_id == team_id and s.project_id == project_id and s.idempotency_key == key:
+                found: ServerSession = s
+                return found
+        return None
+
+    async def save(self, session: ServerSession) -> None:
+        current = await self.get(session.team_id, session.id)
+        if current is not None and current.project_id == session.project_id:
+            self._tx.write("sessions")[session.id] = session
+
+    async def set_generation_status(
+        self,
+        team_id: str,
+        project_id: str,
+        session_id: str,
+        status: SessionGenerationStatus,
+        *,
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        current = await self.get(team_id, session_id)
+        if current is None or current.project_id != project_id:
+            return
+        metadata = dict(current.metadata)
+        if status is SessionGenerationStatus.FAILED:
+            metadata["lastGenerationError"] = error
+        updated = attrs.evolve(
+            current,
+            generation_status=status,
+            metadata=metadata,
+            last_generated_at=now if status is SessionGenerationStatus.COMPLETED
+            else current.last_generated_at,
+            updated_at=now,
+        )
+        self._tx.write("sessions")[session_id] = updated
+
+
+class _Events(_Repo):
+    async def add(self, event: AgentEvent) -> tuple[AgentEvent, bool]:
+        _require_project(self._tx, event.team_id, event.project_id)
+        if event.server_session_id is not None:
+            session = self._tx.read("sessions").get(event.server_session_id)
+            if (
+                session is None
+                or session.team_id != event.team_id
+                or session.project_id != event.project_id
+            ):
+                raise NotFound("Session not found")
+        for existing in self._tx.read("events").values():
+            if existing.idempotency_key == event.idempotency_key:
+                if event.metadata:
+                    merged = attrs.evolve(existing, metadata={**existing.metadata, **event.metadata})
+                    self._tx.write("events")[existing.id] = merged
+                    return merged, False
+                return existing, False
+        self._tx.write("events")[event.id] = event
+        return event, True
+
+    async def get(self, team_id: str, event_id: str) -> AgentEvent | None:
+        event: AgentEvent | None = self._tx.read("events").get(event_id)
+        return event if event is not None and event.team_id == team_id else None
+
+    async def get_many(
+        self, team_id: str, project_id: str, event_ids: Sequence[str]
+    ) -> Sequence[AgentEvent]:
+        table = self._tx.read("events")
+        found = [table.get(i) for i in event_ids]
+        return [
+            e for e in found if e is not None and e.team_id == team_id and e.project_id == project_id
+        ]
+
+    async def list_for_session(
+        self, team_id: str, project_id: str, session_id: str, *, limit: int = 500
+    ) -> Sequence[AgentEvent]:
+        rows = [
+            e
+            for e in self._tx.read("events").values()
+            if e.team_id == team_id
+            and e.project_id == project_id
+            and e.server_session_id == session_id
+        ]
+        rows.sort(key=lambda e: (e.occurred_at, e.created_at, e.id))
+        return rows[:limit]
+
+
+def _job_filter(job: GenerationJob, where: JobFilter) -> bool:
+    return (
+        job.team_id == where.team_id
+        and (where.project_id is None or job.project_id == where.project_id)
+        and (where.status is None or job.status is where.status)
+        and (where.source_type is None or job.source_type is where.source_type)
+        and (where.since is None or job.created_at >= where.since)
+    )
+
+
+class _Jobs(_Repo):
+    async def add(self, job: GenerationJob) -> tuple[GenerationJob, bool]:
+        _require_project(self._tx, job.team_id, job.project_id)
+        if job.agent_event_id is not None:
+            event = self._tx.read("events").get(job.agent_event_id)
+            if event is None or event.team_id != job.team_id or event.project_id != job.project_id:
+                raise NotFound("Event not found")
+        if job.server_session_id is not None:
+            session = self._tx.read("sessions").get(job.server_session_id)
+            if (
+                session is None
+                or session.team_id != job.team_id
+                or session.project_id != job.project_id
+            ):
+                raise NotFound("Session not found")
+        for existing in self._tx.read("jobs").values():
+            if existing.idempotency_key == job.idempotency_key or (
+                job.transport_id is not None and existing.transport_id == job.transport_id
+            ):
+                return existing, False
+        self._tx.write("jobs")[job.id] = job
+        return job, True
+
+    async def get(self, team_id: str, job_id: str) -> GenerationJob | None:
+        job: GenerationJob | None = self._tx.read("jobs").get(job_id)
+        return job if job is not None and job.team_id == team_id else None
+
+    async def get_unscoped(self, job_id: str) -> GenerationJob | None:
+        job: GenerationJob | None = self._tx.read("jobs").get(job_id)
+        return job
+
+    async def compare_and_set(self, expected: GenerationJob, new: GenerationJob) -> bool:
+        current: GenerationJob | None = self._tx.read("jobs").get(expected.id)
+        if (
+            current is None
+            or current.team_id != expected.team_id
+            or current.project_id != expected.project_id
+            or current.status is not expected.status
+            or current.attempts != expected.attempts
+            or current.locked_by != expected.locked_by
+        ):
+            return False
+        # Identity and provenance columns never change through a status write.
+        self._tx.write("jobs")[expected.id] = attrs.evolve(
+            new,
+            team_id=current.team_id,
+            project_id=current.project_id,
+            idempotency_key=current.idempotency_key,
+            created_at=current.created_at,
+        )
+        return True
+
+    async def save_payload(self, job: GenerationJob) -> None:
+        current: GenerationJob | None = await self.get(job.team_id, job.id)
+        if current is not None and current.project_id == job.project_id:
+            self._tx.write("jobs")[job.id] = attrs.evolve(
+                current, payload=job.payload, updated_at=job.updated_at
+            )
+
+    async def list(
+        self, where: JobFilter, page: Page
+    ) -> tuple[Sequence[GenerationJob], int]:
+        rows = [j for j in self._tx.read("jobs").values() if _job_filter(j, where)]
+        rows.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        return _page(rows, page)
+
+    async def list_due(
+        self, *, now: datetime, lease_expired_before: datetime, limit: int
+    ) -> Sequence[GenerationJob]:
+        rows = [
+            j
+            for j in self._tx.read("jobs").values()
+            if (
+                j.status is JobStatus.QUEUED
+                and (j.next_attempt_at is None or j.next_attempt_at <= now)
+            )
+            or (
+                j.status is JobStatus.PROCESSING
+                and j.locked_at is not None
+                and j.locked_at < lease_expired_before
+            )
+        ]
+        rows.sort(key=lambda j: (j.created_at, j.id))
+        return rows[:limit]
+
+    async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        for job in self._tx.read("jobs").values():
+            if team_id is None or job.team_id == team_id:
+                counts[job.status] += 1
+        return counts
+
+    async def completed_event_ids(
+        self, team_id: str, project_id: str, event_ids: Sequence[str]
+    ) -> set[str]:
+        wanted = set(event_ids)
+        return {
+            j.agent_event_id
+            for j in self._tx.read("jobs").values()
+            if j.team_id == team_id
+            and j.project_id == project_id
+            and j.status is JobStatus.COMPLETED
+            and j.agent_event_id in wanted
+        }
+
+
+class _JobEvents(_Repo):
+    async def add(self, event: JobEvent) -> None:
+        job = self._tx.read("jobs").get(event.generation_job_id)
+        if job is None or job.team_id != event.team_id or job.project_id != event.project_id:
+            raise NotFound("Generation job not found")
+        self._tx.write("job_events")[event.id] = event
+
+    async def list(self, team_id: str, job_id: str) -> Sequence[JobEvent]:
+        rows = [
+            e
+            for e in self._tx.read("job_events").values()
+            if e.team_id == team_id and e.generation_job_id == job_id
+        ]
+        # Insertion order breaks created_at ties: dicts keep it.
+        order = {eid: n for n, eid in enumerate(self._tx.read("job_events"))}
+        rows.sort(key=lambda e: (e.created_at, order[e.id]))
+        return rows
+
+
+class _Observations(_Repo):
+    async def add(self, observation: Observation) -> tuple[Observation, bool]:
+        _require_project(self._tx, observation.team_id, observation.project_id)
+        if observation.server_session_id is not None:
+            session = self._tx.read("sessions").get(observation.server_session_id)
+            if (
+                session is None
+                or session.team_id != observation.team_id
+                or session.project_id != observation.project_id
+            ):
+                raise NotFound("Session not found")
+        if observation.generation_key is not None:
+            for existing in self._tx.read("observations").values():
+                if (
+                    existing.generation_key == observation.generation_key
+                    and existing.team_id == observation.team_id
+                    and existing.project_id == observation.project_id
+                ):
+                    return existing, False
+        self._tx.write("observations")[observation.id] = observation
+        return observation, True
+
+    def _scoped(self, team_id: str, project_id: str) -> list[Observation]:
+        return [
+            o
+            for o in self._tx.read("observations").values()
+            if o.team_id == team_id and o.project_id == project_id
+        ]
+
+    async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None:
+        obs: Observation | None = self._tx.read("observations").get(observation_id)
+        if obs is None or obs.team_id != team_id or obs.project_id != project_id:
+            return None
+        return obs
+
+    async def list(
+        self, team_id: str, project_id: str, page: Page
+    ) -> tuple[Sequence[Observation], int]:
+        rows = sorted(
+            self._scoped(team_id, project_id), key=lambda o: (o.created_at, o.id), reverse=True
+        )
+        return _page(rows, page)
+
+    async def search(
+        self, team_id: str, project_id: str, query: SearchQuery, *, limit: int
+    ) -> Sequence[ScoredObservation]:
+        rows = self._scoped(team_id, project_id)
+        if not rows or query.is_empty:
+            return []
+        stems = {t: stem(t) for t in query.terms}
+        docs = [(o, {stem(w) for w in tokenize(o.content)}) for o in rows]
+        total = len(docs)
+        idf: dict[str, float] = {}
+        for term, s in stems.items():
+            df = sum(1 for _, words in docs if s in words)
+            idf[term] = math.log(1.0 + (total - df + 0.5) / (df + 0.5))
+        scored: list[ScoredObservation] = []
+        for obs, words in docs:
+            score = sum(idf[t] for t, s in stems.items() if s in words)
+            if score > 0:
+                scored.append(ScoredObservation(observation=obs, score=score))
+        scored.sort(key=lambda s: (-s.score, -s.observation.updated_at.timestamp(), s.observation.id))
+        return scored[:limit]
+
+    async def list_for_source(
+        self, team_id: str, project_id: str, source_type: str, source_id: str
+    ) -> Sequence[tuple[Observation, ObservationSource]]:
+        table = self._tx.read("observations")
+        pairs = []
+        for link in self._tx.read("sources").values():
+            if link.source_type.value != source_type or link.source_id != source_id:
+                continue
+            obs = table.get(link.observation_id)
+            if obs is not None and obs.team_id == team_id and obs.project_id == project_id:
+                pairs.append((obs, link))
+        pairs.sort(key=lambda p: (p[0].created_at, p[0].id))
+        return pairs
+
+    async def list_for_job(
+        self, team_id: str, project_id: str, job_id: str
+    ) -> Sequence[Observation]:
+        rows = [o for o in self._scoped(team_id, project_id) if o.created_by_job_id == job_id]
+        rows.sort(key=lambda o: (o.created_at, o.id))
+        return rows
+
+
+class _Sources(_Repo):
+    async def add(self, source: ObservationSource) -> ObservationSource:
+        obs = self._tx.read("observations").get(source.observation_id)
+        if obs is None or obs.team_id != source.team_id or obs.project_id != source.project_id:
+            raise NotFound("Observation not found")
+        for existing in self._tx.read("sources").values():
+            if (
+                existing.observation_id == source.observation_id
+                and existing.source_type is source.source_type
+                and existing.source_id == source.source_id
+            ):
+                merged = attrs.evolve(existing, metadata={**existing.metadata, **source.metadata})
+                self._tx.write("sources")[existing.id] = merged
+                return merged
+        self._tx.write("sources")[source.id] = source
+        return source
+
+
+class _Audit(_Repo):
+    async def add(self, entry: AuditEntry) -> None:
+        self._tx.write("audit")[entry.id] = entry
+
+    async def list(
+        self, team_id: str, *, action: str | None = None, page: Page = Page()
+    ) -> tuple[Sequence[AuditEntry], int]:
+        table = self._tx.read("audit")
+        order = {eid: n for n, eid in enumerate(table)}
+        rows = [
+            a
+            for a in table.values()
+            if a.team_id == team_id and (action is None or a.action == action)
+        ]
+        rows.sort(key=lambda a: (a.created_at, order[a.id]), reverse=True)
+        return _page(rows, page)
+
+
+class InMemoryUnitOfWork:
+    def __init__(self, tx: _Tx) -> None:
+        self.teams = _Teams(tx)
+        self.projects = _Projects(tx)
+        self.api_keys = _ApiKeys(tx)
+        self.sessions = _Sessions(tx)
+        self.events = _Events(tx)
+        self.jobs = _Jobs(tx)
+        self.job_events = _JobEvents(tx)
+        self.observations = _Observations(tx)
+        self.sources = _Sources(tx)
+        self.audit = _Audit(tx)
+
+
+class InMemoryStorage:
+    """Storage held in this process's memory; gone when the process ends."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._tables = _Tables()
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[InMemoryUnitOfWork]:
+        async with self._lock:
+            tx = _Tx(self._tables)
+            yield InMemoryUnitOfWork(tx)
+            tx.commit()
+
+    def peek(self, table: str) -> dict[str, Any]:
+        """Backdoor for contract tests: the committed rows of one table, by id."""
+        return dict(self._tables.data[table])
+
+    def poke(self, table: str, row: Any, key: Callable[[Any], str] = lambda r: r.id) -> None:
+        """Backdoor for contract tests: write a committed row directly."""
+        self._tables.data[table][key(row)] = row
+
+    async def check_schema(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

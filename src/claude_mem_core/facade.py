@@ -1,0 +1,297 @@
+"""The embedding API: the whole pipeline in-process, no server.
+
+    async with open_memory("sqlite+aiosqlite:///mem.db") as mem:
+        team, project = await mem.ensure_project("acme", "webapp")
+        scope = Scope(team_id=team.id, project_id=project.id)
+        await mem.ingest(scope, event_type="tool_use", payload={...})
+        await mem.drain()                       # run queued generation here and now
+        hits = await mem.search(scope, "which file fixed the login redirect?")
+
+Every use case takes the tenant scope explicitly; the caller is trusted (no API key), as
+an embedding application owns its database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from claude_mem_core.adapters import queue_from_url, storage_from_url
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    ApiKey,
+    GenerationJob,
+    JobEvent,
+    JobStatus,
+    Observation,
+    Project,
+    Scope,
+    ServerSession,
+    Team,
+)
+from claude_mem_core.generation.modes import CODE_MODE, Mode
+from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
+from claude_mem_core.ports.provider import Provider
+from claude_mem_core.ports.queue import JobQueue
+from claude_mem_core.ports.storage import Storage
+from claude_mem_core.services import admin, generation, ingest, jobs, memories, sessions
+from claude_mem_core.services.context import Caller, Deps, PipelineOptions
+
+
+class Memory:
+    """The use cases of claude-mem as async methods over one set of ports."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        queue: JobQueue | None,
+        provider: Provider,
+        options: PipelineOptions | None = None,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        mode: Mode = CODE_MODE,
+        worker_id: str = "embedded",
+    ) -> None:
+        self.deps = Deps(
+            storage=storage,
+            queue=queue,
+            clock=clock or SystemClock(),
+            ids=ids or UuidSource(),
+            options=options or PipelineOptions(),
+        )
+        self.provider = provider
+        self.generator = generation.Generator(
+            self.deps, provider, worker_id=worker_id, mode=mode
+        )
+
+    @property
+    def storage(self) -> Storage:
+        return self.deps.storage
+
+    # -- tenants and keys -------------------------------------------------------------
+
+    async def create_team(self, name: str) -> Team:
+        return await admin.create_team(self.deps, name)
+
+    async def create_project(self, team_id: str, name: str) -> Project:
+        return await admin.create_project(self.deps, team_id, name)
+
+    async def ensure_project(self, team_name: str, project_name: str) -> tuple[Team, Project]:
+        return await admin.ensure_team_and_project(self.deps, team_name, project_name)
+
+    async def list_teams(self, *, limit: int = 50, offset: int = 0) -> tuple[Sequence[Team], int]:
+        return await admin.list_teams(self.deps, limit=limit, offset=offset)
+
+    async def list_projects(
+        self, team_id: str, *, limit: int = 50, offset: int = 0
+    ) -> tuple[Sequence[Project], int]:
+        return await admin.list_projects(self.deps, team_id, limit=limit, offset=offset)
+
+    async def create_api_key(self, **kwargs: Any) -> admin.IssuedKey:
+        return await admin.create_api_key(self.deps, **kwargs)
+
+    async def verify_api_key(self, raw_key: str) -> Caller:
+        return await admin.verify_api_key(self.deps, raw_key)
+
+    async def list_api_keys(self, **kwargs: Any) -> tuple[Sequence[ApiKey], int]:
+        return await admin.list_api_keys(self.deps, **kwargs)
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey:
+        return await admin.revoke_api_key(self.deps, key_id)
+
+    async def rotate_api_key(self, key_id: str) -> admin.IssuedKey:
+        return await admin.rotate_api_key(self.deps, key_id)
+
+    # -- events and sessions ----------------------------------------------------------
+
+    @staticmethod
+    def _caller(scope: Scope) -> Caller:
+        return Caller.embedded(scope.team_id)
+
+    async def ingest(
+        self,
+        scope: Scope,
+        *,
+        event_type: str,
+        payload: Any = None,
+        source: str = "api",
+        occurred_at: datetime | None = None,
+        session_id: str | None = None,
+        source_event_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        generate: bool = True,
+    ) -> ingest.IngestedEvent:
+        item = ingest.EventInput(
+            project_id=scope.project_id,
+            source_adapter=source,
+            event_type=event_type,
+            occurred_at=occurred_at or datetime.now(UTC),
+            server_session_id=session_id,
+            source_event_id=source_event_id,
+            payload=payload if payload is not None else {},
+            metadata=dict(metadata or {}),
+        )
+        return await ingest.ingest_event(
+            self.deps, self._caller(scope), item, generate=generate, job_source="python_api"
+        )
+
+    async def ingest_batch(
+        self, scope: Scope, items: Sequence[ingest.EventInput], *, generate: bool = True
+    ) -> list[ingest.IngestedEvent]:
+        return await ingest.ingest_batch(
+            self.deps, self._caller(scope), items, generate=generate, job_source="python_api"
+        )
+
+    async def get_event(self, scope: Scope, event_id: str) -> AgentEvent:
+        return await memories.get_event(self.deps, self._caller(scope), event_id)
+
+    async def start_session(
+        self, scope: Scope, *, external_session_id: str | None = None, **fields: Any
+    ) -> sessions.StartedSession:
+        item = sessions.SessionInput(
+            project_id=scope.project_id, external_session_id=external_session_id, **fields
+        )
+        return await sessions.start_session(self.deps, self._caller(scope), item)
+
+    async def get_session(self, scope: Scope, session_id: str) -> ServerSession:
+        return await sessions.get_session(self.deps, self._caller(scope), session_id)
+
+    async def end_session(self, scope: Scope, session_id: str) -> sessions.EndedSession:
+        return await sessions.end_session(
+            self.deps, self._caller(scope), session_id, job_source="python_api"
+        )
+
+    # -- memories, search, context ----------------------------------------------------
+
+    async def add_memory(
+        self, scope: Scope, content: str, *, title: str | None = None, **fields: Any
+    ) -> Observation:
+        item = memories.MemoryInput(
+            project_id=scope.project_id, content=content, title=title, **fields
+        )
+        return await memories.add_memory(self.deps, self._caller(scope), item)
+
+    async def search(self, scope: Scope, query: str, *, limit: int = 20) -> list[Observation]:
+        return await memories.search(
+            self.deps, self._caller(scope), project_id=scope.project_id, query=query, limit=limit
+        )
+
+    async def context(self, scope: Scope, query: str, *, limit: int = 10) -> memories.Context:
+        return await memories.context(
+            self.deps, self._caller(scope), project_id=scope.project_id, query=query, limit=limit
+        )
+
+    async def recent(self, scope: Scope, *, limit: int = 20) -> list[Observation]:
+        return await memories.recent(
+            self.deps, self._caller(scope), project_id=scope.project_id, limit=limit
+        )
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def get_job(self, scope: Scope, job_id: str) -> GenerationJob:
+        return await jobs.get_job(self.deps, self._caller(scope), job_id)
+
+    async def job_events(self, scope: Scope, job_id: str) -> Sequence[JobEvent]:
+        return await jobs.job_events(self.deps, self._caller(scope), job_id)
+
+    async def list_jobs(
+        self, scope: Scope, *, status: JobStatus | str | None = None, limit: int = 50,
+        offset: int = 0,
+    ) -> jobs.JobPage:
+        parsed = status if isinstance(status, JobStatus) or status is None else jobs.parse_status(
+            status
+        )
+        return await jobs.list_jobs(
+            self.deps, self._caller(scope), project_id=scope.project_id, status=parsed,
+            limit=limit, offset=offset,
+        )
+
+    async def retry_job(self, scope: Scope, job_id: str) -> jobs.RetryOutcome:
+        return await jobs.retry_job(self.deps, self._caller(scope), job_id)
+
+    async def cancel_job(self, scope: Scope, job_id: str) -> jobs.CancelOutcome:
+        return await jobs.cancel_job(self.deps, self._caller(scope), job_id)
+
+    # -- in-process generation ----------------------------------------------------------
+
+    async def drain(self, *, max_jobs: int | None = None) -> int:
+        """Run queued generation in this process until no job is due. Returns how many
+        jobs were processed. Jobs waiting on a retry backoff are left for later."""
+        processed = 0
+        while max_jobs is None or processed < max_jobs:
+            report = await generation.reconcile(self.deps, republish_after_seconds=0.0)
+            del report
+            queue = self.deps.queue
+            consume = getattr(queue, "consume", None)
+            if consume is not None:
+                remaining = None if max_jobs is None else max_jobs - processed
+                handled: int = await consume(self.generator.handle, max_messages=remaining)
+            else:
+                handled = await self._process_due(max_jobs, processed)
+            if handled == 0:
+                break
+            processed += handled
+        return processed
+
+    async def _process_due(self, max_jobs: int | None, processed: int) -> int:
+        """Without a consumable queue, take due rows straight from storage."""
+        now = self.deps.clock.now()
+        async with self.deps.storage.unit_of_work() as uow:
+            due = await uow.jobs.list_due(now=now, lease_expired_before=now, limit=100)
+        handled = 0
+        for job in due:
+            if max_jobs is not None and processed + handled >= max_jobs:
+                break
+            if job.status is JobStatus.QUEUED:
+                result = await self.generator.process(job.id)
+                if result.outcome != "busy":
+                    handled += 1
+        return handled
+
+    async def close(self) -> None:
+        if self.deps.queue is not None:
+            await self.deps.queue.close()
+        await self.provider.close()
+        await self.deps.storage.close()
+
+
+@asynccontextmanager
+async def open_memory(
+    url: str = "sqlite+aiosqlite:///claude-mem.db",
+    *,
+    queue_url: str = "memory://",
+    provider: Provider | str | None = None,
+    options: PipelineOptions | None = None,
+    env: Mapping[str, str] | None = None,
+    migrate: bool = True,
+) -> AsyncIterator[Memory]:
+    """Open a memory on a storage URL. SQLite files are migrated on open (``migrate``);
+    Postgres must be migrated with ``claude-mem migrate`` first. ``provider`` is a
+    :class:`Provider`, a spec such as ``"anthropic:claude-sonnet-4-5"`` or ``"offline"``, or
+    None to choose from the API keys in the environment (offline when there are none)."""
+    storage = storage_from_url(url)
+    try:
+        if migrate and storage.name == "sqlite":
+            from claude_mem_core.migrations import upgrade
+
+            await upgrade(url)
+        await storage.check_schema()
+        if provider is None or isinstance(provider, str):
+            from claude_mem_core.adapters.providers import provider_from_spec
+
+            chosen = provider_from_spec(provider, os.environ if env is None else env)
+        else:
+            chosen = provider
+        queue = queue_from_url(queue_url)
+    except BaseException:
+        await storage.close()
+        raise
+    memory = Memory(storage=storage, queue=queue, provider=chosen, options=options)
+    try:
+        yield memory
+    finally:
+        await memory.close()

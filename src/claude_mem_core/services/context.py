@@ -1,0 +1,59 @@
+"""What every use case needs: who is calling, and the ports to act through."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from attrs import field, frozen
+
+from claude_mem_core.domain.scopes import ALL
+from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
+from claude_mem_core.ports.queue import JobQueue
+from claude_mem_core.ports.storage import Storage
+
+
+@frozen(kw_only=True)
+class Caller:
+    """The authenticated principal of one call.
+
+    ``team_id`` bounds everything; ``project_id`` is set for project-scoped keys and then
+    bounds everything further. Embedded callers are whole-team callers with every scope.
+    """
+
+    team_id: str
+    project_id: str | None = None
+    api_key_id: str | None = None
+    actor_id: str | None = None
+    request_id: str | None = None
+    scopes: frozenset[str] = field(default=frozenset({ALL}), converter=frozenset)
+
+    @classmethod
+    def embedded(cls, team_id: str, *, actor_id: str = "system:embedded") -> Caller:
+        return cls(team_id=team_id, actor_id=actor_id)
+
+
+SessionPolicy = str  # "per-event" | "debounce" | "end-of-session"
+SESSION_POLICIES = ("per-event", "debounce", "end-of-session")
+
+
+@frozen(kw_only=True)
+class PipelineOptions:
+    max_attempts: int = 3
+    session_policy: SessionPolicy = "per-event"
+    debounce_seconds: float = 5.0
+    lease_seconds: float = 300.0
+    max_batch: int = 500
+
+
+@frozen(kw_only=True)
+class Deps:
+    """The ports a service acts through. ``queue`` is None when nothing consumes jobs yet
+    (rows stay ``queued`` until a worker's reconciliation picks them up)."""
+
+    storage: Storage
+    queue: JobQueue | None = None
+    clock: Clock = field(factory=SystemClock)
+    ids: IdSource = field(factory=UuidSource)
+    options: PipelineOptions = field(factory=PipelineOptions)
+    jitter: Callable[[], float] = field(default=random.random)

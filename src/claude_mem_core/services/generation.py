@@ -1,0 +1,503 @@
+"""Use case: turn one queued generation job into observations (or a summary).
+
+The database row is the truth; the queue message only says "look at job X". Every step
+re-reads the row, so a duplicate delivery, a redelivery after a crash, or an operator's
+cancel in the middle all end with exactly one set of observations or none:
+
+1. load the row, check the message's scope against it and the key that caused it;
+2. claim it (queued → processing, compare-and-set, with a lease);
+3. call the provider outside any transaction;
+4. in one transaction: insert observations keyed by generation key, their sources, job
+   events and audit rows, and complete the row only if this worker still holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, Literal
+
+from attrs import frozen
+
+from claude_mem_core.domain import jobs as machine
+from claude_mem_core.domain import keys
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    GenerationJob,
+    JobEventType,
+    JobStatus,
+    Observation,
+    ObservationKind,
+    ObservationSource,
+    ObservationSourceType,
+    SessionGenerationStatus,
+    SourceType,
+)
+from claude_mem_core.errors import ClaudeMemError, ProviderError
+from claude_mem_core.generation import parser, prompt, render
+from claude_mem_core.generation.modes import CODE_MODE, Mode
+from claude_mem_core.generation.privacy import strip_tags
+from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider
+from claude_mem_core.ports.queue import QueueMessage
+from claude_mem_core.ports.storage import UnitOfWork
+from claude_mem_core.services import outbox
+from claude_mem_core.services.context import Caller, Deps
+from claude_mem_core.services.tenancy import audit
+
+log = logging.getLogger("claude_mem.generation")
+
+Outcome = Literal[
+    "completed", "skipped", "retry_scheduled", "failed", "missing", "busy", "lost_lease"
+]
+
+
+@frozen(kw_only=True)
+class ProcessResult:
+    job_id: str
+    outcome: Outcome
+    observation_ids: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def _caller_for(job: GenerationJob) -> Caller:
+    payload = job.payload
+    return Caller(
+        team_id=job.team_id,
+        project_id=job.project_id,
+        api_key_id=payload.get("api_key_id") if isinstance(payload.get("api_key_id"), str) else None,
+        actor_id=payload.get("actor_id") if isinstance(payload.get("actor_id"), str) else None,
+        request_id=payload.get("request_id")
+        if isinstance(payload.get("request_id"), str)
+        else None,
+    )
+
+
+class Generator:
+    """Processes generation jobs with one provider. Stateless between jobs."""
+
+    def __init__(
+        self, deps: Deps, provider: Provider, *, worker_id: str, mode: Mode = CODE_MODE
+    ) -> None:
+        self.deps = deps
+        self.provider = provider
+        self.worker_id = worker_id
+        self.mode = mode
+
+    async def handle(self, message: QueueMessage) -> None:
+        """Queue handler: never raises for a job-level failure (those are job states)."""
+        await self.process(message.job_id, message.payload)
+
+    async def process(self, job_id: str, payload: dict[str, Any] | None = None) -> ProcessResult:
+        deps = self.deps
+        now = deps.clock.now()
+        async with deps.storage.unit_of_work() as uow:
+            job = await uow.jobs.get_unscoped(job_id)
+            if job is None:
+                return ProcessResult(job_id=job_id, outcome="missing")
+            refusal = await self._refusal(uow, job, payload or job.payload)
+            if refusal is not None:
+                if job.status.terminal:
+                    return ProcessResult(job_id=job_id, outcome="skipped")
+                await self._fail_now(uow, job, refusal, classification=refusal)
+                return ProcessResult(job_id=job_id, outcome="failed", error=refusal)
+            claimed = await self._claim(uow, job, now)
+        if claimed is None:
+            status = job.status
+            outcome: Outcome = "skipped" if status.terminal else "busy"
+            return ProcessResult(job_id=job_id, outcome=outcome)
+        try:
+            return await self._generate(claimed)
+        except ProviderError as exc:
+            return await self._record_failure(claimed, str(exc), exc.kind, exc.retryable,
+                                              retry_after=exc.retry_after)
+        except ClaudeMemError as exc:
+            return await self._record_failure(claimed, str(exc), "unknown", False)
+
+    async def _refusal(
+        self, uow: UnitOfWork, job: GenerationJob, payload: dict[str, Any]
+    ) -> str | None:
+        """The message must name the row's own tenant, and the key that caused the job
+        must still be valid when the job runs."""
+        if payload.get("team_id") != job.team_id or payload.get("project_id") != job.project_id:
+            await audit(
+                uow, self.deps, _caller_for(job), "generation_job.scope_violation",
+                project_id=job.project_id, resource_id=job.id,
+                details={"reason": "scope_mismatch",
+                         "payloadTeamId": payload.get("team_id"),
+                         "payloadProjectId": payload.get("project_id")},
+            )
+            return "scope_mismatch"
+        key_id = job.payload.get("api_key_id")
+        if isinstance(key_id, str) and key_id:
+            key = await uow.api_keys.get_unscoped(key_id)
+            if key is None or not key.is_usable(self.deps.clock.now()):
+                await audit(
+                    uow, self.deps, _caller_for(job), "generation_job.revoked_key",
+                    project_id=job.project_id, resource_id=job.id,
+                    details={"reason": "revoked_key", "apiKeyId": key_id},
+                )
+                return "revoked_key"
+        return None
+
+    async def _fail_now(
+        self, uow: UnitOfWork, job: GenerationJob, reason: str, *, classification: str
+    ) -> None:
+        error = {"reason": reason, "classification": classification}
+        target = machine.transition(job, JobStatus.FAILED, now=self.deps.clock.now(),
+                                    last_error=error)
+        if await uow.jobs.compare_and_set(job, target):
+            await outbox.append_job_event(
+                uow, self.deps, target, JobEventType.FAILED, {**error, "workerId": self.worker_id}
+            )
+
+    async def _claim(
+        self, uow: UnitOfWork, job: GenerationJob, now: Any
+    ) -> GenerationJob | None:
+        lease = self.deps.options.lease_seconds
+        current = job
+        if current.status is JobStatus.PROCESSING:
+            if not machine.lease_expired(current, now=now, lease_seconds=lease):
+                return None  # another worker holds a live lease
+            released = machine.release_expired(current, now=now)
+            if not await uow.jobs.compare_and_set(current, released):
+                return None
+            await outbox.append_job_event(
+                uow, self.deps, released,
+                JobEventType.RETRY_SCHEDULED if released.status is JobStatus.QUEUED
+                else JobEventType.FAILED,
+                {"source": "lease_expired", "workerId": self.worker_id},
+            )
+            current = released
+        if current.status is not JobStatus.QUEUED or not machine.can_transition(
+            current, JobStatus.PROCESSING
+        ):
+            return None
+        claimed = machine.transition(
+            current, JobStatus.PROCESSING, now=now, worker_id=self.worker_id
+        )
+        if not await uow.jobs.compare_and_set(current, claimed):
+            return None
+        await outbox.append_job_event(
+            uow, self.deps, claimed, JobEventType.PROCESSING, {"workerId": self.worker_id}
+        )
+        await audit(
+            uow, self.deps, _caller_for(claimed), "generation_job.processing",
+            project_id=claimed.project_id, resource_id=claimed.id,
+            details={"sourceType": claimed.source_type.value, "sourceId": claimed.source_id,
+                     "attempt": claimed.attempts, "workerId": self.worker_id},
+        )
+        if claimed.source_type is SourceType.SESSION_SUMMARY and claimed.server_session_id:
+            await uow.sessions.set_generation_status(
+                claimed.team_id, claimed.project_id, claimed.server_session_id,
+                SessionGenerationStatus.PROCESSING, now=now,
+            )
+        return claimed
+
+    async def _inputs(self, job: GenerationJob) -> tuple[Sequence[AgentEvent], str | None]:
+        async with self.deps.storage.unit_of_work() as uow:
+            project = await uow.projects.get(job.team_id, job.project_id)
+            if job.source_type is SourceType.SESSION_SUMMARY:
+                if job.server_session_id is None:
+                    return [], project.name if project else None
+                events = await uow.events.list_for_session(
+                    job.team_id, job.project_id, job.server_session_id
+                )
+            elif job.agent_event_id is not None:
+                events = await uow.events.get_many(job.team_id, job.project_id, [job.agent_event_id])
+            else:
+                events = []
+        return events, project.name if project else None
+
+    async def _generate(self, job: GenerationJob) -> ProcessResult:
+        events, project_name = await self._inputs(job)
+        summary = job.source_type is SourceType.SESSION_SUMMARY
+        build = (prompt.build_summary_prompt if summary else prompt.build_observation_prompt)(
+            events,
+            project_id=job.project_id,
+            team_id=job.team_id,
+            job_id=job.id,
+            server_session_id=job.server_session_id,
+            project_name=project_name,
+            mode=self.mode,
+        )
+        if build.skipped_all or not events:
+            # Nothing left to send after privacy stripping: no provider call at all.
+            return await self._persist(job, [], None, private=build.had_private_content)
+        result = await self.provider.generate(
+            GenerationRequest(
+                prompt=build.prompt,
+                purpose="summary" if summary else "observations",
+                events=events,
+                allowed_types=self.mode.types,
+            )
+        )
+        if summary:
+            parsed_summary = parser.parse_summary(result.text)
+            if isinstance(parsed_summary, parser.ParseFailure):
+                return await self._record_failure(job, parsed_summary.reason, "parse_error", False)
+            content = "" if parsed_summary.skipped else render.summary_content(parsed_summary)
+            drafts = []
+            if content:
+                drafts.append(self._draft_summary(job, parsed_summary, content, result))
+            return await self._persist(job, drafts, result, private=build.had_private_content)
+        parsed = parser.parse_observations(result.text, self.mode)
+        if isinstance(parsed, parser.ParseFailure):
+            return await self._record_failure(job, parsed.reason, "parse_error", False)
+        drafts = []
+        for item in parsed.observations:
+            index = item.index
+            content = render.observation_content(item)
+            if content:
+                drafts.append(self._draft_observation(job, index, item, content, result))
+        return await self._persist(job, drafts, result, private=build.had_private_content)
+
+    def _metadata(self, result: GenerationResult, index: int) -> dict[str, Any]:
+        return {
+            "provider": result.provider,
+            "model": result.model,
+            "parsedObservationIndex": index,
+            "usage": {"inputTokens": result.usage.input_tokens,
+                      "outputTokens": result.usage.output_tokens},
+        }
+
+    def _draft_observation(
+        self, job: GenerationJob, index: int, item: Any, content: str, result: GenerationResult
+    ) -> tuple[int, Observation]:
+        now = self.deps.clock.now()
+        return index, Observation(
+            id=self.deps.ids.new_id(),
+            team_id=job.team_id,
+            project_id=job.project_id,
+            server_session_id=job.server_session_id,
+            kind=ObservationKind.OBSERVATION,
+            type=item.type,
+            title=item.title,
+            subtitle=item.subtitle,
+            narrative=item.narrative,
+            facts=item.facts,
+            concepts=item.concepts,
+            files_read=item.files_read,
+            files_modified=item.files_modified,
+            content=content,
+            generation_key=keys.generation_key(job.id, index, content),
+            metadata=self._metadata(result, index),
+            created_by_job_id=job.id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _draft_summary(
+        self, job: GenerationJob, summary: Any, content: str, result: GenerationResult
+    ) -> tuple[int, Observation]:
+        now = self.deps.clock.now()
+        fields = {
+            name: getattr(summary, name)
+            for name in ("request", "investigated", "learned", "completed", "next_steps", "notes")
+        }
+        return 0, Observation(
+            id=self.deps.ids.new_id(),
+            team_id=job.team_id,
+            project_id=job.project_id,
+            server_session_id=job.server_session_id,
+            kind=ObservationKind.SUMMARY,
+            type="summary",
+            title=fields["request"],
+            narrative=fields["learned"],
+            content=content,
+            generation_key=keys.generation_key(job.id, 0, content),
+            metadata={**fields, **self._metadata(result, 0)},
+            created_by_job_id=job.id,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def _persist(
+        self,
+        job: GenerationJob,
+        drafts: list[tuple[int, Observation]],
+        result: GenerationResult | None,
+        *,
+        private: bool,
+    ) -> ProcessResult:
+        deps = self.deps
+        now = deps.clock.now()
+        provider = result.provider if result else self.provider.name
+        model = result.model if result else None
+        caller = _caller_for(job)
+        async with deps.storage.unit_of_work() as uow:
+            current = await uow.jobs.get(job.team_id, job.id)
+            if current is None or current.status is not JobStatus.PROCESSING or (
+                current.locked_by != self.worker_id or current.attempts != job.attempts
+            ):
+                # Cancelled, reclaimed after our lease expired, or already done: our
+                # results are discarded and whoever holds the row decides.
+                return ProcessResult(job_id=job.id, outcome="lost_lease")
+            ids: list[str] = []
+            source_type = (
+                ObservationSourceType.SESSION_SUMMARY
+                if job.source_type is SourceType.SESSION_SUMMARY
+                else ObservationSourceType.AGENT_EVENT
+            )
+            for index, draft in drafts:
+                stored, _ = await uow.observations.add(draft)
+                ids.append(stored.id)
+                await uow.sources.add(
+                    ObservationSource(
+                        id=deps.ids.new_id(),
+                        observation_id=stored.id,
+                        team_id=job.team_id,
+                        project_id=job.project_id,
+                        source_type=source_type,
+                        source_id=job.source_id,
+                        agent_event_id=job.agent_event_id,
+                        generation_job_id=job.id,
+                        metadata={"provider": provider, "parsedObservationIndex": index,
+                                  "source_adapter": job.payload.get("source_adapter"),
+                                  "actor_id": caller.actor_id, "api_key_id": caller.api_key_id},
+                        created_at=now,
+                    )
+                )
+                await audit(
+                    uow, deps, caller, "observation.created", project_id=job.project_id,
+                    resource_id=stored.id,
+                    details={"generationJobId": job.id, "sourceType": job.source_type.value,
+                             "sourceId": job.source_id, "provider": provider, "model": model,
+                             "kind": stored.kind.value, "parsedObservationIndex": index},
+                )
+            done = machine.transition(current, JobStatus.COMPLETED, now=now)
+            if not await uow.jobs.compare_and_set(current, done):
+                return ProcessResult(job_id=job.id, outcome="lost_lease")
+            usage = result.usage if result else None
+            await outbox.append_job_event(
+                uow, deps, done, JobEventType.COMPLETED,
+                {"provider": provider, "model": model, "observationCount": len(ids),
+                 "privateContentDetected": private or not drafts, "workerId": self.worker_id,
+                 "inputTokens": usage.input_tokens if usage else None,
+                 "outputTokens": usage.output_tokens if usage else None},
+            )
+            await audit(
+                uow, deps, caller, "generation_job.completed", project_id=job.project_id,
+                resource_id=job.id,
+                details={"generationJobId": job.id, "provider": provider, "model": model,
+                         "observationCount": len(ids), "observationIds": ids,
+                         "sourceType": job.source_type.value},
+            )
+            if job.source_type is SourceType.SESSION_SUMMARY and job.server_session_id:
+                await uow.sessions.set_generation_status(
+                    job.team_id, job.project_id, job.server_session_id,
+                    SessionGenerationStatus.COMPLETED, now=now,
+                )
+        return ProcessResult(job_id=job.id, outcome="completed", observation_ids=tuple(ids))
+
+    async def _record_failure(
+        self,
+        job: GenerationJob,
+        reason: str,
+        classification: str,
+        retryable: bool,
+        *,
+        retry_after: float | None = None,
+    ) -> ProcessResult:
+        deps = self.deps
+        now = deps.clock.now()
+        reason = strip_tags(reason).text[:2000]
+        error = {"reason": reason, "classification": classification}
+        async with deps.storage.unit_of_work() as uow:
+            current = await uow.jobs.get(job.team_id, job.id)
+            if current is None or current.status is not JobStatus.PROCESSING or (
+                current.locked_by != self.worker_id or current.attempts != job.attempts
+            ):
+                return ProcessResult(job_id=job.id, outcome="lost_lease", error=reason)
+            if retryable and machine.can_transition(current, JobStatus.QUEUED):
+                delay = machine.retry_delay_seconds(current.attempts) * (0.5 + deps.jitter())
+                if retry_after is not None:
+                    delay = max(delay, retry_after)
+                target = machine.transition(
+                    current, JobStatus.QUEUED, now=now,
+                    next_attempt_at=now + timedelta(seconds=delay), last_error=error,
+                )
+                event_type = JobEventType.RETRY_SCHEDULED
+            else:
+                target = machine.transition(current, JobStatus.FAILED, now=now, last_error=error)
+                event_type = JobEventType.FAILED
+                delay = 0.0
+            if not await uow.jobs.compare_and_set(current, target):
+                return ProcessResult(job_id=job.id, outcome="lost_lease", error=reason)
+            await outbox.append_job_event(
+                uow, deps, target, event_type, {**error, "workerId": self.worker_id}
+            )
+            if target.status is JobStatus.FAILED and job.server_session_id and (
+                job.source_type is SourceType.SESSION_SUMMARY
+            ):
+                await uow.sessions.set_generation_status(
+                    job.team_id, job.project_id, job.server_session_id,
+                    SessionGenerationStatus.FAILED, now=now, error=reason,
+                )
+        if target.status is JobStatus.QUEUED:
+            await outbox.publish(deps, target, delay=delay)
+            return ProcessResult(job_id=job.id, outcome="retry_scheduled", error=reason)
+        log.warning("generation job %s failed (%s): %s", job.id, classification, reason)
+        return ProcessResult(job_id=job.id, outcome="failed", error=reason)
+
+
+@frozen(kw_only=True)
+class ReconcileReport:
+    republished: int = 0
+    released: int = 0
+    failed: int = 0
+
+
+async def reconcile(
+    deps: Deps, *, republish_after_seconds: float = 30.0, limit: int = 500
+) -> ReconcileReport:
+    """Find work the queue lost: queued rows that are due and not recently published are
+    published again; processing rows whose lease expired go back to queued (or fail
+    when out of attempts). The database is the source of truth, the queue only delivers."""
+    now = deps.clock.now()
+    lease = timedelta(seconds=deps.options.lease_seconds)
+    republish: list[GenerationJob] = []
+    released = failed = 0
+    async with deps.storage.unit_of_work() as uow:
+        due = await uow.jobs.list_due(now=now, lease_expired_before=now - lease, limit=limit)
+        for job in due:
+            if job.status is JobStatus.PROCESSING:
+                new = machine.release_expired(job, now=now)
+                if not await uow.jobs.compare_and_set(job, new):
+                    continue
+                await outbox.append_job_event(
+                    uow, deps, new,
+                    JobEventType.QUEUED if new.status is JobStatus.QUEUED else JobEventType.FAILED,
+                    {"source": "reconcile_lease_expired", "lockedBy": job.locked_by},
+                )
+                await audit(
+                    uow, deps, _caller_for(job), "generation_job.stalled",
+                    project_id=job.project_id, resource_id=job.id,
+                    details={"lockedBy": job.locked_by, "attempts": job.attempts,
+                             "statusAfter": new.status.value},
+                )
+                if new.status is JobStatus.QUEUED:
+                    released += 1
+                    republish.append(new)
+                else:
+                    failed += 1
+                continue
+            if _held_by_policy(deps, job):
+                continue
+            last_touch = job.next_attempt_at or job.updated_at
+            if (now - last_touch).total_seconds() >= republish_after_seconds:
+                republish.append(job)
+    published = 0
+    for job in republish:
+        if await outbox.publish(deps, job) == "enqueued":
+            published += 1
+    return ReconcileReport(republished=published, released=released, failed=failed)
+
+
+def _held_by_policy(deps: Deps, job: GenerationJob) -> bool:
+    return (
+        deps.options.session_policy == "end-of-session"
+        and job.source_type is SourceType.AGENT_EVENT
+        and job.server_session_id is not None
+    )
+

@@ -1,0 +1,186 @@
+"""Use cases: write a manual memory, search observations, build context, read events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import field, frozen
+
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    Observation,
+    ObservationKind,
+    ObservationSource,
+    ObservationSourceType,
+)
+from claude_mem_core.domain.scopes import Need, require
+from claude_mem_core.domain.search import parse_query
+from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
+from claude_mem_core.generation.privacy import strip_tags
+from claude_mem_core.services.context import Caller, Deps
+from claude_mem_core.services.tenancy import audit, project_visible, require_project
+
+MAX_SEARCH_LIMIT = 100
+MAX_CONTEXT_LIMIT = 50
+
+
+@frozen(kw_only=True)
+class MemoryInput:
+    project_id: str
+    content: str
+    kind: str = ObservationKind.MANUAL.value
+    server_session_id: str | None = None
+    title: str | None = None
+    type: str | None = None
+    metadata: dict[str, Any] = field(factory=dict)
+
+
+async def add_memory(deps: Deps, caller: Caller, item: MemoryInput) -> Observation:
+    """Store a memory the caller wrote itself; no generation job is involved."""
+    require(caller.scopes, Need.WRITE_MEMORIES)
+    issues = []
+    if not isinstance(item.project_id, str) or not item.project_id.strip():
+        issues.append(FieldIssue("project_id", "must be a non-empty string"))
+    content = strip_tags(item.content).text if isinstance(item.content, str) else ""
+    if not content.strip():
+        issues.append(FieldIssue("content", "must be non-empty text (after removing private content)"))
+    kinds = {k.value for k in ObservationKind}
+    if item.kind not in kinds:
+        issues.append(FieldIssue("kind", f"must be one of {', '.join(sorted(kinds))}"))
+    if not isinstance(item.metadata, dict):
+        issues.append(FieldIssue("metadata", "must be an object"))
+    if issues:
+        raise InvalidInput(issues)
+    now = deps.clock.now()
+    async with deps.storage.unit_of_work() as uow:
+        await require_project(uow, caller, item.project_id)
+        if item.server_session_id is not None:
+            session = await uow.sessions.get(caller.team_id, item.server_session_id)
+            if session is None or session.project_id != item.project_id:
+                raise NotFound("Session not found")
+        observation, _ = await uow.observations.add(
+            Observation(
+                id=deps.ids.new_id(),
+                team_id=caller.team_id,
+                project_id=item.project_id,
+                server_session_id=item.server_session_id,
+                kind=ObservationKind(item.kind),
+                type=item.type,
+                title=item.title,
+                content=content.strip(),
+                metadata=dict(item.metadata),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await uow.sources.add(
+            ObservationSource(
+                id=deps.ids.new_id(),
+                observation_id=observation.id,
+                team_id=observation.team_id,
+                project_id=observation.project_id,
+                source_type=ObservationSourceType.MANUAL,
+                source_id=caller.api_key_id or caller.actor_id or "embedded",
+                created_at=now,
+            )
+        )
+        await audit(
+            uow, deps, caller, "memory.write", project_id=observation.project_id,
+            resource_id=observation.id,
+        )
+    return observation
+
+
+def _check_limit(limit: int, maximum: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise InvalidInput.field("limit", f"must be an integer from 1 to {maximum}")
+
+
+async def search(
+    deps: Deps, caller: Caller, *, project_id: str, query: str, limit: int = 20, mode: str = "search"
+) -> list[Observation]:
+    """Ranked full-text search: any meaningful word may match; more and rarer matches
+    rank first. The audit row records the result ids, not the query text (it may be
+    personal data)."""
+    require(caller.scopes, Need.READ)
+    _check_limit(limit, MAX_SEARCH_LIMIT if mode == "search" else MAX_CONTEXT_LIMIT)
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput.field("query", "must be a non-empty string")
+    parsed = parse_query(query)
+    async with deps.storage.unit_of_work() as uow:
+        await require_project(uow, caller, project_id)
+        scored = await uow.observations.search(caller.team_id, project_id, parsed, limit=limit)
+        found = [s.observation for s in scored]
+        await audit(
+            uow, deps, caller, "observation.read", project_id=project_id,
+            details={
+                "mode": mode,
+                "queryTermCount": len(parsed.terms),
+                "limit": limit,
+                "resultCount": len(found),
+                "observationIds": [o.id for o in found],
+            },
+        )
+    return found
+
+
+@frozen(kw_only=True)
+class Context:
+    observations: Sequence[Observation]
+    context: str
+
+
+async def context(
+    deps: Deps, caller: Caller, *, project_id: str, query: str, limit: int = 10
+) -> Context:
+    found = await search(deps, caller, project_id=project_id, query=query, limit=limit, mode="context")
+    text = "\n\n".join(o.content for o in found if o.content)
+    return Context(observations=found, context=text)
+
+
+async def recent(
+    deps: Deps, caller: Caller, *, project_id: str, limit: int = 20
+) -> list[Observation]:
+    """The newest observations of a project, for session-start context without a query."""
+    require(caller.scopes, Need.READ)
+    _check_limit(limit, MAX_SEARCH_LIMIT)
+    async with deps.storage.unit_of_work() as uow:
+        await require_project(uow, caller, project_id)
+        from claude_mem_core.ports.storage import Page
+
+        rows, _ = await uow.observations.list(caller.team_id, project_id, Page(limit=limit))
+    return list(rows)
+
+
+async def get_event(deps: Deps, caller: Caller, event_id: str) -> AgentEvent:
+    require(caller.scopes, Need.READ)
+    async with deps.storage.unit_of_work() as uow:
+        event = await uow.events.get(caller.team_id, event_id)
+    if event is None or not project_visible(caller, event.project_id):
+        raise NotFound("Event not found")
+    return event
+
+
+async def event_observations(
+    deps: Deps, caller: Caller, event_id: str
+) -> list[tuple[Observation, ObservationSource]]:
+    require(caller.scopes, Need.READ)
+    async with deps.storage.unit_of_work() as uow:
+        event = await uow.events.get(caller.team_id, event_id)
+        if event is None or not project_visible(caller, event.project_id):
+            raise NotFound("Event not found")
+        pairs = await uow.observations.list_for_source(
+            caller.team_id, event.project_id, ObservationSourceType.AGENT_EVENT.value, event.id
+        )
+        await audit(
+            uow, deps, caller, "observation.read", project_id=event.project_id,
+            resource_id=event.id,
+            details={
+                "mode": "event_observations",
+                "eventId": event.id,
+                "resultCount": len(pairs),
+                "observationIds": [o.id for o, _ in pairs],
+            },
+        )
+    return list(pairs)

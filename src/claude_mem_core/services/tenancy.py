@@ -1,0 +1,72 @@
+"""Tenant checks shared by the use cases.
+
+Anything outside the caller's team, or outside a project key's project, is "not found":
+the answer never reveals that the id exists elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from claude_mem_core.domain.models import AuditEntry, Project
+from claude_mem_core.errors import NotFound
+from claude_mem_core.ports.storage import UnitOfWork
+from claude_mem_core.services.context import Caller, Deps
+
+
+def project_visible(caller: Caller, project_id: str) -> bool:
+    return caller.project_id is None or caller.project_id == project_id
+
+
+async def require_project(uow: UnitOfWork, caller: Caller, project_id: str) -> Project:
+    if not project_visible(caller, project_id):
+        raise NotFound("Project not found")
+    project = await uow.projects.get(caller.team_id, project_id)
+    if project is None:
+        raise NotFound("Project not found")
+    return project
+
+
+RESOURCE_TYPES = {
+    "event": "agent_event",
+    "session": "server_session",
+    "memory": "observation",
+    "observation": "observation",
+    "generation_job": "observation_generation_job",
+    "api_key": "api_key",
+    "team": "team",
+    "project": "project",
+}
+
+
+async def audit(
+    uow: UnitOfWork,
+    deps: Deps,
+    caller: Caller | None,
+    action: str,
+    *,
+    team_id: str | None = None,
+    project_id: str | None = None,
+    resource_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Write an audit row in the caller's transaction, so an action and its audit commit
+    (or vanish) together."""
+    body: dict[str, Any] = {}
+    if caller is not None and caller.request_id is not None:
+        body["requestId"] = caller.request_id
+    body.update(details or {})
+    await uow.audit.add(
+        AuditEntry(
+            id=deps.ids.new_id(),
+            team_id=team_id if team_id is not None else (caller.team_id if caller else None),
+            project_id=project_id if project_id is not None else (caller.project_id if caller else None),
+            actor_id=caller.actor_id if caller else None,
+            api_key_id=caller.api_key_id if caller else None,
+            action=action,
+            resource_type=RESOURCE_TYPES.get(action.split(".", 1)[0], action.split(".", 1)[0]),
+            resource_id=resource_id,
+            details=body,
+            created_at=deps.clock.now(),
+        )
+    )

@@ -1,0 +1,623 @@
+"""The storage contract: one suite every storage adapter must pass.
+
+Subclass :class:`StorageContract` in a test module and provide two fixtures:
+
+* ``storage``: a fresh, migrated :class:`~claude_mem_core.ports.storage.Storage`;
+* ``backdoor``: a :class:`Backdoor` that reads the backend directly, without the adapter's
+  repositories, so write paths are checked against what was really stored.
+
+The class has no ``Test`` prefix, so pytest collects it only where it is subclassed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import attrs
+import pytest
+
+from claude_mem_core.domain import jobs as machine
+from claude_mem_core.domain import keys
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    ApiKey,
+    AuditEntry,
+    GenerationJob,
+    JobEvent,
+    JobEventType,
+    JobStatus,
+    JobType,
+    Observation,
+    ObservationKind,
+    ObservationSource,
+    ObservationSourceType,
+    Project,
+    ServerSession,
+    SessionGenerationStatus,
+    SourceType,
+    Team,
+)
+from claude_mem_core.domain.search import parse_query
+from claude_mem_core.errors import NotFound
+from claude_mem_core.ports.storage import JobFilter, Page, Storage
+
+LOGICAL_TABLES = (
+    "teams",
+    "projects",
+    "api_keys",
+    "sessions",
+    "events",
+    "jobs",
+    "job_events",
+    "observations",
+    "sources",
+    "audit",
+)
+
+
+class Backdoor(Protocol):
+    async def rows(self, table: str) -> list[dict[str, Any]]:
+        """All rows of a logical table (see ``LOGICAL_TABLES``) as column dicts."""
+
+
+T0 = datetime(2026, 11, 27, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+class Factory:
+    """Builds valid records with unique ids and advancing timestamps."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def _next(self, prefix: str) -> tuple[str, datetime]:
+        self.n += 1
+        return f"{prefix}-{self.n:05d}", T0 + timedelta(milliseconds=self.n)
+
+    def team(self, name: str = "team") -> Team:
+        tid, at = self._next("team")
+        return Team(id=tid, name=name, created_at=at, updated_at=at)
+
+    def project(self, team: Team, name: str = "project") -> Project:
+        pid, at = self._next("proj")
+        return Project(id=pid, team_id=team.id, name=name, created_at=at, updated_at=at)
+
+    def key(self, team: Team, project: Project | None = None, **kw: Any) -> ApiKey:
+        kid, at = self._next("key")
+        fields: dict[str, Any] = {
+            "id": kid, "key_hash": keys.canonical_json(kid).encode().hex(), "team_id": team.id,
+            "project_id": project.id if project else None, "actor_id": "actor:test",
+            "scopes": {"memories:read"}, "created_at": at, "updated_at": at,
+        }
+        fields.update(kw)
+        return ApiKey(**fields)
+
+    def session(self, project: Project, **kw: Any) -> ServerSession:
+        sid, at = self._next("sess")
+        fields: dict[str, Any] = {
+            "id": sid, "team_id": project.team_id, "project_id": project.id,
+            "external_session_id": f"ext-{sid}", "idempotency_key": f"idem-{sid}",
+            "started_at": at, "created_at": at, "updated_at": at,
+        }
+        fields.update(kw)
+        return ServerSession(**fields)
+
+    def event(self, project: Project, session: ServerSession | None = None, **kw: Any) -> AgentEvent:
+        eid, at = self._next("evt")
+        fields: dict[str, Any] = {
+            "id": eid, "team_id": project.team_id, "project_id": project.id,
+            "server_session_id": session.id if session else None, "source_adapter": "api",
+            "idempotency_key": f"agent_event:test:{eid}", "event_type": "tool_use",
+            "payload": {"tool_name": "Edit", "n": self.n, "nested": {"ü": [1, 2.5, None]}},
+            "metadata": {"m": 1}, "occurred_at": at, "received_at": at, "created_at": at,
+        }
+        fields.update(kw)
+        return AgentEvent(**fields)
+
+    def job(self, event: AgentEvent, **kw: Any) -> GenerationJob:
+        jid, at = self._next("job")
+        fields: dict[str, Any] = {
+            "id": jid, "team_id": event.team_id, "project_id": event.project_id,
+            "agent_event_id": event.id, "source_type": SourceType.AGENT_EVENT,
+            "source_id": event.id, "server_session_id": event.server_session_id,
+            "job_type": JobType.GENERATE_FOR_EVENT, "idempotency_key": f"job:{event.id}",
+            "transport_id": f"evt_{event.id}", "payload": {"kind": "event", "team_id": event.team_id},
+            "created_at": at, "updated_at": at,
+        }
+        fields.update(kw)
+        return GenerationJob(**fields)
+
+    def summary_job(self, session: ServerSession, **kw: Any) -> GenerationJob:
+        jid, at = self._next("job")
+        fields: dict[str, Any] = {
+            "id": jid, "team_id": session.team_id, "project_id": session.project_id,
+            "source_type": SourceType.SESSION_SUMMARY, "source_id": session.id,
+            "server_session_id": session.id, "job_type": JobType.GENERATE_SESSION_SUMMARY,
+            "idempotency_key": f"job:{session.id}", "transport_id": f"sum_{session.id}",
+            "created_at": at, "updated_at": at,
+        }
+        fields.update(kw)
+        return GenerationJob(**fields)
+
+    def observation(self, project: Project, content: str, **kw: Any) -> Observation:
+        oid, at = self._next("obs")
+        fields: dict[str, Any] = {
+            "id": oid, "team_id": project.team_id, "project_id": project.id,
+            "kind": ObservationKind.OBSERVATION, "type": "discovery", "title": content[:40],
+            "facts": ("a fact",), "files_read": ("src/a.py",), "content": content,
+            "created_at": at, "updated_at": at,
+        }
+        fields.update(kw)
+        return Observation(**fields)
+
+    def job_event(self, job: GenerationJob, **kw: Any) -> JobEvent:
+        jid, at = self._next("jev")
+        fields: dict[str, Any] = {
+            "id": jid, "generation_job_id": job.id, "team_id": job.team_id,
+            "project_id": job.project_id, "event_type": JobEventType.QUEUED,
+            "status_after": job.status, "attempt": job.attempts, "details": {"source": "t"},
+            "created_at": at,
+        }
+        fields.update(kw)
+        return JobEvent(**fields)
+
+
+class StorageContract:
+    """Behaviour every :class:`Storage` adapter promises. See the module docstring."""
+
+    @pytest.fixture
+    def make(self) -> Factory:
+        return Factory()
+
+    async def _tenant(self, storage: Storage, make: Factory) -> tuple[Team, Project]:
+        team = make.team()
+        project = make.project(team)
+        async with storage.unit_of_work() as uow:
+            await uow.teams.add(team)
+            await uow.projects.add(project)
+        return team, project
+
+    # -- tenants ---------------------------------------------------------------------
+
+    async def test_team_and_project_round_trip(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        other = make.team("other")
+        async with storage.unit_of_work() as uow:
+            await uow.teams.add(other)
+            assert await uow.teams.get(team.id) == team
+            assert await uow.projects.get(team.id, project.id) == project
+            assert await uow.projects.get(other.id, project.id) is None
+            assert await uow.projects.find_by_name(team.id, "project") == project
+            listed, total = await uow.projects.list(team.id, Page())
+        assert (list(listed), total) == ([project], 1)
+        stored = await backdoor.rows("projects")
+        assert [(r["id"], r["team_id"], r["name"]) for r in stored] == [
+            (project.id, team.id, "project")
+        ]
+
+    async def test_project_of_unknown_team_is_not_found_and_nothing_is_written(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        ghost = make.team()
+        with pytest.raises(NotFound):
+            async with storage.unit_of_work() as uow:
+                await uow.projects.add(make.project(ghost))
+        assert await backdoor.rows("projects") == []
+
+    async def test_unit_of_work_rolls_back_everything_on_error(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team = make.team()
+        with pytest.raises(RuntimeError):
+            async with storage.unit_of_work() as uow:
+                await uow.teams.add(team)
+                await uow.projects.add(make.project(team))
+                raise RuntimeError("boom")
+        assert await backdoor.rows("teams") == []
+        assert await backdoor.rows("projects") == []
+
+    # -- api keys --------------------------------------------------------------------
+
+    async def test_api_key_lookup_by_hash_list_and_revoke(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        team_key = make.key(team, scopes={"memories:read", "memories:write"}, name="ci")
+        project_key = make.key(team, project)
+        async with storage.unit_of_work() as uow:
+            await uow.api_keys.add(team_key)
+            await uow.api_keys.add(project_key)
+        async with storage.unit_of_work() as uow:
+            assert await uow.api_keys.get_by_hash(team_key.key_hash) == team_key
+            assert await uow.api_keys.get_by_hash("0" * 64) is None
+            listed, total = await uow.api_keys.list(team.id, None, Page(limit=1))
+            assert total == 2 and len(listed) == 1
+            only_project, _ = await uow.api_keys.list(team.id, project.id, Page())
+            assert [k.id for k in only_project] == [project_key.id]
+            revoked = attrs.evolve(team_key, revoked_at=T0, updated_at=T0 + timedelta(days=1))
+            await uow.api_keys.save(revoked)
+        async with storage.unit_of_work() as uow:
+            assert await uow.api_keys.get_unscoped(team_key.id) == revoked
+        stored = {r["id"]: r for r in await backdoor.rows("api_keys")}
+        assert stored[team_key.id]["revoked_at"] is not None
+        assert sorted(stored[team_key.id]["scopes"]) == ["memories:read", "memories:write"]
+
+    # -- sessions --------------------------------------------------------------------
+
+    async def test_session_add_is_idempotent_by_key_and_by_external_id(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        _, project = await self._tenant(storage, make)
+        first = make.session(project)
+        async with storage.unit_of_work() as uow:
+            stored, created = await uow.sessions.add(first)
+            assert (stored, created) == (first, True)
+            again, created = await uow.sessions.add(
+                make.session(project, idempotency_key=first.idempotency_key, metadata={"x": 1})
+            )
+            assert (again, created) == (first, False)
+            same_external, created = await uow.sessions.add(
+                make.session(project, external_session_id=first.external_session_id,
+                             idempotency_key="another")
+            )
+            assert (same_external.id, created) == (first.id, False)
+        assert len(await backdoor.rows("sessions")) == 1
+
+    async def test_session_reads_are_team_scoped_and_save_persists(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        other, _ = await self._tenant(storage, make)
+        session = make.session(project, metadata={"k": "v"})
+        async with storage.unit_of_work() as uow:
+            await uow.sessions.add(session)
+            assert await uow.sessions.get(other.id, session.id) is None
+            ended = attrs.evolve(session, ended_at=T0 + timedelta(hours=1),
+                                 updated_at=T0 + timedelta(hours=1))
+            await uow.sessions.save(ended)
+            await uow.sessions.set_generation_status(
+                team.id, project.id, session.id, SessionGenerationStatus.FAILED,
+                now=T0 + timedelta(hours=2), error="provider down",
+            )
+        async with storage.unit_of_work() as uow:
+            got = await uow.sessions.get(team.id, session.id)
+        assert got is not None
+        assert got.ended_at == T0 + timedelta(hours=1)
+        assert got.generation_status is SessionGenerationStatus.FAILED
+        assert got.metadata == {"k": "v", "lastGenerationError": "provider down"}
+        (row,) = await backdoor.rows("sessions")
+        assert row["generation_status"] == "failed"
+
+    # -- events ----------------------------------------------------------------------
+
+    async def test_event_add_is_idempotent_and_merges_metadata(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        event = make.event(project)
+        async with storage.unit_of_work() as uow:
+            assert await uow.events.add(event) == (event, True)
+        replay = make.event(project, idempotency_key=event.idempotency_key,
+                            payload={"different": True}, metadata={"extra": 2})
+        async with storage.unit_of_work() as uow:
+            stored, created = await uow.events.add(replay)
+        assert created is False
+        assert stored.id == event.id and stored.payload == event.payload
+        assert stored.metadata == {"m": 1, "extra": 2}
+        rows = await backdoor.rows("events")
+        assert len(rows) == 1 and rows[0]["payload"] == event.payload
+        async with storage.unit_of_work() as uow:
+            got = await uow.events.get(team.id, event.id)
+        assert got is not None and got.occurred_at == event.occurred_at
+
+    async def test_event_refuses_foreign_project_and_session(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team_a, project_a = await self._tenant(storage, make)
+        _, project_b = await self._tenant(storage, make)
+        sibling = make.project(team_a, "sibling")
+        foreign_session = make.session(project_b)
+        sibling_session = make.session(sibling)
+        async with storage.unit_of_work() as uow:
+            await uow.projects.add(sibling)
+            await uow.sessions.add(foreign_session)
+            await uow.sessions.add(sibling_session)
+        bad = [
+            make.event(project_a, team_id=project_b.team_id),  # project not in that team
+            make.event(project_a, server_session_id=foreign_session.id),
+            make.event(project_a, server_session_id=sibling_session.id),
+        ]
+        for event in bad:
+            with pytest.raises(NotFound):
+                async with storage.unit_of_work() as uow:
+                    await uow.events.add(event)
+        assert await backdoor.rows("events") == []
+
+    async def test_events_for_session_are_oldest_first_and_scoped(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        session = make.session(project)
+        later = make.event(project, session, occurred_at=T0 + timedelta(minutes=5))
+        earlier = make.event(project, session, occurred_at=T0 + timedelta(minutes=1))
+        unrelated = make.event(project)
+        async with storage.unit_of_work() as uow:
+            await uow.sessions.add(session)
+            for e in (later, earlier, unrelated):
+                await uow.events.add(e)
+            listed = await uow.events.list_for_session(team.id, project.id, session.id)
+            many = await uow.events.get_many(team.id, project.id, [later.id, "nope", unrelated.id])
+            other_team = await uow.events.list_for_session("someone-else", project.id, session.id)
+        assert [e.id for e in listed] == [earlier.id, later.id]
+        assert {e.id for e in many} == {later.id, unrelated.id}
+        assert list(other_team) == []
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def _event_job(
+        self, storage: Storage, make: Factory, **kw: Any
+    ) -> tuple[Team, Project, GenerationJob]:
+        team, project = await self._tenant(storage, make)
+        event = make.event(project)
+        job = make.job(event, **kw)
+        async with storage.unit_of_work() as uow:
+            await uow.events.add(event)
+            assert await uow.jobs.add(job) == (job, True)
+        return team, project, job
+
+    async def test_job_add_is_idempotent_and_keeps_the_stored_row(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, _, job = await self._event_job(storage, make)
+        duplicate = attrs.evolve(job, id="job-other", payload={"kind": "changed"},
+                                 transport_id="evt_other")
+        async with storage.unit_of_work() as uow:
+            stored, created = await uow.jobs.add(duplicate)
+        assert (stored, created) == (job, False)
+        rows = await backdoor.rows("jobs")
+        assert len(rows) == 1 and rows[0]["payload"] == job.payload
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.get(team.id, job.id) == job
+            assert await uow.jobs.get("other-team", job.id) is None
+            assert await uow.jobs.get_unscoped(job.id) == job
+
+    async def test_compare_and_set_has_one_winner(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, _, job = await self._event_job(storage, make)
+        now = T0 + timedelta(seconds=5)
+        a = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id="a")
+        b = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id="b")
+
+        async def claim(new: GenerationJob) -> bool:
+            async with storage.unit_of_work() as uow:
+                return await uow.jobs.compare_and_set(job, new)
+
+        results = await asyncio.gather(claim(a), claim(b))
+        assert sorted(results) == [False, True]
+        (row,) = await backdoor.rows("jobs")
+        assert row["status"] == "processing" and row["attempts"] == 1
+        assert row["locked_by"] == ("a" if results[0] else "b")
+        winner = a if results[0] else b
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.get(team.id, job.id) == winner
+            done = machine.transition(winner, JobStatus.COMPLETED, now=now)
+            # A stale expectation (the pre-claim row) must not overwrite the claim.
+            assert await uow.jobs.compare_and_set(job, done) is False
+            assert await uow.jobs.compare_and_set(winner, done) is True
+
+    async def test_job_listing_filters_pages_and_counts(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        sibling = make.project(team, "sibling")
+        async with storage.unit_of_work() as uow:
+            await uow.projects.add(sibling)
+        made: list[GenerationJob] = []
+        for target in (project, project, sibling):
+            event = make.event(target)
+            job = make.job(event)
+            async with storage.unit_of_work() as uow:
+                await uow.events.add(event)
+                await uow.jobs.add(job)
+            made.append(job)
+        failed = machine.transition(made[0], JobStatus.FAILED, now=T0 + timedelta(hours=1),
+                                    last_error={"reason": "x"})
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.compare_and_set(made[0], failed)
+            page, total = await uow.jobs.list(JobFilter(team_id=team.id), Page(limit=2))
+            assert total == 3 and [j.id for j in page] == [made[2].id, made[1].id]
+            only_project, total = await uow.jobs.list(
+                JobFilter(team_id=team.id, project_id=project.id), Page())
+            assert total == 2 and {j.id for j in only_project} == {made[0].id, made[1].id}
+            queued, total = await uow.jobs.list(
+                JobFilter(team_id=team.id, status=JobStatus.QUEUED), Page())
+            assert total == 2
+            since, total = await uow.jobs.list(
+                JobFilter(team_id=team.id, since=made[2].created_at), Page())
+            assert [j.id for j in since] == [made[2].id]
+            _, none = await uow.jobs.list(JobFilter(team_id="nobody"), Page())
+            assert none == 0
+            counts = await uow.jobs.count_by_status(team.id)
+            assert counts[JobStatus.QUEUED] == 2 and counts[JobStatus.FAILED] == 1
+            summary_only, total = await uow.jobs.list(
+                JobFilter(team_id=team.id, source_type=SourceType.SESSION_SUMMARY), Page())
+            assert total == 0
+        del queued, summary_only
+
+    async def test_due_jobs_and_expired_leases(self, storage: Storage, make: Factory) -> None:
+        _, project = await self._tenant(storage, make)
+        rows = []
+        for _ in range(3):
+            event = make.event(project)
+            job = make.job(event)
+            async with storage.unit_of_work() as uow:
+                await uow.events.add(event)
+                await uow.jobs.add(job)
+            rows.append(job)
+        now = T0 + timedelta(hours=1)
+        later = machine.transition(
+            machine.transition(rows[1], JobStatus.PROCESSING, now=now, worker_id="w"),
+            JobStatus.QUEUED, now=now, next_attempt_at=now + timedelta(minutes=10),
+        )
+        stale = machine.transition(rows[2], JobStatus.PROCESSING, now=now - timedelta(hours=1),
+                                   worker_id="dead")
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.compare_and_set(rows[1], later)
+            assert await uow.jobs.compare_and_set(rows[2], stale)
+            due = await uow.jobs.list_due(
+                now=now, lease_expired_before=now - timedelta(minutes=5), limit=10)
+        assert {j.id for j in due} == {rows[0].id, rows[2].id}
+
+    async def test_completed_event_ids(self, storage: Storage, make: Factory) -> None:
+        team, project, job = await self._event_job(storage, make)
+        now = T0 + timedelta(minutes=1)
+        claimed = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id="w")
+        done = machine.transition(claimed, JobStatus.COMPLETED, now=now)
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.completed_event_ids(team.id, project.id, [job.source_id]) == set()
+            assert await uow.jobs.compare_and_set(job, claimed)
+            assert await uow.jobs.compare_and_set(claimed, done)
+            assert await uow.jobs.completed_event_ids(
+                team.id, project.id, [job.source_id, "x"]) == {job.source_id}
+
+    async def test_job_events_append_in_order_and_refuse_foreign_scope(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, _, job = await self._event_job(storage, make)
+        first = make.job_event(job)
+        second = make.job_event(job, event_type=JobEventType.PROCESSING, created_at=first.created_at)
+        async with storage.unit_of_work() as uow:
+            await uow.job_events.add(first)
+            await uow.job_events.add(second)
+        with pytest.raises(NotFound):
+            async with storage.unit_of_work() as uow:
+                await uow.job_events.add(make.job_event(job, team_id="other-team"))
+        async with storage.unit_of_work() as uow:
+            listed = await uow.job_events.list(team.id, job.id)
+            assert list(await uow.job_events.list("other-team", job.id)) == []
+        assert [e.id for e in listed] == [first.id, second.id]
+        assert len(await backdoor.rows("job_events")) == 2
+
+    # -- observations and search -----------------------------------------------------
+
+    async def test_observation_generation_key_is_idempotent_per_scope(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        other_team, other_project = await self._tenant(storage, make)
+        first = make.observation(project, "hello", generation_key="generation:v1:j:0:abc")
+        async with storage.unit_of_work() as uow:
+            assert await uow.observations.add(first) == (first, True)
+            again, created = await uow.observations.add(
+                make.observation(project, "changed", generation_key=first.generation_key))
+            assert (again, created) == (first, False)
+            elsewhere, created = await uow.observations.add(
+                make.observation(other_project, "hello", generation_key=first.generation_key))
+            assert created is True and elsewhere.id != first.id
+            assert await uow.observations.get(team.id, project.id, first.id) == first
+            assert await uow.observations.get(other_team.id, project.id, first.id) is None
+        stored = {r["id"]: r for r in await backdoor.rows("observations")}
+        assert set(stored) == {first.id, elsewhere.id}
+        assert stored[first.id]["content"] == "hello"
+        assert list(stored[first.id]["files_read"]) == ["src/a.py"]
+
+    async def test_search_answers_a_question_and_ranks_by_matches(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        _, other_project = await self._tenant(storage, make)
+        target = make.observation(
+            project,
+            "Fixed the login redirect loop in auth/middleware.py by changing the callback "
+            "URL check",
+        )
+        partial = make.observation(project, "The login page now shows a spinner")
+        noise = [
+            make.observation(project, text)
+            for text in (
+                "Refactored the database pool settings",
+                "Added pagination to the jobs listing",
+                "Documented the deployment steps for the worker",
+            )
+        ]
+        foreign = make.observation(other_project, "Fixed the login redirect in another tenant")
+        async with storage.unit_of_work() as uow:
+            for obs in (target, partial, *noise, foreign):
+                await uow.observations.add(obs)
+        question = parse_query("which file did we change to fix the login redirect?")
+        async with storage.unit_of_work() as uow:
+            hits = await uow.observations.search(team.id, project.id, question, limit=10)
+            none = await uow.observations.search(
+                team.id, project.id, parse_query("nonexistent_xyz_term"), limit=10)
+            hostile = await uow.observations.search(
+                team.id, project.id, parse_query('"login" OR redirect* NEAR( ) AND -- \' ;'),
+                limit=10)
+            capped = await uow.observations.search(
+                team.id, project.id, parse_query("login"), limit=1)
+        ids = [h.observation.id for h in hits]
+        assert ids[0] == target.id
+        assert partial.id in ids and foreign.id not in ids
+        assert hits[0].score > hits[ids.index(partial.id)].score
+        assert list(none) == []
+        assert target.id in [h.observation.id for h in hostile]
+        assert len(capped) == 1
+
+    async def test_sources_link_and_merge(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project, job = await self._event_job(storage, make)
+        obs = make.observation(project, "generated", created_by_job_id=job.id)
+        link = ObservationSource(
+            id="src-1", observation_id=obs.id, team_id=team.id, project_id=project.id,
+            source_type=ObservationSourceType.AGENT_EVENT, source_id=job.source_id,
+            agent_event_id=job.agent_event_id, generation_job_id=job.id,
+            metadata={"a": 1}, created_at=T0,
+        )
+        async with storage.unit_of_work() as uow:
+            await uow.observations.add(obs)
+            await uow.sources.add(link)
+            merged = await uow.sources.add(attrs.evolve(link, id="src-2", metadata={"b": 2}))
+            pairs = await uow.observations.list_for_source(
+                team.id, project.id, "agent_event", job.source_id)
+            foreign = await uow.observations.list_for_source(
+                "other", project.id, "agent_event", job.source_id)
+            by_job = await uow.observations.list_for_job(team.id, project.id, job.id)
+        assert merged.id == "src-1" and merged.metadata == {"a": 1, "b": 2}
+        assert [(o.id, s.id) for o, s in pairs] == [(obs.id, "src-1")]
+        assert list(foreign) == [] and [o.id for o in by_job] == [obs.id]
+        assert len(await backdoor.rows("sources")) == 1
+
+    async def test_observation_listing_is_newest_first(self, storage: Storage, make: Factory) -> None:
+        team, project = await self._tenant(storage, make)
+        made = [make.observation(project, f"note {i}") for i in range(3)]
+        async with storage.unit_of_work() as uow:
+            for obs in made:
+                await uow.observations.add(obs)
+            page, total = await uow.observations.list(team.id, project.id, Page(limit=2, offset=1))
+        assert total == 3 and [o.id for o in page] == [made[1].id, made[0].id]
+
+    # -- audit -----------------------------------------------------------------------
+
+    async def test_audit_entries_round_trip_newest_first(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        entries = [
+            AuditEntry(id=f"aud-{i}", team_id=team.id, project_id=project.id, actor_id="a",
+                       action=action, resource_type="agent_event", resource_id="r",
+                       details={"requestId": "req-1", "i": i}, created_at=T0 + timedelta(seconds=i))
+            for i, action in enumerate(["event.received", "session.end", "event.received"])
+        ]
+        async with storage.unit_of_work() as uow:
+            for entry in entries:
+                await uow.audit.add(entry)
+            received, total = await uow.audit.list(team.id, action="event.received")
+            foreign, foreign_total = await uow.audit.list("other-team")
+        assert (list(foreign), foreign_total) == ([], 0)
+        assert total == 2 and [e.id for e in received] == ["aud-2", "aud-0"]
+        assert received[0] == entries[2]
+        assert len(await backdoor.rows("audit")) == 3
