@@ -295,3 +295,23 @@ async def open_memory(
         yield memory
     finally:
         await memory.close()
+
+
+@asynccontextmanager
+async def open_memory_from_settings(
+    settings: Any, *, migrate_embedded: bool = True, queue: bool = True
+) -> AsyncIterator[Memory]:
+    """Open the memory a deployment is configured for (see :class:`config.Settings`).
+
+    The embedded default (an unconfigured SQLite file) is migrated on open so a new user
+    needs no setup; a configured database must be migrated with ``claude-mem migrate``."""
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    async with open_memory(
+        settings.database_url,
+        queue_url=settings.queue_url if queue else "memory://",
+        provider=settings.provider,
+        options=settings.pipeline_options(),
+        migrate=migrate_embedded and not settings.database_configured,
+    ) as memory:
+        yield memory

@@ -1,0 +1,190 @@
+"""Settings: one frozen object built from the environment and an optional settings file.
+
+Variable names follow the reference server (``CLAUDE_MEM_SERVER_DATABASE_URL``,
+``CLAUDE_MEM_REDIS_URL``...). Environment variables override ``<data dir>/settings.json``,
+which overrides the defaults. With nothing configured the result is the embedded default:
+a SQLite file in the data directory, the in-process queue and a provider chosen from the
+API keys present (offline when there are none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+from attrs import frozen
+
+from claude_mem_core.errors import ConfigurationError
+from claude_mem_core.services.context import SESSION_POLICIES, PipelineOptions
+
+DEFAULT_PORT = 37877
+TRUE = {"1", "true", "yes", "on"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in TRUE
+
+
+def _int(value: str | None, default: int, *, name: str, minimum: int = 1) -> int:
+    if value is None or not value.strip():
+        return default
+    try:
+        parsed = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer (got {value!r})") from None
+    if parsed < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum} (got {parsed})")
+    return parsed
+
+
+@frozen(kw_only=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    queue_engine: str  # "memory" (in-process) or "redis" (taskiq on Redis streams)
+    redis_url: str | None = attrs.field(default=None, repr=False)
+    redis_prefix: str = "claude_mem"
+    provider: str | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    auth_mode: str = "api-key"
+    allow_local_dev_bypass: bool = False
+    generation_disabled: bool = False
+    session_policy: str = "per-event"
+    debounce_ms: int = 5000
+    max_attempts: int = 3
+    lease_seconds: float = 300.0
+    worker_concurrency: int = 8
+    reconcile_interval_seconds: float = 5.0
+    in_container: bool = False
+    database_configured: bool = False
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_configured and self.queue_engine == "memory"
+
+    @property
+    def queue_url(self) -> str:
+        if self.queue_engine == "redis":
+            return self.redis_url or ""
+        return "memory://"
+
+    def pipeline_options(self) -> PipelineOptions:
+        return PipelineOptions(
+            max_attempts=self.max_attempts,
+            session_policy=self.session_policy,
+            debounce_seconds=self.debounce_ms / 1000,
+            lease_seconds=self.lease_seconds,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("CLAUDE_MEM_DATA_DIR") or Path.home() / ".claude-mem").expanduser()
+        merged = {**_settings_file(data_dir), **env}
+
+        def get(name: str) -> str | None:
+            value = merged.get(name)
+            return None if value is None else str(value)
+
+        database_url = get("CLAUDE_MEM_SERVER_DATABASE_URL") or get("CLAUDE_MEM_DATABASE_URL")
+        engine_raw = (get("CLAUDE_MEM_QUEUE_ENGINE") or "").strip().lower()
+        redis_url = get("CLAUDE_MEM_REDIS_URL") or None
+        if engine_raw in ("", "memory", "sqlite", "inprocess", "in-process"):
+            engine = "redis" if engine_raw == "" and redis_url else "memory"
+        elif engine_raw in ("redis", "taskiq", "bullmq"):
+            engine = "redis"
+        else:
+            raise ConfigurationError(
+                f"CLAUDE_MEM_QUEUE_ENGINE={engine_raw!r} is not supported; use 'memory' "
+                "(in-process) or 'redis' (taskiq on Redis; 'bullmq' is accepted as an alias)"
+            )
+        policy = (get("CLAUDE_MEM_SERVER_SESSION_POLICY") or "per-event").strip().lower()
+        if policy not in SESSION_POLICIES:
+            raise ConfigurationError(
+                f"CLAUDE_MEM_SERVER_SESSION_POLICY={policy!r} is not one of "
+                + ", ".join(SESSION_POLICIES)
+            )
+        auth = (get("CLAUDE_MEM_AUTH_MODE") or "api-key").strip().lower()
+        if auth not in ("api-key", "local-dev"):
+            raise ConfigurationError(
+                f"CLAUDE_MEM_AUTH_MODE={auth!r} is not supported; use 'api-key' or 'local-dev'"
+            )
+        prefix = "".join(
+            c if c.isalnum() or c in "_-" else "_"
+            for c in (get("CLAUDE_MEM_QUEUE_REDIS_PREFIX") or "claude_mem")
+        ) or "claude_mem"
+        return cls(
+            data_dir=data_dir,
+            database_url=database_url or f"sqlite+aiosqlite:///{data_dir / 'claude-mem.db'}",
+            database_configured=bool(database_url),
+            queue_engine=engine,
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            provider=get("CLAUDE_MEM_SERVER_PROVIDER") or None,
+            host=get("CLAUDE_MEM_SERVER_HOST") or "127.0.0.1",
+            port=_int(get("CLAUDE_MEM_SERVER_PORT"), DEFAULT_PORT, name="CLAUDE_MEM_SERVER_PORT"),
+            auth_mode=auth,
+            allow_local_dev_bypass=_flag(get("CLAUDE_MEM_ALLOW_LOCAL_DEV_BYPASS")),
+            generation_disabled=_flag(get("CLAUDE_MEM_GENERATION_DISABLED")),
+            session_policy=policy,
+            debounce_ms=_int(get("CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS"), 5000,
+                             name="CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS"),
+            max_attempts=_int(get("CLAUDE_MEM_MAX_ATTEMPTS"), 3, name="CLAUDE_MEM_MAX_ATTEMPTS"),
+            lease_seconds=float(_int(get("CLAUDE_MEM_JOB_LEASE_SECONDS"), 300,
+                                     name="CLAUDE_MEM_JOB_LEASE_SECONDS")),
+            worker_concurrency=_int(get("CLAUDE_MEM_WORKER_CONCURRENCY"), 8,
+                                    name="CLAUDE_MEM_WORKER_CONCURRENCY"),
+            in_container=_flag(get("CLAUDE_MEM_DOCKER")) or Path("/.dockerenv").exists(),
+        )
+
+    def problems(self) -> list[str]:
+        """Unsafe or contradictory combinations, each saying what to set."""
+        found: list[str] = []
+        if self.queue_engine == "redis" and not self.redis_url:
+            found.append(
+                "the Redis queue engine needs CLAUDE_MEM_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"
+            )
+        if self.auth_mode == "local-dev":
+            if self.in_container:
+                found.append(
+                    "CLAUDE_MEM_AUTH_MODE=local-dev is refused inside a container; use api-key"
+                )
+            if self.host not in LOOPBACK_HOSTS:
+                found.append(
+                    f"CLAUDE_MEM_AUTH_MODE=local-dev is refused when binding {self.host}; bind "
+                    "127.0.0.1 (CLAUDE_MEM_SERVER_HOST) or use api-key"
+                )
+        if self.in_container and self.queue_engine != "redis":
+            found.append("inside a container set CLAUDE_MEM_QUEUE_ENGINE=redis and CLAUDE_MEM_REDIS_URL")
+        if self.in_container and not self.database_configured:
+            found.append("inside a container set CLAUDE_MEM_SERVER_DATABASE_URL (PostgreSQL)")
+        return found
+
+    def validate(self) -> Settings:
+        found = self.problems()
+        if found:
+            raise ConfigurationError(
+                "claude-mem configuration is invalid:\n" + "\n".join(f"  - {p}" for p in found)
+            )
+        return self
+
+
+def _settings_file(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "settings.json"
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigurationError(f"{path} must hold a JSON object")
+    return {str(k): str(v) for k, v in loaded.items() if isinstance(v, str | int | float | bool)}
