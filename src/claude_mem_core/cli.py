@@ -41,14 +41,21 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: Te
     """A plain aligned table; ``-`` for empty cells."""
     cells = [[("-" if r.get(c) in (None, "") else str(r.get(c))) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
-          file=out)
+    print(
+        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
+        file=out,
+    )
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
 
 
-def emit(args: argparse.Namespace, payload: Any, *, table: Callable[[], None] | None = None,
-         text: str | None = None) -> None:
+def emit(
+    args: argparse.Namespace,
+    payload: Any,
+    *,
+    table: Callable[[], None] | None = None,
+    text: str | None = None,
+) -> None:
     if args.json or (table is None and text is None):
         print(json.dumps(payload, indent=2, default=str))
     elif table is not None:
@@ -81,9 +88,16 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     before = await current_revision(settings.database_url)
     await upgrade(settings.database_url)
     after = await current_revision(settings.database_url)
-    emit(args, {"database": _redact(settings.database_url), "from": before, "to": after,
-                "head": HEAD_REVISION},
-         text=f"Database {_redact(settings.database_url)} migrated: {before or 'empty'} -> {after}")
+    emit(
+        args,
+        {
+            "database": _redact(settings.database_url),
+            "from": before,
+            "to": after,
+            "head": HEAD_REVISION,
+        },
+        text=f"Database {_redact(settings.database_url)} migrated: {before or 'empty'} -> {after}",
+    )
     return EXIT_OK
 
 
@@ -105,8 +119,11 @@ async def cmd_teams(args: argparse.Namespace) -> int:
             return EXIT_OK
         teams, total = await mem.list_teams(limit=args.limit, offset=args.offset)
         rows = [{"id": t.id, "name": t.name, "createdAt": iso(t.created_at)} for t in teams]
-    emit(args, {"teams": rows, "total": total, "limit": args.limit, "offset": args.offset},
-         table=lambda: _paged_table(rows, ["id", "name", "createdAt"], total, args))
+    emit(
+        args,
+        {"teams": rows, "total": total, "limit": args.limit, "offset": args.offset},
+        table=lambda: _paged_table(rows, ["id", "name", "createdAt"], total, args),
+    )
     return EXIT_OK
 
 
@@ -114,20 +131,30 @@ async def cmd_projects(args: argparse.Namespace) -> int:
     async with _open() as mem:
         if args.action == "create":
             project = await mem.create_project(args.team, args.name)
-            row = {"id": project.id, "teamId": project.team_id, "name": project.name,
-                   "createdAt": iso(project.created_at)}
+            row = {
+                "id": project.id,
+                "teamId": project.team_id,
+                "name": project.name,
+                "createdAt": iso(project.created_at),
+            }
             emit(args, row, text=f"Created project {project.name} ({project.id})")
             return EXIT_OK
         projects, total = await mem.list_projects(args.team, limit=args.limit, offset=args.offset)
-        rows = [{"id": p.id, "teamId": p.team_id, "name": p.name,
-                 "createdAt": iso(p.created_at)} for p in projects]
-    emit(args, {"projects": rows, "total": total, "limit": args.limit, "offset": args.offset},
-         table=lambda: _paged_table(rows, ["id", "name", "createdAt"], total, args))
+        rows = [
+            {"id": p.id, "teamId": p.team_id, "name": p.name, "createdAt": iso(p.created_at)}
+            for p in projects
+        ]
+    emit(
+        args,
+        {"projects": rows, "total": total, "limit": args.limit, "offset": args.offset},
+        table=lambda: _paged_table(rows, ["id", "name", "createdAt"], total, args),
+    )
     return EXIT_OK
 
 
-def _paged_table(rows: list[dict[str, Any]], columns: list[str], total: int,
-                 args: argparse.Namespace) -> None:
+def _paged_table(
+    rows: list[dict[str, Any]], columns: list[str], total: int, args: argparse.Namespace
+) -> None:
     render_table(rows, columns, sys.stdout)
     shown_to = args.offset + len(rows)
     print(f"\n{len(rows)} shown ({args.offset + 1 if rows else 0}-{shown_to} of {total})")
@@ -135,9 +162,14 @@ def _paged_table(rows: list[dict[str, Any]], columns: list[str], total: int,
 
 def _key_row(key: Any) -> dict[str, Any]:
     return {
-        "id": key.id, "name": key.name, "teamId": key.team_id, "projectId": key.project_id,
-        "scopes": sorted(key.scopes), "status": "revoked" if key.revoked_at else "active",
-        "expiresAt": iso(key.expires_at), "lastUsedAt": iso(key.last_used_at),
+        "id": key.id,
+        "name": key.name,
+        "teamId": key.team_id,
+        "projectId": key.project_id,
+        "scopes": sorted(key.scopes),
+        "status": "revoked" if key.revoked_at else "active",
+        "expiresAt": iso(key.expires_at),
+        "lastUsedAt": iso(key.last_used_at),
         "createdAt": iso(key.created_at),
     }
 
@@ -154,51 +186,88 @@ def _parse_expires(value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"--expires {value!r}: use an ISO date/time or a duration like 30d, 12h")
+        raise UsageError(
+            f"--expires {value!r}: use an ISO date/time or a duration like 30d, 12h"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def cmd_api_key(args: argparse.Namespace) -> int:
     async with _open() as mem:
         if args.action == "create":
-            scopes = [s for part in (args.scopes or ["memories:read,memories:write"])
-                      for s in part.split(",") if s.strip()]
+            scopes = [
+                s
+                for part in (args.scopes or ["memories:read,memories:write"])
+                for s in part.split(",")
+                if s.strip()
+            ]
             issued = await mem.create_api_key(
-                team_id=args.team, project_id=args.project, scopes=scopes, name=args.name,
-                expires_at=_parse_expires(args.expires), actor_id="system:cli",
+                team_id=args.team,
+                project_id=args.project,
+                scopes=scopes,
+                name=args.name,
+                expires_at=_parse_expires(args.expires),
+                actor_id="system:cli",
             )
             row = {**_key_row(issued.key), "key": issued.raw_key}
-            emit(args, row, text=(
-                f"Created API key {issued.key.id} ({', '.join(row['scopes'])})\n\n"
-                f"  {issued.raw_key}\n\n"
-                "Store it now: it is shown once and cannot be recovered."))
+            emit(
+                args,
+                row,
+                text=(
+                    f"Created API key {issued.key.id} ({', '.join(row['scopes'])})\n\n"
+                    f"  {issued.raw_key}\n\n"
+                    "Store it now: it is shown once and cannot be recovered."
+                ),
+            )
             return EXIT_OK
         if args.action == "list":
-            keys, total = await mem.list_api_keys(team_id=args.team, project_id=args.project,
-                                                  limit=args.limit, offset=args.offset)
+            keys, total = await mem.list_api_keys(
+                team_id=args.team, project_id=args.project, limit=args.limit, offset=args.offset
+            )
             rows = [_key_row(k) for k in keys]
             for r in rows:
                 r["scopes"] = ",".join(r["scopes"])
-            emit(args, {"keys": rows, "total": total, "count": len(rows), "limit": args.limit,
-                        "offset": args.offset, "teamId": args.team},
-                 table=lambda: _paged_table(
-                     rows, ["id", "name", "teamId", "projectId", "scopes", "status", "expiresAt"],
-                     total, args))
+            emit(
+                args,
+                {
+                    "keys": rows,
+                    "total": total,
+                    "count": len(rows),
+                    "limit": args.limit,
+                    "offset": args.offset,
+                    "teamId": args.team,
+                },
+                table=lambda: _paged_table(
+                    rows,
+                    ["id", "name", "teamId", "projectId", "scopes", "status", "expiresAt"],
+                    total,
+                    args,
+                ),
+            )
             return EXIT_OK
         if args.action == "revoke":
             key = await mem.revoke_api_key(args.key_id)
-            emit(args, {"id": key.id, "status": "revoked", "revokedAt": iso(key.revoked_at)},
-                 text=f"Revoked API key {key.id}; requests using it are refused from now on.")
+            emit(
+                args,
+                {"id": key.id, "status": "revoked", "revokedAt": iso(key.revoked_at)},
+                text=f"Revoked API key {key.id}; requests using it are refused from now on.",
+            )
             return EXIT_OK
         issued = await mem.rotate_api_key(args.key_id)
         row = {**_key_row(issued.key), "key": issued.raw_key, "replaces": args.key_id}
-        emit(args, row, text=(
-            f"Rotated {args.key_id} -> {issued.key.id} (old key revoked)\n\n"
-            f"  {issued.raw_key}\n\nStore it now: it is shown once."))
+        emit(
+            args,
+            row,
+            text=(
+                f"Rotated {args.key_id} -> {issued.key.id} (old key revoked)\n\n"
+                f"  {issued.raw_key}\n\nStore it now: it is shown once."
+            ),
+        )
     return EXIT_OK
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
+    from claude_mem_core.domain.models import JobStatus
     from claude_mem_core.services import jobs
     from claude_mem_core.services.context import Caller
 
@@ -215,50 +284,80 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
             except ClaudeMemError as exc:
                 depth, queue_error = {}, str(exc)
             waiting = sum(depth.values())
-            queued = counts.get(jobs.JobStatus.QUEUED, 0)
+            queued = counts.get(JobStatus.QUEUED, 0)
             divergence: dict[str, Any] = {}
             if queue_error:
                 divergence["reason"] = f"queue unavailable: {queue_error}"
             elif deps.queue is not None and deps.queue.name != "memory" and queued != waiting:
                 divergence["queuedMismatch"] = {"database": queued, "queue": waiting}
             payload = {
-                "team": args.team, "project": args.project,
+                "team": args.team,
+                "project": args.project,
                 "database": {s.value: n for s, n in counts.items()},
                 "queue": {"engine": deps.queue.name if deps.queue else None, "lanes": depth},
                 "divergence": divergence,
             }
 
             def show() -> None:
-                render_table([{"status": s.value, "jobs": n} for s, n in counts.items()],
-                             ["status", "jobs"], sys.stdout)
+                render_table(
+                    [{"status": s.value, "jobs": n} for s, n in counts.items()],
+                    ["status", "jobs"],
+                    sys.stdout,
+                )
                 print(f"\nqueue ({payload['queue']['engine']}): {waiting} waiting")
                 if divergence:
-                    print(f"DIVERGENCE: {json.dumps(divergence)} -- reconciliation in the "
-                          "worker republishes queued rows; check that a worker is running.")
+                    print(
+                        f"DIVERGENCE: {json.dumps(divergence)} -- reconciliation in the "
+                        "worker republishes queued rows; check that a worker is running."
+                    )
+
             emit(args, payload, table=show)
             return EXIT_OK
         if args.action == "failed":
-            page = await jobs.list_jobs(deps, caller, project_id=args.project,
-                                        status=jobs.JobStatus.FAILED, limit=args.limit)
-            rows = [{"id": j.id, "sourceType": j.source_type.value, "attempts": j.attempts,
-                     "failedAt": iso(j.failed_at),
-                     "lastError": (j.last_error or {}).get("reason")} for j in page.jobs]
-            emit(args, {"failed": rows, "count": len(rows), "total": page.total},
-                 table=lambda: render_table(
-                     rows, ["id", "sourceType", "attempts", "failedAt", "lastError"], sys.stdout))
+            page = await jobs.list_jobs(
+                deps,
+                caller,
+                project_id=args.project,
+                status=JobStatus.FAILED,
+                limit=args.limit,
+            )
+            rows = [
+                {
+                    "id": j.id,
+                    "sourceType": j.source_type.value,
+                    "attempts": j.attempts,
+                    "failedAt": iso(j.failed_at),
+                    "lastError": (j.last_error or {}).get("reason"),
+                }
+                for j in page.jobs
+            ]
+            emit(
+                args,
+                {"failed": rows, "count": len(rows), "total": page.total},
+                table=lambda: render_table(
+                    rows, ["id", "sourceType", "attempts", "failedAt", "lastError"], sys.stdout
+                ),
+            )
             return EXIT_OK
         if args.action == "retry":
             outcome = await jobs.retry_job(deps, caller, args.job_id, source="cli_operator_retry")
-            result = {"id": outcome.job.id, "action": "retry",
-                      "outcome": "noop_already_queued" if outcome.already_queued else "requeued",
-                      "retriedCount": outcome.retried_count, "status": outcome.job.status.value,
-                      "attempts": outcome.job.attempts}
+            result = {
+                "id": outcome.job.id,
+                "action": "retry",
+                "outcome": "noop_already_queued" if outcome.already_queued else "requeued",
+                "retriedCount": outcome.retried_count,
+                "status": outcome.job.status.value,
+                "attempts": outcome.job.attempts,
+            }
             emit(args, result, text=f"Job {outcome.job.id}: {result['outcome']}")
             return EXIT_OK
         cancelled = await jobs.cancel_job(deps, caller, args.job_id, source="cli_operator_cancel")
-        result = {"id": cancelled.job.id, "action": "cancel",
-                  "outcome": "noop_already_cancelled" if cancelled.already_cancelled
-                  else "cancelled", "status": cancelled.job.status.value}
+        result = {
+            "id": cancelled.job.id,
+            "action": "cancel",
+            "outcome": "noop_already_cancelled" if cancelled.already_cancelled else "cancelled",
+            "status": cancelled.job.status.value,
+        }
         emit(args, result, text=f"Job {cancelled.job.id}: {result['outcome']}")
     return EXIT_OK
 
@@ -317,8 +416,12 @@ def _add_api_key(sub: Any) -> None:
     create = acts.add_parser("create", help="create a key (the raw key is shown once)")
     create.add_argument("--team", required=True, help="team id the key is bound to")
     create.add_argument("--project", help="restrict the key to one project")
-    create.add_argument("--scopes", "--scope", action="append",
-                        help="comma-separated scopes (default memories:read,memories:write)")
+    create.add_argument(
+        "--scopes",
+        "--scope",
+        action="append",
+        help="comma-separated scopes (default memories:read,memories:write)",
+    )
     create.add_argument("--name", help="a label to recognise the key by")
     create.add_argument("--expires", help="ISO date/time or duration (30d, 12h, 90m)")
     listing = acts.add_parser("list", help="list keys (hashes are never shown)")
@@ -348,8 +451,12 @@ def _add_jobs(sub: Any) -> None:
 
 def _add_worker(sub: Any, name: str = "worker") -> Any:
     worker = sub.add_parser(name, help="run the generation worker in the foreground")
-    worker.add_argument("--concurrency", type=_positive, default=None,
-                        help="jobs processed at once (default CLAUDE_MEM_WORKER_CONCURRENCY or 8)")
+    worker.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=None,
+        help="jobs processed at once (default CLAUDE_MEM_WORKER_CONCURRENCY or 8)",
+    )
     worker.set_defaults(handler=cmd_worker)
     return worker
 
@@ -397,8 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_api_key(server_sub)
     _add_jobs(server_sub)
     worker_alias = server_sub.add_parser("worker", help="server worker start")
-    worker_acts = worker_alias.add_subparsers(dest="worker_action", required=True,
-                                              parser_class=_Parser)
+    worker_acts = worker_alias.add_subparsers(
+        dest="worker_action", required=True, parser_class=_Parser
+    )
     start = worker_acts.add_parser("start")
     start.add_argument("--concurrency", type=_positive, default=None)
     start.set_defaults(handler=cmd_worker)
@@ -435,8 +543,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: a message, never a traceback
         if os.environ.get("CLAUDE_MEM_DEBUG"):
             raise
-        print(f"error: unexpected {type(exc).__name__}: {exc}\n"
-              "Set CLAUDE_MEM_DEBUG=1 to see the traceback.", file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc}\n"
+            "Set CLAUDE_MEM_DEBUG=1 to see the traceback.",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -115,10 +115,13 @@ class Settings:
             raise ConfigurationError(
                 f"CLAUDE_MEM_AUTH_MODE={auth!r} is not supported; use 'api-key' or 'local-dev'"
             )
-        prefix = "".join(
-            c if c.isalnum() or c in "_-" else "_"
-            for c in (get("CLAUDE_MEM_QUEUE_REDIS_PREFIX") or "claude_mem")
-        ) or "claude_mem"
+        prefix = (
+            "".join(
+                c if c.isalnum() or c in "_-" else "_"
+                for c in (get("CLAUDE_MEM_QUEUE_REDIS_PREFIX") or "claude_mem")
+            )
+            or "claude_mem"
+        )
         return cls(
             data_dir=data_dir,
             database_url=database_url or f"sqlite+aiosqlite:///{data_dir / 'claude-mem.db'}",
@@ -133,13 +136,18 @@ class Settings:
             allow_local_dev_bypass=_flag(get("CLAUDE_MEM_ALLOW_LOCAL_DEV_BYPASS")),
             generation_disabled=_flag(get("CLAUDE_MEM_GENERATION_DISABLED")),
             session_policy=policy,
-            debounce_ms=_int(get("CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS"), 5000,
-                             name="CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS"),
+            debounce_ms=_int(
+                get("CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS"),
+                5000,
+                name="CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS",
+            ),
             max_attempts=_int(get("CLAUDE_MEM_MAX_ATTEMPTS"), 3, name="CLAUDE_MEM_MAX_ATTEMPTS"),
-            lease_seconds=float(_int(get("CLAUDE_MEM_JOB_LEASE_SECONDS"), 300,
-                                     name="CLAUDE_MEM_JOB_LEASE_SECONDS")),
-            worker_concurrency=_int(get("CLAUDE_MEM_WORKER_CONCURRENCY"), 8,
-                                    name="CLAUDE_MEM_WORKER_CONCURRENCY"),
+            lease_seconds=float(
+                _int(get("CLAUDE_MEM_JOB_LEASE_SECONDS"), 300, name="CLAUDE_MEM_JOB_LEASE_SECONDS")
+            ),
+            worker_concurrency=_int(
+                get("CLAUDE_MEM_WORKER_CONCURRENCY"), 8, name="CLAUDE_MEM_WORKER_CONCURRENCY"
+            ),
             in_container=_flag(get("CLAUDE_MEM_DOCKER")) or Path("/.dockerenv").exists(),
         )
 
@@ -161,7 +169,9 @@ class Settings:
                     "127.0.0.1 (CLAUDE_MEM_SERVER_HOST) or use api-key"
                 )
         if self.in_container and self.queue_engine != "redis":
-            found.append("inside a container set CLAUDE_MEM_QUEUE_ENGINE=redis and CLAUDE_MEM_REDIS_URL")
+            found.append(
+                "inside a container set CLAUDE_MEM_QUEUE_ENGINE=redis and CLAUDE_MEM_REDIS_URL"
+            )
         if self.in_container and not self.database_configured:
             found.append("inside a container set CLAUDE_MEM_SERVER_DATABASE_URL (PostgreSQL)")
         return found

@@ -59,7 +59,11 @@ class FieldIssue:
         self.code = code
 
     def as_dict(self) -> dict[str, object]:
-        return {"path": self.path.split(".") if self.path else [], "message": self.message, "code": self.code}
+        return {
+            "path": self.path.split(".") if self.path else [],
+            "message": self.message,
+            "code": self.code,
+        }
 
     def __repr__(self) -> str:
         return f"FieldIssue({self.path!r}, {self.message!r})"
@@ -70,7 +74,9 @@ class InvalidInput(ClaudeMemError):
 
     default_message = "Invalid input"
 
-    def __init__(self, issues: list[FieldIssue] | FieldIssue | str, message: str | None = None) -> None:
+    def __init__(
+        self, issues: list[FieldIssue] | FieldIssue | str, message: str | None = None
+    ) -> None:
         if isinstance(issues, str):
             issues = [FieldIssue("", issues)]
         elif isinstance(issues, FieldIssue):

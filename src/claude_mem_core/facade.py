@@ -37,7 +37,8 @@ from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.provider import Provider
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
-from claude_mem_core.services import admin, generation, ingest, jobs, memories, sessions
+from claude_mem_core.services import admin, generation, jobs, memories, sessions
+from claude_mem_core.services import ingest as ingest_service
 from claude_mem_core.services.context import Caller, Deps, PipelineOptions
 
 
@@ -64,9 +65,7 @@ class Memory:
             options=options or PipelineOptions(),
         )
         self.provider = provider
-        self.generator = generation.Generator(
-            self.deps, provider, worker_id=worker_id, mode=mode
-        )
+        self.generator = generation.Generator(self.deps, provider, worker_id=worker_id, mode=mode)
 
     @property
     def storage(self) -> Storage:
@@ -124,8 +123,8 @@ class Memory:
         source_event_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         generate: bool = True,
-    ) -> ingest.IngestedEvent:
-        item = ingest.EventInput(
+    ) -> ingest_service.IngestedEvent:
+        item = ingest_service.EventInput(
             project_id=scope.project_id,
             source_adapter=source,
             event_type=event_type,
@@ -135,14 +134,14 @@ class Memory:
             payload=payload if payload is not None else {},
             metadata=dict(metadata or {}),
         )
-        return await ingest.ingest_event(
+        return await ingest_service.ingest_event(
             self.deps, self._caller(scope), item, generate=generate, job_source="python_api"
         )
 
     async def ingest_batch(
-        self, scope: Scope, items: Sequence[ingest.EventInput], *, generate: bool = True
-    ) -> list[ingest.IngestedEvent]:
-        return await ingest.ingest_batch(
+        self, scope: Scope, items: Sequence[ingest_service.EventInput], *, generate: bool = True
+    ) -> list[ingest_service.IngestedEvent]:
+        return await ingest_service.ingest_batch(
             self.deps, self._caller(scope), items, generate=generate, job_source="python_api"
         )
 
@@ -199,15 +198,23 @@ class Memory:
         return await jobs.job_events(self.deps, self._caller(scope), job_id)
 
     async def list_jobs(
-        self, scope: Scope, *, status: JobStatus | str | None = None, limit: int = 50,
+        self,
+        scope: Scope,
+        *,
+        status: JobStatus | str | None = None,
+        limit: int = 50,
         offset: int = 0,
     ) -> jobs.JobPage:
-        parsed = status if isinstance(status, JobStatus) or status is None else jobs.parse_status(
-            status
+        parsed = (
+            status if isinstance(status, JobStatus) or status is None else jobs.parse_status(status)
         )
         return await jobs.list_jobs(
-            self.deps, self._caller(scope), project_id=scope.project_id, status=parsed,
-            limit=limit, offset=offset,
+            self.deps,
+            self._caller(scope),
+            project_id=scope.project_id,
+            status=parsed,
+            limit=limit,
+            offset=offset,
         )
 
     async def retry_job(self, scope: Scope, job_id: str) -> jobs.RetryOutcome:

@@ -46,7 +46,9 @@ def provider() -> ScriptedProvider:
 @pytest.fixture
 async def mem(storage: Storage, provider: ScriptedProvider) -> Memory:
     return Memory(
-        storage=storage, queue=InProcessQueue(), provider=provider,
+        storage=storage,
+        queue=InProcessQueue(),
+        provider=provider,
         options=PipelineOptions(max_attempts=3),
     )
 
@@ -59,7 +61,9 @@ async def scope(mem: Memory) -> Scope:
 
 def _event(scope: Scope, **kw: Any) -> EventInput:
     fields: dict[str, Any] = {
-        "project_id": scope.project_id, "source_adapter": "hook", "event_type": "tool_use",
+        "project_id": scope.project_id,
+        "source_adapter": "hook",
+        "event_type": "tool_use",
         "occurred_at": datetime(2026, 11, 27, 10, 0, tzinfo=UTC),
         "payload": {"tool_name": "Edit", "tool_input": {"file_path": "auth/middleware.py"}},
     }
@@ -86,10 +90,17 @@ async def test_ingest_writes_event_job_and_job_event_together(mem: Memory, scope
 async def test_replay_by_source_event_id_returns_original_and_keeps_job(
     mem: Memory, scope: Scope
 ) -> None:
-    first = await mem.ingest(scope, event_type="tool_use", payload={"a": 1},
-                             source_event_id="tu_1", source="hook")
-    again = await mem.ingest(scope, event_type="tool_use", payload={"a": 2},
-                             source_event_id="tu_1", source="hook", metadata={"late": True})
+    first = await mem.ingest(
+        scope, event_type="tool_use", payload={"a": 1}, source_event_id="tu_1", source="hook"
+    )
+    again = await mem.ingest(
+        scope,
+        event_type="tool_use",
+        payload={"a": 2},
+        source_event_id="tu_1",
+        source="hook",
+        metadata={"late": True},
+    )
     assert again.event.id == first.event.id and not again.created
     assert again.event.payload == {"a": 1} and again.event.metadata == {"late": True}
     assert again.job is not None and first.job is not None and again.job.id == first.job.id
@@ -99,7 +110,8 @@ async def test_replay_by_source_event_id_returns_original_and_keeps_job(
 
 async def test_private_content_is_stripped_before_storage(mem: Memory, scope: Scope) -> None:
     result = await mem.ingest(
-        scope, event_type="prompt",
+        scope,
+        event_type="prompt",
         payload={"prompt": "deploy with <private>token=hunter2</private> please"},
     )
     assert "hunter2" not in str(result.event.payload)
@@ -110,8 +122,9 @@ async def test_private_content_is_stripped_before_storage(mem: Memory, scope: Sc
 async def test_batch_is_all_or_nothing(mem: Memory, scope: Scope) -> None:
     other_team, other_project = await mem.ensure_project("other", "elsewhere")
     good = _event(scope, source_event_id="b1")
-    foreign = _event(Scope(team_id=other_team.id, project_id=other_project.id),
-                     source_event_id="b2")
+    foreign = _event(
+        Scope(team_id=other_team.id, project_id=other_project.id), source_event_id="b2"
+    )
     with pytest.raises(NotFound):
         await mem.ingest_batch(scope, [good, foreign])
     with pytest.raises(InvalidInput) as bad:
@@ -130,10 +143,12 @@ async def test_project_key_cannot_reach_sibling_project(mem: Memory, scope: Scop
     sibling = await mem.create_project(scope.team_id, "sibling")
     caller = Caller(team_id=scope.team_id, project_id=scope.project_id)
     with pytest.raises(NotFound):
-        await ingest.ingest_event(mem.deps, caller, _event(Scope(team_id=scope.team_id,
-                                                                 project_id=sibling.id)))
-    other_event = await mem.ingest(Scope(team_id=scope.team_id, project_id=sibling.id),
-                                   event_type="x")
+        await ingest.ingest_event(
+            mem.deps, caller, _event(Scope(team_id=scope.team_id, project_id=sibling.id))
+        )
+    other_event = await mem.ingest(
+        Scope(team_id=scope.team_id, project_id=sibling.id), event_type="x"
+    )
     with pytest.raises(NotFound):
         await memories.get_event(mem.deps, caller, other_event.event.id)
     assert other_event.job is not None
@@ -160,7 +175,9 @@ async def test_sessions_start_is_find_or_create_and_race_safe(mem: Memory, scope
     assert len({r.session.id for r in results}) == 1
     assert sum(r.created for r in results) == 1
     compat = await sessions.find_or_start_by_content_id(
-        mem.deps, Caller.embedded(scope.team_id), project_id=scope.project_id,
+        mem.deps,
+        Caller.embedded(scope.team_id),
+        project_id=scope.project_id,
         content_session_id="claude-123",
     )
     assert compat.id == results[0].session.id
@@ -182,16 +199,16 @@ async def test_pipeline_produces_observations_and_summary(
     mem: Memory, scope: Scope, provider: ScriptedProvider
 ) -> None:
     started = await mem.start_session(scope, external_session_id="s-gen")
-    ev = await mem.ingest(scope, event_type="tool_use", session_id=started.session.id,
-                          payload={"tool_name": "Edit"})
+    ev = await mem.ingest(
+        scope, event_type="tool_use", session_id=started.session.id, payload={"tool_name": "Edit"}
+    )
     assert await mem.drain() == 1
     job = await mem.get_job(scope, ev.job.id if ev.job else "")
     assert job.status is JobStatus.COMPLETED and job.attempts == 1
     hits = await mem.search(scope, "which file did we change to fix the login redirect?")
     assert hits and hits[0].title == "Fixed the login redirect loop"
     assert hits[0].files_modified == ("auth/middleware.py",)
-    pairs = await memories.event_observations(mem.deps, Caller.embedded(scope.team_id),
-                                              ev.event.id)
+    pairs = await memories.event_observations(mem.deps, Caller.embedded(scope.team_id), ev.event.id)
     assert [o.id for o, _ in pairs] == [hits[0].id]
     ended = await mem.end_session(scope, started.session.id)
     assert await mem.drain() == 1
@@ -226,16 +243,20 @@ async def test_rate_limit_then_success_completes_once_with_two_attempts(
     job = await mem.get_job(scope, ev.job.id)
     assert (job.status, job.attempts) == (JobStatus.COMPLETED, 2)
     kinds = [e.event_type for e in await mem.job_events(scope, job.id)]
-    assert kinds == [JobEventType.QUEUED, JobEventType.PROCESSING, JobEventType.RETRY_SCHEDULED,
-                     JobEventType.PROCESSING, JobEventType.COMPLETED]
+    assert kinds == [
+        JobEventType.QUEUED,
+        JobEventType.PROCESSING,
+        JobEventType.RETRY_SCHEDULED,
+        JobEventType.PROCESSING,
+        JobEventType.COMPLETED,
+    ]
     assert len(await mem.search(scope, "login redirect")) == 1
 
 
 async def test_non_retryable_failure_is_a_dead_letter_operators_can_retry(
     storage: Storage, scope: Scope
 ) -> None:
-    provider = ScriptedProvider([ProviderError("bad key", kind="auth", status=401)],
-                                default=_reply)
+    provider = ScriptedProvider([ProviderError("bad key", kind="auth", status=401)], default=_reply)
     mem = Memory(storage=storage, queue=InProcessQueue(), provider=provider)
     ev = await mem.ingest(scope, event_type="tool_use")
     assert ev.job is not None
@@ -311,13 +332,16 @@ async def test_api_keys_are_hashed_verified_revoked_rotated_and_expire(
 
 async def test_scope_vocabularies(mem: Memory, scope: Scope) -> None:
     reader = Caller(team_id=scope.team_id, scopes={"memories:read"})
-    hook = Caller(team_id=scope.team_id, scopes={"events:write", "sessions:write",
-                                                 "observations:read", "jobs:read"})
+    hook = Caller(
+        team_id=scope.team_id,
+        scopes={"events:write", "sessions:write", "observations:read", "jobs:read"},
+    )
     with pytest.raises(Forbidden):
         await ingest.ingest_event(mem.deps, reader, _event(scope))
     await ingest.ingest_event(mem.deps, hook, _event(scope))
     started = await sessions.start_session(
-        mem.deps, hook, sessions.SessionInput(project_id=scope.project_id, external_session_id="h"))
+        mem.deps, hook, sessions.SessionInput(project_id=scope.project_id, external_session_id="h")
+    )
     await sessions.end_session(mem.deps, hook, started.session.id)
     await memories.search(mem.deps, hook, project_id=scope.project_id, query="anything")
 
@@ -328,15 +352,14 @@ async def test_search_is_tenant_scoped(mem: Memory, scope: Scope) -> None:
     await mem.add_memory(other, "the secret launch plan lives in plans/launch.md")
     assert await mem.search(scope, "launch plan") == []
     with pytest.raises(NotFound):
-        await memories.search(mem.deps, Caller.embedded(scope.team_id),
-                              project_id=other.project_id, query="launch")
+        await memories.search(
+            mem.deps, Caller.embedded(scope.team_id), project_id=other.project_id, query="launch"
+        )
     ctx = await mem.context(other, "launch plan")
     assert "plans/launch.md" in ctx.context
 
 
-async def test_reconcile_returns_expired_leases_and_republishes(
-    mem: Memory, scope: Scope
-) -> None:
+async def test_reconcile_returns_expired_leases_and_republishes(mem: Memory, scope: Scope) -> None:
     from claude_mem_core.domain import jobs as machine
     from claude_mem_core.services.generation import reconcile
 
@@ -344,8 +367,9 @@ async def test_reconcile_returns_expired_leases_and_republishes(
     assert ev.job is not None
     long_ago = ev.job.created_at - timedelta(hours=1)
     async with mem.storage.unit_of_work() as uow:
-        claimed = machine.transition(ev.job, JobStatus.PROCESSING, now=long_ago,
-                                     worker_id="dead-worker")
+        claimed = machine.transition(
+            ev.job, JobStatus.PROCESSING, now=long_ago, worker_id="dead-worker"
+        )
         assert await uow.jobs.compare_and_set(ev.job, claimed)
     report = await reconcile(mem.deps)
     assert report.released == 1
@@ -354,4 +378,3 @@ async def test_reconcile_returns_expired_leases_and_republishes(
     assert await mem.drain() == 1
     done = await mem.get_job(scope, ev.job.id)
     assert (done.status, done.attempts) == (JobStatus.COMPLETED, 2)
-

@@ -30,7 +30,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             super().__init__()
             self.runner = asyncio.Runner()
             self.mem = Memory(
-                storage=storage_from_url(url), queue=InProcessQueue(),
+                storage=storage_from_url(url),
+                queue=InProcessQueue(),
                 provider=ScriptedProvider(default="<skip_summary/>"),
             )
             run = next(_run)
@@ -59,11 +60,19 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @rule(where=st.integers(0, 3), word=st.sampled_from(WORDS), n=st.integers(0, 10**6))
         def ingest_event(self, where: int, word: str, n: int) -> None:
             team, project = self.projects[where]
-            result = self.call(ingest.ingest_event(
-                self.mem.deps, self.caller(team),
-                EventInput(project_id=project, source_adapter="api", event_type=word,
-                           occurred_at=datetime(2026, 1, 1, tzinfo=UTC), payload={"n": n}),
-            ))
+            result = self.call(
+                ingest.ingest_event(
+                    self.mem.deps,
+                    self.caller(team),
+                    EventInput(
+                        project_id=project,
+                        source_adapter="api",
+                        event_type=word,
+                        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+                        payload={"n": n},
+                    ),
+                )
+            )
             self.owner[result.event.id] = (team, project)
             self.events.append(result.event.id)
             self.owner[result.job.id] = (team, project)
@@ -72,19 +81,25 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         @rule(where=st.integers(0, 3), word=st.sampled_from(WORDS))
         def add_memory(self, where: int, word: str) -> None:
             team, project = self.projects[where]
-            obs = self.call(memories.add_memory(
-                self.mem.deps, self.caller(team),
-                memories.MemoryInput(project_id=project, content=f"{word} notes for {project}"),
-            ))
+            obs = self.call(
+                memories.add_memory(
+                    self.mem.deps,
+                    self.caller(team),
+                    memories.MemoryInput(project_id=project, content=f"{word} notes for {project}"),
+                )
+            )
             self.owner[obs.id] = (team, project)
 
         @rule(where=st.integers(0, 3), ext=st.sampled_from(["a", "b", "c"]))
         def start_session(self, where: int, ext: str) -> None:
             team, project = self.projects[where]
-            started = self.call(sessions.start_session(
-                self.mem.deps, self.caller(team),
-                sessions.SessionInput(project_id=project, external_session_id=ext),
-            ))
+            started = self.call(
+                sessions.start_session(
+                    self.mem.deps,
+                    self.caller(team),
+                    sessions.SessionInput(project_id=project, external_session_id=ext),
+                )
+            )
             assert self.owner.setdefault(started.session.id, (team, project)) == (team, project)
             self.sessions.append(started.session.id)
 
@@ -92,15 +107,25 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
         def read_by_id(self, data: st.DataObject, who: int, project_key: bool) -> None:
             team, project = self.projects[who]
             caller = self.caller(team, project if project_key else None)
-            kinds = [k for k, ids in (("event", self.events), ("job", self.jobs),
-                                      ("session", self.sessions)) if ids]
+            kinds = [
+                k
+                for k, ids in (
+                    ("event", self.events),
+                    ("job", self.jobs),
+                    ("session", self.sessions),
+                )
+                if ids
+            ]
             if not kinds:
                 return
             kind = data.draw(st.sampled_from(kinds))
             ids = {"event": self.events, "job": self.jobs, "session": self.sessions}[kind]
             row_id = data.draw(st.sampled_from(ids))
-            getter = {"event": memories.get_event, "job": jobs.get_job,
-                      "session": sessions.get_session}[kind]
+            getter = {
+                "event": memories.get_event,
+                "job": jobs.get_job,
+                "session": sessions.get_session,
+            }[kind]
             owner_team, owner_project = self.owner[row_id]
             visible = owner_team == team and (not project_key or owner_project == project)
             try:
@@ -116,8 +141,11 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             team, _ = self.projects[who]
             t_team, t_project = self.projects[into]
             try:
-                found = self.call(memories.search(
-                    self.mem.deps, self.caller(team), project_id=t_project, query=word))
+                found = self.call(
+                    memories.search(
+                        self.mem.deps, self.caller(team), project_id=t_project, query=word
+                    )
+                )
             except NotFound:
                 assert t_team != team
                 return
@@ -143,6 +171,10 @@ def test_no_read_crosses_tenants(storage_url: str) -> None:
     machine = make_machine(storage_url)
     run_state_machine_as_test(
         machine,
-        settings=settings(max_examples=15, stateful_step_count=25, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow]),
+        settings=settings(
+            max_examples=15,
+            stateful_step_count=25,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
     )

@@ -19,9 +19,17 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def new_job(max_attempts: int = 3) -> GenerationJob:
     return GenerationJob(
-        id="j", team_id="t", project_id="p", agent_event_id="e",
-        source_type=SourceType.AGENT_EVENT, source_id="e", job_type=JobType.GENERATE_FOR_EVENT,
-        idempotency_key="k", max_attempts=max_attempts, created_at=T0, updated_at=T0,
+        id="j",
+        team_id="t",
+        project_id="p",
+        agent_event_id="e",
+        source_type=SourceType.AGENT_EVENT,
+        source_id="e",
+        job_type=JobType.GENERATE_FOR_EVENT,
+        idempotency_key="k",
+        max_attempts=max_attempts,
+        created_at=T0,
+        updated_at=T0,
     )
 
 
@@ -48,9 +56,16 @@ class JobLifecycle(RuleBasedStateMachine):
     @rule(status=st.sampled_from(list(JobStatus)), worker=st.sampled_from(["a", "b"]))
     def worker_transition(self, status: JobStatus, worker: str) -> None:
         now = self._tick()
-        self._attempt(lambda: machine.transition(
-            self.job, status, now=now, worker_id=worker,
-            next_attempt_at=now + timedelta(seconds=5), last_error={"reason": "x"}))
+        self._attempt(
+            lambda: machine.transition(
+                self.job,
+                status,
+                now=now,
+                worker_id=worker,
+                next_attempt_at=now + timedelta(seconds=5),
+                last_error={"reason": "x"},
+            )
+        )
 
     @rule()
     def operator_retry(self) -> None:
@@ -87,7 +102,9 @@ TestJobLifecycle = JobLifecycle.TestCase
 
 
 @given(st.sampled_from([s for s in JobStatus if s.terminal]), st.sampled_from(list(JobStatus)))
-def test_terminal_states_accept_no_worker_transition(terminal: JobStatus, target: JobStatus) -> None:
+def test_terminal_states_accept_no_worker_transition(
+    terminal: JobStatus, target: JobStatus
+) -> None:
     job = attrs.evolve(new_job(), status=terminal)
     with pytest.raises(IllegalTransition, match="terminal status"):
         machine.transition(job, target, now=T0)

@@ -11,18 +11,30 @@ from claude_mem_core.domain import keys
 
 
 def test_golden_transport_ids() -> None:
-    assert keys.transport_id(
-        "event", team_id="team_abc", project_id="project_xyz", source_type="agent_event",
-        source_id="evt_001",
-    ) == "evt_9997b2a9bbb5e90423d1b84b76f72816356fa9e690dff3fce2adde268214beeb"
-    assert keys.transport_id(
-        "summary", team_id="t", project_id="p", source_type="session_summary", source_id="s1"
-    ) == "sum_e98d9aa616454b70c34a042e467eeca96f6107f416221f01209a5406176c3a35"
+    assert (
+        keys.transport_id(
+            "event",
+            team_id="team_abc",
+            project_id="project_xyz",
+            source_type="agent_event",
+            source_id="evt_001",
+        )
+        == "evt_9997b2a9bbb5e90423d1b84b76f72816356fa9e690dff3fce2adde268214beeb"
+    )
+    assert (
+        keys.transport_id(
+            "summary", team_id="t", project_id="p", source_type="session_summary", source_id="s1"
+        )
+        == "sum_e98d9aa616454b70c34a042e467eeca96f6107f416221f01209a5406176c3a35"
+    )
 
 
 def test_golden_job_and_generation_keys() -> None:
     assert keys.generation_job_key(
-        team_id="t", project_id="p", source_type="agent_event", source_id="e1",
+        team_id="t",
+        project_id="p",
+        source_type="agent_event",
+        source_id="e1",
         job_type="observation_generate_for_event",
     ) == (
         "observation_generation_job:v1:"
@@ -33,7 +45,8 @@ def test_golden_job_and_generation_keys() -> None:
     )
     # Content is trimmed before hashing: surrounding whitespace is not a new observation.
     assert keys.generation_key("job-1", 0, "  hello world\n") == keys.generation_key(
-        "job-1", 0, "hello world")
+        "job-1", 0, "hello world"
+    )
 
 
 def test_canonical_json_follows_javascript() -> None:
@@ -46,7 +59,10 @@ def test_canonical_json_follows_javascript() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=10,
@@ -57,9 +73,14 @@ json_values = st.recursive(
 def test_event_key_depends_on_payload_only_through_its_canonical_form(a: object, b: object) -> None:
     def key(payload: object) -> str:
         return keys.agent_event_key(
-            team_id="t", project_id="p", source_adapter="api", source_event_id=None,
-            server_session_id=None, event_type="x",
-            occurred_at=datetime(2026, 1, 1, tzinfo=UTC), payload=payload,
+            team_id="t",
+            project_id="p",
+            source_adapter="api",
+            source_event_id=None,
+            server_session_id=None,
+            event_type="x",
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+            payload=payload,
         )
 
     def canonical(payload: object) -> str:
@@ -73,9 +94,14 @@ def test_event_key_depends_on_payload_only_through_its_canonical_form(a: object,
 def test_source_event_id_wins_over_content(first: str, second: str) -> None:
     def key(source_event_id: str, payload: object) -> str:
         return keys.agent_event_key(
-            team_id="t", project_id="p", source_adapter="hook", source_event_id=source_event_id,
-            server_session_id="s", event_type="tool_use",
-            occurred_at=datetime(2026, 1, 1, tzinfo=UTC), payload=payload,
+            team_id="t",
+            project_id="p",
+            source_adapter="hook",
+            source_event_id=source_event_id,
+            server_session_id="s",
+            event_type="tool_use",
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+            payload=payload,
         )
 
     assert key(first, {"a": 1}) == key(first, {"b": 2})
@@ -84,18 +110,21 @@ def test_source_event_id_wins_over_content(first: str, second: str) -> None:
 
 @given(st.text(), st.text(), st.text())
 def test_transport_ids_never_contain_colons(team: str, project: str, source: str) -> None:
-    tid = keys.transport_id("event", team_id=team, project_id=project, source_type="agent_event",
-                            source_id=source)
+    tid = keys.transport_id(
+        "event", team_id=team, project_id=project, source_type="agent_event", source_id=source
+    )
     assert ":" not in tid and tid.startswith("evt_")
 
 
 def test_session_identity_prefers_external_then_content_then_agent() -> None:
-    ext = keys.server_session_key(team_id="t", project_id="p", external_session_id="x",
-                                  content_session_id="c")
+    ext = keys.server_session_key(
+        team_id="t", project_id="p", external_session_id="x", content_session_id="c"
+    )
     assert ext == keys.server_session_key(team_id="t", project_id="p", external_session_id="x")
     content = keys.server_session_key(team_id="t", project_id="p", content_session_id="c")
     assert content is not None and content != ext
-    agent = keys.server_session_key(team_id="t", project_id="p", agent_id="a",
-                                    platform_source="claude")
+    agent = keys.server_session_key(
+        team_id="t", project_id="p", agent_id="a", platform_source="claude"
+    )
     assert agent is not None and agent not in (ext, content)
     assert keys.server_session_key(team_id="t", project_id="p") is None

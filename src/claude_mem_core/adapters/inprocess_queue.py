@@ -9,6 +9,7 @@ also what makes debounced publishing coalesce.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -63,17 +64,15 @@ class InProcessQueue:
             return None
         return max(0.0, min(due for due, _ in self._waiting.values()) - self._monotonic())
 
-    async def wait_for_messages(self, timeout: float) -> None:
+    async def wait_for_messages(self, at_most: float) -> None:
         self._arrived.clear()
         if self._waiting:
             wait = self.next_due_in() or 0.0
             if wait <= 0:
                 return
-            timeout = min(timeout, wait)
-        try:
-            await asyncio.wait_for(self._arrived.wait(), timeout)
-        except TimeoutError:
-            pass
+            at_most = min(at_most, wait)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), at_most)
 
     async def depth(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -224,7 +224,8 @@ class _Sessions(_Repo):
             current,
             generation_status=status,
             metadata=metadata,
-            last_generated_at=now if status is SessionGenerationStatus.COMPLETED
+            last_generated_at=now
+            if status is SessionGenerationStatus.COMPLETED
             else current.last_generated_at,
             updated_at=now,
         )
@@ -245,7 +246,9 @@ class _Events(_Repo):
         for existing in self._tx.read("events").values():
             if existing.idempotency_key == event.idempotency_key:
                 if event.metadata:
-                    merged = attrs.evolve(existing, metadata={**existing.metadata, **event.metadata})
+                    merged = attrs.evolve(
+                        existing, metadata={**existing.metadata, **event.metadata}
+                    )
                     self._tx.write("events")[existing.id] = merged
                     return merged, False
                 return existing, False
@@ -262,7 +265,9 @@ class _Events(_Repo):
         table = self._tx.read("events")
         found = [table.get(i) for i in event_ids]
         return [
-            e for e in found if e is not None and e.team_id == team_id and e.project_id == project_id
+            e
+            for e in found
+            if e is not None and e.team_id == team_id and e.project_id == project_id
         ]
 
     async def list_for_session(
@@ -348,9 +353,7 @@ class _Jobs(_Repo):
                 current, payload=job.payload, updated_at=job.updated_at
             )
 
-    async def list(
-        self, where: JobFilter, page: Page
-    ) -> tuple[Sequence[GenerationJob], int]:
+    async def list(self, where: JobFilter, page: Page) -> tuple[Sequence[GenerationJob], int]:
         rows = [j for j in self._tx.read("jobs").values() if _job_filter(j, where)]
         rows.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return _page(rows, page)
@@ -475,7 +478,9 @@ class _Observations(_Repo):
             score = sum(idf[t] for t, s in stems.items() if s in words)
             if score > 0:
                 scored.append(ScoredObservation(observation=obs, score=score))
-        scored.sort(key=lambda s: (-s.score, -s.observation.updated_at.timestamp(), s.observation.id))
+        scored.sort(
+            key=lambda s: (-s.score, -s.observation.updated_at.timestamp(), s.observation.id)
+        )
         return scored[:limit]
 
     async def list_for_source(
@@ -511,7 +516,9 @@ class _Sources(_Repo):
                 and existing.source_type is source.source_type
                 and existing.source_id == source.source_id
             ):
-                merged = attrs.evolve(existing, metadata={**existing.metadata, **source.metadata})
+                merged: ObservationSource = attrs.evolve(
+                    existing, metadata={**existing.metadata, **source.metadata}
+                )
                 self._tx.write("sources")[existing.id] = merged
                 return merged
         self._tx.write("sources")[source.id] = source

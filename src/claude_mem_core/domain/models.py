@@ -15,32 +15,32 @@ from attrs import field, frozen
 JSONObject = dict[str, Any]
 
 
-class ObservationKind(str, enum.Enum):
+class ObservationKind(enum.StrEnum):
     OBSERVATION = "observation"
     SUMMARY = "summary"
     MANUAL = "manual"
 
 
-class SourceType(str, enum.Enum):
+class SourceType(enum.StrEnum):
     AGENT_EVENT = "agent_event"
     SESSION_SUMMARY = "session_summary"
     OBSERVATION_REINDEX = "observation_reindex"
 
 
-class ObservationSourceType(str, enum.Enum):
+class ObservationSourceType(enum.StrEnum):
     AGENT_EVENT = "agent_event"
     SESSION_SUMMARY = "session_summary"
     OBSERVATION_REINDEX = "observation_reindex"
     MANUAL = "manual"
 
 
-class JobType(str, enum.Enum):
+class JobType(enum.StrEnum):
     GENERATE_FOR_EVENT = "observation_generate_for_event"
     GENERATE_SESSION_SUMMARY = "observation_generate_session_summary"
     REINDEX = "observation_reindex"
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     PROCESSING = "processing"
     COMPLETED = "completed"
@@ -52,7 +52,7 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-class JobEventType(str, enum.Enum):
+class JobEventType(enum.StrEnum):
     QUEUED = "queued"
     ENQUEUED = "enqueued"
     PROCESSING = "processing"
@@ -62,14 +62,14 @@ class JobEventType(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-class SessionGenerationStatus(str, enum.Enum):
+class SessionGenerationStatus(enum.StrEnum):
     IDLE = "idle"
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
 
 
-class EventSourceAdapter(str, enum.Enum):
+class EventSourceAdapter(enum.StrEnum):
     """Values accepted for ``sourceType`` on ingest (stored as ``source_adapter``)."""
 
     HOOK = "hook"

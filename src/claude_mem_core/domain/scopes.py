@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from claude_mem_core.errors import Forbidden, InvalidInput
 
 
-class Need(str, enum.Enum):
+class Need(enum.StrEnum):
     READ = "read"
     WRITE_EVENTS = "write_events"
     WRITE_SESSIONS = "write_sessions"
@@ -70,7 +70,8 @@ def validate_scopes(scopes: Iterable[str], *, field: str = "scopes") -> frozense
     unknown = sorted(held - KNOWN_SCOPES)
     if unknown:
         raise InvalidInput.field(
-            field, f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SCOPES))}"
+            field,
+            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SCOPES))}",
         )
     if not held:
         raise InvalidInput.field(field, "at least one scope is required")

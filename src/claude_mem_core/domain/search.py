@@ -15,22 +15,21 @@ from attrs import frozen
 MAX_TERMS = 24
 MAX_TERM_LENGTH = 64
 
-_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)?", re.UNICODE)
 
 # English function words plus question scaffolding agents typically use. Kept short on
 # purpose: content words like "file" or "change" must stay searchable.
-STOP_WORDS = frozenset(
-    """
-    a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing done down during each few
-    for from further had has have having he her here hers herself him himself his how i if
-    in into is it its itself just let me more most my myself no nor not now of off on once
-    only or other our ours ourselves out over own same she should so some such than that
-    the their theirs them themselves then there these they this those through to too under
-    until up very was we were what when where which while who whom why will with would you
-    your yours yourself yourselves also get got us tell show find please ever
-    """.split()
-)
+_STOP_WORD_TEXT = """
+a about above after again against all am an and any are as at be because been before
+being below between both but by can could did do does doing done down during each few
+for from further had has have having he her here hers herself him himself his how i if
+in into is it its itself just let me more most my myself no nor not now of off on once
+only or other our ours ourselves out over own same she should so some such than that the
+their theirs them themselves then there these they this those through to too under until
+up very was we were what when where which while who whom why will with would you your
+yours yourself yourselves also get got us tell show find please ever
+"""
+STOP_WORDS = frozenset(_STOP_WORD_TEXT.split())
 
 
 @frozen
@@ -46,7 +45,7 @@ class SearchQuery:
 
 
 def tokenize(text: str) -> list[str]:
-    return [m.group(0).lower().replace("’", "'") for m in _WORD.finditer(text)]
+    return [m.group(0).lower().replace("\u2019", "'") for m in _WORD.finditer(text)]
 
 
 def parse_query(text: str) -> SearchQuery:
@@ -67,8 +66,27 @@ def parse_query(text: str) -> SearchQuery:
     return SearchQuery(text=text, terms=tuple(t for t in terms if t))
 
 
-_SUFFIXES = ("ational", "ization", "fulness", "ousness", "iveness", "ations", "ation",
-             "ments", "ment", "ness", "ings", "ing", "edly", "ies", "ied", "ed", "es", "ly", "s")
+_SUFFIXES = (
+    "ational",
+    "ization",
+    "fulness",
+    "ousness",
+    "iveness",
+    "ations",
+    "ation",
+    "ments",
+    "ment",
+    "ness",
+    "ings",
+    "ing",
+    "edly",
+    "ies",
+    "ied",
+    "ed",
+    "es",
+    "ly",
+    "s",
+)
 
 
 def stem(word: str) -> str:

@@ -8,7 +8,7 @@ the offline provider reads directly) and return the raw text and usage, or raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal, Protocol
 
 from attrs import field, frozen
@@ -18,12 +18,20 @@ from claude_mem_core.domain.models import AgentEvent
 GenerationPurpose = Literal["observations", "summary"]
 
 
+def _events(values: Iterable[AgentEvent]) -> tuple[AgentEvent, ...]:
+    return tuple(values)
+
+
+def _names(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @frozen(kw_only=True)
 class GenerationRequest:
     prompt: str
     purpose: GenerationPurpose = "observations"
-    events: Sequence[AgentEvent] = field(factory=tuple, converter=tuple)
-    allowed_types: Sequence[str] = field(factory=tuple, converter=tuple)
+    events: Sequence[AgentEvent] = field(factory=tuple, converter=_events)
+    allowed_types: Sequence[str] = field(factory=tuple, converter=_names)
     max_output_tokens: int = 4096
     temperature: float = 0.3
 

@@ -174,7 +174,9 @@ class ObservationRepository(Protocol):
         """Insert, or return the stored observation with the same (team, project,
         generation key) unchanged."""
 
-    async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None: ...
+    async def get(
+        self, team_id: str, project_id: str, observation_id: str
+    ) -> Observation | None: ...
     async def list(
         self, team_id: str, project_id: str, page: Page
     ) -> tuple[Sequence[Observation], int]:
@@ -209,16 +211,37 @@ class AuditRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
-    teams: TeamRepository
-    projects: ProjectRepository
-    api_keys: ApiKeyRepository
-    sessions: SessionRepository
-    events: EventRepository
-    jobs: JobRepository
-    job_events: JobEventRepository
-    observations: ObservationRepository
-    sources: ObservationSourceRepository
-    audit: AuditRepository
+    """The repositories of one transaction (read-only attributes)."""
+
+    @property
+    def teams(self) -> TeamRepository: ...
+
+    @property
+    def projects(self) -> ProjectRepository: ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def sessions(self) -> SessionRepository: ...
+
+    @property
+    def events(self) -> EventRepository: ...
+
+    @property
+    def jobs(self) -> JobRepository: ...
+
+    @property
+    def job_events(self) -> JobEventRepository: ...
+
+    @property
+    def observations(self) -> ObservationRepository: ...
+
+    @property
+    def sources(self) -> ObservationSourceRepository: ...
+
+    @property
+    def audit(self) -> AuditRepository: ...
 
 
 class Storage(Protocol):

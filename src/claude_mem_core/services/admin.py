@@ -55,15 +55,17 @@ async def create_team(deps: Deps, name: str, *, actor_id: str = SYSTEM_ACTOR) ->
     async with deps.storage.unit_of_work() as uow:
         await uow.teams.add(team)
         await audit(
-            uow, deps, Caller(team_id=team.id, actor_id=actor_id), "team.create",
-            resource_id=team.id, details={"name": team.name},
+            uow,
+            deps,
+            Caller(team_id=team.id, actor_id=actor_id),
+            "team.create",
+            resource_id=team.id,
+            details={"name": team.name},
         )
     return team
 
 
-async def list_teams(
-    deps: Deps, *, limit: int = 50, offset: int = 0
-) -> tuple[Sequence[Team], int]:
+async def list_teams(deps: Deps, *, limit: int = 50, offset: int = 0) -> tuple[Sequence[Team], int]:
     page = _check_page(limit, offset)
     async with deps.storage.unit_of_work() as uow:
         return await uow.teams.list(page)
@@ -74,7 +76,10 @@ async def create_project(
 ) -> Project:
     now = deps.clock.now()
     project = Project(
-        id=deps.ids.new_id(), team_id=team_id, name=_name(name, "name"), created_at=now,
+        id=deps.ids.new_id(),
+        team_id=team_id,
+        name=_name(name, "name"),
+        created_at=now,
         updated_at=now,
     )
     async with deps.storage.unit_of_work() as uow:
@@ -82,8 +87,13 @@ async def create_project(
             raise NotFound("Team not found")
         await uow.projects.add(project)
         await audit(
-            uow, deps, Caller(team_id=team_id, actor_id=actor_id), "project.create",
-            project_id=project.id, resource_id=project.id, details={"name": project.name},
+            uow,
+            deps,
+            Caller(team_id=team_id, actor_id=actor_id),
+            "project.create",
+            project_id=project.id,
+            resource_id=project.id,
+            details={"name": project.name},
         )
     return project
 
@@ -154,8 +164,12 @@ async def create_api_key(
             raise NotFound("Project not found")
         await uow.api_keys.add(key)
         await audit(
-            uow, deps, Caller(team_id=team_id, actor_id=actor_id), "api_key.create",
-            project_id=project_id, resource_id=key.id,
+            uow,
+            deps,
+            Caller(team_id=team_id, actor_id=actor_id),
+            "api_key.create",
+            project_id=project_id,
+            resource_id=key.id,
             details={"scopes": sorted(held), "name": key.name},
         )
     return IssuedKey(key=key, raw_key=raw)
@@ -215,8 +229,13 @@ async def revoke_api_key(
     async with deps.storage.unit_of_work() as uow:
         await uow.api_keys.save(revoked)
         await audit(
-            uow, deps, Caller(team_id=key.team_id or "", actor_id=actor_id), "api_key.revoke",
-            team_id=key.team_id, project_id=key.project_id, resource_id=key.id,
+            uow,
+            deps,
+            Caller(team_id=key.team_id or "", actor_id=actor_id),
+            "api_key.revoke",
+            team_id=key.team_id,
+            project_id=key.project_id,
+            resource_id=key.id,
         )
     return revoked
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from attrs import field, frozen
 
@@ -11,6 +11,10 @@ from claude_mem_core.domain.scopes import ALL
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
+
+
+def _scopes(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
 
 
 @frozen(kw_only=True)
@@ -26,7 +30,7 @@ class Caller:
     api_key_id: str | None = None
     actor_id: str | None = None
     request_id: str | None = None
-    scopes: frozenset[str] = field(default=frozenset({ALL}), converter=frozenset)
+    scopes: frozenset[str] = field(default=frozenset({ALL}), converter=_scopes)
 
     @classmethod
     def embedded(cls, team_id: str, *, actor_id: str = "system:embedded") -> Caller:

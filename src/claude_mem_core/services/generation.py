@@ -65,7 +65,9 @@ def _caller_for(job: GenerationJob) -> Caller:
     return Caller(
         team_id=job.team_id,
         project_id=job.project_id,
-        api_key_id=payload.get("api_key_id") if isinstance(payload.get("api_key_id"), str) else None,
+        api_key_id=payload.get("api_key_id")
+        if isinstance(payload.get("api_key_id"), str)
+        else None,
         actor_id=payload.get("actor_id") if isinstance(payload.get("actor_id"), str) else None,
         request_id=payload.get("request_id")
         if isinstance(payload.get("request_id"), str)
@@ -109,8 +111,9 @@ class Generator:
         try:
             return await self._generate(claimed)
         except ProviderError as exc:
-            return await self._record_failure(claimed, str(exc), exc.kind, exc.retryable,
-                                              retry_after=exc.retry_after)
+            return await self._record_failure(
+                claimed, str(exc), exc.kind, exc.retryable, retry_after=exc.retry_after
+            )
         except ClaudeMemError as exc:
             return await self._record_failure(claimed, str(exc), "unknown", False)
 
@@ -121,11 +124,17 @@ class Generator:
         must still be valid when the job runs."""
         if payload.get("team_id") != job.team_id or payload.get("project_id") != job.project_id:
             await audit(
-                uow, self.deps, _caller_for(job), "generation_job.scope_violation",
-                project_id=job.project_id, resource_id=job.id,
-                details={"reason": "scope_mismatch",
-                         "payloadTeamId": payload.get("team_id"),
-                         "payloadProjectId": payload.get("project_id")},
+                uow,
+                self.deps,
+                _caller_for(job),
+                "generation_job.scope_violation",
+                project_id=job.project_id,
+                resource_id=job.id,
+                details={
+                    "reason": "scope_mismatch",
+                    "payloadTeamId": payload.get("team_id"),
+                    "payloadProjectId": payload.get("project_id"),
+                },
             )
             return "scope_mismatch"
         key_id = job.payload.get("api_key_id")
@@ -133,8 +142,12 @@ class Generator:
             key = await uow.api_keys.get_unscoped(key_id)
             if key is None or not key.is_usable(self.deps.clock.now()):
                 await audit(
-                    uow, self.deps, _caller_for(job), "generation_job.revoked_key",
-                    project_id=job.project_id, resource_id=job.id,
+                    uow,
+                    self.deps,
+                    _caller_for(job),
+                    "generation_job.revoked_key",
+                    project_id=job.project_id,
+                    resource_id=job.id,
                     details={"reason": "revoked_key", "apiKeyId": key_id},
                 )
                 return "revoked_key"
@@ -144,16 +157,15 @@ class Generator:
         self, uow: UnitOfWork, job: GenerationJob, reason: str, *, classification: str
     ) -> None:
         error = {"reason": reason, "classification": classification}
-        target = machine.transition(job, JobStatus.FAILED, now=self.deps.clock.now(),
-                                    last_error=error)
+        target = machine.transition(
+            job, JobStatus.FAILED, now=self.deps.clock.now(), last_error=error
+        )
         if await uow.jobs.compare_and_set(job, target):
             await outbox.append_job_event(
                 uow, self.deps, target, JobEventType.FAILED, {**error, "workerId": self.worker_id}
             )
 
-    async def _claim(
-        self, uow: UnitOfWork, job: GenerationJob, now: Any
-    ) -> GenerationJob | None:
+    async def _claim(self, uow: UnitOfWork, job: GenerationJob, now: Any) -> GenerationJob | None:
         lease = self.deps.options.lease_seconds
         current = job
         if current.status is JobStatus.PROCESSING:
@@ -163,8 +175,11 @@ class Generator:
             if not await uow.jobs.compare_and_set(current, released):
                 return None
             await outbox.append_job_event(
-                uow, self.deps, released,
-                JobEventType.RETRY_SCHEDULED if released.status is JobStatus.QUEUED
+                uow,
+                self.deps,
+                released,
+                JobEventType.RETRY_SCHEDULED
+                if released.status is JobStatus.QUEUED
                 else JobEventType.FAILED,
                 {"source": "lease_expired", "workerId": self.worker_id},
             )
@@ -182,15 +197,26 @@ class Generator:
             uow, self.deps, claimed, JobEventType.PROCESSING, {"workerId": self.worker_id}
         )
         await audit(
-            uow, self.deps, _caller_for(claimed), "generation_job.processing",
-            project_id=claimed.project_id, resource_id=claimed.id,
-            details={"sourceType": claimed.source_type.value, "sourceId": claimed.source_id,
-                     "attempt": claimed.attempts, "workerId": self.worker_id},
+            uow,
+            self.deps,
+            _caller_for(claimed),
+            "generation_job.processing",
+            project_id=claimed.project_id,
+            resource_id=claimed.id,
+            details={
+                "sourceType": claimed.source_type.value,
+                "sourceId": claimed.source_id,
+                "attempt": claimed.attempts,
+                "workerId": self.worker_id,
+            },
         )
         if claimed.source_type is SourceType.SESSION_SUMMARY and claimed.server_session_id:
             await uow.sessions.set_generation_status(
-                claimed.team_id, claimed.project_id, claimed.server_session_id,
-                SessionGenerationStatus.PROCESSING, now=now,
+                claimed.team_id,
+                claimed.project_id,
+                claimed.server_session_id,
+                SessionGenerationStatus.PROCESSING,
+                now=now,
             )
         return claimed
 
@@ -204,7 +230,9 @@ class Generator:
                     job.team_id, job.project_id, job.server_session_id
                 )
             elif job.agent_event_id is not None:
-                events = await uow.events.get_many(job.team_id, job.project_id, [job.agent_event_id])
+                events = await uow.events.get_many(
+                    job.team_id, job.project_id, [job.agent_event_id]
+                )
             else:
                 events = []
         return events, project.name if project else None
@@ -257,8 +285,10 @@ class Generator:
             "provider": result.provider,
             "model": result.model,
             "parsedObservationIndex": index,
-            "usage": {"inputTokens": result.usage.input_tokens,
-                      "outputTokens": result.usage.output_tokens},
+            "usage": {
+                "inputTokens": result.usage.input_tokens,
+                "outputTokens": result.usage.output_tokens,
+            },
         }
 
     def _draft_observation(
@@ -327,8 +357,10 @@ class Generator:
         caller = _caller_for(job)
         async with deps.storage.unit_of_work() as uow:
             current = await uow.jobs.get(job.team_id, job.id)
-            if current is None or current.status is not JobStatus.PROCESSING or (
-                current.locked_by != self.worker_id or current.attempts != job.attempts
+            if (
+                current is None
+                or current.status is not JobStatus.PROCESSING
+                or (current.locked_by != self.worker_id or current.attempts != job.attempts)
             ):
                 # Cancelled, reclaimed after our lease expired, or already done: our
                 # results are discarded and whoever holds the row decides.
@@ -352,41 +384,75 @@ class Generator:
                         source_id=job.source_id,
                         agent_event_id=job.agent_event_id,
                         generation_job_id=job.id,
-                        metadata={"provider": provider, "parsedObservationIndex": index,
-                                  "source_adapter": job.payload.get("source_adapter"),
-                                  "actor_id": caller.actor_id, "api_key_id": caller.api_key_id},
+                        metadata={
+                            "provider": provider,
+                            "parsedObservationIndex": index,
+                            "source_adapter": job.payload.get("source_adapter"),
+                            "actor_id": caller.actor_id,
+                            "api_key_id": caller.api_key_id,
+                        },
                         created_at=now,
                     )
                 )
                 await audit(
-                    uow, deps, caller, "observation.created", project_id=job.project_id,
+                    uow,
+                    deps,
+                    caller,
+                    "observation.created",
+                    project_id=job.project_id,
                     resource_id=stored.id,
-                    details={"generationJobId": job.id, "sourceType": job.source_type.value,
-                             "sourceId": job.source_id, "provider": provider, "model": model,
-                             "kind": stored.kind.value, "parsedObservationIndex": index},
+                    details={
+                        "generationJobId": job.id,
+                        "sourceType": job.source_type.value,
+                        "sourceId": job.source_id,
+                        "provider": provider,
+                        "model": model,
+                        "kind": stored.kind.value,
+                        "parsedObservationIndex": index,
+                    },
                 )
             done = machine.transition(current, JobStatus.COMPLETED, now=now)
             if not await uow.jobs.compare_and_set(current, done):
                 return ProcessResult(job_id=job.id, outcome="lost_lease")
             usage = result.usage if result else None
             await outbox.append_job_event(
-                uow, deps, done, JobEventType.COMPLETED,
-                {"provider": provider, "model": model, "observationCount": len(ids),
-                 "privateContentDetected": private or not drafts, "workerId": self.worker_id,
-                 "inputTokens": usage.input_tokens if usage else None,
-                 "outputTokens": usage.output_tokens if usage else None},
+                uow,
+                deps,
+                done,
+                JobEventType.COMPLETED,
+                {
+                    "provider": provider,
+                    "model": model,
+                    "observationCount": len(ids),
+                    "privateContentDetected": private or not drafts,
+                    "workerId": self.worker_id,
+                    "inputTokens": usage.input_tokens if usage else None,
+                    "outputTokens": usage.output_tokens if usage else None,
+                },
             )
             await audit(
-                uow, deps, caller, "generation_job.completed", project_id=job.project_id,
+                uow,
+                deps,
+                caller,
+                "generation_job.completed",
+                project_id=job.project_id,
                 resource_id=job.id,
-                details={"generationJobId": job.id, "provider": provider, "model": model,
-                         "observationCount": len(ids), "observationIds": ids,
-                         "sourceType": job.source_type.value},
+                details={
+                    "generationJobId": job.id,
+                    "provider": provider,
+                    "model": model,
+                    "observationCount": len(ids),
+                    "observationIds": ids,
+                    "sourceType": job.source_type.value,
+                },
             )
             if job.source_type is SourceType.SESSION_SUMMARY and job.server_session_id:
                 await uow.sessions.set_generation_status(
-                    job.team_id, job.project_id, job.server_session_id,
-                    SessionGenerationStatus.COMPLETED, now=now,
+                    job.team_id,
+                    job.project_id,
+                    job.server_session_id,
+                    SessionGenerationStatus.COMPLETED,
+                    now=now,
                 )
         return ProcessResult(job_id=job.id, outcome="completed", observation_ids=tuple(ids))
 
@@ -405,8 +471,10 @@ class Generator:
         error = {"reason": reason, "classification": classification}
         async with deps.storage.unit_of_work() as uow:
             current = await uow.jobs.get(job.team_id, job.id)
-            if current is None or current.status is not JobStatus.PROCESSING or (
-                current.locked_by != self.worker_id or current.attempts != job.attempts
+            if (
+                current is None
+                or current.status is not JobStatus.PROCESSING
+                or (current.locked_by != self.worker_id or current.attempts != job.attempts)
             ):
                 return ProcessResult(job_id=job.id, outcome="lost_lease", error=reason)
             if retryable and machine.can_transition(current, JobStatus.QUEUED):
@@ -414,8 +482,11 @@ class Generator:
                 if retry_after is not None:
                     delay = max(delay, retry_after)
                 target = machine.transition(
-                    current, JobStatus.QUEUED, now=now,
-                    next_attempt_at=now + timedelta(seconds=delay), last_error=error,
+                    current,
+                    JobStatus.QUEUED,
+                    now=now,
+                    next_attempt_at=now + timedelta(seconds=delay),
+                    last_error=error,
                 )
                 event_type = JobEventType.RETRY_SCHEDULED
             else:
@@ -427,12 +498,18 @@ class Generator:
             await outbox.append_job_event(
                 uow, deps, target, event_type, {**error, "workerId": self.worker_id}
             )
-            if target.status is JobStatus.FAILED and job.server_session_id and (
-                job.source_type is SourceType.SESSION_SUMMARY
+            if (
+                target.status is JobStatus.FAILED
+                and job.server_session_id
+                and (job.source_type is SourceType.SESSION_SUMMARY)
             ):
                 await uow.sessions.set_generation_status(
-                    job.team_id, job.project_id, job.server_session_id,
-                    SessionGenerationStatus.FAILED, now=now, error=reason,
+                    job.team_id,
+                    job.project_id,
+                    job.server_session_id,
+                    SessionGenerationStatus.FAILED,
+                    now=now,
+                    error=reason,
                 )
         if target.status is JobStatus.QUEUED:
             await outbox.publish(deps, target, delay=delay)
@@ -466,15 +543,24 @@ async def reconcile(
                 if not await uow.jobs.compare_and_set(job, new):
                     continue
                 await outbox.append_job_event(
-                    uow, deps, new,
+                    uow,
+                    deps,
+                    new,
                     JobEventType.QUEUED if new.status is JobStatus.QUEUED else JobEventType.FAILED,
                     {"source": "reconcile_lease_expired", "lockedBy": job.locked_by},
                 )
                 await audit(
-                    uow, deps, _caller_for(job), "generation_job.stalled",
-                    project_id=job.project_id, resource_id=job.id,
-                    details={"lockedBy": job.locked_by, "attempts": job.attempts,
-                             "statusAfter": new.status.value},
+                    uow,
+                    deps,
+                    _caller_for(job),
+                    "generation_job.stalled",
+                    project_id=job.project_id,
+                    resource_id=job.id,
+                    details={
+                        "lockedBy": job.locked_by,
+                        "attempts": job.attempts,
+                        "statusAfter": new.status.value,
+                    },
                 )
                 if new.status is JobStatus.QUEUED:
                     released += 1
@@ -500,4 +586,3 @@ def _held_by_policy(deps: Deps, job: GenerationJob) -> bool:
         and job.source_type is SourceType.AGENT_EVENT
         and job.server_session_id is not None
     )
-

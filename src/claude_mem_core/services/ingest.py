@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from attrs import field, frozen
 
@@ -68,11 +68,14 @@ def _validate(item: EventInput, prefix: str = "") -> list[FieldIssue]:
     need_text("source_event_id", item.source_event_id, optional=True)
     if item.source_adapter not in SOURCE_ADAPTERS:
         issues.append(
-            FieldIssue(prefix + "source_adapter", f"must be one of {', '.join(sorted(SOURCE_ADAPTERS))}")
+            FieldIssue(
+                prefix + "source_adapter", f"must be one of {', '.join(sorted(SOURCE_ADAPTERS))}"
+            )
         )
-    if not isinstance(item.occurred_at, datetime) or item.occurred_at.tzinfo is None:
+    occurred_at = cast(object, item.occurred_at)
+    if not isinstance(occurred_at, datetime) or occurred_at.tzinfo is None:
         issues.append(FieldIssue(prefix + "occurred_at", "must be a timezone-aware datetime"))
-    if not isinstance(item.metadata, dict):
+    if not isinstance(cast(object, item.metadata), dict):
         issues.append(FieldIssue(prefix + "metadata", "must be an object"))
     return issues
 

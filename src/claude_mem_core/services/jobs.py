@@ -14,7 +14,13 @@ import attrs
 from attrs import frozen
 
 from claude_mem_core.domain import jobs as machine
-from claude_mem_core.domain.models import GenerationJob, JobEvent, JobEventType, JobStatus, SourceType
+from claude_mem_core.domain.models import (
+    GenerationJob,
+    JobEvent,
+    JobEventType,
+    JobStatus,
+    SourceType,
+)
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import Conflict, InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
@@ -122,7 +128,11 @@ async def list_jobs(
             Page(limit=limit, offset=offset),
         )
         await audit(
-            uow, deps, caller, "observation.read", project_id=effective_project,
+            uow,
+            deps,
+            caller,
+            "observation.read",
+            project_id=effective_project,
             details={
                 "mode": mode,
                 "teamId": caller.team_id,
@@ -155,10 +165,17 @@ async def retry_job(
         new = machine.operator_retry(job, now=now)
         if new is None:
             await audit(
-                uow, deps, caller, "generation_job.retried_by_operator",
-                project_id=job.project_id, resource_id=job.id,
-                details={"outcome": "noop_already_queued", "currentAttempts": job.attempts,
-                         "source": source},
+                uow,
+                deps,
+                caller,
+                "generation_job.retried_by_operator",
+                project_id=job.project_id,
+                resource_id=job.id,
+                details={
+                    "outcome": "noop_already_queued",
+                    "currentAttempts": job.attempts,
+                    "source": source,
+                },
             )
             count = _retried_count(job.payload)
             already = True
@@ -177,14 +194,25 @@ async def retry_job(
                 raise Conflict("Generation job changed while retrying; try again")
             await uow.jobs.save_payload(new)
             await outbox.append_job_event(
-                uow, deps, new, JobEventType.QUEUED,
+                uow,
+                deps,
+                new,
+                JobEventType.QUEUED,
                 {"source": source, "requestId": caller.request_id, "retriedCount": count},
             )
             await audit(
-                uow, deps, caller, "generation_job.retried_by_operator",
-                project_id=job.project_id, resource_id=job.id,
-                details={"previousStatus": job.status.value, "currentStatus": new.status.value,
-                         "retriedCount": count, "source": source},
+                uow,
+                deps,
+                caller,
+                "generation_job.retried_by_operator",
+                project_id=job.project_id,
+                resource_id=job.id,
+                details={
+                    "previousStatus": job.status.value,
+                    "currentStatus": new.status.value,
+                    "retriedCount": count,
+                    "source": source,
+                },
             )
             job = new
             already = False
@@ -204,22 +232,36 @@ async def cancel_job(
         new = machine.operator_cancel(job, now=now)
         if new is None:
             await audit(
-                uow, deps, caller, "generation_job.cancelled_by_operator",
-                project_id=job.project_id, resource_id=job.id,
+                uow,
+                deps,
+                caller,
+                "generation_job.cancelled_by_operator",
+                project_id=job.project_id,
+                resource_id=job.id,
                 details={"outcome": "noop_already_cancelled", "source": source},
             )
             return CancelOutcome(job=job, already_cancelled=True)
         if not await uow.jobs.compare_and_set(job, new):
             raise Conflict("Generation job changed while cancelling; try again")
         await outbox.append_job_event(
-            uow, deps, new, JobEventType.CANCELLED,
+            uow,
+            deps,
+            new,
+            JobEventType.CANCELLED,
             {"source": source, "requestId": caller.request_id},
         )
         await audit(
-            uow, deps, caller, "generation_job.cancelled_by_operator",
-            project_id=job.project_id, resource_id=job.id,
-            details={"previousStatus": job.status.value, "currentStatus": new.status.value,
-                     "source": source},
+            uow,
+            deps,
+            caller,
+            "generation_job.cancelled_by_operator",
+            project_id=job.project_id,
+            resource_id=job.id,
+            details={
+                "previousStatus": job.status.value,
+                "currentStatus": new.status.value,
+                "source": source,
+            },
         )
     return CancelOutcome(job=new, already_cancelled=False)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from attrs import field, frozen
 
@@ -44,11 +44,13 @@ async def add_memory(deps: Deps, caller: Caller, item: MemoryInput) -> Observati
         issues.append(FieldIssue("project_id", "must be a non-empty string"))
     content = strip_tags(item.content).text if isinstance(item.content, str) else ""
     if not content.strip():
-        issues.append(FieldIssue("content", "must be non-empty text (after removing private content)"))
+        issues.append(
+            FieldIssue("content", "must be non-empty text (after removing private content)")
+        )
     kinds = {k.value for k in ObservationKind}
     if item.kind not in kinds:
         issues.append(FieldIssue("kind", f"must be one of {', '.join(sorted(kinds))}"))
-    if not isinstance(item.metadata, dict):
+    if not isinstance(cast(object, item.metadata), dict):
         issues.append(FieldIssue("metadata", "must be an object"))
     if issues:
         raise InvalidInput(issues)
@@ -86,7 +88,11 @@ async def add_memory(deps: Deps, caller: Caller, item: MemoryInput) -> Observati
             )
         )
         await audit(
-            uow, deps, caller, "memory.write", project_id=observation.project_id,
+            uow,
+            deps,
+            caller,
+            "memory.write",
+            project_id=observation.project_id,
             resource_id=observation.id,
         )
     return observation
@@ -98,7 +104,13 @@ def _check_limit(limit: int, maximum: int) -> None:
 
 
 async def search(
-    deps: Deps, caller: Caller, *, project_id: str, query: str, limit: int = 20, mode: str = "search"
+    deps: Deps,
+    caller: Caller,
+    *,
+    project_id: str,
+    query: str,
+    limit: int = 20,
+    mode: str = "search",
 ) -> list[Observation]:
     """Ranked full-text search: any meaningful word may match; more and rarer matches
     rank first. The audit row records the result ids, not the query text (it may be
@@ -113,7 +125,11 @@ async def search(
         scored = await uow.observations.search(caller.team_id, project_id, parsed, limit=limit)
         found = [s.observation for s in scored]
         await audit(
-            uow, deps, caller, "observation.read", project_id=project_id,
+            uow,
+            deps,
+            caller,
+            "observation.read",
+            project_id=project_id,
             details={
                 "mode": mode,
                 "queryTermCount": len(parsed.terms),
@@ -134,7 +150,9 @@ class Context:
 async def context(
     deps: Deps, caller: Caller, *, project_id: str, query: str, limit: int = 10
 ) -> Context:
-    found = await search(deps, caller, project_id=project_id, query=query, limit=limit, mode="context")
+    found = await search(
+        deps, caller, project_id=project_id, query=query, limit=limit, mode="context"
+    )
     text = "\n\n".join(o.content for o in found if o.content)
     return Context(observations=found, context=text)
 
@@ -174,7 +192,11 @@ async def event_observations(
             caller.team_id, event.project_id, ObservationSourceType.AGENT_EVENT.value, event.id
         )
         await audit(
-            uow, deps, caller, "observation.read", project_id=event.project_id,
+            uow,
+            deps,
+            caller,
+            "observation.read",
+            project_id=event.project_id,
             resource_id=event.id,
             details={
                 "mode": "event_observations",

@@ -214,9 +214,7 @@ async def publish(deps: Deps, job: GenerationJob, *, delay: float = 0.0) -> Tran
     return "enqueued"
 
 
-async def publish_for_policy(
-    deps: Deps, jobs: Sequence[GenerationJob]
-) -> dict[str, Transport]:
+async def publish_for_policy(deps: Deps, jobs: Sequence[GenerationJob]) -> dict[str, Transport]:
     """Publish event jobs as the session policy says (summary jobs always go at once)."""
     policy = deps.options.session_policy
     outcome: dict[str, Transport] = {}

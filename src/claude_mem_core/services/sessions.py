@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from attrs import field, frozen
@@ -44,11 +44,17 @@ def _validate(item: SessionInput) -> None:
     issues = []
     if not isinstance(item.project_id, str) or not item.project_id.strip():
         issues.append(FieldIssue("project_id", "must be a non-empty string"))
-    for name in ("external_session_id", "content_session_id", "agent_id", "agent_type", "platform_source"):
+    for name in (
+        "external_session_id",
+        "content_session_id",
+        "agent_id",
+        "agent_type",
+        "platform_source",
+    ):
         value = getattr(item, name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             issues.append(FieldIssue(name, "must be a non-empty string or null"))
-    if not isinstance(item.metadata, dict):
+    if not isinstance(cast(object, item.metadata), dict):
         issues.append(FieldIssue("metadata", "must be an object"))
     if issues:
         raise InvalidInput(issues)
@@ -95,7 +101,11 @@ async def start_session(deps: Deps, caller: Caller, item: SessionInput) -> Start
         session, created = await uow.sessions.add(candidate)
         if created:
             await audit(
-                uow, deps, caller, "session.write", project_id=session.project_id,
+                uow,
+                deps,
+                caller,
+                "session.write",
+                project_id=session.project_id,
                 resource_id=session.id,
             )
     return StartedSession(session=session, created=created)
@@ -132,8 +142,13 @@ async def end_session(
             uow, deps, caller, session, source=job_source, source_adapter=source_adapter
         )
         await audit(
-            uow, deps, caller, "session.end", project_id=session.project_id,
-            resource_id=session.id, details={"generationJobId": made.job.id},
+            uow,
+            deps,
+            caller,
+            "session.end",
+            project_id=session.project_id,
+            resource_id=session.id,
+            details={"generationJobId": made.job.id},
         )
     transport = await outbox.publish(deps, made.job)
     return EndedSession(session=session, job=made.job, transport=transport)

@@ -60,7 +60,9 @@ async def audit(
         AuditEntry(
             id=deps.ids.new_id(),
             team_id=team_id if team_id is not None else (caller.team_id if caller else None),
-            project_id=project_id if project_id is not None else (caller.project_id if caller else None),
+            project_id=project_id
+            if project_id is not None
+            else (caller.project_id if caller else None),
             actor_id=caller.actor_id if caller else None,
             api_key_id=caller.api_key_id if caller else None,
             action=action,

@@ -86,9 +86,14 @@ class Factory:
     def key(self, team: Team, project: Project | None = None, **kw: Any) -> ApiKey:
         kid, at = self._next("key")
         fields: dict[str, Any] = {
-            "id": kid, "key_hash": keys.canonical_json(kid).encode().hex(), "team_id": team.id,
-            "project_id": project.id if project else None, "actor_id": "actor:test",
-            "scopes": {"memories:read"}, "created_at": at, "updated_at": at,
+            "id": kid,
+            "key_hash": keys.canonical_json(kid).encode().hex(),
+            "team_id": team.id,
+            "project_id": project.id if project else None,
+            "actor_id": "actor:test",
+            "scopes": {"memories:read"},
+            "created_at": at,
+            "updated_at": at,
         }
         fields.update(kw)
         return ApiKey(**fields)
@@ -96,21 +101,35 @@ class Factory:
     def session(self, project: Project, **kw: Any) -> ServerSession:
         sid, at = self._next("sess")
         fields: dict[str, Any] = {
-            "id": sid, "team_id": project.team_id, "project_id": project.id,
-            "external_session_id": f"ext-{sid}", "idempotency_key": f"idem-{sid}",
-            "started_at": at, "created_at": at, "updated_at": at,
+            "id": sid,
+            "team_id": project.team_id,
+            "project_id": project.id,
+            "external_session_id": f"ext-{sid}",
+            "idempotency_key": f"idem-{sid}",
+            "started_at": at,
+            "created_at": at,
+            "updated_at": at,
         }
         fields.update(kw)
         return ServerSession(**fields)
 
-    def event(self, project: Project, session: ServerSession | None = None, **kw: Any) -> AgentEvent:
+    def event(
+        self, project: Project, session: ServerSession | None = None, **kw: Any
+    ) -> AgentEvent:
         eid, at = self._next("evt")
         fields: dict[str, Any] = {
-            "id": eid, "team_id": project.team_id, "project_id": project.id,
-            "server_session_id": session.id if session else None, "source_adapter": "api",
-            "idempotency_key": f"agent_event:test:{eid}", "event_type": "tool_use",
+            "id": eid,
+            "team_id": project.team_id,
+            "project_id": project.id,
+            "server_session_id": session.id if session else None,
+            "source_adapter": "api",
+            "idempotency_key": f"agent_event:test:{eid}",
+            "event_type": "tool_use",
             "payload": {"tool_name": "Edit", "n": self.n, "nested": {"ü": [1, 2.5, None]}},
-            "metadata": {"m": 1}, "occurred_at": at, "received_at": at, "created_at": at,
+            "metadata": {"m": 1},
+            "occurred_at": at,
+            "received_at": at,
+            "created_at": at,
         }
         fields.update(kw)
         return AgentEvent(**fields)
@@ -118,12 +137,19 @@ class Factory:
     def job(self, event: AgentEvent, **kw: Any) -> GenerationJob:
         jid, at = self._next("job")
         fields: dict[str, Any] = {
-            "id": jid, "team_id": event.team_id, "project_id": event.project_id,
-            "agent_event_id": event.id, "source_type": SourceType.AGENT_EVENT,
-            "source_id": event.id, "server_session_id": event.server_session_id,
-            "job_type": JobType.GENERATE_FOR_EVENT, "idempotency_key": f"job:{event.id}",
-            "transport_id": f"evt_{event.id}", "payload": {"kind": "event", "team_id": event.team_id},
-            "created_at": at, "updated_at": at,
+            "id": jid,
+            "team_id": event.team_id,
+            "project_id": event.project_id,
+            "agent_event_id": event.id,
+            "source_type": SourceType.AGENT_EVENT,
+            "source_id": event.id,
+            "server_session_id": event.server_session_id,
+            "job_type": JobType.GENERATE_FOR_EVENT,
+            "idempotency_key": f"job:{event.id}",
+            "transport_id": f"evt_{event.id}",
+            "payload": {"kind": "event", "team_id": event.team_id},
+            "created_at": at,
+            "updated_at": at,
         }
         fields.update(kw)
         return GenerationJob(**fields)
@@ -131,11 +157,17 @@ class Factory:
     def summary_job(self, session: ServerSession, **kw: Any) -> GenerationJob:
         jid, at = self._next("job")
         fields: dict[str, Any] = {
-            "id": jid, "team_id": session.team_id, "project_id": session.project_id,
-            "source_type": SourceType.SESSION_SUMMARY, "source_id": session.id,
-            "server_session_id": session.id, "job_type": JobType.GENERATE_SESSION_SUMMARY,
-            "idempotency_key": f"job:{session.id}", "transport_id": f"sum_{session.id}",
-            "created_at": at, "updated_at": at,
+            "id": jid,
+            "team_id": session.team_id,
+            "project_id": session.project_id,
+            "source_type": SourceType.SESSION_SUMMARY,
+            "source_id": session.id,
+            "server_session_id": session.id,
+            "job_type": JobType.GENERATE_SESSION_SUMMARY,
+            "idempotency_key": f"job:{session.id}",
+            "transport_id": f"sum_{session.id}",
+            "created_at": at,
+            "updated_at": at,
         }
         fields.update(kw)
         return GenerationJob(**fields)
@@ -143,10 +175,17 @@ class Factory:
     def observation(self, project: Project, content: str, **kw: Any) -> Observation:
         oid, at = self._next("obs")
         fields: dict[str, Any] = {
-            "id": oid, "team_id": project.team_id, "project_id": project.id,
-            "kind": ObservationKind.OBSERVATION, "type": "discovery", "title": content[:40],
-            "facts": ("a fact",), "files_read": ("src/a.py",), "content": content,
-            "created_at": at, "updated_at": at,
+            "id": oid,
+            "team_id": project.team_id,
+            "project_id": project.id,
+            "kind": ObservationKind.OBSERVATION,
+            "type": "discovery",
+            "title": content[:40],
+            "facts": ("a fact",),
+            "files_read": ("src/a.py",),
+            "content": content,
+            "created_at": at,
+            "updated_at": at,
         }
         fields.update(kw)
         return Observation(**fields)
@@ -154,9 +193,14 @@ class Factory:
     def job_event(self, job: GenerationJob, **kw: Any) -> JobEvent:
         jid, at = self._next("jev")
         fields: dict[str, Any] = {
-            "id": jid, "generation_job_id": job.id, "team_id": job.team_id,
-            "project_id": job.project_id, "event_type": JobEventType.QUEUED,
-            "status_after": job.status, "attempt": job.attempts, "details": {"source": "t"},
+            "id": jid,
+            "generation_job_id": job.id,
+            "team_id": job.team_id,
+            "project_id": job.project_id,
+            "event_type": JobEventType.QUEUED,
+            "status_after": job.status,
+            "attempt": job.attempts,
+            "details": {"source": "t"},
             "created_at": at,
         }
         fields.update(kw)
@@ -260,8 +304,11 @@ class StorageContract:
             )
             assert (again, created) == (first, False)
             same_external, created = await uow.sessions.add(
-                make.session(project, external_session_id=first.external_session_id,
-                             idempotency_key="another")
+                make.session(
+                    project,
+                    external_session_id=first.external_session_id,
+                    idempotency_key="another",
+                )
             )
             assert (same_external.id, created) == (first.id, False)
         assert len(await backdoor.rows("sessions")) == 1
@@ -275,12 +322,17 @@ class StorageContract:
         async with storage.unit_of_work() as uow:
             await uow.sessions.add(session)
             assert await uow.sessions.get(other.id, session.id) is None
-            ended = attrs.evolve(session, ended_at=T0 + timedelta(hours=1),
-                                 updated_at=T0 + timedelta(hours=1))
+            ended = attrs.evolve(
+                session, ended_at=T0 + timedelta(hours=1), updated_at=T0 + timedelta(hours=1)
+            )
             await uow.sessions.save(ended)
             await uow.sessions.set_generation_status(
-                team.id, project.id, session.id, SessionGenerationStatus.FAILED,
-                now=T0 + timedelta(hours=2), error="provider down",
+                team.id,
+                project.id,
+                session.id,
+                SessionGenerationStatus.FAILED,
+                now=T0 + timedelta(hours=2),
+                error="provider down",
             )
         async with storage.unit_of_work() as uow:
             got = await uow.sessions.get(team.id, session.id)
@@ -300,8 +352,12 @@ class StorageContract:
         event = make.event(project)
         async with storage.unit_of_work() as uow:
             assert await uow.events.add(event) == (event, True)
-        replay = make.event(project, idempotency_key=event.idempotency_key,
-                            payload={"different": True}, metadata={"extra": 2})
+        replay = make.event(
+            project,
+            idempotency_key=event.idempotency_key,
+            payload={"different": True},
+            metadata={"extra": 2},
+        )
         async with storage.unit_of_work() as uow:
             stored, created = await uow.events.add(replay)
         assert created is False
@@ -372,8 +428,9 @@ class StorageContract:
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
         team, _, job = await self._event_job(storage, make)
-        duplicate = attrs.evolve(job, id="job-other", payload={"kind": "changed"},
-                                 transport_id="evt_other")
+        duplicate = attrs.evolve(
+            job, id="job-other", payload={"kind": "changed"}, transport_id="evt_other"
+        )
         async with storage.unit_of_work() as uow:
             stored, created = await uow.jobs.add(duplicate)
         assert (stored, created) == (job, False)
@@ -424,27 +481,32 @@ class StorageContract:
                 await uow.events.add(event)
                 await uow.jobs.add(job)
             made.append(job)
-        failed = machine.transition(made[0], JobStatus.FAILED, now=T0 + timedelta(hours=1),
-                                    last_error={"reason": "x"})
+        failed = machine.transition(
+            made[0], JobStatus.FAILED, now=T0 + timedelta(hours=1), last_error={"reason": "x"}
+        )
         async with storage.unit_of_work() as uow:
             assert await uow.jobs.compare_and_set(made[0], failed)
             page, total = await uow.jobs.list(JobFilter(team_id=team.id), Page(limit=2))
             assert total == 3 and [j.id for j in page] == [made[2].id, made[1].id]
             only_project, total = await uow.jobs.list(
-                JobFilter(team_id=team.id, project_id=project.id), Page())
+                JobFilter(team_id=team.id, project_id=project.id), Page()
+            )
             assert total == 2 and {j.id for j in only_project} == {made[0].id, made[1].id}
             queued, total = await uow.jobs.list(
-                JobFilter(team_id=team.id, status=JobStatus.QUEUED), Page())
+                JobFilter(team_id=team.id, status=JobStatus.QUEUED), Page()
+            )
             assert total == 2
             since, total = await uow.jobs.list(
-                JobFilter(team_id=team.id, since=made[2].created_at), Page())
+                JobFilter(team_id=team.id, since=made[2].created_at), Page()
+            )
             assert [j.id for j in since] == [made[2].id]
             _, none = await uow.jobs.list(JobFilter(team_id="nobody"), Page())
             assert none == 0
             counts = await uow.jobs.count_by_status(team.id)
             assert counts[JobStatus.QUEUED] == 2 and counts[JobStatus.FAILED] == 1
             summary_only, total = await uow.jobs.list(
-                JobFilter(team_id=team.id, source_type=SourceType.SESSION_SUMMARY), Page())
+                JobFilter(team_id=team.id, source_type=SourceType.SESSION_SUMMARY), Page()
+            )
             assert total == 0
         del queued, summary_only
 
@@ -461,15 +523,19 @@ class StorageContract:
         now = T0 + timedelta(hours=1)
         later = machine.transition(
             machine.transition(rows[1], JobStatus.PROCESSING, now=now, worker_id="w"),
-            JobStatus.QUEUED, now=now, next_attempt_at=now + timedelta(minutes=10),
+            JobStatus.QUEUED,
+            now=now,
+            next_attempt_at=now + timedelta(minutes=10),
         )
-        stale = machine.transition(rows[2], JobStatus.PROCESSING, now=now - timedelta(hours=1),
-                                   worker_id="dead")
+        stale = machine.transition(
+            rows[2], JobStatus.PROCESSING, now=now - timedelta(hours=1), worker_id="dead"
+        )
         async with storage.unit_of_work() as uow:
             assert await uow.jobs.compare_and_set(rows[1], later)
             assert await uow.jobs.compare_and_set(rows[2], stale)
             due = await uow.jobs.list_due(
-                now=now, lease_expired_before=now - timedelta(minutes=5), limit=10)
+                now=now, lease_expired_before=now - timedelta(minutes=5), limit=10
+            )
         assert {j.id for j in due} == {rows[0].id, rows[2].id}
 
     async def test_completed_event_ids(self, storage: Storage, make: Factory) -> None:
@@ -482,14 +548,17 @@ class StorageContract:
             assert await uow.jobs.compare_and_set(job, claimed)
             assert await uow.jobs.compare_and_set(claimed, done)
             assert await uow.jobs.completed_event_ids(
-                team.id, project.id, [job.source_id, "x"]) == {job.source_id}
+                team.id, project.id, [job.source_id, "x"]
+            ) == {job.source_id}
 
     async def test_job_events_append_in_order_and_refuse_foreign_scope(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
         team, _, job = await self._event_job(storage, make)
         first = make.job_event(job)
-        second = make.job_event(job, event_type=JobEventType.PROCESSING, created_at=first.created_at)
+        second = make.job_event(
+            job, event_type=JobEventType.PROCESSING, created_at=first.created_at
+        )
         async with storage.unit_of_work() as uow:
             await uow.job_events.add(first)
             await uow.job_events.add(second)
@@ -513,10 +582,12 @@ class StorageContract:
         async with storage.unit_of_work() as uow:
             assert await uow.observations.add(first) == (first, True)
             again, created = await uow.observations.add(
-                make.observation(project, "changed", generation_key=first.generation_key))
+                make.observation(project, "changed", generation_key=first.generation_key)
+            )
             assert (again, created) == (first, False)
             elsewhere, created = await uow.observations.add(
-                make.observation(other_project, "hello", generation_key=first.generation_key))
+                make.observation(other_project, "hello", generation_key=first.generation_key)
+            )
             assert created is True and elsewhere.id != first.id
             assert await uow.observations.get(team.id, project.id, first.id) == first
             assert await uow.observations.get(other_team.id, project.id, first.id) is None
@@ -552,12 +623,17 @@ class StorageContract:
         async with storage.unit_of_work() as uow:
             hits = await uow.observations.search(team.id, project.id, question, limit=10)
             none = await uow.observations.search(
-                team.id, project.id, parse_query("nonexistent_xyz_term"), limit=10)
+                team.id, project.id, parse_query("nonexistent_xyz_term"), limit=10
+            )
             hostile = await uow.observations.search(
-                team.id, project.id, parse_query('"login" OR redirect* NEAR( ) AND -- \' ;'),
-                limit=10)
+                team.id,
+                project.id,
+                parse_query('"login" OR redirect* NEAR( ) AND -- \' ;'),
+                limit=10,
+            )
             capped = await uow.observations.search(
-                team.id, project.id, parse_query("login"), limit=1)
+                team.id, project.id, parse_query("login"), limit=1
+            )
         ids = [h.observation.id for h in hits]
         assert ids[0] == target.id
         assert partial.id in ids and foreign.id not in ids
@@ -572,26 +648,36 @@ class StorageContract:
         team, project, job = await self._event_job(storage, make)
         obs = make.observation(project, "generated", created_by_job_id=job.id)
         link = ObservationSource(
-            id="src-1", observation_id=obs.id, team_id=team.id, project_id=project.id,
-            source_type=ObservationSourceType.AGENT_EVENT, source_id=job.source_id,
-            agent_event_id=job.agent_event_id, generation_job_id=job.id,
-            metadata={"a": 1}, created_at=T0,
+            id="src-1",
+            observation_id=obs.id,
+            team_id=team.id,
+            project_id=project.id,
+            source_type=ObservationSourceType.AGENT_EVENT,
+            source_id=job.source_id,
+            agent_event_id=job.agent_event_id,
+            generation_job_id=job.id,
+            metadata={"a": 1},
+            created_at=T0,
         )
         async with storage.unit_of_work() as uow:
             await uow.observations.add(obs)
             await uow.sources.add(link)
             merged = await uow.sources.add(attrs.evolve(link, id="src-2", metadata={"b": 2}))
             pairs = await uow.observations.list_for_source(
-                team.id, project.id, "agent_event", job.source_id)
+                team.id, project.id, "agent_event", job.source_id
+            )
             foreign = await uow.observations.list_for_source(
-                "other", project.id, "agent_event", job.source_id)
+                "other", project.id, "agent_event", job.source_id
+            )
             by_job = await uow.observations.list_for_job(team.id, project.id, job.id)
         assert merged.id == "src-1" and merged.metadata == {"a": 1, "b": 2}
         assert [(o.id, s.id) for o, s in pairs] == [(obs.id, "src-1")]
         assert list(foreign) == [] and [o.id for o in by_job] == [obs.id]
         assert len(await backdoor.rows("sources")) == 1
 
-    async def test_observation_listing_is_newest_first(self, storage: Storage, make: Factory) -> None:
+    async def test_observation_listing_is_newest_first(
+        self, storage: Storage, make: Factory
+    ) -> None:
         team, project = await self._tenant(storage, make)
         made = [make.observation(project, f"note {i}") for i in range(3)]
         async with storage.unit_of_work() as uow:
@@ -607,9 +693,17 @@ class StorageContract:
     ) -> None:
         team, project = await self._tenant(storage, make)
         entries = [
-            AuditEntry(id=f"aud-{i}", team_id=team.id, project_id=project.id, actor_id="a",
-                       action=action, resource_type="agent_event", resource_id="r",
-                       details={"requestId": "req-1", "i": i}, created_at=T0 + timedelta(seconds=i))
+            AuditEntry(
+                id=f"aud-{i}",
+                team_id=team.id,
+                project_id=project.id,
+                actor_id="a",
+                action=action,
+                resource_type="agent_event",
+                resource_id="r",
+                details={"requestId": "req-1", "i": i},
+                created_at=T0 + timedelta(seconds=i),
+            )
             for i, action in enumerate(["event.received", "session.end", "event.received"])
         ]
         async with storage.unit_of_work() as uow:

@@ -19,8 +19,13 @@ class ScriptedProvider:
 
     name = "scripted"
 
-    def __init__(self, replies: Iterable[Reply] = (), *, default: Reply | None = None,
-                 model: str = "scripted-1") -> None:
+    def __init__(
+        self,
+        replies: Iterable[Reply] = (),
+        *,
+        default: Reply | None = None,
+        model: str = "scripted-1",
+    ) -> None:
         self.script: deque[Reply] = deque(replies)
         self.default = default
         self.model = model
@@ -35,7 +40,9 @@ class ScriptedProvider:
             raise reply
         text = reply(request) if callable(reply) else reply
         return GenerationResult(
-            text=text, provider=self.name, model=self.model,
+            text=text,
+            provider=self.name,
+            model=self.model,
             usage=Usage(input_tokens=len(request.prompt) // 4, output_tokens=len(text) // 4),
         )
 

@@ -1,0 +1,294 @@
+"""The few places where PostgreSQL and SQLite differ: engines, upserts, full-text search,
+and the translation of driver errors into claude-mem errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from claude_mem_core import errors
+from claude_mem_core.adapters.sqlalchemy import tables as t
+from claude_mem_core.domain.search import SearchQuery
+
+POSTGRES = "postgresql"
+SQLITE = "sqlite"
+
+# SQLite waits this long for another writer's lock before giving up (PRAGMA busy_timeout).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Accept plain ``postgresql://`` / ``sqlite://`` URLs and pick the async drivers."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if parsed.get_driver_name() not in ("psycopg", "psycopg_async"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite":
+        if parsed.get_driver_name() != "aiosqlite":
+            parsed = parsed.set(drivername="sqlite+aiosqlite")
+    else:
+        raise errors.ConfigurationError(
+            f"unsupported database URL scheme {parsed.drivername!r}: use postgresql:// or sqlite://"
+        )
+    return parsed
+
+
+def backend_name(url: str | URL) -> str:
+    return normalize_url(url).get_backend_name()
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    """An async engine configured the way this adapter relies on.
+
+    * PostgreSQL: a modest pool with pre-ping, so a restarted server costs one failed
+      checkout instead of one failed request per pooled connection.
+    * SQLite: foreign keys on (off by default in SQLite), WAL so readers never block the
+      writer, and ``BEGIN IMMEDIATE`` for every transaction, so two writers queue on the
+      busy timeout instead of failing with "database is locked" when a read lock cannot
+      be upgraded.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == POSTGRES:
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if "poolclass" not in kwargs:
+            options.update(pool_size=5, max_overflow=5, pool_recycle=1800)
+        options.update(kwargs)
+        return create_async_engine(parsed, **options)
+
+    try:
+        import aiosqlite  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise errors.MissingExtra("The SQLite storage", "sqlite") from e
+    options = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    options.update(kwargs)
+    engine = create_async_engine(parsed, **options)
+    in_memory = parsed.database in (None, "", ":memory:")
+    _install_sqlite_hooks(engine, wal=not in_memory)
+    return engine
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, wal: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (which would BEGIN
+        # DEFERRED lazily) so the "begin" hook below decides how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            if wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# --------------------------------------------------------------------------- errors
+
+_PG_FK, _PG_UNIQUE, _PG_CHECK, _PG_NOT_NULL = "23503", "23505", "23514", "23502"
+_PG_UNDEFINED_TABLE, _PG_UNDEFINED_COLUMN = "42P01", "42703"
+
+
+def _sqlstate(error: exc.DBAPIError) -> str | None:
+    return getattr(error.orig, "sqlstate", None)
+
+
+def is_unique_violation(error: BaseException) -> bool:
+    if not isinstance(error, exc.IntegrityError):
+        return False
+    return _sqlstate(error) == _PG_UNIQUE or "UNIQUE constraint failed" in str(error.orig)
+
+
+def translate_error(error: BaseException, *, not_found: str | None = None) -> errors.ClaudeMemError:
+    """Map a SQLAlchemy/driver error to the claude-mem hierarchy (callers ``raise … from``).
+
+    The message never includes bound parameters: they may hold key hashes or user text.
+    """
+    if isinstance(error, errors.ClaudeMemError):
+        return error
+    if isinstance(error, exc.IntegrityError):
+        state, text = _sqlstate(error), str(error.orig)
+        if state == _PG_FK or "FOREIGN KEY constraint failed" in text:
+            return errors.NotFound(not_found)
+        if state == _PG_UNIQUE or "UNIQUE constraint failed" in text:
+            return errors.Conflict("a row with the same unique key already exists")
+        if state in (_PG_CHECK, _PG_NOT_NULL) or "constraint failed" in text:
+            return errors.InvalidInput(f"rejected by a database constraint: {_first_line(text)}")
+        return errors.StorageError(f"integrity error: {_first_line(text)}")
+    if isinstance(error, exc.DBAPIError):
+        state, text = _sqlstate(error), str(error.orig)
+        if state in (_PG_UNDEFINED_TABLE, _PG_UNDEFINED_COLUMN) or "no such table" in text:
+            return errors.SchemaNotReady()
+        if error.connection_invalidated or isinstance(
+            error, exc.OperationalError | exc.InterfaceError
+        ):
+            return errors.StorageUnavailable(f"database unavailable: {_first_line(text)}")
+        return errors.StorageError(f"database error: {_first_line(text)}")
+    if isinstance(error, OSError | TimeoutError):
+        return errors.StorageUnavailable(f"database unavailable: {type(error).__name__}")
+    return errors.StorageError(f"database error: {type(error).__name__}")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+# --------------------------------------------------------------------------- upserts
+
+
+def insert_ignore(
+    dialect_name: str,
+    table: sa.Table,
+    values: dict[str, Any],
+    *,
+    index_elements: Sequence[str] | None = None,
+    index_where: sa.ColumnElement[bool] | None = None,
+) -> sa.Insert:
+    """``INSERT … ON CONFLICT [target] DO NOTHING``: the insert half of insert-or-get.
+
+    Without a target any unique conflict is swallowed (sessions have two natural keys);
+    the caller then reads the row that won. ``RETURNING id`` yields a row only when the
+    insert happened (``rowcount`` is -1 for inserts under psycopg, so it cannot tell).
+    """
+    stmt: postgresql.Insert | sqlite.Insert
+    if dialect_name == POSTGRES:
+        stmt = postgresql.insert(table).values(values)
+    else:
+        stmt = sqlite.insert(table).values(values)
+    stmt = stmt.on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
+    return stmt.returning(table.c.id)
+
+
+# --------------------------------------------------------------------------- search
+
+_FTS = sa.table(t.FTS_TABLE, sa.column("observation_id", sa.Text), sa.column("content", sa.Text))
+_TIEBREAK_WEIGHT = 0.001
+
+
+def fts5_match_expression(terms: Sequence[str]) -> str | None:
+    """Each term as an FTS5 string (double quotes doubled), joined by OR.
+
+    A quoted string is always a phrase of plain tokens to FTS5, so ``NEAR(``, ``*``,
+    ``"`` or ``OR`` in user text can never become query syntax.
+    """
+    quoted = ['"' + term.replace('"', '""') + '"' for term in terms if re.search(r"[^\W_]", term)]
+    return " OR ".join(quoted) if quoted else None
+
+
+def sqlite_search(
+    columns: Sequence[sa.ColumnElement[Any]],
+    team_id: str,
+    project_id: str,
+    match: str,
+    limit: int,
+) -> sa.Select[Any]:
+    """FTS5 ``bm25()`` already ranks more and rarer matching terms first (lower is better)."""
+    obs = t.observations
+    rank = sa.func.bm25(sa.literal_column(t.FTS_TABLE))
+    return (
+        sa.select(*columns, (-rank).label("score"))
+        .select_from(_FTS.join(obs, obs.c.id == _FTS.c.observation_id))
+        .where(
+            sa.literal_column(t.FTS_TABLE).op("MATCH")(sa.bindparam("fts_match", match)),
+            obs.c.team_id == team_id,
+            obs.c.project_id == project_id,
+        )
+        .order_by(rank, obs.c.updated_at.desc(), obs.c.id)
+        .limit(limit)
+    )
+
+
+async def postgres_lexeme_queries(conn: AsyncConnection, query: SearchQuery) -> list[str]:
+    """Each term through ``plainto_tsquery`` (never ``to_tsquery``: user text is not syntax),
+    returned as tsquery text. Stop words come back empty and are dropped; terms that stem to
+    the same lexemes ("fix", "fixed") count once."""
+    terms = [term for term in query.terms if term]
+    if not terms:
+        return []
+    row = (
+        await conn.execute(
+            sa.select(
+                *(
+                    sa.cast(
+                        sa.func.plainto_tsquery(
+                            sa.literal_column("'english'::regconfig"),
+                            sa.bindparam(f"term_{i}", term, type_=sa.Text),
+                        ),
+                        sa.Text,
+                    )
+                    for i, term in enumerate(terms)
+                )
+            )
+        )
+    ).one()
+    return list(dict.fromkeys(text for text in row if text))
+
+
+def postgres_search(
+    columns: Sequence[sa.ColumnElement[Any]],
+    team_id: str,
+    project_id: str,
+    lexeme_queries: Sequence[str],
+    limit: int,
+) -> sa.Select[Any]:
+    """Rows matching any term, scored by the sum of BM25-style idf of the terms they match
+    (counted within the project), with ``ts_rank`` as a small tiebreak.
+
+    Document frequencies come from window sums over the matching rows, so the whole
+    ranking is one statement and the GIN index serves the ``@@`` filter.
+    """
+    obs = t.observations
+    search = obs.c.content_search
+    tsqueries = [
+        sa.cast(sa.bindparam(f"tsq_{i}", q, type_=sa.Text), postgresql.TSQUERY)
+        for i, q in enumerate(lexeme_queries)
+    ]
+    any_term = sa.cast(
+        sa.bindparam("tsq_any", " | ".join(f"({q})" for q in lexeme_queries), type_=sa.Text),
+        postgresql.TSQUERY,
+    )
+    scope = sa.and_(obs.c.team_id == team_id, obs.c.project_id == project_id)
+    matched = (
+        sa.select(
+            *columns,
+            *(
+                sa.case((search.op("@@")(q), 1), else_=0).label(f"m_{i}")
+                for i, q in enumerate(tsqueries)
+            ),
+            sa.func.ts_rank(search, any_term).label("ts_rank"),
+        )
+        .where(scope, search.op("@@")(any_term))
+        .subquery("matched")
+    )
+    with_df = sa.select(
+        matched,
+        *(sa.func.sum(matched.c[f"m_{i}"]).over().label(f"df_{i}") for i in range(len(tsqueries))),
+    ).subquery("with_df")
+    total = sa.select(sa.func.count()).select_from(obs).where(scope).scalar_subquery()
+    score: sa.ColumnElement[Any] = _TIEBREAK_WEIGHT * sa.cast(with_df.c.ts_rank, sa.Float)
+    for i in range(len(tsqueries)):
+        df = sa.cast(with_df.c[f"df_{i}"], sa.Float)
+        idf = sa.func.ln(1.0 + (sa.cast(total, sa.Float) - df + 0.5) / (df + 0.5))
+        score = score + with_df.c[f"m_{i}"] * idf
+    score_col = sa.cast(score, sa.Float).label("score")
+    return (
+        sa.select(*(with_df.c[c.key] for c in columns), score_col)
+        .order_by(score_col.desc(), with_df.c.updated_at.desc(), with_df.c.id)
+        .limit(limit)
+    )

@@ -1,0 +1,1191 @@
+"""The SQLAlchemy (async Core) storage adapter for PostgreSQL and SQLite.
+
+One unit of work is one connection and one transaction. Repositories are thin: each method
+is one or two statements, scoped by team (and project) in SQL. Idempotent adds use
+``INSERT … ON CONFLICT DO NOTHING`` and then read the winning row in the same transaction,
+which is race-safe on PostgreSQL (the insert waits for a concurrent inserter to commit, and
+the next READ COMMITTED statement sees its row) and trivially so on SQLite (``BEGIN
+IMMEDIATE`` serialises writers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.engine import URL, CursorResult, RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from claude_mem_core import errors
+from claude_mem_core.adapters.sqlalchemy import dialects
+from claude_mem_core.adapters.sqlalchemy import tables as t
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    ApiKey,
+    AuditEntry,
+    GenerationJob,
+    JobEvent,
+    JobEventType,
+    JobStatus,
+    JobType,
+    Observation,
+    ObservationKind,
+    ObservationSource,
+    ObservationSourceType,
+    Project,
+    ServerSession,
+    SessionGenerationStatus,
+    SourceType,
+    Team,
+)
+from claude_mem_core.domain.search import SearchQuery
+from claude_mem_core.ports.storage import JobFilter, Page, ScoredObservation, UnitOfWork
+
+_SEQ_RETRIES = 5
+
+
+def _columns(table: sa.Table) -> list[sa.Column[Any]]:
+    # content_search is PostgreSQL-only and internal: never read it back.
+    return [c for c in table.columns if c.key != "content_search"]
+
+
+# --------------------------------------------------------------------------- row mapping
+
+
+def _team(r: RowMapping) -> Team:
+    return Team(
+        id=r["id"],
+        name=r["name"],
+        metadata=r["metadata"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _project(r: RowMapping) -> Project:
+    return Project(
+        id=r["id"],
+        team_id=r["team_id"],
+        name=r["name"],
+        metadata=r["metadata"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _api_key(r: RowMapping) -> ApiKey:
+    return ApiKey(
+        id=r["id"],
+        key_hash=r["key_hash"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        actor_id=r["actor_id"],
+        name=r["name"],
+        scopes=r["scopes"],
+        revoked_at=r["revoked_at"],
+        expires_at=r["expires_at"],
+        last_used_at=r["last_used_at"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _session(r: RowMapping) -> ServerSession:
+    return ServerSession(
+        id=r["id"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        external_session_id=r["external_session_id"],
+        idempotency_key=r["idempotency_key"],
+        content_session_id=r["content_session_id"],
+        agent_id=r["agent_id"],
+        agent_type=r["agent_type"],
+        platform_source=r["platform_source"],
+        generation_status=SessionGenerationStatus(r["generation_status"]),
+        metadata=r["metadata"],
+        started_at=r["started_at"],
+        ended_at=r["ended_at"],
+        last_generated_at=r["last_generated_at"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _event(r: RowMapping) -> AgentEvent:
+    return AgentEvent(
+        id=r["id"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        server_session_id=r["server_session_id"],
+        source_adapter=r["source_adapter"],
+        source_event_id=r["source_event_id"],
+        idempotency_key=r["idempotency_key"],
+        event_type=r["event_type"],
+        payload=r["payload"],
+        metadata=r["metadata"],
+        occurred_at=r["occurred_at"],
+        received_at=r["received_at"],
+        created_at=r["created_at"],
+    )
+
+
+def _job(r: RowMapping) -> GenerationJob:
+    return GenerationJob(
+        id=r["id"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        agent_event_id=r["agent_event_id"],
+        source_type=SourceType(r["source_type"]),
+        source_id=r["source_id"],
+        server_session_id=r["server_session_id"],
+        job_type=JobType(r["job_type"]),
+        status=JobStatus(r["status"]),
+        idempotency_key=r["idempotency_key"],
+        transport_id=r["transport_id"],
+        attempts=r["attempts"],
+        max_attempts=r["max_attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        locked_at=r["locked_at"],
+        locked_by=r["locked_by"],
+        completed_at=r["completed_at"],
+        failed_at=r["failed_at"],
+        cancelled_at=r["cancelled_at"],
+        last_error=r["last_error"],
+        payload=r["payload"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _job_event(r: RowMapping) -> JobEvent:
+    return JobEvent(
+        id=r["id"],
+        generation_job_id=r["generation_job_id"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        event_type=JobEventType(r["event_type"]),
+        status_after=JobStatus(r["status_after"]),
+        attempt=r["attempt"],
+        details=r["details"],
+        created_at=r["created_at"],
+    )
+
+
+def _observation(r: RowMapping) -> Observation:
+    return Observation(
+        id=r["id"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        server_session_id=r["server_session_id"],
+        kind=ObservationKind(r["kind"]),
+        type=r["type"],
+        title=r["title"],
+        subtitle=r["subtitle"],
+        narrative=r["narrative"],
+        facts=r["facts"],
+        concepts=r["concepts"],
+        files_read=r["files_read"],
+        files_modified=r["files_modified"],
+        content=r["content"],
+        generation_key=r["generation_key"],
+        metadata=r["metadata"],
+        created_by_job_id=r["created_by_job_id"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _source(r: RowMapping) -> ObservationSource:
+    return ObservationSource(
+        id=r["id"],
+        observation_id=r["observation_id"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        source_type=ObservationSourceType(r["source_type"]),
+        source_id=r["source_id"],
+        agent_event_id=r["agent_event_id"],
+        generation_job_id=r["generation_job_id"],
+        metadata=r["metadata"],
+        created_at=r["created_at"],
+    )
+
+
+def _audit(r: RowMapping) -> AuditEntry:
+    return AuditEntry(
+        id=r["id"],
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        actor_id=r["actor_id"],
+        api_key_id=r["api_key_id"],
+        action=r["action"],
+        resource_type=r["resource_type"],
+        resource_id=r["resource_id"],
+        details=r["details"],
+        created_at=r["created_at"],
+    )
+
+
+def _job_values(job: GenerationJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "team_id": job.team_id,
+        "project_id": job.project_id,
+        "agent_event_id": job.agent_event_id,
+        "source_type": job.source_type.value,
+        "source_id": job.source_id,
+        "server_session_id": job.server_session_id,
+        "job_type": job.job_type.value,
+        "idempotency_key": job.idempotency_key,
+        "created_at": job.created_at,
+        **_job_mutable_values(job),
+    }
+
+
+def _job_mutable_values(job: GenerationJob) -> dict[str, Any]:
+    return {
+        "status": job.status.value,
+        "transport_id": job.transport_id,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "next_attempt_at": job.next_attempt_at,
+        "locked_at": job.locked_at,
+        "locked_by": job.locked_by,
+        "completed_at": job.completed_at,
+        "failed_at": job.failed_at,
+        "cancelled_at": job.cancelled_at,
+        "last_error": job.last_error,
+        "payload": job.payload,
+        "updated_at": job.updated_at,
+    }
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class _Db:
+    """The connection of one unit of work, with error translation at the boundary."""
+
+    def __init__(self, conn: AsyncConnection, dialect_name: str) -> None:
+        self.conn = conn
+        self.dialect = dialect_name
+
+    async def execute(
+        self, stmt: sa.Executable, *, not_found: str | None = None
+    ) -> CursorResult[Any]:
+        try:
+            return await self.conn.execute(stmt)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found=not_found) from e
+
+    async def write(
+        self, stmt: sa.Executable, *, not_found: str | None = None
+    ) -> CursorResult[Any]:
+        """Run a statement that may violate a constraint.
+
+        On PostgreSQL a failed statement aborts the whole transaction; a savepoint keeps the
+        unit of work usable after a translated ``NotFound``/``Conflict`` (SQLite already
+        rolls back just the failed statement).
+        """
+        if self.dialect != dialects.POSTGRES:
+            return await self.execute(stmt, not_found=not_found)
+        try:
+            async with self.conn.begin_nested():
+                return await self.conn.execute(stmt)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found=not_found) from e
+
+    async def one_or_none(self, stmt: sa.Select[Any]) -> RowMapping | None:
+        return (await self.execute(stmt)).mappings().one_or_none()
+
+    async def all(self, stmt: sa.Select[Any]) -> Sequence[RowMapping]:
+        return (await self.execute(stmt)).mappings().all()
+
+    async def count(self, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+        stmt = sa.select(sa.func.count()).select_from(table).where(*where)
+        return int((await self.execute(stmt)).scalar_one())
+
+    async def exists(self, table: sa.Table, *where: sa.ColumnElement[bool]) -> bool:
+        stmt = sa.select(sa.literal(1)).select_from(table).where(*where).limit(1)
+        return (await self.execute(stmt)).first() is not None
+
+    def select(self, table: sa.Table) -> sa.Select[Any]:
+        return sa.select(*_columns(table))
+
+    def locked(self, stmt: sa.Select[Any]) -> sa.Select[Any]:
+        # FOR UPDATE makes read-merge-write safe on PostgreSQL; SQLite has no row locks and
+        # needs none (one writer at a time).
+        return stmt.with_for_update() if self.dialect == dialects.POSTGRES else stmt
+
+
+def _page(stmt: sa.Select[Any], page: Page) -> sa.Select[Any]:
+    return stmt.limit(page.limit).offset(page.offset)
+
+
+def _merge(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """Shallow merge, new keys winning: PostgreSQL's ``jsonb || jsonb``."""
+    return {**(old or {}), **new}
+
+
+_SESSION_SCOPE_ERROR = "server_session_id must belong to project_id and team_id"
+
+
+async def _check_session_scope(db: _Db, session_id: str | None, team: str, project: str) -> None:
+    # A single-column FK keeps SET NULL on session deletion; the scope is checked here.
+    if session_id is None:
+        return
+    s = t.server_sessions
+    if not await db.exists(s, s.c.id == session_id, s.c.team_id == team, s.c.project_id == project):
+        raise errors.NotFound(_SESSION_SCOPE_ERROR)
+
+
+# --------------------------------------------------------------------------- repositories
+
+
+class TeamRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, team: Team) -> None:
+        await self._db.write(
+            sa.insert(t.teams).values(
+                id=team.id,
+                name=team.name,
+                metadata=team.metadata,
+                created_at=team.created_at,
+                updated_at=team.updated_at,
+            )
+        )
+
+    async def get(self, team_id: str) -> Team | None:
+        row = await self._db.one_or_none(self._db.select(t.teams).where(t.teams.c.id == team_id))
+        return _team(row) if row else None
+
+    async def find_by_name(self, name: str) -> Team | None:
+        c = t.teams.c
+        stmt = self._db.select(t.teams).where(c.name == name).order_by(c.created_at, c.id).limit(1)
+        row = await self._db.one_or_none(stmt)
+        return _team(row) if row else None
+
+    async def list(self, page: Page) -> tuple[Sequence[Team], int]:
+        c = t.teams.c
+        rows = await self._db.all(
+            _page(self._db.select(t.teams).order_by(c.created_at, c.id), page)
+        )
+        return [_team(r) for r in rows], await self._db.count(t.teams)
+
+
+class ProjectRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, project: Project) -> None:
+        await self._db.write(
+            sa.insert(t.projects).values(
+                id=project.id,
+                team_id=project.team_id,
+                name=project.name,
+                metadata=project.metadata,
+                created_at=project.created_at,
+                updated_at=project.updated_at,
+            ),
+            not_found=f"team {project.team_id} not found",
+        )
+
+    async def get(self, team_id: str, project_id: str) -> Project | None:
+        c = t.projects.c
+        stmt = self._db.select(t.projects).where(c.id == project_id, c.team_id == team_id)
+        row = await self._db.one_or_none(stmt)
+        return _project(row) if row else None
+
+    async def find_by_name(self, team_id: str, name: str) -> Project | None:
+        c = t.projects.c
+        stmt = (
+            self._db.select(t.projects)
+            .where(c.team_id == team_id, c.name == name)
+            .order_by(c.created_at, c.id)
+            .limit(1)
+        )
+        row = await self._db.one_or_none(stmt)
+        return _project(row) if row else None
+
+    async def list(self, team_id: str, page: Page) -> tuple[Sequence[Project], int]:
+        c = t.projects.c
+        stmt = self._db.select(t.projects).where(c.team_id == team_id).order_by(c.created_at, c.id)
+        rows = await self._db.all(_page(stmt, page))
+        return [_project(r) for r in rows], await self._db.count(t.projects, c.team_id == team_id)
+
+
+class ApiKeyRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, key: ApiKey) -> None:
+        await self._db.write(
+            sa.insert(t.api_keys).values(
+                id=key.id,
+                key_hash=key.key_hash,
+                team_id=key.team_id,
+                project_id=key.project_id,
+                actor_id=key.actor_id,
+                name=key.name,
+                scopes=sorted(key.scopes),
+                revoked_at=key.revoked_at,
+                expires_at=key.expires_at,
+                last_used_at=key.last_used_at,
+                created_at=key.created_at,
+                updated_at=key.updated_at,
+            ),
+            not_found="project_id must belong to team_id",
+        )
+
+    async def get_by_hash(self, key_hash: str) -> ApiKey | None:
+        stmt = self._db.select(t.api_keys).where(t.api_keys.c.key_hash == key_hash)
+        row = await self._db.one_or_none(stmt)
+        return _api_key(row) if row else None
+
+    async def get_unscoped(self, key_id: str) -> ApiKey | None:
+        row = await self._db.one_or_none(
+            self._db.select(t.api_keys).where(t.api_keys.c.id == key_id)
+        )
+        return _api_key(row) if row else None
+
+    async def list(
+        self, team_id: str | None, project_id: str | None, page: Page
+    ) -> tuple[Sequence[ApiKey], int]:
+        c = t.api_keys.c
+        where: list[sa.ColumnElement[bool]] = []
+        if team_id is not None:
+            where.append(c.team_id == team_id)
+        if project_id is not None:
+            where.append(c.project_id == project_id)
+        stmt = self._db.select(t.api_keys).where(*where).order_by(c.created_at.desc(), c.id)
+        rows = await self._db.all(_page(stmt, page))
+        return [_api_key(r) for r in rows], await self._db.count(t.api_keys, *where)
+
+    async def save(self, key: ApiKey) -> None:
+        await self._db.execute(
+            sa.update(t.api_keys)
+            .where(t.api_keys.c.id == key.id)
+            .values(
+                revoked_at=key.revoked_at,
+                expires_at=key.expires_at,
+                last_used_at=key.last_used_at,
+                updated_at=key.updated_at,
+            )
+        )
+
+
+class SessionRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, session: ServerSession) -> tuple[ServerSession, bool]:
+        s = t.server_sessions
+        values = {
+            "id": session.id,
+            "team_id": session.team_id,
+            "project_id": session.project_id,
+            "external_session_id": session.external_session_id,
+            "idempotency_key": session.idempotency_key,
+            "content_session_id": session.content_session_id,
+            "agent_id": session.agent_id,
+            "agent_type": session.agent_type,
+            "platform_source": session.platform_source,
+            "generation_status": session.generation_status.value,
+            "metadata": session.metadata,
+            "started_at": session.started_at,
+            "ended_at": session.ended_at,
+            "last_generated_at": session.last_generated_at,
+            "created_at": session.created_at,
+            "updated_at": session.updated_at,
+        }
+        # No conflict target: either natural key (idempotency key, external id) may hit.
+        result = await self._db.write(
+            dialects.insert_ignore(self._db.dialect, s, values),
+            not_found="project_id must belong to team_id",
+        )
+        if result.first() is not None:
+            return session, True
+        scope = (s.c.team_id == session.team_id, s.c.project_id == session.project_id)
+        natural_keys = []
+        if session.idempotency_key is not None:
+            natural_keys.append(s.c.idempotency_key == session.idempotency_key)
+        if session.external_session_id is not None:
+            natural_keys.append(s.c.external_session_id == session.external_session_id)
+        for key in natural_keys:
+            row = await self._db.one_or_none(self._db.select(s).where(*scope, key))
+            if row is not None:
+                return _session(row), False
+        if not await self._db.exists(
+            t.projects,
+            t.projects.c.id == session.project_id,
+            t.projects.c.team_id == session.team_id,
+        ):
+            raise errors.NotFound("project_id must belong to team_id")
+        raise errors.Conflict(f"server session {session.id} already exists")
+
+    async def get(self, team_id: str, session_id: str) -> ServerSession | None:
+        c = t.server_sessions.c
+        stmt = self._db.select(t.server_sessions).where(c.id == session_id, c.team_id == team_id)
+        row = await self._db.one_or_none(stmt)
+        return _session(row) if row else None
+
+    async def find_by_idempotency_key(
+        self, team_id: str, project_id: str, key: str
+    ) -> ServerSession | None:
+        c = t.server_sessions.c
+        stmt = self._db.select(t.server_sessions).where(
+            c.team_id == team_id, c.project_id == project_id, c.idempotency_key == key
+        )
+        row = await self._db.one_or_none(stmt)
+        return _session(row) if row else None
+
+    async def save(self, session: ServerSession) -> None:
+        c = t.server_sessions.c
+        await self._db.execute(
+            sa.update(t.server_sessions)
+            .where(
+                c.id == session.id,
+                c.team_id == session.team_id,
+                c.project_id == session.project_id,
+            )
+            .values(
+                ended_at=session.ended_at,
+                generation_status=session.generation_status.value,
+                metadata=session.metadata,
+                last_generated_at=session.last_generated_at,
+                updated_at=session.updated_at,
+            )
+        )
+
+    async def set_generation_status(
+        self,
+        team_id: str,
+        project_id: str,
+        session_id: str,
+        status: SessionGenerationStatus,
+        *,
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        s = t.server_sessions
+        where = (s.c.id == session_id, s.c.team_id == team_id, s.c.project_id == project_id)
+        values: dict[str, Any] = {"generation_status": status.value, "updated_at": now}
+        if status is SessionGenerationStatus.COMPLETED:
+            values["last_generated_at"] = now
+        elif status is SessionGenerationStatus.FAILED:
+            row = await self._db.one_or_none(self._db.locked(sa.select(s.c.metadata).where(*where)))
+            if row is None:
+                return
+            values["metadata"] = _merge(row["metadata"], {"lastGenerationError": error})
+        await self._db.execute(sa.update(s).where(*where).values(**values))
+
+
+class EventRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, event: AgentEvent) -> tuple[AgentEvent, bool]:
+        e = t.agent_events
+        await _check_session_scope(
+            self._db, event.server_session_id, event.team_id, event.project_id
+        )
+        values = {
+            "id": event.id,
+            "team_id": event.team_id,
+            "project_id": event.project_id,
+            "server_session_id": event.server_session_id,
+            "source_adapter": event.source_adapter,
+            "source_event_id": event.source_event_id,
+            "idempotency_key": event.idempotency_key,
+            "event_type": event.event_type,
+            "payload": event.payload,
+            "metadata": event.metadata,
+            "occurred_at": event.occurred_at,
+            "received_at": event.received_at,
+            "created_at": event.created_at,
+        }
+        result = await self._db.write(
+            dialects.insert_ignore(self._db.dialect, e, values, index_elements=["idempotency_key"]),
+            not_found="project_id must belong to team_id",
+        )
+        if result.first() is not None:
+            return event, True
+        where = (
+            e.c.idempotency_key == event.idempotency_key,
+            e.c.team_id == event.team_id,
+            e.c.project_id == event.project_id,
+        )
+        row = await self._db.one_or_none(self._db.locked(self._db.select(e).where(*where)))
+        if row is None:
+            raise errors.Conflict("idempotency key is used by an event of another scope")
+        stored = _event(row)
+        merged = _merge(stored.metadata, event.metadata)
+        if merged != stored.metadata:
+            await self._db.execute(sa.update(e).where(e.c.id == stored.id).values(metadata=merged))
+            stored = _event({**row, "metadata": merged})  # type: ignore[arg-type]
+        return stored, False
+
+    async def get(self, team_id: str, event_id: str) -> AgentEvent | None:
+        c = t.agent_events.c
+        stmt = self._db.select(t.agent_events).where(c.id == event_id, c.team_id == team_id)
+        row = await self._db.one_or_none(stmt)
+        return _event(row) if row else None
+
+    async def get_many(
+        self, team_id: str, project_id: str, event_ids: Sequence[str]
+    ) -> Sequence[AgentEvent]:
+        """In the order of ``event_ids`` (duplicates and unknown ids dropped)."""
+        if not event_ids:
+            return []
+        c = t.agent_events.c
+        stmt = self._db.select(t.agent_events).where(
+            c.team_id == team_id, c.project_id == project_id, c.id.in_(list(set(event_ids)))
+        )
+        found = {r["id"]: _event(r) for r in await self._db.all(stmt)}
+        return [found[i] for i in dict.fromkeys(event_ids) if i in found]
+
+    async def list_for_session(
+        self, team_id: str, project_id: str, session_id: str, *, limit: int = 500
+    ) -> Sequence[AgentEvent]:
+        c = t.agent_events.c
+        stmt = (
+            self._db.select(t.agent_events)
+            .where(
+                c.team_id == team_id, c.project_id == project_id, c.server_session_id == session_id
+            )
+            .order_by(c.occurred_at, c.received_at, c.id)
+            .limit(limit)
+        )
+        return [_event(r) for r in await self._db.all(stmt)]
+
+
+class JobRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, job: GenerationJob) -> tuple[GenerationJob, bool]:
+        j = t.observation_generation_jobs
+        await _check_session_scope(self._db, job.server_session_id, job.team_id, job.project_id)
+        result = await self._db.write(
+            dialects.insert_ignore(self._db.dialect, j, _job_values(job)),
+            not_found="agent_event source_id must belong to project_id and team_id",
+        )
+        if result.first() is not None:
+            return job, True
+        stmt = self._db.select(j).where(
+            j.c.idempotency_key == job.idempotency_key,
+            j.c.team_id == job.team_id,
+            j.c.project_id == job.project_id,
+        )
+        row = await self._db.one_or_none(stmt)
+        if row is None:
+            raise errors.Conflict(f"generation job {job.id} conflicts with a stored job")
+        return _job(row), False
+
+    async def get(self, team_id: str, job_id: str) -> GenerationJob | None:
+        c = t.observation_generation_jobs.c
+        stmt = self._db.select(t.observation_generation_jobs).where(
+            c.id == job_id, c.team_id == team_id
+        )
+        row = await self._db.one_or_none(stmt)
+        return _job(row) if row else None
+
+    async def get_unscoped(self, job_id: str) -> GenerationJob | None:
+        c = t.observation_generation_jobs.c
+        row = await self._db.one_or_none(
+            self._db.select(t.observation_generation_jobs).where(c.id == job_id)
+        )
+        return _job(row) if row else None
+
+    async def compare_and_set(self, expected: GenerationJob, new: GenerationJob) -> bool:
+        if (new.id, new.team_id, new.project_id) != (
+            expected.id,
+            expected.team_id,
+            expected.project_id,
+        ):
+            raise errors.InvalidInput("compare_and_set cannot change a job's id or scope")
+        c = t.observation_generation_jobs.c
+        # One guarded UPDATE: the row lock it takes makes concurrent claims serialise, and
+        # the loser's re-evaluated WHERE no longer matches.
+        result = await self._db.write(
+            sa.update(t.observation_generation_jobs)
+            .where(
+                c.id == expected.id,
+                c.team_id == expected.team_id,
+                c.project_id == expected.project_id,
+                c.status == expected.status.value,
+                c.attempts == expected.attempts,
+                c.locked_by.is_not_distinct_from(expected.locked_by),
+            )
+            .values(**_job_mutable_values(new))
+        )
+        return result.rowcount == 1
+
+    async def save_payload(self, job: GenerationJob) -> None:
+        c = t.observation_generation_jobs.c
+        await self._db.execute(
+            sa.update(t.observation_generation_jobs)
+            .where(c.id == job.id, c.team_id == job.team_id, c.project_id == job.project_id)
+            .values(payload=job.payload, updated_at=job.updated_at)
+        )
+
+    @staticmethod
+    def _filter(where: JobFilter) -> list[sa.ColumnElement[bool]]:
+        c = t.observation_generation_jobs.c
+        clauses: list[sa.ColumnElement[bool]] = [c.team_id == where.team_id]
+        if where.project_id is not None:
+            clauses.append(c.project_id == where.project_id)
+        if where.status is not None:
+            clauses.append(c.status == where.status.value)
+        if where.source_type is not None:
+            clauses.append(c.source_type == where.source_type.value)
+        if where.since is not None:
+            clauses.append(c.created_at >= where.since)
+        return clauses
+
+    async def list(self, where: JobFilter, page: Page) -> tuple[Sequence[GenerationJob], int]:
+        j = t.observation_generation_jobs
+        clauses = self._filter(where)
+        stmt = self._db.select(j).where(*clauses).order_by(j.c.created_at.desc(), j.c.id)
+        rows = await self._db.all(_page(stmt, page))
+        return [_job(r) for r in rows], await self._db.count(j, *clauses)
+
+    async def list_due(
+        self, *, now: datetime, lease_expired_before: datetime, limit: int
+    ) -> Sequence[GenerationJob]:
+        j = t.observation_generation_jobs
+        c = j.c
+        stmt = (
+            self._db.select(j)
+            .where(
+                sa.or_(
+                    sa.and_(
+                        c.status == JobStatus.QUEUED.value,
+                        sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+                    ),
+                    sa.and_(
+                        c.status == JobStatus.PROCESSING.value,
+                        c.locked_at < lease_expired_before,
+                    ),
+                )
+            )
+            .order_by(c.created_at, c.id)
+            .limit(limit)
+        )
+        return [_job(r) for r in await self._db.all(stmt)]
+
+    async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
+        """Every status is present, zero when no job has it."""
+        c = t.observation_generation_jobs.c
+        stmt = sa.select(c.status, sa.func.count()).group_by(c.status)
+        if team_id is not None:
+            stmt = stmt.where(c.team_id == team_id)
+        counts = dict.fromkeys(JobStatus, 0)
+        for status, n in (await self._db.execute(stmt)).all():
+            counts[JobStatus(status)] = int(n)
+        return counts
+
+    async def completed_event_ids(
+        self, team_id: str, project_id: str, event_ids: Sequence[str]
+    ) -> set[str]:
+        if not event_ids:
+            return set()
+        c = t.observation_generation_jobs.c
+        stmt = sa.select(c.agent_event_id).where(
+            c.team_id == team_id,
+            c.project_id == project_id,
+            c.source_type == SourceType.AGENT_EVENT.value,
+            c.status == JobStatus.COMPLETED.value,
+            c.agent_event_id.in_(list(set(event_ids))),
+        )
+        return {str(v) for v in (await self._db.execute(stmt)).scalars()}
+
+
+class JobEventRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, event: JobEvent) -> None:
+        je = t.observation_generation_job_events
+        next_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(je.c.seq), 0) + 1)
+            .where(je.c.generation_job_id == event.generation_job_id)
+            .scalar_subquery()
+        )
+        stmt = sa.insert(je).values(
+            id=event.id,
+            generation_job_id=event.generation_job_id,
+            team_id=event.team_id,
+            project_id=event.project_id,
+            seq=next_seq,
+            event_type=event.event_type.value,
+            status_after=event.status_after.value,
+            attempt=event.attempt,
+            details=event.details,
+            created_at=event.created_at,
+        )
+        for attempt in range(_SEQ_RETRIES):
+            try:
+                await self._db.write(
+                    stmt, not_found="generation_job_id must belong to project_id and team_id"
+                )
+                return
+            except errors.Conflict as e:
+                # Two writers appending to one job's log picked the same seq; the loser
+                # recomputes it (its savepoint rolled back, the other row is now visible).
+                if not dialects.is_unique_violation(e.__cause__ or e) or attempt == (
+                    _SEQ_RETRIES - 1
+                ):
+                    raise
+                if await self._db.exists(je, je.c.id == event.id):
+                    raise
+
+    async def list(self, team_id: str, job_id: str) -> Sequence[JobEvent]:
+        je = t.observation_generation_job_events
+        stmt = (
+            self._db.select(je)
+            .where(je.c.team_id == team_id, je.c.generation_job_id == job_id)
+            .order_by(je.c.created_at, je.c.seq)
+        )
+        return [_job_event(r) for r in await self._db.all(stmt)]
+
+
+class ObservationRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, observation: Observation) -> tuple[Observation, bool]:
+        o = t.observations
+        await _check_session_scope(
+            self._db, observation.server_session_id, observation.team_id, observation.project_id
+        )
+        if observation.created_by_job_id is not None:
+            j = t.observation_generation_jobs
+            if not await self._db.exists(
+                j,
+                j.c.id == observation.created_by_job_id,
+                j.c.team_id == observation.team_id,
+                j.c.project_id == observation.project_id,
+            ):
+                raise errors.NotFound("created_by_job_id must belong to project_id and team_id")
+        values = {
+            "id": observation.id,
+            "team_id": observation.team_id,
+            "project_id": observation.project_id,
+            "server_session_id": observation.server_session_id,
+            "kind": observation.kind.value,
+            "type": observation.type,
+            "title": observation.title,
+            "subtitle": observation.subtitle,
+            "narrative": observation.narrative,
+            "facts": list(observation.facts),
+            "concepts": list(observation.concepts),
+            "files_read": list(observation.files_read),
+            "files_modified": list(observation.files_modified),
+            "content": observation.content,
+            "generation_key": observation.generation_key,
+            "metadata": observation.metadata,
+            "created_by_job_id": observation.created_by_job_id,
+            "created_at": observation.created_at,
+            "updated_at": observation.updated_at,
+        }
+        not_found = "project_id must belong to team_id"
+        if observation.generation_key is None:
+            await self._db.write(sa.insert(o).values(values), not_found=not_found)
+            return observation, True
+        stmt = dialects.insert_ignore(
+            self._db.dialect,
+            o,
+            values,
+            index_elements=["team_id", "project_id", "generation_key"],
+            index_where=o.c.generation_key.is_not(None),
+        )
+        if (await self._db.write(stmt, not_found=not_found)).first() is not None:
+            return observation, True
+        row = await self._db.one_or_none(
+            self._db.select(o).where(
+                o.c.team_id == observation.team_id,
+                o.c.project_id == observation.project_id,
+                o.c.generation_key == observation.generation_key,
+            )
+        )
+        if row is None:  # pragma: no cover - the conflict target guarantees a row
+            raise errors.Conflict(f"observation {observation.id} conflicts with a stored one")
+        return _observation(row), False
+
+    async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None:
+        c = t.observations.c
+        stmt = self._db.select(t.observations).where(
+            c.id == observation_id, c.team_id == team_id, c.project_id == project_id
+        )
+        row = await self._db.one_or_none(stmt)
+        return _observation(row) if row else None
+
+    async def list(
+        self, team_id: str, project_id: str, page: Page
+    ) -> tuple[Sequence[Observation], int]:
+        c = t.observations.c
+        where = (c.team_id == team_id, c.project_id == project_id)
+        stmt = self._db.select(t.observations).where(*where).order_by(c.created_at.desc(), c.id)
+        rows = await self._db.all(_page(stmt, page))
+        return [_observation(r) for r in rows], await self._db.count(t.observations, *where)
+
+    async def search(
+        self, team_id: str, project_id: str, query: SearchQuery, *, limit: int
+    ) -> Sequence[ScoredObservation]:
+        if limit <= 0 or query.is_empty:
+            return []
+        columns = _columns(t.observations)
+        stmt: sa.Select[Any]
+        if self._db.dialect == dialects.POSTGRES:
+            lexemes = await self._lexemes(query)
+            if not lexemes:
+                return []
+            stmt = dialects.postgres_search(columns, team_id, project_id, lexemes, limit)
+        else:
+            match = dialects.fts5_match_expression(query.terms)
+            if match is None:
+                return []
+            stmt = dialects.sqlite_search(columns, team_id, project_id, match, limit)
+        rows = await self._db.all(stmt)
+        return [
+            ScoredObservation(observation=_observation(r), score=float(r["score"])) for r in rows
+        ]
+
+    async def _lexemes(self, query: SearchQuery) -> list[str]:
+        try:
+            return await dialects.postgres_lexeme_queries(self._db.conn, query)
+        except exc.SQLAlchemyError as e:
+            raise dialects.translate_error(e) from e
+
+    async def list_for_source(
+        self, team_id: str, project_id: str, source_type: str, source_id: str
+    ) -> Sequence[tuple[Observation, ObservationSource]]:
+        o, s = t.observations, t.observation_sources
+        source_cols = [c.label(f"source__{c.key}") for c in s.columns]
+        stmt = (
+            sa.select(*_columns(o), *source_cols)
+            .select_from(o.join(s, s.c.observation_id == o.c.id))
+            .where(
+                o.c.team_id == team_id,
+                o.c.project_id == project_id,
+                s.c.team_id == team_id,
+                s.c.project_id == project_id,
+                s.c.source_type == source_type,
+                s.c.source_id == source_id,
+            )
+            .order_by(o.c.created_at, o.c.id)
+        )
+        out: list[tuple[Observation, ObservationSource]] = []
+        for r in await self._db.all(stmt):
+            source_row = {c.key: r[f"source__{c.key}"] for c in s.columns}
+            out.append((_observation(r), _source(source_row)))  # type: ignore[arg-type]
+        return out
+
+    async def list_for_job(
+        self, team_id: str, project_id: str, job_id: str
+    ) -> Sequence[Observation]:
+        c = t.observations.c
+        stmt = (
+            self._db.select(t.observations)
+            .where(c.team_id == team_id, c.project_id == project_id, c.created_by_job_id == job_id)
+            .order_by(c.created_at, c.id)
+        )
+        return [_observation(r) for r in await self._db.all(stmt)]
+
+
+class SourceRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, source: ObservationSource) -> ObservationSource:
+        s = t.observation_sources
+        values = {
+            "id": source.id,
+            "observation_id": source.observation_id,
+            "team_id": source.team_id,
+            "project_id": source.project_id,
+            "agent_event_id": source.agent_event_id,
+            "generation_job_id": source.generation_job_id,
+            "source_type": source.source_type.value,
+            "source_id": source.source_id,
+            "metadata": source.metadata,
+            "created_at": source.created_at,
+        }
+        stmt = dialects.insert_ignore(
+            self._db.dialect,
+            s,
+            values,
+            index_elements=["observation_id", "source_type", "source_id"],
+        )
+        result = await self._db.write(
+            stmt, not_found="observation and agent event must belong to project_id and team_id"
+        )
+        if result.first() is not None:
+            return source
+        row = await self._db.one_or_none(
+            self._db.locked(
+                self._db.select(s).where(
+                    s.c.observation_id == source.observation_id,
+                    s.c.source_type == source.source_type.value,
+                    s.c.source_id == source.source_id,
+                    s.c.team_id == source.team_id,
+                    s.c.project_id == source.project_id,
+                )
+            )
+        )
+        if row is None:
+            raise errors.NotFound("observation must belong to project_id and team_id")
+        stored = _source(row)
+        merged = _merge(stored.metadata, source.metadata)
+        if merged != stored.metadata:
+            await self._db.execute(sa.update(s).where(s.c.id == stored.id).values(metadata=merged))
+            stored = _source({**row, "metadata": merged})  # type: ignore[arg-type]
+        return stored
+
+
+class AuditRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, entry: AuditEntry) -> None:
+        await self._db.write(
+            sa.insert(t.audit_log).values(
+                id=entry.id,
+                team_id=entry.team_id,
+                project_id=entry.project_id,
+                actor_id=entry.actor_id,
+                api_key_id=entry.api_key_id,
+                action=entry.action,
+                resource_type=entry.resource_type,
+                resource_id=entry.resource_id,
+                details=entry.details,
+                created_at=entry.created_at,
+            ),
+            not_found="project_id must belong to team_id",
+        )
+
+    async def list(
+        self, team_id: str, *, action: str | None = None, page: Page = Page()
+    ) -> tuple[Sequence[AuditEntry], int]:
+        c = t.audit_log.c
+        where = [c.team_id == team_id]
+        if action is not None:
+            where.append(c.action == action)
+        stmt = self._db.select(t.audit_log).where(*where).order_by(c.created_at.desc(), c.id)
+        rows = await self._db.all(_page(stmt, page))
+        return [_audit(r) for r in rows], await self._db.count(t.audit_log, *where)
+
+
+class SqlAlchemyUnitOfWork:
+    def __init__(self, conn: AsyncConnection, dialect_name: str) -> None:
+        db = _Db(conn, dialect_name)
+        self.teams = TeamRepo(db)
+        self.projects = ProjectRepo(db)
+        self.api_keys = ApiKeyRepo(db)
+        self.sessions = SessionRepo(db)
+        self.events = EventRepo(db)
+        self.jobs = JobRepo(db)
+        self.job_events = JobEventRepo(db)
+        self.observations = ObservationRepo(db)
+        self.sources = SourceRepo(db)
+        self.audit = AuditRepo(db)
+
+
+class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
+    """Commit on normal exit, roll back on an exception; the connection always returns."""
+
+    def __init__(self, engine: AsyncEngine, dialect_name: str) -> None:
+        self._engine = engine
+        self._dialect = dialect_name
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> UnitOfWork:
+        try:
+            conn = await self._engine.connect()
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e) from e
+        try:
+            await conn.begin()
+        except (exc.SQLAlchemyError, OSError) as e:
+            await conn.close()
+            raise dialects.translate_error(e) from e
+        self._conn = conn
+        return SqlAlchemyUnitOfWork(conn, self._dialect)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Literal[False]:
+        conn, self._conn = self._conn, None
+        if conn is None:  # pragma: no cover - __aenter__ failed
+            return False
+        try:
+            if exc_type is None:
+                try:
+                    await conn.commit()
+                except (exc.SQLAlchemyError, OSError) as e:
+                    raise dialects.translate_error(e) from e
+            else:
+                await conn.rollback()
+        finally:
+            await conn.close()
+        return False
+
+
+class SqlAlchemyStorage:
+    """:class:`~claude_mem_core.ports.storage.Storage` on PostgreSQL or SQLite."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        dialect = engine.dialect.name
+        if dialect not in (dialects.POSTGRES, dialects.SQLITE):
+            raise errors.ConfigurationError(f"unsupported database dialect {dialect!r}")
+        self._engine = engine
+        self._dialect = dialect
+        self.name = "postgres" if dialect == dialects.POSTGRES else "sqlite"
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_options: Any) -> SqlAlchemyStorage:
+        """Build the engine with :func:`dialects.create_engine` (pool, PRAGMAs, BEGIN IMMEDIATE)."""
+        return cls(dialects.create_engine(url, **engine_options))
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        return _UnitOfWorkContext(self._engine, self._dialect)
+
+    async def check_schema(self) -> None:
+        from claude_mem_core import migrations
+
+        try:
+            async with self._engine.connect() as conn:
+                current = await conn.run_sync(migrations.revision_of)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e) from e
+        migrations.require_head(current)
+
+    async def ping(self) -> None:
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (exc.SQLAlchemyError, OSError) as e:
+            error = dialects.translate_error(e)
+            if not isinstance(error, errors.StorageUnavailable):
+                error = errors.StorageUnavailable(error.message)
+            raise error from e
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+__all__ = ["SqlAlchemyStorage", "SqlAlchemyUnitOfWork"]

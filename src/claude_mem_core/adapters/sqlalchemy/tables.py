@@ -1,0 +1,488 @@
+"""SQLAlchemy Core table definitions: the schema both SQLite and PostgreSQL are migrated to.
+
+This metadata is the reference that ``alembic/versions`` must reproduce; a test compares the
+two with alembic autogenerate on both databases. Two parts differ on SQLite and are
+filtered out of its comparison by :func:`include_object`: ``observations.content_search``
+(a generated tsvector on PostgreSQL, an unused NULL column on SQLite) and its GIN index
+(PostgreSQL only). SQLite's full-text index
+is the ``observations_fts`` FTS5 table plus its triggers, which exist only in the migration
+(``include_name`` keeps autogenerate from trying to drop them).
+
+Composite foreign keys such as ``(project_id, team_id) -> projects(id, team_id)`` make the
+database itself prove that a child row's project belongs to its team.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+# Names are part of the schema (alembic compares and drops by name), so every constraint
+# gets a deterministic one. All rendered names stay within PostgreSQL's 63 characters.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+FTS_TABLE = "observations_fts"
+CONTENT_SEARCH_INDEX = "idx_observations_content_search"
+
+# Path and identifier separators become spaces before PostgreSQL parses the text, so
+# "auth/middleware.py" indexes "auth", "middleware" and "py" (as SQLite's unicode61 tokenizer
+# does) instead of one opaque file token no query term could ever match.
+CONTENT_SEARCH_SQL = "to_tsvector('english'::regconfig, translate(content, '/\\._:-', '      '))"
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no timestamp type: SQLAlchemy stores a
+    fixed-width text with microseconds and no offset, so values are normalised to UTC before
+    writing and tagged UTC after reading. Either way a value reads back equal to what was
+    written, and text ordering matches time ordering on SQLite.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # Naive values are taken as UTC: the domain only ever produces aware UTC datetimes.
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):  # defensive: a raw string from a hand-made row
+            value = datetime.fromisoformat(str(value))
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# ``none_as_null``: Python ``None`` must be SQL NULL (e.g. ``last_error``), not JSON null.
+JSONType = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
+
+EMPTY_OBJECT = sa.text("'{}'")
+EMPTY_ARRAY = sa.text("'[]'")
+
+JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+JOB_SOURCE_TYPES = ("agent_event", "session_summary", "observation_reindex")
+OBSERVATION_SOURCE_TYPES = (*JOB_SOURCE_TYPES, "manual")
+JOB_EVENT_TYPES = (
+    "queued",
+    "enqueued",
+    "processing",
+    "retry_scheduled",
+    "completed",
+    "failed",
+    "cancelled",
+)
+SESSION_STATUSES = ("idle", "processing", "completed", "failed")
+OBSERVATION_KINDS = ("observation", "summary", "manual")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _ts(name: str, *, nullable: bool = False, default_now: bool = False) -> sa.Column[datetime]:
+    return sa.Column(
+        name,
+        UTCDateTime(),
+        nullable=nullable,
+        server_default=sa.func.now() if default_now else None,
+    )
+
+
+def _created_updated() -> list[sa.Column[datetime]]:
+    return [_ts("created_at", default_now=True), _ts("updated_at", default_now=True)]
+
+
+def _json(name: str, default: sa.TextClause | None = EMPTY_OBJECT) -> sa.Column[Any]:
+    return sa.Column(name, JSONType, nullable=default is None, server_default=default)
+
+
+def _team_fk(ondelete: str = "CASCADE") -> sa.ForeignKey:
+    return sa.ForeignKey("teams.id", ondelete=ondelete)
+
+
+def _project_scope_fk(table: str, ondelete: str = "CASCADE") -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(
+        ["project_id", "team_id"],
+        ["projects.id", "projects.team_id"],
+        name=f"fk_{table}_project_scope",
+        ondelete=ondelete,
+    )
+
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    _json("metadata"),
+    *_created_updated(),
+)
+
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    _json("metadata"),
+    *_created_updated(),
+    # Target of every composite "project belongs to team" foreign key.
+    sa.UniqueConstraint("id", "team_id"),
+    sa.Index("idx_projects_team", "team_id", "id"),
+)
+
+team_members = sa.Table(
+    "team_members",
+    metadata,
+    sa.Column("team_id", sa.Text, _team_fk(), primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("role", sa.Text, nullable=False),
+    _json("metadata"),
+    *_created_updated(),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("team_id", sa.Text, _team_fk(), nullable=True),
+    sa.Column("project_id", sa.Text, nullable=True),
+    sa.Column("actor_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=True),
+    _json("scopes", EMPTY_ARRAY),
+    _ts("revoked_at", nullable=True),
+    _ts("expires_at", nullable=True),
+    _ts("last_used_at", nullable=True),
+    *_created_updated(),
+    sa.CheckConstraint("project_id IS NULL OR team_id IS NOT NULL", name="project_needs_team"),
+    _project_scope_fk("api_keys"),
+    sa.Index("idx_api_keys_team_created", "team_id", "created_at"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("team_id", sa.Text, _team_fk("SET NULL"), nullable=True),
+    sa.Column("project_id", sa.Text, nullable=True),
+    sa.Column("actor_id", sa.Text, nullable=True),
+    sa.Column(
+        "api_key_id", sa.Text, sa.ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("resource_type", sa.Text, nullable=False),
+    sa.Column("resource_id", sa.Text, nullable=True),
+    _json("details"),
+    _ts("created_at", default_now=True),
+    sa.CheckConstraint("project_id IS NULL OR team_id IS NOT NULL", name="project_needs_team"),
+    _project_scope_fk("audit_log", ondelete="SET NULL"),
+    sa.Index("idx_audit_log_scope_created", "project_id", "team_id", "created_at"),
+    sa.Index("idx_audit_log_team_created", "team_id", "created_at"),
+)
+
+server_sessions = sa.Table(
+    "server_sessions",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("external_session_id", sa.Text, nullable=True),
+    sa.Column("idempotency_key", sa.Text, nullable=True),
+    sa.Column("content_session_id", sa.Text, nullable=True),
+    sa.Column("agent_id", sa.Text, nullable=True),
+    sa.Column("agent_type", sa.Text, nullable=True),
+    sa.Column("platform_source", sa.Text, nullable=True),
+    sa.Column("generation_status", sa.Text, nullable=False, server_default=sa.text("'idle'")),
+    _json("metadata"),
+    _ts("started_at", default_now=True),
+    _ts("ended_at", nullable=True),
+    _ts("last_generated_at", nullable=True),
+    *_created_updated(),
+    sa.CheckConstraint(_in("generation_status", SESSION_STATUSES), name="generation_status"),
+    sa.UniqueConstraint("project_id", "external_session_id"),
+    _project_scope_fk("server_sessions"),
+    sa.Index(
+        "idx_server_sessions_project_idempotency",
+        "project_id",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        sqlite_where=sa.text("idempotency_key IS NOT NULL"),
+    ),
+)
+
+agent_events = sa.Table(
+    "agent_events",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column(
+        "server_session_id",
+        sa.Text,
+        sa.ForeignKey("server_sessions.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("source_adapter", sa.Text, nullable=False),
+    sa.Column("source_event_id", sa.Text, nullable=True),
+    sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
+    sa.Column("event_type", sa.Text, nullable=False),
+    _json("payload"),
+    _json("metadata"),
+    _ts("occurred_at"),
+    _ts("received_at", default_now=True),
+    _ts("created_at", default_now=True),
+    # Target of the jobs' composite foreign key: "this event is in this scope".
+    sa.UniqueConstraint("id", "project_id", "team_id"),
+    _project_scope_fk("agent_events"),
+    sa.Index("idx_agent_events_project_session", "project_id", "server_session_id", "occurred_at"),
+    sa.Index("idx_agent_events_team_project", "team_id", "project_id", "occurred_at"),
+)
+
+observation_generation_jobs = sa.Table(
+    "observation_generation_jobs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("agent_event_id", sa.Text, nullable=True),
+    sa.Column("source_type", sa.Text, nullable=False),
+    sa.Column("source_id", sa.Text, nullable=False),
+    sa.Column(
+        "server_session_id",
+        sa.Text,
+        sa.ForeignKey("server_sessions.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("job_type", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default=sa.text("'queued'")),
+    sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
+    # The reference calls this bullmq_job_id; the wire layer maps the name.
+    sa.Column("transport_id", sa.Text, nullable=True, unique=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default=sa.text("3")),
+    _ts("next_attempt_at", nullable=True),
+    _ts("locked_at", nullable=True),
+    sa.Column("locked_by", sa.Text, nullable=True),
+    _ts("completed_at", nullable=True),
+    _ts("failed_at", nullable=True),
+    _ts("cancelled_at", nullable=True),
+    _json("last_error", None),
+    _json("payload"),
+    *_created_updated(),
+    sa.CheckConstraint(_in("source_type", JOB_SOURCE_TYPES), name="source_type"),
+    sa.CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+    sa.CheckConstraint(
+        "(source_type = 'agent_event' AND agent_event_id IS NOT NULL"
+        " AND source_id = agent_event_id)"
+        " OR (source_type = 'session_summary' AND agent_event_id IS NULL"
+        " AND server_session_id IS NOT NULL AND source_id = server_session_id)"
+        " OR (source_type = 'observation_reindex' AND agent_event_id IS NULL)",
+        name="source_model",
+    ),
+    sa.UniqueConstraint("id", "project_id", "team_id"),
+    sa.ForeignKeyConstraint(
+        ["agent_event_id", "project_id", "team_id"],
+        ["agent_events.id", "agent_events.project_id", "agent_events.team_id"],
+        name="fk_observation_generation_jobs_event_scope",
+        ondelete="CASCADE",
+    ),
+    _project_scope_fk("observation_generation_jobs"),
+    sa.Index(
+        "idx_observation_jobs_source_scope",
+        "team_id",
+        "project_id",
+        "source_type",
+        "source_id",
+        "job_type",
+        unique=True,
+    ),
+    sa.Index("idx_observation_jobs_status_next_attempt", "status", "next_attempt_at", "created_at"),
+    sa.Index("idx_observation_jobs_team_project", "team_id", "project_id", "status", "created_at"),
+    sa.Index("idx_observation_jobs_event", "agent_event_id"),
+    sa.Index("idx_observation_jobs_source", "source_type", "source_id"),
+)
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column(
+        "server_session_id",
+        sa.Text,
+        sa.ForeignKey("server_sessions.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("kind", sa.Text, nullable=False, server_default=sa.text("'observation'")),
+    sa.Column("type", sa.Text, nullable=True),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("subtitle", sa.Text, nullable=True),
+    sa.Column("narrative", sa.Text, nullable=True),
+    _json("facts", EMPTY_ARRAY),
+    _json("concepts", EMPTY_ARRAY),
+    _json("files_read", EMPTY_ARRAY),
+    _json("files_modified", EMPTY_ARRAY),
+    sa.Column("content", sa.Text, nullable=False),
+    # Generated on PostgreSQL; on SQLite a plain column that stays NULL (search uses FTS5
+    # there), present only so that select(observations) works on both backends.
+    # The adapter never reads or writes it.
+    sa.Column(
+        "content_search",
+        postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"),
+        sa.Computed(CONTENT_SEARCH_SQL, persisted=True),
+        nullable=True,
+    ),
+    sa.Column("generation_key", sa.Text, nullable=True),
+    _json("metadata"),
+    sa.Column(
+        "created_by_job_id",
+        sa.Text,
+        sa.ForeignKey("observation_generation_jobs.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    *_created_updated(),
+    sa.CheckConstraint(_in("kind", OBSERVATION_KINDS), name="kind"),
+    # Target of the sources' composite foreign key.
+    sa.UniqueConstraint("id", "project_id", "team_id"),
+    _project_scope_fk("observations"),
+    sa.Index(
+        "idx_observations_generation_key_scope",
+        "team_id",
+        "project_id",
+        "generation_key",
+        unique=True,
+        postgresql_where=sa.text("generation_key IS NOT NULL"),
+        sqlite_where=sa.text("generation_key IS NOT NULL"),
+    ),
+    sa.Index("idx_observations_project_session", "project_id", "server_session_id", "created_at"),
+    sa.Index("idx_observations_team_project", "team_id", "project_id", "created_at"),
+    sa.Index("idx_observations_job", "created_by_job_id"),
+    # Declared inside the Table on purpose: a module-level functional Index can be silently
+    # left off (stack notes).
+    sa.Index(CONTENT_SEARCH_INDEX, "content_search", postgresql_using="gin"),
+)
+
+observation_sources = sa.Table(
+    "observation_sources",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("observation_id", sa.Text, nullable=False),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("agent_event_id", sa.Text, nullable=True),
+    sa.Column(
+        "generation_job_id",
+        sa.Text,
+        sa.ForeignKey("observation_generation_jobs.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    sa.Column("source_type", sa.Text, nullable=False),
+    sa.Column("source_id", sa.Text, nullable=False),
+    _json("metadata"),
+    _ts("created_at", default_now=True),
+    sa.CheckConstraint(_in("source_type", OBSERVATION_SOURCE_TYPES), name="source_type"),
+    sa.CheckConstraint(
+        "(source_type = 'agent_event' AND agent_event_id IS NOT NULL"
+        " AND agent_event_id = source_id)"
+        " OR (source_type <> 'agent_event' AND agent_event_id IS NULL)",
+        name="agent_event_source",
+    ),
+    sa.CheckConstraint(
+        "source_type <> 'manual' OR generation_job_id IS NULL", name="manual_without_job"
+    ),
+    sa.UniqueConstraint("observation_id", "source_type", "source_id"),
+    # The tenant columns plus these composite keys make a link's scope provable in SQL
+    # (the reference derives it through the observation only).
+    sa.ForeignKeyConstraint(
+        ["observation_id", "project_id", "team_id"],
+        ["observations.id", "observations.project_id", "observations.team_id"],
+        name="fk_observation_sources_observation_scope",
+        ondelete="CASCADE",
+    ),
+    sa.ForeignKeyConstraint(
+        ["agent_event_id", "project_id", "team_id"],
+        ["agent_events.id", "agent_events.project_id", "agent_events.team_id"],
+        name="fk_observation_sources_event_scope",
+        ondelete="CASCADE",
+    ),
+    sa.Index("idx_observation_sources_event", "agent_event_id"),
+    sa.Index("idx_observation_sources_source", "source_type", "source_id"),
+)
+
+observation_generation_job_events = sa.Table(
+    "observation_generation_job_events",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("generation_job_id", sa.Text, nullable=False),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    # Per-job insertion counter: several log lines often share one millisecond (queued and
+    # enqueued in one transaction), and "oldest first" must still mean insertion order.
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("status_after", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    _json("details"),
+    _ts("created_at", default_now=True),
+    sa.CheckConstraint(_in("event_type", JOB_EVENT_TYPES), name="event_type"),
+    sa.CheckConstraint(_in("status_after", JOB_STATUSES), name="status_after"),
+    sa.UniqueConstraint("generation_job_id", "seq"),
+    sa.ForeignKeyConstraint(
+        ["generation_job_id", "project_id", "team_id"],
+        [
+            "observation_generation_jobs.id",
+            "observation_generation_jobs.project_id",
+            "observation_generation_jobs.team_id",
+        ],
+        name="fk_observation_generation_job_events_job_scope",
+        ondelete="CASCADE",
+    ),
+    sa.Index("idx_observation_job_events_job_created", "generation_job_id", "created_at"),
+)
+
+# What differs on SQLite; see include_object.
+_POSTGRES_ONLY = {("column", "content_search"), ("index", CONTENT_SEARCH_INDEX)}
+
+
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic filter for reflected names: the FTS5 table and its shadow tables are
+    managed by the migration, not by this metadata."""
+    return not (type_ == "table" and name is not None and name.startswith(FTS_TABLE))
+
+
+def make_include_object(dialect_name: str) -> Any:
+    """Alembic filter hiding the search column and GIN index from the SQLite comparison."""
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        if dialect_name != "postgresql" and (type_, name) in _POSTGRES_ONLY:
+            return False
+        return include_name(name, type_, None)
+
+    return include_object
