@@ -148,7 +148,7 @@ class Settings:
             worker_concurrency=_int(
                 get("CLAUDE_MEM_WORKER_CONCURRENCY"), 8, name="CLAUDE_MEM_WORKER_CONCURRENCY"
             ),
-            in_container=_flag(get("CLAUDE_MEM_DOCKER")) or Path("/.dockerenv").exists(),
+            in_container=_in_container(get("CLAUDE_MEM_DOCKER")),
         )
 
     def problems(self) -> list[str]:
@@ -168,12 +168,6 @@ class Settings:
                     f"CLAUDE_MEM_AUTH_MODE=local-dev is refused when binding {self.host}; bind "
                     "127.0.0.1 (CLAUDE_MEM_SERVER_HOST) or use api-key"
                 )
-        if self.in_container and self.queue_engine != "redis":
-            found.append(
-                "inside a container set CLAUDE_MEM_QUEUE_ENGINE=redis and CLAUDE_MEM_REDIS_URL"
-            )
-        if self.in_container and not self.database_configured:
-            found.append("inside a container set CLAUDE_MEM_SERVER_DATABASE_URL (PostgreSQL)")
         return found
 
     def validate(self) -> Settings:
@@ -183,6 +177,13 @@ class Settings:
                 "claude-mem configuration is invalid:\n" + "\n".join(f"  - {p}" for p in found)
             )
         return self
+
+
+def _in_container(flag: str | None) -> bool:
+    """CLAUDE_MEM_DOCKER says so explicitly (1/true or 0/false); otherwise /.dockerenv."""
+    if flag is not None and flag.strip():
+        return _flag(flag)
+    return Path("/.dockerenv").exists()
 
 
 def _settings_file(data_dir: Path) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def fts5_match_expression(terms: Sequence[str]) -> str | None:
 
 
 def sqlite_search(
-    columns: Sequence[sa.ColumnElement[Any]],
+    columns: Sequence[sa.Column[Any]],
     team_id: str,
     project_id: str,
     match: str,
@@ -241,7 +241,7 @@ async def postgres_lexeme_queries(conn: AsyncConnection, query: SearchQuery) -> 
 
 
 def postgres_search(
-    columns: Sequence[sa.ColumnElement[Any]],
+    columns: Sequence[sa.Column[Any]],
     team_id: str,
     project_id: str,
     lexeme_queries: Sequence[str],

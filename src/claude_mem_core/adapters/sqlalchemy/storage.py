@@ -783,12 +783,11 @@ class JobRepo:
     async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
         """Every status is present, zero when no job has it."""
         c = t.observation_generation_jobs.c
-        stmt = sa.select(c.status, sa.func.count()).group_by(c.status)
-        if team_id is not None:
-            stmt = stmt.where(c.team_id == team_id)
+        where = [] if team_id is None else [c.team_id == team_id]
+        stmt = sa.select(c.status, sa.func.count().label("n")).where(*where).group_by(c.status)
         counts = dict.fromkeys(JobStatus, 0)
-        for status, n in (await self._db.execute(stmt)).all():
-            counts[JobStatus(status)] = int(n)
+        for row in await self._db.all(stmt):
+            counts[JobStatus(row["status"])] = int(row["n"])
         return counts
 
     async def completed_event_ids(
@@ -958,7 +957,7 @@ class ObservationRepo:
             ScoredObservation(observation=_observation(r), score=float(r["score"])) for r in rows
         ]
 
-    async def _lexemes(self, query: SearchQuery) -> list[str]:
+    async def _lexemes(self, query: SearchQuery) -> Sequence[str]:
         try:
             return await dialects.postgres_lexeme_queries(self._db.conn, query)
         except exc.SQLAlchemyError as e:
@@ -1112,7 +1111,7 @@ class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
         except (exc.SQLAlchemyError, OSError) as e:
             raise dialects.translate_error(e) from e
         try:
-            await conn.begin()
+            _transaction = await conn.begin()
         except (exc.SQLAlchemyError, OSError) as e:
             await conn.close()
             raise dialects.translate_error(e) from e

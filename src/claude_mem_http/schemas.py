@@ -1,0 +1,564 @@
+"""Wire shapes: strict request parsing and the response objects of api.md.
+
+Parsing never guesses: a wrong type is a 400 naming the field as the client spelled it
+(camelCase body fields, snake_case query parameters). Unknown body keys are ignored.
+Every ``*Epoch`` field is integer milliseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    GenerationJob,
+    Observation,
+    ObservationSource,
+    Project,
+    ServerSession,
+)
+from claude_mem_core.errors import FieldIssue, InvalidInput
+from claude_mem_core.services.ingest import MAX_EPOCH_MS, EventInput, epoch_ms_to_datetime
+from claude_mem_core.services.memories import MemoryInput
+from claude_mem_core.services.outbox import Transport
+from claude_mem_core.services.sessions import SessionInput
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_WAIT_MS = 30_000
+JSON = Any
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+class RequestInvalid(InvalidInput):
+    """A request that failed parsing; issue paths are already in the client's terms."""
+
+
+# -- request bodies -----------------------------------------------------------------------
+
+
+def _is_json_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_json(request: web.Request) -> JSON:
+    """The request body as JSON. Wrong content type or malformed JSON is a 400."""
+    raw = await request.read()  # > client_max_size raises 413 (mapped by the middleware)
+    if not _is_json_type(request.content_type):
+        raise RequestInvalid(
+            FieldIssue("", "request body must be JSON (Content-Type: application/json)", "content_type")
+        )
+    if not raw.strip():
+        raise RequestInvalid(FieldIssue("", "request body must be a JSON value", "invalid_json"))
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RequestInvalid(FieldIssue("", f"malformed JSON: {exc}", "invalid_json")) from None
+
+
+class Reader:
+    """Reads fields of one JSON object, collecting every problem before failing."""
+
+    def __init__(self, data: JSON, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.issues: list[FieldIssue] = []
+        if isinstance(data, dict):
+            self.data: dict[str, Any] = data
+        else:
+            self.data = {}
+            self.issues.append(FieldIssue(prefix.rstrip("."), "must be a JSON object", "invalid_type"))
+
+    def _issue(self, name: str, message: str, code: str = "invalid_type") -> None:
+        self.issues.append(FieldIssue(self.prefix + name, message, code))
+
+    def string(
+        self, name: str, *, required: bool = False, nullable: bool = True
+    ) -> str | None:
+        """A non-empty string. Absent is None (or an issue when required); JSON null is
+        None when ``nullable``."""
+        if name not in self.data:
+            if required:
+                self._issue(name, "is required", "required")
+            return None
+        value = self.data[name]
+        if value is None:
+            if required or not nullable:
+                self._issue(name, "must be a non-empty string, not null")
+            return None
+        if not isinstance(value, str) or not value:
+            self._issue(name, "must be a non-empty string")
+            return None
+        return value
+
+    def integer(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        if name not in self.data or (self.data[name] is None and not required):
+            if required:
+                self._issue(name, "is required", "required")
+            return None
+        value = self.data[name]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._issue(name, "must be an integer")
+            return None
+        if minimum is not None and value < minimum:
+            self._issue(name, f"must be at least {minimum}", "too_small")
+            return None
+        if maximum is not None and value > maximum:
+            self._issue(name, f"must be at most {maximum}", "too_big")
+            return None
+        return value
+
+    def object(self, name: str) -> dict[str, Any] | None:
+        if name not in self.data or self.data[name] is None:
+            return None
+        value = self.data[name]
+        if not isinstance(value, dict):
+            self._issue(name, "must be a JSON object")
+            return None
+        return value
+
+    def any(self, name: str) -> JSON:
+        return self.data.get(name)
+
+    def enum(self, name: str, values: tuple[str, ...], *, required: bool = False) -> str | None:
+        value = self.string(name, required=required)
+        if value is not None and value not in values:
+            self._issue(name, f"must be one of {', '.join(values)}", "invalid_enum_value")
+            return None
+        return value
+
+    def done(self) -> None:
+        if self.issues:
+            raise RequestInvalid(self.issues)
+
+
+EVENT_SOURCE_TYPES = ("hook", "worker", "provider", "server", "api")
+
+
+def _event(reader: Reader) -> EventInput | None:
+    project_id = reader.string("projectId", required=True)
+    source_type = reader.enum("sourceType", EVENT_SOURCE_TYPES, required=True)
+    event_type = reader.string("eventType", required=True)
+    occurred = reader.integer("occurredAtEpoch", required=True, minimum=0, maximum=MAX_EPOCH_MS)
+    session_id = reader.string("serverSessionId")
+    source_event_id = reader.string("sourceEventId")
+    reader.string("contentSessionId")  # accepted, not stored (api.md §3.1)
+    reader.string("memorySessionId")
+    metadata = reader.object("metadata")
+    payload = reader.any("payload")
+    if project_id is None or source_type is None or event_type is None or occurred is None:
+        return None
+    return EventInput(
+        project_id=project_id,
+        source_adapter=source_type,
+        event_type=event_type,
+        occurred_at=epoch_ms_to_datetime(occurred),
+        server_session_id=session_id,
+        source_event_id=source_event_id,
+        payload=payload if payload is not None else {},
+        metadata=metadata or {},
+    )
+
+
+def parse_event(data: JSON) -> EventInput:
+    reader = Reader(data)
+    item = _event(reader)
+    reader.done()
+    assert item is not None
+    return item
+
+
+MAX_BATCH = 500
+
+
+def parse_event_batch(data: JSON) -> list[EventInput]:
+    if not isinstance(data, list):
+        raise RequestInvalid(FieldIssue("", "must be a JSON array of events", "invalid_type"))
+    if not data:
+        raise RequestInvalid(FieldIssue("", "must contain at least one event", "too_small"))
+    if len(data) > MAX_BATCH:
+        raise RequestInvalid(
+            FieldIssue("", f"must contain at most {MAX_BATCH} events", "too_big")
+        )
+    items: list[EventInput] = []
+    issues: list[FieldIssue] = []
+    for index, element in enumerate(data):
+        reader = Reader(element, f"{index}.")
+        item = _event(reader)
+        issues.extend(reader.issues)
+        if item is not None:
+            items.append(item)
+    if issues:
+        raise RequestInvalid(issues)
+    return items
+
+
+def parse_session_start(data: JSON) -> SessionInput:
+    reader = Reader(data)
+    project_id = reader.string("projectId", required=True)
+    fields = {
+        "external_session_id": reader.string("externalSessionId"),
+        "content_session_id": reader.string("contentSessionId"),
+        "agent_id": reader.string("agentId"),
+        "agent_type": reader.string("agentType"),
+        "platform_source": reader.string("platformSource"),
+    }
+    metadata = reader.object("metadata")
+    reader.done()
+    assert project_id is not None
+    return SessionInput(project_id=project_id, metadata=metadata or {}, **fields)
+
+
+def parse_memory(data: JSON) -> MemoryInput:
+    reader = Reader(data)
+    project_id = reader.string("projectId", required=True)
+    content = reader.string("content", required=True)
+    kind = reader.string("kind")
+    session_id = reader.string("serverSessionId")
+    title = reader.string("title")
+    type_ = reader.string("type")
+    metadata = reader.object("metadata")
+    reader.done()
+    assert project_id is not None and content is not None
+    return MemoryInput(
+        project_id=project_id,
+        content=content,
+        kind=kind or "manual",
+        server_session_id=session_id,
+        title=title,
+        type=type_,
+        metadata=metadata or {},
+    )
+
+
+def parse_search(data: JSON, *, default_limit: int, max_limit: int) -> tuple[str, str, int]:
+    reader = Reader(data)
+    project_id = reader.string("projectId", required=True)
+    query = reader.string("query", required=True)
+    limit = reader.integer("limit", minimum=1, maximum=max_limit)
+    reader.done()
+    assert project_id is not None and query is not None
+    return project_id, query, default_limit if limit is None else limit
+
+
+def parse_compat_observation(data: JSON) -> dict[str, Any]:
+    """Legacy hook body; JSON null is tolerated for every optional string."""
+    reader = Reader(data)
+    out: dict[str, Any] = {
+        "contentSessionId": reader.string("contentSessionId", required=True),
+        "tool_name": reader.string("tool_name", required=True),
+    }
+    for name in ("cwd", "agentId", "agentType", "platformSource", "tool_use_id", "toolUseId"):
+        out[name] = _lenient_string(reader, name)
+    out["tool_input"] = reader.any("tool_input")
+    out["tool_response"] = reader.any("tool_response")
+    reader.done()
+    return out
+
+
+def parse_compat_summarize(data: JSON) -> dict[str, Any]:
+    reader = Reader(data)
+    out: dict[str, Any] = {"contentSessionId": reader.string("contentSessionId", required=True)}
+    for name in ("agentId", "platformSource", "last_assistant_message"):
+        out[name] = _lenient_string(reader, name)
+    reader.done()
+    return out
+
+
+def _lenient_string(reader: Reader, name: str) -> str | None:
+    """Optional legacy string: absent, null and "" all mean "not given"."""
+    value = reader.data.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        reader.issues.append(FieldIssue(reader.prefix + name, "must be a string"))
+        return None
+    return value
+
+
+# -- query parameters ---------------------------------------------------------------------
+
+
+def query_flag(query: MultiMapping[str], name: str, default: bool) -> bool:
+    values = query.getall(name, [])
+    if not values:
+        return default
+    if len(values) > 1 or values[0] not in ("true", "false"):
+        raise RequestInvalid(FieldIssue(name, 'must be "true" or "false"', "invalid_enum_value"))
+    return values[0] == "true"
+
+
+def query_one(query: MultiMapping[str], name: str) -> str | None:
+    values = query.getall(name, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise RequestInvalid(FieldIssue(name, "must be given at most once", "invalid"))
+    return values[0]
+
+
+def query_int(
+    query: MultiMapping[str], name: str, default: int, *, minimum: int, maximum: int | None
+) -> int:
+    raw = query_one(query, name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.lstrip("-").isdigit() or len(text) > 18:
+        raise RequestInvalid(FieldIssue(name, "must be an integer", "invalid_type"))
+    value = int(text)
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise RequestInvalid(FieldIssue(name, f"must be an integer {bounds}", "invalid"))
+    return value
+
+
+def query_since(query: MultiMapping[str], name: str = "since") -> datetime | None:
+    """An ISO-8601 timestamp (a missing offset means UTC) or epoch milliseconds."""
+    raw = query_one(query, name)
+    if raw is None:
+        return None
+    text = raw.strip()
+    try:
+        if text.isdigit() and len(text) <= 15:
+            return epoch_ms_to_datetime(int(text))
+        parsed = datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError):
+        raise RequestInvalid(
+            FieldIssue(name, "must be an ISO-8601 timestamp or epoch milliseconds", "invalid")
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+# -- responses ----------------------------------------------------------------------------
+
+
+def epoch(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    return (value - _EPOCH) // _MS
+
+
+def _epoch(value: datetime) -> int:
+    return (value - _EPOCH) // _MS
+
+
+def event(e: AgentEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "projectId": e.project_id,
+        "teamId": e.team_id,
+        "serverSessionId": e.server_session_id,
+        "sourceAdapter": e.source_adapter,
+        "sourceEventId": e.source_event_id,
+        "eventType": e.event_type,
+        "payload": e.payload,
+        "metadata": e.metadata,
+        "occurredAtEpoch": _epoch(e.occurred_at),
+        "receivedAtEpoch": _epoch(e.received_at),
+        "createdAtEpoch": _epoch(e.created_at),
+    }
+
+
+def job_summary(job: GenerationJob, transport: Transport) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "bullmqJobId": job.transport_id,
+        "sourceType": job.source_type.value,
+        "sourceId": job.source_id,
+        "transport": transport,
+        "createdAtEpoch": _epoch(job.created_at),
+        "updatedAtEpoch": _epoch(job.updated_at),
+    }
+
+
+def job_wait_status(job: GenerationJob, transport: Transport) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "transport": transport,
+        "bullmqJobId": job.transport_id,
+        "sourceType": job.source_type.value,
+        "sourceId": job.source_id,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "createdAtEpoch": _epoch(job.created_at),
+        "updatedAtEpoch": _epoch(job.updated_at),
+    }
+
+
+def _last_error(job: GenerationJob) -> dict[str, Any] | None:
+    return job.last_error if isinstance(job.last_error, dict) else None
+
+
+def job_status(job: GenerationJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "projectId": job.project_id,
+        "teamId": job.team_id,
+        "sourceType": job.source_type.value,
+        "sourceId": job.source_id,
+        "agentEventId": job.agent_event_id,
+        "serverSessionId": job.server_session_id,
+        "jobType": job.job_type.value,
+        "status": job.status.value,
+        "bullmqJobId": job.transport_id,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "nextAttemptAtEpoch": epoch(job.next_attempt_at),
+        "completedAtEpoch": epoch(job.completed_at),
+        "failedAtEpoch": epoch(job.failed_at),
+        "cancelledAtEpoch": epoch(job.cancelled_at),
+        "lastError": _last_error(job),
+        "createdAtEpoch": _epoch(job.created_at),
+        "updatedAtEpoch": _epoch(job.updated_at),
+    }
+
+
+def job_list_entry(job: GenerationJob, *, include_payload: bool = False) -> dict[str, Any]:
+    entry = {
+        "id": job.id,
+        "projectId": job.project_id,
+        "teamId": job.team_id,
+        "sourceType": job.source_type.value,
+        "sourceId": job.source_id,
+        "status": job.status.value,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "createdAtEpoch": _epoch(job.created_at),
+        "completedAtEpoch": epoch(job.completed_at),
+        "failedAtEpoch": epoch(job.failed_at),
+        "lastError": _last_error(job),
+    }
+    if include_payload and isinstance(job.payload, dict):
+        entry["payload"] = job.payload
+    return entry
+
+
+def session(s: ServerSession) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "projectId": s.project_id,
+        "teamId": s.team_id,
+        "externalSessionId": s.external_session_id,
+        "contentSessionId": s.content_session_id,
+        "agentId": s.agent_id,
+        "agentType": s.agent_type,
+        "platformSource": s.platform_source,
+        "generationStatus": s.generation_status.value,
+        "metadata": s.metadata,
+        "startedAtEpoch": _epoch(s.started_at),
+        "endedAtEpoch": epoch(s.ended_at),
+        "lastGeneratedAtEpoch": epoch(s.last_generated_at),
+        "createdAtEpoch": _epoch(s.created_at),
+        "updatedAtEpoch": _epoch(s.updated_at),
+    }
+
+
+def observation(o: Observation) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "projectId": o.project_id,
+        "teamId": o.team_id,
+        "serverSessionId": o.server_session_id,
+        "kind": o.kind.value,
+        "type": o.type,
+        "title": o.title,
+        "content": o.content,
+        "metadata": o.metadata,
+        "createdAtEpoch": _epoch(o.created_at),
+        "updatedAtEpoch": _epoch(o.updated_at),
+    }
+
+
+def observation_with_source(o: Observation, src: ObservationSource) -> dict[str, Any]:
+    return {
+        **observation(o),
+        "generationKey": o.generation_key,
+        "createdByJobId": o.created_by_job_id,
+        "source": {
+            "id": src.id,
+            "sourceType": src.source_type.value,
+            "sourceId": src.source_id,
+            "generationJobId": src.generation_job_id,
+            "createdAtEpoch": _epoch(src.created_at),
+        },
+    }
+
+
+def project(p: Project) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "teamId": p.team_id,
+        "name": p.name,
+        "metadata": p.metadata,
+        "createdAtEpoch": _epoch(p.created_at),
+        "updatedAtEpoch": _epoch(p.updated_at),
+    }
+
+
+# -- error bodies -------------------------------------------------------------------------
+
+# Service field names (snake_case) that do not simply camelize to their wire name.
+_WIRE_NAMES = {
+    "source_adapter": "sourceType",
+    "occurred_at": "occurredAtEpoch",
+    "events": None,  # the batch body itself
+}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _segments(path: str, *, translate: bool) -> list[str | int]:
+    out: list[str | int] = []
+    for segment in path.split(".") if path else []:
+        if segment.isdigit():
+            out.append(int(segment))
+        elif translate:
+            wire = _WIRE_NAMES.get(segment, _camel(segment))
+            if wire is not None:
+                out.append(wire)
+        else:
+            out.append(segment)
+    return out
+
+
+def validation_body(exc: InvalidInput) -> dict[str, Any]:
+    translate = not isinstance(exc, RequestInvalid)
+    issues = [
+        {
+            "path": _segments(issue.path, translate=translate),
+            "message": issue.message,
+            "code": issue.code,
+        }
+        for issue in exc.issues
+    ]
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in i['path']) or '<body>'}: {i['message']}" for i in issues
+    )
+    return {"error": "ValidationError", "message": message, "issues": issues}
+
+
+def error_body(error: str, message: str) -> dict[str, Any]:
+    return {"error": error, "message": message}

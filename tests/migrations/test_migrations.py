@@ -1,0 +1,219 @@
+"""Alembic history of the SQL storage, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from claude_mem_core import migrations
+from claude_mem_core.adapters.sqlalchemy import SqlAlchemyStorage, dialects, tables
+from claude_mem_core.errors import SchemaNotReady
+from claude_mem_core.testing import databases
+
+APP_TABLES = set(tables.metadata.tables)
+BACKENDS = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of each backend."""
+    if request.param == "sqlite":
+        yield databases.sqlite_url(tmp_path / "empty.db")
+        return
+    base = request.getfixturevalue("postgres_base_url")
+    url = await databases.create_postgres_database(base, migrated=False)
+    try:
+        yield url
+    finally:
+        await databases.drop_postgres_database(url)
+
+
+@pytest.fixture(params=BACKENDS)
+async def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield await databases.migrated_sqlite_url(tmp_path)
+        return
+    base = request.getfixturevalue("postgres_base_url")
+    url = await databases.create_postgres_database(base)
+    try:
+        yield url
+    finally:
+        await databases.drop_postgres_database(url)
+
+
+async def _table_names(url: str) -> set[str]:
+    engine = dialects.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def _sync_call(url: str, fn: Any) -> Any:
+    engine = dialects.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def test_head_constant_matches_the_scripts() -> None:
+    assert migrations.head_revision() == migrations.HEAD_REVISION
+
+
+def test_scripts_are_found_from_the_package() -> None:
+    location = migrations.script_location()
+    assert (location / "env.py").is_file()
+    assert (location / "versions").is_dir()
+
+
+def test_constraint_names_fit_postgres_identifiers() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    for table in tables.metadata.tables.values():
+        for item in [*table.constraints, *table.indexes]:
+            rendered = dialect.identifier_preparer.format_constraint(item) if item.name else None
+            assert rendered is not None, f"unnamed {item!r} on {table.name}"
+            assert len(rendered.strip('"')) <= 63, rendered
+
+
+@pytest.mark.slow
+async def test_upgrade_downgrade_upgrade(empty_url: str) -> None:
+    assert await migrations.current_revision(empty_url) is None
+    await migrations.upgrade(empty_url)
+    assert await migrations.current_revision(empty_url) == migrations.HEAD_REVISION
+    assert await _table_names(empty_url) >= APP_TABLES
+
+    await migrations.downgrade(empty_url, "base")
+    assert await migrations.current_revision(empty_url) is None
+    assert await _table_names(empty_url) <= {"alembic_version"}
+
+    await migrations.upgrade(empty_url)
+    await migrations.upgrade(empty_url)  # idempotent at head
+    assert await migrations.current_revision(empty_url) == migrations.HEAD_REVISION
+
+
+async def test_metadata_matches_the_migrated_database(migrated_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    def diff(conn: sa.Connection) -> list[Any]:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "include_name": tables.include_name,
+                "include_object": tables.make_include_object(conn.dialect.name),
+            },
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. "cannot compare computed column"
+            return list(compare_metadata(context, tables.metadata))
+
+    assert await _sync_call(migrated_url, diff) == []
+
+
+async def test_check_schema_refuses_an_empty_database(empty_url: str) -> None:
+    storage = SqlAlchemyStorage.from_url(empty_url)
+    try:
+        with pytest.raises(SchemaNotReady, match="claude-mem migrate"):
+            await storage.check_schema()
+    finally:
+        await storage.close()
+
+
+async def test_check_schema_refuses_an_outdated_database(migrated_url: str) -> None:
+    storage = SqlAlchemyStorage.from_url(migrated_url)
+    try:
+        await storage.check_schema()  # at head: fine
+        async with storage.engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
+        with pytest.raises(SchemaNotReady, match=r"0000.*claude-mem migrate"):
+            await storage.check_schema()
+    finally:
+        await storage.close()
+
+
+@pytest.mark.postgres
+async def test_gin_index_exists_and_serves_search(postgres_base_url: str) -> None:
+    url = await databases.create_postgres_database(postgres_base_url)
+    try:
+
+        def inspect(conn: sa.Connection) -> tuple[Any, str]:
+            indexdef = conn.execute(
+                sa.text(
+                    "SELECT indexdef FROM pg_indexes "
+                    "WHERE tablename = 'observations' AND indexname = :name"
+                ),
+                {"name": tables.CONTENT_SEARCH_INDEX},
+            ).scalar_one_or_none()
+            conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(
+                conn.execute(
+                    sa.text(
+                        "EXPLAIN SELECT id FROM observations "
+                        "WHERE content_search @@ plainto_tsquery('english', 'login')"
+                    )
+                ).scalars()
+            )
+            return indexdef, plan
+
+        indexdef, plan = await _sync_call(url, inspect)
+        assert indexdef is not None and "USING gin (content_search)" in indexdef
+        assert tables.CONTENT_SEARCH_INDEX in plan
+    finally:
+        await databases.drop_postgres_database(url)
+
+
+@pytest.mark.sqlite
+async def test_fts5_triggers_exist_and_follow_the_table(tmp_path: Path) -> None:
+    url = await databases.migrated_sqlite_url(tmp_path)
+
+    def check(conn: sa.Connection) -> None:
+        triggers = set(
+            conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
+        )
+        assert triggers == {
+            "observations_fts_insert",
+            "observations_fts_delete",
+            "observations_fts_update",
+        }
+        conn.execute(sa.text("INSERT INTO teams (id, name) VALUES ('t', 't')"))
+        conn.execute(sa.text("INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO observations (id, team_id, project_id, content) "
+                "VALUES ('o', 't', 'p', 'fixed the login redirect')"
+            )
+        )
+
+        def hits(word: str) -> list[str]:
+            return list(
+                conn.execute(
+                    sa.text(
+                        "SELECT observation_id FROM observations_fts"
+                        " WHERE observations_fts MATCH :q"
+                    ),
+                    {"q": f'"{word}"'},
+                ).scalars()
+            )
+
+        assert hits("fixing") == ["o"]  # porter stemming
+        conn.execute(sa.text("UPDATE observations SET content = 'cache warmup' WHERE id = 'o'"))
+        assert hits("login") == []
+        assert hits("cache") == ["o"]
+        conn.execute(sa.text("DELETE FROM projects WHERE id = 'p'"))  # cascades
+        assert hits("cache") == []
+
+    await _sync_call(url, check)

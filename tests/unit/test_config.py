@@ -1,0 +1,79 @@
+"""Settings from the environment: the embedded default, overrides, unsafe combinations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from claude_mem_core.config import Settings
+from claude_mem_core.errors import ConfigurationError
+
+
+def test_nothing_configured_is_the_embedded_default(tmp_path: Path) -> None:
+    s = Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path), "CLAUDE_MEM_DOCKER": "0"})
+    assert s.embedded
+    assert s.database_url == f"sqlite+aiosqlite:///{tmp_path / 'claude-mem.db'}"
+    assert s.queue_url == "memory://"
+    assert (s.host, s.port, s.auth_mode, s.provider) == ("127.0.0.1", 37877, "api-key", None)
+    assert s.problems() == []
+
+
+def test_reference_variable_names(tmp_path: Path) -> None:
+    s = Settings.from_env({
+        "CLAUDE_MEM_DATA_DIR": str(tmp_path),
+        "CLAUDE_MEM_SERVER_DATABASE_URL": "postgresql+psycopg://u@db/x",
+        "CLAUDE_MEM_QUEUE_ENGINE": "bullmq",
+        "CLAUDE_MEM_REDIS_URL": "redis://:secret@redis:6379/0",
+        "CLAUDE_MEM_SERVER_SESSION_POLICY": "debounce",
+        "CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS": "750",
+        "CLAUDE_MEM_QUEUE_REDIS_PREFIX": "team a/b",
+    })
+    assert not s.embedded and s.queue_engine == "redis"
+    assert s.pipeline_options().debounce_seconds == 0.75
+    assert s.redis_prefix == "team_a_b"
+    assert "secret" not in repr(s)
+
+
+def test_settings_file_is_read_and_env_wins(tmp_path: Path) -> None:
+    (tmp_path / "settings.json").write_text(json.dumps(
+        {"CLAUDE_MEM_SERVER_PORT": 4000, "CLAUDE_MEM_SERVER_PROVIDER": "offline"}))
+    s = Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path), "CLAUDE_MEM_SERVER_PORT": "5000"})
+    assert (s.port, s.provider) == (5000, "offline")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CLAUDE_MEM_QUEUE_ENGINE": "kafka"}, "CLAUDE_MEM_QUEUE_ENGINE"),
+        ({"CLAUDE_MEM_SERVER_PORT": "http"}, "CLAUDE_MEM_SERVER_PORT must be an integer"),
+        ({"CLAUDE_MEM_SERVER_SESSION_POLICY": "sometimes"}, "per-event"),
+        ({"CLAUDE_MEM_AUTH_MODE": "none"}, "api-key"),
+    ],
+)
+def test_bad_values_say_what_to_set(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path), **env})
+
+
+def test_unsafe_combinations_are_refused(tmp_path: Path) -> None:
+    base = {"CLAUDE_MEM_DATA_DIR": str(tmp_path)}
+    redis_without_url = Settings.from_env({**base, "CLAUDE_MEM_QUEUE_ENGINE": "redis"})
+    with pytest.raises(ConfigurationError, match="CLAUDE_MEM_REDIS_URL"):
+        redis_without_url.validate()
+    public_dev = Settings.from_env({**base, "CLAUDE_MEM_AUTH_MODE": "local-dev",
+                                    "CLAUDE_MEM_SERVER_HOST": "0.0.0.0"})
+    with pytest.raises(ConfigurationError, match="local-dev is refused when binding 0.0.0.0"):
+        public_dev.validate()
+    in_container = Settings.from_env({**base, "CLAUDE_MEM_AUTH_MODE": "local-dev",
+                                      "CLAUDE_MEM_DOCKER": "1"})
+    assert in_container.problems() == [
+        "CLAUDE_MEM_AUTH_MODE=local-dev is refused inside a container; use api-key"
+    ]
+
+
+def test_broken_settings_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "settings.json").write_text("{not json")
+    with pytest.raises(ConfigurationError, match="settings.json is not valid JSON"):
+        Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path)})
