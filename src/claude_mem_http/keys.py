@@ -1,4 +1,9 @@
-"""Typed keys for application and request state (aiohttp warns on string keys)."""
+"""Typed keys for application and request state (aiohttp warns on string keys).
+
+The app's state is frozen once it starts, so whatever the cleanup context opens (the
+:class:`Memory`, the local-dev caller, the generation task) lives on one mutable
+:class:`Runtime` object stored before start.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +20,38 @@ if TYPE_CHECKING:
 
 
 class Runtime:
-    """What the running app knows about itself, filled in by the cleanup context."""
+    """What the running app holds, filled in by the cleanup context."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._memory: Memory | None = None
         self.started_monotonic: float = 0.0
         self.local_caller: Caller | None = None
         self.generation_task: asyncio.Task[None] | None = None
-        self.generation_active: bool = False
+
+    @property
+    def memory(self) -> Memory:
+        if self._memory is None:
+            raise RuntimeError("the claude-mem app has not started")
+        return self._memory
+
+    @memory.setter
+    def memory(self, value: Memory | None) -> None:
+        self._memory = value
+
+    @property
+    def started(self) -> bool:
+        return self._memory is not None
+
+    @property
+    def generation_active(self) -> bool:
+        task = self.generation_task
+        return task is not None and not task.done()
 
 
-SETTINGS: web.AppKey[Settings] = web.AppKey("claude_mem_settings")
-MEMORY: web.AppKey[Memory] = web.AppKey("claude_mem_memory")
 RUNTIME: web.AppKey[Runtime] = web.AppKey("claude_mem_runtime", Runtime)
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("claude_mem_request_id", str)
 CALLER: web.RequestKey[Caller] = web.RequestKey("claude_mem_caller", Caller)
 
-__all__ = ["CALLER", "MEMORY", "REQUEST_ID", "RUNTIME", "SETTINGS", "Runtime"]
+__all__ = ["CALLER", "REQUEST_ID", "RUNTIME", "Runtime"]

@@ -353,8 +353,7 @@ async def test_job_events_keep_insertion_order_within_one_millisecond(
 # --------------------------------------------------------------------------- concurrency
 
 
-async def _job_in_db(storage: SqlAlchemyStorage) -> GenerationJob:
-    ids = Ids()
+async def _job_in_db(storage: SqlAlchemyStorage, ids: Ids) -> GenerationJob:
     _, project = await _tenant(storage, ids)
     event = _event(ids, project)
     job = _job(ids, event)
@@ -367,8 +366,9 @@ async def _job_in_db(storage: SqlAlchemyStorage) -> GenerationJob:
 @pytest.mark.postgres
 async def test_concurrent_claims_on_two_connections_have_one_winner(pg_url: str) -> None:
     first, second = SqlAlchemyStorage.from_url(pg_url), SqlAlchemyStorage.from_url(pg_url)
+    ids = Ids()
     try:
-        job = await _job_in_db(first)
+        job = await _job_in_db(first, ids)
         now = T0 + timedelta(seconds=5)
         claim_a = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id="a")
         claim_b = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id="b")
@@ -384,7 +384,7 @@ async def test_concurrent_claims_on_two_connections_have_one_winner(pg_url: str)
         assert stored == claim_a
 
         # And truly simultaneous claims from both engines: still exactly one winner.
-        job2 = await _job_in_db(first)
+        job2 = await _job_in_db(first, ids)
         claims = [
             machine.transition(job2, JobStatus.PROCESSING, now=now, worker_id=w) for w in "xy"
         ]
@@ -451,12 +451,13 @@ async def test_concurrent_session_adds_on_two_connections_make_one_session(pg_ur
 async def test_sqlite_writers_on_two_engines_queue_instead_of_failing(tmp_path: Path) -> None:
     url = await databases.migrated_sqlite_url(tmp_path)
     first, second = SqlAlchemyStorage.from_url(url), SqlAlchemyStorage.from_url(url)
+    ids = Ids()
     try:
-        _, project = await _tenant(first, Ids())
+        _, project = await _tenant(first, ids)
         a, b = _sessions_with_one_key(project)
         results = await asyncio.gather(_add_session(first, a), _add_session(second, b))
         assert sorted(results) == [False, True]
-        job = await _job_in_db(first)
+        job = await _job_in_db(first, ids)
         claims = [machine.transition(job, JobStatus.PROCESSING, now=T0, worker_id=w) for w in "xy"]
         results = await asyncio.gather(
             _claim(first, job, claims[0]), _claim(second, job, claims[1])

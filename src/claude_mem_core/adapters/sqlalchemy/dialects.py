@@ -3,6 +3,7 @@ and the translation of driver errors into claude-mem errors."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -181,35 +182,70 @@ _FTS = sa.table(t.FTS_TABLE, sa.column("observation_id", sa.Text), sa.column("co
 _TIEBREAK_WEIGHT = 0.001
 
 
-def fts5_match_expression(terms: Sequence[str]) -> str | None:
-    """Each term as an FTS5 string (double quotes doubled), joined by OR.
+def fts5_phrases(terms: Sequence[str]) -> list[str]:
+    """Each term as an FTS5 string literal (embedded double quotes doubled).
 
-    A quoted string is always a phrase of plain tokens to FTS5, so ``NEAR(``, ``*``,
-    ``"`` or ``OR`` in user text can never become query syntax.
+    A quoted string is always a phrase of plain tokens to FTS5, so ``NEAR(``, ``*``, ``"``,
+    ``OR`` or ``col:`` in user text can never become query syntax. Terms without a single
+    letter or digit would be empty phrases and are dropped.
     """
-    quoted = ['"' + term.replace('"', '""') + '"' for term in terms if re.search(r"[^\W_]", term)]
-    return " OR ".join(quoted) if quoted else None
+    phrases = ['"' + term.replace('"', '""') + '"' for term in terms if re.search(r"[^\W_]", term)]
+    return list(dict.fromkeys(phrases))
 
 
-def sqlite_search(
-    columns: Sequence[sa.Column[Any]],
-    team_id: str,
-    project_id: str,
-    match: str,
-    limit: int,
-) -> sa.Select[Any]:
-    """FTS5 ``bm25()`` already ranks more and rarer matching terms first (lower is better)."""
+def idf(total: int, df: int) -> float:
+    """BM25's idf, always positive: rarer terms weigh more, a term in every row still counts."""
+    return math.log(1.0 + (total - df + 0.5) / (df + 0.5))
+
+
+def sqlite_term_hits(phrases: Sequence[str], team_id: str, project_id: str) -> sa.Subquery:
+    """One ``(observation_id, term)`` row per matching term and observation in scope.
+
+    Each phrase is its own MATCH so the score can count which terms a row matches, the way
+    the PostgreSQL query does; bm25() alone would let document length outweigh a matched
+    term, and clamps very common terms to nothing.
+    """
     obs = t.observations
-    rank = sa.func.bm25(sa.literal_column(t.FTS_TABLE))
+    per_term = [
+        sa.select(
+            _FTS.c.observation_id.label("observation_id"), sa.literal(i, sa.Integer).label("term")
+        ).where(sa.literal_column(t.FTS_TABLE).op("MATCH")(sa.bindparam(f"phrase_{i}", phrase)))
+        for i, phrase in enumerate(phrases)
+    ]
+    union = sa.union_all(*per_term).subquery("per_term")
     return (
-        sa.select(*columns, (-rank).label("score"))
-        .select_from(_FTS.join(obs, obs.c.id == _FTS.c.observation_id))
-        .where(
-            sa.literal_column(t.FTS_TABLE).op("MATCH")(sa.bindparam("fts_match", match)),
-            obs.c.team_id == team_id,
-            obs.c.project_id == project_id,
-        )
-        .order_by(rank, obs.c.updated_at.desc(), obs.c.id)
+        sa.select(union.c.observation_id, union.c.term)
+        .join(obs, obs.c.id == union.c.observation_id)
+        .where(obs.c.team_id == team_id, obs.c.project_id == project_id)
+        .subquery("hits")
+    )
+
+
+def sqlite_document_frequencies(hits: sa.Subquery) -> sa.Select[Any]:
+    return sa.select(hits.c.term, sa.func.count().label("df")).group_by(hits.c.term)
+
+
+def sqlite_ranked(
+    columns: Sequence[sa.Column[Any]], hits: sa.Subquery, weights: Sequence[float], limit: int
+) -> sa.Select[Any]:
+    """Rows scored by the summed idf of the terms they match; newest first among equals."""
+    obs = t.observations
+    weight = sa.case(
+        *(
+            (hits.c.term == i, sa.bindparam(f"idf_{i}", w, type_=sa.Float))
+            for i, w in enumerate(weights)
+        ),
+        else_=0.0,
+    )
+    scores = (
+        sa.select(hits.c.observation_id, sa.func.sum(weight).label("score"))
+        .group_by(hits.c.observation_id)
+        .subquery("scores")
+    )
+    return (
+        sa.select(*columns, sa.cast(scores.c.score, sa.Float).label("score"))
+        .select_from(scores.join(obs, obs.c.id == scores.c.observation_id))
+        .order_by(scores.c.score.desc(), obs.c.updated_at.desc(), obs.c.id)
         .limit(limit)
     )
 

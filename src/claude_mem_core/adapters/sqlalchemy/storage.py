@@ -948,10 +948,18 @@ class ObservationRepo:
                 return []
             stmt = dialects.postgres_search(columns, team_id, project_id, lexemes, limit)
         else:
-            match = dialects.fts5_match_expression(query.terms)
-            if match is None:
+            phrases = dialects.fts5_phrases(query.terms)
+            if not phrases:
                 return []
-            stmt = dialects.sqlite_search(columns, team_id, project_id, match, limit)
+            hits = dialects.sqlite_term_hits(phrases, team_id, project_id)
+            frequencies = await self._db.all(dialects.sqlite_document_frequencies(hits))
+            if not frequencies:
+                return []
+            o = t.observations
+            total = await self._db.count(o, o.c.team_id == team_id, o.c.project_id == project_id)
+            df = {int(r["term"]): int(r["df"]) for r in frequencies}
+            weights = [dialects.idf(total, df[i]) if i in df else 0.0 for i in range(len(phrases))]
+            stmt = dialects.sqlite_ranked(columns, hits, weights, limit)
         rows = await self._db.all(stmt)
         return [
             ScoredObservation(observation=_observation(r), score=float(r["score"])) for r in rows
