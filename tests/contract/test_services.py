@@ -378,3 +378,57 @@ async def test_reconcile_returns_expired_leases_and_republishes(mem: Memory, sco
     assert await mem.drain() == 1
     done = await mem.get_job(scope, ev.job.id)
     assert (done.status, done.attempts) == (JobStatus.COMPLETED, 2)
+
+
+async def test_end_of_session_policy_waits_for_the_summary(
+    storage: Storage, scope: Scope, provider: ScriptedProvider
+) -> None:
+    mem = Memory(
+        storage=storage,
+        queue=InProcessQueue(),
+        provider=provider,
+        options=PipelineOptions(session_policy="end-of-session"),
+    )
+    started = await mem.start_session(scope, external_session_id="eos")
+    events = [
+        await mem.ingest(
+            scope,
+            event_type="tool_use",
+            session_id=started.session.id,
+            payload={"tool_name": "Edit", "n": n},
+        )
+        for n in range(3)
+    ]
+    assert {e.transport for e in events} == {"queued_only"}
+    assert await mem.drain() == 0  # nothing is generated before the session ends
+    assert provider.requests == []
+    ended = await mem.end_session(scope, started.session.id)
+    assert await mem.drain() == 1
+    assert [r.purpose for r in provider.requests] == ["summary"]
+    assert len(provider.requests[0].events) == 3
+    for e in events:
+        assert e.job is not None
+        job = await mem.get_job(scope, e.job.id)
+        assert job.status is JobStatus.COMPLETED
+        log = await mem.job_events(scope, job.id)
+        assert log[-1].details["summaryJobId"] == ended.job.id
+
+
+async def test_audit_chain_shares_the_request_id(mem: Memory, scope: Scope) -> None:
+    caller = Caller(team_id=scope.team_id, request_id="op-correlation-007")
+    result = await ingest.ingest_event(mem.deps, caller, _event(scope))
+    await mem.drain()
+    async with mem.storage.unit_of_work() as uow:
+        entries, _ = await uow.audit.list(scope.team_id, page=Page(limit=100))
+    chain = {
+        e.action: e.details.get("requestId")
+        for e in entries
+        if e.resource_id in {result.event.id, result.job.id if result.job else None}
+        or e.details.get("generationJobId") == (result.job.id if result.job else None)
+    }
+    assert chain == {
+        "event.received": "op-correlation-007",
+        "generation_job.processing": "op-correlation-007",
+        "observation.created": "op-correlation-007",
+        "generation_job.completed": "op-correlation-007",
+    }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from attrs import frozen
@@ -40,7 +40,7 @@ from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.generation.privacy import strip_tags
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider
 from claude_mem_core.ports.queue import QueueMessage
-from claude_mem_core.ports.storage import UnitOfWork
+from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit
@@ -454,7 +454,44 @@ class Generator:
                     SessionGenerationStatus.COMPLETED,
                     now=now,
                 )
+                if self.deps.options.session_policy == "end-of-session":
+                    await self._complete_covered_event_jobs(uow, job, now)
         return ProcessResult(job_id=job.id, outcome="completed", observation_ids=tuple(ids))
+
+    async def _complete_covered_event_jobs(
+        self, uow: UnitOfWork, summary: GenerationJob, now: datetime
+    ) -> None:
+        """Under end-of-session, a session's event jobs wait for its summary, which covers
+        them: they end completed (with a job event saying by what), not queued forever."""
+        waiting, _ = await uow.jobs.list(
+            JobFilter(
+                team_id=summary.team_id,
+                project_id=summary.project_id,
+                status=JobStatus.QUEUED,
+                source_type=SourceType.AGENT_EVENT,
+            ),
+            Page(limit=500),
+        )
+        for event_job in waiting:
+            if event_job.server_session_id != summary.server_session_id:
+                continue
+            claimed = machine.transition(
+                event_job, JobStatus.PROCESSING, now=now, worker_id=self.worker_id
+            )
+            done = machine.transition(claimed, JobStatus.COMPLETED, now=now)
+            if await uow.jobs.compare_and_set(event_job, done):
+                await outbox.append_job_event(
+                    uow,
+                    self.deps,
+                    done,
+                    JobEventType.COMPLETED,
+                    {
+                        "source": "covered_by_summary",
+                        "summaryJobId": summary.id,
+                        "observationCount": 0,
+                        "workerId": self.worker_id,
+                    },
+                )
 
     async def _record_failure(
         self,
