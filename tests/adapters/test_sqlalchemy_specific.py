@@ -1,15 +1,20 @@
 """What only the SQLAlchemy adapter can get wrong: full-text ranking on each backend,
 FTS syntax in user text, real concurrency, driver error translation, timestamp fidelity.
 
-The behaviour shared with every adapter lives in the storage contract suite.
+The behaviour shared with every adapter lives in the storage contract suite. Tests here
+share one PostgreSQL database per module (cloning one costs ~0.4 s) and stay apart by
+using their own tenants and unique ids; SQLite gets a fresh file copy per test.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
 import pytest
@@ -33,6 +38,7 @@ from claude_mem_core.domain.models import (
 from claude_mem_core.domain.search import SearchQuery, parse_query
 from claude_mem_core.testing import databases
 
+T = TypeVar("T")
 T0 = datetime(2026, 11, 27, 12, 0, 0, 123000, tzinfo=UTC)
 LOGIN_FIX = "Fixed the login redirect loop in auth/middleware.py by changing the callback URL check"
 UNRELATED = (
@@ -44,22 +50,32 @@ UNRELATED = (
 )
 
 
+def _run_elsewhere(coro: Coroutine[Any, Any, T]) -> T:
+    # On a thread with its own loop: the caller may be inside a test's running loop.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+@pytest.fixture(scope="module")
+def shared_pg_url(postgres_base_url: str) -> Iterator[str]:
+    # Sync on purpose: a module-scoped async fixture would need a module-scoped event loop.
+    created = _run_elsewhere(databases.create_postgres_database(postgres_base_url))
+    try:
+        yield created
+    finally:
+        _run_elsewhere(databases.drop_postgres_database(created))
+
+
 @pytest.fixture(
     params=[
         pytest.param("sqlite", marks=pytest.mark.sqlite),
         pytest.param("postgres", marks=pytest.mark.postgres),
     ]
 )
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield await databases.migrated_sqlite_url(tmp_path)
-        return
-    base = request.getfixturevalue("postgres_base_url")
-    created = await databases.create_postgres_database(base)
-    try:
-        yield created
-    finally:
-        await databases.drop_postgres_database(created)
+        return await databases.migrated_sqlite_url(tmp_path)
+    return str(request.getfixturevalue("shared_pg_url"))
 
 
 @pytest.fixture
@@ -72,21 +88,20 @@ async def storage(url: str) -> AsyncIterator[SqlAlchemyStorage]:
 
 
 @pytest.fixture
-async def pg_url(postgres_base_url: str) -> AsyncIterator[str]:
-    created = await databases.create_postgres_database(postgres_base_url)
-    try:
-        yield created
-    finally:
-        await databases.drop_postgres_database(created)
+def pg_url(shared_pg_url: str) -> str:
+    return shared_pg_url
 
 
 class Ids:
+    """Unique ids (the PostgreSQL database is shared) with advancing timestamps."""
+
     def __init__(self) -> None:
         self.n = 0
+        self.run = secrets.token_hex(4)
 
     def __call__(self, prefix: str) -> tuple[str, datetime]:
         self.n += 1
-        return f"{prefix}-{self.n}", T0 + timedelta(milliseconds=self.n)
+        return f"{prefix}-{self.run}-{self.n}", T0 + timedelta(milliseconds=self.n)
 
 
 async def _tenant(storage: SqlAlchemyStorage, ids: Ids) -> tuple[Team, Project]:
@@ -336,7 +351,7 @@ async def test_job_events_keep_insertion_order_within_one_millisecond(
             # Ids sort against insertion order, and all share one created_at.
             await uow.job_events.add(
                 JobEvent(
-                    id=f"jev-{9 - i}",
+                    id=f"jev-{ids.run}-{9 - i}",
                     generation_job_id=job.id,
                     team_id=job.team_id,
                     project_id=job.project_id,
@@ -411,7 +426,7 @@ async def _add_session(storage: SqlAlchemyStorage, session: ServerSession) -> bo
 def _sessions_with_one_key(project: Project) -> list[ServerSession]:
     return [
         ServerSession(
-            id=f"sess-{i}",
+            id=f"sess-{project.id}-{i}",
             team_id=project.team_id,
             project_id=project.id,
             external_session_id="ext-1",

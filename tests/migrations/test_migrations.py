@@ -78,14 +78,13 @@ def test_scripts_are_found_from_the_package() -> None:
 
 
 def test_constraint_names_fit_postgres_identifiers() -> None:
-    from sqlalchemy.dialects import postgresql
-
-    dialect = postgresql.dialect()
+    # Longer names would be truncated by PostgreSQL and differ from SQLite's, so alembic
+    # would see phantom renames.
     for table in tables.metadata.tables.values():
-        for item in [*table.constraints, *table.indexes]:
-            rendered = dialect.identifier_preparer.format_constraint(item) if item.name else None
-            assert rendered is not None, f"unnamed {item!r} on {table.name}"
-            assert len(rendered.strip('"')) <= 63, rendered
+        items: list[sa.Constraint | sa.Index] = [*table.constraints, *table.indexes]
+        for item in items:
+            assert isinstance(item.name, str), f"unnamed {item!r} on {table.name}"
+            assert len(item.name) <= 63, item.name
 
 
 @pytest.mark.slow
