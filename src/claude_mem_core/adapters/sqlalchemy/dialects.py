@@ -179,7 +179,6 @@ def insert_ignore(
 # --------------------------------------------------------------------------- search
 
 _FTS = sa.table(t.FTS_TABLE, sa.column("observation_id", sa.Text), sa.column("content", sa.Text))
-_TIEBREAK_WEIGHT = 0.001
 
 
 def fts5_phrases(terms: Sequence[str]) -> list[str]:
@@ -284,10 +283,12 @@ def postgres_search(
     limit: int,
 ) -> sa.Select[Any]:
     """Rows matching any term, scored by the sum of BM25-style idf of the terms they match
-    (counted within the project), with ``ts_rank`` as a small tiebreak.
+    (counted within the project); newer rows first among equal scores.
 
-    Document frequencies come from window sums over the matching rows, so the whole
-    ranking is one statement and the GIN index serves the ``@@`` filter.
+    One statement in three steps, so only the ``limit`` winners are ever read whole: the
+    GIN index finds matching ids with one flag per term, an aggregate over those flags gives
+    each term's document frequency, and the top ids by score join back to their rows.
+    (``ts_rank`` over every match cost more than the rest together and only broke ties.)
     """
     obs = t.observations
     search = obs.c.content_search
@@ -302,29 +303,39 @@ def postgres_search(
     scope = sa.and_(obs.c.team_id == team_id, obs.c.project_id == project_id)
     matched = (
         sa.select(
-            *columns,
+            obs.c.id,
+            obs.c.updated_at,
             *(
                 sa.case((search.op("@@")(q), 1), else_=0).label(f"m_{i}")
                 for i, q in enumerate(tsqueries)
             ),
-            sa.func.ts_rank(search, any_term).label("ts_rank"),
         )
         .where(scope, search.op("@@")(any_term))
-        .subquery("matched")
+        .cte("matched")
+        .prefix_with("MATERIALIZED")
     )
-    with_df = sa.select(
-        matched,
-        *(sa.func.sum(matched.c[f"m_{i}"]).over().label(f"df_{i}") for i in range(len(tsqueries))),
-    ).subquery("with_df")
     total = sa.select(sa.func.count()).select_from(obs).where(scope).scalar_subquery()
-    score: sa.ColumnElement[Any] = _TIEBREAK_WEIGHT * sa.cast(with_df.c.ts_rank, sa.Float)
+    frequencies = sa.select(
+        sa.cast(total, sa.Float).label("total"),
+        *(
+            sa.cast(sa.func.sum(matched.c[f"m_{i}"]), sa.Float).label(f"df_{i}")
+            for i in range(len(tsqueries))
+        ),
+    ).cte("frequencies")
+    score: sa.ColumnElement[Any] = sa.literal(0.0, sa.Float)
     for i in range(len(tsqueries)):
-        df = sa.cast(with_df.c[f"df_{i}"], sa.Float)
-        idf = sa.func.ln(1.0 + (sa.cast(total, sa.Float) - df + 0.5) / (df + 0.5))
-        score = score + with_df.c[f"m_{i}"] * idf
-    score_col = sa.cast(score, sa.Float).label("score")
-    return (
-        sa.select(*(with_df.c[c.key] for c in columns), score_col)
-        .order_by(score_col.desc(), with_df.c.updated_at.desc(), with_df.c.id)
+        df = frequencies.c[f"df_{i}"]
+        idf = sa.func.ln(1.0 + (frequencies.c.total - df + 0.5) / (df + 0.5))
+        score = score + matched.c[f"m_{i}"] * idf
+    top = (
+        sa.select(matched.c.id, matched.c.updated_at, sa.cast(score, sa.Float).label("score"))
+        .select_from(matched.join(frequencies, sa.true()))
+        .order_by(sa.literal_column("score").desc(), matched.c.updated_at.desc(), matched.c.id)
         .limit(limit)
+        .subquery("top")
+    )
+    return (
+        sa.select(*columns, top.c.score)
+        .select_from(top.join(obs, obs.c.id == top.c.id))
+        .order_by(top.c.score.desc(), top.c.updated_at.desc(), top.c.id)
     )
