@@ -54,7 +54,9 @@ async def read_json(request: web.Request) -> JSON:
     raw = await request.read()  # > client_max_size raises 413 (mapped by the middleware)
     if not _is_json_type(request.content_type):
         raise RequestInvalid(
-            FieldIssue("", "request body must be JSON (Content-Type: application/json)", "content_type")
+            FieldIssue(
+                "", "request body must be JSON (Content-Type: application/json)", "content_type"
+            )
         )
     if not raw.strip():
         raise RequestInvalid(FieldIssue("", "request body must be a JSON value", "invalid_json"))
@@ -75,14 +77,14 @@ class Reader:
             self.data: dict[str, Any] = data
         else:
             self.data = {}
-            self.issues.append(FieldIssue(prefix.rstrip("."), "must be a JSON object", "invalid_type"))
+            self.issues.append(
+                FieldIssue(prefix.rstrip("."), "must be a JSON object", "invalid_type")
+            )
 
     def _issue(self, name: str, message: str, code: str = "invalid_type") -> None:
         self.issues.append(FieldIssue(self.prefix + name, message, code))
 
-    def string(
-        self, name: str, *, required: bool = False, nullable: bool = True
-    ) -> str | None:
+    def string(self, name: str, *, required: bool = False, nullable: bool = True) -> str | None:
         """A non-empty string. Absent is None (or an issue when required); JSON null is
         None when ``nullable``."""
         if name not in self.data:
@@ -194,9 +196,7 @@ def parse_event_batch(data: JSON) -> list[EventInput]:
     if not data:
         raise RequestInvalid(FieldIssue("", "must contain at least one event", "too_small"))
     if len(data) > MAX_BATCH:
-        raise RequestInvalid(
-            FieldIssue("", f"must contain at most {MAX_BATCH} events", "too_big")
-        )
+        raise RequestInvalid(FieldIssue("", f"must contain at most {MAX_BATCH} events", "too_big"))
     items: list[EventInput] = []
     issues: list[FieldIssue] = []
     for index, element in enumerate(data):

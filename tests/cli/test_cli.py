@@ -13,8 +13,13 @@ from claude_mem_core.cli import main
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLAUDE_MEM_DATA_DIR", str(tmp_path))
-    for name in ("CLAUDE_MEM_SERVER_DATABASE_URL", "CLAUDE_MEM_QUEUE_ENGINE", "CLAUDE_MEM_REDIS_URL",
-                 "ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+    for name in (
+        "CLAUDE_MEM_SERVER_DATABASE_URL",
+        "CLAUDE_MEM_QUEUE_ENGINE",
+        "CLAUDE_MEM_REDIS_URL",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
 
@@ -33,11 +38,20 @@ def test_team_project_and_key_lifecycle(capsys: pytest.CaptureFixture[str]) -> N
     assert code == 0 and team["name"] == "acme"
     code, out, _ = run(capsys, "projects", "create", "--team", team["id"], "webapp", "--json")
     project = json.loads(out)
-    code, out, _ = run(capsys, "api-key", "create", "--team", team["id"], "--project",
-                       project["id"], "--scopes", "events:write,observations:read", "--json")
+    code, out, _ = run(
+        capsys,
+        "api-key",
+        "create",
+        "--team",
+        team["id"],
+        "--project",
+        project["id"],
+        "--scopes",
+        "events:write,observations:read",
+        "--json",
+    )
     key = json.loads(out)
-    assert key["key"].startswith("cmem_") and key["scopes"] == ["events:write",
-                                                                "observations:read"]
+    assert key["key"].startswith("cmem_") and key["scopes"] == ["events:write", "observations:read"]
     code, out, _ = run(capsys, "api-key", "list", "--team", team["id"])
     assert code == 0 and key["id"] in out and key["key"] not in out and "SCOPES" in out
     assert "1 shown (1-1 of 1)" in out

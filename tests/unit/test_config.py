@@ -21,15 +21,17 @@ def test_nothing_configured_is_the_embedded_default(tmp_path: Path) -> None:
 
 
 def test_reference_variable_names(tmp_path: Path) -> None:
-    s = Settings.from_env({
-        "CLAUDE_MEM_DATA_DIR": str(tmp_path),
-        "CLAUDE_MEM_SERVER_DATABASE_URL": "postgresql+psycopg://u@db/x",
-        "CLAUDE_MEM_QUEUE_ENGINE": "bullmq",
-        "CLAUDE_MEM_REDIS_URL": "redis://:secret@redis:6379/0",
-        "CLAUDE_MEM_SERVER_SESSION_POLICY": "debounce",
-        "CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS": "750",
-        "CLAUDE_MEM_QUEUE_REDIS_PREFIX": "team a/b",
-    })
+    s = Settings.from_env(
+        {
+            "CLAUDE_MEM_DATA_DIR": str(tmp_path),
+            "CLAUDE_MEM_SERVER_DATABASE_URL": "postgresql+psycopg://u@db/x",
+            "CLAUDE_MEM_QUEUE_ENGINE": "bullmq",
+            "CLAUDE_MEM_REDIS_URL": "redis://:secret@redis:6379/0",
+            "CLAUDE_MEM_SERVER_SESSION_POLICY": "debounce",
+            "CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS": "750",
+            "CLAUDE_MEM_QUEUE_REDIS_PREFIX": "team a/b",
+        }
+    )
     assert not s.embedded and s.queue_engine == "redis"
     assert s.pipeline_options().debounce_seconds == 0.75
     assert s.redis_prefix == "team_a_b"
@@ -37,8 +39,9 @@ def test_reference_variable_names(tmp_path: Path) -> None:
 
 
 def test_settings_file_is_read_and_env_wins(tmp_path: Path) -> None:
-    (tmp_path / "settings.json").write_text(json.dumps(
-        {"CLAUDE_MEM_SERVER_PORT": 4000, "CLAUDE_MEM_SERVER_PROVIDER": "offline"}))
+    (tmp_path / "settings.json").write_text(
+        json.dumps({"CLAUDE_MEM_SERVER_PORT": 4000, "CLAUDE_MEM_SERVER_PROVIDER": "offline"})
+    )
     s = Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path), "CLAUDE_MEM_SERVER_PORT": "5000"})
     assert (s.port, s.provider) == (5000, "offline")
 
@@ -60,14 +63,16 @@ def test_bad_values_say_what_to_set(tmp_path: Path, env: dict[str, str], message
 def test_unsafe_combinations_are_refused(tmp_path: Path) -> None:
     base = {"CLAUDE_MEM_DATA_DIR": str(tmp_path)}
     redis_without_url = Settings.from_env({**base, "CLAUDE_MEM_QUEUE_ENGINE": "redis"})
-    with pytest.raises(ConfigurationError, match="CLAUDE_MEM_REDIS_URL"):
+    with pytest.raises(ConfigurationError, match=r"CLAUDE_MEM_REDIS_URL"):
         redis_without_url.validate()
-    public_dev = Settings.from_env({**base, "CLAUDE_MEM_AUTH_MODE": "local-dev",
-                                    "CLAUDE_MEM_SERVER_HOST": "0.0.0.0"})
-    with pytest.raises(ConfigurationError, match="local-dev is refused when binding 0.0.0.0"):
+    public_dev = Settings.from_env(
+        {**base, "CLAUDE_MEM_AUTH_MODE": "local-dev", "CLAUDE_MEM_SERVER_HOST": "0.0.0.0"}
+    )
+    with pytest.raises(ConfigurationError, match=r"local-dev is refused when binding 0\.0\.0\.0"):
         public_dev.validate()
-    in_container = Settings.from_env({**base, "CLAUDE_MEM_AUTH_MODE": "local-dev",
-                                      "CLAUDE_MEM_DOCKER": "1"})
+    in_container = Settings.from_env(
+        {**base, "CLAUDE_MEM_AUTH_MODE": "local-dev", "CLAUDE_MEM_DOCKER": "1"}
+    )
     assert in_container.problems() == [
         "CLAUDE_MEM_AUTH_MODE=local-dev is refused inside a container; use api-key"
     ]
@@ -75,5 +80,5 @@ def test_unsafe_combinations_are_refused(tmp_path: Path) -> None:
 
 def test_broken_settings_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "settings.json").write_text("{not json")
-    with pytest.raises(ConfigurationError, match="settings.json is not valid JSON"):
+    with pytest.raises(ConfigurationError, match=r"settings\.json is not valid JSON"):
         Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path)})

@@ -77,6 +77,8 @@ class EventSourceAdapter(enum.StrEnum):
     PROVIDER = "provider"
     SERVER = "server"
     API = "api"
+    # Events that arrive through the legacy /api/sessions/* routes (never a /v1 sourceType).
+    CLAUDE_CODE_COMPAT = "claude-code-compat"
 
 
 def _frozen_scopes(value: Any) -> frozenset[str]:

@@ -1,0 +1,162 @@
+"""The aiohttp application: ``create_app(settings)`` for serving, ``create_app(memory)`` for
+tests and embedding.
+
+The cleanup context owns everything with a lifetime: it opens the :class:`Memory` from the
+settings (and closes it), resolves the local-dev team and project, and runs embedded
+generation (consume the in-process queue with the memory's generator, reconcile
+periodically) when no separate worker is expected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from claude_mem_core.config import Settings
+from claude_mem_core.facade import Memory, open_memory_from_settings
+from claude_mem_core.services import admin, generation
+from claude_mem_core.services.context import Caller
+from claude_mem_http import health, openapi, routes, schemas
+from claude_mem_http.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES
+from claude_mem_http.keys import RUNTIME, Runtime
+from claude_mem_http.middlewares import error_middleware, request_id_middleware
+
+log = logging.getLogger("claude_mem.http")
+
+LOCAL_TEAM = "local"
+LOCAL_PROJECT = "default"
+IDLE_WAIT_S = 1.0
+ERROR_BACKOFF_S = 1.0
+
+
+def settings_for_memory(memory: Memory) -> Settings:
+    """Settings describing an app built around a ready-made :class:`Memory`."""
+    queue = memory.deps.queue
+    return Settings(
+        data_dir=Path.home() / ".claude-mem",
+        database_url="",
+        database_configured=True,
+        queue_engine="memory" if queue is None or queue.name == "memory" else "redis",
+        session_policy=memory.deps.options.session_policy,
+    )
+
+
+def wants_embedded_generation(settings: Settings) -> bool:
+    return (settings.embedded or settings.queue_engine == "memory") and not (
+        settings.generation_disabled
+    )
+
+
+async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -> None:
+    """Consume the in-process queue forever; reconcile the outbox every few seconds so
+    rows the queue lost (restart, publish failure, expired lease) are found again."""
+    queue = memory.deps.queue
+    consume = getattr(queue, "consume", None)
+    wait_for_messages = getattr(queue, "wait_for_messages", None)
+    next_reconcile = 0.0
+    while True:
+        try:
+            now = time.monotonic()
+            if now >= next_reconcile:
+                await generation.reconcile(memory.deps)
+                next_reconcile = now + reconcile_every_s
+            if consume is not None:
+                await consume(memory.generator.handle)
+            else:
+                await memory.drain()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("embedded generation step failed; retrying")
+            await asyncio.sleep(ERROR_BACKOFF_S)
+            continue
+        idle = min(IDLE_WAIT_S, max(next_reconcile - time.monotonic(), 0.01))
+        if wait_for_messages is not None:
+            await wait_for_messages(idle)
+        else:
+            await asyncio.sleep(idle)
+
+
+async def _local_dev_caller(memory: Memory) -> Caller:
+    team, project = await admin.ensure_team_and_project(memory.deps, LOCAL_TEAM, LOCAL_PROJECT)
+    return Caller(
+        team_id=team.id, project_id=project.id, actor_id=LOCAL_DEV_ACTOR, scopes=LOCAL_DEV_SCOPES
+    )
+
+
+def _lifecycle(
+    memory: Memory | None, background_generation: bool | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        runtime = app[RUNTIME]
+        settings = runtime.settings
+        async with contextlib.AsyncExitStack() as stack:
+            if memory is None:
+                runtime.memory = await stack.enter_async_context(
+                    open_memory_from_settings(settings)
+                )
+            else:
+                runtime.memory = memory
+            runtime.started_monotonic = time.monotonic()
+            if settings.auth_mode == "local-dev":
+                runtime.local_caller = await _local_dev_caller(runtime.memory)
+            run_generation = (
+                wants_embedded_generation(settings)
+                if background_generation is None
+                else background_generation
+            )
+            if run_generation and runtime.memory.deps.queue is not None:
+                runtime.generation_task = asyncio.create_task(
+                    run_embedded_generation(
+                        runtime.memory, reconcile_every_s=settings.reconcile_interval_seconds
+                    ),
+                    name="claude-mem-embedded-generation",
+                )
+            try:
+                yield
+            finally:
+                task = runtime.generation_task
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    runtime.generation_task = None
+                runtime.memory = None
+
+    return lifecycle
+
+
+def create_app(
+    source: Settings | Memory,
+    *,
+    settings: Settings | None = None,
+    background_generation: bool | None = None,
+) -> web.Application:
+    """Build the app. Given :class:`Settings`, the app opens and closes its own Memory;
+    given a :class:`Memory`, the caller owns it. ``background_generation`` overrides the
+    settings' choice of running generation in this process."""
+    if isinstance(source, Settings):
+        memory: Memory | None = None
+        chosen = source
+    else:
+        memory = source
+        chosen = settings or settings_for_memory(source)
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware],
+        client_max_size=schemas.MAX_BODY_BYTES,
+    )
+    app[RUNTIME] = Runtime(chosen)
+    app.cleanup_ctx.append(_lifecycle(memory, background_generation))
+    health.setup(app)
+    routes.setup(app)
+    openapi.setup(app)
+    return app
+
+
+__all__ = ["create_app", "run_embedded_generation", "settings_for_memory"]

@@ -1,0 +1,93 @@
+"""Bearer authentication and per-route scope checks (api.md §2, decisions 1 and 12).
+
+The key is looked up by its hash on every request (no cache), so a revoked key is refused
+on the very next request. The team and project come from the key only.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable
+
+import attrs
+from aiohttp import web
+
+from claude_mem_core.domain.scopes import Need, allows
+from claude_mem_core.errors import Forbidden, Unauthorized
+from claude_mem_core.services import admin
+from claude_mem_core.services.context import Caller
+from claude_mem_http.keys import CALLER, REQUEST_ID, RUNTIME
+
+_BEARER = re.compile(r"bearer\s+(.*)", re.IGNORECASE | re.DOTALL)
+LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
+LOCAL_DEV_SCOPES = frozenset({"*"})
+LOCAL_DEV_ACTOR = "system:local-dev"
+
+AuthedHandler = Callable[[web.Request, Caller], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (any case, any spacing), or None."""
+    if header is None:
+        return None
+    match = _BEARER.fullmatch(header.strip())
+    if match is None:
+        return None
+    token = match.group(1).strip()
+    return token or None
+
+
+def _host_part(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+def is_local_request(request: web.Request) -> bool:
+    """Loopback peer, loopback Host header, and no proxy forwarding headers."""
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
+    if request.remote not in LOOPBACK_CLIENTS:
+        return False
+    return _host_part(request.host or "") in LOOPBACK_HOSTS
+
+
+async def authenticate(request: web.Request, need: Need) -> Caller:
+    runtime = request.app[RUNTIME]
+    request_id = request[REQUEST_ID]
+    token = parse_bearer(request.headers.get("Authorization"))
+    if token is None:
+        local = runtime.local_caller
+        if local is not None and is_local_request(request):
+            return attrs.evolve(local, request_id=request_id)
+        raise Unauthorized("Missing bearer API key")
+    caller = await admin.verify_api_key(runtime.memory.deps, token, request_id=request_id)
+    if not allows(caller.scopes, need):
+        raise Forbidden("Invalid API key or insufficient scope")
+    return caller
+
+
+def requires(need: Need) -> Callable[[AuthedHandler], Handler]:
+    """Route decorator: authenticate, check ``need``, then call ``handler(request, caller)``.
+    Runs before the body or query is looked at."""
+
+    def decorate(handler: AuthedHandler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            caller = await authenticate(request, need)
+            request[CALLER] = caller
+            return await handler(request, caller)
+
+        return wrapped
+
+    return decorate
+
+
+__all__ = ["authenticate", "is_local_request", "parse_bearer", "requires"]

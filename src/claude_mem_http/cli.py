@@ -1,0 +1,90 @@
+"""``claude-mem serve``: run the HTTP server until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from claude_mem_core.config import Settings
+from claude_mem_core.errors import ConfigurationError, SchemaNotReady, StorageUnavailable
+from claude_mem_http.app import create_app
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
+    settings = Settings.from_env(env)
+    overrides: dict[str, Any] = {}
+    host = getattr(args, "host", None)
+    port = getattr(args, "port", None)
+    if host:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    return attrs.evolve(settings, **overrides).validate() if overrides else settings.validate()
+
+
+def _url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Start the server; return the exit code once a signal asks it to stop."""
+    try:
+        settings = settings_from_args(args)
+    except ConfigurationError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    try:
+        await runner.setup()
+    except SchemaNotReady as exc:
+        print(
+            f"error: {exc.message}\nThe configured database is not migrated: run "
+            "`claude-mem migrate` first, then start the server again.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except (StorageUnavailable, ConfigurationError) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            print(
+                f"error: cannot listen on {_url(settings.host, settings.port)}: {exc.strerror}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        mode = "embedded" if settings.embedded else settings.queue_engine
+        print(
+            f"claude-mem listening on {_url(settings.host, settings.port)} ({mode})",
+            flush=True,
+        )
+        await stop.wait()
+        print("claude-mem shutting down", flush=True)
+        return EXIT_OK
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+__all__ = ["serve", "settings_from_args"]

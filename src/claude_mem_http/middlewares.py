@@ -1,0 +1,152 @@
+"""Request ids and the one place where errors become HTTP responses.
+
+``request_id_middleware`` runs first on every route (``/v1``, compat, health, unknown
+paths): it accepts a well-formed inbound ``X-Request-Id`` or mints a UUIDv4, and sets the
+response header whatever the outcome. ``error_middleware`` maps the core's exceptions to
+status codes and JSON bodies; nothing else in this package builds an error response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from claude_mem_core.errors import (
+    ClaudeMemError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    QueueError,
+    SchemaNotReady,
+    StorageUnavailable,
+    Unauthorized,
+)
+from claude_mem_http import schemas
+from claude_mem_http.keys import REQUEST_ID
+
+log = logging.getLogger("claude_mem.http")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(ClaudeMemError):
+    """A request the route cannot serve as sent (not a field problem): 400 BadRequest."""
+
+    default_message = "Bad request"
+
+
+def valid_request_id(value: str | None) -> bool:
+    return value is not None and _REQUEST_ID.fullmatch(value) is not None
+
+
+def choose_request_id(inbound: str | None) -> str:
+    return inbound if inbound is not None and valid_request_id(inbound) else str(uuid.uuid4())
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # only if something bypassed error_middleware
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+_COMPAT_500 = {
+    "/api/sessions/observations": {"stored": False, "reason": "internal_error"},
+    "/api/sessions/summarize": {"status": "error", "reason": "internal_error"},
+}
+
+
+def _http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    status = exc.status
+    if status == 404:
+        body = schemas.error_body("NotFound", f"Cannot {request.method} {request.path}")
+    elif status == 405:
+        body = schemas.error_body("MethodNotAllowed", f"Cannot {request.method} {request.path}")
+    elif status == 413:
+        body = schemas.error_body(
+            "PayloadTooLarge",
+            f"request body exceeds {schemas.MAX_BODY_BYTES} bytes",
+        )
+    else:
+        body = schemas.error_body((exc.reason or "Error").replace(" ", ""), exc.reason or "")
+    response = json_response(body, status)
+    allow = exc.headers.get("Allow")
+    if allow is not None:
+        response.headers["Allow"] = allow
+    return response
+
+
+def error_response(request: web.Request, exc: BaseException) -> web.Response:
+    """The response for an exception raised while handling ``request``."""
+    if isinstance(exc, InvalidInput):
+        return json_response(schemas.validation_body(exc), 400)
+    if isinstance(exc, BadRequest):
+        return json_response(schemas.error_body("BadRequest", exc.message), 400)
+    if isinstance(exc, Unauthorized):
+        return json_response(schemas.error_body("Unauthorized", exc.message), 401)
+    if isinstance(exc, Forbidden):
+        return json_response(schemas.error_body("Forbidden", exc.message), 403)
+    if isinstance(exc, NotFound):
+        return json_response(schemas.error_body("NotFound", exc.message), 404)
+    if isinstance(exc, Conflict):
+        return json_response(schemas.error_body("Conflict", exc.message), 409)
+    if isinstance(exc, StorageUnavailable | SchemaNotReady | QueueError):
+        log.warning("%s %s: dependency unavailable: %s", request.method, request.path, exc)
+        return json_response(
+            schemas.error_body(
+                "ServiceUnavailable", "A storage or queue dependency is unavailable"
+            ),
+            503,
+        )
+    if isinstance(exc, web.HTTPException):
+        return _http_exception(request, exc)
+    log.error("%s %s failed", request.method, request.path, exc_info=exc)
+    compat = _COMPAT_500.get(request.path)
+    if compat is not None:
+        return json_response(compat, 500)
+    return json_response(schemas.error_body("InternalError", "Internal server error"), 500)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        length = request.content_length
+        if length is not None and length > schemas.MAX_BODY_BYTES:
+            raise web.HTTPRequestEntityTooLarge(max_size=schemas.MAX_BODY_BYTES, actual_size=length)
+        return await handler(request)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return error_response(request, exc)
+
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "BadRequest",
+    "choose_request_id",
+    "error_middleware",
+    "error_response",
+    "json_response",
+    "request_id_middleware",
+    "valid_request_id",
+]

@@ -1,0 +1,862 @@
+"""The OpenAPI 3.1 document of every route, served at ``/v1/openapi.json``.
+
+``docs/openapi.json`` is this document written out (``python -m claude_mem_http.openapi
+docs/openapi.json``); a test keeps the two identical and checks real responses against it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from claude_mem_http.middlewares import json_response
+
+Schema = dict[str, Any]
+
+STR: Schema = {"type": "string"}
+NSTR: Schema = {"type": ["string", "null"]}
+INT: Schema = {"type": "integer"}
+NINT: Schema = {"type": ["integer", "null"]}
+BOOL: Schema = {"type": "boolean"}
+OBJ: Schema = {"type": "object"}
+NOBJ: Schema = {"type": ["object", "null"]}
+ANY: Schema = {}
+JOB_STATUSES = ["queued", "processing", "completed", "failed", "cancelled"]
+SOURCE_TYPES = ["agent_event", "session_summary", "observation_reindex"]
+TRANSPORTS = ["enqueued", "queued_only", "skipped"]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(
+    props: dict[str, Schema], required: list[str] | None = None, *, closed: bool = True
+) -> Schema:
+    schema: Schema = {
+        "type": "object",
+        "properties": props,
+        "required": list(props) if required is None else required,
+    }
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def nstr_in(values: list[str]) -> Schema:
+    return {"type": "string", "enum": values}
+
+
+def nonempty(nullable: bool = False) -> Schema:
+    return {"type": ["string", "null"] if nullable else "string", "minLength": 1}
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": obj({"error": STR, "message": STR}, closed=False),
+    "ValidationError": obj(
+        {
+            "error": {"const": "ValidationError"},
+            "message": STR,
+            "issues": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "path": {"type": "array", "items": {"type": ["string", "integer"]}},
+                        "message": STR,
+                        "code": STR,
+                    }
+                ),
+            },
+        }
+    ),
+    "Event": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "serverSessionId": NSTR,
+            "sourceAdapter": STR,
+            "sourceEventId": NSTR,
+            "eventType": STR,
+            "payload": ANY,
+            "metadata": OBJ,
+            "occurredAtEpoch": INT,
+            "receivedAtEpoch": INT,
+            "createdAtEpoch": INT,
+        }
+    ),
+    "JobSummary": obj(
+        {
+            "id": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "bullmqJobId": NSTR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "transport": nstr_in(TRANSPORTS),
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "JobWaitStatus": obj(
+        {
+            "id": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "transport": nstr_in(TRANSPORTS),
+            "bullmqJobId": NSTR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "attempts": INT,
+            "maxAttempts": INT,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "JobStatus": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "agentEventId": NSTR,
+            "serverSessionId": NSTR,
+            "jobType": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "bullmqJobId": NSTR,
+            "attempts": INT,
+            "maxAttempts": INT,
+            "nextAttemptAtEpoch": NINT,
+            "completedAtEpoch": NINT,
+            "failedAtEpoch": NINT,
+            "cancelledAtEpoch": NINT,
+            "lastError": NOBJ,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "JobListEntry": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "attempts": INT,
+            "maxAttempts": INT,
+            "createdAtEpoch": INT,
+            "completedAtEpoch": NINT,
+            "failedAtEpoch": NINT,
+            "lastError": NOBJ,
+            "payload": OBJ,
+        },
+        required=[
+            "id",
+            "projectId",
+            "teamId",
+            "sourceType",
+            "sourceId",
+            "status",
+            "attempts",
+            "maxAttempts",
+            "createdAtEpoch",
+            "completedAtEpoch",
+            "failedAtEpoch",
+            "lastError",
+        ],
+    ),
+    "Session": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "externalSessionId": NSTR,
+            "contentSessionId": NSTR,
+            "agentId": NSTR,
+            "agentType": NSTR,
+            "platformSource": NSTR,
+            "generationStatus": nstr_in(["idle", "processing", "completed", "failed"]),
+            "metadata": OBJ,
+            "startedAtEpoch": INT,
+            "endedAtEpoch": NINT,
+            "lastGeneratedAtEpoch": NINT,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "Observation": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "serverSessionId": NSTR,
+            "kind": nstr_in(["observation", "summary", "manual"]),
+            "type": NSTR,
+            "title": NSTR,
+            "content": STR,
+            "metadata": OBJ,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "Project": obj(
+        {
+            "id": STR,
+            "teamId": STR,
+            "name": STR,
+            "metadata": OBJ,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    # -- request bodies
+    "EventInput": obj(
+        {
+            "projectId": nonempty(),
+            "sourceType": nstr_in(["hook", "worker", "provider", "server", "api"]),
+            "eventType": nonempty(),
+            "occurredAtEpoch": {"type": "integer", "minimum": 0},
+            "serverSessionId": nonempty(True),
+            "sourceEventId": nonempty(True),
+            "contentSessionId": nonempty(True),
+            "memorySessionId": nonempty(True),
+            "payload": ANY,
+            "metadata": NOBJ,
+        },
+        required=["projectId", "sourceType", "eventType", "occurredAtEpoch"],
+        closed=False,
+    ),
+    "SessionStartInput": obj(
+        {
+            "projectId": nonempty(),
+            "externalSessionId": nonempty(True),
+            "contentSessionId": nonempty(True),
+            "agentId": nonempty(True),
+            "agentType": nonempty(True),
+            "platformSource": nonempty(True),
+            "metadata": NOBJ,
+        },
+        required=["projectId"],
+        closed=False,
+    ),
+    "MemoryInput": obj(
+        {
+            "projectId": nonempty(),
+            "content": nonempty(),
+            "kind": {
+                "type": ["string", "null"],
+                "enum": ["observation", "summary", "manual", None],
+            },
+            "serverSessionId": nonempty(True),
+            "title": nonempty(True),
+            "type": nonempty(True),
+            "metadata": NOBJ,
+        },
+        required=["projectId", "content"],
+        closed=False,
+    ),
+    "SearchInput": obj(
+        {
+            "projectId": nonempty(),
+            "query": nonempty(),
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        },
+        required=["projectId", "query"],
+        closed=False,
+    ),
+    "ContextInput": obj(
+        {
+            "projectId": nonempty(),
+            "query": nonempty(),
+            "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+        },
+        required=["projectId", "query"],
+        closed=False,
+    ),
+    "CompatObservationInput": obj(
+        {
+            "contentSessionId": nonempty(),
+            "tool_name": nonempty(),
+            "tool_input": ANY,
+            "tool_response": ANY,
+            "cwd": NSTR,
+            "agentId": NSTR,
+            "agentType": NSTR,
+            "platformSource": NSTR,
+            "tool_use_id": NSTR,
+            "toolUseId": NSTR,
+        },
+        required=["contentSessionId", "tool_name"],
+        closed=False,
+    ),
+    "CompatSummarizeInput": obj(
+        {
+            "contentSessionId": nonempty(),
+            "last_assistant_message": NSTR,
+            "agentId": NSTR,
+            "platformSource": NSTR,
+        },
+        required=["contentSessionId"],
+        closed=False,
+    ),
+}
+
+SCHEMAS["ObservationWithSource"] = obj(
+    {
+        **SCHEMAS["Observation"]["properties"],
+        "generationKey": NSTR,
+        "createdByJobId": NSTR,
+        "source": obj(
+            {
+                "id": STR,
+                "sourceType": nstr_in([*SOURCE_TYPES, "manual"]),
+                "sourceId": STR,
+                "generationJobId": NSTR,
+                "createdAtEpoch": INT,
+            }
+        ),
+    }
+)
+
+_EVENT_RESULT = obj(
+    {
+        "event": ref("Event"),
+        "generationJob": {"oneOf": [ref("JobSummary"), ref("JobWaitStatus"), {"type": "null"}]},
+        "waitTimedOut": {"const": True},
+    },
+    required=["event"],
+)
+SCHEMAS["EventResult"] = _EVENT_RESULT
+
+_JOB_PAGE = obj(
+    {
+        "jobs": {"type": "array", "items": ref("JobListEntry")},
+        "total": INT,
+        "limit": INT,
+        "offset": INT,
+        "requestId": STR,
+    },
+    required=["jobs", "total", "limit", "offset"],
+)
+SCHEMAS["JobPage"] = _JOB_PAGE
+
+_HEALTH_QUEUE = obj(
+    {
+        "engine": nstr_in(["memory", "taskiq", "disabled"]),
+        "status": nstr_in(["ok", "error", "disabled"]),
+        "lanes": {
+            "type": "array",
+            "items": obj(
+                {"kind": STR, "name": STR, "waiting": INT, "unavailable": BOOL},
+            ),
+        },
+    }
+)
+
+
+def _error(description: str, name: str = "Error") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref(name)}}}
+
+
+def _ok(schema: Schema, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+COMMON_ERRORS = {
+    "400": _error("Invalid request (fields named in `issues`)", "ValidationError"),
+    "401": _error("Missing bearer API key"),
+    "403": _error("Invalid, revoked or expired key, or insufficient scope"),
+    "404": _error("Not found, or outside the caller's team or project"),
+    "413": _error("Request body over 5 MB"),
+    "500": _error("Unexpected error (no internals)"),
+    "503": _error("A storage or queue dependency is unavailable"),
+}
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: str | None = None,
+    params: list[dict[str, Any]] | None = None,
+    secured: bool = True,
+    tags: list[str] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
+    if secured:
+        op["security"] = [{"bearer": []}]
+        for code, response in COMMON_ERRORS.items():
+            op["responses"].setdefault(code, response)
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref(body)}},
+        }
+    if params:
+        op["parameters"] = params
+    if tags:
+        op["tags"] = tags
+    return op
+
+
+COMPAT_400 = {
+    "description": "Invalid body, or a team key where a project key is required",
+    "content": {"application/json": {"schema": {"anyOf": [ref("ValidationError"), ref("Error")]}}},
+}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": STR}
+
+
+def _query(name: str, schema: Schema, description: str = "") -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+    if description:
+        param["description"] = description
+    return param
+
+
+_FLAG = {"type": "string", "enum": ["true", "false"]}
+EVENT_PARAMS = [
+    _query("generate", _FLAG, "create a generation job (default true)"),
+    _query("wait", _FLAG, "wait for the job to finish (default false)"),
+    _query(
+        "waitTimeoutMs",
+        {"type": "integer", "minimum": 0, "maximum": 30000},
+        "wait at most this long (default and maximum 30000)",
+    ),
+]
+PAGE_PARAMS = [
+    _query("status", nstr_in(JOB_STATUSES)),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+    _query("offset", {"type": "integer", "minimum": 0, "default": 0}),
+]
+_JOB_ID = [_path_param("id")]
+
+
+def build() -> dict[str, Any]:
+    session_body = obj({"session": ref("Session")})
+    job_status_body = obj({"generationJob": ref("JobStatus")})
+    paths: dict[str, Any] = {
+        "/v1/sessions/start": {
+            "post": _op(
+                "Start (find or create) a server session",
+                {
+                    "201": _ok(session_body, "Created"),
+                    "200": _ok(session_body, "Existing session"),
+                },
+                body="SessionStartInput",
+                tags=["sessions"],
+            )
+        },
+        "/v1/sessions/{id}": {
+            "get": _op(
+                "Read a session",
+                {"200": _ok(session_body)},
+                params=[_path_param("id")],
+                tags=["sessions"],
+            )
+        },
+        "/v1/sessions/{id}/end": {
+            "post": _op(
+                "End a session and queue its summary (idempotent)",
+                {
+                    "200": _ok(
+                        obj(
+                            {"session": ref("Session"), "generationJob": ref("JobSummary")},
+                            required=["session"],
+                        )
+                    )
+                },
+                params=[_path_param("id")],
+                tags=["sessions"],
+            )
+        },
+        "/v1/events": {
+            "post": _op(
+                "Ingest one event",
+                {"201": _ok(ref("EventResult"), "Stored (also on an idempotent replay)")},
+                body="EventInput",
+                params=EVENT_PARAMS,
+                tags=["events"],
+            )
+        },
+        "/v1/events/batch": {
+            "post": _op(
+                "Ingest 1..500 events, all or nothing",
+                {
+                    "201": _ok(
+                        obj(
+                            {
+                                "events": {"type": "array", "items": ref("EventResult")},
+                                "waitTimedOut": {"const": True},
+                            },
+                            required=["events"],
+                        ),
+                        "Stored",
+                    )
+                },
+                body="EventBatchInput",
+                params=EVENT_PARAMS,
+                tags=["events"],
+            )
+        },
+        "/v1/events/{id}": {
+            "get": _op(
+                "Read an event",
+                {"200": _ok(obj({"event": ref("Event")}))},
+                params=[_path_param("id")],
+                tags=["events"],
+            )
+        },
+        "/v1/events/{id}/observations": {
+            "get": _op(
+                "Observations generated from an event",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "eventId": STR,
+                                "observations": {
+                                    "type": "array",
+                                    "items": ref("ObservationWithSource"),
+                                },
+                            }
+                        )
+                    )
+                },
+                params=[_path_param("id")],
+                tags=["events"],
+            )
+        },
+        "/v1/memories": {
+            "post": _op(
+                "Write a manual memory (no generation job)",
+                {"201": _ok(obj({"memory": ref("Observation")}), "Created")},
+                body="MemoryInput",
+                tags=["memories"],
+            )
+        },
+        "/v1/search": {
+            "post": _op(
+                "Full-text search of a project's observations",
+                {"200": _ok(obj({"observations": {"type": "array", "items": ref("Observation")}}))},
+                body="SearchInput",
+                tags=["memories"],
+            )
+        },
+        "/v1/context": {
+            "post": _op(
+                "Search and join the matching contents into a context block",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "observations": {"type": "array", "items": ref("Observation")},
+                                "context": STR,
+                            }
+                        )
+                    )
+                },
+                body="ContextInput",
+                tags=["memories"],
+            )
+        },
+        "/v1/jobs": {
+            "get": _op(
+                "List the caller's generation jobs",
+                {"200": _ok(ref("JobPage"))},
+                params=[
+                    *PAGE_PARAMS,
+                    _query("source_type", nstr_in(SOURCE_TYPES)),
+                    _query("since", STR, "ISO-8601 timestamp or epoch milliseconds"),
+                    _query("include", {"type": "string", "enum": ["payload"]}, "admin only"),
+                ],
+                tags=["jobs"],
+            )
+        },
+        "/v1/jobs/{id}": {
+            "get": _op(
+                "Read a generation job",
+                {"200": _ok(job_status_body)},
+                params=_JOB_ID,
+                tags=["jobs"],
+            )
+        },
+        "/v1/jobs/{id}/retry": {
+            "post": _op(
+                "Requeue a failed or cancelled job",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "generationJob": ref("JobStatus"),
+                                "retriedCount": INT,
+                                "alreadyQueued": BOOL,
+                                "requestId": STR,
+                            }
+                        )
+                    ),
+                    "409": _error("The job is processing or completed"),
+                },
+                params=_JOB_ID,
+                tags=["jobs"],
+            )
+        },
+        "/v1/jobs/{id}/cancel": {
+            "post": _op(
+                "Cancel a queued or processing job",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "generationJob": ref("JobStatus"),
+                                "alreadyCancelled": BOOL,
+                                "requestId": STR,
+                            }
+                        )
+                    ),
+                    "409": _error("The job already completed or failed"),
+                },
+                params=_JOB_ID,
+                tags=["jobs"],
+            )
+        },
+        "/v1/teams/{teamId}/jobs": {
+            "get": _op(
+                "List the jobs of the caller's team",
+                {"200": _ok(ref("JobPage"))},
+                params=[_path_param("teamId"), *PAGE_PARAMS],
+                tags=["jobs"],
+            )
+        },
+        "/v1/projects/{projectId}/jobs": {
+            "get": _op(
+                "List the jobs of one project",
+                {"200": _ok(ref("JobPage"))},
+                params=[_path_param("projectId"), *PAGE_PARAMS],
+                tags=["jobs"],
+            )
+        },
+        "/v1/projects": {
+            "get": _op(
+                "List the projects the caller can see",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "projects": {"type": "array", "items": ref("Project")},
+                                "total": INT,
+                                "limit": INT,
+                                "offset": INT,
+                            }
+                        )
+                    )
+                },
+                params=[
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    _query("offset", {"type": "integer", "minimum": 0}),
+                ],
+                tags=["projects"],
+            )
+        },
+        "/api/sessions/observations": {
+            "post": _op(
+                "Legacy hook: record one tool use (project key required)",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "status": {"const": "queued"},
+                                "observationCount": INT,
+                                "sessionId": STR,
+                                "serverSessionId": STR,
+                                "eventId": STR,
+                                "generationJobId": NSTR,
+                                "transport": nstr_in(TRANSPORTS),
+                            }
+                        )
+                    ),
+                    "400": COMPAT_400,
+                    "500": _ok(
+                        obj({"stored": {"const": False}, "reason": STR}), "Unexpected error"
+                    ),
+                },
+                body="CompatObservationInput",
+                tags=["compat"],
+            )
+        },
+        "/api/sessions/summarize": {
+            "post": _op(
+                "Legacy hook: end a Claude session and queue its summary",
+                {
+                    "200": _ok(
+                        {
+                            "oneOf": [
+                                obj(
+                                    {
+                                        "status": {"const": "queued"},
+                                        "sessionId": STR,
+                                        "serverSessionId": STR,
+                                        "generationJobId": STR,
+                                        "transport": nstr_in(TRANSPORTS),
+                                    }
+                                ),
+                                obj({"status": {"const": "skipped"}, "reason": STR}),
+                            ]
+                        }
+                    ),
+                    "400": COMPAT_400,
+                    "500": _ok(
+                        obj({"status": {"const": "error"}, "reason": STR}), "Unexpected error"
+                    ),
+                },
+                body="CompatSummarizeInput",
+                tags=["compat"],
+            )
+        },
+        "/healthz": {
+            "get": _op(
+                "Liveness",
+                {"200": _ok(obj({"status": {"const": "ok"}, "runtime": STR}))},
+                secured=False,
+                tags=["health"],
+            )
+        },
+        "/api/health": {
+            "get": _op(
+                "Health with real storage and queue pings",
+                {
+                    "200": _ok(ref("Health")),
+                    "503": _ok(ref("Health"), "Degraded: a dependency is down"),
+                },
+                secured=False,
+                tags=["health"],
+            )
+        },
+        "/api/readiness": {
+            "get": _op(
+                "Readiness",
+                {
+                    "200": _ok(obj({"status": {"const": "ready"}, "mcpReady": BOOL})),
+                    "503": _ok(
+                        obj({"status": nstr_in(["initializing", "degraded"]), "message": STR}),
+                        "Not ready",
+                    ),
+                },
+                secured=False,
+                tags=["health"],
+            )
+        },
+        "/v1/info": {
+            "get": _op(
+                "Server information", {"200": _ok(ref("Info"))}, secured=False, tags=["health"]
+            )
+        },
+        "/v1/openapi.json": {
+            "get": _op(
+                "This document",
+                {"200": _ok({"type": "object"})},
+                secured=False,
+                tags=["health"],
+            )
+        },
+    }
+    schemas = dict(SCHEMAS)
+    schemas["EventBatchInput"] = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 500,
+        "items": ref("EventInput"),
+    }
+    schemas["Health"] = obj(
+        {
+            "status": nstr_in(["ok", "degraded"]),
+            "runtime": {"const": "server-beta"},
+            "version": STR,
+            "uptime": {"type": "number"},
+            "managed": BOOL,
+            "pid": INT,
+            "initialized": BOOL,
+            "mcpReady": BOOL,
+            "ai": obj({"provider": STR, "authMethod": STR, "lastInteraction": {"type": "null"}}),
+            "storage": obj({"engine": STR, "status": nstr_in(["ok", "error"])}),
+            "queue": _HEALTH_QUEUE,
+            "generation": obj({"embedded": BOOL}),
+        }
+    )
+    boundary = obj(
+        {"status": nstr_in(["active", "disabled", "errored"]), "reason": STR, "details": OBJ},
+        required=["status", "reason"],
+    )
+    schema_status = obj({"initialized": BOOL, "schemaVersion": NSTR, "engine": STR})
+    schemas["Info"] = obj(
+        {
+            "name": {"const": "claude-mem-server"},
+            "runtime": {"const": "server-beta"},
+            "version": STR,
+            "authMode": STR,
+            "postgres": schema_status,
+            "storage": schema_status,
+            "queue": obj({"engine": nstr_in(["memory", "taskiq", "disabled"])}),
+            "provider": STR,
+            "boundaries": obj(
+                {
+                    "queueManager": boundary,
+                    "generationWorkerManager": boundary,
+                    "providerRegistry": boundary,
+                    "eventBroadcaster": boundary,
+                }
+            ),
+            "queueLanes": _HEALTH_QUEUE["properties"]["lanes"],
+        }
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "claude-mem server",
+            "version": "1",
+            "description": "Wire-compatible with claude-mem server-beta (see docs/ and api.md). "
+            "Every *Epoch field is integer milliseconds since the Unix epoch. Every response "
+            "carries an X-Request-Id header (an accepted inbound one, else a new UUID).",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+DOCUMENT = build()
+
+
+async def serve_document(request: web.Request) -> web.StreamResponse:
+    return json_response(DOCUMENT)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/openapi.json", serve_document)
+
+
+def render() -> str:
+    return json.dumps(DOCUMENT, indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    text = render()
+    if args:
+        Path(args[0]).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

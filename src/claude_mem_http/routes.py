@@ -1,0 +1,496 @@
+"""The data routes of api.md §3 and §4: parse, call one service, serialise.
+
+Scope and tenancy rules live in the core services; a handler only authenticates (via
+:func:`auth.requires`), reads the request strictly and shapes the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from claude_mem_core.domain.models import GenerationJob
+from claude_mem_core.domain.scopes import Need, allows
+from claude_mem_core.errors import FieldIssue, Forbidden, InvalidInput, NotFound
+from claude_mem_core.services import ingest, jobs, memories, sessions
+from claude_mem_core.services.context import Caller, Deps
+from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
+from claude_mem_core.services.outbox import Transport
+from claude_mem_http import schemas
+from claude_mem_http.auth import requires
+from claude_mem_http.keys import RUNTIME
+from claude_mem_http.middlewares import BadRequest, json_response
+from claude_mem_http.schemas import RequestInvalid
+
+COMPAT_SOURCE_ADAPTER = "claude-code-compat"
+WAIT_POLL_FIRST_S = 0.05
+WAIT_POLL_MAX_S = 0.5
+JOB_PAGE_MAX = jobs.MAX_PAGE
+
+
+def _deps(request: web.Request) -> Deps:
+    return request.app[RUNTIME].memory.deps
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def _wait_timeout_s(request: web.Request) -> float:
+    ms = schemas.query_int(
+        request.query, "waitTimeoutMs", schemas.MAX_WAIT_MS, minimum=0, maximum=schemas.MAX_WAIT_MS
+    )
+    return ms / 1000
+
+
+async def _wait_for(
+    deps: Deps, caller: Caller, job: GenerationJob, deadline: float
+) -> tuple[GenerationJob, bool]:
+    """Poll the job row until it is terminal or ``deadline`` (monotonic) passes. Each poll is
+    its own short unit of work: no connection is held between polls."""
+    # Reading back the job this request created needs no read scope beyond the write.
+    reader = attrs.evolve(caller, scopes=caller.scopes | {"jobs:read"})
+    delay = WAIT_POLL_FIRST_S
+    while not job.status.terminal:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return job, True
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, WAIT_POLL_MAX_S)
+        job = await jobs.get_job(deps, reader, job.id)
+    return job, False
+
+
+async def _event_result(
+    deps: Deps,
+    caller: Caller,
+    result: ingest.IngestedEvent,
+    *,
+    wait: bool,
+    deadline: float,
+) -> tuple[dict[str, Any], bool]:
+    body: dict[str, Any] = {"event": schemas.event(result.event)}
+    timed_out = False
+    if wait:
+        if result.job is None:
+            body["generationJob"] = None
+        else:
+            job, timed_out = await _wait_for(deps, caller, result.job, deadline)
+            body["generationJob"] = schemas.job_wait_status(job, result.transport)
+            if timed_out:
+                body["waitTimedOut"] = True
+    elif result.job is not None:
+        body["generationJob"] = schemas.job_summary(result.job, result.transport)
+    return body, timed_out
+
+
+@requires(Need.WRITE_EVENTS)
+async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse:
+    generate = schemas.query_flag(request.query, "generate", True)
+    wait = schemas.query_flag(request.query, "wait", False)
+    timeout = _wait_timeout_s(request)
+    item = schemas.parse_event(await schemas.read_json(request))
+    deps = _deps(request)
+    result = await ingest.ingest_event(deps, caller, item, generate=generate)
+    body, _ = await _event_result(
+        deps, caller, result, wait=wait, deadline=time.monotonic() + timeout
+    )
+    return json_response(body, 201)
+
+
+@requires(Need.WRITE_EVENTS)
+async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamResponse:
+    generate = schemas.query_flag(request.query, "generate", True)
+    wait = schemas.query_flag(request.query, "wait", False)
+    timeout = _wait_timeout_s(request)
+    items = schemas.parse_event_batch(await schemas.read_json(request))
+    deps = _deps(request)
+    results = await ingest.ingest_batch(deps, caller, items, generate=generate)
+    deadline = time.monotonic() + timeout
+    entries = []
+    any_timed_out = False
+    for result in results:
+        entry, timed_out = await _event_result(deps, caller, result, wait=wait, deadline=deadline)
+        any_timed_out = any_timed_out or timed_out
+        entries.append(entry)
+    body: dict[str, Any] = {"events": entries}
+    if any_timed_out:
+        body["waitTimedOut"] = True
+    return json_response(body, 201)
+
+
+@requires(Need.READ)
+async def get_event(request: web.Request, caller: Caller) -> web.StreamResponse:
+    event = await memories.get_event(_deps(request), caller, request.match_info["id"])
+    return json_response({"event": schemas.event(event)})
+
+
+@requires(Need.READ)
+async def get_event_observations(request: web.Request, caller: Caller) -> web.StreamResponse:
+    event_id = request.match_info["id"]
+    pairs = await memories.event_observations(_deps(request), caller, event_id)
+    return json_response(
+        {
+            "eventId": event_id,
+            "observations": [schemas.observation_with_source(o, s) for o, s in pairs],
+        }
+    )
+
+
+# -- sessions ------------------------------------------------------------------------------
+
+
+@requires(Need.WRITE_SESSIONS)
+async def start_session(request: web.Request, caller: Caller) -> web.StreamResponse:
+    item = schemas.parse_session_start(await schemas.read_json(request))
+    started = await sessions.start_session(_deps(request), caller, item)
+    return json_response(
+        {"session": schemas.session(started.session)}, 201 if started.created else 200
+    )
+
+
+@requires(Need.READ)
+async def get_session(request: web.Request, caller: Caller) -> web.StreamResponse:
+    found = await sessions.get_session(_deps(request), caller, request.match_info["id"])
+    return json_response({"session": schemas.session(found)})
+
+
+@requires(Need.WRITE_SESSIONS)
+async def end_session(request: web.Request, caller: Caller) -> web.StreamResponse:
+    ended = await sessions.end_session(_deps(request), caller, request.match_info["id"])
+    return json_response(
+        {
+            "session": schemas.session(ended.session),
+            "generationJob": schemas.job_summary(ended.job, ended.transport),
+        }
+    )
+
+
+# -- memories, search, context -------------------------------------------------------------
+
+
+@requires(Need.WRITE_MEMORIES)
+async def post_memory(request: web.Request, caller: Caller) -> web.StreamResponse:
+    item = schemas.parse_memory(await schemas.read_json(request))
+    memory = await memories.add_memory(_deps(request), caller, item)
+    return json_response({"memory": schemas.observation(memory)}, 201)
+
+
+@requires(Need.READ)
+async def post_search(request: web.Request, caller: Caller) -> web.StreamResponse:
+    project_id, query, limit = schemas.parse_search(
+        await schemas.read_json(request), default_limit=20, max_limit=MAX_SEARCH_LIMIT
+    )
+    found = await memories.search(
+        _deps(request), caller, project_id=project_id, query=query, limit=limit
+    )
+    return json_response({"observations": [schemas.observation(o) for o in found]})
+
+
+@requires(Need.READ)
+async def post_context(request: web.Request, caller: Caller) -> web.StreamResponse:
+    project_id, query, limit = schemas.parse_search(
+        await schemas.read_json(request), default_limit=10, max_limit=MAX_CONTEXT_LIMIT
+    )
+    built = await memories.context(
+        _deps(request), caller, project_id=project_id, query=query, limit=limit
+    )
+    return json_response(
+        {
+            "observations": [schemas.observation(o) for o in built.observations],
+            "context": built.context,
+        }
+    )
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def _status(request: web.Request) -> Any:
+    return _query_enum(request, "status", jobs.parse_status)
+
+
+def _source_type(request: web.Request) -> Any:
+    raw = schemas.query_one(request.query, "source_type")
+    if raw is None:
+        raw = schemas.query_one(request.query, "sourceType")
+    return _wrap_query("source_type", jobs.parse_source_type, raw)
+
+
+def _query_enum(request: web.Request, name: str, parse: Any) -> Any:
+    return _wrap_query(name, parse, schemas.query_one(request.query, name))
+
+
+def _wrap_query(name: str, parse: Any, raw: str | None) -> Any:
+    try:
+        return parse(raw)
+    except InvalidInput as exc:
+        raise RequestInvalid(
+            [FieldIssue(name, i.message, "invalid_enum_value") for i in exc.issues]
+        ) from None
+
+
+def _page(request: web.Request) -> tuple[int, int]:
+    limit = schemas.query_int(request.query, "limit", 50, minimum=1, maximum=JOB_PAGE_MAX)
+    offset = schemas.query_int(request.query, "offset", 0, minimum=0, maximum=None)
+    return limit, offset
+
+
+def _includes(request: web.Request) -> set[str]:
+    raw = schemas.query_one(request.query, "include")
+    if raw is None:
+        return set()
+    parts = {p.strip() for p in raw.split(",") if p.strip()}
+    unknown = sorted(parts - {"payload"})
+    if unknown:
+        raise RequestInvalid(
+            FieldIssue("include", f"unknown value(s) {', '.join(unknown)}; allowed: payload")
+        )
+    return parts
+
+
+def _job_page(page: jobs.JobPage, *, include_payload: bool = False) -> dict[str, Any]:
+    return {
+        "jobs": [schemas.job_list_entry(j, include_payload=include_payload) for j in page.jobs],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+    }
+
+
+@requires(Need.READ)
+async def list_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
+    include_payload = "payload" in _includes(request)
+    if include_payload and not allows(caller.scopes, Need.ADMIN):
+        raise Forbidden("`include=payload` requires admin scope")
+    status = _status(request)
+    source_type = _source_type(request)
+    since = schemas.query_since(request.query)
+    limit, offset = _page(request)
+    page = await jobs.list_jobs(
+        _deps(request),
+        caller,
+        status=status,
+        source_type=source_type,
+        since=since,
+        limit=limit,
+        offset=offset,
+    )
+    body = _job_page(page, include_payload=include_payload)
+    body["requestId"] = caller.request_id
+    return json_response(body)
+
+
+@requires(Need.READ)
+async def list_team_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
+    if request.match_info["teamId"] != caller.team_id:
+        raise NotFound("Team not found")
+    status = _status(request)
+    limit, offset = _page(request)
+    page = await jobs.list_jobs(
+        _deps(request), caller, status=status, limit=limit, offset=offset, mode="team_jobs"
+    )
+    return json_response(_job_page(page))
+
+
+@requires(Need.READ)
+async def list_project_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
+    status = _status(request)
+    limit, offset = _page(request)
+    page = await jobs.list_jobs(
+        _deps(request),
+        caller,
+        project_id=request.match_info["projectId"],
+        status=status,
+        limit=limit,
+        offset=offset,
+        mode="project_jobs",
+    )
+    return json_response(_job_page(page))
+
+
+@requires(Need.READ)
+async def get_job(request: web.Request, caller: Caller) -> web.StreamResponse:
+    job = await jobs.get_job(_deps(request), caller, request.match_info["id"])
+    return json_response({"generationJob": schemas.job_status(job)})
+
+
+@requires(Need.OPERATE_JOBS)
+async def retry_job(request: web.Request, caller: Caller) -> web.StreamResponse:
+    outcome = await jobs.retry_job(_deps(request), caller, request.match_info["id"])
+    return json_response(
+        {
+            "generationJob": schemas.job_status(outcome.job),
+            "retriedCount": outcome.retried_count,
+            "alreadyQueued": outcome.already_queued,
+            "requestId": caller.request_id,
+        }
+    )
+
+
+@requires(Need.OPERATE_JOBS)
+async def cancel_job(request: web.Request, caller: Caller) -> web.StreamResponse:
+    outcome = await jobs.cancel_job(_deps(request), caller, request.match_info["id"])
+    return json_response(
+        {
+            "generationJob": schemas.job_status(outcome.job),
+            "alreadyCancelled": outcome.already_cancelled,
+            "requestId": caller.request_id,
+        }
+    )
+
+
+# -- projects ------------------------------------------------------------------------------
+
+
+@requires(Need.READ)
+async def list_projects(request: web.Request, caller: Caller) -> web.StreamResponse:
+    limit = schemas.query_int(request.query, "limit", 50, minimum=1, maximum=500)
+    offset = schemas.query_int(request.query, "offset", 0, minimum=0, maximum=None)
+    memory = request.app[RUNTIME].memory
+    if caller.project_id is None:
+        rows, total = await memory.list_projects(caller.team_id, limit=limit, offset=offset)
+        listed = [schemas.project(p) for p in rows]
+    else:
+        # A project key sees its own project only (decision 3).
+        own = await _own_project(request, caller)
+        listed = [schemas.project(own)][offset : offset + limit]
+        total = 1
+    return json_response({"projects": listed, "total": total, "limit": limit, "offset": offset})
+
+
+async def _own_project(request: web.Request, caller: Caller) -> Any:
+    memory = request.app[RUNTIME].memory
+    offset = 0
+    while True:
+        rows, total = await memory.list_projects(caller.team_id, limit=500, offset=offset)
+        for row in rows:
+            if row.id == caller.project_id:
+                return row
+        offset += len(rows)
+        if not rows or offset >= total:
+            raise NotFound("Project not found")
+
+
+# -- legacy compat (api.md §4) -------------------------------------------------------------
+
+
+def _project_key(caller: Caller, route: str) -> str:
+    if caller.project_id is None:
+        raise BadRequest(f"Legacy {route} requires a project-scoped API key")
+    return caller.project_id
+
+
+@requires(Need.WRITE_EVENTS)
+async def compat_observations(request: web.Request, caller: Caller) -> web.StreamResponse:
+    body = schemas.parse_compat_observation(await schemas.read_json(request))
+    project_id = _project_key(caller, "/api/sessions/observations")
+    deps = _deps(request)
+    found = await sessions.find_or_start_by_content_id(
+        deps,
+        caller,
+        project_id=project_id,
+        content_session_id=body["contentSessionId"],
+        agent_id=body["agentId"],
+        agent_type=body["agentType"],
+        platform_source=body["platformSource"],
+    )
+    tool_use_id = body["tool_use_id"] or body["toolUseId"]
+    item = ingest.EventInput(
+        project_id=project_id,
+        source_adapter=COMPAT_SOURCE_ADAPTER,
+        event_type="tool_use",
+        occurred_at=deps.clock.now(),
+        server_session_id=found.id,
+        source_event_id=tool_use_id,
+        payload={
+            "contentSessionId": body["contentSessionId"],
+            "tool_name": body["tool_name"],
+            "tool_input": body["tool_input"],
+            "tool_response": body["tool_response"],
+            "cwd": body["cwd"],
+            "platformSource": body["platformSource"],
+            "agentId": body["agentId"],
+            "agentType": body["agentType"],
+            "toolUseId": tool_use_id,
+        },
+        metadata={"compat": "sessions/observations"},
+    )
+    result = await ingest.ingest_event(
+        deps, caller, item, generate=True, job_source="http_post_api_sessions_observations"
+    )
+    transport: Transport = result.transport
+    return json_response(
+        {
+            "status": "queued",
+            "observationCount": 1,
+            "sessionId": found.id,
+            "serverSessionId": found.id,
+            "eventId": result.event.id,
+            "generationJobId": result.job.id if result.job is not None else None,
+            "transport": transport,
+        }
+    )
+
+
+@requires(Need.WRITE_SESSIONS)
+async def compat_summarize(request: web.Request, caller: Caller) -> web.StreamResponse:
+    body = schemas.parse_compat_summarize(await schemas.read_json(request))
+    project_id = _project_key(caller, "/api/sessions/summarize")
+    if body["agentId"]:
+        return json_response({"status": "skipped", "reason": "subagent_context"})
+    deps = _deps(request)
+    found = await sessions.find_or_start_by_content_id(
+        deps,
+        caller,
+        project_id=project_id,
+        content_session_id=body["contentSessionId"],
+        platform_source=body["platformSource"],
+    )
+    ended = await sessions.end_session(
+        deps,
+        caller,
+        found.id,
+        job_source="http_post_api_sessions_summarize",
+        source_adapter=COMPAT_SOURCE_ADAPTER,
+    )
+    return json_response(
+        {
+            "status": "queued",
+            "sessionId": ended.session.id,
+            "serverSessionId": ended.session.id,
+            "generationJobId": ended.job.id,
+            "transport": ended.transport,
+        }
+    )
+
+
+ROUTES: list[tuple[str, str, Any]] = [
+    ("POST", "/v1/sessions/start", start_session),
+    ("GET", "/v1/sessions/{id}", get_session),
+    ("POST", "/v1/sessions/{id}/end", end_session),
+    ("POST", "/v1/events", post_event),
+    ("POST", "/v1/events/batch", post_event_batch),
+    ("GET", "/v1/events/{id}", get_event),
+    ("GET", "/v1/events/{id}/observations", get_event_observations),
+    ("POST", "/v1/memories", post_memory),
+    ("POST", "/v1/search", post_search),
+    ("POST", "/v1/context", post_context),
+    ("GET", "/v1/jobs", list_jobs),
+    ("GET", "/v1/jobs/{id}", get_job),
+    ("POST", "/v1/jobs/{id}/retry", retry_job),
+    ("POST", "/v1/jobs/{id}/cancel", cancel_job),
+    ("GET", "/v1/teams/{teamId}/jobs", list_team_jobs),
+    ("GET", "/v1/projects/{projectId}/jobs", list_project_jobs),
+    ("GET", "/v1/projects", list_projects),
+    ("POST", "/api/sessions/observations", compat_observations),
+    ("POST", "/api/sessions/summarize", compat_summarize),
+]
+
+
+def setup(app: web.Application) -> None:
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)

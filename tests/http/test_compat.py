@@ -1,0 +1,114 @@
+"""Legacy hook routes /api/sessions/observations and /api/sessions/summarize (api.md §4)."""
+
+from __future__ import annotations
+
+import pytest
+from httpkit import Api, World, audit_rows
+
+from claude_mem_core.facade import Memory
+from claude_mem_core.services import ingest
+
+# The core's ingest validation must accept the compat adapter name (api.md §4.1); until it
+# does, the observation route answers 400 and these tests are expected to fail.
+needs_compat_adapter = pytest.mark.xfail(
+    "claude-code-compat" not in ingest.SOURCE_ADAPTERS,
+    reason="core ingest does not yet accept source_adapter 'claude-code-compat'",
+    strict=True,
+)
+
+
+def _obs(**extra: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "contentSessionId": "claude-session-1",
+        "tool_name": "Edit",
+        "tool_input": {"file": "a.py"},
+        "tool_response": "ok",
+        "cwd": "/repo",
+        "toolUseId": "tu_abc",
+    }
+    body.update(extra)
+    return body
+
+
+@needs_compat_adapter
+async def test_observation_records_event_in_session(api: Api, world: World, memory: Memory) -> None:
+    reply = await api.post(
+        "/api/sessions/observations",
+        _obs(),
+        key=world.key,
+        headers={"X-Request-Id": "compat-1"},
+    )
+    assert reply.status == 200, reply.body
+    body = reply.body
+    assert body["status"] == "queued" and body["observationCount"] == 1
+    assert body["transport"] == "enqueued" and body["generationJobId"]
+    assert body["sessionId"] == body["serverSessionId"]
+    assert reply.headers["X-Request-Id"] == "compat-1"
+    event = await api.get(f"/v1/events/{body['eventId']}", key=world.key)
+    ev = event.body["event"]
+    assert ev["sourceAdapter"] == "claude-code-compat" and ev["eventType"] == "tool_use"
+    assert ev["payload"]["tool_name"] == "Edit"
+    assert ev["serverSessionId"] == body["serverSessionId"]
+    rows = await audit_rows(memory, world.team, "event.received")
+    assert rows[0].details["requestId"] == "compat-1"
+
+    same_tool = await api.post("/api/sessions/observations", _obs(), key=world.key)
+    assert same_tool.body["eventId"] == body["eventId"]
+    other_tool = await api.post(
+        "/api/sessions/observations", _obs(toolUseId="tu_def"), key=world.key
+    )
+    assert other_tool.body["serverSessionId"] == body["serverSessionId"]
+    assert other_tool.body["eventId"] != body["eventId"]
+
+
+@needs_compat_adapter
+async def test_observation_tolerates_nulls_and_rejects_bad_types(api: Api, world: World) -> None:
+    nulls = _obs(cwd=None, agentId=None, agentType=None, platformSource=None, toolUseId=None)
+    assert (await api.post("/api/sessions/observations", nulls, key=world.key)).status == 200
+    bad = await api.post("/api/sessions/observations", _obs(cwd=5), key=world.key)
+    assert bad.status == 400 and bad.body["issues"][0]["path"] == ["cwd"]
+    missing = await api.post("/api/sessions/observations", {"tool_name": "x"}, key=world.key)
+    assert missing.status == 400 and missing.body["issues"][0]["path"] == ["contentSessionId"]
+
+
+async def test_team_key_is_400_bad_request(api: Api, world: World) -> None:
+    for path, body in (
+        ("/api/sessions/observations", _obs()),
+        ("/api/sessions/summarize", {"contentSessionId": "c"}),
+    ):
+        reply = await api.post(path, body, key=world.team_key)
+        assert reply.status == 400 and reply.body["error"] == "BadRequest"
+    assert (await api.get("/v1/jobs", key=world.team_key)).body["total"] == 0
+
+
+async def test_summarize(api: Api, world: World) -> None:
+    await api.post("/api/sessions/observations", _obs(), key=world.key)
+    first = await api.post(
+        "/api/sessions/summarize",
+        {"contentSessionId": "claude-session-1", "last_assistant_message": None},
+        key=world.key,
+    )
+    assert first.status == 200 and first.body["status"] == "queued"
+    session = await api.get(f"/v1/sessions/{first.body['serverSessionId']}", key=world.key)
+    assert session.body["session"]["endedAtEpoch"] is not None
+    job = await api.get(f"/v1/jobs/{first.body['generationJobId']}", key=world.key)
+    assert job.body["generationJob"]["sourceType"] == "session_summary"
+    again = await api.post(
+        "/api/sessions/summarize", {"contentSessionId": "claude-session-1"}, key=world.key
+    )
+    assert again.body["generationJobId"] == first.body["generationJobId"]
+    unknown = await api.post(
+        "/api/sessions/summarize", {"contentSessionId": "never-seen"}, key=world.key
+    )
+    assert unknown.status == 200 and unknown.body["status"] == "queued"
+
+
+async def test_summarize_subagent_skip(api: Api, world: World) -> None:
+    reply = await api.post(
+        "/api/sessions/summarize",
+        {"contentSessionId": "claude-session-9", "agentId": "subagent-123"},
+        key=world.key,
+    )
+    assert reply.body == {"status": "skipped", "reason": "subagent_context"}
+    jobs = await api.get("/v1/jobs", key=world.key)
+    assert jobs.body["total"] == 0
