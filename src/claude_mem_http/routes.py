@@ -6,17 +6,14 @@ Scope and tenancy rules live in the core services; a handler only authenticates 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-import attrs
 from aiohttp import web
 
-from claude_mem_core.domain.models import GenerationJob
 from claude_mem_core.domain.scopes import Need, allows
 from claude_mem_core.errors import FieldIssue, Forbidden, InvalidInput, NotFound
-from claude_mem_core.services import ingest, jobs, memories, sessions
+from claude_mem_core.services import admin, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
 from claude_mem_core.services.outbox import Transport
@@ -46,24 +43,6 @@ def _wait_timeout_s(request: web.Request) -> float:
     return ms / 1000
 
 
-async def _wait_for(
-    deps: Deps, caller: Caller, job: GenerationJob, deadline: float
-) -> tuple[GenerationJob, bool]:
-    """Poll the job row until it is terminal or ``deadline`` (monotonic) passes. Each poll is
-    its own short unit of work: no connection is held between polls."""
-    # Reading back the job this request created needs no read scope beyond the write.
-    reader = attrs.evolve(caller, scopes=caller.scopes | {"jobs:read"})
-    delay = WAIT_POLL_FIRST_S
-    while not job.status.terminal:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return job, True
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, WAIT_POLL_MAX_S)
-        job = await jobs.get_job(deps, reader, job.id)
-    return job, False
-
-
 async def _event_result(
     deps: Deps,
     caller: Caller,
@@ -78,7 +57,7 @@ async def _event_result(
         if result.job is None:
             body["generationJob"] = None
         else:
-            job, timed_out = await _wait_for(deps, caller, result.job, deadline)
+            job, timed_out = await jobs.wait_for_job(deps, caller, result.job, deadline=deadline)
             body["generationJob"] = schemas.job_wait_status(job, result.transport)
             if timed_out:
                 body["waitTimedOut"] = True
@@ -350,29 +329,11 @@ async def cancel_job(request: web.Request, caller: Caller) -> web.StreamResponse
 async def list_projects(request: web.Request, caller: Caller) -> web.StreamResponse:
     limit = schemas.query_int(request.query, "limit", 50, minimum=1, maximum=500)
     offset = schemas.query_int(request.query, "offset", 0, minimum=0, maximum=None)
-    memory = request.app[RUNTIME].memory
-    if caller.project_id is None:
-        rows, total = await memory.list_projects(caller.team_id, limit=limit, offset=offset)
-        listed = [schemas.project(p) for p in rows]
-    else:
-        # A project key sees its own project only (decision 3).
-        own = await _own_project(request, caller)
-        listed = [schemas.project(own)][offset : offset + limit]
-        total = 1
+    rows, total = await admin.list_visible_projects(
+        request.app[RUNTIME].memory.deps, caller, limit=limit, offset=offset
+    )
+    listed = [schemas.project(p) for p in rows]
     return json_response({"projects": listed, "total": total, "limit": limit, "offset": offset})
-
-
-async def _own_project(request: web.Request, caller: Caller) -> Any:
-    memory = request.app[RUNTIME].memory
-    offset = 0
-    while True:
-        rows, total = await memory.list_projects(caller.team_id, limit=500, offset=offset)
-        for row in rows:
-            if row.id == caller.project_id:
-                return row
-        offset += len(rows)
-        if not rows or offset >= total:
-            raise NotFound("Project not found")
 
 
 # -- legacy compat (api.md §4) -------------------------------------------------------------

@@ -260,3 +260,16 @@ async def rotate_api_key(
     )
     await revoke_api_key(deps, old.id, actor_id=actor_id)
     return issued
+
+
+async def list_visible_projects(
+    deps: Deps, caller: Caller, *, limit: int = 50, offset: int = 0
+) -> tuple[Sequence[Project], int]:
+    """The projects a caller may see: its team's, or only its own for a project key."""
+    page = _check_page(limit, offset)
+    async with deps.storage.unit_of_work() as uow:
+        if caller.project_id is None:
+            return await uow.projects.list(caller.team_id, page)
+        own = await uow.projects.get(caller.team_id, caller.project_id)
+    rows = [own] if own is not None else []
+    return rows[page.offset : page.offset + page.limit], len(rows)

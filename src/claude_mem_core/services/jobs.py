@@ -6,6 +6,8 @@ transaction with their job event and audit row, so they cannot race a worker.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -21,7 +23,7 @@ from claude_mem_core.domain.models import (
     JobStatus,
     SourceType,
 )
-from claude_mem_core.domain.scopes import Need, require
+from claude_mem_core.domain.scopes import Need, allows, require
 from claude_mem_core.errors import Conflict, InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
@@ -269,3 +271,31 @@ async def cancel_job(
 async def job_counts(deps: Deps, team_id: str | None = None) -> dict[JobStatus, int]:
     async with deps.storage.unit_of_work() as uow:
         return await uow.jobs.count_by_status(team_id)
+
+
+WAIT_POLL_FIRST_S = 0.05
+WAIT_POLL_MAX_S = 0.5
+
+
+async def wait_for_job(
+    deps: Deps, caller: Caller, job: GenerationJob, *, deadline: float
+) -> tuple[GenerationJob, bool]:
+    """Wait until ``job`` (which the caller just wrote) is terminal or the monotonic
+    ``deadline`` passes; returns the last row seen and whether time ran out.
+
+    Each poll is its own short unit of work, so no connection is held while waiting, and
+    the interval backs off. Reading back one's own job needs only the write scope that
+    created it.
+    """
+    if not (allows(caller.scopes, Need.READ) or allows(caller.scopes, Need.WRITE_EVENTS)):
+        require(caller.scopes, Need.READ)
+    delay = WAIT_POLL_FIRST_S
+    while not job.status.terminal:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return job, True
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, WAIT_POLL_MAX_S)
+        async with deps.storage.unit_of_work() as uow:
+            job = await _load(uow, caller, job.id)
+    return job, False
