@@ -24,8 +24,6 @@ from claude_mem_http.middlewares import BadRequest, json_response
 from claude_mem_http.schemas import RequestInvalid
 
 COMPAT_SOURCE_ADAPTER = "claude-code-compat"
-WAIT_POLL_FIRST_S = 0.05
-WAIT_POLL_MAX_S = 0.5
 JOB_PAGE_MAX = jobs.MAX_PAGE
 
 

@@ -218,6 +218,28 @@ def test_private_content_never_reaches_the_output() -> None:
     assert "Ran `deploy --token`" in text
 
 
+def test_odd_payloads_do_not_raise() -> None:
+    deep: Any = "<private>x</private>"
+    for _ in range(3000):
+        deep = [deep]
+    odd = [
+        deep,
+        {"tool_name": "Read", "tool_response": deep},
+        {"tool_name": 5, "tool_input": "not json"},
+        {"tool_name": "Bash", "tool_input": {"command": ["not", "a", "string"]}},
+        {"tool_name": "Edit", "tool_input": {"edits": "nope", "file_path": 3}},
+        {1: "int key", None: "none key"},
+        {"tool_name": "X", "tool_response": {"a": {1, 2}, "b": object()}},
+        float("nan"),
+        b"bytes",
+    ]
+    for purpose in ("observations", "summary"):
+        text = respond(*(event(p, id=f"e{i}") for i, p in enumerate(odd)), purpose=purpose)
+        parsed = parse_summary(text) if purpose == "summary" else parse_observations(text)
+        assert isinstance(parsed, ParsedSummary | ParsedObservations)
+        assert "<private>" not in text
+
+
 def test_nothing_meaningful_is_a_skip() -> None:
     text = respond(event({"foo": 1}), event(None), event("   "), event({"prompt": "<private>x"}))
     assert text == '<skip_summary reason="nothing_to_record" />'

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import attrs
 import pytest
 from hypothesis import given
@@ -228,6 +230,15 @@ def test_entities_are_decoded_once() -> None:
 def test_decode_inverts_escape() -> None:
     for text in ("plain", "&amp;", "<a href='x'>&lt;</a>", '"&#65;"'):
         assert decode_entities(escape_xml(text)) == text
+
+
+def test_junk_input_is_handled_in_linear_time() -> None:
+    junk = "<observation " * 50_000 + "<skip_summary " * 50_000 + "<summary>" * 50_000
+    started = time.perf_counter()
+    assert isinstance(parse_observations(junk), ParseFailure)
+    assert isinstance(parse_summary(junk), ParseFailure)
+    # A quadratic scan takes minutes here; a linear one a few milliseconds.
+    assert time.perf_counter() - started < 5
 
 
 def test_raw_specials_written_by_a_model_are_kept() -> None:

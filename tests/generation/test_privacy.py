@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 import pytest
@@ -71,8 +72,41 @@ def test_unclosed_other_tag_stays_but_inner_private_is_removed() -> None:
     assert result.counts == {"private": 1}
 
 
-def test_private_inside_unclosed_wrapper_that_is_itself_unclosed() -> None:
-    assert strip_tags("ok <system-reminder>x <private>pw").text == "ok"
+def test_unclosed_private_inside_unclosed_wrapper_hides_from_the_private_tag_on() -> None:
+    assert strip_tags("ok <system-reminder>x <private>pw").text == "ok <system-reminder>x"
+
+
+def test_closing_tag_pairs_with_the_nearest_open_tag_of_its_name() -> None:
+    assert strip_tags("<system-reminder>a<system-reminder>b</system-reminder>c").text == (
+        "<system-reminder>ac"
+    )
+    # Closing the outer tag also ends an inner one that was never closed.
+    assert strip_tags("<system-reminder>a<claude-mem-context>b</system-reminder>c").text == "c"
+
+
+def test_tag_with_angle_bracket_inside_is_not_a_tag() -> None:
+    assert strip_tags("a <private x=<y>>b</private>").text == "a <private x=<y>>b</private>"
+
+
+def test_deeply_nested_json_is_still_cleaned() -> None:
+    value: object = "<private>x</private>leaf"
+    for _ in range(3000):  # deeper than the default recursion limit
+        value = [value, {"k": "v"}]
+    cleaned = strip_tags_in_json(value)
+    assert cleaned.counts == {"private": 1}
+    inner = cleaned.value
+    depth = 0
+    while isinstance(inner, list):
+        inner, depth = inner[0], depth + 1
+    assert (depth, inner) == (3000, "leaf")
+
+
+def test_junk_input_is_handled_in_linear_time() -> None:
+    junk = "<system-reminder>" * 20_000 + "<private " * 20_000 + "</private>" * 20_000
+    started = time.perf_counter()
+    assert strip_tags(junk).text == junk.strip()
+    # A quadratic scan takes minutes here; a linear one a few milliseconds.
+    assert time.perf_counter() - started < 5
 
 
 def test_stray_closing_tag_is_left_alone() -> None:

@@ -14,6 +14,7 @@ from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.generation.prompt import (
     ALL_PRIVATE_RESPONSE,
     TRUNCATION_MARKER,
+    UNRENDERABLE_PAYLOAD,
     PromptBuild,
     build_observation_prompt,
     build_summary_prompt,
@@ -104,6 +105,10 @@ def test_unserialisable_payload_does_not_crash() -> None:
     circular.append(circular)
     assert render_payload(circular) == "[[...]]"
     assert render_payload({"when": WHEN}) == json.dumps({"when": str(WHEN)}, indent=2)
+    deep: list[Any] = []
+    for _ in range(5000):  # too deep for json.dumps and for str()
+        deep = [deep]
+    assert render_payload(deep) == UNRENDERABLE_PAYLOAD
 
 
 def test_everything_interpolated_is_escaped() -> None:

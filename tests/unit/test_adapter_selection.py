@@ -38,9 +38,7 @@ def test_unknown_queue_url_is_refused() -> None:
     ("url", "extra"),
     [("sqlite+aiosqlite:///x.db", "sqlite"), ("postgresql+psycopg://u@h/db", "postgres")],
 )
-def test_missing_sql_extra_names_it(
-    url: str, extra: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_sql_extra_names_it(url: str, extra: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # None in sys.modules makes the import fail as if the package were not installed.
     monkeypatch.setitem(sys.modules, "claude_mem_core.adapters.sqlalchemy", None)
     with pytest.raises(MissingExtra, match=rf"pip install 'claude-mem\[{extra}\]'"):

@@ -14,8 +14,12 @@ import claude_mem_core
 CORE = Path(claude_mem_core.__file__).parent
 INNER = ["domain", "ports", "services", "generation", "errors.py", "config.py"]
 ALLOWED_THIRD_PARTY = {"attrs", "attr", "cattrs"}
-FORBIDDEN_INNER = ("claude_mem_core.adapters", "claude_mem_core.testing", "claude_mem_http",
-                   "claude_mem_worker")
+FORBIDDEN_INNER = (
+    "claude_mem_core.adapters",
+    "claude_mem_core.testing",
+    "claude_mem_http",
+    "claude_mem_worker",
+)
 
 
 def _modules(path: Path) -> list[Path]:

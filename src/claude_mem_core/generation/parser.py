@@ -98,7 +98,7 @@ _SUBSTANTIVE_SUMMARY_FIELDS = SUMMARY_FIELDS[:-1]
 
 _ENTITY_RE = re.compile(r"&(?:(lt|gt|amp|quot|apos)|#([0-9]{1,8})|#[xX]([0-9a-fA-F]{1,8}));")
 _NAMED = {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}
-_SKIP_RE = re.compile(r"<skip_summary(?=[\s/>])([^>]*)>", re.IGNORECASE)
+_SKIP_RE = re.compile(r"<skip_summary(?=[\s/>])([^<>]*)>", re.IGNORECASE)
 _REASON_RE = re.compile(r"""reason\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 
 
@@ -119,9 +119,9 @@ def decode_entities(text: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _tag_patterns(name: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    # ``(?:\s[^>]*)?`` allows attributes but not ``<name/>`` or a longer name like ``<facts>``
-    # when looking for ``<fact>``.
-    opening = re.compile(rf"<{re.escape(name)}(?:\s[^>]*)?>", re.IGNORECASE)
+    # ``(?:\s[^<>]*)?`` allows attributes but not ``<name/>`` or a longer name like ``<facts>``
+    # when looking for ``<fact>``; stopping at ``<`` keeps the scan linear on junk input.
+    opening = re.compile(rf"<{re.escape(name)}(?:\s[^<>]*)?>", re.IGNORECASE)
     closing = re.compile(rf"</{re.escape(name)}\s*>", re.IGNORECASE)
     return opening, closing
 

@@ -9,6 +9,7 @@ Differences from a plain non-greedy regex, all in the direction of removing more
 
 * Tag names match case-insensitively and may carry attributes (``<private reason="x">``).
 * Nesting is tracked, so ``<private>a<private>b</private>c</private>`` removes ``c`` too.
+  A closing tag pairs with the nearest open tag of its name; stray closing tags stay.
 * An opening ``<private>`` that is never closed hides everything after it; leaking the rest
   of a payload because someone forgot the closing tag would defeat the point of the tag.
   Other unclosed tags are left as text (they are not secrets) but are still searched inside.
@@ -42,7 +43,8 @@ WARN_THRESHOLD = 100
 
 _NAMES = "|".join(re.escape(name) for name in STRIPPED_TAGS)
 # The look-ahead keeps ``<private-notes>`` or ``<privateer>`` from counting as ``<private>``.
-_TAG_RE = re.compile(rf"<(/?)({_NAMES})(?=[\s/>])([^>]*)>", re.IGNORECASE)
+# XML forbids ``<`` inside a tag, and stopping there keeps the scan linear on junk input.
+_TAG_RE = re.compile(rf"<(/?)({_NAMES})(?=[\s/>])([^<>]*)>", re.IGNORECASE)
 
 
 def _frozen_counts(value: Mapping[str, int]) -> dict[str, int]:
@@ -86,65 +88,65 @@ class JsonStripResult:
 
 
 def _strip_pass(text: str) -> tuple[str, Counter[str]]:
-    """One left-to-right scan; returns the text with every complete region cut out."""
-    pieces: list[str] = []
-    removed: Counter[str] = Counter()
-    keep_from = 0  # start of the text not yet copied into ``pieces``
-    search_at = 0
-    stack: list[str] = []  # names of the open tags of the current region, outermost first
-    region_start = 0
-    region_resume = 0  # just after the region's opening tag, for rescanning
-    region_counts: Counter[str] = Counter()
+    """One left-to-right scan; returns the text with every tagged region cut out.
 
-    while True:
-        match = _TAG_RE.search(text, search_at)
-        if match is None:
-            if not stack:
-                break
-            if PRIVATE_TAG in stack:
-                # Unclosed private block: everything from the region on is private.
-                pieces.append(text[keep_from:region_start])
-                removed.update(region_counts)
-                keep_from = len(text)
-                break
-            # An unclosed non-private wrapper stays as text, but what it contains is still
-            # scanned, so a complete private block inside it is removed.
-            stack.clear()
-            search_at = region_resume
-            continue
+    Regions are matched pairs (a closing tag pairs with the nearest open tag of its name,
+    implicitly closing any unclosed tags opened after it), self-closing tags, and the tail
+    from an unclosed ``<private>``. Unclosed other tags stay as text. Linear in the number
+    of tags: the stack is popped at most once per push.
+    """
+    regions: list[tuple[int, int]] = []
+    openings: list[tuple[int, str]] = []  # (start, name) of every opening tag, in order
+    stack: list[tuple[str, int]] = []  # (name, start) of tags still open
+    open_names: Counter[str] = Counter()
 
-        search_at = match.end()
-        closing = match.group(1) == "/"
+    for match in _TAG_RE.finditer(text):
         name = match.group(2).lower()
-        self_closing = not closing and match.group(3).rstrip().endswith("/")
-
-        if not stack:
-            if closing:
+        if match.group(1) == "/":
+            if not open_names[name]:
                 continue  # a stray closing tag hides nothing
-            if self_closing:
-                pieces.append(text[keep_from : match.start()])
-                keep_from = match.end()
-                removed[name] += 1
-                continue
-            stack.append(name)
-            region_start = match.start()
-            region_resume = match.end()
-            region_counts = Counter({name: 1})
+            while True:
+                open_name, open_start = stack.pop()
+                open_names[open_name] -= 1
+                if open_name == name:
+                    break
+            regions.append((open_start, match.end()))
             continue
-
-        if closing:
-            if name in stack:
-                # Closing an outer tag implicitly closes the unclosed ones inside it.
-                del stack[len(stack) - 1 - stack[::-1].index(name) :]
-                if not stack:
-                    pieces.append(text[keep_from:region_start])
-                    keep_from = match.end()
-                    removed.update(region_counts)
+        openings.append((match.start(), name))
+        if match.group(3).rstrip().endswith("/"):
+            regions.append((match.start(), match.end()))
         else:
-            region_counts[name] += 1
-            if not self_closing:
-                stack.append(name)
+            stack.append((name, match.start()))
+            open_names[name] += 1
 
+    unclosed_private = [start for name, start in stack if name == PRIVATE_TAG]
+    if unclosed_private:
+        # An unclosed private block hides everything after it.
+        regions.append((unclosed_private[0], len(text)))
+    if not regions:
+        return text, Counter()
+
+    regions.sort()
+    merged: list[list[int]] = []
+    for start, end in regions:
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+
+    removed: Counter[str] = Counter()
+    position = 0
+    for start, name in openings:
+        while merged[position][1] <= start and position < len(merged) - 1:
+            position += 1
+        if merged[position][0] <= start < merged[position][1]:
+            removed[name] += 1
+
+    pieces: list[str] = []
+    keep_from = 0
+    for start, end in merged:
+        pieces.append(text[keep_from:start])
+        keep_from = end
     pieces.append(text[keep_from:])
     return "".join(pieces), removed
 
