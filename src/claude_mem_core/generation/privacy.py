@@ -47,7 +47,7 @@ _NAMES = "|".join(re.escape(name) for name in STRIPPED_TAGS)
 _TAG_RE = re.compile(rf"<(/?)({_NAMES})(?=[\s/>])([^<>]*)>", re.IGNORECASE)
 
 
-def _frozen_counts(value: Mapping[str, int]) -> dict[str, int]:
+def _nonzero(value: Mapping[str, int]) -> dict[str, int]:
     return {name: count for name, count in value.items() if count}
 
 
@@ -56,7 +56,7 @@ class StripResult:
     """Stripped text (trimmed) and how many tags of each name were removed."""
 
     text: str
-    counts: dict[str, int] = field(factory=dict, converter=_frozen_counts)
+    counts: dict[str, int] = field(factory=dict, converter=_nonzero)
 
     @property
     def total(self) -> int:
@@ -76,7 +76,7 @@ class JsonStripResult:
     """A JSON value with every string in it stripped, and the summed tag counts."""
 
     value: Any
-    counts: dict[str, int] = field(factory=dict, converter=_frozen_counts)
+    counts: dict[str, int] = field(factory=dict, converter=_nonzero)
 
     @property
     def total(self) -> int:
