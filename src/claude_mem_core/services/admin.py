@@ -17,7 +17,7 @@ from attrs import frozen
 from claude_mem_core.domain.models import ApiKey, Project, Team
 from claude_mem_core.domain.scopes import DEFAULT_SCOPES, validate_scopes
 from claude_mem_core.errors import Forbidden, InvalidInput, NotFound
-from claude_mem_core.ports.storage import Page
+from claude_mem_core.ports.storage import Page, UnitOfWork
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit
 
@@ -130,15 +130,15 @@ class IssuedKey:
     raw_key: str = attrs.field(repr=False)
 
 
-async def create_api_key(
+def _new_key(
     deps: Deps,
     *,
     team_id: str,
-    project_id: str | None = None,
-    scopes: Iterable[str] = DEFAULT_SCOPES,
-    name: str | None = None,
-    expires_at: datetime | None = None,
-    actor_id: str = SYSTEM_ACTOR,
+    project_id: str | None,
+    scopes: Iterable[str],
+    name: str | None,
+    expires_at: datetime | None,
+    actor_id: str,
 ) -> IssuedKey:
     held = validate_scopes(scopes)
     now = deps.clock.now()
@@ -157,22 +157,50 @@ async def create_api_key(
         created_at=now,
         updated_at=now,
     )
-    async with deps.storage.unit_of_work() as uow:
-        if await uow.teams.get(team_id) is None:
-            raise NotFound("Team not found")
-        if project_id is not None and await uow.projects.get(team_id, project_id) is None:
-            raise NotFound("Project not found")
-        await uow.api_keys.add(key)
-        await audit(
-            uow,
-            deps,
-            Caller(team_id=team_id, actor_id=actor_id),
-            "api_key.create",
-            project_id=project_id,
-            resource_id=key.id,
-            details={"scopes": sorted(held), "name": key.name},
-        )
     return IssuedKey(key=key, raw_key=raw)
+
+
+async def _store_key(uow: UnitOfWork, deps: Deps, issued: IssuedKey, actor_id: str) -> None:
+    key = issued.key
+    team_id = key.team_id or ""
+    if await uow.teams.get(team_id) is None:
+        raise NotFound("Team not found")
+    if key.project_id is not None and await uow.projects.get(team_id, key.project_id) is None:
+        raise NotFound("Project not found")
+    await uow.api_keys.add(key)
+    await audit(
+        uow,
+        deps,
+        Caller(team_id=team_id, actor_id=actor_id),
+        "api_key.create",
+        project_id=key.project_id,
+        resource_id=key.id,
+        details={"scopes": sorted(key.scopes), "name": key.name},
+    )
+
+
+async def create_api_key(
+    deps: Deps,
+    *,
+    team_id: str,
+    project_id: str | None = None,
+    scopes: Iterable[str] = DEFAULT_SCOPES,
+    name: str | None = None,
+    expires_at: datetime | None = None,
+    actor_id: str = SYSTEM_ACTOR,
+) -> IssuedKey:
+    issued = _new_key(
+        deps,
+        team_id=team_id,
+        project_id=project_id,
+        scopes=scopes,
+        name=name,
+        expires_at=expires_at,
+        actor_id=actor_id,
+    )
+    async with deps.storage.unit_of_work() as uow:
+        await _store_key(uow, deps, issued, actor_id)
+    return issued
 
 
 async def verify_api_key(deps: Deps, raw_key: str, *, request_id: str | None = None) -> Caller:
@@ -249,7 +277,7 @@ async def rotate_api_key(
         raise InvalidInput.field("key_id", "is revoked; create a new key instead")
     if old.team_id is None:
         raise InvalidInput.field("key_id", "is not bound to a team")
-    issued = await create_api_key(
+    issued = _new_key(
         deps,
         team_id=old.team_id,
         project_id=old.project_id,
@@ -258,7 +286,20 @@ async def rotate_api_key(
         expires_at=old.expires_at,
         actor_id=actor_id,
     )
-    await revoke_api_key(deps, old.id, actor_id=actor_id)
+    now = deps.clock.now()
+    # One transaction: a crash never leaves two live keys, or none.
+    async with deps.storage.unit_of_work() as uow:
+        await _store_key(uow, deps, issued, actor_id)
+        await uow.api_keys.save(attrs.evolve(old, revoked_at=now, updated_at=now))
+        await audit(
+            uow,
+            deps,
+            Caller(team_id=old.team_id, actor_id=actor_id),
+            "api_key.rotate",
+            project_id=old.project_id,
+            resource_id=old.id,
+            details={"replacedBy": issued.key.id},
+        )
     return issued
 
 
