@@ -510,7 +510,20 @@ def build_parser() -> argparse.ArgumentParser:
     start = worker_acts.add_parser("start")
     start.add_argument("--concurrency", type=_positive, default=None)
     start.set_defaults(handler=cmd_worker)
+    _add_client_commands(sub)
     return parser
+
+
+def _add_client_commands(sub: Any) -> None:
+    """hook, install/uninstall, mcp and import live with the HTTP client (the 'http' extra)."""
+    try:
+        from claude_mem_http import hooks, install, mcp_server, transcript_import
+    except ImportError:  # pragma: no cover - without the extra these commands do not exist
+        return
+    hooks.register(sub)
+    install.register(sub)
+    mcp_server.register(sub)
+    transcript_import.register(sub)
 
 
 def _json_flag(argv: list[str]) -> tuple[list[str], bool]:

@@ -155,6 +155,12 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle(memory, background_generation))
     health.setup(app)
     routes.setup(app)
+    try:
+        from claude_mem_http.mcp_server import mount_mcp
+    except ImportError:  # the optional 'mcp' extra is not installed
+        pass
+    else:
+        mount_mcp(app)  # /mcp: read tools, key-authenticated
     openapi.setup(app)
     return app
 

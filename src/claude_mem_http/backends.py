@@ -25,7 +25,6 @@ from claude_mem_http import schemas
 from claude_mem_http.client import ClaudeMemClient
 
 LOCAL_TEAM = "local"
-RECENT_QUERY_FALLBACK = "*"
 
 
 class Backend(Protocol):
@@ -163,8 +162,8 @@ class RemoteBackend:
         return cast(dict[str, Any], body)
 
     async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
-        # The HTTP API has no "newest observations" route; a context query on the project
-        # name is the closest thing (callers pass the name as ``project`` hint via query).
+        # The HTTP API has no "newest observations" route: remote callers use
+        # :meth:`context` with a query instead (the hooks query the project's name).
         return []
 
     async def get_job(self, job_id: str) -> dict[str, Any]:

@@ -719,6 +719,14 @@ def build() -> dict[str, Any]:
                 tags=["compat"],
             )
         },
+        "/mcp": {
+            method: _op(
+                "MCP streamable HTTP transport (read tools only; JSON-RPC per the MCP spec)",
+                {"200": {"description": "An MCP JSON-RPC response"}},
+                tags=["mcp"],
+            )
+            for method in ("get", "post", "delete")
+        },
         "/healthz": {
             "get": _op(
                 "Liveness",

@@ -1,0 +1,612 @@
+"""The claude-mem MCP server (pipeline.md §6.1) on the ``mcp`` SDK's low-level server.
+
+Tools: ``observation_add``, ``observation_record_event``, ``observation_search``,
+``observation_context``, ``observation_generation_status`` and the aliases ``memory_add``,
+``memory_search``, ``memory_context``. Input schemas are explicit JSON Schemas (the
+``observation_*`` tools refuse unknown keys); every argument is also checked here, and a
+bad one gives an ``is_error`` result naming the field. A success is the HTTP API's JSON
+body, as pretty-printed text and as ``structured_content``.
+
+Backends (:mod:`backends`): remote (a claude-mem server over HTTP) or local (the core
+services in-process: the embedded SQLite memory, or an API key's caller inside the HTTP
+server).
+
+Transports:
+
+* stdio — ``claude-mem mcp`` (:func:`run_stdio`); remote when
+  ``CLAUDE_MEM_SERVER_BETA_URL`` is set, else embedded. Nothing but the protocol goes to
+  stdout.
+* streamable HTTP inside the aiohttp server — :func:`mount_mcp` adds ``/mcp`` with the
+  read tools only; each request is authenticated with the API key (scope read) and the
+  tools act as that key.
+
+The ``mcp`` SDK is imported lazily (it costs about a second), so registering the CLI
+command is free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from claude_mem_core.errors import (
+    ClaudeMemError,
+    Conflict,
+    FieldIssue,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
+from claude_mem_http.backends import Backend, LocalBackend, RemoteBackend
+from claude_mem_http.client import ClaudeMemClient, ServerUnavailable, now_epoch_ms
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from mcp.server.lowlevel import Server
+
+log = logging.getLogger("claude_mem.mcp")
+
+SERVER_NAME = "claude-mem"
+SERVER_VERSION = "0.1.0"
+SOURCE_TYPES = ("hook", "worker", "provider", "server", "api")
+MAX_SEARCH_LIMIT = 100
+MAX_CONTEXT_LIMIT = 50
+READ_TOOLS = frozenset(
+    {
+        "observation_search",
+        "observation_context",
+        "observation_generation_status",
+        "memory_search",
+        "memory_context",
+    }
+)
+
+BackendFactory = Callable[[Any], Awaitable[Backend]]
+
+# -- schemas ---------------------------------------------------------------------------------
+
+_STR = {"type": "string"}
+_PROJECT = {"type": "string", "description": "project id (default: the configured project)"}
+
+
+def _schema(
+    properties: dict[str, Any], required: list[str], *, extra: bool = False, **more: Any
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": extra,
+    }
+    schema.update(more)
+    return schema
+
+
+TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "observation_add": (
+        "Store a memory (observation) you wrote yourself. Never triggers generation.",
+        _schema(
+            {
+                "content": {"type": "string", "minLength": 1},
+                "projectId": _PROJECT,
+                "serverSessionId": _STR,
+                "kind": {"type": "string", "description": "default manual"},
+                "metadata": {"type": "object"},
+            },
+            ["content"],
+        ),
+    ),
+    "observation_record_event": (
+        "Record an agent event; by default it queues observation generation.",
+        _schema(
+            {
+                "eventType": {"type": "string", "minLength": 1},
+                "projectId": _PROJECT,
+                "sourceType": {"type": "string", "enum": list(SOURCE_TYPES), "default": "api"},
+                "serverSessionId": _STR,
+                "contentSessionId": _STR,
+                "memorySessionId": _STR,
+                "sourceEventId": {
+                    "type": "string",
+                    "description": "makes the call idempotent: a repeat is stored once",
+                },
+                "payload": {},
+                "occurredAtEpoch": {"type": "number", "description": "ms; default now"},
+                "generate": {"type": "boolean", "default": True},
+            },
+            ["eventType"],
+        ),
+    ),
+    "observation_search": (
+        "Full-text search of the project's observations, best match first.",
+        _schema(
+            {
+                "query": {"type": "string", "minLength": 1},
+                "projectId": _PROJECT,
+                "limit": {"type": "number", "minimum": 1, "maximum": MAX_SEARCH_LIMIT},
+            },
+            ["query"],
+        ),
+    ),
+    "observation_context": (
+        "Observations matching a query, plus their contents joined as ready-to-use context.",
+        _schema(
+            {
+                "query": {"type": "string", "minLength": 1},
+                "projectId": _PROJECT,
+                "limit": {"type": "number", "minimum": 1, "maximum": MAX_CONTEXT_LIMIT},
+            },
+            ["query"],
+        ),
+    ),
+    "observation_generation_status": (
+        "The status of a generation job (queued, processing, completed, failed, cancelled).",
+        _schema(
+            {"jobId": {"type": "string", "minLength": 1}, "job_id": {"type": "string"}},
+            [],
+            anyOf=[{"required": ["jobId"]}, {"required": ["job_id"]}],
+        ),
+    ),
+    "memory_add": (
+        "Alias of observation_add: content (or narrative), optional title and kind.",
+        _schema(
+            {
+                "projectId": _STR,
+                "kind": _STR,
+                "content": _STR,
+                "narrative": _STR,
+                "title": _STR,
+                "metadata": {"type": "object"},
+            },
+            ["projectId"],
+            extra=True,
+        ),
+    ),
+    "memory_search": (
+        "Alias of observation_search.",
+        _schema(
+            {
+                "projectId": _STR,
+                "query": _STR,
+                "limit": {"type": "number", "minimum": 1, "maximum": MAX_SEARCH_LIMIT},
+            },
+            ["projectId", "query"],
+        ),
+    ),
+    "memory_context": (
+        "Alias of observation_context.",
+        _schema(
+            {
+                "projectId": _STR,
+                "query": _STR,
+                "limit": {"type": "number", "minimum": 1, "maximum": MAX_CONTEXT_LIMIT},
+            },
+            ["projectId", "query"],
+        ),
+    ),
+}
+
+
+# -- argument checking -------------------------------------------------------------------------
+
+
+class Args:
+    """Reads tool arguments, collecting every problem as a :class:`FieldIssue`."""
+
+    def __init__(self, raw: Mapping[str, Any] | None, allowed: set[str] | None) -> None:
+        self.raw = dict(raw or {})
+        self.issues: list[FieldIssue] = []
+        if allowed is not None:
+            for name in sorted(set(self.raw) - allowed):
+                self.issues.append(FieldIssue(name, "is not a known argument", "unrecognized_keys"))
+
+    def text(self, name: str, *, required: bool = False) -> str | None:
+        value = self.raw.get(name)
+        if value is None:
+            if required:
+                self.issues.append(FieldIssue(name, "is required", "required"))
+            return None
+        if not isinstance(value, str):
+            self.issues.append(FieldIssue(name, "must be a string", "invalid_type"))
+            return None
+        if required and not value.strip():
+            self.issues.append(FieldIssue(name, "must not be blank", "too_small"))
+            return None
+        return value if value.strip() else None
+
+    def integer(self, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value != int(value)
+        ):
+            self.issues.append(FieldIssue(name, "must be a whole number", "invalid_type"))
+            return None
+        number = int(value)
+        if number < minimum or (maximum is not None and number > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            self.issues.append(FieldIssue(name, f"must be {bound}", "out_of_range"))
+            return None
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.issues.append(FieldIssue(name, "must be true or false", "invalid_type"))
+            return default
+        return value
+
+    def obj(self, name: str) -> dict[str, Any] | None:
+        value = self.raw.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.issues.append(FieldIssue(name, "must be an object", "invalid_type"))
+            return None
+        return value
+
+    def choice(self, name: str, values: tuple[str, ...], default: str) -> str:
+        value = self.raw.get(name)
+        if value is None:
+            return default
+        if value not in values:
+            self.issues.append(FieldIssue(name, f"must be one of {', '.join(values)}", "invalid"))
+            return default
+        return str(value)
+
+    def check(self) -> None:
+        if self.issues:
+            raise InvalidInput(self.issues)
+
+
+def _allowed(tool: str) -> set[str] | None:
+    schema = TOOLS[tool][1]
+    return None if schema.get("additionalProperties") else set(schema["properties"])
+
+
+# -- tool implementations ----------------------------------------------------------------------
+
+
+async def _add(backend: Backend, args: Args, *, content: str | None, metadata: Any) -> Any:
+    project = args.text("projectId")
+    session = args.text("serverSessionId")
+    kind = args.text("kind")
+    if content is None or not content.strip():
+        args.issues.append(FieldIssue("content", "must be non-empty text", "too_small"))
+    args.check()
+    return await backend.add_memory(
+        project,
+        content or "",
+        server_session_id=session,
+        kind=kind,
+        metadata=metadata,
+    )
+
+
+async def call(backend: Backend, tool: str, arguments: Mapping[str, Any] | None) -> Any:
+    """Run one tool; raises :class:`InvalidInput` (naming the field) or a backend error."""
+    args = Args(arguments, _allowed(tool))
+    if tool == "observation_add":
+        content = args.text("content", required=True)
+        return await _add(backend, args, content=content, metadata=args.obj("metadata"))
+    if tool == "memory_add":
+        content = args.text("content") or args.text("narrative")
+        metadata = dict(args.obj("metadata") or {})
+        title = args.text("title")
+        if title is not None:
+            metadata["title"] = title
+        return await _add(backend, args, content=content, metadata=metadata)
+    if tool == "observation_record_event":
+        event_type = args.text("eventType", required=True)
+        project = args.text("projectId")
+        occurred = args.integer("occurredAtEpoch", minimum=0)
+        event: dict[str, Any] = {
+            "eventType": event_type,
+            "sourceType": args.choice("sourceType", SOURCE_TYPES, "api"),
+            "occurredAtEpoch": now_epoch_ms() if occurred is None else occurred,
+            "serverSessionId": args.text("serverSessionId"),
+            "contentSessionId": args.text("contentSessionId"),
+            "memorySessionId": args.text("memorySessionId"),
+            "sourceEventId": args.text("sourceEventId"),
+            "payload": args.raw.get("payload"),
+        }
+        generate = args.boolean("generate", True)
+        args.check()
+        wire = {k: v for k, v in event.items() if v is not None}
+        return await backend.record_event(project, wire, generate=generate)
+    if tool in ("observation_search", "memory_search", "observation_context", "memory_context"):
+        search = tool.endswith("search")
+        required = tool.startswith("memory_")
+        project = args.text("projectId", required=required)
+        query = args.text("query", required=True)
+        limit = args.integer(
+            "limit", minimum=1, maximum=MAX_SEARCH_LIMIT if search else MAX_CONTEXT_LIMIT
+        )
+        args.check()
+        if search:
+            return await backend.search(project, query or "", limit)
+        return await backend.context(project, query or "", limit)
+    if tool == "observation_generation_status":
+        job_id = args.text("jobId") or args.text("job_id")
+        if job_id is None and not args.issues:
+            args.issues.append(FieldIssue("jobId", "is required", "required"))
+        args.check()
+        return await backend.get_job(job_id or "")
+    raise KeyError(tool)
+
+
+def error_text(tool: str, exc: BaseException) -> str:
+    """A tool error message the model can act on."""
+    if isinstance(exc, InvalidInput):
+        details = "; ".join(f"{i.path or 'arguments'}: {i.message}" for i in exc.issues)
+        return f"{tool}: invalid input: {details or exc.message}"
+    kinds: list[tuple[type[BaseException], str]] = [
+        (NotFound, "not_found"),
+        (Forbidden, "forbidden"),
+        (Unauthorized, "unauthorized"),
+        (Conflict, "conflict"),
+    ]
+    for cls, kind in kinds:
+        if isinstance(exc, cls):
+            return f"{tool}: claude-mem error ({kind}): {exc}"
+    if isinstance(exc, ServerUnavailable):
+        status = f" {exc.status}" if exc.status else ""
+        return f"{tool}: claude-mem server error ({exc.kind}{status}): {exc}"
+    if isinstance(exc, ClaudeMemError):
+        return f"{tool}: claude-mem error: {exc}"
+    return f"Tool execution failed: {type(exc).__name__}: {exc}"
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+def build_mcp_server(backend: Backend | BackendFactory, *, read_only: bool = False) -> Server[Any]:
+    """The MCP server over ``backend`` (or over a per-request backend made by an async
+    factory that receives the request context). ``read_only`` serves only the read tools."""
+    import mcp_types as types
+    from mcp.server.lowlevel import Server
+    from mcp.shared.exceptions import MCPError
+
+    names = [n for n in TOOLS if not read_only or n in READ_TOOLS]
+    listed = [types.Tool(name=n, description=TOOLS[n][0], input_schema=TOOLS[n][1]) for n in names]
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=listed)
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        name = params.name
+        if name not in names:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {name}")
+        try:
+            chosen = await backend(ctx) if callable(backend) else backend
+            result = await call(chosen, name, params.arguments)
+        except Exception as exc:
+            if not isinstance(exc, ClaudeMemError):
+                log.exception("MCP tool %s failed", name)
+            return types.CallToolResult(
+                content=[types.TextContent(text=error_text(name, exc))], is_error=True
+            )
+        return types.CallToolResult(
+            content=[types.TextContent(text=json.dumps(result, indent=2, default=str))],
+            structured_content=result,
+        )
+
+    def input_schema(name: str) -> Mapping[str, Any] | None:
+        return TOOLS[name][1] if name in names else None
+
+    return Server(
+        SERVER_NAME,
+        version=SERVER_VERSION,
+        instructions="Search and record coding-agent memories of claude-mem.",
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        get_tool_input_schema=input_schema,
+    )
+
+
+# -- stdio ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def backend_from_settings(env: Mapping[str, str] | None = None) -> AsyncIterator[Backend]:
+    """Remote when a server URL is configured, else the embedded memory (default project:
+    ``CLAUDE_MEM_PROJECT`` or the working directory's name)."""
+    from claude_mem_http.hook_mapping import project_name
+    from claude_mem_http.hooks import HookConfig
+
+    config = HookConfig.load(env)
+    if config.mode == "remote":
+        remote = RemoteBackend(
+            ClaudeMemClient(config.server_url or "", config.api_key), config.project_id
+        )
+        try:
+            yield remote
+        finally:
+            await remote.close()
+        return
+    from claude_mem_core.config import Settings
+    from claude_mem_core.facade import open_memory_from_settings
+
+    async with open_memory_from_settings(Settings.from_env(config.env), queue=False) as memory:
+        yield await LocalBackend.embedded(
+            memory, default_project=project_name(os.getcwd(), config.project_override)
+        )
+
+
+async def run_stdio() -> None:
+    from mcp.server.stdio import stdio_server
+
+    logging.getLogger("claude_mem").propagate = False
+    async with backend_from_settings() as backend:
+        server = build_mcp_server(backend)
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+async def cmd_mcp(args: argparse.Namespace) -> int:
+    await run_stdio()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``mcp`` (the stdio MCP server)."""
+    parser = subparsers.add_parser("mcp", help="run the MCP server on stdio")
+    parser.set_defaults(handler=cmd_mcp)
+
+
+# -- streamable HTTP inside the aiohttp app ------------------------------------------------------
+
+CALLER_SCOPE_KEY = "claude_mem.caller"
+
+
+def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
+    """Serve the read tools over streamable HTTP at ``path`` of the claude-mem aiohttp app.
+
+    Call before the app starts (e.g. in ``create_app`` after ``routes.setup(app)``). Every
+    request is authenticated like ``/v1`` read routes (bearer key, scope read; local-dev
+    bypass as configured) and the tools act as that key's caller."""
+    from aiohttp import web as aio
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    from claude_mem_core.domain.scopes import Need
+    from claude_mem_http.auth import authenticate
+    from claude_mem_http.keys import RUNTIME
+
+    async def backend_for(ctx: Any) -> Backend:
+        request = getattr(ctx, "request", None)
+        scope = getattr(request, "scope", None) or {}
+        caller = scope.get(CALLER_SCOPE_KEY)
+        if caller is None:
+            raise Unauthorized("Missing bearer API key")
+        return LocalBackend(scope["claude_mem.deps"], caller)
+
+    server = build_mcp_server(backend_for, read_only=True)
+    manager = StreamableHTTPSessionManager(app=server, stateless=True, json_response=True)
+
+    async def lifecycle(_: aio.Application) -> AsyncIterator[None]:
+        # aiohttp enters and exits a cleanup context in different tasks; the manager's
+        # task group must live in one task, so it gets its own.
+        ready = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def run_manager() -> None:
+            async with manager.run():
+                ready.set()
+                await stop.wait()
+
+        task = asyncio.create_task(run_manager(), name="claude-mem-mcp-http")
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            task.result()  # re-raise a start-up failure
+        try:
+            yield
+        finally:
+            stop.set()
+            await task
+
+    async def handle(request: aio.Request) -> aio.StreamResponse:
+        caller = await authenticate(request, Need.READ)
+        deps = request.app[RUNTIME].memory.deps
+        return await _asgi_bridge(
+            request, manager.handle_request, {CALLER_SCOPE_KEY: caller, "claude_mem.deps": deps}
+        )
+
+    app.cleanup_ctx.append(lifecycle)
+    for method in ("GET", "POST", "DELETE"):
+        app.router.add_route(method, path, handle)
+
+
+async def _asgi_bridge(
+    request: web.Request, asgi: Callable[..., Awaitable[None]], extra: Mapping[str, Any]
+) -> web.StreamResponse:
+    """Run an ASGI HTTP app for one aiohttp request, streaming its response back."""
+    from aiohttp import web as aio
+
+    body = await request.read()
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": f"{request.version.major}.{request.version.minor}",
+        "method": request.method,
+        "scheme": request.scheme,
+        "path": request.path,
+        "raw_path": request.raw_path.split("?", 1)[0].encode(),
+        "root_path": "",
+        "query_string": request.query_string.encode(),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()],
+        "client": (request.remote or "", 0),
+        "server": (request.host.split(":")[0], 0),
+        "state": {},
+        **extra,
+    }
+    sent_body = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        # Nothing more arrives; the wait ends when aiohttp cancels the handler.
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}  # pragma: no cover
+
+    response: aio.StreamResponse | None = None
+
+    async def send(message: Mapping[str, Any]) -> None:
+        nonlocal response
+        if message["type"] == "http.response.start":
+            response = aio.StreamResponse(status=int(message["status"]))
+            for key, value in message.get("headers", []):
+                name = key.decode("latin-1")
+                if name.lower() not in ("content-length", "transfer-encoding"):
+                    response.headers.add(name, value.decode("latin-1"))
+            await response.prepare(request)
+        elif message["type"] == "http.response.body" and response is not None:
+            chunk = message.get("body", b"")
+            if chunk:
+                await response.write(chunk)
+            if not message.get("more_body", False):
+                await response.write_eof()
+
+    await asgi(scope, receive, send)
+    if response is None:
+        return aio.Response(status=500)
+    return response
+
+
+__all__ = [
+    "READ_TOOLS",
+    "TOOLS",
+    "backend_from_settings",
+    "build_mcp_server",
+    "call",
+    "mount_mcp",
+    "register",
+    "run_stdio",
+]
+
+
+def main() -> int:
+    """``python -m claude_mem_http.mcp_server``: the stdio server (same as ``claude-mem mcp``)."""
+    asyncio.run(run_stdio())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""ClaudeMemClient against the real HTTP app on a loopback port (and a small failing stub
+for the retry rules)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from clientkit import Tenant, base_url
+
+from claude_mem_core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from claude_mem_core.facade import Memory
+from claude_mem_http.client import ClaudeMemClient, RequestRejected, ServerUnavailable, event_body
+
+
+async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> None:
+    async with ClaudeMemClient(base_url(server), tenant.key) as client:
+        assert (await client.healthz())["status"] == "ok"
+        assert (await client.info())["runtime"] == "server-beta"
+        assert "status" in await client.api_health()
+
+        started = await client.start_session(
+            tenant.project, external_session_id="cc-1", platform_source="claude"
+        )
+        session = started["session"]
+        again = await client.start_session(tenant.project, external_session_id="cc-1")
+        assert again["session"]["id"] == session["id"]
+        assert (await client.get_session(session["id"]))["session"]["externalSessionId"] == "cc-1"
+
+        recorded = await client.record_event(
+            tenant.project,
+            "tool_use",
+            source_type="hook",
+            server_session_id=session["id"],
+            source_event_id="toolu_1",
+            payload={"tool_name": "Read"},
+            metadata={"via": "test"},
+        )
+        event = recorded["event"]
+        assert event["sourceEventId"] == "toolu_1"
+        assert event["metadata"] == {"via": "test"}
+        job_id = recorded["generationJob"]["id"]  # type: ignore[index]
+        replay = await client.post_event(
+            event_body(
+                tenant.project,
+                "tool_use",
+                source_type="hook",
+                server_session_id=session["id"],
+                source_event_id="toolu_1",
+                payload={"tool_name": "Read"},
+            )
+        )
+        assert replay["event"]["id"] == event["id"]
+        no_job = await client.record_event(tenant.project, "note", generate=False)
+        assert "generationJob" not in no_job
+
+        batch = await client.record_events(
+            [
+                event_body(tenant.project, "tool_use", source_event_id="b1", payload={"n": 1}),
+                event_body(tenant.project, "tool_use", source_event_id="b2", payload={"n": 2}),
+            ]
+        )
+        assert [e["event"]["sourceEventId"] for e in batch["events"]] == ["b1", "b2"]
+        assert (await client.get_event(event["id"]))["event"]["id"] == event["id"]
+        assert (await client.event_observations(event["id"]))["eventId"] == event["id"]
+
+        memory = (
+            await client.add_memory(tenant.project, "The deploy uses blue-green.", title="Deploys")
+        )["memory"]
+        assert memory["kind"] == "manual"
+        found = await client.search(tenant.project, "blue-green", limit=5)
+        assert [o["id"] for o in found["observations"]] == [memory["id"]]
+        context = await client.context(tenant.project, "deploy")
+        assert "blue-green" in context["context"]
+
+        job = (await client.get_job(job_id))["generationJob"]
+        assert job["id"] == job_id and job["status"] == "queued"
+        page = await client.list_jobs(status="queued", limit=10)
+        assert page["total"] >= 1
+        assert (await client.team_jobs(tenant.team, limit=1))["limit"] == 1
+        assert (await client.project_jobs(tenant.project))["total"] == page["total"]
+        cancelled = await client.cancel_job(job_id)
+        assert cancelled["generationJob"]["status"] == "cancelled"
+        retried = await client.retry_job(job_id)
+        assert retried["generationJob"]["status"] == "queued"
+        assert (await client.list_projects())["projects"][0]["id"] == tenant.project
+
+        ended = await client.end_session(session["id"])
+        re_ended = await client.end_session(session["id"])
+        assert ended["generationJob"]["id"] == re_ended["generationJob"]["id"]  # type: ignore[index]
+
+        compat = await client.compat_observation(
+            "cc-2", "Bash", tool_input={"command": "ls"}, tool_use_id="toolu_c"
+        )
+        assert compat["status"] == "queued"
+        summarized = await client.compat_summarize("cc-2")
+        assert summarized["status"] == "queued"
+        skipped = await client.compat_summarize("cc-2", agent_id="sub-1")
+        assert skipped == {"status": "skipped", "reason": "subagent_context"}
+
+
+async def test_hook_scoped_key_can_do_what_hooks_do(server: TestServer, tenant: Tenant) -> None:
+    async with ClaudeMemClient(base_url(server), tenant.hook_key) as client:
+        session = (await client.start_session(tenant.project, external_session_id="h"))["session"]
+        await client.record_event(
+            tenant.project, "tool_use", source_type="hook", server_session_id=session["id"]
+        )
+        await client.context(tenant.project, "anything")
+        await client.end_session(session["id"])
+
+
+async def test_errors_map_to_the_core_hierarchy(
+    server: TestServer, tenant: Tenant, memory: Memory
+) -> None:
+    url = base_url(server)
+    async with ClaudeMemClient(url, tenant.key) as client:
+        with pytest.raises(NotFound):
+            await client.get_job("no-such-job")
+        with pytest.raises(InvalidInput) as invalid:
+            await client.search(tenant.project, "x", limit=1000)
+        assert [i.path for i in invalid.value.issues] == ["limit"]
+        with pytest.raises(NotFound):  # no existence oracle (decision 3)
+            await client.search("someone-elses-project", "x")
+        job = (await client.record_event(tenant.project, "e"))["generationJob"]
+        assert job is not None
+        assert await memory.drain() >= 1
+        with pytest.raises(Conflict):
+            await client.retry_job(job["id"])  # completed: retrying would duplicate
+    async with ClaudeMemClient(url, tenant.read_key) as reader:
+        with pytest.raises(Forbidden):
+            await reader.add_memory(tenant.project, "nope")
+    async with ClaudeMemClient(url, "cmem_wrong") as wrong:
+        with pytest.raises(Forbidden):
+            await wrong.search(tenant.project, "x")
+    async with ClaudeMemClient(url, None) as anonymous:
+        with pytest.raises(Unauthorized):
+            await anonymous.search(tenant.project, "x")
+
+
+@pytest.fixture
+async def flaky(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> tuple[TestServer, list[str]]:
+    """Answers 503 twice per path, then 201/200; records every request path."""
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        if sum(1 for s in seen if s == seen[-1]) <= 2:
+            return web.json_response({"error": "Unavailable", "message": "try later"}, status=503)
+        return web.json_response({"event": {"id": "e1"}, "observations": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    return await aiohttp_server(app), seen
+
+
+async def test_retries_only_idempotent_calls(flaky: tuple[TestServer, list[str]]) -> None:
+    srv, seen = flaky
+    async with ClaudeMemClient(base_url(srv), "k", retries=2, backoff=0.001) as client:
+        assert (await client.search("p", "q"))["observations"] == []
+        assert seen.count("POST /v1/search") == 3
+        with pytest.raises(ServerUnavailable) as failed:
+            await client.record_event("p", "tool_use")  # no sourceEventId: one attempt
+        assert failed.value.status == 503 and failed.value.kind == "http_error"
+        assert seen.count("POST /v1/events") == 1
+        await client.record_event("p", "tool_use", source_event_id="s1")
+        assert seen.count("POST /v1/events") == 3  # 1 above + the 2nd 503 + success
+        with pytest.raises(ServerUnavailable):
+            await client.add_memory("p", "never retried")
+        assert seen.count("POST /v1/memories") == 1
+
+
+async def test_connection_refused_and_timeouts_are_unavailable(
+    unused_tcp_port: int,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    port = unused_tcp_port
+    async with ClaudeMemClient(f"http://127.0.0.1:{port}", "k", retries=1, backoff=0.001) as c:
+        with pytest.raises(ServerUnavailable) as refused:
+            await c.healthz()
+        assert refused.value.kind == "transport"
+
+    async def slow(request: web.Request) -> web.Response:
+        import asyncio
+
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/healthz", slow)
+    srv = await aiohttp_server(app)
+    async with ClaudeMemClient(base_url(srv), "k", timeout=0.2, retries=0) as c:
+        with pytest.raises(ServerUnavailable) as timed_out:
+            await c.healthz()
+        assert timed_out.value.kind == "timeout"
+
+
+async def test_other_4xx_is_rejected_not_retried(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    calls: list[Any] = []
+
+    async def too_big(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        return web.json_response({"error": "PayloadTooLarge", "message": "too big"}, status=413)
+
+    app = web.Application()
+    app.router.add_post("/v1/events", too_big)
+    srv = await aiohttp_server(app)
+    async with ClaudeMemClient(base_url(srv), "k", retries=3) as c:
+        with pytest.raises(RequestRejected) as rejected:
+            await c.record_event("p", "e", source_event_id="x")
+    assert rejected.value.status == 413 and len(calls) == 1
