@@ -25,7 +25,12 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from claude_mem_core.adapters.providers import OPENAI_BASE_URL, classify_failure
+from claude_mem_core.adapters.providers import (
+    OPENAI_BASE_URL,
+    classify_failure,
+    connection_detail,
+    int_or_none,
+)
 from claude_mem_core.errors import ConfigurationError, ProviderError
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
 
@@ -119,7 +124,7 @@ class OpenAICompatibleProvider:
                     status=None, detail=f"timed out after {self.timeout:g}s"
                 ) from None
             except openai.APIConnectionError as exc:
-                raise self._classify(status=None, detail=_connection_detail(exc)) from None
+                raise self._classify(status=None, detail=connection_detail(exc)) from None
             except (openai.APIResponseValidationError, json.JSONDecodeError):
                 raise ProviderError(
                     f"{self.label} returned invalid JSON", kind="parse_error", status=200
@@ -190,22 +195,10 @@ class OpenAICompatibleProvider:
             provider=self.name,
             model=model if isinstance(model, str) and model else self.model,
             usage=Usage(
-                input_tokens=_int_or_none(getattr(usage, "prompt_tokens", None)),
-                output_tokens=_int_or_none(getattr(usage, "completion_tokens", None)),
+                input_tokens=int_or_none(getattr(usage, "prompt_tokens", None)),
+                output_tokens=int_or_none(getattr(usage, "completion_tokens", None)),
             ),
         )
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _connection_detail(exc: BaseException) -> str:
-    cause = exc.__cause__ or exc.__context__
-    if cause is None:
-        return f"connection failed ({type(exc).__name__})"
-    reason = str(cause).strip() or type(cause).__name__
-    return f"connection failed ({type(cause).__name__}: {reason})"
 
 
 __all__ = ["OpenAICompatibleProvider"]

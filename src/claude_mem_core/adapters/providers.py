@@ -464,6 +464,20 @@ def classify_failure(
     )
 
 
+def int_or_none(value: object) -> int | None:
+    """Token counts as reported, or None when an SDK omits or mangles them."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def connection_detail(exc: BaseException) -> str:
+    """A short reason for a failed connection, from the SDK error's cause."""
+    cause = exc.__cause__ or exc.__context__
+    if cause is None:
+        return f"connection failed ({type(exc).__name__})"
+    reason = str(cause).strip() or type(cause).__name__
+    return f"connection failed ({type(cause).__name__}: {reason})"
+
+
 __all__ = [
     "DEFAULT_ANTHROPIC_MODEL",
     "DEFAULT_GEMINI_MODEL",
@@ -473,8 +487,10 @@ __all__ = [
     "VALID_SPECS",
     "ProviderChoice",
     "classify_failure",
+    "connection_detail",
     "describe_provider_choice",
     "error_summary",
+    "int_or_none",
     "parse_retry_after",
     "provider_from_spec",
     "redact",
