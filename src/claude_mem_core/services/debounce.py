@@ -1,4 +1,4 @@
-"""Session policies on the consuming side: debounce coalescing and end-of-session cover.
+"""Session policies on the consuming side: debounce coalescing.
 
 **debounce** — ingest still writes one job row per event (the outbox contract), but the
 events of one session that are waiting when the window closes become ONE provider call:
@@ -16,18 +16,14 @@ Even with per-event delayed publishing (the outbox today), the first message to 
 the window collects everything its session has queued, so events still coalesce; later
 messages find their jobs completed and do nothing.
 
-**end-of-session** — event jobs of a session stay ``queued`` until the summary job (which
-reads all of the session's events) completes; then :func:`cover_session` completes them as
-covered by the summary and links the summary observation to each event. The worker calls it
-right after a summary job completes, and :func:`cover_ended_sessions` sweeps for any it
-missed (a crash between the two).
+(**end-of-session** needs nothing here: the generator completes a session's held event jobs
+in the summary job's own transaction.)
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -40,7 +36,6 @@ from claude_mem_core.domain.models import (
     JobStatus,
     ObservationSource,
     ObservationSourceType,
-    SessionGenerationStatus,
     SourceType,
 )
 from claude_mem_core.errors import ClaudeMemError, ProviderError
@@ -393,103 +388,3 @@ class SessionBatcher:
                 )
                 results.append(ProcessResult(job_id=job.id, outcome="completed"))
         return results
-
-
-# -- end-of-session: the summary covers the session's event jobs ----------------------------
-
-
-async def cover_session(
-    deps: Deps, team_id: str, project_id: str, session_id: str, *, worker_id: str
-) -> int:
-    """Complete the session's held event jobs once its summary job has completed (jobs
-    created after the summary stay queued). Returns how many were covered."""
-    now = deps.clock.now()
-    covered = 0
-    async with deps.storage.unit_of_work() as uow:
-        session = await uow.sessions.get(team_id, session_id)
-        if (
-            session is None
-            or session.project_id != project_id
-            or session.generation_status is not SessionGenerationStatus.COMPLETED
-            or session.last_generated_at is None
-        ):
-            return 0
-        summarized_at = session.last_generated_at
-        held = await queued_session_jobs(
-            uow, deps, team_id, project_id, session_id, due_only=False, limit=10_000
-        )
-        if not held:
-            return 0
-        summaries = [
-            observation
-            for observation, _ in await uow.observations.list_for_source(
-                team_id, project_id, ObservationSourceType.SESSION_SUMMARY.value, session_id
-            )
-        ]
-        for job in held:
-            if job.created_at > summarized_at or not machine.can_transition(
-                job, JobStatus.PROCESSING
-            ):
-                continue
-            taken = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id=worker_id)
-            if not await uow.jobs.compare_and_set(job, taken):
-                continue
-            done = machine.transition(taken, JobStatus.COMPLETED, now=now)
-            if not await uow.jobs.compare_and_set(taken, done):
-                continue
-            for summary in summaries:
-                await uow.sources.add(
-                    ObservationSource(
-                        id=deps.ids.new_id(),
-                        observation_id=summary.id,
-                        team_id=team_id,
-                        project_id=project_id,
-                        source_type=ObservationSourceType.AGENT_EVENT,
-                        source_id=job.source_id,
-                        agent_event_id=job.agent_event_id,
-                        generation_job_id=summary.created_by_job_id,
-                        metadata={"coveredJobId": job.id, "policy": "end-of-session"},
-                        created_at=now,
-                    )
-                )
-            await outbox.append_job_event(
-                uow,
-                deps,
-                done,
-                JobEventType.COMPLETED,
-                {
-                    "source": "session_summary",
-                    "coveredBySession": session_id,
-                    "coveredByJob": summaries[0].created_by_job_id if summaries else None,
-                    "observationCount": 0,
-                    "workerId": worker_id,
-                    "policy": "end-of-session",
-                },
-            )
-            covered += 1
-    return covered
-
-
-async def cover_ended_sessions(deps: Deps, *, worker_id: str, limit: int = 500) -> int:
-    """Sweep: cover held event jobs of every session whose summary has completed."""
-    if deps.options.session_policy != "end-of-session":
-        return 0
-    now = deps.clock.now()
-    async with deps.storage.unit_of_work() as uow:
-        due = await uow.jobs.list_due(
-            now=now,
-            lease_expired_before=now - timedelta(seconds=deps.options.lease_seconds),
-            limit=limit,
-        )
-    sessions = {
-        (job.team_id, job.project_id, job.server_session_id)
-        for job in due
-        if job.status is JobStatus.QUEUED
-        and job.source_type is SourceType.AGENT_EVENT
-        and job.server_session_id is not None
-    }
-    total = 0
-    for team_id, project_id, session_id in sorted(sessions):
-        if session_id is not None:
-            total += await cover_session(deps, team_id, project_id, session_id, worker_id=worker_id)
-    return total
