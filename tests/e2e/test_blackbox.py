@@ -45,7 +45,9 @@ async def database(postgres_base_url: str) -> AsyncIterator[str]:
 def env(database: str, redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     prefix = f"cm_e2e_{uuid.uuid4().hex[:10]}"
     values = {
-        k: v for k, v in os.environ.items() if not k.startswith("CLAUDE_MEM_") and "API_KEY" not in k
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CLAUDE_MEM_") and "API_KEY" not in k
     }
     values.update(
         CLAUDE_MEM_DATA_DIR=str(tmp_path),
@@ -94,8 +96,8 @@ def stop(proc: subprocess.Popen[bytes], log: Path) -> int:
     return int(proc.returncode)
 
 
-async def until(predicate: Any, *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
+async def until(predicate: Any, *, within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
     while True:
         value = await predicate()
         if value:
@@ -132,24 +134,36 @@ async def test_operator_and_agent_walk_through_the_whole_product(
                 except aiohttp.ClientError:
                     return False
 
-            await until(healthy, timeout=30, what=f"the server ({server_log.read_text()[-500:]})")
+            await until(healthy, within=30, what=f"the server ({server_log.read_text()[-500:]})")
 
-            async with http.post("/v1/sessions/start", json={
-                "projectId": project["id"], "externalSessionId": "claude-session-1"
-            }) as resp:
+            async with http.post(
+                "/v1/sessions/start",
+                json={"projectId": project["id"], "externalSessionId": "claude-session-1"},
+            ) as resp:
                 assert resp.status == 201, await resp.text()
                 session = (await resp.json())["session"]
             jobs: list[str] = []
             events: list[str] = []
             for n, path in enumerate(["auth/middleware.py", "auth/callback.py"]):
-                async with http.post("/v1/events", json={
-                    "projectId": project["id"], "sourceType": "hook", "eventType": "tool_use",
-                    "occurredAtEpoch": int(time.time() * 1000) + n,
-                    "serverSessionId": session["id"], "sourceEventId": f"tu_{n}",
-                    "payload": {"tool_name": "Edit", "tool_input": {
-                        "file_path": path, "old_string": "redirect(login)",
-                        "new_string": "redirect(login, keep_query=True)"}},
-                }) as resp:
+                async with http.post(
+                    "/v1/events",
+                    json={
+                        "projectId": project["id"],
+                        "sourceType": "hook",
+                        "eventType": "tool_use",
+                        "occurredAtEpoch": int(time.time() * 1000) + n,
+                        "serverSessionId": session["id"],
+                        "sourceEventId": f"tu_{n}",
+                        "payload": {
+                            "tool_name": "Edit",
+                            "tool_input": {
+                                "file_path": path,
+                                "old_string": "redirect(login)",
+                                "new_string": "redirect(login, keep_query=True)",
+                            },
+                        },
+                    },
+                ) as resp:
                     assert resp.status == 201, await resp.text()
                     body = await resp.json()
                     assert body["generationJob"]["transport"] == "enqueued"
@@ -163,11 +177,13 @@ async def test_operator_and_agent_walk_through_the_whole_product(
             async def all_completed() -> bool:
                 return all([await status_of(j) == "completed" for j in jobs])
 
-            await until(all_completed, timeout=60,
-                        what=f"event jobs ({worker_log.read_text()[-1000:]})")
-            async with http.post("/v1/search", json={
-                "projectId": project["id"], "query": "which file did we edit in auth?"
-            }) as resp:
+            await until(
+                all_completed, within=60, what=f"event jobs ({worker_log.read_text()[-1000:]})"
+            )
+            async with http.post(
+                "/v1/search",
+                json={"projectId": project["id"], "query": "which file did we edit in auth?"},
+            ) as resp:
                 found = (await resp.json())["observations"]
             assert {"auth/middleware.py", "auth/callback.py"} <= {
                 f for o in found for f in o["metadata"].get("files_modified", [])
@@ -180,7 +196,7 @@ async def test_operator_and_agent_walk_through_the_whole_product(
                 assert resp.status == 200
                 summary_job = (await resp.json())["generationJob"]["id"]
             jobs.append(summary_job)
-            await until(all_completed, timeout=60, what="the summary job")
+            await until(all_completed, within=60, what="the summary job")
             async with http.get(f"/v1/sessions/{session['id']}") as resp:
                 assert (await resp.json())["session"]["generationStatus"] == "completed"
 
