@@ -42,6 +42,18 @@ def _int(value: str | None, default: int, *, name: str, minimum: int = 1) -> int
     return parsed
 
 
+def _float(value: str | None, default: float, *, name: str) -> float:
+    if value is None or not value.strip():
+        return default
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number (got {value!r})") from None
+    if not parsed > 0:
+        raise ConfigurationError(f"{name} must be positive (got {value})")
+    return parsed
+
+
 @frozen(kw_only=True)
 class Settings:
     data_dir: Path
@@ -147,6 +159,11 @@ class Settings:
             ),
             worker_concurrency=_int(
                 get("CLAUDE_MEM_WORKER_CONCURRENCY"), 8, name="CLAUDE_MEM_WORKER_CONCURRENCY"
+            ),
+            reconcile_interval_seconds=_float(
+                get("CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS"),
+                5.0,
+                name="CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS",
             ),
             in_container=_in_container(get("CLAUDE_MEM_DOCKER")),
         )

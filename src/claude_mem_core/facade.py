@@ -37,7 +37,7 @@ from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.provider import Provider
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
-from claude_mem_core.services import admin, generation, jobs, memories, sessions
+from claude_mem_core.services import admin, debounce, generation, jobs, memories, sessions
 from claude_mem_core.services import ingest as ingest_service
 from claude_mem_core.services.context import Caller, Deps, PipelineOptions
 
@@ -66,6 +66,8 @@ class Memory:
         )
         self.provider = provider
         self.generator = generation.Generator(self.deps, provider, worker_id=worker_id, mode=mode)
+        # Queue handler: one job at a time, or a debounced session's jobs together.
+        self.batcher = debounce.SessionBatcher(self.generator)
 
     @property
     def storage(self) -> Storage:
@@ -236,7 +238,7 @@ class Memory:
             consume = getattr(queue, "consume", None)
             if consume is not None:
                 remaining = None if max_jobs is None else max_jobs - processed
-                handled: int = await consume(self.generator.handle, max_messages=remaining)
+                handled: int = await consume(self.batcher.handle, max_messages=remaining)
             else:
                 handled = await self._process_due(max_jobs, processed)
             if handled == 0:

@@ -67,7 +67,7 @@ async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -
                 await generation.reconcile(memory.deps)
                 next_reconcile = now + reconcile_every_s
             if consume is not None:
-                await consume(memory.generator.handle)
+                await consume(memory.batcher.handle)
             else:
                 await memory.drain()
         except asyncio.CancelledError:

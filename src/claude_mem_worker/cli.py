@@ -5,8 +5,8 @@ one SIGTERM or SIGINT (a second one stops without waiting for in-flight jobs). R
 start, with a message saying what to do, when the queue engine is not Redis or the
 database is not migrated.
 
-Worker settings beyond :class:`Settings`: ``CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS``
-(default 5), ``CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS`` (default 10),
+Worker settings beyond :class:`Settings` (which holds ``CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS``):
+``CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS`` (default 10),
 ``CLAUDE_MEM_WORKER_STATS_INTERVAL_SECONDS`` (default 30), ``CLAUDE_MEM_LOG_LEVEL``.
 """
 
@@ -121,9 +121,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     concurrency = getattr(args, "concurrency", None) or settings.worker_concurrency
     options = WorkerOptions(
         concurrency=concurrency,
-        reconcile_interval=_float_env(
-            env, "CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS", settings.reconcile_interval_seconds
-        ),
+        reconcile_interval=settings.reconcile_interval_seconds,
         grace_seconds=_float_env(env, "CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS", 10.0),
         log_interval=_float_env(env, "CLAUDE_MEM_WORKER_STATS_INTERVAL_SECONDS", 30.0),
         stale_after_seconds=settings.lease_seconds,

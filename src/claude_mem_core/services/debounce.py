@@ -244,15 +244,15 @@ class SessionBatcher:
                 current = await uow.jobs.get(job.team_id, job.id)
                 if current is None:
                     continue
-                refusal = await gen._refusal(uow, current, current.payload)
+                refusal = await gen.refusal(uow, current, current.payload)
                 if refusal is not None:
                     if not current.status.terminal:
-                        await gen._fail_now(uow, current, refusal, classification=refusal)
+                        await gen.fail_now(uow, current, refusal, classification=refusal)
                         results.append(
                             ProcessResult(job_id=current.id, outcome="failed", error=refusal)
                         )
                     continue
-                taken = await gen._claim(uow, current, now)
+                taken = await gen.claim(uow, current, now)
                 if taken is not None:
                     claimed.append(taken)
         if not claimed:
@@ -262,13 +262,13 @@ class SessionBatcher:
         except ProviderError as exc:
             for job in claimed:
                 results.append(
-                    await gen._record_failure(
+                    await gen.record_failure(
                         job, str(exc), exc.kind, exc.retryable, retry_after=exc.retry_after
                     )
                 )
         except ClaudeMemError as exc:
             for job in claimed:
-                results.append(await gen._record_failure(job, str(exc), "unknown", False))
+                results.append(await gen.record_failure(job, str(exc), "unknown", False))
         return results
 
     async def _generate(self, claimed: list[GenerationJob]) -> list[ProcessResult]:
@@ -295,7 +295,7 @@ class SessionBatcher:
             mode=gen.mode,
         )
         if build.skipped_all or not events:
-            lead_result = await gen._persist(lead, [], None, private=build.had_private_content)
+            lead_result = await gen.persist(lead, [], None, private=build.had_private_content)
         else:
             result = await gen.provider.generate(
                 GenerationRequest(
@@ -308,17 +308,15 @@ class SessionBatcher:
             parsed = parser.parse_observations(result.text, gen.mode)
             if isinstance(parsed, parser.ParseFailure):
                 return [
-                    await gen._record_failure(job, parsed.reason, "parse_error", False)
+                    await gen.record_failure(job, parsed.reason, "parse_error", False)
                     for job in claimed
                 ]
             drafts = []
             for item in parsed.observations:
                 content = render.observation_content(item)
                 if content:
-                    drafts.append(gen._draft_observation(lead, item.index, item, content, result))
-            lead_result = await gen._persist(
-                lead, drafts, result, private=build.had_private_content
-            )
+                    drafts.append(gen.draft_observation(lead, item.index, item, content, result))
+            lead_result = await gen.persist(lead, drafts, result, private=build.had_private_content)
         if lead_result.outcome != "completed":
             for job in covered:
                 await release_claimed(

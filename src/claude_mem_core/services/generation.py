@@ -76,7 +76,12 @@ def _caller_for(job: GenerationJob) -> Caller:
 
 
 class Generator:
-    """Processes generation jobs with one provider. Stateless between jobs."""
+    """Processes generation jobs with one provider. Stateless between jobs.
+
+    ``process`` runs one job end to end. Its steps (``refusal``, ``claim``, ``fail_now``,
+    ``draft_observation``, ``persist``, ``record_failure``) are public so that a batching
+    strategy (``services.debounce``) can compose them for several jobs at once.
+    """
 
     def __init__(
         self, deps: Deps, provider: Provider, *, worker_id: str, mode: Mode = CODE_MODE
@@ -97,13 +102,13 @@ class Generator:
             job = await uow.jobs.get_unscoped(job_id)
             if job is None:
                 return ProcessResult(job_id=job_id, outcome="missing")
-            refusal = await self._refusal(uow, job, payload or job.payload)
+            refusal = await self.refusal(uow, job, payload or job.payload)
             if refusal is not None:
                 if job.status.terminal:
                     return ProcessResult(job_id=job_id, outcome="skipped")
-                await self._fail_now(uow, job, refusal, classification=refusal)
+                await self.fail_now(uow, job, refusal, classification=refusal)
                 return ProcessResult(job_id=job_id, outcome="failed", error=refusal)
-            claimed = await self._claim(uow, job, now)
+            claimed = await self.claim(uow, job, now)
         if claimed is None:
             status = job.status
             outcome: Outcome = "skipped" if status.terminal else "busy"
@@ -111,13 +116,13 @@ class Generator:
         try:
             return await self._generate(claimed)
         except ProviderError as exc:
-            return await self._record_failure(
+            return await self.record_failure(
                 claimed, str(exc), exc.kind, exc.retryable, retry_after=exc.retry_after
             )
         except ClaudeMemError as exc:
-            return await self._record_failure(claimed, str(exc), "unknown", False)
+            return await self.record_failure(claimed, str(exc), "unknown", False)
 
-    async def _refusal(
+    async def refusal(
         self, uow: UnitOfWork, job: GenerationJob, payload: dict[str, Any]
     ) -> str | None:
         """The message must name the row's own tenant, and the key that caused the job
@@ -153,7 +158,7 @@ class Generator:
                 return "revoked_key"
         return None
 
-    async def _fail_now(
+    async def fail_now(
         self, uow: UnitOfWork, job: GenerationJob, reason: str, *, classification: str
     ) -> None:
         error = {"reason": reason, "classification": classification}
@@ -165,7 +170,7 @@ class Generator:
                 uow, self.deps, target, JobEventType.FAILED, {**error, "workerId": self.worker_id}
             )
 
-    async def _claim(self, uow: UnitOfWork, job: GenerationJob, now: Any) -> GenerationJob | None:
+    async def claim(self, uow: UnitOfWork, job: GenerationJob, now: Any) -> GenerationJob | None:
         lease = self.deps.options.lease_seconds
         current = job
         if current.status is JobStatus.PROCESSING:
@@ -251,7 +256,7 @@ class Generator:
         )
         if build.skipped_all or not events:
             # Nothing left to send after privacy stripping: no provider call at all.
-            return await self._persist(job, [], None, private=build.had_private_content)
+            return await self.persist(job, [], None, private=build.had_private_content)
         result = await self.provider.generate(
             GenerationRequest(
                 prompt=build.prompt,
@@ -263,22 +268,22 @@ class Generator:
         if summary:
             parsed_summary = parser.parse_summary(result.text)
             if isinstance(parsed_summary, parser.ParseFailure):
-                return await self._record_failure(job, parsed_summary.reason, "parse_error", False)
+                return await self.record_failure(job, parsed_summary.reason, "parse_error", False)
             content = "" if parsed_summary.skipped else render.summary_content(parsed_summary)
             drafts = []
             if content:
                 drafts.append(self._draft_summary(job, parsed_summary, content, result))
-            return await self._persist(job, drafts, result, private=build.had_private_content)
+            return await self.persist(job, drafts, result, private=build.had_private_content)
         parsed = parser.parse_observations(result.text, self.mode)
         if isinstance(parsed, parser.ParseFailure):
-            return await self._record_failure(job, parsed.reason, "parse_error", False)
+            return await self.record_failure(job, parsed.reason, "parse_error", False)
         drafts = []
         for item in parsed.observations:
             index = item.index
             content = render.observation_content(item)
             if content:
-                drafts.append(self._draft_observation(job, index, item, content, result))
-        return await self._persist(job, drafts, result, private=build.had_private_content)
+                drafts.append(self.draft_observation(job, index, item, content, result))
+        return await self.persist(job, drafts, result, private=build.had_private_content)
 
     def _metadata(self, result: GenerationResult, index: int) -> dict[str, Any]:
         return {
@@ -291,7 +296,7 @@ class Generator:
             },
         }
 
-    def _draft_observation(
+    def draft_observation(
         self, job: GenerationJob, index: int, item: Any, content: str, result: GenerationResult
     ) -> tuple[int, Observation]:
         now = self.deps.clock.now()
@@ -342,7 +347,7 @@ class Generator:
             updated_at=now,
         )
 
-    async def _persist(
+    async def persist(
         self,
         job: GenerationJob,
         drafts: list[tuple[int, Observation]],
@@ -493,7 +498,7 @@ class Generator:
                     },
                 )
 
-    async def _record_failure(
+    async def record_failure(
         self,
         job: GenerationJob,
         reason: str,

@@ -218,6 +218,17 @@ async def publish_for_policy(deps: Deps, jobs: Sequence[GenerationJob]) -> dict[
     """Publish event jobs as the session policy says (summary jobs always go at once)."""
     policy = deps.options.session_policy
     outcome: dict[str, Transport] = {}
+    if policy == "debounce":
+        # One message per session, whose delay restarts with each event (a true debounce);
+        # imported here because debounce builds on the generation service, which uses us.
+        from claude_mem_core.services import debounce
+
+        session_jobs = [
+            j for j in jobs if j.source_type is SourceType.AGENT_EVENT and j.server_session_id
+        ]
+        if session_jobs:
+            outcome.update(await debounce.publish_debounced(deps, session_jobs))
+        jobs = [j for j in jobs if j.id not in outcome]
     for job in jobs:
         is_event = job.source_type is SourceType.AGENT_EVENT
         if is_event and policy == "end-of-session" and job.server_session_id is not None:
