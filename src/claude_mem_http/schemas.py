@@ -62,9 +62,41 @@ async def read_json(request: web.Request) -> JSON:
         raise RequestInvalid(FieldIssue("", "request body must be a JSON value", "invalid_json"))
     try:
         text = raw.decode("utf-8")
-        return json.loads(text)
+        value = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestInvalid(FieldIssue("", f"malformed JSON: {exc}", "invalid_json")) from None
+    except RecursionError:
+        raise RequestInvalid(FieldIssue("", "JSON is nested too deeply", "invalid_json")) from None
+    _check_text(value)
+    return value
+
+
+def _check_text(value: JSON) -> None:
+    """Refuse text no database can store faithfully: NUL characters (PostgreSQL rejects
+    them in text and jsonb) and lone UTF-16 surrogates (not encodable as UTF-8)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                _check_string(path or "<key>", key)
+                stack.append((child_path, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{n}" if path else str(n), child) for n, child in enumerate(item))
+        elif isinstance(item, str):
+            _check_string(path, item)
+
+
+def _check_string(path: str, text: str) -> None:
+    if "\x00" in text:
+        raise RequestInvalid(FieldIssue(path, "must not contain NUL characters", "invalid_string"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestInvalid(
+            FieldIssue(path, "must be valid Unicode (lone surrogate)", "invalid_string")
+        ) from None
 
 
 class Reader:

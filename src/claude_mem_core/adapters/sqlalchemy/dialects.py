@@ -132,6 +132,11 @@ def translate_error(error: BaseException, *, not_found: str | None = None) -> er
         if state in (_PG_CHECK, _PG_NOT_NULL) or "constraint failed" in text:
             return errors.InvalidInput(f"rejected by a database constraint: {_first_line(text)}")
         return errors.StorageError(f"integrity error: {_first_line(text)}")
+    if isinstance(error, exc.DataError):
+        # A value the database cannot hold (e.g. NUL in PostgreSQL text): the caller's input.
+        return errors.InvalidInput(
+            f"value rejected by the database: {_first_line(str(error.orig))}"
+        )
     if isinstance(error, exc.DBAPIError):
         state, text = _sqlstate(error), str(error.orig)
         if state in (_PG_UNDEFINED_TABLE, _PG_UNDEFINED_COLUMN) or "no such table" in text:
