@@ -306,7 +306,7 @@ async def test_unit_of_work_rolls_back_on_error(storage: SqlAlchemyStorage) -> N
         assert await uow.observations.get(project.team_id, project.id, row.id) is None
 
 
-async def test_missing_parents_are_not_found_and_the_unit_stays_usable(
+async def test_missing_parents_are_not_found_and_nothing_is_written(
     storage: SqlAlchemyStorage,
 ) -> None:
     ids = Ids()
@@ -314,18 +314,20 @@ async def test_missing_parents_are_not_found_and_the_unit_stays_usable(
     other_team, _ = await _tenant(storage, ids)
     pid, at = ids("proj")
     orphan = Project(id=pid, team_id="no-such-team", name="x", created_at=at, updated_at=at)
-    async with storage.unit_of_work() as uow:
-        with pytest.raises(errors.NotFound):
+    with pytest.raises(errors.NotFound):
+        async with storage.unit_of_work() as uow:
             await uow.projects.add(orphan)
-        foreign = _event(ids, project, team_id=other_team.id)
-        with pytest.raises(errors.NotFound):
+    foreign = _event(ids, project, team_id=other_team.id)
+    with pytest.raises(errors.NotFound):
+        async with storage.unit_of_work() as uow:
+            await uow.events.add(_event(ids, project))  # rolled back with the refused one
             await uow.events.add(foreign)
-        # After a refused statement the same transaction still works (savepoints on PG).
+    async with storage.unit_of_work() as uow:
+        assert await uow.projects.get("no-such-team", orphan.id) is None
+        assert await uow.events.get(other_team.id, foreign.id) is None
+        assert list(await uow.events.get_many(team.id, project.id, [foreign.id])) == []
         ok = _event(ids, project)
         assert await uow.events.add(ok) == (ok, True)
-    async with storage.unit_of_work() as uow:
-        assert await uow.events.get(team.id, ok.id) == ok
-        assert await uow.projects.get("no-such-team", orphan.id) is None
 
 
 async def test_duplicate_primary_key_is_a_conflict(storage: SqlAlchemyStorage) -> None:

@@ -283,15 +283,16 @@ class _Db:
             raise dialects.translate_error(e, not_found=not_found) from e
 
     async def write(
-        self, stmt: sa.Executable, *, not_found: str | None = None
+        self, stmt: sa.Executable, *, not_found: str | None = None, savepoint: bool = False
     ) -> CursorResult[Any]:
-        """Run a statement that may violate a constraint.
+        """Run a statement that may violate a constraint, translating the error.
 
-        On PostgreSQL a failed statement aborts the whole transaction; a savepoint keeps the
-        unit of work usable after a translated ``NotFound``/``Conflict`` (SQLite already
-        rolls back just the failed statement).
+        On PostgreSQL a failed statement aborts the whole transaction, so after a refused
+        write the unit of work is over (services let the error end it). A caller that wants
+        to recover and go on in the same transaction asks for a ``savepoint`` (two extra
+        round trips, so only where it is needed).
         """
-        if self.dialect != dialects.POSTGRES:
+        if not savepoint or self.dialect != dialects.POSTGRES:
             return await self.execute(stmt, not_found=not_found)
         try:
             async with self.conn.begin_nested():
@@ -832,7 +833,9 @@ class JobEventRepo:
         for attempt in range(_SEQ_RETRIES):
             try:
                 await self._db.write(
-                    stmt, not_found="generation_job_id must belong to project_id and team_id"
+                    stmt,
+                    not_found="generation_job_id must belong to project_id and team_id",
+                    savepoint=True,
                 )
                 return
             except errors.Conflict as e:

@@ -1,0 +1,1 @@
+"""Benchmarks, on demand: ``python -m bench`` (see bench/harness.py)."""
