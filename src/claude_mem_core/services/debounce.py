@@ -294,8 +294,16 @@ class SessionBatcher:
             project_name=project.name if project else None,
             mode=gen.mode,
         )
+        covered_results: list[ProcessResult] = []
+
+        async def complete_covered(uow: UnitOfWork, ids: list[str]) -> None:
+            # In the lead's own transaction: the batch completes together or not at all.
+            covered_results.extend(await self._complete_covered(uow, lead, covered, ids))
+
         if build.skipped_all or not events:
-            lead_result = await gen.persist(lead, [], None, private=build.had_private_content)
+            lead_result = await gen.persist(
+                lead, [], None, private=build.had_private_content, also=complete_covered
+            )
         else:
             result = await gen.provider.generate(
                 GenerationRequest(
@@ -316,7 +324,9 @@ class SessionBatcher:
                 content = render.observation_content(item)
                 if content:
                     drafts.append(gen.draft_observation(lead, item.index, item, content, result))
-            lead_result = await gen.persist(lead, drafts, result, private=build.had_private_content)
+            lead_result = await gen.persist(
+                lead, drafts, result, private=build.had_private_content, also=complete_covered
+            )
         if lead_result.outcome != "completed":
             for job in covered:
                 await release_claimed(
@@ -327,62 +337,60 @@ class SessionBatcher:
                     source="debounce_release",
                 )
             return [lead_result]
-        return [lead_result, *await self._complete_covered(lead, covered, lead_result)]
+        return [lead_result, *covered_results]
 
     async def _complete_covered(
-        self, lead: GenerationJob, covered: list[GenerationJob], lead_result: ProcessResult
+        self, uow: UnitOfWork, lead: GenerationJob, covered: list[GenerationJob], ids: list[str]
     ) -> list[ProcessResult]:
         gen = self.generator
         deps = self.deps
         now = deps.clock.now()
-        ids = list(lead_result.observation_ids)
         results: list[ProcessResult] = []
-        async with deps.storage.unit_of_work() as uow:
-            for job in covered:
-                current = await uow.jobs.get(job.team_id, job.id)
-                if (
-                    current is None
-                    or current.status is not JobStatus.PROCESSING
-                    or current.locked_by != gen.worker_id
-                    or current.attempts != job.attempts
-                ):
-                    results.append(ProcessResult(job_id=job.id, outcome="lost_lease"))
-                    continue
-                done = machine.transition(current, JobStatus.COMPLETED, now=now)
-                if not await uow.jobs.compare_and_set(current, done):
-                    results.append(ProcessResult(job_id=job.id, outcome="lost_lease"))
-                    continue
-                for observation_id in ids:
-                    await uow.sources.add(
-                        ObservationSource(
-                            id=deps.ids.new_id(),
-                            observation_id=observation_id,
-                            team_id=job.team_id,
-                            project_id=job.project_id,
-                            source_type=ObservationSourceType.AGENT_EVENT,
-                            source_id=job.source_id,
-                            agent_event_id=job.agent_event_id,
-                            generation_job_id=lead.id,
-                            metadata={"coalescedJobId": job.id, "policy": "debounce"},
-                            created_at=now,
-                        )
+        for job in covered:
+            current = await uow.jobs.get(job.team_id, job.id)
+            if (
+                current is None
+                or current.status is not JobStatus.PROCESSING
+                or current.locked_by != gen.worker_id
+                or current.attempts != job.attempts
+            ):
+                results.append(ProcessResult(job_id=job.id, outcome="lost_lease"))
+                continue
+            done = machine.transition(current, JobStatus.COMPLETED, now=now)
+            if not await uow.jobs.compare_and_set(current, done):
+                results.append(ProcessResult(job_id=job.id, outcome="lost_lease"))
+                continue
+            for observation_id in ids:
+                await uow.sources.add(
+                    ObservationSource(
+                        id=deps.ids.new_id(),
+                        observation_id=observation_id,
+                        team_id=job.team_id,
+                        project_id=job.project_id,
+                        source_type=ObservationSourceType.AGENT_EVENT,
+                        source_id=job.source_id,
+                        agent_event_id=job.agent_event_id,
+                        generation_job_id=lead.id,
+                        metadata={"coalescedJobId": job.id, "policy": "debounce"},
+                        created_at=now,
                     )
-                details = {
-                    "coalescedInto": lead.id,
-                    "observationCount": 0,
-                    "observationIds": ids,
-                    "workerId": gen.worker_id,
-                    "policy": "debounce",
-                }
-                await outbox.append_job_event(uow, deps, done, JobEventType.COMPLETED, details)
-                await audit(
-                    uow,
-                    deps,
-                    _caller_for(done),
-                    "generation_job.completed",
-                    project_id=done.project_id,
-                    resource_id=done.id,
-                    details={**details, "sourceType": done.source_type.value},
                 )
-                results.append(ProcessResult(job_id=job.id, outcome="completed"))
+            details = {
+                "coalescedInto": lead.id,
+                "observationCount": 0,
+                "observationIds": ids,
+                "workerId": gen.worker_id,
+                "policy": "debounce",
+            }
+            await outbox.append_job_event(uow, deps, done, JobEventType.COMPLETED, details)
+            await audit(
+                uow,
+                deps,
+                _caller_for(done),
+                "generation_job.completed",
+                project_id=done.project_id,
+                resource_id=done.id,
+                details={**details, "sourceType": done.source_type.value},
+            )
+            results.append(ProcessResult(job_id=job.id, outcome="completed"))
         return results

@@ -14,7 +14,7 @@ cancel in the middle all end with exactly one set of observations or none:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -50,6 +50,9 @@ log = logging.getLogger("claude_mem.generation")
 Outcome = Literal[
     "completed", "skipped", "retry_scheduled", "failed", "missing", "busy", "lost_lease"
 ]
+
+
+AlsoInTransaction = Callable[[UnitOfWork, list[str]], Awaitable[None]]
 
 
 @frozen(kw_only=True)
@@ -354,7 +357,11 @@ class Generator:
         result: GenerationResult | None,
         *,
         private: bool,
+        also: AlsoInTransaction | None = None,
     ) -> ProcessResult:
+        """Store the drafts and complete ``job`` in one transaction, if this worker still
+        holds it. ``also`` runs in that same transaction once the job is completed, with the
+        stored observation ids (batching uses it to complete the jobs a batch covered)."""
         deps = self.deps
         now = deps.clock.now()
         provider = result.provider if result else self.provider.name
@@ -419,6 +426,8 @@ class Generator:
             done = machine.transition(current, JobStatus.COMPLETED, now=now)
             if not await uow.jobs.compare_and_set(current, done):
                 return ProcessResult(job_id=job.id, outcome="lost_lease")
+            if also is not None:
+                await also(uow, ids)
             usage = result.usage if result else None
             await outbox.append_job_event(
                 uow,
