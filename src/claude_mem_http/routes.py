@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from claude_mem_core.domain.scopes import Need, allows
-from claude_mem_core.errors import FieldIssue, Forbidden, InvalidInput, NotFound
+from claude_mem_core.domain.scopes import Need
+from claude_mem_core.errors import FieldIssue, InvalidInput
 from claude_mem_core.services import admin, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
@@ -241,8 +241,6 @@ def _job_page(page: jobs.JobPage, *, include_payload: bool = False) -> dict[str,
 @requires(Need.READ)
 async def list_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
     include_payload = "payload" in _includes(request)
-    if include_payload and not allows(caller.scopes, Need.ADMIN):
-        raise Forbidden("`include=payload` requires admin scope")
     status = _status(request)
     source_type = _source_type(request)
     since = schemas.query_since(request.query)
@@ -255,6 +253,7 @@ async def list_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
         since=since,
         limit=limit,
         offset=offset,
+        include_payload=include_payload,
     )
     body = _job_page(page, include_payload=include_payload)
     body["requestId"] = caller.request_id
@@ -263,12 +262,16 @@ async def list_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
 
 @requires(Need.READ)
 async def list_team_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
-    if request.match_info["teamId"] != caller.team_id:
-        raise NotFound("Team not found")
     status = _status(request)
     limit, offset = _page(request)
     page = await jobs.list_jobs(
-        _deps(request), caller, status=status, limit=limit, offset=offset, mode="team_jobs"
+        _deps(request),
+        caller,
+        team_id=request.match_info["teamId"],
+        status=status,
+        limit=limit,
+        offset=offset,
+        mode="team_jobs",
     )
     return json_response(_job_page(page))
 

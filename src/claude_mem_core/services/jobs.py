@@ -24,7 +24,7 @@ from claude_mem_core.domain.models import (
     SourceType,
 )
 from claude_mem_core.domain.scopes import Need, allows, require
-from claude_mem_core.errors import Conflict, InvalidInput, NotFound
+from claude_mem_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Caller, Deps
@@ -108,9 +108,20 @@ async def list_jobs(
     limit: int = 50,
     offset: int = 0,
     mode: str = "jobs_list",
+    team_id: str | None = None,
+    include_payload: bool = False,
 ) -> JobPage:
-    """Jobs of the caller's team (or of one project), newest first, paged."""
+    """Jobs of the caller's team (or of one project), newest first, paged.
+
+    ``team_id``, when given, must be the caller's own team (anything else is not found).
+    Stored payloads hold key ids and request ids, so returning them (``include_payload``)
+    needs the admin scope.
+    """
     require(caller.scopes, Need.READ)
+    if team_id is not None and team_id != caller.team_id:
+        raise NotFound("Team not found")
+    if include_payload and not allows(caller.scopes, Need.ADMIN):
+        raise Forbidden("`include=payload` requires admin scope")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput.field("limit", f"must be an integer from 1 to {MAX_PAGE}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -143,6 +154,8 @@ async def list_jobs(
                 "sourceType": source_type.value if source_type else None,
                 "limit": limit,
                 "offset": offset,
+                "since": since.isoformat() if since else None,
+                "includePayload": include_payload,
                 "resultCount": len(rows),
             },
         )
