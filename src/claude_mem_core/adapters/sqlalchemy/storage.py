@@ -1,11 +1,15 @@
 """The SQLAlchemy (async Core) storage adapter for PostgreSQL and SQLite.
 
-One unit of work is one connection and one transaction. Repositories are thin: each method
-is one or two statements, scoped by team (and project) in SQL. Idempotent adds use
-``INSERT … ON CONFLICT DO NOTHING`` and then read the winning row in the same transaction,
-which is race-safe on PostgreSQL (the insert waits for a concurrent inserter to commit, and
-the next READ COMMITTED statement sees its row) and trivially so on SQLite (``BEGIN
-IMMEDIATE`` serialises writers).
+One unit of work is one connection and one transaction. (On PostgreSQL the transaction
+opens at the first statement that writes or locks; plain reads before it run in autocommit,
+which under READ COMMITTED sees exactly what the transaction would, and spares a read-only
+unit of work its ``BEGIN`` and ``COMMIT``.) Repositories are thin: each method is one or two
+statements, scoped by team (and project) in SQL, and the hot ones are built once
+(:class:`_Statements`). Idempotent adds use ``INSERT … ON CONFLICT DO NOTHING RETURNING``
+and read the winning row only when nothing was returned, in the same transaction, which is
+race-safe on PostgreSQL (the insert waits for a concurrent inserter to commit, and the next
+READ COMMITTED statement sees its row) and trivially so on SQLite (``BEGIN IMMEDIATE``
+serialises writers).
 """
 
 from __future__ import annotations
@@ -264,23 +268,203 @@ def _job_mutable_values(job: GenerationJob) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- statements
+
+
+def _p(name: str) -> sa.BindParameter[Any]:
+    return sa.bindparam(name)
+
+
+class _Statements:
+    """The hot statements, built once per dialect with bound parameters.
+
+    A construct built per call costs more CPU than the round trip it makes (argument
+    coercion and a fresh cache key every time); these are built at first use and run with
+    a parameter dict, so SQLAlchemy finds their compiled form in its cache.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        p, o, s, e = t.projects, t.observations, t.observation_sources, t.agent_events
+        j, je, k, ss = (
+            t.observation_generation_jobs,
+            t.observation_generation_job_events,
+            t.api_keys,
+            t.server_sessions,
+        )
+
+        def select(table: sa.Table) -> sa.Select[Any]:
+            return sa.select(*_columns(table))
+
+        def exists(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+            return sa.select(sa.literal(1)).select_from(table).where(*where).limit(1)
+
+        self.project_get = select(p).where(p.c.id == _p("id"), p.c.team_id == _p("team_id"))
+        self.api_key_by_hash = select(k).where(k.c.key_hash == _p("key_hash"))
+        self.api_key_by_id = select(k).where(k.c.id == _p("id"))
+        self.session_get = select(ss).where(ss.c.id == _p("id"), ss.c.team_id == _p("team_id"))
+        self.session_in_scope = exists(
+            ss,
+            ss.c.id == _p("id"),
+            ss.c.team_id == _p("team_id"),
+            ss.c.project_id == _p("project_id"),
+        )
+        self.job_in_scope = exists(
+            j, j.c.id == _p("id"), j.c.team_id == _p("team_id"), j.c.project_id == _p("project_id")
+        )
+
+        self.event_insert = dialects.insert_ignore(dialect, e, index_elements=["idempotency_key"])
+        self.event_get = select(e).where(e.c.id == _p("id"), e.c.team_id == _p("team_id"))
+        self.events_many = select(e).where(
+            e.c.team_id == _p("team_id"),
+            e.c.project_id == _p("project_id"),
+            e.c.id.in_(sa.bindparam("ids", expanding=True)),
+        )
+        self.events_of_session = (
+            select(e)
+            .where(
+                e.c.team_id == _p("team_id"),
+                e.c.project_id == _p("project_id"),
+                e.c.server_session_id == _p("session_id"),
+            )
+            .order_by(e.c.occurred_at, e.c.received_at, e.c.id)
+            .limit(_p("limit"))
+        )
+
+        self.job_insert = dialects.insert_ignore(dialect, j)
+        self.job_by_key = select(j).where(
+            j.c.idempotency_key == _p("w_key"),
+            j.c.team_id == _p("w_team_id"),
+            j.c.project_id == _p("w_project_id"),
+        )
+        self.job_get = select(j).where(j.c.id == _p("id"), j.c.team_id == _p("team_id"))
+        self.job_get_unscoped = select(j).where(j.c.id == _p("id"))
+        # The SET clause comes from the parameters named like columns; the guard's
+        # parameters are prefixed so they never collide with them.
+        self.job_compare_and_set = sa.update(j).where(
+            j.c.id == _p("w_id"),
+            j.c.team_id == _p("w_team_id"),
+            j.c.project_id == _p("w_project_id"),
+            j.c.status == _p("w_status"),
+            j.c.attempts == _p("w_attempts"),
+            j.c.locked_by.is_not_distinct_from(_p("w_locked_by")),
+        )
+
+        next_seq = (
+            sa.select(sa.func.coalesce(sa.func.max(je.c.seq), 0) + 1)
+            .where(je.c.generation_job_id == _p("w_job_id"))
+            .scalar_subquery()
+        )
+        # A conflict on (job, seq) means a concurrent writer took the seq: nothing is
+        # returned and the caller recomputes it, with no savepoint (any other violation
+        # still raises).
+        self.job_event_insert = dialects.insert_ignore(
+            dialect, je, {"seq": next_seq}, index_elements=["generation_job_id", "seq"]
+        )
+        self.job_event_exists = exists(je, je.c.id == _p("id"))
+
+        self.observation_insert = sa.insert(o).returning(o.c.id)
+        self.observation_insert_ignore = dialects.insert_ignore(
+            dialect,
+            o,
+            index_elements=["team_id", "project_id", "generation_key"],
+            index_where=o.c.generation_key.is_not(None),
+        )
+        self.observation_by_key = select(o).where(
+            o.c.team_id == _p("team_id"),
+            o.c.project_id == _p("project_id"),
+            o.c.generation_key == _p("generation_key"),
+        )
+
+        self.source_insert = dialects.insert_ignore(
+            dialect, s, index_elements=["observation_id", "source_type", "source_id"]
+        )
+        locked_source = select(s).where(
+            s.c.observation_id == _p("observation_id"),
+            s.c.source_type == _p("source_type"),
+            s.c.source_id == _p("source_id"),
+            s.c.team_id == _p("team_id"),
+            s.c.project_id == _p("project_id"),
+        )
+        self.source_locked = (
+            locked_source.with_for_update() if dialect == dialects.POSTGRES else locked_source
+        )
+
+        self.audit_insert = sa.insert(t.audit_log)
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    sql = _STATEMENTS.get(dialect)
+    if sql is None:
+        sql = _STATEMENTS[dialect] = _Statements(dialect)
+    return sql
+
+
 # --------------------------------------------------------------------------- plumbing
 
 
 class _Db:
-    """The connection of one unit of work, with error translation at the boundary."""
+    """The connection of one unit of work, with error translation at the boundary.
 
-    def __init__(self, conn: AsyncConnection, dialect_name: str) -> None:
+    ``scoped`` remembers the (kind, id, team, project) of rows this unit of work has
+    already read or checked: scopes never change and rows are never deleted through the
+    port, so a second check of the same parent in one transaction would be a wasted round
+    trip (the foreign keys still guard the parent's existence at insert time).
+    """
+
+    def __init__(self, conn: AsyncConnection, dialect_name: str, driver: Any | None = None) -> None:
         self.conn = conn
         self.dialect = dialect_name
+        self.sql = _statements(dialect_name)
+        self.scoped: set[tuple[str, str, str | None, str | None]] = set()
+        # PostgreSQL only: the psycopg connection, in autocommit until the first write.
+        self.lazy_driver = driver
+
+    async def _before(self, stmt: sa.Executable) -> None:
+        """Open the transaction at the first statement that writes or locks.
+
+        Plain reads before it run in autocommit: under READ COMMITTED every statement
+        takes its own snapshot anyway, so they see exactly what they would inside the
+        transaction, and a unit of work that only reads costs one round trip per read
+        instead of two more for BEGIN and COMMIT.
+        """
+        driver = self.lazy_driver
+        if driver is None or (isinstance(stmt, sa.Select) and stmt._for_update_arg is None):
+            return
+        self.lazy_driver = None
+        try:
+            await driver.set_autocommit(False)  # psycopg sends BEGIN with the next statement
+        except Exception as e:
+            raise dialects.translate_error(e) from e
 
     async def execute(
         self, stmt: sa.Executable, *, not_found: str | None = None
     ) -> CursorResult[Any]:
+        if self.lazy_driver is not None:
+            await self._before(stmt)
         try:
             return await self.conn.execute(stmt)
         except (exc.SQLAlchemyError, OSError) as e:
             raise dialects.translate_error(e, not_found=not_found) from e
+
+    async def run(
+        self, stmt: sa.Executable, params: Mapping[str, Any], *, not_found: str | None = None
+    ) -> CursorResult[Any]:
+        """Execute a prebuilt statement with bound parameters (its compiled form is cached)."""
+        if self.lazy_driver is not None:
+            await self._before(stmt)
+        try:
+            return await self.conn.execute(stmt, params)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found=not_found) from e
+
+    async def row(self, stmt: sa.Executable, params: Mapping[str, Any]) -> RowMapping | None:
+        return (await self.run(stmt, params)).mappings().one_or_none()
+
+    async def rows(self, stmt: sa.Executable, params: Mapping[str, Any]) -> Sequence[RowMapping]:
+        return (await self.run(stmt, params)).mappings().all()
 
     async def write(
         self, stmt: sa.Executable, *, not_found: str | None = None, savepoint: bool = False
@@ -294,6 +478,7 @@ class _Db:
         """
         if not savepoint or self.dialect != dialects.POSTGRES:
             return await self.execute(stmt, not_found=not_found)
+        await self._before(stmt)
         try:
             async with self.conn.begin_nested():
                 return await self.conn.execute(stmt)
@@ -337,11 +522,12 @@ _SESSION_SCOPE_ERROR = "server_session_id must belong to project_id and team_id"
 
 async def _check_session_scope(db: _Db, session_id: str | None, team: str, project: str) -> None:
     # A single-column FK keeps SET NULL on session deletion; the scope is checked here.
-    if session_id is None:
+    if session_id is None or ("session", session_id, team, project) in db.scoped:
         return
-    s = t.server_sessions
-    if not await db.exists(s, s.c.id == session_id, s.c.team_id == team, s.c.project_id == project):
+    params = {"id": session_id, "team_id": team, "project_id": project}
+    if (await db.run(db.sql.session_in_scope, params)).first() is None:
         raise errors.NotFound(_SESSION_SCOPE_ERROR)
+    db.scoped.add(("session", session_id, team, project))
 
 
 # --------------------------------------------------------------------------- repositories
@@ -398,9 +584,7 @@ class ProjectRepo:
         )
 
     async def get(self, team_id: str, project_id: str) -> Project | None:
-        c = t.projects.c
-        stmt = self._db.select(t.projects).where(c.id == project_id, c.team_id == team_id)
-        row = await self._db.one_or_none(stmt)
+        row = await self._db.row(self._db.sql.project_get, {"id": project_id, "team_id": team_id})
         return _project(row) if row else None
 
     async def find_by_name(self, team_id: str, name: str) -> Project | None:
@@ -445,14 +629,11 @@ class ApiKeyRepo:
         )
 
     async def get_by_hash(self, key_hash: str) -> ApiKey | None:
-        stmt = self._db.select(t.api_keys).where(t.api_keys.c.key_hash == key_hash)
-        row = await self._db.one_or_none(stmt)
+        row = await self._db.row(self._db.sql.api_key_by_hash, {"key_hash": key_hash})
         return _api_key(row) if row else None
 
     async def get_unscoped(self, key_id: str) -> ApiKey | None:
-        row = await self._db.one_or_none(
-            self._db.select(t.api_keys).where(t.api_keys.c.id == key_id)
-        )
+        row = await self._db.row(self._db.sql.api_key_by_id, {"id": key_id})
         return _api_key(row) if row else None
 
     async def list(
@@ -531,10 +712,11 @@ class SessionRepo:
         raise errors.Conflict(f"server session {session.id} already exists")
 
     async def get(self, team_id: str, session_id: str) -> ServerSession | None:
-        c = t.server_sessions.c
-        stmt = self._db.select(t.server_sessions).where(c.id == session_id, c.team_id == team_id)
-        row = await self._db.one_or_none(stmt)
-        return _session(row) if row else None
+        row = await self._db.row(self._db.sql.session_get, {"id": session_id, "team_id": team_id})
+        if row is None:
+            return None
+        self._db.scoped.add(("session", row["id"], row["team_id"], row["project_id"]))
+        return _session(row)
 
     async def find_by_idempotency_key(
         self, team_id: str, project_id: str, key: str
@@ -611,9 +793,8 @@ class EventRepo:
             "received_at": event.received_at,
             "created_at": event.created_at,
         }
-        result = await self._db.write(
-            dialects.insert_ignore(self._db.dialect, e, values, index_elements=["idempotency_key"]),
-            not_found="project_id must belong to team_id",
+        result = await self._db.run(
+            self._db.sql.event_insert, values, not_found="project_id must belong to team_id"
         )
         if result.first() is not None:
             return event, True
@@ -633,9 +814,7 @@ class EventRepo:
         return stored, False
 
     async def get(self, team_id: str, event_id: str) -> AgentEvent | None:
-        c = t.agent_events.c
-        stmt = self._db.select(t.agent_events).where(c.id == event_id, c.team_id == team_id)
-        row = await self._db.one_or_none(stmt)
+        row = await self._db.row(self._db.sql.event_get, {"id": event_id, "team_id": team_id})
         return _event(row) if row else None
 
     async def get_many(
@@ -644,26 +823,20 @@ class EventRepo:
         """In the order of ``event_ids`` (duplicates and unknown ids dropped)."""
         if not event_ids:
             return []
-        c = t.agent_events.c
-        stmt = self._db.select(t.agent_events).where(
-            c.team_id == team_id, c.project_id == project_id, c.id.in_(list(set(event_ids)))
-        )
-        found = {r["id"]: _event(r) for r in await self._db.all(stmt)}
+        params = {"team_id": team_id, "project_id": project_id, "ids": list(set(event_ids))}
+        found = {r["id"]: _event(r) for r in await self._db.rows(self._db.sql.events_many, params)}
         return [found[i] for i in dict.fromkeys(event_ids) if i in found]
 
     async def list_for_session(
         self, team_id: str, project_id: str, session_id: str, *, limit: int = 500
     ) -> Sequence[AgentEvent]:
-        c = t.agent_events.c
-        stmt = (
-            self._db.select(t.agent_events)
-            .where(
-                c.team_id == team_id, c.project_id == project_id, c.server_session_id == session_id
-            )
-            .order_by(c.occurred_at, c.received_at, c.id)
-            .limit(limit)
-        )
-        return [_event(r) for r in await self._db.all(stmt)]
+        params = {
+            "team_id": team_id,
+            "project_id": project_id,
+            "session_id": session_id,
+            "limit": limit,
+        }
+        return [_event(r) for r in await self._db.rows(self._db.sql.events_of_session, params)]
 
 
 class JobRepo:
@@ -671,38 +844,36 @@ class JobRepo:
         self._db = db
 
     async def add(self, job: GenerationJob) -> tuple[GenerationJob, bool]:
-        j = t.observation_generation_jobs
         await _check_session_scope(self._db, job.server_session_id, job.team_id, job.project_id)
-        result = await self._db.write(
-            dialects.insert_ignore(self._db.dialect, j, _job_values(job)),
+        result = await self._db.run(
+            self._db.sql.job_insert,
+            _job_values(job),
             not_found="agent_event source_id must belong to project_id and team_id",
         )
         if result.first() is not None:
+            self._db.scoped.add(("job", job.id, job.team_id, job.project_id))
             return job, True
-        stmt = self._db.select(j).where(
-            j.c.idempotency_key == job.idempotency_key,
-            j.c.team_id == job.team_id,
-            j.c.project_id == job.project_id,
-        )
-        row = await self._db.one_or_none(stmt)
+        params = {
+            "w_key": job.idempotency_key,
+            "w_team_id": job.team_id,
+            "w_project_id": job.project_id,
+        }
+        row = await self._db.row(self._db.sql.job_by_key, params)
         if row is None:
             raise errors.Conflict(f"generation job {job.id} conflicts with a stored job")
-        return _job(row), False
+        return self._seen(row), False
+
+    def _seen(self, row: RowMapping) -> GenerationJob:
+        self._db.scoped.add(("job", row["id"], row["team_id"], row["project_id"]))
+        return _job(row)
 
     async def get(self, team_id: str, job_id: str) -> GenerationJob | None:
-        c = t.observation_generation_jobs.c
-        stmt = self._db.select(t.observation_generation_jobs).where(
-            c.id == job_id, c.team_id == team_id
-        )
-        row = await self._db.one_or_none(stmt)
-        return _job(row) if row else None
+        row = await self._db.row(self._db.sql.job_get, {"id": job_id, "team_id": team_id})
+        return self._seen(row) if row else None
 
     async def get_unscoped(self, job_id: str) -> GenerationJob | None:
-        c = t.observation_generation_jobs.c
-        row = await self._db.one_or_none(
-            self._db.select(t.observation_generation_jobs).where(c.id == job_id)
-        )
-        return _job(row) if row else None
+        row = await self._db.row(self._db.sql.job_get_unscoped, {"id": job_id})
+        return self._seen(row) if row else None
 
     async def compare_and_set(self, expected: GenerationJob, new: GenerationJob) -> bool:
         if (new.id, new.team_id, new.project_id) != (
@@ -711,21 +882,18 @@ class JobRepo:
             expected.project_id,
         ):
             raise errors.InvalidInput("compare_and_set cannot change a job's id or scope")
-        c = t.observation_generation_jobs.c
         # One guarded UPDATE: the row lock it takes makes concurrent claims serialise, and
         # the loser's re-evaluated WHERE no longer matches.
-        result = await self._db.write(
-            sa.update(t.observation_generation_jobs)
-            .where(
-                c.id == expected.id,
-                c.team_id == expected.team_id,
-                c.project_id == expected.project_id,
-                c.status == expected.status.value,
-                c.attempts == expected.attempts,
-                c.locked_by.is_not_distinct_from(expected.locked_by),
-            )
-            .values(**_job_mutable_values(new))
+        params = _job_mutable_values(new)
+        params.update(
+            w_id=expected.id,
+            w_team_id=expected.team_id,
+            w_project_id=expected.project_id,
+            w_status=expected.status.value,
+            w_attempts=expected.attempts,
+            w_locked_by=expected.locked_by,
         )
+        result = await self._db.run(self._db.sql.job_compare_and_set, params)
         return result.rowcount == 1
 
     async def save_payload(self, job: GenerationJob) -> None:
@@ -812,41 +980,29 @@ class JobEventRepo:
         self._db = db
 
     async def add(self, event: JobEvent) -> None:
-        je = t.observation_generation_job_events
-        next_seq = (
-            sa.select(sa.func.coalesce(sa.func.max(je.c.seq), 0) + 1)
-            .where(je.c.generation_job_id == event.generation_job_id)
-            .scalar_subquery()
-        )
-        stmt = sa.insert(je).values(
-            id=event.id,
-            generation_job_id=event.generation_job_id,
-            team_id=event.team_id,
-            project_id=event.project_id,
-            seq=next_seq,
-            event_type=event.event_type.value,
-            status_after=event.status_after.value,
-            attempt=event.attempt,
-            details=event.details,
-            created_at=event.created_at,
-        )
-        for attempt in range(_SEQ_RETRIES):
-            try:
-                await self._db.write(
-                    stmt,
-                    not_found="generation_job_id must belong to project_id and team_id",
-                    savepoint=True,
-                )
+        params = {
+            "id": event.id,
+            "generation_job_id": event.generation_job_id,
+            "team_id": event.team_id,
+            "project_id": event.project_id,
+            "event_type": event.event_type.value,
+            "status_after": event.status_after.value,
+            "attempt": event.attempt,
+            "details": event.details,
+            "created_at": event.created_at,
+            "w_job_id": event.generation_job_id,
+        }
+        for _ in range(_SEQ_RETRIES):
+            result = await self._db.run(
+                self._db.sql.job_event_insert,
+                params,
+                not_found="generation_job_id must belong to project_id and team_id",
+            )
+            if result.first() is not None:
                 return
-            except errors.Conflict as e:
-                # Two writers appending to one job's log picked the same seq; the loser
-                # recomputes it (its savepoint rolled back, the other row is now visible).
-                if not dialects.is_unique_violation(e.__cause__ or e) or attempt == (
-                    _SEQ_RETRIES - 1
-                ):
-                    raise
-                if await self._db.exists(je, je.c.id == event.id):
-                    raise
+            # Two writers appending to one job's log picked the same seq; the loser
+            # recomputes it (ON CONFLICT waited for the winner, whose row is now visible).
+        raise errors.Conflict(f"job event {event.id}: no free sequence number after retries")
 
     async def list(self, team_id: str, job_id: str) -> Sequence[JobEvent]:
         je = t.observation_generation_job_events
@@ -863,23 +1019,19 @@ class ObservationRepo:
         self._db = db
 
     async def add(self, observation: Observation) -> tuple[Observation, bool]:
-        o = t.observations
-        await _check_session_scope(
-            self._db, observation.server_session_id, observation.team_id, observation.project_id
-        )
-        if observation.created_by_job_id is not None:
-            j = t.observation_generation_jobs
-            if not await self._db.exists(
-                j,
-                j.c.id == observation.created_by_job_id,
-                j.c.team_id == observation.team_id,
-                j.c.project_id == observation.project_id,
-            ):
+        db = self._db
+        team, project = observation.team_id, observation.project_id
+        await _check_session_scope(db, observation.server_session_id, team, project)
+        job_id = observation.created_by_job_id
+        if job_id is not None and ("job", job_id, team, project) not in db.scoped:
+            params = {"id": job_id, "team_id": team, "project_id": project}
+            if (await db.run(db.sql.job_in_scope, params)).first() is None:
                 raise errors.NotFound("created_by_job_id must belong to project_id and team_id")
+            db.scoped.add(("job", job_id, team, project))
         values = {
             "id": observation.id,
-            "team_id": observation.team_id,
-            "project_id": observation.project_id,
+            "team_id": team,
+            "project_id": project,
             "server_session_id": observation.server_session_id,
             "kind": observation.kind.value,
             "type": observation.type,
@@ -893,30 +1045,23 @@ class ObservationRepo:
             "content": observation.content,
             "generation_key": observation.generation_key,
             "metadata": observation.metadata,
-            "created_by_job_id": observation.created_by_job_id,
+            "created_by_job_id": job_id,
             "created_at": observation.created_at,
             "updated_at": observation.updated_at,
         }
         not_found = "project_id must belong to team_id"
         if observation.generation_key is None:
-            await self._db.write(sa.insert(o).values(values), not_found=not_found)
+            await db.run(db.sql.observation_insert, values, not_found=not_found)
             return observation, True
-        stmt = dialects.insert_ignore(
-            self._db.dialect,
-            o,
-            values,
-            index_elements=["team_id", "project_id", "generation_key"],
-            index_where=o.c.generation_key.is_not(None),
-        )
-        if (await self._db.write(stmt, not_found=not_found)).first() is not None:
+        result = await db.run(db.sql.observation_insert_ignore, values, not_found=not_found)
+        if result.first() is not None:
             return observation, True
-        row = await self._db.one_or_none(
-            self._db.select(o).where(
-                o.c.team_id == observation.team_id,
-                o.c.project_id == observation.project_id,
-                o.c.generation_key == observation.generation_key,
-            )
-        )
+        params = {
+            "team_id": team,
+            "project_id": project,
+            "generation_key": observation.generation_key,
+        }
+        row = await db.row(db.sql.observation_by_key, params)
         if row is None:  # pragma: no cover - the conflict target guarantees a row
             raise errors.Conflict(f"observation {observation.id} conflicts with a stored one")
         return _observation(row), False
@@ -1028,28 +1173,15 @@ class SourceRepo:
             "metadata": source.metadata,
             "created_at": source.created_at,
         }
-        stmt = dialects.insert_ignore(
-            self._db.dialect,
-            s,
+        result = await self._db.run(
+            self._db.sql.source_insert,
             values,
-            index_elements=["observation_id", "source_type", "source_id"],
-        )
-        result = await self._db.write(
-            stmt, not_found="observation and agent event must belong to project_id and team_id"
+            not_found="observation and agent event must belong to project_id and team_id",
         )
         if result.first() is not None:
             return source
-        row = await self._db.one_or_none(
-            self._db.locked(
-                self._db.select(s).where(
-                    s.c.observation_id == source.observation_id,
-                    s.c.source_type == source.source_type.value,
-                    s.c.source_id == source.source_id,
-                    s.c.team_id == source.team_id,
-                    s.c.project_id == source.project_id,
-                )
-            )
-        )
+        keys = ("observation_id", "source_type", "source_id", "team_id", "project_id")
+        row = await self._db.row(self._db.sql.source_locked, {k: values[k] for k in keys})
         if row is None:
             raise errors.NotFound("observation must belong to project_id and team_id")
         stored = _source(row)
@@ -1065,19 +1197,20 @@ class AuditRepo:
         self._db = db
 
     async def add(self, entry: AuditEntry) -> None:
-        await self._db.write(
-            sa.insert(t.audit_log).values(
-                id=entry.id,
-                team_id=entry.team_id,
-                project_id=entry.project_id,
-                actor_id=entry.actor_id,
-                api_key_id=entry.api_key_id,
-                action=entry.action,
-                resource_type=entry.resource_type,
-                resource_id=entry.resource_id,
-                details=entry.details,
-                created_at=entry.created_at,
-            ),
+        await self._db.run(
+            self._db.sql.audit_insert,
+            {
+                "id": entry.id,
+                "team_id": entry.team_id,
+                "project_id": entry.project_id,
+                "actor_id": entry.actor_id,
+                "api_key_id": entry.api_key_id,
+                "action": entry.action,
+                "resource_type": entry.resource_type,
+                "resource_id": entry.resource_id,
+                "details": entry.details,
+                "created_at": entry.created_at,
+            },
             not_found="project_id must belong to team_id",
         )
 
@@ -1094,8 +1227,8 @@ class AuditRepo:
 
 
 class SqlAlchemyUnitOfWork:
-    def __init__(self, conn: AsyncConnection, dialect_name: str) -> None:
-        db = _Db(conn, dialect_name)
+    def __init__(self, conn: AsyncConnection, dialect_name: str, driver: Any | None = None) -> None:
+        db = _Db(conn, dialect_name, driver)
         self.teams = TeamRepo(db)
         self.projects = ProjectRepo(db)
         self.api_keys = ApiKeyRepo(db)
@@ -1115,19 +1248,30 @@ class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
         self._engine = engine
         self._dialect = dialect_name
         self._conn: AsyncConnection | None = None
+        self._driver: Any | None = None
 
     async def __aenter__(self) -> UnitOfWork:
         try:
             conn = await self._engine.connect()
         except (exc.SQLAlchemyError, OSError) as e:
             raise dialects.translate_error(e) from e
+        driver: Any | None = None
         try:
             _transaction = await conn.begin()
+            if self._dialect == dialects.POSTGRES:
+                # Autocommit until the first write (see _Db._before); psycopg sends no
+                # BEGIN (and COMMIT is a no-op) while it is on.
+                psycopg_conn: Any = (await conn.get_raw_connection()).driver_connection
+                await psycopg_conn.set_autocommit(True)
+                driver = psycopg_conn
         except (exc.SQLAlchemyError, OSError) as e:
             await conn.close()
             raise dialects.translate_error(e) from e
-        self._conn = conn
-        return SqlAlchemyUnitOfWork(conn, self._dialect)
+        except Exception:
+            await conn.close()
+            raise
+        self._conn, self._driver = conn, driver
+        return SqlAlchemyUnitOfWork(conn, self._dialect, driver)
 
     async def __aexit__(
         self,
@@ -1136,6 +1280,7 @@ class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
         traceback: TracebackType | None,
     ) -> Literal[False]:
         conn, self._conn = self._conn, None
+        driver, self._driver = self._driver, None
         if conn is None:  # pragma: no cover - __aenter__ failed
             return False
         try:
@@ -1147,6 +1292,11 @@ class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
             else:
                 await conn.rollback()
         finally:
+            if driver is not None and not driver.closed:
+                try:  # back to the pool in the mode every other user expects
+                    await driver.set_autocommit(False)
+                except Exception:  # pragma: no cover - a broken connection
+                    await conn.invalidate()
             await conn.close()
         return False
 
