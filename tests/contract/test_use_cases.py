@@ -432,3 +432,32 @@ async def test_audit_chain_shares_the_request_id(mem: Memory, scope: Scope) -> N
         "observation.created": "op-correlation-007",
         "generation_job.completed": "op-correlation-007",
     }
+
+
+async def test_a_job_cancelled_during_the_provider_call_stores_nothing(
+    storage: Storage, scope: Scope
+) -> None:
+    class CancellingProvider(ScriptedProvider):
+        """Answers, but only after an operator cancelled the job it is working on."""
+
+        memory: Memory
+
+        async def generate(self, request: Any) -> Any:
+            page = await self.memory.list_jobs(scope, status="processing")
+            for job in page.jobs:
+                await self.memory.cancel_job(scope, job.id)
+            return await super().generate(request)
+
+    provider = CancellingProvider(default=_reply)
+    mem = Memory(storage=storage, queue=InProcessQueue(), provider=provider)
+    provider.memory = mem
+    ev = await mem.ingest(scope, event_type="tool_use", payload={"tool_name": "Edit"})
+    assert ev.job is not None
+    result = await mem.generator.process(ev.job.id)
+    assert result.outcome == "lost_lease"
+    assert (await mem.get_job(scope, ev.job.id)).status is JobStatus.CANCELLED
+    assert await mem.recent(scope) == []
+    assert (
+        await memories.event_observations(mem.deps, Caller.embedded(scope.team_id), ev.event.id)
+        == []
+    )

@@ -368,14 +368,11 @@ class Generator:
         model = result.model if result else None
         caller = _caller_for(job)
         async with deps.storage.unit_of_work() as uow:
-            current = await uow.jobs.get(job.team_id, job.id)
-            if (
-                current is None
-                or current.status is not JobStatus.PROCESSING
-                or (current.locked_by != self.worker_id or current.attempts != job.attempts)
-            ):
-                # Cancelled, reclaimed after our lease expired, or already done: our
-                # results are discarded and whoever holds the row decides.
+            # Complete first: the compare-and-set fails if the job was cancelled, reclaimed
+            # after our lease expired, or finished by someone else, and then nothing of ours
+            # is written (returning here commits an empty transaction).
+            done = machine.transition(job, JobStatus.COMPLETED, now=now)
+            if not await uow.jobs.compare_and_set(job, done):
                 return ProcessResult(job_id=job.id, outcome="lost_lease")
             ids: list[str] = []
             source_type = (
@@ -423,9 +420,6 @@ class Generator:
                         "parsedObservationIndex": index,
                     },
                 )
-            done = machine.transition(current, JobStatus.COMPLETED, now=now)
-            if not await uow.jobs.compare_and_set(current, done):
-                return ProcessResult(job_id=job.id, outcome="lost_lease")
             if also is not None:
                 await also(uow, ids)
             usage = result.usage if result else None
