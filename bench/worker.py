@@ -95,7 +95,9 @@ def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
-async def bench_redis(jobs: int, concurrency: int, latency_events: int, rate: float) -> None:
+async def bench_redis(
+    jobs: int, concurrency: int, latency_events: int, rate: float, provider: str = "sdk"
+) -> None:
     url = await create_postgres_database(postgres_base_url())
     prefix = f"cmbench_{secrets.token_hex(3)}"
     queue = TaskiqQueue.from_url(REDIS_URL, prefix=prefix)
@@ -120,9 +122,15 @@ async def bench_redis(jobs: int, concurrency: int, latency_events: int, rate: fl
                 "CLAUDE_MEM_QUEUE_ENGINE": "redis",
                 "CLAUDE_MEM_REDIS_URL": REDIS_URL,
                 "CLAUDE_MEM_QUEUE_REDIS_PREFIX": prefix,
-                "CLAUDE_MEM_SERVER_PROVIDER": "anthropic:claude-bench",
-                "ANTHROPIC_API_KEY": "bench",
-                "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+                **(
+                    {"CLAUDE_MEM_SERVER_PROVIDER": "offline"}
+                    if provider == "offline"
+                    else {
+                        "CLAUDE_MEM_SERVER_PROVIDER": "anthropic:claude-bench",
+                        "ANTHROPIC_API_KEY": "bench",
+                        "ANTHROPIC_BASE_URL": fake.anthropic_base_url,
+                    }
+                ),
                 "CLAUDE_MEM_WORKER_STATS_INTERVAL_SECONDS": "5",
             }
             with log.open("wb") as out:
@@ -143,7 +151,8 @@ async def bench_redis(jobs: int, concurrency: int, latency_events: int, rate: fl
                 await asyncio.sleep(0.1)
             took = time.monotonic() - began
             print(
-                f"postgres+redis, 1 worker process, concurrency {concurrency}: "
+                f"postgres+redis, 1 worker process, {provider} provider, "
+                f"concurrency {concurrency}: "
                 f"{jobs} jobs in {took:.2f}s = {jobs / took:.0f} jobs/s"
             )
             # Latency under a steady rate, worker already running.
@@ -212,9 +221,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-events", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--only", choices=["redis", "sqlite"])
+    parser.add_argument(
+        "--provider",
+        choices=["sdk", "offline"],
+        default="sdk",
+        help="sdk: the Anthropic SDK against the local zero-latency fake server (default); "
+        "offline: the in-process offline provider (the worker's own ceiling)",
+    )
     args = parser.parse_args(argv)
     if args.only in (None, "redis"):
-        asyncio.run(bench_redis(args.jobs, args.concurrency, args.latency_events, args.rate))
+        asyncio.run(
+            bench_redis(args.jobs, args.concurrency, args.latency_events, args.rate, args.provider)
+        )
     if args.only in (None, "sqlite"):
         asyncio.run(bench_sqlite(args.jobs, args.latency_events))
 
