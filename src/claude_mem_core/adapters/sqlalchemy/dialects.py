@@ -360,6 +360,9 @@ def postgres_search(
             for i in range(len(tsqueries))
         ),
     ).cte("frequencies")
+    # Materialised too: with stale statistics the planner may otherwise re-aggregate the
+    # frequencies once per matched row (seen: 8.9k loops, 6 s at 20k rows).
+    frequencies = frequencies.prefix_with("MATERIALIZED")
     score: sa.ColumnElement[Any] = sa.literal(0.0, sa.Float)
     for i in range(len(tsqueries)):
         df = frequencies.c[f"df_{i}"]
