@@ -277,6 +277,7 @@ async def open_memory(
     options: PipelineOptions | None = None,
     env: Mapping[str, str] | None = None,
     migrate: bool = True,
+    queue_prefix: str | None = None,
 ) -> AsyncIterator[Memory]:
     """Open a memory on a storage URL. SQLite files are migrated on open (``migrate``);
     Postgres must be migrated with ``claude-mem migrate`` first. ``provider`` is a
@@ -295,7 +296,7 @@ async def open_memory(
             chosen = provider_from_spec(provider, os.environ if env is None else env)
         else:
             chosen = provider
-        queue = queue_from_url(queue_url)
+        queue = queue_from_url(queue_url, prefix=queue_prefix)
     except BaseException:
         await storage.close()
         raise
@@ -322,5 +323,6 @@ async def open_memory_from_settings(
         provider=settings.provider,
         options=settings.pipeline_options(),
         migrate=migrate_embedded and not settings.database_configured,
+        queue_prefix=settings.redis_prefix,
     ) as memory:
         yield memory

@@ -19,6 +19,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -323,3 +324,30 @@ async def test_unreachable_redis_is_a_queue_error_naming_the_host_but_not_the_pa
             assert "s3cret" not in text
     finally:
         await queue.close()
+
+
+@pytest.mark.redis
+async def test_server_side_memory_publishes_under_the_configured_prefix(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The server and the worker read the same CLAUDE_MEM_QUEUE_REDIS_PREFIX; a server that
+    published under another prefix would leave every job to reconciliation and fill an
+    unconsumed stream."""
+    from claude_mem_core.adapters.taskiq_queue import TaskiqQueue
+    from claude_mem_core.config import Settings
+    from claude_mem_core.facade import open_memory_from_settings
+
+    settings = Settings.from_env(
+        {
+            "CLAUDE_MEM_DATA_DIR": str(tmp_path),
+            "CLAUDE_MEM_QUEUE_ENGINE": "redis",
+            "CLAUDE_MEM_REDIS_URL": redis_url,
+            "CLAUDE_MEM_QUEUE_REDIS_PREFIX": "cm_prefix_check",
+            "CLAUDE_MEM_SERVER_PROVIDER": "offline",
+            "CLAUDE_MEM_DOCKER": "0",
+        }
+    )
+    async with open_memory_from_settings(settings) as memory:
+        queue = memory.deps.queue
+        assert isinstance(queue, TaskiqQueue)
+        assert queue.prefix == "cm_prefix_check"

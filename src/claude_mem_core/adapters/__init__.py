@@ -49,7 +49,8 @@ def storage_from_url(url: str) -> Storage:
     )
 
 
-def queue_from_url(url: str) -> JobQueue:
+def queue_from_url(url: str, *, prefix: str | None = None) -> JobQueue:
+    """``prefix`` namespaces the Redis keys; producers and workers must use the same one."""
     url = url.strip()
     if url.startswith("memory://"):
         from claude_mem_core.adapters.inprocess_queue import InProcessQueue
@@ -60,7 +61,11 @@ def queue_from_url(url: str) -> JobQueue:
             from claude_mem_core.adapters.taskiq_queue import TaskiqQueue
         except ImportError as exc:
             raise MissingExtra("Redis queue", "redis") from exc
-        return TaskiqQueue.from_url(url)
+        return (
+            TaskiqQueue.from_url(url)
+            if prefix is None
+            else TaskiqQueue.from_url(url, prefix=prefix)
+        )
     raise ConfigurationError(
         f"unsupported queue URL {url.split('://', 1)[0]!r}://...; use one of "
         + ", ".join(QUEUE_SCHEMES)
