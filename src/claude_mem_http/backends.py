@@ -203,10 +203,7 @@ class LocalBackend:
     ) -> LocalBackend:
         """The whole local team of an embedded memory; projects by id or by name."""
         deps: Deps = memory.deps
-        async with deps.storage.unit_of_work() as uow:
-            team = await uow.teams.find_by_name(team_name)
-        if team is None:
-            team = await admin.create_team(deps, team_name)
+        team = await admin.ensure_team(deps, team_name)
         return cls(deps, Caller.embedded(team.id), default_project=default_project, names=True)
 
     async def project(self, project: str | None) -> str:
@@ -217,13 +214,7 @@ class LocalBackend:
             return chosen
         if chosen in self._resolved:
             return self._resolved[chosen]
-        team_id = self.caller.team_id
-        async with self.deps.storage.unit_of_work() as uow:
-            found = await uow.projects.get(team_id, chosen)
-            if found is None:
-                found = await uow.projects.find_by_name(team_id, chosen)
-        if found is None:
-            found = await admin.create_project(self.deps, team_id, chosen)
+        found = await admin.ensure_project(self.deps, self.caller.team_id, chosen)
         self._resolved[chosen] = found.id
         return found.id
 

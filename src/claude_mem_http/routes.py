@@ -13,17 +13,15 @@ from aiohttp import web
 
 from claude_mem_core.domain.scopes import Need
 from claude_mem_core.errors import FieldIssue, InvalidInput
-from claude_mem_core.services import admin, ingest, jobs, memories, sessions
+from claude_mem_core.services import admin, compat, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
-from claude_mem_core.services.outbox import Transport
 from claude_mem_http import schemas
 from claude_mem_http.auth import requires
 from claude_mem_http.keys import RUNTIME
 from claude_mem_http.middlewares import BadRequest, json_response
 from claude_mem_http.schemas import RequestInvalid
 
-COMPAT_SOURCE_ADAPTER = "claude-code-compat"
 JOB_PAGE_MAX = jobs.MAX_PAGE
 
 
@@ -350,50 +348,32 @@ def _project_key(caller: Caller, route: str) -> str:
 async def compat_observations(request: web.Request, caller: Caller) -> web.StreamResponse:
     body = schemas.parse_compat_observation(await schemas.read_json(request))
     project_id = _project_key(caller, "/api/sessions/observations")
-    deps = _deps(request)
-    found = await sessions.find_or_start_by_content_id(
-        deps,
+    recorded = await compat.record_tool_use(
+        _deps(request),
         caller,
-        project_id=project_id,
-        content_session_id=body["contentSessionId"],
-        agent_id=body["agentId"],
-        agent_type=body["agentType"],
-        platform_source=body["platformSource"],
+        project_id,
+        compat.ToolUse(
+            content_session_id=body["contentSessionId"],
+            tool_name=body["tool_name"],
+            tool_input=body["tool_input"],
+            tool_response=body["tool_response"],
+            tool_use_id=body["tool_use_id"] or body["toolUseId"],
+            cwd=body["cwd"],
+            agent_id=body["agentId"],
+            agent_type=body["agentType"],
+            platform_source=body["platformSource"],
+        ),
     )
-    tool_use_id = body["tool_use_id"] or body["toolUseId"]
-    item = ingest.EventInput(
-        project_id=project_id,
-        source_adapter=COMPAT_SOURCE_ADAPTER,
-        event_type="tool_use",
-        occurred_at=deps.clock.now(),
-        server_session_id=found.id,
-        source_event_id=tool_use_id,
-        payload={
-            "contentSessionId": body["contentSessionId"],
-            "tool_name": body["tool_name"],
-            "tool_input": body["tool_input"],
-            "tool_response": body["tool_response"],
-            "cwd": body["cwd"],
-            "platformSource": body["platformSource"],
-            "agentId": body["agentId"],
-            "agentType": body["agentType"],
-            "toolUseId": tool_use_id,
-        },
-        metadata={"compat": "sessions/observations"},
-    )
-    result = await ingest.ingest_event(
-        deps, caller, item, generate=True, job_source="http_post_api_sessions_observations"
-    )
-    transport: Transport = result.transport
+    result = recorded.result
     return json_response(
         {
             "status": "queued",
             "observationCount": 1,
-            "sessionId": found.id,
-            "serverSessionId": found.id,
+            "sessionId": recorded.session.id,
+            "serverSessionId": recorded.session.id,
             "eventId": result.event.id,
             "generationJobId": result.job.id if result.job is not None else None,
-            "transport": transport,
+            "transport": result.transport,
         }
     )
 
@@ -402,23 +382,16 @@ async def compat_observations(request: web.Request, caller: Caller) -> web.Strea
 async def compat_summarize(request: web.Request, caller: Caller) -> web.StreamResponse:
     body = schemas.parse_compat_summarize(await schemas.read_json(request))
     project_id = _project_key(caller, "/api/sessions/summarize")
-    if body["agentId"]:
-        return json_response({"status": "skipped", "reason": "subagent_context"})
-    deps = _deps(request)
-    found = await sessions.find_or_start_by_content_id(
-        deps,
+    ended = await compat.summarize(
+        _deps(request),
         caller,
-        project_id=project_id,
+        project_id,
         content_session_id=body["contentSessionId"],
+        agent_id=body["agentId"],
         platform_source=body["platformSource"],
     )
-    ended = await sessions.end_session(
-        deps,
-        caller,
-        found.id,
-        job_source="http_post_api_sessions_summarize",
-        source_adapter=COMPAT_SOURCE_ADAPTER,
-    )
+    if ended is None:
+        return json_response({"status": "skipped", "reason": "subagent_context"})
     return json_response(
         {
             "status": "queued",

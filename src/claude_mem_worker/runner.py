@@ -27,15 +27,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 import attrs
 from attrs import define, frozen
 
 from claude_mem_core.adapters.taskiq_queue import Delivery, TaskiqQueue
-from claude_mem_core.domain.models import JobStatus, SourceType
 from claude_mem_core.errors import ClaudeMemError, QueueError
-from claude_mem_core.ports.storage import JobFilter, Page
 from claude_mem_core.services import debounce, generation
 from claude_mem_core.services.context import Deps
 from claude_mem_core.services.debounce import SessionBatcher
@@ -319,7 +316,7 @@ class Worker:
         released = 0
         try:
             if message is not None:
-                released = await release_for_message(
+                released = await debounce.release_held(
                     self.deps, message.job_id, worker_id=self.worker_id
                 )
             self.counters.released += released
@@ -369,42 +366,3 @@ class Worker:
         except Exception as exc:  # the database may be down; try again next round
             self.counters.errors += 1
             log.warning("reconciliation failed: %s: %s", type(exc).__name__, exc)
-
-
-async def release_for_message(deps: Deps, job_id: str, *, worker_id: str) -> int:
-    """Release the job ``job_id`` (and, for a debounced session, its siblings) that this
-    worker holds. Returns how many jobs went back to ``queued``."""
-    async with deps.storage.unit_of_work() as uow:
-        job = await uow.jobs.get_unscoped(job_id)
-        if job is None:
-            return 0
-        held: list[Any] = [job]
-        if (
-            deps.options.session_policy == "debounce"
-            and job.source_type is SourceType.AGENT_EVENT
-            and job.server_session_id is not None
-        ):
-            rows, _ = await uow.jobs.list(
-                JobFilter(
-                    team_id=job.team_id,
-                    project_id=job.project_id,
-                    status=JobStatus.PROCESSING,
-                    source_type=SourceType.AGENT_EVENT,
-                ),
-                Page(limit=1000),
-            )
-            held += [
-                row
-                for row in rows
-                if row.id != job.id
-                and row.server_session_id == job.server_session_id
-                and row.locked_by == worker_id
-            ]
-    released = 0
-    for row in held:
-        if row.status is JobStatus.PROCESSING and row.locked_by == worker_id:
-            done = await debounce.release_claimed(
-                deps, row, worker_id=worker_id, reason="worker shutdown", source="worker_shutdown"
-            )
-            released += done is not None
-    return released

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from claude_mem_core import Caller, EventInput, Memory, Scope
@@ -461,3 +462,31 @@ async def test_a_job_cancelled_during_the_provider_call_stores_nothing(
         await memories.event_observations(mem.deps, Caller.embedded(scope.team_id), ev.event.id)
         == []
     )
+
+
+async def test_legacy_tool_uses_attach_to_one_session_and_summarize_skips_subagents(
+    mem: Memory, scope: Scope
+) -> None:
+    from claude_mem_core.services import compat
+
+    caller = Caller.embedded(scope.team_id)
+    use = compat.ToolUse(content_session_id="claude-42", tool_name="Edit", tool_use_id="tu_1")
+    first = await compat.record_tool_use(mem.deps, caller, scope.project_id, use)
+    again = await compat.record_tool_use(mem.deps, caller, scope.project_id, use)
+    other = await compat.record_tool_use(
+        mem.deps, caller, scope.project_id, attrs.evolve(use, tool_use_id="tu_2")
+    )
+    assert first.session.id == again.session.id == other.session.id
+    assert again.result.event.id == first.result.event.id
+    assert other.result.event.id != first.result.event.id
+    assert first.result.event.source_adapter == "claude-code-compat"
+    skipped = await compat.summarize(
+        mem.deps, caller, scope.project_id, content_session_id="claude-42", agent_id="sub-1"
+    )
+    assert skipped is None
+    assert (await mem.get_session(scope, first.session.id)).ended_at is None
+    ended = await compat.summarize(
+        mem.deps, caller, scope.project_id, content_session_id="claude-42"
+    )
+    assert ended is not None and ended.session.id == first.session.id
+    assert ended.session.ended_at is not None

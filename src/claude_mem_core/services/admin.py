@@ -108,18 +108,28 @@ async def list_projects(
         return await uow.projects.list(team_id, page)
 
 
+async def ensure_team(deps: Deps, team_name: str) -> Team:
+    """Find a team by name, or create it (the embedded default and local-dev mode)."""
+    async with deps.storage.unit_of_work() as uow:
+        team = await uow.teams.find_by_name(team_name)
+    return team if team is not None else await create_team(deps, team_name)
+
+
+async def ensure_project(deps: Deps, team_id: str, id_or_name: str) -> Project:
+    """A project of the team by id, else by name, else a new project of that name."""
+    async with deps.storage.unit_of_work() as uow:
+        project = await uow.projects.get(team_id, id_or_name)
+        if project is None:
+            project = await uow.projects.find_by_name(team_id, id_or_name)
+    return project if project is not None else await create_project(deps, team_id, id_or_name)
+
+
 async def ensure_team_and_project(
     deps: Deps, team_name: str, project_name: str
 ) -> tuple[Team, Project]:
-    """Find by name or create: used by the embedded default and local-dev mode."""
-    async with deps.storage.unit_of_work() as uow:
-        team = await uow.teams.find_by_name(team_name)
-        project = await uow.projects.find_by_name(team.id, project_name) if team else None
-    if team is None:
-        team = await create_team(deps, team_name)
-    if project is None:
-        project = await create_project(deps, team.id, project_name)
-    return team, project
+    """Find by name or create both."""
+    team = await ensure_team(deps, team_name)
+    return team, await ensure_project(deps, team.id, project_name)
 
 
 @frozen(kw_only=True)

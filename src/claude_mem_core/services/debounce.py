@@ -45,7 +45,7 @@ from claude_mem_core.ports.queue import EVENT_LANE, QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Deps
-from claude_mem_core.services.generation import Generator, ProcessResult, _caller_for
+from claude_mem_core.services.generation import Generator, ProcessResult, caller_for
 from claude_mem_core.services.tenancy import audit
 
 log = logging.getLogger("claude_mem.debounce")
@@ -180,6 +180,45 @@ async def release_claimed(
         )
     await outbox.publish(deps, target)
     return target
+
+
+async def release_held(deps: Deps, job_id: str, *, worker_id: str) -> int:
+    """Release the job ``job_id`` (and, for a debounced session, its siblings) that this
+    worker holds. Returns how many jobs went back to ``queued``."""
+    async with deps.storage.unit_of_work() as uow:
+        job = await uow.jobs.get_unscoped(job_id)
+        if job is None:
+            return 0
+        held: list[GenerationJob] = [job]
+        if (
+            deps.options.session_policy == "debounce"
+            and job.source_type is SourceType.AGENT_EVENT
+            and job.server_session_id is not None
+        ):
+            rows, _ = await uow.jobs.list(
+                JobFilter(
+                    team_id=job.team_id,
+                    project_id=job.project_id,
+                    status=JobStatus.PROCESSING,
+                    source_type=SourceType.AGENT_EVENT,
+                ),
+                Page(limit=1000),
+            )
+            held += [
+                row
+                for row in rows
+                if row.id != job.id
+                and row.server_session_id == job.server_session_id
+                and row.locked_by == worker_id
+            ]
+    released = 0
+    for row in held:
+        if row.status is JobStatus.PROCESSING and row.locked_by == worker_id:
+            done = await release_claimed(
+                deps, row, worker_id=worker_id, reason="worker shutdown", source="worker_shutdown"
+            )
+            released += done is not None
+    return released
 
 
 # -- debounce: one provider call per session window ---------------------------------------
@@ -386,7 +425,7 @@ class SessionBatcher:
             await audit(
                 uow,
                 deps,
-                _caller_for(done),
+                caller_for(done),
                 "generation_job.completed",
                 project_id=done.project_id,
                 resource_id=done.id,

@@ -63,7 +63,8 @@ class ProcessResult:
     error: str | None = None
 
 
-def _caller_for(job: GenerationJob) -> Caller:
+def caller_for(job: GenerationJob) -> Caller:
+    """The caller a job acts for: the key, actor and request recorded when it was queued."""
     payload = job.payload
     return Caller(
         team_id=job.team_id,
@@ -134,7 +135,7 @@ class Generator:
             await audit(
                 uow,
                 self.deps,
-                _caller_for(job),
+                caller_for(job),
                 "generation_job.scope_violation",
                 project_id=job.project_id,
                 resource_id=job.id,
@@ -152,7 +153,7 @@ class Generator:
                 await audit(
                     uow,
                     self.deps,
-                    _caller_for(job),
+                    caller_for(job),
                     "generation_job.revoked_key",
                     project_id=job.project_id,
                     resource_id=job.id,
@@ -207,7 +208,7 @@ class Generator:
         await audit(
             uow,
             self.deps,
-            _caller_for(claimed),
+            caller_for(claimed),
             "generation_job.processing",
             project_id=claimed.project_id,
             resource_id=claimed.id,
@@ -366,7 +367,7 @@ class Generator:
         now = deps.clock.now()
         provider = result.provider if result else self.provider.name
         model = result.model if result else None
-        caller = _caller_for(job)
+        caller = caller_for(job)
         async with deps.storage.unit_of_work() as uow:
             # Complete first: the compare-and-set fails if the job was cancelled, reclaimed
             # after our lease expired, or finished by someone else, and then nothing of ours
@@ -597,7 +598,7 @@ async def reconcile(
                 await audit(
                     uow,
                     deps,
-                    _caller_for(job),
+                    caller_for(job),
                     "generation_job.stalled",
                     project_id=job.project_id,
                     resource_id=job.id,

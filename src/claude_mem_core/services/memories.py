@@ -18,6 +18,7 @@ from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.domain.search import parse_query
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags
+from claude_mem_core.ports.storage import Page
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, project_visible, require_project
 
@@ -165,8 +166,6 @@ async def recent(
     _check_limit(limit, MAX_SEARCH_LIMIT)
     async with deps.storage.unit_of_work() as uow:
         await require_project(uow, caller, project_id)
-        from claude_mem_core.ports.storage import Page
-
         rows, _ = await uow.observations.list(caller.team_id, project_id, Page(limit=limit))
     return list(rows)
 
