@@ -25,7 +25,7 @@ from claude_mem_core.services.context import Caller
 from claude_mem_http import health, openapi, routes, schemas
 from claude_mem_http.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES
 from claude_mem_http.keys import RUNTIME, Runtime
-from claude_mem_http.middlewares import error_middleware, request_id_middleware
+from claude_mem_http.middlewares import request_middleware
 
 log = logging.getLogger("claude_mem.http")
 
@@ -148,7 +148,7 @@ def create_app(
         memory = source
         chosen = settings or settings_for_memory(source)
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[request_middleware],
         client_max_size=schemas.MAX_BODY_BYTES,
     )
     app[RUNTIME] = Runtime(chosen)
@@ -157,10 +157,10 @@ def create_app(
     routes.setup(app)
     try:
         from claude_mem_http.mcp_server import mount_mcp
+
+        mount_mcp(app)  # /mcp: read tools, key-authenticated; the SDK loads on first use
     except ImportError:  # the optional 'mcp' extra is not installed
         pass
-    else:
-        mount_mcp(app)  # /mcp: read tools, key-authenticated
     openapi.setup(app)
     return app
 

@@ -478,35 +478,84 @@ def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
 
     Call before the app starts (e.g. in ``create_app`` after ``routes.setup(app)``). Every
     request is authenticated like ``/v1`` read routes (bearer key, scope read; local-dev
-    bypass as configured) and the tools act as that key's caller."""
+    bypass as configured) and the tools act as that key's caller.
+
+    The ``mcp`` SDK (about 25 MiB of modules) is imported, and its session manager
+    started, on the first authenticated ``/mcp`` request, so a server nobody asks for MCP
+    never loads it. Raises ``ImportError`` now if the SDK is not installed."""
+    import importlib.util
+
     from aiohttp import web as aio
-    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
     from claude_mem_core.domain.scopes import Need
     from claude_mem_http.auth import authenticate
     from claude_mem_http.keys import RUNTIME
 
-    async def backend_for(ctx: Any) -> Backend:
-        request = getattr(ctx, "request", None)
-        scope = getattr(request, "scope", None) or {}
-        caller = scope.get(CALLER_SCOPE_KEY)
-        if caller is None:
-            raise Unauthorized("Missing bearer API key")
-        return LocalBackend(scope["claude_mem.deps"], caller)
-
-    server = build_mcp_server(backend_for, read_only=True)
-    manager = StreamableHTTPSessionManager(app=server, stateless=True, json_response=True)
+    if importlib.util.find_spec("mcp") is None:
+        raise ImportError("the 'mcp' extra is not installed")
+    manager = _LazyMcpManager()
 
     async def lifecycle(_: aio.Application) -> AsyncIterator[None]:
-        # aiohttp enters and exits a cleanup context in different tasks; the manager's
-        # task group must live in one task, so it gets its own.
+        try:
+            yield
+        finally:
+            await manager.stop()
+
+    async def handle(request: aio.Request) -> aio.StreamResponse:
+        caller = await authenticate(request, Need.READ)
+        deps = request.app[RUNTIME].memory.deps
+        handle_request = await manager.handler()
+        return await _asgi_bridge(
+            request, handle_request, {CALLER_SCOPE_KEY: caller, "claude_mem.deps": deps}
+        )
+
+    app.cleanup_ctx.append(lifecycle)
+    for method in ("GET", "POST", "DELETE"):
+        app.router.add_route(method, path, handle)
+
+
+class _LazyMcpManager:
+    """The streamable-HTTP session manager of the mounted MCP server, built and run on
+    first use and stopped with the app."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._handle: Callable[..., Awaitable[None]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._stopped = False
+
+    async def handler(self) -> Callable[..., Awaitable[None]]:
+        if self._handle is not None:
+            return self._handle
+        async with self._lock:
+            if self._handle is None:
+                self._handle = await self._start()
+        return self._handle
+
+    async def _start(self) -> Callable[..., Awaitable[None]]:
+        if self._stopped:
+            raise RuntimeError("the claude-mem app is shutting down")
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        async def backend_for(ctx: Any) -> Backend:
+            request = getattr(ctx, "request", None)
+            scope = getattr(request, "scope", None) or {}
+            caller = scope.get(CALLER_SCOPE_KEY)
+            if caller is None:
+                raise Unauthorized("Missing bearer API key")
+            return LocalBackend(scope["claude_mem.deps"], caller)
+
+        server = build_mcp_server(backend_for, read_only=True)
+        manager = StreamableHTTPSessionManager(app=server, stateless=True, json_response=True)
+        # The manager's task group must live in one task for its whole life (not in the
+        # request's task that happened to start it), so it gets its own.
         ready = asyncio.Event()
-        stop = asyncio.Event()
 
         async def run_manager() -> None:
             async with manager.run():
                 ready.set()
-                await stop.wait()
+                await self._stop.wait()
 
         task = asyncio.create_task(run_manager(), name="claude-mem-mcp-http")
         waiter = asyncio.create_task(ready.wait())
@@ -514,22 +563,17 @@ def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
         if task.done():
             waiter.cancel()
             task.result()  # re-raise a start-up failure
-        try:
-            yield
-        finally:
-            stop.set()
+            raise RuntimeError("the MCP session manager stopped at start-up")
+        self._task = task
+        return manager.handle_request
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._stop.set()
+        async with self._lock:
+            task, self._task = self._task, None
+        if task is not None:
             await task
-
-    async def handle(request: aio.Request) -> aio.StreamResponse:
-        caller = await authenticate(request, Need.READ)
-        deps = request.app[RUNTIME].memory.deps
-        return await _asgi_bridge(
-            request, manager.handle_request, {CALLER_SCOPE_KEY: caller, "claude_mem.deps": deps}
-        )
-
-    app.cleanup_ctx.append(lifecycle)
-    for method in ("GET", "POST", "DELETE"):
-        app.router.add_route(method, path, handle)
 
 
 async def _asgi_bridge(

@@ -1,17 +1,19 @@
 """Request ids and the one place where errors become HTTP responses.
 
-``request_id_middleware`` runs first on every route (``/v1``, compat, health, unknown
-paths): it accepts a well-formed inbound ``X-Request-Id`` or mints a UUIDv4, and sets the
-response header whatever the outcome. ``error_middleware`` maps the core's exceptions to
-status codes and JSON bodies; nothing else in this package builds an error response.
+``request_middleware`` is the app's one middleware and runs on every route (``/v1``,
+compat, health, unknown paths): it accepts a well-formed inbound ``X-Request-Id`` or mints
+a UUIDv4, maps the core's exceptions to status codes and JSON bodies (nothing else in this
+package builds an error response), and sets the request id header on whatever response
+goes out. (One middleware rather than two: aiohttp wraps each in two more frames per
+request.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -49,25 +51,23 @@ def valid_request_id(value: str | None) -> bool:
     return value is not None and _REQUEST_ID.fullmatch(value) is not None
 
 
+def new_request_id() -> str:
+    """A random UUIDv4 in its canonical text form (as ``str(uuid.uuid4())``, cheaper)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def choose_request_id(inbound: str | None) -> str:
-    return inbound if inbound is not None and valid_request_id(inbound) else str(uuid.uuid4())
+    if inbound is not None and _REQUEST_ID.fullmatch(inbound) is not None:
+        return inbound
+    return new_request_id()
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status)
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER))
-    request[REQUEST_ID] = request_id
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # only if something bypassed error_middleware
-        exc.headers[REQUEST_ID_HEADER] = request_id
-        raise
-    response.headers[REQUEST_ID_HEADER] = request_id
-    return response
 
 
 _COMPAT_500 = {
@@ -128,25 +128,30 @@ def error_response(request: web.Request, exc: BaseException) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER))
+    request[REQUEST_ID] = request_id
+    response: web.StreamResponse
     try:
         length = request.content_length
         if length is not None and length > schemas.MAX_BODY_BYTES:
             raise web.HTTPRequestEntityTooLarge(max_size=schemas.MAX_BODY_BYTES, actual_size=length)
-        return await handler(request)
+        response = await handler(request)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        return error_response(request, exc)
+        response = error_response(request, exc)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
 
 
 __all__ = [
     "REQUEST_ID_HEADER",
     "BadRequest",
     "choose_request_id",
-    "error_middleware",
     "error_response",
     "json_response",
-    "request_id_middleware",
+    "new_request_id",
+    "request_middleware",
     "valid_request_id",
 ]

@@ -217,6 +217,29 @@ async def test_republishing_a_waiting_message_does_not_duplicate_it(harness: Har
     assert await harness.consume(seen) == 1
 
 
+async def test_publish_many_publishes_each_message_as_publish_would(harness: Harness) -> None:
+    await harness.queue.publish(message(1))  # already waiting: not added again
+    await harness.queue.publish_many(
+        [
+            (message(1), 0.0),
+            (message(2), 0.0),
+            (message(3, lane=SUMMARY_LANE, transport="sum_3"), 0.0),
+            (message(4), 0.4),
+        ]
+    )
+    depth = await harness.queue.depth()
+    assert depth.get(EVENT_LANE, 0) == 3
+    assert depth.get(SUMMARY_LANE, 0) == 1
+    seen = Recorder()
+    assert await harness.consume(seen) == 3
+    assert sorted(m.job_id for m in seen.seen) == ["job-1", "job-2", "job-3"]
+    assert [m for m in seen.seen if m.job_id == "job-2"] == [message(2)]
+    await harness.advance(0.5)
+    assert await harness.consume(seen) == 1
+    assert seen.seen[-1] == message(4)
+    await harness.queue.publish_many([])
+
+
 async def test_ping_answers(harness: Harness) -> None:
     await harness.queue.ping()
 
@@ -302,6 +325,56 @@ async def test_an_undecodable_entry_is_reported_not_raised(redis_queue: Any) -> 
     assert delivery.message is None
     assert delivery.error
     await delivery.ack()
+
+
+@pytest.mark.redis
+async def test_publishing_survives_redis_forgetting_its_scripts(redis_queue: Any) -> None:
+    await redis_queue.publish(message(1))
+    await redis_queue._redis.script_flush()
+    await redis_queue.publish(message(2))
+    await redis_queue._redis.script_flush()
+    await redis_queue.publish_many([(message(3), 0.0), (message(4), 0.0)])
+    deliveries = await redis_queue.receive("w", count=10, block_ms=None)
+    assert sorted(d.message.job_id for d in deliveries if d.message) == [
+        "job-1",
+        "job-2",
+        "job-3",
+        "job-4",
+    ]
+
+
+@pytest.mark.redis
+async def test_the_producer_needs_no_taskiq_until_a_broker_is_asked_for(
+    redis_url: str,
+) -> None:
+    import subprocess
+    import sys
+
+    # A fresh interpreter: importing and publishing must not load taskiq (nor pydantic).
+    code = (
+        "import asyncio, sys\n"
+        "from claude_mem_core.adapters.taskiq_queue import TaskiqQueue\n"
+        "from claude_mem_core.ports.queue import QueueMessage\n"
+        "async def main():\n"
+        f"    q = TaskiqQueue.from_url({redis_url!r}, prefix='cmtest_lazy_' + sys.argv[1])\n"
+        "    m = QueueMessage(job_id='j', transport_id='t', lane=q.streams[0].split(':')[-1],"
+        " payload={})\n"
+        "    await q.publish(m)\n"
+        "    loaded = sorted(n for n in sys.modules if n.split('.')[0] in ('taskiq', 'pydantic'))\n"
+        "    await q.delete_all_keys()\n"
+        "    await q.close()\n"
+        "    print(loaded)\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, secrets.token_hex(4)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 async def test_unreachable_redis_is_a_queue_error_naming_the_host_but_not_the_password() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from claude_mem_core.ports.queue import JobHandler, QueueMessage
 
@@ -34,6 +34,10 @@ class InProcessQueue:
         self._waiting[message.transport_id] = (due, message)
         self.published += 1
         self._arrived.set()
+
+    async def publish_many(self, messages: Sequence[tuple[QueueMessage, float]]) -> None:
+        for message, delay in messages:
+            await self.publish(message, delay=delay)
 
     def _take_due(self) -> QueueMessage | None:
         now = self._monotonic()

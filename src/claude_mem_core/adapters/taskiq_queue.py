@@ -15,7 +15,10 @@ Layout (``<p>`` = ``CLAUDE_MEM_QUEUE_REDIS_PREFIX``, default ``claude_mem``):
   makes it due now;
 * a marker ``<p>:waiting:<transport id>`` (with a TTL) exists while a message for that
   transport id waits undelivered, so republishing a waiting job (reconciliation does that)
-  does not add a duplicate. A worker removes the marker when it receives the message;
+  does not add a duplicate. A worker removes the marker when it receives the message.
+  Publishing is one Lua script per message (marker check, marker and ``XADD`` together:
+  one round trip, nothing half done), and :meth:`TaskiqQueue.publish_many` pipelines the
+  scripts of a batch into one round trip;
 * acknowledging a message deletes its entry (``XACK`` + ``XDEL``), so the stream holds only
   messages not yet processed and ``depth()`` is ``XLEN`` plus the delayed count.
 
@@ -29,36 +32,40 @@ calls :meth:`receive`, :meth:`claim_stale` and :meth:`promote_due` and acknowled
 
 from __future__ import annotations
 
+import json
 import logging
-import uuid
-from collections.abc import Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from attrs import define, field
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
-from taskiq.message import BrokerMessage, TaskiqMessage
-from taskiq_redis import RedisStreamBroker
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from claude_mem_core.errors import QueueError
 from claude_mem_core.ports.queue import EVENT_LANE, SUMMARY_LANE, QueueMessage
+
+if TYPE_CHECKING:  # taskiq (and pydantic) load only when a broker or decoder is needed
+    from taskiq.message import TaskiqMessage
+    from taskiq_redis import RedisStreamBroker
 
 log = logging.getLogger("claude_mem.queue.redis")
 
 TASK_NAME = "claude_mem.generate"
 LANES = (EVENT_LANE, SUMMARY_LANE)
 
-# Immediate publish: decide atomically between "already waiting" (0), "delayed, now made
-# due" (2) and "new: marker set, caller adds the entry" (1).
+# Immediate publish, one round trip: "already waiting" (0), "delayed, now made due" (2), or
+# "new": marker set and the entry added to the lane's stream (1), all atomically.
 _PUBLISH_NOW = """
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], 0, ARGV[1])
   return 2
 end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  redis.call('XADD', KEYS[3], '*', 'data', ARGV[3])
   return 1
 end
 return 0
@@ -154,30 +161,46 @@ class Delivery:
 
 
 class TaskiqQueue:
-    """:class:`JobQueue` on a taskiq-redis :class:`RedisStreamBroker`."""
+    """:class:`JobQueue` on the streams of a taskiq-redis :class:`RedisStreamBroker`.
+
+    Producing needs no taskiq object: the entry is the JSON taskiq's default formatter
+    writes, built here, and added by the publish script in the same round trip as its
+    waiting marker. The broker itself (for taskiq tooling) is built on first use of
+    :attr:`broker`, so a producer such as the HTTP server never imports taskiq."""
 
     name = "redis"
 
     def __init__(
         self,
-        broker: RedisStreamBroker,
+        broker: RedisStreamBroker | None = None,
         *,
         prefix: str = "claude_mem",
         location: str = "redis",
         waiting_ttl_seconds: float = 600.0,
+        connection_pool: BlockingConnectionPool | None = None,
+        broker_factory: Callable[[], RedisStreamBroker] | None = None,
     ) -> None:
-        self.broker = broker
+        if broker is not None:
+            pool = broker.connection_pool
+        elif connection_pool is not None:
+            pool = connection_pool
+        else:
+            raise ValueError("TaskiqQueue needs a broker or a connection pool")
+        self._broker = broker
+        self._broker_factory = broker_factory
         self.prefix = prefix
         self.location = location
         self.group = f"{prefix}:workers"
         self.waiting_ttl_ms = int(waiting_ttl_seconds * 1000)
-        self._redis: Redis = Redis(connection_pool=broker.connection_pool)
+        self._pool = pool
+        self._redis: Redis = Redis(connection_pool=pool)
         self._publish_now = self._redis.register_script(_PUBLISH_NOW)
         self._publish_later = self._redis.register_script(_PUBLISH_LATER)
         self._promote = self._redis.register_script(_PROMOTE)
         self._started = False
         self._closed = False
         self._turn = 0
+        self._loads: Callable[[bytes], TaskiqMessage] | None = None
 
     @classmethod
     def from_url(
@@ -189,22 +212,47 @@ class TaskiqQueue:
         connect_timeout: float = 2.0,
         block_ms: int = 1000,
     ) -> TaskiqQueue:
-        """Build the broker for ``url``. Producers fail fast when Redis is down (short
-        connect timeout, two quick retries) so a publish never hangs a request."""
+        """The queue for ``url``. Producers fail fast when Redis is down (short connect
+        timeout, two quick retries) so a publish never hangs a request. Connects to
+        nothing yet."""
         streams = [f"{prefix}:{lane}" for lane in LANES]
-        broker = RedisStreamBroker(
-            url,
-            queue_name=streams[0],
-            additional_streams={stream: ">" for stream in streams[1:]},
-            consumer_group_name=f"{prefix}:workers",
-            consumer_id="0",
-            xread_block=block_ms,
-            max_connection_pool_size=max_connections,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=max(5.0, block_ms / 1000 + 5.0),
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        connection: dict[str, Any] = {
+            "socket_connect_timeout": connect_timeout,
+            "socket_timeout": max(5.0, block_ms / 1000 + 5.0),
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        }
+
+        def broker_factory() -> RedisStreamBroker:
+            from taskiq_redis import RedisStreamBroker
+
+            return RedisStreamBroker(
+                url,
+                queue_name=streams[0],
+                additional_streams={stream: ">" for stream in streams[1:]},
+                consumer_group_name=f"{prefix}:workers",
+                consumer_id="0",
+                xread_block=block_ms,
+                max_connection_pool_size=max_connections,
+                **connection,
+            )
+
+        pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, **connection)
+        return cls(
+            prefix=prefix,
+            location=redis_location(url),
+            connection_pool=pool,
+            broker_factory=broker_factory,
         )
-        return cls(broker, prefix=prefix, location=redis_location(url))
+
+    @property
+    def broker(self) -> RedisStreamBroker:
+        """The taskiq broker on the same streams and group (for taskiq tooling and task
+        registration); built, and taskiq imported, on first use."""
+        if self._broker is None:
+            if self._broker_factory is None:  # pragma: no cover - the constructor forbids it
+                raise RuntimeError("no taskiq broker configured")
+            self._broker = self._broker_factory()
+        return self._broker
 
     # -- names --------------------------------------------------------------------------
 
@@ -233,8 +281,8 @@ class TaskiqQueue:
         """Create the streams and the consumer group (idempotent). A producer does this
         before its first publish, so no message can precede the group."""
         try:
-            if not self._started:
-                await self.broker.startup()
+            if not self._started and self._broker is not None:
+                await self._broker.startup()
             await self._declare_groups()
         except RedisError as exc:
             raise self._error("start", exc) from exc
@@ -253,7 +301,10 @@ class TaskiqQueue:
             return
         self._closed = True
         try:
-            await self.broker.shutdown()
+            if self._broker is not None:
+                await self._broker.shutdown()
+            if self._broker is None or self._broker.connection_pool is not self._pool:
+                await self._pool.disconnect()
         except RedisError as exc:  # pragma: no cover - closing a broken pool
             log.debug("closing the Redis queue: %s", exc)
 
@@ -265,55 +316,79 @@ class TaskiqQueue:
 
     # -- producing ----------------------------------------------------------------------
 
-    def encode(self, message: QueueMessage) -> BrokerMessage:
-        """The taskiq message for ``message``: task ``claude_mem.generate``, fields as kwargs."""
+    def encode(self, message: QueueMessage) -> bytes:
+        """The stream entry for ``message``: the JSON of a taskiq message for the task
+        ``claude_mem.generate`` with the fields as kwargs, exactly as taskiq's default
+        formatter (``model_dump`` through its JSON serializer) writes it."""
         stream = self.stream_for(message.lane)
-        taskiq_message = TaskiqMessage(
-            task_id=uuid.uuid4().hex,
-            task_name=TASK_NAME,
-            labels={"queue_name": stream},
-            labels_types={"queue_name": 3},  # taskiq.labels.LabelType.STR
-            args=[],
-            kwargs={
-                "job_id": message.job_id,
-                "transport_id": message.transport_id,
-                "lane": message.lane,
-                "payload": dict(message.payload),
-            },
-        )
-        return self.broker.formatter.dumps(taskiq_message)
+        return json.dumps(
+            {
+                "task_id": os.urandom(16).hex(),
+                "task_name": TASK_NAME,
+                "labels": {"queue_name": stream},
+                "labels_types": {"queue_name": 3},  # taskiq.labels.LabelType.STR
+                "args": [],
+                "kwargs": {
+                    "job_id": message.job_id,
+                    "transport_id": message.transport_id,
+                    "lane": message.lane,
+                    "payload": message.payload,
+                },
+            }
+        ).encode()
 
-    async def publish(self, message: QueueMessage, *, delay: float = 0.0) -> None:
+    def _script_call(self, message: QueueMessage, delay: float) -> tuple[str, list[Any]]:
+        """(script sha, EVALSHA arguments after the sha) publishing ``message``."""
         if message.lane not in LANES:
             raise QueueError(f"unknown queue lane {message.lane!r}")
+        encoded = self.encode(message)
+        zset, data = self._delayed(message.lane)
+        marker = self._marker(message.transport_id)
+        if delay > 0:
+            args = [message.transport_id, max(1, int(delay * 1000)), encoded, self.waiting_ttl_ms]
+            return self._publish_later.sha, [3, zset, data, marker, *args]
+        stream = self.stream_for(message.lane)
+        args = [message.transport_id, self.waiting_ttl_ms, encoded]
+        return self._publish_now.sha, [3, zset, marker, stream, *args]
+
+    async def _load_scripts(self) -> None:
+        for script in (self._publish_now, self._publish_later):
+            await self._redis.script_load(script.script)
+
+    async def publish(self, message: QueueMessage, *, delay: float = 0.0) -> None:
+        sha, args = self._script_call(message, delay)
         try:
             if not self._started:
                 await self.startup()
-            encoded = self.encode(message)
-            zset, data = self._delayed(message.lane)
-            marker = self._marker(message.transport_id)
-            if delay > 0:
-                await self._publish_later(
-                    keys=[zset, data, marker],
-                    args=[
-                        message.transport_id,
-                        max(1, int(delay * 1000)),
-                        encoded.message,
-                        self.waiting_ttl_ms,
-                    ],
-                )
-                return
-            decision = await self._publish_now(
-                keys=[zset, marker], args=[message.transport_id, self.waiting_ttl_ms]
-            )
-            if decision == 1:
-                try:
-                    await self.broker.kick(encoded)
-                except BaseException:
-                    await self._redis.delete(marker)
-                    raise
+            try:
+                await self._redis.evalsha(sha, *args)
+            except NoScriptError:  # Redis restarted or flushed its scripts (same sha)
+                await self._load_scripts()
+                await self._redis.evalsha(sha, *args)
         except RedisError as exc:
             raise self._error(f"publish job {message.job_id}", exc) from exc
+
+    async def publish_many(self, messages: Sequence[tuple[QueueMessage, float]]) -> None:
+        """Publish every ``(message, delay)`` in one pipelined round trip."""
+        if not messages:
+            return
+        calls = [self._script_call(message, delay) for message, delay in messages]
+        try:
+            if not self._started:
+                await self.startup()
+            for attempt in (1, 2):
+                pipe: Any = self._redis.pipeline(transaction=False)
+                for sha, args in calls:
+                    pipe.evalsha(sha, *args)
+                try:
+                    await pipe.execute()
+                    return
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+                    await self._load_scripts()  # then the same calls again
+        except RedisError as exc:
+            raise self._error(f"publish {len(messages)} jobs", exc) from exc
 
     async def depth(self) -> dict[str, int]:
         """Messages not yet processed per lane: in the stream (waiting or being processed)
@@ -333,6 +408,12 @@ class TaskiqQueue:
 
     # -- consuming (the worker) ---------------------------------------------------------
 
+    def _decoder(self) -> Callable[[bytes], TaskiqMessage]:
+        """The broker's loader for stream entries (builds the broker on first use)."""
+        if self._loads is None:
+            self._loads = self.broker.formatter.loads
+        return self._loads
+
     def _decode(self, stream: str, entry_id: Any, fields: Any) -> Delivery:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         data = b""
@@ -341,7 +422,7 @@ class TaskiqQueue:
             data = raw.encode() if isinstance(raw, str) else bytes(raw or b"")
         delivery = Delivery(queue=self, stream=stream, entry_id=entry, data=data)
         try:
-            delivery.message = message_from_taskiq(self.broker.formatter.loads(data))
+            delivery.message = message_from_taskiq(self._decoder()(data))
         except Exception as exc:  # any undecodable entry is poison, not a crash
             delivery.error = f"{type(exc).__name__}: {exc}"
         return delivery

@@ -8,7 +8,7 @@ queue may lose messages without losing work. Consumers must therefore be idempot
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from attrs import frozen
@@ -40,6 +40,12 @@ class JobQueue(Protocol):
     async def publish(self, message: QueueMessage, *, delay: float = 0.0) -> None:
         """Hand ``message`` over for delivery; raise ``QueueError`` if that is impossible.
         Publishing the same transport id twice may deliver twice."""
+
+    async def publish_many(self, messages: Sequence[tuple[QueueMessage, float]]) -> None:
+        """Publish several ``(message, delay)`` pairs at once, each exactly as
+        :meth:`publish` would (a broker may send them in one round trip). Raises
+        ``QueueError`` if they could not be handed over; then any of them may or may not
+        have been published (reconciliation finds the others)."""
 
     async def depth(self) -> dict[str, int]:
         """Messages waiting per lane (best effort, for health and `jobs status`)."""

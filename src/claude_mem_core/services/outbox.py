@@ -229,11 +229,45 @@ async def publish_for_policy(deps: Deps, jobs: Sequence[GenerationJob]) -> dict[
         if session_jobs:
             outcome.update(await debounce.publish_debounced(deps, session_jobs))
         jobs = [j for j in jobs if j.id not in outcome]
+    due: list[tuple[GenerationJob, float]] = []
     for job in jobs:
         is_event = job.source_type is SourceType.AGENT_EVENT
         if is_event and policy == "end-of-session" and job.server_session_id is not None:
             outcome[job.id] = "queued_only"  # the session's summary job will cover it
             continue
         delay = deps.options.debounce_seconds if is_event and policy == "debounce" else 0.0
+        due.append((job, delay))
+    if len(due) == 1:
+        job, delay = due[0]
         outcome[job.id] = await publish(deps, job, delay=delay)
+    elif due:
+        outcome.update(await publish_many(deps, due))
+    return outcome
+
+
+async def publish_many(
+    deps: Deps, jobs: Sequence[tuple[GenerationJob, float]]
+) -> dict[str, Transport]:
+    """Publish committed queued jobs, each with its delay, in one call to the queue (one
+    round trip on Redis). A failure leaves all of them to reconciliation."""
+    outcome: dict[str, Transport] = {}
+    messages: list[tuple[QueueMessage, float]] = []
+    for job, delay in jobs:
+        if deps.queue is None or job.status is not JobStatus.QUEUED:
+            outcome[job.id] = "queued_only"
+        else:
+            messages.append((message_for(job), delay))
+    if not messages or deps.queue is None:
+        return outcome
+    try:
+        await deps.queue.publish_many(messages)
+    except ClaudeMemError as exc:
+        log.warning(
+            "publish of %d jobs failed, left queued for reconciliation: %s", len(messages), exc
+        )
+        sent: Transport = "queued_only"
+    else:
+        sent = "enqueued"
+    for message, _ in messages:
+        outcome[message.job_id] = sent
     return outcome
