@@ -121,10 +121,16 @@ async def search(
     if not isinstance(query, str) or not query.strip():
         raise InvalidInput.field("query", "must be a non-empty string")
     parsed = parse_query(query)
+    if not project_visible(caller, project_id):
+        raise NotFound("Project not found")
     async with deps.storage.unit_of_work() as uow:
-        await require_project(uow, caller, project_id)
         scored = await uow.observations.search(caller.team_id, project_id, parsed, limit=limit)
         found = [s.observation for s in scored]
+        if not found:
+            # Rows of the caller's team in this project prove the project is theirs; only an
+            # empty answer needs the lookup, so that a foreign or missing project is
+            # "not found" rather than "no results" (one round trip saved per search).
+            await require_project(uow, caller, project_id)
         await audit(
             uow,
             deps,

@@ -1,10 +1,8 @@
-"""The few places where PostgreSQL and SQLite differ: engines, upserts, full-text search,
-and the translation of driver errors into claude-mem errors."""
+"""The few places where PostgreSQL and SQLite differ: engines, upserts and the translation
+of driver errors into claude-mem errors (full-text search is in :mod:`.search`)."""
 
 from __future__ import annotations
 
-import math
-import re
 import select
 from collections.abc import Sequence
 from typing import Any
@@ -13,11 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from claude_mem_core import errors
-from claude_mem_core.adapters.sqlalchemy import tables as t
-from claude_mem_core.domain.search import SearchQuery
 
 POSTGRES = "postgresql"
 SQLITE = "sqlite"
@@ -212,171 +208,3 @@ def insert_ignore(
         stmt = stmt.values(values)
     stmt = stmt.on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)
     return stmt.returning(table.c.id)
-
-
-# --------------------------------------------------------------------------- search
-
-_FTS = sa.table(t.FTS_TABLE, sa.column("observation_id", sa.Text), sa.column("content", sa.Text))
-
-
-def fts5_phrases(terms: Sequence[str]) -> list[str]:
-    """Each term as an FTS5 string literal (embedded double quotes doubled).
-
-    A quoted string is always a phrase of plain tokens to FTS5, so ``NEAR(``, ``*``, ``"``,
-    ``OR`` or ``col:`` in user text can never become query syntax. Terms without a single
-    letter or digit would be empty phrases and are dropped.
-    """
-    phrases = ['"' + term.replace('"', '""') + '"' for term in terms if re.search(r"[^\W_]", term)]
-    return list(dict.fromkeys(phrases))
-
-
-def idf(total: int, df: int) -> float:
-    """BM25's idf, always positive: rarer terms weigh more, a term in every row still counts."""
-    return math.log(1.0 + (total - df + 0.5) / (df + 0.5))
-
-
-def sqlite_term_hits(phrases: Sequence[str], team_id: str, project_id: str) -> sa.Subquery:
-    """One ``(observation_id, term)`` row per matching term and observation in scope.
-
-    Each phrase is its own MATCH so the score can count which terms a row matches, the way
-    the PostgreSQL query does; bm25() alone would let document length outweigh a matched
-    term, and clamps very common terms to nothing.
-    """
-    obs = t.observations
-    per_term = [
-        sa.select(
-            _FTS.c.observation_id.label("observation_id"), sa.literal(i, sa.Integer).label("term")
-        ).where(sa.literal_column(t.FTS_TABLE).op("MATCH")(sa.bindparam(f"phrase_{i}", phrase)))
-        for i, phrase in enumerate(phrases)
-    ]
-    union = sa.union_all(*per_term).subquery("per_term")
-    return (
-        sa.select(union.c.observation_id, union.c.term)
-        .join(obs, obs.c.id == union.c.observation_id)
-        .where(obs.c.team_id == team_id, obs.c.project_id == project_id)
-        .subquery("hits")
-    )
-
-
-def sqlite_document_frequencies(hits: sa.Subquery) -> sa.Select[Any]:
-    return sa.select(hits.c.term, sa.func.count().label("df")).group_by(hits.c.term)
-
-
-def sqlite_ranked(
-    columns: Sequence[sa.Column[Any]], hits: sa.Subquery, weights: Sequence[float], limit: int
-) -> sa.Select[Any]:
-    """Rows scored by the summed idf of the terms they match; newest first among equals."""
-    obs = t.observations
-    weight = sa.case(
-        *(
-            (hits.c.term == i, sa.bindparam(f"idf_{i}", w, type_=sa.Float))
-            for i, w in enumerate(weights)
-        ),
-        else_=0.0,
-    )
-    scores = (
-        sa.select(hits.c.observation_id, sa.func.sum(weight).label("score"))
-        .group_by(hits.c.observation_id)
-        .subquery("scores")
-    )
-    return (
-        sa.select(*columns, sa.cast(scores.c.score, sa.Float).label("score"))
-        .select_from(scores.join(obs, obs.c.id == scores.c.observation_id))
-        .order_by(scores.c.score.desc(), obs.c.updated_at.desc(), obs.c.id)
-        .limit(limit)
-    )
-
-
-async def postgres_lexeme_queries(conn: AsyncConnection, query: SearchQuery) -> list[str]:
-    """Each term through ``plainto_tsquery`` (never ``to_tsquery``: user text is not syntax),
-    returned as tsquery text. Stop words come back empty and are dropped; terms that stem to
-    the same lexemes ("fix", "fixed") count once."""
-    terms = [term for term in query.terms if term]
-    if not terms:
-        return []
-    row = (
-        await conn.execute(
-            sa.select(
-                *(
-                    sa.cast(
-                        sa.func.plainto_tsquery(
-                            sa.literal_column("'english'::regconfig"),
-                            sa.bindparam(f"term_{i}", term, type_=sa.Text),
-                        ),
-                        sa.Text,
-                    )
-                    for i, term in enumerate(terms)
-                )
-            )
-        )
-    ).one()
-    return list(dict.fromkeys(text for text in row if text))
-
-
-def postgres_search(
-    columns: Sequence[sa.Column[Any]],
-    team_id: str,
-    project_id: str,
-    lexeme_queries: Sequence[str],
-    limit: int,
-) -> sa.Select[Any]:
-    """Rows matching any term, scored by the sum of BM25-style idf of the terms they match
-    (counted within the project); newer rows first among equal scores.
-
-    One statement in three steps, so only the ``limit`` winners are ever read whole: the
-    GIN index finds matching ids with one flag per term, an aggregate over those flags gives
-    each term's document frequency, and the top ids by score join back to their rows.
-    (``ts_rank`` over every match cost more than the rest together and only broke ties.)
-    """
-    obs = t.observations
-    search = obs.c.content_search
-    tsqueries = [
-        sa.cast(sa.bindparam(f"tsq_{i}", q, type_=sa.Text), postgresql.TSQUERY)
-        for i, q in enumerate(lexeme_queries)
-    ]
-    any_term = sa.cast(
-        sa.bindparam("tsq_any", " | ".join(f"({q})" for q in lexeme_queries), type_=sa.Text),
-        postgresql.TSQUERY,
-    )
-    scope = sa.and_(obs.c.team_id == team_id, obs.c.project_id == project_id)
-    matched = (
-        sa.select(
-            obs.c.id,
-            obs.c.updated_at,
-            *(
-                sa.case((search.op("@@")(q), 1), else_=0).label(f"m_{i}")
-                for i, q in enumerate(tsqueries)
-            ),
-        )
-        .where(scope, search.op("@@")(any_term))
-        .cte("matched")
-        .prefix_with("MATERIALIZED")
-    )
-    total = sa.select(sa.func.count()).select_from(obs).where(scope).scalar_subquery()
-    frequencies = sa.select(
-        sa.cast(total, sa.Float).label("total"),
-        *(
-            sa.cast(sa.func.sum(matched.c[f"m_{i}"]), sa.Float).label(f"df_{i}")
-            for i in range(len(tsqueries))
-        ),
-    ).cte("frequencies")
-    # Materialised too: with stale statistics the planner may otherwise re-aggregate the
-    # frequencies once per matched row (seen: 8.9k loops, 6 s at 20k rows).
-    frequencies = frequencies.prefix_with("MATERIALIZED")
-    score: sa.ColumnElement[Any] = sa.literal(0.0, sa.Float)
-    for i in range(len(tsqueries)):
-        df = frequencies.c[f"df_{i}"]
-        idf = sa.func.ln(1.0 + (frequencies.c.total - df + 0.5) / (df + 0.5))
-        score = score + matched.c[f"m_{i}"] * idf
-    top = (
-        sa.select(matched.c.id, matched.c.updated_at, sa.cast(score, sa.Float).label("score"))
-        .select_from(matched.join(frequencies, sa.true()))
-        .order_by(sa.literal_column("score").desc(), matched.c.updated_at.desc(), matched.c.id)
-        .limit(limit)
-        .subquery("top")
-    )
-    return (
-        sa.select(*columns, top.c.score)
-        .select_from(top.join(obs, obs.c.id == top.c.id))
-        .order_by(top.c.score.desc(), top.c.updated_at.desc(), top.c.id)
-    )

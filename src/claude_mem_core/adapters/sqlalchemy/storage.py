@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from claude_mem_core import errors
 from claude_mem_core.adapters.sqlalchemy import dialects
+from claude_mem_core.adapters.sqlalchemy import search as search_sql
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.domain.models import (
     AgentEvent,
@@ -1088,36 +1089,10 @@ class ObservationRepo:
     ) -> Sequence[ScoredObservation]:
         if limit <= 0 or query.is_empty:
             return []
-        columns = _columns(t.observations)
-        stmt: sa.Select[Any]
-        if self._db.dialect == dialects.POSTGRES:
-            lexemes = await self._lexemes(query)
-            if not lexemes:
-                return []
-            stmt = dialects.postgres_search(columns, team_id, project_id, lexemes, limit)
-        else:
-            phrases = dialects.fts5_phrases(query.terms)
-            if not phrases:
-                return []
-            hits = dialects.sqlite_term_hits(phrases, team_id, project_id)
-            frequencies = await self._db.all(dialects.sqlite_document_frequencies(hits))
-            if not frequencies:
-                return []
-            o = t.observations
-            total = await self._db.count(o, o.c.team_id == team_id, o.c.project_id == project_id)
-            df = {int(r["term"]): int(r["df"]) for r in frequencies}
-            weights = [dialects.idf(total, df[i]) if i in df else 0.0 for i in range(len(phrases))]
-            stmt = dialects.sqlite_ranked(columns, hits, weights, limit)
-        rows = await self._db.all(stmt)
-        return [
-            ScoredObservation(observation=_observation(r), score=float(r["score"])) for r in rows
-        ]
-
-    async def _lexemes(self, query: SearchQuery) -> Sequence[str]:
-        try:
-            return await dialects.postgres_lexeme_queries(self._db.conn, query)
-        except exc.SQLAlchemyError as e:
-            raise dialects.translate_error(e) from e
+        # Reads only: straight on the connection, so a PostgreSQL unit of work that has not
+        # written yet stays in autocommit (see _Db._before).
+        found = await search_sql.ranked(self._db.conn, team_id, project_id, query, limit)
+        return [ScoredObservation(observation=_observation(r), score=score) for r, score in found]
 
     async def list_for_source(
         self, team_id: str, project_id: str, source_type: str, source_id: str

@@ -35,6 +35,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 FTS_TABLE = "observations_fts"
 CONTENT_SEARCH_INDEX = "idx_observations_content_search"
+SEARCH_RECENCY_INDEX = "idx_observations_search_recency"
 
 # Path and identifier separators become spaces before PostgreSQL parses the text, so
 # "auth/middleware.py" indexes "auth", "middleware" and "py" (as SQLite's unicode61 tokenizer
@@ -384,7 +385,25 @@ observations = sa.Table(
     sa.Index("idx_observations_job", "created_by_job_id"),
     # Declared inside the Table on purpose: a module-level functional Index can be silently
     # left off (stack notes).
-    sa.Index(CONTENT_SEARCH_INDEX, "content_search", postgresql_using="gin"),
+    # A short pending list (migration 0002): every GIN search reads all of it.
+    sa.Index(
+        CONTENT_SEARCH_INDEX,
+        "content_search",
+        postgresql_using="gin",
+        postgresql_with={"gin_pending_list_limit": 64},
+    ),
+    # PostgreSQL search reads candidates newest first, in the ranking's tie order (ids in
+    # byte order whatever the database collation): migration 0002 creates it with
+    # `id COLLATE "C"`, which reflection does not report, so plain "id" here compares
+    # equal. SQLite has it with its default BINARY collation (byte order too), unused: it
+    # searches through FTS5.
+    sa.Index(
+        SEARCH_RECENCY_INDEX,
+        "team_id",
+        "project_id",
+        sa.text("updated_at DESC"),
+        "id",
+    ),
 )
 
 observation_sources = sa.Table(
@@ -466,7 +485,11 @@ observation_generation_job_events = sa.Table(
 )
 
 # What differs on SQLite; see include_object.
-_POSTGRES_ONLY = {("column", "content_search"), ("index", CONTENT_SEARCH_INDEX)}
+_POSTGRES_ONLY = {
+    ("column", "content_search"),
+    ("index", CONTENT_SEARCH_INDEX),
+    ("index", SEARCH_RECENCY_INDEX),
+}
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
