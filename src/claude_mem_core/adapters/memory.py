@@ -30,7 +30,7 @@ from claude_mem_core.domain.models import (
     Team,
 )
 from claude_mem_core.domain.search import SearchQuery, stem, tokenize
-from claude_mem_core.errors import NotFound
+from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, ScoredObservation
 
 T = TypeVar("T")
@@ -255,6 +255,9 @@ class _Events(_Repo):
         self._tx.write("events")[event.id] = event
         return event, True
 
+    async def add_many(self, events: Sequence[AgentEvent]) -> Sequence[tuple[AgentEvent, bool]]:
+        return [await self.add(event) for event in events]
+
     async def get(self, team_id: str, event_id: str) -> AgentEvent | None:
         event: AgentEvent | None = self._tx.read("events").get(event_id)
         return event if event is not None and event.team_id == team_id else None
@@ -317,6 +320,9 @@ class _Jobs(_Repo):
         self._tx.write("jobs")[job.id] = job
         return job, True
 
+    async def add_many(self, jobs: Sequence[GenerationJob]) -> Sequence[tuple[GenerationJob, bool]]:
+        return [await self.add(job) for job in jobs]
+
     async def get(self, team_id: str, job_id: str) -> GenerationJob | None:
         job: GenerationJob | None = self._tx.read("jobs").get(job_id)
         return job if job is not None and job.team_id == team_id else None
@@ -325,7 +331,15 @@ class _Jobs(_Repo):
         job: GenerationJob | None = self._tx.read("jobs").get(job_id)
         return job
 
-    async def compare_and_set(self, expected: GenerationJob, new: GenerationJob) -> bool:
+    async def compare_and_set(
+        self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
+    ) -> bool:
+        if event is not None and (event.generation_job_id, event.team_id, event.project_id) != (
+            new.id,
+            new.team_id,
+            new.project_id,
+        ):
+            raise InvalidInput("compare_and_set logs an event of the same job only")
         current: GenerationJob | None = self._tx.read("jobs").get(expected.id)
         if (
             current is None
@@ -344,6 +358,8 @@ class _Jobs(_Repo):
             idempotency_key=current.idempotency_key,
             created_at=current.created_at,
         )
+        if event is not None:
+            await _JobEvents(self._tx).add(event)
         return True
 
     async def save_payload(self, job: GenerationJob) -> None:
@@ -405,6 +421,10 @@ class _JobEvents(_Repo):
             raise NotFound("Generation job not found")
         self._tx.write("job_events")[event.id] = event
 
+    async def add_many(self, events: Sequence[JobEvent]) -> None:
+        for event in events:
+            await self.add(event)
+
     async def list(self, team_id: str, job_id: str) -> Sequence[JobEvent]:
         rows = [
             e
@@ -428,6 +448,14 @@ class _Observations(_Repo):
                 or session.project_id != observation.project_id
             ):
                 raise NotFound("Session not found")
+        if observation.created_by_job_id is not None:
+            job = self._tx.read("jobs").get(observation.created_by_job_id)
+            if (
+                job is None
+                or job.team_id != observation.team_id
+                or job.project_id != observation.project_id
+            ):
+                raise NotFound("Generation job not found")
         if observation.generation_key is not None:
             for existing in self._tx.read("observations").values():
                 if (
@@ -438,6 +466,11 @@ class _Observations(_Repo):
                     return existing, False
         self._tx.write("observations")[observation.id] = observation
         return observation, True
+
+    async def add_many(
+        self, observations: Sequence[Observation]
+    ) -> Sequence[tuple[Observation, bool]]:
+        return [await self.add(observation) for observation in observations]
 
     def _scoped(self, team_id: str, project_id: str) -> list[Observation]:
         return [
@@ -524,10 +557,18 @@ class _Sources(_Repo):
         self._tx.write("sources")[source.id] = source
         return source
 
+    async def add_many(self, sources: Sequence[ObservationSource]) -> Sequence[ObservationSource]:
+        return [await self.add(source) for source in sources]
+
 
 class _Audit(_Repo):
     async def add(self, entry: AuditEntry) -> None:
         self._tx.write("audit")[entry.id] = entry
+
+    async def add_many(self, entries: Sequence[AuditEntry]) -> None:
+        table = self._tx.write("audit")
+        for entry in entries:
+            table[entry.id] = entry
 
     async def list(
         self, team_id: str, *, action: str | None = None, page: Page = Page()

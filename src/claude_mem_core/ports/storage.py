@@ -10,6 +10,9 @@ Rules every adapter keeps (the contract suite checks them):
   in the query itself; a row of another tenant is indistinguishable from a missing row.
 * ``add`` methods that take an idempotency key insert or return the existing row, with a
   flag telling which; they never raise on a duplicate key.
+* ``add_many`` methods behave exactly like calling ``add`` for each item in order, in the
+  same unit of work (a later item with the same key as an earlier one finds the earlier
+  one), but adapters write all the rows in one statement per table where they can.
 * ``JobRepository.compare_and_set`` writes a new job row only if the stored row still has the
   expected status, attempts and lock owner, so concurrent claims have exactly one winner.
 * Records come back equal to what was written (timestamps are millisecond-precise UTC).
@@ -124,6 +127,9 @@ class EventRepository(Protocol):
         """Insert, or return the stored event with the same idempotency key, its metadata
         shallow-merged with the new one (nothing else changes)."""
 
+    async def add_many(self, events: Sequence[AgentEvent]) -> Sequence[tuple[AgentEvent, bool]]:
+        """``add`` for each event in order; one result per event, in input order."""
+
     async def get(self, team_id: str, event_id: str) -> AgentEvent | None: ...
     async def get_many(
         self, team_id: str, project_id: str, event_ids: Sequence[str]
@@ -138,13 +144,21 @@ class JobRepository(Protocol):
     async def add(self, job: GenerationJob) -> tuple[GenerationJob, bool]:
         """Insert, or return the stored job with the same idempotency key untouched."""
 
+    async def add_many(self, jobs: Sequence[GenerationJob]) -> Sequence[tuple[GenerationJob, bool]]:
+        """``add`` for each job in order; one result per job, in input order."""
+
     async def get(self, team_id: str, job_id: str) -> GenerationJob | None: ...
     async def get_unscoped(self, job_id: str) -> GenerationJob | None:
         """For the worker, which must compare the row's scope with the message's."""
 
-    async def compare_and_set(self, expected: GenerationJob, new: GenerationJob) -> bool:
+    async def compare_and_set(
+        self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
+    ) -> bool:
         """Write ``new`` iff the stored row (same id, team, project) still has
-        ``expected``'s status, attempts and locked_by. Returns whether it was written."""
+        ``expected``'s status, attempts and locked_by. Returns whether it was written.
+
+        ``event`` (of the same job) is appended to the job's log iff the row was written,
+        as ``job_events.add`` would, in the same statement where the adapter can."""
 
     async def save_payload(self, job: GenerationJob) -> None: ...
     async def list(self, where: JobFilter, page: Page) -> tuple[Sequence[GenerationJob], int]:
@@ -165,6 +179,9 @@ class JobRepository(Protocol):
 
 class JobEventRepository(Protocol):
     async def add(self, event: JobEvent) -> None: ...
+    async def add_many(self, events: Sequence[JobEvent]) -> None:
+        """``add`` for each event in order (a job's events keep their order)."""
+
     async def list(self, team_id: str, job_id: str) -> Sequence[JobEvent]:
         """Oldest first."""
 
@@ -173,6 +190,11 @@ class ObservationRepository(Protocol):
     async def add(self, observation: Observation) -> tuple[Observation, bool]:
         """Insert, or return the stored observation with the same (team, project,
         generation key) unchanged."""
+
+    async def add_many(
+        self, observations: Sequence[Observation]
+    ) -> Sequence[tuple[Observation, bool]]:
+        """``add`` for each observation in order; one result each, in input order."""
 
     async def get(
         self, team_id: str, project_id: str, observation_id: str
@@ -201,9 +223,13 @@ class ObservationSourceRepository(Protocol):
     async def add(self, source: ObservationSource) -> ObservationSource:
         """Insert, or merge metadata into the existing (observation, type, source) link."""
 
+    async def add_many(self, sources: Sequence[ObservationSource]) -> Sequence[ObservationSource]:
+        """``add`` for each link in order; one result each, in input order."""
+
 
 class AuditRepository(Protocol):
     async def add(self, entry: AuditEntry) -> None: ...
+    async def add_many(self, entries: Sequence[AuditEntry]) -> None: ...
     async def list(
         self, team_id: str, *, action: str | None = None, page: Page = Page()
     ) -> tuple[Sequence[AuditEntry], int]:

@@ -5,10 +5,16 @@ re-reads the row, so a duplicate delivery, a redelivery after a crash, or an ope
 cancel in the middle all end with exactly one set of observations or none:
 
 1. load the row, check the message's scope against it and the key that caused it;
-2. claim it (queued → processing, compare-and-set, with a lease);
+2. claim it (queued → processing, compare-and-set, with a lease) and read its inputs (the
+   events), in that same unit of work;
 3. call the provider outside any transaction;
-4. in one transaction: insert observations keyed by generation key, their sources, job
-   events and audit rows, and complete the row only if this worker still holds it.
+4. in one transaction: complete the row only if this worker still holds it, then insert
+   observations keyed by generation key, their sources, the job event and the audit rows
+   (one multi-row statement per table).
+
+The claim's audit row (``generation_job.processing``, dated at the claim) is written with
+the job's outcome, in the same multi-row insert as the others, not in the claim's
+transaction: the job event log records the claim itself at once.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ from claude_mem_core.domain import jobs as machine
 from claude_mem_core.domain import keys
 from claude_mem_core.domain.models import (
     AgentEvent,
+    AuditEntry,
     GenerationJob,
+    JobEvent,
     JobEventType,
     JobStatus,
     Observation,
@@ -43,7 +51,7 @@ from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Caller, Deps
-from claude_mem_core.services.tenancy import audit
+from claude_mem_core.services.tenancy import audit, audit_entry
 
 log = logging.getLogger("claude_mem.generation")
 
@@ -61,6 +69,23 @@ class ProcessResult:
     outcome: Outcome
     observation_ids: tuple[str, ...] = ()
     error: str | None = None
+
+
+def job_event(
+    deps: Deps, job: GenerationJob, event_type: JobEventType, details: dict[str, Any]
+) -> JobEvent:
+    """The log entry ``outbox.append_job_event`` would write, for ``compare_and_set``."""
+    return JobEvent(
+        id=deps.ids.new_id(),
+        generation_job_id=job.id,
+        team_id=job.team_id,
+        project_id=job.project_id,
+        event_type=event_type,
+        status_after=job.status,
+        attempt=job.attempts,
+        details=details,
+        created_at=deps.clock.now(),
+    )
 
 
 def caller_for(job: GenerationJob) -> Caller:
@@ -87,6 +112,10 @@ class Generator:
     strategy (``services.debounce``) can compose them for several jobs at once.
     """
 
+    # Project names are cached per (team, project): projects are never renamed or deleted
+    # through the storage port, and the name only labels the prompt.
+    PROJECT_NAME_CACHE = 10_000
+
     def __init__(
         self, deps: Deps, provider: Provider, *, worker_id: str, mode: Mode = CODE_MODE
     ) -> None:
@@ -94,6 +123,7 @@ class Generator:
         self.provider = provider
         self.worker_id = worker_id
         self.mode = mode
+        self._project_names: dict[tuple[str, str], str] = {}
 
     async def handle(self, message: QueueMessage) -> None:
         """Queue handler: never raises for a job-level failure (those are job states)."""
@@ -102,6 +132,8 @@ class Generator:
     async def process(self, job_id: str, payload: dict[str, Any] | None = None) -> ProcessResult:
         deps = self.deps
         now = deps.clock.now()
+        events: Sequence[AgentEvent] = ()
+        project_name: str | None = None
         async with deps.storage.unit_of_work() as uow:
             job = await uow.jobs.get_unscoped(job_id)
             if job is None:
@@ -112,19 +144,29 @@ class Generator:
                     return ProcessResult(job_id=job_id, outcome="skipped")
                 await self.fail_now(uow, job, refusal, classification=refusal)
                 return ProcessResult(job_id=job_id, outcome="failed", error=refusal)
-            claimed = await self.claim(uow, job, now)
+            claimed = await self.claim(uow, job, now, audit_now=False)
+            if claimed is not None:
+                events, project_name = await self.inputs(uow, claimed)
         if claimed is None:
             status = job.status
             outcome: Outcome = "skipped" if status.terminal else "busy"
             return ProcessResult(job_id=job_id, outcome=outcome)
+        pending = (self.processing_audit(claimed, now),)
         try:
-            return await self._generate(claimed)
+            return await self._generate(claimed, events, project_name, pending)
         except ProviderError as exc:
             return await self.record_failure(
-                claimed, str(exc), exc.kind, exc.retryable, retry_after=exc.retry_after
+                claimed,
+                str(exc),
+                exc.kind,
+                exc.retryable,
+                retry_after=exc.retry_after,
+                audit_entries=pending,
             )
         except ClaudeMemError as exc:
-            return await self.record_failure(claimed, str(exc), "unknown", False)
+            return await self.record_failure(
+                claimed, str(exc), "unknown", False, audit_entries=pending
+            )
 
     async def refusal(
         self, uow: UnitOfWork, job: GenerationJob, payload: dict[str, Any]
@@ -174,7 +216,11 @@ class Generator:
                 uow, self.deps, target, JobEventType.FAILED, {**error, "workerId": self.worker_id}
             )
 
-    async def claim(self, uow: UnitOfWork, job: GenerationJob, now: Any) -> GenerationJob | None:
+    async def claim(
+        self, uow: UnitOfWork, job: GenerationJob, now: Any, *, audit_now: bool = True
+    ) -> GenerationJob | None:
+        """Claim ``job`` for this worker (taking over an expired lease). With ``audit_now``
+        False the caller writes :meth:`processing_audit` itself, with the job's outcome."""
         lease = self.deps.options.lease_seconds
         current = job
         if current.status is JobStatus.PROCESSING:
@@ -200,13 +246,26 @@ class Generator:
         claimed = machine.transition(
             current, JobStatus.PROCESSING, now=now, worker_id=self.worker_id
         )
-        if not await uow.jobs.compare_and_set(current, claimed):
-            return None
-        await outbox.append_job_event(
-            uow, self.deps, claimed, JobEventType.PROCESSING, {"workerId": self.worker_id}
+        logged = job_event(
+            self.deps, claimed, JobEventType.PROCESSING, {"workerId": self.worker_id}
         )
-        await audit(
-            uow,
+        if not await uow.jobs.compare_and_set(current, claimed, event=logged):
+            return None
+        if audit_now:
+            await uow.audit.add(self.processing_audit(claimed, now))
+        if claimed.source_type is SourceType.SESSION_SUMMARY and claimed.server_session_id:
+            await uow.sessions.set_generation_status(
+                claimed.team_id,
+                claimed.project_id,
+                claimed.server_session_id,
+                SessionGenerationStatus.PROCESSING,
+                now=now,
+            )
+        return claimed
+
+    def processing_audit(self, claimed: GenerationJob, at: datetime) -> AuditEntry:
+        """The audit row of a claim (``generation_job.processing``), dated ``at``."""
+        return audit_entry(
             self.deps,
             caller_for(claimed),
             "generation_job.processing",
@@ -218,36 +277,43 @@ class Generator:
                 "attempt": claimed.attempts,
                 "workerId": self.worker_id,
             },
+            at=at,
         )
-        if claimed.source_type is SourceType.SESSION_SUMMARY and claimed.server_session_id:
-            await uow.sessions.set_generation_status(
-                claimed.team_id,
-                claimed.project_id,
-                claimed.server_session_id,
-                SessionGenerationStatus.PROCESSING,
-                now=now,
-            )
-        return claimed
 
-    async def _inputs(self, job: GenerationJob) -> tuple[Sequence[AgentEvent], str | None]:
-        async with self.deps.storage.unit_of_work() as uow:
-            project = await uow.projects.get(job.team_id, job.project_id)
-            if job.source_type is SourceType.SESSION_SUMMARY:
-                if job.server_session_id is None:
-                    return [], project.name if project else None
+    async def project_name(self, uow: UnitOfWork, team_id: str, project_id: str) -> str | None:
+        key = (team_id, project_id)
+        name = self._project_names.get(key)
+        if name is None:
+            project = await uow.projects.get(team_id, project_id)
+            if project is None:
+                return None
+            if len(self._project_names) >= self.PROJECT_NAME_CACHE:
+                self._project_names.clear()
+            name = self._project_names[key] = project.name
+        return name
+
+    async def inputs(
+        self, uow: UnitOfWork, job: GenerationJob
+    ) -> tuple[Sequence[AgentEvent], str | None]:
+        """What the prompt is built from: the job's events and its project's name."""
+        project_name = await self.project_name(uow, job.team_id, job.project_id)
+        events: Sequence[AgentEvent] = []
+        if job.source_type is SourceType.SESSION_SUMMARY:
+            if job.server_session_id is not None:
                 events = await uow.events.list_for_session(
                     job.team_id, job.project_id, job.server_session_id
                 )
-            elif job.agent_event_id is not None:
-                events = await uow.events.get_many(
-                    job.team_id, job.project_id, [job.agent_event_id]
-                )
-            else:
-                events = []
-        return events, project.name if project else None
+        elif job.agent_event_id is not None:
+            events = await uow.events.get_many(job.team_id, job.project_id, [job.agent_event_id])
+        return events, project_name
 
-    async def _generate(self, job: GenerationJob) -> ProcessResult:
-        events, project_name = await self._inputs(job)
+    async def _generate(
+        self,
+        job: GenerationJob,
+        events: Sequence[AgentEvent],
+        project_name: str | None,
+        pending: Sequence[AuditEntry],
+    ) -> ProcessResult:
         summary = job.source_type is SourceType.SESSION_SUMMARY
         build = (prompt.build_summary_prompt if summary else prompt.build_observation_prompt)(
             events,
@@ -260,7 +326,9 @@ class Generator:
         )
         if build.skipped_all or not events:
             # Nothing left to send after privacy stripping: no provider call at all.
-            return await self.persist(job, [], None, private=build.had_private_content)
+            return await self.persist(
+                job, [], None, private=build.had_private_content, audit_entries=pending
+            )
         result = await self.provider.generate(
             GenerationRequest(
                 prompt=build.prompt,
@@ -272,22 +340,30 @@ class Generator:
         if summary:
             parsed_summary = parser.parse_summary(result.text)
             if isinstance(parsed_summary, parser.ParseFailure):
-                return await self.record_failure(job, parsed_summary.reason, "parse_error", False)
+                return await self.record_failure(
+                    job, parsed_summary.reason, "parse_error", False, audit_entries=pending
+                )
             content = "" if parsed_summary.skipped else render.summary_content(parsed_summary)
             drafts = []
             if content:
                 drafts.append(self._draft_summary(job, parsed_summary, content, result))
-            return await self.persist(job, drafts, result, private=build.had_private_content)
+            return await self.persist(
+                job, drafts, result, private=build.had_private_content, audit_entries=pending
+            )
         parsed = parser.parse_observations(result.text, self.mode)
         if isinstance(parsed, parser.ParseFailure):
-            return await self.record_failure(job, parsed.reason, "parse_error", False)
+            return await self.record_failure(
+                job, parsed.reason, "parse_error", False, audit_entries=pending
+            )
         drafts = []
         for item in parsed.observations:
             index = item.index
             content = render.observation_content(item)
             if content:
                 drafts.append(self.draft_observation(job, index, item, content, result))
-        return await self.persist(job, drafts, result, private=build.had_private_content)
+        return await self.persist(
+            job, drafts, result, private=build.had_private_content, audit_entries=pending
+        )
 
     def _metadata(self, result: GenerationResult, index: int) -> dict[str, Any]:
         return {
@@ -359,35 +435,53 @@ class Generator:
         *,
         private: bool,
         also: AlsoInTransaction | None = None,
+        audit_entries: Sequence[AuditEntry] = (),
     ) -> ProcessResult:
         """Store the drafts and complete ``job`` in one transaction, if this worker still
         holds it. ``also`` runs in that same transaction once the job is completed, with the
-        stored observation ids (batching uses it to complete the jobs a batch covered)."""
+        stored observation ids (batching uses it to complete the jobs a batch covered).
+        ``audit_entries`` (the claim's, when it was deferred) are written in any case."""
         deps = self.deps
         now = deps.clock.now()
         provider = result.provider if result else self.provider.name
         model = result.model if result else None
         caller = caller_for(job)
+        entries = list(audit_entries)
         async with deps.storage.unit_of_work() as uow:
             # Complete first: the compare-and-set fails if the job was cancelled, reclaimed
             # after our lease expired, or finished by someone else, and then nothing of ours
-            # is written (returning here commits an empty transaction).
+            # is written but the claim's audit row.
             done = machine.transition(job, JobStatus.COMPLETED, now=now)
-            if not await uow.jobs.compare_and_set(job, done):
+            usage = result.usage if result else None
+            completed = job_event(
+                deps,
+                done,
+                JobEventType.COMPLETED,
+                {
+                    "provider": provider,
+                    "model": model,
+                    "observationCount": len(drafts),  # one stored (or found) per draft
+                    "privateContentDetected": private or not drafts,
+                    "workerId": self.worker_id,
+                    "inputTokens": usage.input_tokens if usage else None,
+                    "outputTokens": usage.output_tokens if usage else None,
+                },
+            )
+            if not await uow.jobs.compare_and_set(job, done, event=completed):
+                await uow.audit.add_many(entries)
                 return ProcessResult(job_id=job.id, outcome="lost_lease")
-            ids: list[str] = []
             source_type = (
                 ObservationSourceType.SESSION_SUMMARY
                 if job.source_type is SourceType.SESSION_SUMMARY
                 else ObservationSourceType.AGENT_EVENT
             )
-            for index, draft in drafts:
-                stored, _ = await uow.observations.add(draft)
-                ids.append(stored.id)
-                await uow.sources.add(
+            stored = [obs for obs, _ in await uow.observations.add_many([d for _, d in drafts])]
+            ids = [obs.id for obs in stored]
+            await uow.sources.add_many(
+                [
                     ObservationSource(
                         id=deps.ids.new_id(),
-                        observation_id=stored.id,
+                        observation_id=obs.id,
                         team_id=job.team_id,
                         project_id=job.project_id,
                         source_type=source_type,
@@ -403,58 +497,48 @@ class Generator:
                         },
                         created_at=now,
                     )
-                )
-                await audit(
-                    uow,
+                    for (index, _), obs in zip(drafts, stored, strict=True)
+                ]
+            )
+            entries += [
+                audit_entry(
                     deps,
                     caller,
                     "observation.created",
                     project_id=job.project_id,
-                    resource_id=stored.id,
+                    resource_id=obs.id,
                     details={
                         "generationJobId": job.id,
                         "sourceType": job.source_type.value,
                         "sourceId": job.source_id,
                         "provider": provider,
                         "model": model,
-                        "kind": stored.kind.value,
+                        "kind": obs.kind.value,
                         "parsedObservationIndex": index,
                     },
                 )
+                for (index, _), obs in zip(drafts, stored, strict=True)
+            ]
             if also is not None:
                 await also(uow, ids)
-            usage = result.usage if result else None
-            await outbox.append_job_event(
-                uow,
-                deps,
-                done,
-                JobEventType.COMPLETED,
-                {
-                    "provider": provider,
-                    "model": model,
-                    "observationCount": len(ids),
-                    "privateContentDetected": private or not drafts,
-                    "workerId": self.worker_id,
-                    "inputTokens": usage.input_tokens if usage else None,
-                    "outputTokens": usage.output_tokens if usage else None,
-                },
+            entries.append(
+                audit_entry(
+                    deps,
+                    caller,
+                    "generation_job.completed",
+                    project_id=job.project_id,
+                    resource_id=job.id,
+                    details={
+                        "generationJobId": job.id,
+                        "provider": provider,
+                        "model": model,
+                        "observationCount": len(ids),
+                        "observationIds": ids,
+                        "sourceType": job.source_type.value,
+                    },
+                )
             )
-            await audit(
-                uow,
-                deps,
-                caller,
-                "generation_job.completed",
-                project_id=job.project_id,
-                resource_id=job.id,
-                details={
-                    "generationJobId": job.id,
-                    "provider": provider,
-                    "model": model,
-                    "observationCount": len(ids),
-                    "observationIds": ids,
-                    "sourceType": job.source_type.value,
-                },
-            )
+            await uow.audit.add_many(entries)
             if job.source_type is SourceType.SESSION_SUMMARY and job.server_session_id:
                 await uow.sessions.set_generation_status(
                     job.team_id,
@@ -510,12 +594,16 @@ class Generator:
         retryable: bool,
         *,
         retry_after: float | None = None,
+        audit_entries: Sequence[AuditEntry] = (),
     ) -> ProcessResult:
+        """Retry ``job`` later or fail it, if this worker still holds it. ``audit_entries``
+        (the claim's, when it was deferred) are written in any case."""
         deps = self.deps
         now = deps.clock.now()
         reason = strip_tags(reason).text[:2000]
         error = {"reason": reason, "classification": classification}
         async with deps.storage.unit_of_work() as uow:
+            await uow.audit.add_many(audit_entries)
             current = await uow.jobs.get(job.team_id, job.id)
             if (
                 current is None
@@ -619,10 +707,9 @@ async def reconcile(
             last_touch = job.next_attempt_at or job.updated_at
             if (now - last_touch).total_seconds() >= republish_after_seconds:
                 republish.append(job)
-    published = 0
-    for job in republish:
-        if await outbox.publish(deps, job) == "enqueued":
-            published += 1
+    # One round trip for all of them (a waiting job's marker keeps it from doubling).
+    sent = await outbox.publish_many(deps, [(job, 0.0) for job in republish]) if republish else {}
+    published = sum(1 for state in sent.values() if state == "enqueued")
     return ReconcileReport(republished=published, released=released, failed=failed)
 
 

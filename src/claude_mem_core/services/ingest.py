@@ -9,7 +9,16 @@ from typing import Any, cast
 from attrs import field, frozen
 
 from claude_mem_core.domain import keys
-from claude_mem_core.domain.models import AgentEvent, EventSourceAdapter, GenerationJob
+from claude_mem_core.domain.models import (
+    AgentEvent,
+    EventSourceAdapter,
+    GenerationJob,
+    JobEvent,
+    JobEventType,
+    JobStatus,
+    JobType,
+    SourceType,
+)
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags_in_json
@@ -80,25 +89,13 @@ def _validate(item: EventInput, prefix: str = "") -> list[FieldIssue]:
     return issues
 
 
-async def _ingest_one(
-    uow: UnitOfWork,
-    deps: Deps,
-    caller: Caller,
-    item: EventInput,
-    *,
-    generate: bool,
-    job_source: str,
-) -> tuple[AgentEvent, GenerationJob | None, bool, bool]:
-    await require_project(uow, caller, item.project_id)
-    if item.server_session_id is not None:
-        session = await uow.sessions.get(caller.team_id, item.server_session_id)
-        if session is None or session.project_id != item.project_id:
-            raise NotFound("Session not found")
+def _candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
+    """The event row ``item`` would insert (its id is new; a replay finds the stored one)."""
     occurred_at = truncate_ms(item.occurred_at)
     # Private content never reaches storage (nor, therefore, a provider).
     payload = strip_tags_in_json(item.payload if item.payload is not None else {}).value
     now = deps.clock.now()
-    candidate = AgentEvent(
+    return AgentEvent(
         id=deps.ids.new_id(),
         team_id=caller.team_id,
         project_id=item.project_id,
@@ -122,6 +119,23 @@ async def _ingest_one(
         received_at=now,
         created_at=now,
     )
+
+
+async def _ingest_one(
+    uow: UnitOfWork,
+    deps: Deps,
+    caller: Caller,
+    item: EventInput,
+    *,
+    generate: bool,
+    job_source: str,
+) -> tuple[AgentEvent, GenerationJob | None, bool, bool]:
+    await require_project(uow, caller, item.project_id)
+    if item.server_session_id is not None:
+        session = await uow.sessions.get(caller.team_id, item.server_session_id)
+        if session is None or session.project_id != item.project_id:
+            raise NotFound("Session not found")
+    candidate = _candidate(deps, caller, item)
     event, created = await uow.events.add(candidate)
     job: GenerationJob | None = None
     job_created = False
@@ -173,6 +187,71 @@ async def ingest_event(
     return IngestedEvent(event=event, job=job, created=created, transport=transport)
 
 
+def _event_job(deps: Deps, caller: Caller, event: AgentEvent) -> GenerationJob:
+    """The job row ``outbox.create_event_job`` would insert for ``event`` (same id order,
+    payload, keys and transport id; a test holds the two paths equal)."""
+    job_id = deps.ids.new_id()
+    source_type = SourceType.AGENT_EVENT
+    job_type = JobType.GENERATE_FOR_EVENT
+    now = deps.clock.now()
+    return GenerationJob(
+        id=job_id,
+        team_id=event.team_id,
+        project_id=event.project_id,
+        agent_event_id=event.id,
+        source_type=source_type,
+        source_id=event.id,
+        server_session_id=event.server_session_id,
+        job_type=job_type,
+        status=JobStatus.QUEUED,
+        idempotency_key=keys.generation_job_key(
+            team_id=event.team_id,
+            project_id=event.project_id,
+            source_type=source_type.value,
+            source_id=event.id,
+            job_type=job_type.value,
+        ),
+        transport_id=keys.transport_id(
+            "event",
+            team_id=event.team_id,
+            project_id=event.project_id,
+            source_type=source_type.value,
+            source_id=event.id,
+        ),
+        max_attempts=deps.options.max_attempts,
+        payload={
+            "kind": "event",
+            "team_id": event.team_id,
+            "project_id": event.project_id,
+            "source_type": source_type.value,
+            "source_id": event.id,
+            "generation_job_id": job_id,
+            "agent_event_id": event.id,
+            "api_key_id": caller.api_key_id,
+            "actor_id": caller.actor_id,
+            "source_adapter": event.source_adapter,
+            "request_id": caller.request_id,
+        },
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _queued_event(deps: Deps, job: GenerationJob, source: str) -> JobEvent:
+    """The ``queued`` entry ``outbox.append_job_event`` writes for a new job."""
+    return JobEvent(
+        id=deps.ids.new_id(),
+        generation_job_id=job.id,
+        team_id=job.team_id,
+        project_id=job.project_id,
+        event_type=JobEventType.QUEUED,
+        status_after=job.status,
+        attempt=job.attempts,
+        details={"source": source},
+        created_at=deps.clock.now(),
+    )
+
+
 async def ingest_batch(
     deps: Deps,
     caller: Caller,
@@ -199,11 +278,25 @@ async def ingest_batch(
     async with deps.storage.unit_of_work() as uow:
         for project_id in dict.fromkeys(item.project_id for item in items):
             await require_project(uow, caller, project_id)
-        for item in items:
-            event, job, created, _ = await _ingest_one(
-                uow, deps, caller, item, generate=generate, job_source=job_source
+        session_ids = dict.fromkeys(i.server_session_id for i in items if i.server_session_id)
+        for session_id in session_ids:
+            session = await uow.sessions.get(caller.team_id, session_id)
+            projects = {i.project_id for i in items if i.server_session_id == session_id}
+            if session is None or projects != {session.project_id}:
+                raise NotFound("Session not found")
+        # One statement per table for the whole batch, with the outcome of one add per
+        # item in order (a repeated event within the batch is a replay of the first).
+        stored = await uow.events.add_many([_candidate(deps, caller, item) for item in items])
+        batch_jobs: list[GenerationJob | None] = [None] * len(stored)
+        if generate:
+            made = await uow.jobs.add_many([_event_job(deps, caller, event) for event, _ in stored])
+            batch_jobs = [job for job, _ in made]
+            await uow.job_events.add_many(
+                [_queued_event(deps, job, job_source) for job, created in made if created]
             )
-            results.append((event, job, created))
+        results = [
+            (event, job, created) for (event, created), job in zip(stored, batch_jobs, strict=True)
+        ]
         await audit(
             uow,
             deps,

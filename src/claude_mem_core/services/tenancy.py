@@ -6,6 +6,7 @@ the answer never reveals that the id exists elsewhere.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from claude_mem_core.domain.models import AuditEntry, Project
@@ -39,6 +40,39 @@ RESOURCE_TYPES = {
 }
 
 
+def audit_entry(
+    deps: Deps,
+    caller: Caller | None,
+    action: str,
+    *,
+    team_id: str | None = None,
+    project_id: str | None = None,
+    resource_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEntry:
+    """The audit row :func:`audit` writes, for a caller that writes several rows at once
+    (``uow.audit.add_many``). ``at`` dates an action that happened earlier than now."""
+    body: dict[str, Any] = {}
+    if caller is not None and caller.request_id is not None:
+        body["requestId"] = caller.request_id
+    body.update(details or {})
+    return AuditEntry(
+        id=deps.ids.new_id(),
+        team_id=team_id if team_id is not None else (caller.team_id if caller else None),
+        project_id=project_id
+        if project_id is not None
+        else (caller.project_id if caller else None),
+        actor_id=caller.actor_id if caller else None,
+        api_key_id=caller.api_key_id if caller else None,
+        action=action,
+        resource_type=RESOURCE_TYPES.get(action.split(".", 1)[0], action.split(".", 1)[0]),
+        resource_id=resource_id,
+        details=body,
+        created_at=at if at is not None else deps.clock.now(),
+    )
+
+
 async def audit(
     uow: UnitOfWork,
     deps: Deps,
@@ -52,23 +86,14 @@ async def audit(
 ) -> None:
     """Write an audit row in the caller's transaction, so an action and its audit commit
     (or vanish) together."""
-    body: dict[str, Any] = {}
-    if caller is not None and caller.request_id is not None:
-        body["requestId"] = caller.request_id
-    body.update(details or {})
     await uow.audit.add(
-        AuditEntry(
-            id=deps.ids.new_id(),
-            team_id=team_id if team_id is not None else (caller.team_id if caller else None),
-            project_id=project_id
-            if project_id is not None
-            else (caller.project_id if caller else None),
-            actor_id=caller.actor_id if caller else None,
-            api_key_id=caller.api_key_id if caller else None,
-            action=action,
-            resource_type=RESOURCE_TYPES.get(action.split(".", 1)[0], action.split(".", 1)[0]),
+        audit_entry(
+            deps,
+            caller,
+            action,
+            team_id=team_id,
+            project_id=project_id,
             resource_id=resource_id,
-            details=body,
-            created_at=deps.clock.now(),
+            details=details,
         )
     )

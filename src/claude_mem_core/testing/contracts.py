@@ -40,7 +40,7 @@ from claude_mem_core.domain.models import (
     Team,
 )
 from claude_mem_core.domain.search import parse_query
-from claude_mem_core.errors import NotFound
+from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, Storage
 
 LOGICAL_TABLES = (
@@ -466,6 +466,38 @@ class StorageContract:
             assert await uow.jobs.compare_and_set(job, done) is False
             assert await uow.jobs.compare_and_set(winner, done) is True
 
+    async def test_compare_and_set_logs_its_event_only_when_it_wins(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, _, job = await self._event_job(storage, make)
+        now = T0 + timedelta(seconds=5)
+        claimed = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id="w")
+        done = machine.transition(claimed, JobStatus.COMPLETED, now=now)
+        async with storage.unit_of_work() as uow:
+            await uow.job_events.add(make.job_event(job))
+            processing = make.job_event(claimed, event_type=JobEventType.PROCESSING)
+            assert await uow.jobs.compare_and_set(job, claimed, event=processing)
+            stale = make.job_event(claimed, event_type=JobEventType.FAILED)
+            assert await uow.jobs.compare_and_set(job, claimed, event=stale) is False
+        async with storage.unit_of_work() as uow:
+            completed = make.job_event(done, event_type=JobEventType.COMPLETED)
+            assert await uow.jobs.compare_and_set(claimed, done, event=completed)
+            assert await uow.jobs.get(team.id, job.id) == done
+            listed = await uow.job_events.list(team.id, job.id)
+        assert [(e.event_type, e.status_after, e.attempt) for e in listed] == [
+            (JobEventType.QUEUED, JobStatus.QUEUED, 0),
+            (JobEventType.PROCESSING, JobStatus.PROCESSING, 1),
+            (JobEventType.COMPLETED, JobStatus.COMPLETED, 1),
+        ]
+        assert listed[1] == processing and listed[2] == completed
+        assert len(await backdoor.rows("job_events")) == 3
+        (row,) = await backdoor.rows("jobs")
+        assert row["status"] == "completed"
+        with pytest.raises(InvalidInput):
+            async with storage.unit_of_work() as uow:
+                other = make.job_event(attrs.evolve(done, id="job-other"))
+                await uow.jobs.compare_and_set(done, done, event=other)
+
     async def test_job_listing_filters_pages_and_counts(
         self, storage: Storage, make: Factory
     ) -> None:
@@ -686,7 +718,210 @@ class StorageContract:
             page, total = await uow.observations.list(team.id, project.id, Page(limit=2, offset=1))
         assert total == 3 and [o.id for o in page] == [made[1].id, made[0].id]
 
+    # -- add_many: one statement per table, the outcome of one add per item -----------
+
+    async def test_event_add_many_is_add_in_order(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        session = make.session(project)
+        stored = make.event(project, metadata={"m": 1, "keep": True})
+        async with storage.unit_of_work() as uow:
+            await uow.sessions.add(session)
+            await uow.events.add(stored)
+        fresh = make.event(project, session, metadata={})
+        replay = make.event(
+            project, idempotency_key=stored.idempotency_key, metadata={"m": 2}, payload={"x": 1}
+        )
+        twin = make.event(project, idempotency_key=fresh.idempotency_key, metadata={"late": 1})
+        plain_replay = make.event(project, idempotency_key=stored.idempotency_key, metadata={})
+        async with storage.unit_of_work() as uow:
+            results = await uow.events.add_many([fresh, replay, twin, plain_replay])
+        assert [created for _, created in results] == [True, False, False, False]
+        assert results[0][0] == fresh
+        assert results[1][0].id == stored.id and results[1][0].payload == stored.payload
+        assert results[1][0].metadata == {"m": 2, "keep": True}
+        # A repeat within the call is a replay of the earlier item, as with two adds.
+        assert results[2][0].id == fresh.id and results[2][0].metadata == {"late": 1}
+        assert results[3][0] == results[1][0]
+        rows = {r["id"]: r for r in await backdoor.rows("events")}
+        assert set(rows) == {stored.id, fresh.id}
+        assert rows[stored.id]["metadata"] == {"m": 2, "keep": True}
+        assert rows[fresh.id]["metadata"] == {"late": 1}
+        assert rows[fresh.id]["server_session_id"] == session.id
+        async with storage.unit_of_work() as uow:
+            assert await uow.events.get(team.id, fresh.id) == attrs.evolve(
+                fresh, metadata={"late": 1}
+            )
+            assert list(await uow.events.add_many([])) == []
+
+    async def test_event_add_many_is_all_or_nothing_on_a_foreign_session(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        _, project_a = await self._tenant(storage, make)
+        _, project_b = await self._tenant(storage, make)
+        foreign_session = make.session(project_b)
+        async with storage.unit_of_work() as uow:
+            await uow.sessions.add(foreign_session)
+        with pytest.raises(NotFound):
+            async with storage.unit_of_work() as uow:
+                await uow.events.add_many(
+                    [
+                        make.event(project_a),
+                        make.event(project_a, server_session_id=foreign_session.id),
+                    ]
+                )
+        with pytest.raises(NotFound):
+            async with storage.unit_of_work() as uow:
+                await uow.events.add_many(
+                    [make.event(project_a), make.event(project_a, team_id=project_b.team_id)]
+                )
+        assert await backdoor.rows("events") == []
+
+    async def test_job_add_many_is_add_in_order(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project, stored = await self._event_job(storage, make)
+        events = [make.event(project) for _ in range(2)]
+        async with storage.unit_of_work() as uow:
+            for event in events:
+                await uow.events.add(event)
+        first, second = (make.job(e) for e in events)
+        again = attrs.evolve(stored, id="job-again", transport_id="evt_again")
+        twin = attrs.evolve(first, id="job-twin", transport_id="evt_twin", payload={"x": 1})
+        async with storage.unit_of_work() as uow:
+            results = await uow.jobs.add_many([first, again, second, twin])
+        assert results == [(first, True), (stored, False), (second, True), (first, False)]
+        rows = {r["id"]: r for r in await backdoor.rows("jobs")}
+        assert set(rows) == {stored.id, first.id, second.id}
+        assert rows[first.id]["payload"] == first.payload
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.get(team.id, second.id) == second
+
+    async def test_job_event_add_many_keeps_each_jobs_order(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project, job = await self._event_job(storage, make)
+        other = make.job(make.event(project))
+        async with storage.unit_of_work() as uow:
+            await uow.events.add(make.event(project, id=other.agent_event_id))
+            await uow.jobs.add(other)
+            await uow.job_events.add(make.job_event(job))
+        at = T0 + timedelta(minutes=1)
+        batch = [
+            make.job_event(job, event_type=JobEventType.PROCESSING, created_at=at),
+            make.job_event(other, created_at=at),
+            make.job_event(job, event_type=JobEventType.COMPLETED, created_at=at),
+            make.job_event(job, event_type=JobEventType.FAILED, created_at=at),
+        ]
+        async with storage.unit_of_work() as uow:
+            await uow.job_events.add_many(batch)
+            await uow.job_events.add_many([])
+        async with storage.unit_of_work() as uow:
+            listed = await uow.job_events.list(team.id, job.id)
+            others = await uow.job_events.list(team.id, other.id)
+        assert [e.event_type for e in listed] == [
+            JobEventType.QUEUED,
+            JobEventType.PROCESSING,
+            JobEventType.COMPLETED,
+            JobEventType.FAILED,
+        ]
+        assert [e.id for e in others] == [batch[1].id]
+        assert len(await backdoor.rows("job_events")) == 5
+        with pytest.raises(NotFound):
+            async with storage.unit_of_work() as uow:
+                await uow.job_events.add_many(
+                    [make.job_event(job), make.job_event(job, team_id="other-team")]
+                )
+        assert len(await backdoor.rows("job_events")) == 5
+
+    async def test_observation_and_source_add_many_are_add_in_order(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project, job = await self._event_job(storage, make)
+        stored = make.observation(project, "stored", generation_key="generation:v1:j:0:a")
+        async with storage.unit_of_work() as uow:
+            await uow.observations.add(stored)
+        new = make.observation(
+            project, "new", generation_key="generation:v1:j:1:b", created_by_job_id=job.id
+        )
+        again = make.observation(project, "changed", generation_key=stored.generation_key)
+        twin = make.observation(project, "twin", generation_key=new.generation_key)
+        keyless = make.observation(project, "manual note")
+        async with storage.unit_of_work() as uow:
+            results = await uow.observations.add_many([new, again, twin, keyless])
+        assert results == [(new, True), (stored, False), (new, False), (keyless, True)]
+        rows = {r["id"]: r for r in await backdoor.rows("observations")}
+        assert set(rows) == {stored.id, new.id, keyless.id}
+        assert rows[stored.id]["content"] == "stored"
+
+        def link(obs_id: str, link_id: str, metadata: dict[str, Any]) -> ObservationSource:
+            return ObservationSource(
+                id=link_id,
+                observation_id=obs_id,
+                team_id=team.id,
+                project_id=project.id,
+                source_type=ObservationSourceType.AGENT_EVENT,
+                source_id=job.source_id,
+                agent_event_id=job.agent_event_id,
+                generation_job_id=job.id,
+                metadata=metadata,
+                created_at=T0,
+            )
+
+        async with storage.unit_of_work() as uow:
+            await uow.sources.add(link(stored.id, "src-0", {"a": 1}))
+        async with storage.unit_of_work() as uow:
+            links = await uow.sources.add_many(
+                [
+                    link(new.id, "src-1", {"n": 1}),
+                    link(stored.id, "src-2", {"b": 2}),
+                    link(new.id, "src-3", {"n": 2, "m": 3}),
+                ]
+            )
+        assert [(s.id, s.metadata) for s in links] == [
+            ("src-1", {"n": 1}),
+            ("src-0", {"a": 1, "b": 2}),
+            ("src-1", {"n": 2, "m": 3}),
+        ]
+        sources = {r["id"]: r["metadata"] for r in await backdoor.rows("sources")}
+        assert sources == {"src-0": {"a": 1, "b": 2}, "src-1": {"n": 2, "m": 3}}
+        with pytest.raises(NotFound):
+            async with storage.unit_of_work() as uow:
+                await uow.observations.add_many(
+                    [
+                        make.observation(project, "x"),
+                        make.observation(project, "y", created_by_job_id="job-of-nobody"),
+                    ]
+                )
+        assert len(await backdoor.rows("observations")) == 3
+
     # -- audit -----------------------------------------------------------------------
+
+    async def test_audit_add_many_round_trips(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        entries = [
+            AuditEntry(
+                id=f"aud-{i}",
+                team_id=team.id,
+                project_id=project.id if i else None,
+                actor_id=None,
+                action="generation_job.completed",
+                resource_type="observation_generation_job",
+                resource_id=f"job-{i}",
+                details={"requestId": "req-1", "ids": [i, None], "nested": {"ü": i}},
+                created_at=T0 + timedelta(seconds=i),
+            )
+            for i in range(3)
+        ]
+        async with storage.unit_of_work() as uow:
+            await uow.audit.add_many(entries)
+            await uow.audit.add_many([])
+            listed, total = await uow.audit.list(team.id)
+        assert total == 3 and list(listed) == entries[::-1]
+        assert len(await backdoor.rows("audit")) == 3
 
     async def test_audit_entries_round_trip_newest_first(
         self, storage: Storage, backdoor: Backdoor, make: Factory

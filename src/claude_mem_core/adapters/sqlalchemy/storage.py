@@ -14,14 +14,17 @@ serialises writers).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy import exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, CursorResult, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -251,6 +254,23 @@ def _job_values(job: GenerationJob) -> dict[str, Any]:
     }
 
 
+_JOB_MUTABLE = (
+    "status",
+    "transport_id",
+    "attempts",
+    "max_attempts",
+    "next_attempt_at",
+    "locked_at",
+    "locked_by",
+    "completed_at",
+    "failed_at",
+    "cancelled_at",
+    "last_error",
+    "payload",
+    "updated_at",
+)
+
+
 def _job_mutable_values(job: GenerationJob) -> dict[str, Any]:
     return {
         "status": job.status.value,
@@ -274,6 +294,92 @@ def _job_mutable_values(job: GenerationJob) -> dict[str, Any]:
 
 def _p(name: str) -> sa.BindParameter[Any]:
     return sa.bindparam(name)
+
+
+_PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _pg_rows_insert(
+    table: sa.Table,
+    names: Sequence[str],
+    *,
+    conflict: str = "",
+    computed: Mapping[str, str] | None = None,
+) -> sa.TextClause:
+    """PostgreSQL: insert many rows from ONE parameter, a JSON array of row objects.
+
+    ``INSERT … SELECT … FROM json_to_recordset(:rows)`` has one fixed text whatever the
+    row count, so psycopg converts it once and the server prepares it once; a multi-row
+    ``VALUES`` has a new text (and 10-20 parameters per row, each parsed and adapted on
+    the client) for every batch size. Rows go in in array order (``computed`` columns are
+    SQL expressions over the row ``r``), and ``RETURNING id`` names the rows inserted.
+    """
+    columns = {c.key: c for c in table.columns}
+    quote = _PG_DIALECT.identifier_preparer.quote
+    extra = dict(computed or {})
+    definitions = ", ".join(f"{quote(n)} {columns[n].type.compile(_PG_DIALECT)}" for n in names)
+    targets = ", ".join(quote(n) for n in [*names, *extra])
+    values = ", ".join([*(f"r.{quote(n)}" for n in names), *extra.values()])
+    return sa.text(
+        f"INSERT INTO {quote(table.name)} ({targets}) SELECT {values} "
+        f"FROM ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS ({definitions})) "
+        f"WITH ORDINALITY AS r({', '.join(quote(n) for n in names)}, ord) "
+        f"ORDER BY r.ord {conflict} RETURNING id"
+    )
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):  # as UTCDateTime stores it
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return moment.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(rows, default=_json_default, separators=(",", ":"))
+
+
+@attrs.frozen
+class _Bulk:
+    """How to insert many rows of one table on PostgreSQL (see :func:`_pg_rows_insert`);
+    the statement is built from the first row's keys and kept."""
+
+    table: sa.Table
+    conflict: str = ""
+    computed: Mapping[str, str] = attrs.field(factory=dict)
+    statements: dict[tuple[str, ...], sa.TextClause] = attrs.field(factory=dict, eq=False)
+
+    def statement(self, names: Sequence[str]) -> sa.TextClause:
+        key = tuple(n for n in names if n in self.table.c)
+        stmt = self.statements.get(key)
+        if stmt is None:
+            stmt = self.statements[key] = _pg_rows_insert(
+                self.table, key, conflict=self.conflict, computed=self.computed
+            )
+        return stmt
+
+
+_JE = t.observation_generation_job_events.name
+BULK_EVENTS = _Bulk(t.agent_events, "ON CONFLICT (idempotency_key) DO NOTHING")
+BULK_JOBS = _Bulk(t.observation_generation_jobs, "ON CONFLICT DO NOTHING")
+BULK_JOB_EVENTS = _Bulk(
+    t.observation_generation_job_events,
+    "ON CONFLICT (generation_job_id, seq) DO NOTHING",
+    # In one statement every new event of a job gets the same seq: all but the first are
+    # left out by the conflict and inserted again (JobEventRepo.add_many).
+    {
+        "seq": f"(SELECT coalesce(max(s.seq), 0) + 1 FROM {_JE} AS s"
+        " WHERE s.generation_job_id = r.generation_job_id)"
+    },
+)
+BULK_OBSERVATIONS = _Bulk(
+    t.observations,
+    "ON CONFLICT (team_id, project_id, generation_key) WHERE generation_key IS NOT NULL DO NOTHING",
+)
+BULK_SOURCES = _Bulk(
+    t.observation_sources, "ON CONFLICT (observation_id, source_type, source_id) DO NOTHING"
+)
+BULK_AUDIT = _Bulk(t.audit_log)
 
 
 class _Statements:
@@ -314,6 +420,17 @@ class _Statements:
         )
 
         self.event_insert = dialects.insert_ignore(dialect, e, index_elements=["idempotency_key"])
+        events_by_keys = select(e).where(
+            e.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)),
+            e.c.team_id == _p("team_id"),
+            e.c.project_id == _p("project_id"),
+        )
+        self.events_by_keys_locked = (
+            events_by_keys.with_for_update() if dialect == dialects.POSTGRES else events_by_keys
+        )
+        self.event_set_metadata = (
+            sa.update(e).where(e.c.id == _p("w_id")).values(metadata=_p("metadata"))
+        )
         self.event_get = select(e).where(e.c.id == _p("id"), e.c.team_id == _p("team_id"))
         self.events_many = select(e).where(
             e.c.team_id == _p("team_id"),
@@ -336,6 +453,11 @@ class _Statements:
             j.c.idempotency_key == _p("w_key"),
             j.c.team_id == _p("w_team_id"),
             j.c.project_id == _p("w_project_id"),
+        )
+        self.jobs_by_keys = select(j).where(
+            j.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)),
+            j.c.team_id == _p("team_id"),
+            j.c.project_id == _p("project_id"),
         )
         self.job_get = select(j).where(j.c.id == _p("id"), j.c.team_id == _p("team_id"))
         self.job_get_unscoped = select(j).where(j.c.id == _p("id"))
@@ -362,6 +484,9 @@ class _Statements:
             dialect, je, {"seq": next_seq}, index_elements=["generation_job_id", "seq"]
         )
         self.job_event_exists = exists(je, je.c.id == _p("id"))
+        self.job_compare_and_set_logged = (
+            self._compare_and_set_logged(j, je, next_seq) if dialect == dialects.POSTGRES else None
+        )
 
         self.observation_insert = sa.insert(o).returning(o.c.id)
         self.observation_insert_ignore = dialects.insert_ignore(
@@ -374,6 +499,11 @@ class _Statements:
             o.c.team_id == _p("team_id"),
             o.c.project_id == _p("project_id"),
             o.c.generation_key == _p("generation_key"),
+        )
+        self.observations_by_keys = select(o).where(
+            o.c.team_id == _p("team_id"),
+            o.c.project_id == _p("project_id"),
+            o.c.generation_key.in_(sa.bindparam("keys", expanding=True)),
         )
 
         self.source_insert = dialects.insert_ignore(
@@ -391,6 +521,60 @@ class _Statements:
         )
 
         self.audit_insert = sa.insert(t.audit_log)
+        # RETURNING makes SQLAlchemy send a list of rows as one multi-row VALUES statement
+        # ("insertmanyvalues"); without it psycopg would run one INSERT per row.
+        self.audit_insert_many = sa.insert(t.audit_log).returning(t.audit_log.c.id)
+
+    @staticmethod
+    def _compare_and_set_logged(
+        j: sa.Table, je: sa.Table, next_seq: sa.ScalarSelect[Any]
+    ) -> sa.Select[Any]:
+        """PostgreSQL: the compare-and-set and the job event it logs, in one statement.
+
+        The event is inserted only from the updated row, so it exists iff the update
+        happened; the statement answers how many rows each part wrote (an event whose seq a
+        concurrent writer took is not inserted, and the caller appends it again).
+        """
+        updated = (
+            sa.update(j)
+            .where(
+                j.c.id == _p("w_id"),
+                j.c.team_id == _p("w_team_id"),
+                j.c.project_id == _p("w_project_id"),
+                j.c.status == _p("w_status"),
+                j.c.attempts == _p("w_attempts"),
+                j.c.locked_by.is_not_distinct_from(_p("w_locked_by")),
+            )
+            .values({name: sa.bindparam(name, type_=j.c[name].type) for name in _JOB_MUTABLE})
+            .returning(j.c.id, j.c.team_id, j.c.project_id)
+            .cte("cas_updated")
+        )
+        row = sa.select(
+            sa.bindparam("e_id", type_=sa.Text),
+            updated.c.id,
+            updated.c.team_id,
+            updated.c.project_id,
+            next_seq,
+            sa.bindparam("e_event_type", type_=sa.Text),
+            sa.bindparam("e_status_after", type_=sa.Text),
+            sa.bindparam("e_attempt", type_=sa.Integer),
+            sa.bindparam("e_details", type_=je.c.details.type),
+            sa.bindparam("e_created_at", type_=je.c.created_at.type),
+        )
+        columns = ["id", "generation_job_id", "team_id", "project_id", "seq", "event_type"]
+        columns += ["status_after", "attempt", "details", "created_at"]
+        logged = (
+            postgresql.insert(je)
+            .from_select(columns, row)
+            .on_conflict_do_nothing(index_elements=["generation_job_id", "seq"])
+            .returning(je.c.id)
+            .cte("cas_logged")
+        )
+        count = sa.func.count
+        return sa.select(
+            sa.select(count()).select_from(updated).scalar_subquery().label("updated"),
+            sa.select(count()).select_from(logged).scalar_subquery().label("logged"),
+        )
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -423,7 +607,7 @@ class _Db:
         # PostgreSQL only: the psycopg connection, in autocommit until the first write.
         self.lazy_driver = driver
 
-    async def _before(self, stmt: sa.Executable) -> None:
+    async def _before(self, stmt: sa.Executable, *, writes: bool = False) -> None:
         """Open the transaction at the first statement that writes or locks.
 
         Plain reads before it run in autocommit: under READ COMMITTED every statement
@@ -432,7 +616,9 @@ class _Db:
         instead of two more for BEGIN and COMMIT.
         """
         driver = self.lazy_driver
-        if driver is None or (isinstance(stmt, sa.Select) and stmt._for_update_arg is None):
+        if driver is None or (
+            not writes and isinstance(stmt, sa.Select) and stmt._for_update_arg is None
+        ):
             return
         self.lazy_driver = None
         try:
@@ -451,15 +637,59 @@ class _Db:
             raise dialects.translate_error(e, not_found=not_found) from e
 
     async def run(
-        self, stmt: sa.Executable, params: Mapping[str, Any], *, not_found: str | None = None
+        self,
+        stmt: sa.Executable,
+        params: Mapping[str, Any],
+        *,
+        not_found: str | None = None,
+        writes: bool = False,
     ) -> CursorResult[Any]:
-        """Execute a prebuilt statement with bound parameters (its compiled form is cached)."""
+        """Execute a prebuilt statement with bound parameters (its compiled form is cached).
+        ``writes``: a SELECT that writes (data-modifying CTEs) opens the transaction."""
         if self.lazy_driver is not None:
-            await self._before(stmt)
+            await self._before(stmt, writes=writes)
         try:
             return await self.conn.execute(stmt, params)
         except (exc.SQLAlchemyError, OSError) as e:
             raise dialects.translate_error(e, not_found=not_found) from e
+
+    async def run_many(
+        self,
+        stmt: sa.Executable,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        not_found: str | None = None,
+    ) -> CursorResult[Any]:
+        """Execute a prebuilt statement for several parameter sets at once. An INSERT …
+        RETURNING becomes one multi-row ``VALUES`` statement (SQLAlchemy's insertmanyvalues,
+        up to 1000 rows a statement), so the rows cost one round trip."""
+        if self.lazy_driver is not None:
+            await self._before(stmt)
+        try:
+            return await self.conn.execute(stmt, list(rows))
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found=not_found) from e
+
+    async def inserted_ids(
+        self,
+        stmt: sa.Executable,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        bulk: _Bulk | None = None,
+        not_found: str | None = None,
+    ) -> set[str]:
+        """Insert ``rows`` with ``stmt`` (an ``INSERT … RETURNING id``, maybe ``ON
+        CONFLICT DO NOTHING``), or several with ``bulk`` (PostgreSQL's one-parameter form)
+        where there is one; the ids of the rows really inserted."""
+        if len(rows) == 1:
+            result = await self.run(stmt, rows[0], not_found=not_found)
+        elif bulk is not None and self.dialect == dialects.POSTGRES:
+            result = await self.run(
+                bulk.statement(list(rows[0])), {"rows": _rows_json(rows)}, not_found=not_found
+            )
+        else:
+            result = await self.run_many(stmt, rows, not_found=not_found)
+        return {str(v) for v in result.scalars()}
 
     async def row(self, stmt: sa.Executable, params: Mapping[str, Any]) -> RowMapping | None:
         return (await self.run(stmt, params)).mappings().one_or_none()
@@ -518,7 +748,24 @@ def _merge(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, A
     return {**(old or {}), **new}
 
 
+def _by_scope(items: Sequence[Any]) -> dict[tuple[str, str], list[Any]]:
+    """Group records by their (team, project), first appearance first."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for item in items:
+        groups.setdefault((item.team_id, item.project_id), []).append(item)
+    return groups
+
+
 _SESSION_SCOPE_ERROR = "server_session_id must belong to project_id and team_id"
+
+
+async def _check_session_scopes(db: _Db, items: Sequence[Any]) -> None:
+    """:func:`_check_session_scope` for each distinct (session, team, project) of ``items``."""
+    seen = dict.fromkeys(
+        (i.server_session_id, i.team_id, i.project_id) for i in items if i.server_session_id
+    )
+    for session_id, team, project in seen:
+        await _check_session_scope(db, session_id, team, project)
 
 
 async def _check_session_scope(db: _Db, session_id: str | None, team: str, project: str) -> None:
@@ -770,30 +1017,84 @@ class SessionRepo:
         await self._db.execute(sa.update(s).where(*where).values(**values))
 
 
+def _event_values(event: AgentEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "team_id": event.team_id,
+        "project_id": event.project_id,
+        "server_session_id": event.server_session_id,
+        "source_adapter": event.source_adapter,
+        "source_event_id": event.source_event_id,
+        "idempotency_key": event.idempotency_key,
+        "event_type": event.event_type,
+        "payload": event.payload,
+        "metadata": event.metadata,
+        "occurred_at": event.occurred_at,
+        "received_at": event.received_at,
+        "created_at": event.created_at,
+    }
+
+
 class EventRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
+
+    async def add_many(self, events: Sequence[AgentEvent]) -> Sequence[tuple[AgentEvent, bool]]:
+        """One multi-row insert; the events it did not insert (replays, or repeats within
+        ``events``) are read back in one locked read per scope, and their metadata merged
+        in input order, as consecutive ``add`` calls would."""
+        if len(events) <= 1:
+            return [await self.add(event) for event in events]
+        db = self._db
+        await _check_session_scopes(db, events)
+        inserted = await db.inserted_ids(
+            db.sql.event_insert,
+            [_event_values(event) for event in events],
+            bulk=BULK_EVENTS,
+            not_found="project_id must belong to team_id",
+        )
+        stored: dict[str, AgentEvent] = {}  # idempotency key -> current row
+        for (team, project), group in _by_scope(
+            [e for e in events if e.id not in inserted]
+        ).items():
+            params = {
+                "team_id": team,
+                "project_id": project,
+                "keys": list({e.idempotency_key for e in group}),
+            }
+            for row in await db.rows(db.sql.events_by_keys_locked, params):
+                stored[row["idempotency_key"]] = _event(row)
+        results: list[tuple[AgentEvent, bool]] = []
+        changed: dict[str, AgentEvent] = {}
+        for event in events:
+            if event.id in inserted:
+                stored[event.idempotency_key] = event
+                results.append((event, True))
+                continue
+            current = stored.get(event.idempotency_key)
+            if current is None or (current.team_id, current.project_id) != (
+                event.team_id,
+                event.project_id,
+            ):
+                raise errors.Conflict("idempotency key is used by an event of another scope")
+            merged = _merge(current.metadata, event.metadata)
+            if merged != current.metadata:
+                current = attrs.evolve(current, metadata=merged)
+                stored[event.idempotency_key] = changed[current.id] = current
+            results.append((current, False))
+        if changed:
+            await db.run_many(
+                db.sql.event_set_metadata,
+                [{"w_id": e.id, "metadata": e.metadata} for e in changed.values()],
+            )
+        return results
 
     async def add(self, event: AgentEvent) -> tuple[AgentEvent, bool]:
         e = t.agent_events
         await _check_session_scope(
             self._db, event.server_session_id, event.team_id, event.project_id
         )
-        values = {
-            "id": event.id,
-            "team_id": event.team_id,
-            "project_id": event.project_id,
-            "server_session_id": event.server_session_id,
-            "source_adapter": event.source_adapter,
-            "source_event_id": event.source_event_id,
-            "idempotency_key": event.idempotency_key,
-            "event_type": event.event_type,
-            "payload": event.payload,
-            "metadata": event.metadata,
-            "occurred_at": event.occurred_at,
-            "received_at": event.received_at,
-            "created_at": event.created_at,
-        }
+        values = _event_values(event)
         result = await self._db.run(
             self._db.sql.event_insert, values, not_found="project_id must belong to team_id"
         )
@@ -844,6 +1145,42 @@ class JobRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
+    async def add_many(self, jobs: Sequence[GenerationJob]) -> Sequence[tuple[GenerationJob, bool]]:
+        """One multi-row insert; the jobs it did not insert are answered with the stored
+        job of the same idempotency key (one read per scope)."""
+        if len(jobs) <= 1:
+            return [await self.add(job) for job in jobs]
+        db = self._db
+        await _check_session_scopes(db, jobs)
+        inserted = await db.inserted_ids(
+            db.sql.job_insert,
+            [_job_values(job) for job in jobs],
+            bulk=BULK_JOBS,
+            not_found="agent_event source_id must belong to project_id and team_id",
+        )
+        stored: dict[tuple[str, str, str], GenerationJob] = {}
+        for (team, project), group in _by_scope([j for j in jobs if j.id not in inserted]).items():
+            params = {
+                "team_id": team,
+                "project_id": project,
+                "keys": list({j.idempotency_key for j in group}),
+            }
+            for row in await db.rows(db.sql.jobs_by_keys, params):
+                stored[(team, project, row["idempotency_key"])] = self._seen(row)
+        results: list[tuple[GenerationJob, bool]] = []
+        for job in jobs:
+            key = (job.team_id, job.project_id, job.idempotency_key)
+            if job.id in inserted:
+                db.scoped.add(("job", job.id, job.team_id, job.project_id))
+                stored[key] = job
+                results.append((job, True))
+                continue
+            existing = stored.get(key)
+            if existing is None:
+                raise errors.Conflict(f"generation job {job.id} conflicts with a stored job")
+            results.append((existing, False))
+        return results
+
     async def add(self, job: GenerationJob) -> tuple[GenerationJob, bool]:
         await _check_session_scope(self._db, job.server_session_id, job.team_id, job.project_id)
         result = await self._db.run(
@@ -876,13 +1213,21 @@ class JobRepo:
         row = await self._db.row(self._db.sql.job_get_unscoped, {"id": job_id})
         return self._seen(row) if row else None
 
-    async def compare_and_set(self, expected: GenerationJob, new: GenerationJob) -> bool:
+    async def compare_and_set(
+        self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
+    ) -> bool:
         if (new.id, new.team_id, new.project_id) != (
             expected.id,
             expected.team_id,
             expected.project_id,
         ):
             raise errors.InvalidInput("compare_and_set cannot change a job's id or scope")
+        if event is not None and (event.generation_job_id, event.team_id, event.project_id) != (
+            new.id,
+            new.team_id,
+            new.project_id,
+        ):
+            raise errors.InvalidInput("compare_and_set logs an event of the same job only")
         # One guarded UPDATE: the row lock it takes makes concurrent claims serialise, and
         # the loser's re-evaluated WHERE no longer matches.
         params = _job_mutable_values(new)
@@ -894,8 +1239,33 @@ class JobRepo:
             w_attempts=expected.attempts,
             w_locked_by=expected.locked_by,
         )
+        logged_stmt = self._db.sql.job_compare_and_set_logged
+        if event is not None and logged_stmt is not None:
+            params.update(
+                w_job_id=expected.id,
+                e_id=event.id,
+                e_event_type=event.event_type.value,
+                e_status_after=event.status_after.value,
+                e_attempt=event.attempt,
+                e_details=event.details,
+                e_created_at=event.created_at,
+            )
+            counts = (await self._db.run(logged_stmt, params, writes=True)).one()
+            if counts.updated != 1:
+                return False
+            self._db.scoped.add(("job", new.id, new.team_id, new.project_id))
+            if counts.logged != 1:  # a concurrent writer took the seq: append it again
+                await JobEventRepo(self._db).add(event)
+            return True
         result = await self._db.run(self._db.sql.job_compare_and_set, params)
-        return result.rowcount == 1
+        if result.rowcount != 1:
+            return False
+        if event is not None:
+            self._db.scoped.add(("job", new.id, new.team_id, new.project_id))
+            await JobEventRepo(self._db).add(event)
+        # The row exists in this scope: later checks of it as a parent are skipped.
+        self._db.scoped.add(("job", new.id, new.team_id, new.project_id))
+        return True
 
     async def save_payload(self, job: GenerationJob) -> None:
         c = t.observation_generation_jobs.c
@@ -976,23 +1346,51 @@ class JobRepo:
         return {str(v) for v in (await self._db.execute(stmt)).scalars()}
 
 
+def _job_event_values(event: JobEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "generation_job_id": event.generation_job_id,
+        "team_id": event.team_id,
+        "project_id": event.project_id,
+        "event_type": event.event_type.value,
+        "status_after": event.status_after.value,
+        "attempt": event.attempt,
+        "details": event.details,
+        "created_at": event.created_at,
+        "w_job_id": event.generation_job_id,
+    }
+
+
 class JobEventRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
+    async def add_many(self, events: Sequence[JobEvent]) -> None:
+        """One multi-row insert. Rows whose seq was taken (by a concurrent writer, or by an
+        earlier event of the same job in this very statement, which computed the same seq)
+        are inserted again, still in input order, so a job's events keep their order."""
+        if len(events) <= 1:
+            for event in events:
+                await self.add(event)
+            return
+        db = self._db
+        pending = [_job_event_values(event) for event in events]
+        stalled = 0
+        while pending:
+            inserted = await db.inserted_ids(
+                db.sql.job_event_insert,
+                pending,
+                bulk=BULK_JOB_EVENTS,
+                not_found="generation_job_id must belong to project_id and team_id",
+            )
+            left = [row for row in pending if row["id"] not in inserted]
+            stalled = 0 if len(left) < len(pending) else stalled + 1
+            if stalled >= _SEQ_RETRIES:
+                raise errors.Conflict("job events: no free sequence number after retries")
+            pending = left
+
     async def add(self, event: JobEvent) -> None:
-        params = {
-            "id": event.id,
-            "generation_job_id": event.generation_job_id,
-            "team_id": event.team_id,
-            "project_id": event.project_id,
-            "event_type": event.event_type.value,
-            "status_after": event.status_after.value,
-            "attempt": event.attempt,
-            "details": event.details,
-            "created_at": event.created_at,
-            "w_job_id": event.generation_job_id,
-        }
+        params = _job_event_values(event)
         for _ in range(_SEQ_RETRIES):
             result = await self._db.run(
                 self._db.sql.job_event_insert,
@@ -1015,41 +1413,91 @@ class JobEventRepo:
         return [_job_event(r) for r in await self._db.all(stmt)]
 
 
+def _observation_values(observation: Observation) -> dict[str, Any]:
+    return {
+        "id": observation.id,
+        "team_id": observation.team_id,
+        "project_id": observation.project_id,
+        "server_session_id": observation.server_session_id,
+        "kind": observation.kind.value,
+        "type": observation.type,
+        "title": observation.title,
+        "subtitle": observation.subtitle,
+        "narrative": observation.narrative,
+        "facts": list(observation.facts),
+        "concepts": list(observation.concepts),
+        "files_read": list(observation.files_read),
+        "files_modified": list(observation.files_modified),
+        "content": observation.content,
+        "generation_key": observation.generation_key,
+        "metadata": observation.metadata,
+        "created_by_job_id": observation.created_by_job_id,
+        "created_at": observation.created_at,
+        "updated_at": observation.updated_at,
+    }
+
+
+async def _check_job_scope(db: _Db, job_id: str | None, team: str, project: str) -> None:
+    if job_id is None or ("job", job_id, team, project) in db.scoped:
+        return
+    params = {"id": job_id, "team_id": team, "project_id": project}
+    if (await db.run(db.sql.job_in_scope, params)).first() is None:
+        raise errors.NotFound("created_by_job_id must belong to project_id and team_id")
+    db.scoped.add(("job", job_id, team, project))
+
+
 class ObservationRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
+
+    async def add_many(
+        self, observations: Sequence[Observation]
+    ) -> Sequence[tuple[Observation, bool]]:
+        """One multi-row insert; rows it did not insert (same generation key as a stored
+        row, or as an earlier row of ``observations``) are answered with the stored row."""
+        if len(observations) <= 1:
+            return [await self.add(observation) for observation in observations]
+        db = self._db
+        await _check_session_scopes(db, observations)
+        for job_id, team, project in dict.fromkeys(
+            (o.created_by_job_id, o.team_id, o.project_id) for o in observations
+        ):
+            await _check_job_scope(db, job_id, team, project)
+        inserted = await db.inserted_ids(
+            db.sql.observation_insert_ignore,
+            [_observation_values(o) for o in observations],
+            bulk=BULK_OBSERVATIONS,
+            not_found="project_id must belong to team_id",
+        )
+        stored: dict[tuple[str, str, str | None], Observation] = {}
+        for (team, project), group in _by_scope(
+            [o for o in observations if o.id not in inserted]
+        ).items():
+            params = {
+                "team_id": team,
+                "project_id": project,
+                "keys": list({o.generation_key for o in group}),
+            }
+            for row in await db.rows(db.sql.observations_by_keys, params):
+                stored[(team, project, row["generation_key"])] = _observation(row)
+        results: list[tuple[Observation, bool]] = []
+        for observation in observations:
+            if observation.id in inserted:
+                results.append((observation, True))
+                continue
+            key = (observation.team_id, observation.project_id, observation.generation_key)
+            existing = stored.get(key)
+            if existing is None:  # pragma: no cover - the conflict target guarantees a row
+                raise errors.Conflict(f"observation {observation.id} conflicts with a stored one")
+            results.append((existing, False))
+        return results
 
     async def add(self, observation: Observation) -> tuple[Observation, bool]:
         db = self._db
         team, project = observation.team_id, observation.project_id
         await _check_session_scope(db, observation.server_session_id, team, project)
-        job_id = observation.created_by_job_id
-        if job_id is not None and ("job", job_id, team, project) not in db.scoped:
-            params = {"id": job_id, "team_id": team, "project_id": project}
-            if (await db.run(db.sql.job_in_scope, params)).first() is None:
-                raise errors.NotFound("created_by_job_id must belong to project_id and team_id")
-            db.scoped.add(("job", job_id, team, project))
-        values = {
-            "id": observation.id,
-            "team_id": team,
-            "project_id": project,
-            "server_session_id": observation.server_session_id,
-            "kind": observation.kind.value,
-            "type": observation.type,
-            "title": observation.title,
-            "subtitle": observation.subtitle,
-            "narrative": observation.narrative,
-            "facts": list(observation.facts),
-            "concepts": list(observation.concepts),
-            "files_read": list(observation.files_read),
-            "files_modified": list(observation.files_modified),
-            "content": observation.content,
-            "generation_key": observation.generation_key,
-            "metadata": observation.metadata,
-            "created_by_job_id": job_id,
-            "created_at": observation.created_at,
-            "updated_at": observation.updated_at,
-        }
+        await _check_job_scope(db, observation.created_by_job_id, team, project)
+        values = _observation_values(observation)
         not_found = "project_id must belong to team_id"
         if observation.generation_key is None:
             await db.run(db.sql.observation_insert, values, not_found=not_found)
@@ -1130,31 +1578,53 @@ class ObservationRepo:
         return [_observation(r) for r in await self._db.all(stmt)]
 
 
+def _source_values(source: ObservationSource) -> dict[str, Any]:
+    return {
+        "id": source.id,
+        "observation_id": source.observation_id,
+        "team_id": source.team_id,
+        "project_id": source.project_id,
+        "agent_event_id": source.agent_event_id,
+        "generation_job_id": source.generation_job_id,
+        "source_type": source.source_type.value,
+        "source_id": source.source_id,
+        "metadata": source.metadata,
+        "created_at": source.created_at,
+    }
+
+
+_SOURCE_NOT_FOUND = "observation and agent event must belong to project_id and team_id"
+
+
 class SourceRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
-    async def add(self, source: ObservationSource) -> ObservationSource:
-        s = t.observation_sources
-        values = {
-            "id": source.id,
-            "observation_id": source.observation_id,
-            "team_id": source.team_id,
-            "project_id": source.project_id,
-            "agent_event_id": source.agent_event_id,
-            "generation_job_id": source.generation_job_id,
-            "source_type": source.source_type.value,
-            "source_id": source.source_id,
-            "metadata": source.metadata,
-            "created_at": source.created_at,
-        }
-        result = await self._db.run(
-            self._db.sql.source_insert,
-            values,
-            not_found="observation and agent event must belong to project_id and team_id",
+    async def add_many(self, sources: Sequence[ObservationSource]) -> Sequence[ObservationSource]:
+        """One multi-row insert; a link that already existed (rare: a link is made once)
+        has its metadata merged row by row, in input order, as ``add`` would."""
+        if len(sources) <= 1:
+            return [await self.add(source) for source in sources]
+        values = [_source_values(source) for source in sources]
+        inserted = await self._db.inserted_ids(
+            self._db.sql.source_insert, values, bulk=BULK_SOURCES, not_found=_SOURCE_NOT_FOUND
         )
+        return [
+            source if source.id in inserted else await self._merge_into_stored(source, row)
+            for source, row in zip(sources, values, strict=True)
+        ]
+
+    async def add(self, source: ObservationSource) -> ObservationSource:
+        values = _source_values(source)
+        result = await self._db.run(self._db.sql.source_insert, values, not_found=_SOURCE_NOT_FOUND)
         if result.first() is not None:
             return source
+        return await self._merge_into_stored(source, values)
+
+    async def _merge_into_stored(
+        self, source: ObservationSource, values: dict[str, Any]
+    ) -> ObservationSource:
+        s = t.observation_sources
         keys = ("observation_id", "source_type", "source_id", "team_id", "project_id")
         row = await self._db.row(self._db.sql.source_locked, {k: values[k] for k in keys})
         if row is None:
@@ -1167,6 +1637,21 @@ class SourceRepo:
         return stored
 
 
+def _audit_values(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "team_id": entry.team_id,
+        "project_id": entry.project_id,
+        "actor_id": entry.actor_id,
+        "api_key_id": entry.api_key_id,
+        "action": entry.action,
+        "resource_type": entry.resource_type,
+        "resource_id": entry.resource_id,
+        "details": entry.details,
+        "created_at": entry.created_at,
+    }
+
+
 class AuditRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
@@ -1174,18 +1659,19 @@ class AuditRepo:
     async def add(self, entry: AuditEntry) -> None:
         await self._db.run(
             self._db.sql.audit_insert,
-            {
-                "id": entry.id,
-                "team_id": entry.team_id,
-                "project_id": entry.project_id,
-                "actor_id": entry.actor_id,
-                "api_key_id": entry.api_key_id,
-                "action": entry.action,
-                "resource_type": entry.resource_type,
-                "resource_id": entry.resource_id,
-                "details": entry.details,
-                "created_at": entry.created_at,
-            },
+            _audit_values(entry),
+            not_found="project_id must belong to team_id",
+        )
+
+    async def add_many(self, entries: Sequence[AuditEntry]) -> None:
+        if len(entries) <= 1:
+            for entry in entries:
+                await self.add(entry)
+            return
+        await self._db.inserted_ids(
+            self._db.sql.audit_insert_many,
+            [_audit_values(entry) for entry in entries],
+            bulk=BULK_AUDIT,
             not_found="project_id must belong to team_id",
         )
 
