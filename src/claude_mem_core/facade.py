@@ -37,7 +37,16 @@ from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.provider import Provider
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
-from claude_mem_core.services import admin, debounce, generation, jobs, memories, sessions
+from claude_mem_core.services import (
+    admin,
+    debounce,
+    generation,
+    group_commit,
+    jobs,
+    key_lookup,
+    memories,
+    sessions,
+)
 from claude_mem_core.services import ingest as ingest_service
 from claude_mem_core.services.context import Caller, Deps, PipelineOptions
 
@@ -68,6 +77,10 @@ class Memory:
         self.generator = generation.Generator(self.deps, provider, worker_id=worker_id, mode=mode)
         # Queue handler: one job at a time, or a debounced session's jobs together.
         self.batcher = debounce.SessionBatcher(self.generator)
+        # Single events of concurrent callers share transactions (group commit).
+        self.event_writer = group_commit.GroupCommitIngest(self.deps)
+        # Concurrent requests with one key share a key read that starts after they arrive.
+        self.key_lookup = key_lookup.CoalescedKeyLookup(self.deps)
 
     @property
     def storage(self) -> Storage:
@@ -96,7 +109,7 @@ class Memory:
         return await admin.create_api_key(self.deps, **kwargs)
 
     async def verify_api_key(self, raw_key: str) -> Caller:
-        return await admin.verify_api_key(self.deps, raw_key)
+        return await self.key_lookup.verify(raw_key)
 
     async def list_api_keys(self, **kwargs: Any) -> tuple[Sequence[ApiKey], int]:
         return await admin.list_api_keys(self.deps, **kwargs)
@@ -136,8 +149,8 @@ class Memory:
             payload=payload if payload is not None else {},
             metadata=dict(metadata or {}),
         )
-        return await ingest_service.ingest_event(
-            self.deps, self._caller(scope), item, generate=generate, job_source="python_api"
+        return await self.event_writer.ingest(
+            self._caller(scope), item, generate=generate, job_source="python_api"
         )
 
     async def ingest_batch(
@@ -262,6 +275,8 @@ class Memory:
         return handled
 
     async def close(self) -> None:
+        await self.event_writer.drain()
+        await self.key_lookup.drain()
         if self.deps.queue is not None:
             await self.deps.queue.close()
         await self.provider.close()

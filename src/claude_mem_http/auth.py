@@ -15,7 +15,6 @@ from aiohttp import web
 
 from claude_mem_core.domain.scopes import Need, allows
 from claude_mem_core.errors import Forbidden, Unauthorized
-from claude_mem_core.services import admin
 from claude_mem_core.services.context import Caller
 from claude_mem_http.keys import CALLER, REQUEST_ID, RUNTIME
 
@@ -68,7 +67,7 @@ async def authenticate(request: web.Request, need: Need) -> Caller:
         if local is not None and is_local_request(request):
             return attrs.evolve(local, request_id=request_id)
         raise Unauthorized("Missing bearer API key")
-    caller = await admin.verify_api_key(runtime.memory.deps, token, request_id=request_id)
+    caller = await runtime.memory.key_lookup.verify(token, request_id=request_id)
     if not allows(caller.scopes, need):
         raise Forbidden("Invalid API key or insufficient scope")
     return caller

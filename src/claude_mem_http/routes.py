@@ -69,7 +69,8 @@ async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse
     timeout = _wait_timeout_s(request)
     item = schemas.parse_event(await schemas.read_json(request))
     deps = _deps(request)
-    result = await ingest.ingest_event(deps, caller, item, generate=generate)
+    writer = request.app[RUNTIME].memory.event_writer
+    result = await writer.ingest(caller, item, generate=generate)
     body, _ = await _event_result(
         deps, caller, result, wait=wait, deadline=time.monotonic() + timeout
     )

@@ -180,14 +180,14 @@ async def test_storage_down_is_503(
     make_api: AppFactory, world: World, memory: Memory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from claude_mem_core.errors import StorageUnavailable
-    from claude_mem_core.services import admin
+    from claude_mem_core.services.key_lookup import CoalescedKeyLookup
 
     api = await make_api()
 
     async def down(*args: object, **kwargs: object) -> None:
         raise StorageUnavailable("connection refused to db.internal:5432")
 
-    monkeypatch.setattr(admin, "verify_api_key", down)
+    monkeypatch.setattr(CoalescedKeyLookup, "verify", down)
     reply = await api.get("/v1/projects", key=world.key)
     assert reply.status == 503 and "db.internal" not in reply.body["message"]
 

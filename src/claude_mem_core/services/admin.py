@@ -220,6 +220,11 @@ async def verify_api_key(deps: Deps, raw_key: str, *, request_id: str | None = N
         raise Forbidden("Invalid API key or insufficient scope")
     async with deps.storage.unit_of_work() as uow:
         key = await uow.api_keys.get_by_hash(hash_key(raw_key))
+    return caller_for_key(deps, key, request_id=request_id)
+
+
+def caller_for_key(deps: Deps, key: ApiKey | None, *, request_id: str | None) -> Caller:
+    """The caller a stored key stands for, or ``Forbidden`` if it is missing or unusable."""
     if key is None or not key.is_usable(deps.clock.now()):
         raise Forbidden("Invalid API key or insufficient scope")
     if key.team_id is None:

@@ -62,7 +62,7 @@ class IngestedEvent:
     transport: outbox.Transport
 
 
-def _validate(item: EventInput, prefix: str = "") -> list[FieldIssue]:
+def validate(item: EventInput, prefix: str = "") -> list[FieldIssue]:
     issues: list[FieldIssue] = []
 
     def need_text(name: str, value: object, *, optional: bool = False) -> None:
@@ -89,7 +89,7 @@ def _validate(item: EventInput, prefix: str = "") -> list[FieldIssue]:
     return issues
 
 
-def _candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
+def candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
     """The event row ``item`` would insert (its id is new; a replay finds the stored one)."""
     occurred_at = truncate_ms(item.occurred_at)
     # Private content never reaches storage (nor, therefore, a provider).
@@ -135,14 +135,25 @@ async def _ingest_one(
         session = await uow.sessions.get(caller.team_id, item.server_session_id)
         if session is None or session.project_id != item.project_id:
             raise NotFound("Session not found")
-    candidate = _candidate(deps, caller, item)
-    event, created = await uow.events.add(candidate)
+    event, created = await uow.events.add(candidate(deps, caller, item))
     job: GenerationJob | None = None
     job_created = False
     if generate:
         made = await outbox.create_event_job(uow, deps, caller, event, source=job_source)
         job, job_created = made.job, made.created
     return event, job, created, job_created
+
+
+def received_details(event: AgentEvent, job: GenerationJob | None, created: bool) -> dict[str, Any]:
+    """The details of an ``event.received`` audit row."""
+    return {
+        "sourceAdapter": event.source_adapter,
+        "sourceEventId": event.source_event_id,
+        "eventType": event.event_type,
+        "serverSessionId": event.server_session_id,
+        "generationJobId": job.id if job else None,
+        "replay": not created,
+    }
 
 
 async def ingest_event(
@@ -155,7 +166,7 @@ async def ingest_event(
 ) -> IngestedEvent:
     """Store one event (idempotently) and, if ``generate``, its generation job."""
     require(caller.scopes, Need.WRITE_EVENTS)
-    issues = _validate(item)
+    issues = validate(item)
     if issues:
         raise InvalidInput(issues)
     async with deps.storage.unit_of_work() as uow:
@@ -169,14 +180,7 @@ async def ingest_event(
             "event.received",
             project_id=event.project_id,
             resource_id=event.id,
-            details={
-                "sourceAdapter": event.source_adapter,
-                "sourceEventId": event.source_event_id,
-                "eventType": event.event_type,
-                "serverSessionId": event.server_session_id,
-                "generationJobId": job.id if job else None,
-                "replay": not created,
-            },
+            details=received_details(event, job, created),
         )
     transport: outbox.Transport = "skipped"
     if job is not None:
@@ -187,7 +191,7 @@ async def ingest_event(
     return IngestedEvent(event=event, job=job, created=created, transport=transport)
 
 
-def _event_job(deps: Deps, caller: Caller, event: AgentEvent) -> GenerationJob:
+def event_job(deps: Deps, caller: Caller, event: AgentEvent) -> GenerationJob:
     """The job row ``outbox.create_event_job`` would insert for ``event`` (same id order,
     payload, keys and transport id; a test holds the two paths equal)."""
     job_id = deps.ids.new_id()
@@ -237,7 +241,7 @@ def _event_job(deps: Deps, caller: Caller, event: AgentEvent) -> GenerationJob:
     )
 
 
-def _queued_event(deps: Deps, job: GenerationJob, source: str) -> JobEvent:
+def queued_event(deps: Deps, job: GenerationJob, source: str) -> JobEvent:
     """The ``queued`` entry ``outbox.append_job_event`` writes for a new job."""
     return JobEvent(
         id=deps.ids.new_id(),
@@ -267,7 +271,7 @@ async def ingest_batch(
         raise InvalidInput.field("events", "must contain at least one event")
     if len(items) > limit:
         raise InvalidInput.field("events", f"must contain at most {limit} events")
-    issues = [issue for n, item in enumerate(items) for issue in _validate(item, f"{n}.")]
+    issues = [issue for n, item in enumerate(items) for issue in validate(item, f"{n}.")]
     if issues:
         raise InvalidInput(issues)
     # Scope pre-check before any write: one foreign project refuses the whole batch.
@@ -286,13 +290,13 @@ async def ingest_batch(
                 raise NotFound("Session not found")
         # One statement per table for the whole batch, with the outcome of one add per
         # item in order (a repeated event within the batch is a replay of the first).
-        stored = await uow.events.add_many([_candidate(deps, caller, item) for item in items])
+        stored = await uow.events.add_many([candidate(deps, caller, item) for item in items])
         batch_jobs: list[GenerationJob | None] = [None] * len(stored)
         if generate:
-            made = await uow.jobs.add_many([_event_job(deps, caller, event) for event, _ in stored])
+            made = await uow.jobs.add_many([event_job(deps, caller, event) for event, _ in stored])
             batch_jobs = [job for job, _ in made]
             await uow.job_events.add_many(
-                [_queued_event(deps, job, job_source) for job, created in made if created]
+                [queued_event(deps, job, job_source) for job, created in made if created]
             )
         results = [
             (event, job, created) for (event, created), job in zip(stored, batch_jobs, strict=True)
