@@ -32,7 +32,6 @@ from claude_mem_core.domain.models import (
     AgentEvent,
     AuditEntry,
     GenerationJob,
-    JobEvent,
     JobEventType,
     JobStatus,
     Observation,
@@ -69,23 +68,6 @@ class ProcessResult:
     outcome: Outcome
     observation_ids: tuple[str, ...] = ()
     error: str | None = None
-
-
-def job_event(
-    deps: Deps, job: GenerationJob, event_type: JobEventType, details: dict[str, Any]
-) -> JobEvent:
-    """The log entry ``outbox.append_job_event`` would write, for ``compare_and_set``."""
-    return JobEvent(
-        id=deps.ids.new_id(),
-        generation_job_id=job.id,
-        team_id=job.team_id,
-        project_id=job.project_id,
-        event_type=event_type,
-        status_after=job.status,
-        attempt=job.attempts,
-        details=details,
-        created_at=deps.clock.now(),
-    )
 
 
 def caller_for(job: GenerationJob) -> Caller:
@@ -246,7 +228,7 @@ class Generator:
         claimed = machine.transition(
             current, JobStatus.PROCESSING, now=now, worker_id=self.worker_id
         )
-        logged = job_event(
+        logged = outbox.job_event(
             self.deps, claimed, JobEventType.PROCESSING, {"workerId": self.worker_id}
         )
         if not await uow.jobs.compare_and_set(current, claimed, event=logged):
@@ -453,7 +435,7 @@ class Generator:
             # is written but the claim's audit row.
             done = machine.transition(job, JobStatus.COMPLETED, now=now)
             usage = result.usage if result else None
-            completed = job_event(
+            completed = outbox.job_event(
                 deps,
                 done,
                 JobEventType.COMPLETED,

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from attrs import define, field
 
-from claude_mem_core.domain.models import AgentEvent, GenerationJob
+from claude_mem_core.domain.models import AgentEvent, GenerationJob, JobEventType
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import ClaudeMemError, InvalidInput, NotFound
 from claude_mem_core.ports.storage import UnitOfWork
@@ -180,13 +180,17 @@ class GroupCommitIngest:
             jobs: list[GenerationJob | None] = [None] * len(accepted)
             if makers:
                 made = await uow.jobs.add_many(
-                    [ingest.event_job(self.deps, p.caller, stored[n][0]) for n, p in makers]
+                    [outbox.new_event_job(self.deps, p.caller, stored[n][0]) for n, p in makers]
                 )
                 queued = []
                 for (n, p), (job, created) in zip(makers, made, strict=True):
                     jobs[n] = job
                     if created:
-                        queued.append(ingest.queued_event(self.deps, job, p.job_source))
+                        queued.append(
+                            outbox.job_event(
+                                self.deps, job, JobEventType.QUEUED, {"source": p.job_source}
+                            )
+                        )
                 await uow.job_events.add_many(queued)
             written = [
                 _Written(pending=p, event=event, job=job, created=created)

@@ -13,11 +13,7 @@ from claude_mem_core.domain.models import (
     AgentEvent,
     EventSourceAdapter,
     GenerationJob,
-    JobEvent,
     JobEventType,
-    JobStatus,
-    JobType,
-    SourceType,
 )
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
@@ -191,71 +187,6 @@ async def ingest_event(
     return IngestedEvent(event=event, job=job, created=created, transport=transport)
 
 
-def event_job(deps: Deps, caller: Caller, event: AgentEvent) -> GenerationJob:
-    """The job row ``outbox.create_event_job`` would insert for ``event`` (same id order,
-    payload, keys and transport id; a test holds the two paths equal)."""
-    job_id = deps.ids.new_id()
-    source_type = SourceType.AGENT_EVENT
-    job_type = JobType.GENERATE_FOR_EVENT
-    now = deps.clock.now()
-    return GenerationJob(
-        id=job_id,
-        team_id=event.team_id,
-        project_id=event.project_id,
-        agent_event_id=event.id,
-        source_type=source_type,
-        source_id=event.id,
-        server_session_id=event.server_session_id,
-        job_type=job_type,
-        status=JobStatus.QUEUED,
-        idempotency_key=keys.generation_job_key(
-            team_id=event.team_id,
-            project_id=event.project_id,
-            source_type=source_type.value,
-            source_id=event.id,
-            job_type=job_type.value,
-        ),
-        transport_id=keys.transport_id(
-            "event",
-            team_id=event.team_id,
-            project_id=event.project_id,
-            source_type=source_type.value,
-            source_id=event.id,
-        ),
-        max_attempts=deps.options.max_attempts,
-        payload={
-            "kind": "event",
-            "team_id": event.team_id,
-            "project_id": event.project_id,
-            "source_type": source_type.value,
-            "source_id": event.id,
-            "generation_job_id": job_id,
-            "agent_event_id": event.id,
-            "api_key_id": caller.api_key_id,
-            "actor_id": caller.actor_id,
-            "source_adapter": event.source_adapter,
-            "request_id": caller.request_id,
-        },
-        created_at=now,
-        updated_at=now,
-    )
-
-
-def queued_event(deps: Deps, job: GenerationJob, source: str) -> JobEvent:
-    """The ``queued`` entry ``outbox.append_job_event`` writes for a new job."""
-    return JobEvent(
-        id=deps.ids.new_id(),
-        generation_job_id=job.id,
-        team_id=job.team_id,
-        project_id=job.project_id,
-        event_type=JobEventType.QUEUED,
-        status_after=job.status,
-        attempt=job.attempts,
-        details={"source": source},
-        created_at=deps.clock.now(),
-    )
-
-
 async def ingest_batch(
     deps: Deps,
     caller: Caller,
@@ -293,10 +224,16 @@ async def ingest_batch(
         stored = await uow.events.add_many([candidate(deps, caller, item) for item in items])
         batch_jobs: list[GenerationJob | None] = [None] * len(stored)
         if generate:
-            made = await uow.jobs.add_many([event_job(deps, caller, event) for event, _ in stored])
+            made = await uow.jobs.add_many(
+                [outbox.new_event_job(deps, caller, event) for event, _ in stored]
+            )
             batch_jobs = [job for job, _ in made]
             await uow.job_events.add_many(
-                [queued_event(deps, job, job_source) for job, created in made if created]
+                [
+                    outbox.job_event(deps, job, JobEventType.QUEUED, {"source": job_source})
+                    for job, created in made
+                    if created
+                ]
             )
         results = [
             (event, job, created) for (event, created), job in zip(stored, batch_jobs, strict=True)

@@ -43,6 +43,23 @@ def lane_for(job: GenerationJob) -> str:
     return SUMMARY_LANE if job.source_type is SourceType.SESSION_SUMMARY else EVENT_LANE
 
 
+def job_event(
+    deps: Deps, job: GenerationJob, event_type: JobEventType, details: dict[str, Any]
+) -> JobEvent:
+    """The job-log entry recording ``job`` as it now is (for ``add`` or ``add_many``)."""
+    return JobEvent(
+        id=deps.ids.new_id(),
+        generation_job_id=job.id,
+        team_id=job.team_id,
+        project_id=job.project_id,
+        event_type=event_type,
+        status_after=job.status,
+        attempt=job.attempts,
+        details=details,
+        created_at=deps.clock.now(),
+    )
+
+
 async def append_job_event(
     uow: UnitOfWork,
     deps: Deps,
@@ -50,24 +67,11 @@ async def append_job_event(
     event_type: JobEventType,
     details: dict[str, Any],
 ) -> None:
-    await uow.job_events.add(
-        JobEvent(
-            id=deps.ids.new_id(),
-            generation_job_id=job.id,
-            team_id=job.team_id,
-            project_id=job.project_id,
-            event_type=event_type,
-            status_after=job.status,
-            attempt=job.attempts,
-            details=details,
-            created_at=deps.clock.now(),
-        )
-    )
+    await uow.job_events.add(job_event(deps, job, event_type, details))
 
 
-async def create_event_job(
-    uow: UnitOfWork, deps: Deps, caller: Caller, event: AgentEvent, *, source: str
-) -> CreatedJob:
+def new_event_job(deps: Deps, caller: Caller, event: AgentEvent) -> GenerationJob:
+    """The queued job row for ``event`` (what :func:`create_event_job` inserts)."""
     job_id = deps.ids.new_id()
     source_id = event.id
     payload = {
@@ -83,8 +87,7 @@ async def create_event_job(
         "source_adapter": event.source_adapter,
         "request_id": caller.request_id,
     }
-    return await _create(
-        uow,
+    return _new_job(
         deps,
         job_id=job_id,
         team_id=event.team_id,
@@ -96,8 +99,13 @@ async def create_event_job(
         server_session_id=event.server_session_id,
         transport_kind="event",
         payload=payload,
-        source=source,
     )
+
+
+async def create_event_job(
+    uow: UnitOfWork, deps: Deps, caller: Caller, event: AgentEvent, *, source: str
+) -> CreatedJob:
+    return await _create(uow, deps, new_event_job(deps, caller, event), source=source)
 
 
 async def create_summary_job(
@@ -123,8 +131,7 @@ async def create_summary_job(
         "source_adapter": source_adapter,
         "request_id": caller.request_id,
     }
-    return await _create(
-        uow,
+    job = _new_job(
         deps,
         job_id=job_id,
         team_id=session.team_id,
@@ -136,12 +143,11 @@ async def create_summary_job(
         server_session_id=session.id,
         transport_kind="summary",
         payload=payload,
-        source=source,
     )
+    return await _create(uow, deps, job, source=source)
 
 
-async def _create(
-    uow: UnitOfWork,
+def _new_job(
     deps: Deps,
     *,
     job_id: str,
@@ -154,10 +160,9 @@ async def _create(
     server_session_id: str | None,
     transport_kind: keys.QueueKind,
     payload: dict[str, Any],
-    source: str,
-) -> CreatedJob:
+) -> GenerationJob:
     now = deps.clock.now()
-    candidate = GenerationJob(
+    return GenerationJob(
         id=job_id,
         team_id=team_id,
         project_id=project_id,
@@ -186,6 +191,11 @@ async def _create(
         created_at=now,
         updated_at=now,
     )
+
+
+async def _create(
+    uow: UnitOfWork, deps: Deps, candidate: GenerationJob, *, source: str
+) -> CreatedJob:
     job, created = await uow.jobs.add(candidate)
     # A replay finds the stored job and leaves it, its payload and its log alone.
     if created:
