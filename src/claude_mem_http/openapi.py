@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from claude_mem_core.services.ingest import MAX_IDENTIFIER_LENGTH
 from claude_mem_http.middlewares import json_response
 
 Schema = dict[str, Any]
@@ -53,6 +54,11 @@ def nstr_in(values: list[str]) -> Schema:
 
 def nonempty(nullable: bool = False) -> Schema:
     return {"type": ["string", "null"] if nullable else "string", "minLength": 1}
+
+
+def identifier(nullable: bool = False) -> Schema:
+    """An id or label of an event: non-empty and at most MAX_IDENTIFIER_LENGTH characters."""
+    return {**nonempty(nullable), "maxLength": MAX_IDENTIFIER_LENGTH}
 
 
 SCHEMAS: dict[str, Schema] = {
@@ -216,12 +222,12 @@ SCHEMAS: dict[str, Schema] = {
     # -- request bodies
     "EventInput": obj(
         {
-            "projectId": nonempty(),
+            "projectId": identifier(),
             "sourceType": nstr_in(["hook", "worker", "provider", "server", "api"]),
-            "eventType": nonempty(),
+            "eventType": identifier(),
             "occurredAtEpoch": {"type": "integer", "minimum": 0},
-            "serverSessionId": nonempty(True),
-            "sourceEventId": nonempty(True),
+            "serverSessionId": identifier(True),
+            "sourceEventId": identifier(True),
             "contentSessionId": nonempty(True),
             "memorySessionId": nonempty(True),
             "payload": ANY,

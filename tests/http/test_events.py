@@ -58,6 +58,9 @@ async def test_invalid_bodies_name_wire_fields(api: Api, world: World) -> None:
         {"projectId": 5},
         {"metadata": []},
         {"eventType": ""},
+        {"eventType": "x" * 257},
+        {"sourceEventId": "t" * 257},
+        {"serverSessionId": "s" * 257},
         {"occurredAtEpoch": True},
     ):
         reply = await api.post("/v1/events", event_body(world.project, **bad), key=world.key)

@@ -26,6 +26,9 @@ from claude_mem_core.services.tenancy import audit, project_visible, require_pro
 
 SOURCE_ADAPTERS = frozenset(a.value for a in EventSourceAdapter)
 MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+# Ids and event types are keys and labels, not content: a 10 kB "eventType" is a client bug
+# that would otherwise be indexed, audited and sent to the provider.
+MAX_IDENTIFIER_LENGTH = 256
 
 
 @frozen(kw_only=True)
@@ -66,6 +69,10 @@ def validate(item: EventInput, prefix: str = "") -> list[FieldIssue]:
             return
         if not isinstance(value, str) or not value.strip():
             issues.append(FieldIssue(prefix + name, "must be a non-empty string"))
+        elif len(value) > MAX_IDENTIFIER_LENGTH:
+            issues.append(
+                FieldIssue(prefix + name, f"must be at most {MAX_IDENTIFIER_LENGTH} characters")
+            )
 
     need_text("project_id", item.project_id)
     need_text("event_type", item.event_type)
