@@ -13,8 +13,11 @@ from typing import Any
 import attrs
 import pytest
 
+from claude_mem_core import Memory, Scope
+from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.adapters.memory import InMemoryStorage
 from claude_mem_core.ports.storage import Storage
+from claude_mem_core.testing.fakes import ScriptedProvider
 
 SQL_TABLES = {
     "teams": "teams",
@@ -125,3 +128,15 @@ async def backdoor(storage: Storage, storage_url: str) -> AsyncIterator[Any]:
         yield door
     finally:
         await door.close()
+
+
+@pytest.fixture
+async def mem(storage: Storage) -> Memory:
+    """The facade over the backend under test (modules needing another provider override)."""
+    return Memory(storage=storage, queue=InProcessQueue(), provider=ScriptedProvider())
+
+
+@pytest.fixture
+async def scope(mem: Memory) -> Scope:
+    team, project = await mem.ensure_project("acme", "webapp")
+    return Scope(team_id=team.id, project_id=project.id)

@@ -10,23 +10,10 @@ import attrs
 import pytest
 
 from claude_mem_core import Caller, EventInput, Memory, Scope
-from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
 from claude_mem_core.errors import NotFound
-from claude_mem_core.ports.storage import JobFilter, Page, Storage
+from claude_mem_core.ports.storage import JobFilter, Page
 from claude_mem_core.services import ingest
-from claude_mem_core.testing.fakes import ScriptedProvider
-
-
-@pytest.fixture
-async def mem(storage: Storage) -> Memory:
-    return Memory(storage=storage, queue=InProcessQueue(), provider=ScriptedProvider())
-
-
-@pytest.fixture
-async def scope(mem: Memory) -> Scope:
-    team, project = await mem.ensure_project("acme", "webapp")
-    return Scope(team_id=team.id, project_id=project.id)
 
 
 def _event(scope: Scope, n: int, **kw: Any) -> EventInput:

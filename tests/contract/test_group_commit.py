@@ -11,23 +11,10 @@ from typing import Any
 import pytest
 
 from claude_mem_core import Caller, EventInput, Memory, Scope
-from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.domain.models import JobEventType
 from claude_mem_core.errors import InvalidInput, NotFound
-from claude_mem_core.ports.storage import JobFilter, Page, Storage
+from claude_mem_core.ports.storage import JobFilter, Page
 from claude_mem_core.services.group_commit import GroupCommitIngest
-from claude_mem_core.testing.fakes import ScriptedProvider
-
-
-@pytest.fixture
-async def mem(storage: Storage) -> Memory:
-    return Memory(storage=storage, queue=InProcessQueue(), provider=ScriptedProvider())
-
-
-@pytest.fixture
-async def scope(mem: Memory) -> Scope:
-    team, project = await mem.ensure_project("acme", "webapp")
-    return Scope(team_id=team.id, project_id=project.id)
 
 
 def _event(project_id: str, n: int, **kw: Any) -> EventInput:
@@ -93,7 +80,7 @@ async def test_concurrent_events_share_transactions_and_keep_their_own_rows(
         row = by_event[r.event.id]
         assert row.details["requestId"] == f"req-{n}"
         assert row.actor_id == f"agent-{n}"
-        assert row.details["generationJobId"] == r.job.id if r.job else None
+        assert r.job is not None and row.details["generationJobId"] == r.job.id
         assert row.details["replay"] is False
 
 

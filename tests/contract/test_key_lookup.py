@@ -11,16 +11,10 @@ from typing import Any
 import pytest
 
 from claude_mem_core import Memory
-from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.errors import Forbidden
 from claude_mem_core.ports.storage import Storage, UnitOfWork
+from claude_mem_core.services.context import Deps
 from claude_mem_core.services.key_lookup import CoalescedKeyLookup
-from claude_mem_core.testing.fakes import ScriptedProvider
-
-
-@pytest.fixture
-async def mem(storage: Storage) -> Memory:
-    return Memory(storage=storage, queue=InProcessQueue(), provider=ScriptedProvider())
 
 
 class _Reads:
@@ -57,7 +51,7 @@ async def _issued_key(mem: Memory) -> tuple[str, str]:
 async def test_concurrent_lookups_of_one_key_share_reads(mem: Memory) -> None:
     raw, key_id = await _issued_key(mem)
     reads = _Reads(mem.storage)
-    lookup = CoalescedKeyLookup(mem.deps.__class__(storage=reads))  # type: ignore[arg-type]
+    lookup = CoalescedKeyLookup(Deps(storage=reads))  # type: ignore[arg-type]
     callers = await asyncio.gather(*(lookup.verify(raw, request_id=f"r{n}") for n in range(30)))
     assert {c.api_key_id for c in callers} == {key_id}
     assert [c.request_id for c in callers] == [f"r{n}" for n in range(30)]
@@ -74,7 +68,7 @@ async def test_a_revocation_is_seen_by_a_request_that_arrives_during_a_read(
 ) -> None:
     raw, key_id = await _issued_key(mem)
     reads = _Reads(mem.storage)
-    lookup = CoalescedKeyLookup(mem.deps.__class__(storage=reads))  # type: ignore[arg-type]
+    lookup = CoalescedKeyLookup(Deps(storage=reads))  # type: ignore[arg-type]
     gate = asyncio.Event()
     reads.hold = gate
     before = asyncio.create_task(lookup.verify(raw))
@@ -105,7 +99,7 @@ async def test_a_failed_read_fails_its_requests_and_the_next_read_recovers(
                 raise ConnectionError("database went away")
             return storage.unit_of_work()
 
-    lookup = CoalescedKeyLookup(mem.deps.__class__(storage=_Flaky()))  # type: ignore[arg-type]
+    lookup = CoalescedKeyLookup(Deps(storage=_Flaky()))  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
         await lookup.verify(raw)
     assert (await lookup.verify(raw)).team_id

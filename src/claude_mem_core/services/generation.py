@@ -235,14 +235,7 @@ class Generator:
             return None
         if audit_now:
             await uow.audit.add(self.processing_audit(claimed, now))
-        if claimed.source_type is SourceType.SESSION_SUMMARY and claimed.server_session_id:
-            await uow.sessions.set_generation_status(
-                claimed.team_id,
-                claimed.project_id,
-                claimed.server_session_id,
-                SessionGenerationStatus.PROCESSING,
-                now=now,
-            )
+        await _set_summary_status(uow, claimed, SessionGenerationStatus.PROCESSING, now)
         return claimed
 
     def processing_audit(self, claimed: GenerationJob, at: datetime) -> AuditEntry:
@@ -521,16 +514,9 @@ class Generator:
                 )
             )
             await uow.audit.add_many(entries)
-            if job.source_type is SourceType.SESSION_SUMMARY and job.server_session_id:
-                await uow.sessions.set_generation_status(
-                    job.team_id,
-                    job.project_id,
-                    job.server_session_id,
-                    SessionGenerationStatus.COMPLETED,
-                    now=now,
-                )
-                if self.deps.options.session_policy == "end-of-session":
-                    await self._complete_covered_event_jobs(uow, job, now)
+            await _set_summary_status(uow, job, SessionGenerationStatus.COMPLETED, now)
+            if _is_summary(job) and self.deps.options.session_policy == "end-of-session":
+                await self._complete_covered_event_jobs(uow, job, now)
         return ProcessResult(job_id=job.id, outcome="completed", observation_ids=tuple(ids))
 
     async def _complete_covered_event_jobs(
@@ -614,24 +600,34 @@ class Generator:
             await outbox.append_job_event(
                 uow, deps, target, event_type, {**error, "workerId": self.worker_id}
             )
-            if (
-                target.status is JobStatus.FAILED
-                and job.server_session_id
-                and (job.source_type is SourceType.SESSION_SUMMARY)
-            ):
-                await uow.sessions.set_generation_status(
-                    job.team_id,
-                    job.project_id,
-                    job.server_session_id,
-                    SessionGenerationStatus.FAILED,
-                    now=now,
-                    error=reason,
+            if target.status is JobStatus.FAILED:
+                await _set_summary_status(
+                    uow, job, SessionGenerationStatus.FAILED, now, error=reason
                 )
         if target.status is JobStatus.QUEUED:
             await outbox.publish(deps, target, delay=delay)
             return ProcessResult(job_id=job.id, outcome="retry_scheduled", error=reason)
         log.warning("generation job %s failed (%s): %s", job.id, classification, reason)
         return ProcessResult(job_id=job.id, outcome="failed", error=reason)
+
+
+def _is_summary(job: GenerationJob) -> bool:
+    return job.source_type is SourceType.SESSION_SUMMARY and job.server_session_id is not None
+
+
+async def _set_summary_status(
+    uow: UnitOfWork,
+    job: GenerationJob,
+    status: SessionGenerationStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+) -> None:
+    """A summary job's progress is its session's generation status; other jobs have none."""
+    if _is_summary(job) and job.server_session_id is not None:
+        await uow.sessions.set_generation_status(
+            job.team_id, job.project_id, job.server_session_id, status, now=now, error=error
+        )
 
 
 @frozen(kw_only=True)

@@ -626,15 +626,25 @@ class _Db:
         except Exception as e:
             raise dialects.translate_error(e) from e
 
+    async def _run(
+        self,
+        stmt: sa.Executable,
+        params: Mapping[str, Any] | list[Mapping[str, Any]] | None,
+        *,
+        not_found: str | None,
+        writes: bool = False,
+    ) -> CursorResult[Any]:
+        if self.lazy_driver is not None:
+            await self._before(stmt, writes=writes)
+        try:
+            return await self.conn.execute(stmt, params)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found=not_found) from e
+
     async def execute(
         self, stmt: sa.Executable, *, not_found: str | None = None
     ) -> CursorResult[Any]:
-        if self.lazy_driver is not None:
-            await self._before(stmt)
-        try:
-            return await self.conn.execute(stmt)
-        except (exc.SQLAlchemyError, OSError) as e:
-            raise dialects.translate_error(e, not_found=not_found) from e
+        return await self._run(stmt, None, not_found=not_found)
 
     async def run(
         self,
@@ -646,12 +656,7 @@ class _Db:
     ) -> CursorResult[Any]:
         """Execute a prebuilt statement with bound parameters (its compiled form is cached).
         ``writes``: a SELECT that writes (data-modifying CTEs) opens the transaction."""
-        if self.lazy_driver is not None:
-            await self._before(stmt, writes=writes)
-        try:
-            return await self.conn.execute(stmt, params)
-        except (exc.SQLAlchemyError, OSError) as e:
-            raise dialects.translate_error(e, not_found=not_found) from e
+        return await self._run(stmt, params, not_found=not_found, writes=writes)
 
     async def run_many(
         self,
@@ -663,12 +668,7 @@ class _Db:
         """Execute a prebuilt statement for several parameter sets at once. An INSERT …
         RETURNING becomes one multi-row ``VALUES`` statement (SQLAlchemy's insertmanyvalues,
         up to 1000 rows a statement), so the rows cost one round trip."""
-        if self.lazy_driver is not None:
-            await self._before(stmt)
-        try:
-            return await self.conn.execute(stmt, list(rows))
-        except (exc.SQLAlchemyError, OSError) as e:
-            raise dialects.translate_error(e, not_found=not_found) from e
+        return await self._run(stmt, list(rows), not_found=not_found)
 
     async def inserted_ids(
         self,
