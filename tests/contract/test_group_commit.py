@@ -35,16 +35,27 @@ def _caller(scope: Scope, n: int) -> Caller:
 
 
 async def _count_transactions(mem: Memory) -> list[int]:
-    """Wrap the storage's unit_of_work to count how many the writer opens."""
+    """Wrap the storage to count the transactions the writer opens: units of work, and
+    ``add_fresh_events`` calls (each its own transaction, whatever it uses inside)."""
     opened = [0]
+    inside = [False]
     storage = mem.deps.storage
-    original = storage.unit_of_work
+    original, original_fresh = storage.unit_of_work, storage.add_fresh_events
 
     def counting() -> Any:
-        opened[0] += 1
+        opened[0] += 0 if inside[0] else 1
         return original()
 
+    async def counting_fresh(items: Any) -> set[str]:
+        opened[0] += 1
+        inside[0] = True
+        try:
+            return await original_fresh(items)
+        finally:
+            inside[0] = False
+
     storage.unit_of_work = counting  # type: ignore[method-assign]
+    storage.add_fresh_events = counting_fresh  # type: ignore[method-assign]
     return opened
 
 

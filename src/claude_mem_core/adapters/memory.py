@@ -31,7 +31,7 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.search import SearchQuery, stem, tokenize
 from claude_mem_core.errors import InvalidInput, NotFound
-from claude_mem_core.ports.storage import JobFilter, Page, ScoredObservation
+from claude_mem_core.ports.storage import FreshEvent, JobFilter, Page, ScoredObservation
 
 T = TypeVar("T")
 
@@ -613,6 +613,43 @@ class InMemoryStorage:
             tx = _Tx(self._tables)
             yield InMemoryUnitOfWork(tx)
             tx.commit()
+
+    async def add_fresh_events(self, items: Sequence[FreshEvent]) -> set[str]:
+        written: set[str] = set()
+        async with self.unit_of_work() as uow:
+            tx = uow.events._tx
+            stored = {e.idempotency_key for e in tx.read("events").values()}
+            for item in items:
+                event = item.event
+                project = tx.read("projects").get(event.project_id)
+                session = (
+                    tx.read("sessions").get(event.server_session_id)
+                    if event.server_session_id is not None
+                    else None
+                )
+                if (
+                    event.idempotency_key in stored
+                    or project is None
+                    or project.team_id != event.team_id
+                    or (
+                        event.server_session_id is not None
+                        and (
+                            session is None
+                            or (session.team_id, session.project_id)
+                            != (event.team_id, event.project_id)
+                        )
+                    )
+                ):
+                    continue
+                stored.add(event.idempotency_key)
+                await uow.events.add(event)
+                if item.job is not None:
+                    await uow.jobs.add(item.job)
+                if item.job_event is not None:
+                    await uow.job_events.add(item.job_event)
+                await uow.audit.add(item.audit)
+                written.add(event.id)
+        return written
 
     def peek(self, table: str) -> dict[str, Any]:
         """Backdoor for contract tests: the committed rows of one table, by id."""

@@ -62,6 +62,17 @@ class JobFilter:
 
 
 @frozen(kw_only=True)
+class FreshEvent:
+    """An event with the rows that are written with it when it is new: its generation job
+    (if any), the job's first log entry (``seq`` 1), and its audit row."""
+
+    event: AgentEvent
+    job: GenerationJob | None = None
+    job_event: JobEvent | None = None
+    audit: AuditEntry
+
+
+@frozen(kw_only=True)
 class ScoredObservation:
     observation: Observation
     score: float
@@ -277,6 +288,16 @@ class Storage(Protocol):
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]: ...
 
+    async def add_fresh_events(self, items: Sequence[FreshEvent]) -> set[str]:
+        """Write the items whose event is new, each with all of its rows, in a unit of work of
+        its own (on PostgreSQL, one statement); return the ids of the events written.
+
+        An item is left out, with nothing written for it, when its event's idempotency key
+        is stored already (also by an earlier item of ``items``), when its project is not
+        its team's, or when its session is missing or of another project. Callers give
+        those to the ordinary path (``events.add``), which tells a replay from an error.
+        """
+
     async def check_schema(self) -> None:
         """Raise ``SchemaNotReady`` if the backend is not migrated to the expected head."""
 
@@ -290,6 +311,7 @@ __all__ = [
     "ApiKeyRepository",
     "AuditRepository",
     "EventRepository",
+    "FreshEvent",
     "JSONObject",
     "JobEventRepository",
     "JobFilter",

@@ -1,32 +1,34 @@
-"""Group commit for single events: concurrent ``ingest_event`` calls share one transaction.
+"""Group commit for single events: concurrent ``ingest_event`` calls share one write.
 
 A coding agent's hooks send one event per request, and many agents send at once. Written one
 transaction each, an event costs a project check, four inserts and a commit: seven round
 trips, which bound a Python server long before PostgreSQL is busy. While a group is being
-written, the events that arrive queue up; the next group writes them all with the batch
-path's multi-row inserts (one statement per table) and one commit. Nothing waits on a timer:
-under no load a group is one event, written at once.
+written, the events that arrive queue up; the next group writes them all in one call of
+:meth:`Storage.add_fresh_events` (on PostgreSQL one statement, its own transaction: one
+round trip for the whole group). Nothing waits on a timer: under no load a group is one
+event, written at once.
 
 Each call still gets exactly what :func:`ingest.ingest_event` gives: its own event, job,
 ``created`` flag and transport, an ``event.received`` audit row carrying its own caller and
-request id, and a reply only after its rows are committed. An event that fails its checks
-(unknown project or session) fails alone, before the group's write. If the group's write
-itself fails (a value the database refuses, a lost race), every event of the group is
-written again on its own, so one bad event never fails its neighbours.
+request id, and a reply only after its rows are committed. The storage leaves out events
+that are replays or out of scope (unknown project, foreign session); those are written on
+their own through ``ingest_event``, which answers each as it always does. If the group's
+write fails (a value the database refuses), every event of the group is written on its own,
+so one bad event never fails its neighbours.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable
 
 from attrs import define, field
 
-from claude_mem_core.domain.models import AgentEvent, GenerationJob, JobEventType
+from claude_mem_core.domain.models import JobEventType
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import ClaudeMemError, InvalidInput, NotFound
-from claude_mem_core.ports.storage import UnitOfWork
+from claude_mem_core.ports.storage import FreshEvent
 from claude_mem_core.services import ingest, outbox
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit_entry, project_visible
@@ -34,7 +36,7 @@ from claude_mem_core.services.tenancy import audit_entry, project_visible
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_GROUP = 64
-DEFAULT_MAX_IN_FLIGHT = 2
+DEFAULT_MAX_IN_FLIGHT = 1
 
 
 @define(kw_only=True, eq=False)
@@ -46,20 +48,14 @@ class _Pending:
     reply: asyncio.Future[ingest.IngestedEvent]
 
 
-@define(kw_only=True, eq=False)
-class _Written:
-    pending: _Pending
-    event: AgentEvent
-    job: GenerationJob | None
-    created: bool
-
-
 @define(eq=False)
 class GroupCommitIngest:
     """Writes concurrent single events in groups (see the module docstring).
 
-    ``max_group`` bounds the events of one transaction; ``max_in_flight`` the groups being
-    written at once (two keep the database busy while the next group gathers).
+    ``max_group`` bounds the events of one write; ``max_in_flight`` the groups being written
+    at once. One is best: a second writer mostly starts with a single event, paying a round
+    trip per event again, while with one the events that arrive during a write (a group's
+    publish and replies overlap the next write) all share the next.
     """
 
     deps: Deps
@@ -115,8 +111,20 @@ class GroupCommitIngest:
             task.add_done_callback(self._tasks.discard)
 
     async def _write(self, group: list[_Pending]) -> None:
+        released = False
+
+        def release() -> None:
+            # The slot is given back as soon as the group's write is done: publishing and
+            # the replies overlap the next group's write.
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight -= 1
+                if self._waiting:
+                    self._start_writers()
+
         try:
-            await self._write_group(group)
+            await self._write_group(group, release)
         except BaseException as e:  # never leave a caller waiting forever
             for pending in group:
                 if not pending.reply.done():
@@ -124,32 +132,64 @@ class GroupCommitIngest:
             if not isinstance(e, Exception):
                 raise
         finally:
-            self._in_flight -= 1
-            if self._waiting:
-                self._start_writers()
+            release()
 
-    async def _write_group(self, group: list[_Pending]) -> None:
-        if len(group) == 1:
-            await self._write_alone(group[0])
-            return
-        try:
-            written = await self._write_together(group)
-        except ClaudeMemError as e:
-            log.info("group of %d events failed (%s); writing each on its own", len(group), e)
-            for pending in group:
-                if not pending.reply.done():
-                    await self._write_alone(pending)
-            return
-        jobs = [w.job for w in written if w.job is not None]
+    async def _write_group(self, group: list[_Pending], release: Callable[[], None]) -> None:
+        # New events, the common case, go in whole in one storage call (one statement on
+        # PostgreSQL); the storage leaves out replays and events out of scope, which take
+        # the ordinary path one by one and get its answers (stored row, "not found").
+        items: list[tuple[_Pending, FreshEvent]] = []
+        for pending in group:
+            try:
+                items.append((pending, self._fresh(pending)))
+            except Exception as e:  # a value no event can be made of: this caller only
+                _fail(pending, e)
+        written: set[str] = set()
+        if items:
+            try:
+                written = await self.deps.storage.add_fresh_events([f for _, f in items])
+            except ClaudeMemError as e:
+                log.info("group of %d events failed (%s); writing each on its own", len(items), e)
+        release()
+        done = [(p, f) for p, f in items if f.event.id in written]
+        jobs = [f.job for _, f in done if f.job is not None]
         outcome = await outbox.publish_for_policy(self.deps, jobs) if jobs else {}
-        for w in written:
-            transport: outbox.Transport = outcome[w.job.id] if w.job is not None else "skipped"
+        for pending, fresh in done:
+            transport: outbox.Transport = (
+                outcome[fresh.job.id] if fresh.job is not None else "skipped"
+            )
             _settle(
-                w.pending,
+                pending,
                 ingest.IngestedEvent(
-                    event=w.event, job=w.job, created=w.created, transport=transport
+                    event=fresh.event, job=fresh.job, created=True, transport=transport
                 ),
             )
+        for pending, fresh in items:
+            if fresh.event.id not in written and not pending.reply.done():
+                await self._write_alone(pending)
+
+    def _fresh(self, pending: _Pending) -> FreshEvent:
+        """The rows of ``pending``'s event if it is new, as ``ingest_event`` writes them."""
+        deps, caller = self.deps, pending.caller
+        event = ingest.candidate(deps, caller, pending.item)
+        job = outbox.new_event_job(deps, caller, event) if pending.generate else None
+        return FreshEvent(
+            event=event,
+            job=job,
+            job_event=(
+                outbox.job_event(deps, job, JobEventType.QUEUED, {"source": pending.job_source})
+                if job is not None
+                else None
+            ),
+            audit=audit_entry(
+                deps,
+                caller,
+                "event.received",
+                project_id=event.project_id,
+                resource_id=event.id,
+                details=ingest.received_details(event, job, True),
+            ),
+        )
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
@@ -165,77 +205,6 @@ class GroupCommitIngest:
                 pending.reply.set_exception(e)
         else:
             _settle(pending, result)
-
-    async def _write_together(self, group: list[_Pending]) -> list[_Written]:
-        """One transaction for the group; events failing their checks are answered at once
-        and left out (a failure raised from here fails the whole group instead)."""
-        async with self.deps.storage.unit_of_work() as uow:
-            accepted = await _checked(uow, group)
-            if not accepted:
-                return []
-            stored = await uow.events.add_many(
-                [ingest.candidate(self.deps, p.caller, p.item) for p in accepted]
-            )
-            makers = [(n, p) for n, p in enumerate(accepted) if p.generate]  # get a job
-            jobs: list[GenerationJob | None] = [None] * len(accepted)
-            if makers:
-                made = await uow.jobs.add_many(
-                    [outbox.new_event_job(self.deps, p.caller, stored[n][0]) for n, p in makers]
-                )
-                queued = []
-                for (n, p), (job, created) in zip(makers, made, strict=True):
-                    jobs[n] = job
-                    if created:
-                        queued.append(
-                            outbox.job_event(
-                                self.deps, job, JobEventType.QUEUED, {"source": p.job_source}
-                            )
-                        )
-                await uow.job_events.add_many(queued)
-            written = [
-                _Written(pending=p, event=event, job=job, created=created)
-                for p, (event, created), job in zip(accepted, stored, jobs, strict=True)
-            ]
-            await uow.audit.add_many(
-                [
-                    audit_entry(
-                        self.deps,
-                        w.pending.caller,
-                        "event.received",
-                        project_id=w.event.project_id,
-                        resource_id=w.event.id,
-                        details=ingest.received_details(w.event, w.job, w.created),
-                    )
-                    for w in written
-                ]
-            )
-        return written
-
-
-async def _checked(uow: UnitOfWork, group: Sequence[_Pending]) -> list[_Pending]:
-    """The events whose project and session exist in their caller's team; the others are
-    answered "not found" now, as ``ingest_event`` would answer them."""
-    projects: dict[tuple[str, str], bool] = {}
-    sessions: dict[tuple[str, str], str | None] = {}
-    accepted: list[_Pending] = []
-    for p in group:
-        team_id, item = p.caller.team_id, p.item
-        if (team_id, item.project_id) not in projects:
-            found = await uow.projects.get(team_id, item.project_id)
-            projects[(team_id, item.project_id)] = found is not None
-        if not projects[(team_id, item.project_id)]:
-            _fail(p, NotFound("Project not found"))
-            continue
-        if item.server_session_id is not None:
-            key = (team_id, item.server_session_id)
-            if key not in sessions:
-                session = await uow.sessions.get(team_id, item.server_session_id)
-                sessions[key] = session.project_id if session is not None else None
-            if sessions[key] != item.project_id:
-                _fail(p, NotFound("Session not found"))
-                continue
-        accepted.append(p)
-    return accepted
 
 
 def _retrieve(reply: asyncio.Future[ingest.IngestedEvent]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 import sqlalchemy as sa
@@ -52,7 +52,13 @@ from claude_mem_core.domain.models import (
     Team,
 )
 from claude_mem_core.domain.search import SearchQuery
-from claude_mem_core.ports.storage import JobFilter, Page, ScoredObservation, UnitOfWork
+from claude_mem_core.ports.storage import (
+    FreshEvent,
+    JobFilter,
+    Page,
+    ScoredObservation,
+    UnitOfWork,
+)
 
 _SEQ_RETRIES = 5
 
@@ -380,6 +386,77 @@ BULK_SOURCES = _Bulk(
     t.observation_sources, "ON CONFLICT (observation_id, source_type, source_id) DO NOTHING"
 )
 BULK_AUDIT = _Bulk(t.audit_log)
+
+
+def _pg_recordset(table: sa.Table, names: Sequence[str], param: str, link: str = "") -> str:
+    """``FROM`` source of rows given as one JSON array parameter (see :func:`_pg_rows_insert`);
+    ``link`` names an extra text field the rows carry without inserting it."""
+    columns = {c.key: c for c in table.columns}
+    quote = _PG_DIALECT.identifier_preparer.quote
+    fields = [f"{quote(n)} {columns[n].type.compile(_PG_DIALECT)}" for n in names]
+    aliases = [quote(n) for n in names]
+    if link:
+        fields.append(f"{link} text")
+        aliases.append(link)
+    return (
+        f"ROWS FROM (json_to_recordset(CAST(:{param} AS json)) AS ({', '.join(fields)})) "
+        f"WITH ORDINALITY AS r({', '.join(aliases)}, ord)"
+    )
+
+
+def _pg_fresh_events(names: Mapping[str, Sequence[str]]) -> sa.TextClause:
+    """PostgreSQL: :meth:`SqlAlchemyStorage.add_fresh_events` as ONE statement.
+
+    Data-modifying CTEs: the events go in unless their key is taken or their project or
+    session is out of scope; the jobs, job-log entries and audit rows go in only for the
+    events that did (each row names its event in ``fresh_event``). Run on its own, the
+    statement is its own transaction: an item's rows are written all together or not at
+    all, with one round trip and no BEGIN or COMMIT.
+    """
+    quote = _PG_DIALECT.identifier_preparer.quote
+
+    def targets(table: sa.Table) -> str:
+        return ", ".join(quote(n) for n in names[table.name])
+
+    def values(table: sa.Table) -> str:
+        return ", ".join(f"r.{quote(n)}" for n in names[table.name])
+
+    def dependent(cte: str, table: sa.Table, param: str, extra: str = "", more: str = "") -> str:
+        return (
+            f"{cte} AS (INSERT INTO {quote(table.name)} ({targets(table)}{extra}) "
+            f"SELECT {values(table)}{more} "
+            f"FROM {_pg_recordset(table, names[table.name], param, 'fresh_event')} "
+            "WHERE r.fresh_event IN (SELECT id FROM ev) ORDER BY r.ord RETURNING 1)"
+        )
+
+    e, j, je, a = (
+        t.agent_events,
+        t.observation_generation_jobs,
+        t.observation_generation_job_events,
+        t.audit_log,
+    )
+    sql = (
+        f"WITH ev AS (INSERT INTO {quote(e.name)} ({targets(e)}) SELECT {values(e)} "
+        f"FROM {_pg_recordset(e, names[e.name], 'events')} "
+        f"WHERE EXISTS (SELECT 1 FROM {quote(t.projects.name)} AS p "
+        "WHERE p.id = r.project_id AND p.team_id = r.team_id) "
+        "AND (r.server_session_id IS NULL OR EXISTS ("
+        f"SELECT 1 FROM {quote(t.server_sessions.name)} AS s WHERE s.id = r.server_session_id "
+        "AND s.team_id = r.team_id AND s.project_id = r.project_id)) "
+        "ORDER BY r.ord ON CONFLICT (idempotency_key) DO NOTHING RETURNING id), "
+        # A new event's job, and its job's first log entry, are new too: no ON CONFLICT,
+        # so a clash would fail the statement rather than leave an item half-written.
+        + dependent("jb", j, "jobs")
+        + ", "
+        + dependent("je", je, "job_events", extra=", seq", more=", 1")
+        + ", "
+        + dependent("au", a, "audit")
+        + " SELECT id FROM ev"
+    )
+    return sa.text(sql)
+
+
+_FRESH_EVENTS: dict[tuple[tuple[str, ...], ...], sa.TextClause] = {}
 
 
 class _Statements:
@@ -1784,6 +1861,85 @@ class SqlAlchemyStorage:
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return _UnitOfWorkContext(self._engine, self._dialect)
+
+    async def add_fresh_events(self, items: Sequence[FreshEvent]) -> set[str]:
+        if not items:
+            return set()
+        if self._dialect == dialects.POSTGRES:
+            return await self._add_fresh_events_pg(items)
+        written: set[str] = set()
+        async with self.unit_of_work() as uow:
+            db = cast(EventRepo, uow.events)._db
+            for item in items:
+                event = item.event
+                if await uow.projects.get(event.team_id, event.project_id) is None:
+                    continue
+                if event.server_session_id is not None:
+                    session = await uow.sessions.get(event.team_id, event.server_session_id)
+                    if session is None or session.project_id != event.project_id:
+                        continue
+                inserted = await db.run(
+                    db.sql.event_insert,
+                    _event_values(event),
+                    not_found="project_id must belong to team_id",
+                )
+                if inserted.first() is None:  # the key is taken: a replay
+                    continue
+                if item.job is not None:
+                    await uow.jobs.add(item.job)
+                if item.job_event is not None:
+                    await uow.job_events.add(item.job_event)
+                await uow.audit.add(item.audit)
+                written.add(event.id)
+        return written
+
+    async def _add_fresh_events_pg(self, items: Sequence[FreshEvent]) -> set[str]:
+        def linked(values: dict[str, Any], event: AgentEvent) -> dict[str, Any]:
+            values["fresh_event"] = event.id
+            return values
+
+        rows: dict[str, list[dict[str, Any]]] = {
+            "events": [_event_values(i.event) for i in items],
+            "jobs": [linked(_job_values(i.job), i.event) for i in items if i.job],
+            "job_events": [
+                linked(_job_event_values(i.job_event), i.event) for i in items if i.job_event
+            ],
+            "audit": [linked(_audit_values(i.audit), i.event) for i in items],
+        }
+        tables = {
+            "events": t.agent_events,
+            "jobs": t.observation_generation_jobs,
+            "job_events": t.observation_generation_job_events,
+            "audit": t.audit_log,
+        }
+        # Columns from the first row (every row of a table has the same keys); a table
+        # with no rows inserts nothing, so any column list does.
+        names = {
+            tables[param].name: tuple(
+                n for n in (rows[param][0] if rows[param] else {"id": None}) if n in table.c
+            )
+            for param, table in tables.items()
+        }
+        key = tuple(names.values())
+        statement = _FRESH_EVENTS.get(key)
+        if statement is None:
+            statement = _FRESH_EVENTS[key] = _pg_fresh_events(names)
+        params = {param: _rows_json(values) for param, values in rows.items()}
+        try:
+            async with self._engine.connect() as conn:
+                _transaction = await conn.begin()
+                driver: Any = (await conn.get_raw_connection()).driver_connection
+                await driver.set_autocommit(True)  # one statement: its own transaction
+                try:
+                    result = await conn.execute(statement, params)
+                    written = {str(v) for v in result.scalars()}
+                    await conn.commit()
+                finally:
+                    if not driver.closed:
+                        await driver.set_autocommit(False)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e
+        return written
 
     async def check_schema(self) -> None:
         from claude_mem_core import migrations
