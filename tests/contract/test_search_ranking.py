@@ -304,3 +304,80 @@ async def _seed_more(storage: SqlAlchemyStorage, team: str, project: str) -> Non
                 updated_at=at,
             )
         )
+
+
+@pytest.mark.postgres
+def test_postgres_statements_with_and_without_cursor_listeners(
+    postgres_base_url: str, runner: asyncio.Runner
+) -> None:
+    """Terms whose lexemes hold ``%``, quotes or backslashes are found (in a project whose id
+    holds them too), whether the search
+    statements run on the driver or, with a cursor listener attached, through SQLAlchemy
+    (which then shows them to the listener)."""
+    from sqlalchemy import event
+
+    from claude_mem_core.testing import databases
+
+    url = runner.run(databases.create_postgres_database(postgres_base_url))
+    storage = storage_from_url(url)
+    assert isinstance(storage, SqlAlchemyStorage)
+    contents = [
+        "see http://example.com/a%20b now",
+        "path C:\\dir\\cache and it's fine",
+        "plain login words",
+    ]
+
+    async def seed() -> tuple[str, str]:
+        team = Team(id="team-esc", name="team esc", created_at=T0, updated_at=T0)
+        # Quotes, a backslash, ``%`` and a colon in the ids: the scope is written as literals.
+        project = Project(
+            id="p'esc\\%(x)s:y", team_id=team.id, name="p", created_at=T0, updated_at=T0
+        )
+        async with storage.unit_of_work() as uow:
+            await uow.teams.add(team)
+            await uow.projects.add(project)
+            for n, content in enumerate(contents):
+                at = T0 + timedelta(minutes=n)
+                await uow.observations.add(
+                    Observation(
+                        id=f"esc-{n}",
+                        team_id=team.id,
+                        project_id=project.id,
+                        kind=ObservationKind.MANUAL,
+                        content=content,
+                        created_at=at,
+                        updated_at=at,
+                    )
+                )
+        return team.id, project.id
+
+    async def ids(team: str, project: str, text: str) -> list[str]:
+        async with storage.unit_of_work() as uow:
+            hits = await uow.observations.search(team, project, parse_query(text), limit=10)
+        return [h.observation.id for h in hits]
+
+    seen: list[str] = []
+
+    def listen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    questions = {
+        "example.com/a%20b": ["esc-0"],
+        "C:\\dir\\cache it's": ["esc-1"],
+        "login %% : \\ '": ["esc-2"],
+    }
+    try:
+        team, project = runner.run(seed())
+        for _ in range(3):  # again: the statements this process ran before are prepared
+            for text, expected in questions.items():
+                assert runner.run(ids(team, project, text)) == expected, text
+        assert seen == []
+        event.listen(storage.engine.sync_engine, "before_cursor_execute", listen)
+        search.clear_caches()
+        for text, expected in questions.items():
+            assert runner.run(ids(team, project, text)) == expected, text
+        assert any("plainto_tsquery" in s for s in seen)
+        assert any("WITH win AS" in s for s in seen)
+    finally:
+        runner.run(storage.close())
+        runner.run(databases.drop_postgres_database(url))

@@ -565,6 +565,9 @@ class _Audit(_Repo):
     async def add(self, entry: AuditEntry) -> None:
         self._tx.write("audit")[entry.id] = entry
 
+    async def add_read(self, entry: AuditEntry) -> None:
+        await self.add(entry)
+
     async def add_many(self, entries: Sequence[AuditEntry]) -> None:
         table = self._tx.write("audit")
         for entry in entries:

@@ -240,6 +240,13 @@ class ObservationSourceRepository(Protocol):
 
 class AuditRepository(Protocol):
     async def add(self, entry: AuditEntry) -> None: ...
+    async def add_read(self, entry: AuditEntry) -> None:
+        """The audit row of a read. In a unit of work that has not written yet it may be
+        committed at once, on its own (it then stays even if the unit of work fails later),
+        and on PostgreSQL its commit does not wait for the WAL flush: a crash of the database
+        server can lose the last fraction of a second of such rows, never data nor the audit
+        of a write. In a unit of work that has written, it is ``add``."""
+
     async def add_many(self, entries: Sequence[AuditEntry]) -> None: ...
     async def list(
         self, team_id: str, *, action: str | None = None, page: Page = Page()

@@ -137,6 +137,7 @@ async def search(
             caller,
             "observation.read",
             project_id=project_id,
+            read=True,
             details={
                 "mode": mode,
                 "queryTermCount": len(parsed.terms),
@@ -203,6 +204,7 @@ async def event_observations(
             "observation.read",
             project_id=event.project_id,
             resource_id=event.id,
+            read=True,
             details={
                 "mode": "event_observations",
                 "eventId": event.id,

@@ -83,10 +83,13 @@ async def audit(
     project_id: str | None = None,
     resource_id: str | None = None,
     details: dict[str, Any] | None = None,
+    read: bool = False,
 ) -> None:
     """Write an audit row in the caller's transaction, so an action and its audit commit
-    (or vanish) together."""
-    await uow.audit.add(
+    (or vanish) together. ``read``: the audit of a read (``uow.audit.add_read``), which
+    needs no transaction of its own and whose commit does not wait for the disk."""
+    add = uow.audit.add_read if read else uow.audit.add
+    await add(
         audit_entry(
             deps,
             caller,

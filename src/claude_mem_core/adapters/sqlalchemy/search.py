@@ -37,8 +37,15 @@ PostgreSQL never reads every match. Three things make that possible:
   independent) and read by one ``UNION ALL`` statement, which also reads its own best
   ``limit`` rows whole. :func:`_settled` then checks, from what the windows returned, that
   no unread row can beat the ``limit``-th candidate; a plan that guessed short only costs
-  another statement. Plans (and their SQL text, which psycopg then prepares) are cached
-  per terms and statistics.
+  another statement. Plans and their SQL text are cached per scope, terms and statistics;
+  the text names the scope as literals (no parameter, so the server plans a prepared
+  statement once), and a text this process has run before is prepared at its first use
+  on each connection.
+
+On PostgreSQL the statements of this module are run straight on the psycopg connection
+(:func:`driver_sql`): SQLAlchemy's execution layer costs more CPU per statement than the rest
+of a search's Python. Whenever something listens to the engine's cursor events or echoes
+its statements, they go through SQLAlchemy instead, so that listeners see them.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ import math
 import re
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -58,6 +65,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from claude_mem_core import errors
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.domain.search import SearchQuery
@@ -124,8 +132,8 @@ class _EngineCache:
         self.tsqueries: dict[str, str] = {}
         # (team, project, tsquery) -> (fetched at, row count, document frequency)
         self.stats: dict[tuple[str, str, str], tuple[float, int, int]] = {}
-        # (tsqueries, statistics, threshold, size, limit) -> windows and their SQL
-        self.plans: dict[Any, tuple[tuple[tuple[float, int, bool], ...], sa.TextClause | None]] = {}
+        # (team, project, tsqueries, statistics, threshold, size, limit) -> windows, SQL
+        self.plans: dict[Any, tuple[tuple[tuple[float, int, bool], ...], str | None]] = {}
 
 
 _CACHES: weakref.WeakKeyDictionary[Engine, _EngineCache] = weakref.WeakKeyDictionary()
@@ -148,12 +156,12 @@ def clear_caches() -> None:
 
 
 def _sql_string(text: str) -> str:
-    """A PostgreSQL string literal (``E''`` when it holds a backslash) for :func:`_text`
-    (colons escaped, so ``:word`` inside it is never taken for a bound parameter)."""
+    """A PostgreSQL string literal (``E''`` when it holds a backslash) for :func:`driver_sql`
+    (``%`` doubled: the statements are run with psycopg's ``%(name)s`` placeholders)."""
     quoted = text.replace("'", "''")
     if "\\" in text:
-        return ("E'" + quoted.replace("\\", "\\\\") + "'").replace(":", "\\:")
-    return ("'" + quoted + "'").replace(":", "\\:")
+        return ("E'" + quoted.replace("\\", "\\\\") + "'").replace("%", "%%")
+    return ("'" + quoted + "'").replace("%", "%%")
 
 
 def _tsquery(text: str) -> str:
@@ -202,12 +210,54 @@ def _processors(dialect: sa.Dialect) -> list[tuple[str, Any]]:
     return found
 
 
-_SCOPE = "team_id = :team_id AND project_id = :project_id"
+def _whole(processors: list[tuple[str, Any]], values: Sequence[Any]) -> dict[str, Any]:
+    """A row read whole (``_WHOLE_LIST``) by column name, through the result processors."""
+    return {
+        name: value if process is None else process(value)
+        for (name, process), value in zip(processors, values, strict=True)
+    }
+
+
+_SCOPE = "team_id = %(team_id)s AND project_id = %(project_id)s"
 _RECENCY = 'updated_at DESC, id COLLATE "C"'
 
+Params = Mapping[str, Any]
 
-def _text(sql: str) -> sa.TextClause:
-    return sa.text(sql)
+
+async def driver_sql(
+    conn: AsyncConnection,
+    sql: str,
+    params: Params,
+    *,
+    rows: bool = True,
+    prepare: bool | None = None,
+) -> Sequence[Sequence[Any]]:
+    """Run a PostgreSQL statement written for psycopg (``%(name)s`` placeholders; ``params``
+    is a mapping, maybe empty, so ``%%`` in its literals always means ``%``); its rows as
+    plain tuples (none when ``rows`` is false: a statement that returns nothing).
+    ``prepare``: psycopg's (``None``: prepared after a few executions on a connection).
+
+    Straight on the psycopg connection, unless something listens to the engine's cursor
+    events or echoes statements: then through SQLAlchemy, which shows them to it
+    (``exec_driver_sql`` hands the same text and parameters to the same cursor). Errors
+    are raised as SQLAlchemy would raise them (``dialects.translate_error`` maps them).
+    """
+    sync = conn.sync_connection
+    if sync is None or sync.dispatch.before_cursor_execute or sync.engine.echo:
+        result = await conn.exec_driver_sql(sql, params)
+        return result.all() if rows else ()
+    import psycopg  # only ever reached on PostgreSQL
+
+    # A live Connection holds its pooled connection: no await (nor greenlet hop) to reach it.
+    pooled = sync.connection if not (sync.closed or sync.invalidated) else None
+    driver: Any = (pooled or await conn.get_raw_connection()).driver_connection
+    try:
+        # Binary results: the same Python values, parsed with less work (timestamps).
+        cursor = await driver.execute(sql, params, prepare=prepare, binary=True)
+        found: Sequence[Sequence[Any]] = await cursor.fetchall() if rows else ()
+    except psycopg.Error as e:
+        raise exc.DBAPIError.instance(sql, params, e, psycopg.Error) from e
+    return found
 
 
 async def postgres_lexeme_queries(conn: AsyncConnection, terms: Sequence[str]) -> list[str]:
@@ -218,22 +268,11 @@ async def postgres_lexeme_queries(conn: AsyncConnection, terms: Sequence[str]) -
     terms = [term for term in terms if term]
     missing = list(dict.fromkeys(term for term in terms if term not in cache.tsqueries))
     if missing:
-        row = (
-            await conn.execute(
-                sa.select(
-                    *(
-                        sa.cast(
-                            sa.func.plainto_tsquery(
-                                sa.literal_column("'english'::regconfig"),
-                                sa.bindparam(f"term_{i}", term, type_=sa.Text),
-                            ),
-                            sa.Text,
-                        )
-                        for i, term in enumerate(missing)
-                    )
-                )
-            )
-        ).one()
+        sql = "SELECT " + ", ".join(
+            f"plainto_tsquery('english'::regconfig, %(term_{i})s::text)::text"
+            for i in range(len(missing))
+        )
+        (row,) = await driver_sql(conn, sql, {f"term_{i}": term for i, term in enumerate(missing)})
         if len(cache.tsqueries) + len(missing) > MAX_CACHE_ENTRIES:
             cache.tsqueries.clear()
         cache.tsqueries.update(zip(missing, (text or "" for text in row), strict=True))
@@ -255,17 +294,16 @@ async def postgres_statistics(
     missing = [q for q in tsqueries if q not in known]
     if missing:
         counts = ", ".join(
-            f"count(*) FILTER (WHERE content_search @@ {_tsquery(q)}) AS df_{i}"
-            for i, q in enumerate(missing)
+            f"count(*) FILTER (WHERE content_search @@ {_tsquery(q)})" for q in missing
         )
-        sql = f"SELECT count(*) AS total, {counts} FROM observations WHERE {_SCOPE}"
+        sql = f"SELECT count(*), {counts} FROM observations WHERE {_SCOPE}"
         params = {"team_id": team_id, "project_id": project_id}
-        row = (await conn.execute(_text(sql), params)).mappings().one()
-        total = int(row["total"])
+        (row,) = await driver_sql(conn, sql, params)
+        total = int(row[0])
         if len(cache.stats) + len(missing) > MAX_CACHE_ENTRIES:
             cache.stats.clear()
         for i, q in enumerate(missing):
-            df = int(row[f"df_{i}"])
+            df = int(row[1 + i])
             cache.stats[(team_id, project_id, q)] = (now, total, df)
             known[q] = (total, df)
     return [known[q] for q in tsqueries]
@@ -464,6 +502,7 @@ def _flags_sql(tsqueries: Sequence[str]) -> str:
 
 
 def _statement(
+    scope: str,
     tsqueries: Sequence[str],
     weights: Sequence[float],
     profile: _Profile | None,
@@ -471,7 +510,7 @@ def _statement(
     threshold: float,
     size: int,
     limit: int,
-) -> tuple[tuple[tuple[float, int, bool], ...], sa.TextClause | None]:
+) -> tuple[tuple[tuple[float, int, bool], ...], str | None]:
     """The planned windows as ``(threshold, size, trivially complete)`` and the statement
     reading them all (one ``UNION ALL`` branch per window; ``None`` when none needs reading)."""
     flags = _flags_sql(tsqueries)
@@ -483,14 +522,14 @@ def _statement(
             shapes.append((window.threshold, window.size, True))
             break
         shapes.append((window.threshold, window.size, False))
-        source = f"observations WHERE {_SCOPE} AND {condition}"
+        source = f"observations WHERE {scope} AND {condition}"
         if not condition.endswith(_DENSE):
             # A rare condition: the subquery (no row goal behind its OFFSET 0 fence) reads
             # its few matches through GIN, where ORDER BY … LIMIT alone could tempt the
             # planner into walking the recency index through the whole project.
             source = (
                 "(SELECT id, updated_at, content_search FROM observations "
-                f"WHERE {_SCOPE} AND {condition} OFFSET 0) AS rare"
+                f"WHERE {scope} AND {condition} OFFSET 0) AS rare"
             )
         branches.append(
             f"(SELECT {n} AS w, id, updated_at, {flags} FROM {source} "
@@ -515,15 +554,14 @@ def _statement(
         "FROM ranked LEFT JOIN observations o ON o.id = CASE "
         "WHEN ranked.nth = 1 AND ranked.id IN (SELECT id FROM best) THEN ranked.id END"
     )
-    return tuple(shapes), sa.text(sql)  # built once: parsing its binds costs
+    return tuple(shapes), sql
 
 
 # The winners, read whole when the statement that settled the ranking did not read them
 # all (a ranking settled over several statements, or the fallback).
-_WINNERS = sa.select(*_RESULT_COLUMNS).where(
-    _OBS.c.team_id == sa.bindparam("team_id"),
-    _OBS.c.project_id == sa.bindparam("project_id"),
-    _OBS.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text))),
+_WINNERS = (
+    f"SELECT {_WHOLE_LIST} FROM observations o "
+    "WHERE o.team_id = %(team_id)s AND o.project_id = %(project_id)s AND o.id = ANY(%(ids)s)"
 )
 
 
@@ -533,6 +571,8 @@ async def postgres_search(
     tsqueries = await postgres_lexeme_queries(conn, query.terms)
     if not tsqueries or limit <= 0:
         return []
+    if "\x00" in team_id or "\x00" in project_id:  # as the driver refuses such a parameter
+        raise errors.InvalidInput("value rejected by the database: text cannot contain NUL")
     statistics = await postgres_statistics(conn, team_id, project_id, tsqueries)
     weights = [idf(count, df) for count, df in statistics]
     total = max(count for count, _ in statistics)
@@ -553,16 +593,23 @@ async def postgres_search(
 
     threshold, size = 0.0, max(FIRST_WINDOW_FACTOR * limit, MIN_FIRST_WINDOW)
     plans = _cache(conn).plans
+    # The window statements name the scope as literals: with no parameter at all, the
+    # server plans a prepared statement once and reuses that plan (with parameters it
+    # would plan each of its first executions anew).
+    scope = f"team_id = {_sql_string(team_id)} AND project_id = {_sql_string(project_id)}"
     for _ in range(MAX_STATEMENTS):
-        # The plan depends on nothing but the terms, their statistics and the window, so
-        # repeated questions reuse it (and its SQL text: psycopg prepares repeated texts).
-        plan_key = (tuple(tsqueries), tuple(statistics), threshold, size, limit)
+        # The plan depends on nothing but the scope, the terms, their statistics and the
+        # window, so repeated questions reuse it, and its SQL text: a text this process
+        # has run before is prepared on each connection at its first use there.
+        scoped = (team_id, project_id, tuple(tsqueries), tuple(statistics))
+        plan_key = (*scoped, threshold, size, limit)
         plan = plans.get(plan_key)
+        repeated = plan is not None
         if plan is None:
             if profile is None and len(tsqueries) <= MAX_DENSITY_TERMS:
                 shares = [df / count if count else 0.0 for count, df in statistics]
                 profile = _Profile(weights, shares)
-            plan = _statement(tsqueries, weights, profile, total, threshold, size, limit)
+            plan = _statement(scope, tsqueries, weights, profile, total, threshold, size, limit)
             if len(plans) >= MAX_CACHE_ENTRIES:
                 plans.clear()
             plans[plan_key] = plan
@@ -571,16 +618,13 @@ async def postgres_search(
         for window, (_, _, complete) in zip(windows, shapes, strict=True):
             window.complete = complete
         if statement is not None:
-            rows = (await conn.execute(statement, params)).all()
+            rows = await driver_sql(conn, statement, {}, prepare=True if repeated else None)
             counts = [0] * len(windows)
             for row in rows:
                 n, observation_id, updated_at = row[0], row[1], row[2]
                 matched = list(row[3 : 3 + m])
                 if row[3 + m] is not None:  # read whole: one of this statement's best
-                    whole[observation_id] = {
-                        name: value if process is None else process(value)
-                        for (name, process), value in zip(processors, row[3 + m :], strict=True)
-                    }
+                    whole[observation_id] = _whole(processors, row[3 + m :])
                 key = rank_key(
                     canonical_score(weights, [i for i, hit in enumerate(matched) if hit]),
                     updated_at,
@@ -610,7 +654,7 @@ async def postgres_search(
             f"WHERE {_SCOPE} AND {condition} ORDER BY {order} LIMIT {limit}"
         )
         best = {}
-        for observation_id, updated_at, *matched in (await conn.execute(_text(sql), params)).all():
+        for observation_id, updated_at, *matched in await driver_sql(conn, sql, params):
             score = canonical_score(weights, [i for i, hit in enumerate(matched) if hit])
             best[observation_id] = (rank_key(score, updated_at, observation_id), score)
     if not best:
@@ -619,8 +663,9 @@ async def postgres_search(
     # Plain dicts stand in for row mappings: the caller only reads columns by name.
     by_id = {i: cast(RowMapping, whole[i]) for i in order_ids if i in whole}
     if len(by_id) < len(order_ids):  # settled by a later statement, or the fallback
-        result = await conn.execute(_WINNERS, {**params, "ids": order_ids})
-        by_id = {r["id"]: r for r in result.mappings()}
+        rows = await driver_sql(conn, _WINNERS, {**params, "ids": order_ids})
+        read = [_whole(processors, row) for row in rows]
+        by_id = {r["id"]: cast(RowMapping, r) for r in read}
     # A winner deleted in between is simply left out.
     return [(by_id[i], best[i][1]) for i in order_ids if i in by_id]
 

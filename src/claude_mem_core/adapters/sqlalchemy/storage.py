@@ -1729,6 +1729,18 @@ def _audit_values(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
+# The audit row of a read on PostgreSQL, run in autocommit: set_config(…, true) lasts until
+# the end of this statement's own transaction, whose commit then skips the WAL flush.
+_AUDIT_READ = (
+    "INSERT INTO audit_log (id, team_id, project_id, actor_id, api_key_id, action, "
+    "resource_type, resource_id, details, created_at) SELECT %(id)s::text, %(team_id)s::text, "
+    "%(project_id)s::text, %(actor_id)s::text, %(api_key_id)s::text, %(action)s::text, "
+    "%(resource_type)s::text, %(resource_id)s::text, %(details)s::jsonb, "
+    "%(created_at)s::timestamptz FROM (SELECT set_config('synchronous_commit', 'off', true)) "
+    "AS relaxed"
+)
+
+
 class AuditRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
@@ -1739,6 +1751,24 @@ class AuditRepo:
             _audit_values(entry),
             not_found="project_id must belong to team_id",
         )
+
+    async def add_read(self, entry: AuditEntry) -> None:
+        db = self._db
+        if db.lazy_driver is None:  # SQLite, or a transaction is open: join it, like add
+            await self.add(entry)
+            return
+        # PostgreSQL with nothing written yet: one autocommit statement, no BEGIN/COMMIT,
+        # and its commit does not wait for the WAL flush (see the port's docstring).
+        from psycopg.types.json import Jsonb
+
+        values = _audit_values(entry)
+        values["details"] = Jsonb(values["details"])
+        at = values["created_at"]
+        values["created_at"] = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+        try:
+            await search_sql.driver_sql(db.conn, _AUDIT_READ, values, rows=False)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e
 
     async def add_many(self, entries: Sequence[AuditEntry]) -> None:
         if len(entries) <= 1:

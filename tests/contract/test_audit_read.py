@@ -1,0 +1,109 @@
+"""``uow.audit.add_read``: the audit row of a read, on every backend (see conftest).
+
+Every backend stores it like ``add``; in a unit of work that has written it commits or
+vanishes with the writes. PostgreSQL writes it on its own when nothing was written yet
+(autocommit, ``synchronous_commit`` off for that statement only): it stays even if the unit
+of work fails afterwards, and the connection's setting is untouched.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from claude_mem_core.domain.models import AuditEntry, Project, Team
+from claude_mem_core.ports.storage import Storage
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Boom(Exception):
+    pass
+
+
+def _entry(n: int, team: Team, project: Project) -> AuditEntry:
+    return AuditEntry(
+        id=f"read-{n}",
+        team_id=team.id,
+        project_id=project.id,
+        actor_id="actor",
+        api_key_id=None,
+        action="observation.read",
+        resource_type="observation",
+        resource_id=None,
+        details={"mode": "search", "observationIds": ["a", "b"], "note": "100% 'q' \\ :x"},
+        created_at=T0,
+    )
+
+
+async def _tenant(storage: Storage) -> tuple[Team, Project]:
+    team = Team(id="team-r", name="team r", created_at=T0, updated_at=T0)
+    project = Project(id="proj-r", team_id=team.id, name="p", created_at=T0, updated_at=T0)
+    async with storage.unit_of_work() as uow:
+        await uow.teams.add(team)
+        await uow.projects.add(project)
+    return team, project
+
+
+async def test_add_read_stores_the_entry(storage: Storage, backdoor: Any) -> None:
+    team, project = await _tenant(storage)
+    entry = _entry(1, team, project)
+    async with storage.unit_of_work() as uow:
+        assert await uow.projects.get(team.id, project.id) == project  # a read first
+        await uow.audit.add_read(entry)
+    async with storage.unit_of_work() as uow:
+        found, total = await uow.audit.list(team.id, action="observation.read")
+    assert total == 1 and list(found) == [entry]
+    assert [r["id"] for r in await backdoor.rows("audit")] == ["read-1"]
+
+
+async def test_add_read_after_a_write_shares_its_fate(storage: Storage, backdoor: Any) -> None:
+    team, project = await _tenant(storage)
+    other = Project(id="proj-x", team_id=team.id, name="x", created_at=T0, updated_at=T0)
+    with pytest.raises(Boom):
+        async with storage.unit_of_work() as uow:
+            await uow.projects.add(other)
+            await uow.audit.add_read(_entry(2, team, project))
+            raise Boom
+    assert await backdoor.rows("audit") == []
+    async with storage.unit_of_work() as uow:
+        assert await uow.projects.get(team.id, other.id) is None
+
+
+async def test_add_read_of_a_foreign_project_is_refused(storage: Storage) -> None:
+    from claude_mem_core.errors import NotFound
+
+    team, _ = await _tenant(storage)
+    stranger = Project(id="proj-s", team_id="team-s", name="s", created_at=T0, updated_at=T0)
+    if storage.name == "memory":
+        pytest.skip("the in-memory adapter does not check audit scopes")
+    with pytest.raises(NotFound):
+        async with storage.unit_of_work() as uow:
+            await uow.audit.add_read(_entry(3, team, stranger))
+
+
+@pytest.mark.postgres
+async def test_postgres_add_read_commits_alone_and_leaves_the_session_setting(
+    storage: Storage, storage_url: str, backdoor: Any
+) -> None:
+    if storage.name != "postgres":
+        pytest.skip("PostgreSQL only")
+    import sqlalchemy as sa
+
+    from claude_mem_core.adapters.sqlalchemy.storage import SqlAlchemyStorage
+
+    team, project = await _tenant(storage)
+    single = SqlAlchemyStorage.from_url(storage_url, pool_size=1, max_overflow=0)
+    try:
+        with pytest.raises(Boom):
+            async with single.unit_of_work() as uow:
+                await uow.audit.add_read(_entry(4, team, project))
+                raise Boom
+        assert [r["id"] for r in await backdoor.rows("audit")] == ["read-4"]
+        async with single.engine.connect() as conn:  # the same (only) connection
+            setting = (await conn.execute(sa.text("SHOW synchronous_commit"))).scalar_one()
+        assert setting == "on"
+    finally:
+        await single.close()
