@@ -69,7 +69,8 @@ class Backend(Protocol):
         self, project: str | None, query: str, limit: int | None
     ) -> dict[str, Any]: ...
 
-    async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]: ...
+    async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
+        """The project's newest observations (HTTP memory item shape), newest first."""
 
     async def get_job(self, job_id: str) -> dict[str, Any]: ...
 
@@ -162,9 +163,11 @@ class RemoteBackend:
         return cast(dict[str, Any], body)
 
     async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
-        # The HTTP API has no "newest observations" route: remote callers use
-        # :meth:`context` with a query instead (the hooks query the project's name).
-        return []
+        """GET /v1/memories/recent; a server without that route raises
+        :class:`~claude_mem_http.client.RouteUnsupported` (callers may fall back to
+        :meth:`context`)."""
+        body = await self.client.recent_memories(self.project(project), limit=limit)
+        return cast(list[dict[str, Any]], list(body.get("memories") or []))
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], await self.client.get_job(job_id))

@@ -10,9 +10,11 @@
 Every method returns the route's JSON body, typed with the ``TypedDict`` shapes below (keys
 spelled as on the wire). Errors map onto the core hierarchy: 400 → :class:`InvalidInput`
 (with ``issues``), 401 → :class:`Unauthorized`, 403 → :class:`Forbidden`, 404 →
-:class:`NotFound`, 409 → :class:`Conflict`. A call that may succeed later (connection
-refused, timeout, 429, 5xx) raises :class:`ServerUnavailable`; callers that must not lose
-data (the hooks) spool on exactly that exception.
+:class:`NotFound` (its subclass :class:`RouteUnsupported` when
+:meth:`ClaudeMemClient.recent_memories` meets a server without that route), 409 →
+:class:`Conflict`. A call that may succeed later (connection refused, timeout, 429, 5xx)
+raises :class:`ServerUnavailable`; callers that must not lose data (the hooks) spool on
+exactly that exception.
 
 Retries with exponential backoff (and ``Retry-After``) happen only for calls that are safe
 to repeat: GETs, search and context, session start with an external id, session end
@@ -48,6 +50,7 @@ DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 5.0
 USER_AGENT = "claude-mem-python-client/1"
+PROJECT_NOT_FOUND = "Project not found"
 
 SourceType = Literal["hook", "worker", "provider", "server", "api"]
 FailureKind = Literal["transport", "timeout", "http_error"]
@@ -85,6 +88,13 @@ class RequestRejected(ClaudeMemError):
     def __init__(self, message: str | None = None, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RouteUnsupported(NotFound):
+    """A 404 because the server does not serve the route at all (an older server), not
+    because the thing asked for is missing."""
+
+    default_message = "route not served by this claude-mem server"
 
 
 class InvalidResponse(ClaudeMemError):
@@ -223,6 +233,10 @@ class MemoryBody(TypedDict):
 
 class SearchBody(TypedDict):
     observations: list[Observation]
+
+
+class RecentMemoriesBody(TypedDict):
+    memories: list[Observation]
 
 
 class ContextBody(TypedDict):
@@ -642,6 +656,34 @@ class ClaudeMemClient:
         )
         return cast(MemoryBody, await self.request("POST", "/v1/memories", body=body))
 
+    async def get_memory(self, memory_id: str) -> MemoryBody:
+        """One memory (observation) by id; :class:`NotFound` outside the key's scope."""
+        path = f"/v1/memories/{_segment(memory_id, 'memory_id')}"
+        return cast(MemoryBody, await self.request("GET", path, idempotent=True))
+
+    async def recent_memories(
+        self, project_id: str, *, limit: int | None = None
+    ) -> RecentMemoriesBody:
+        """The project's newest memories, newest first (``limit`` 1..100, default 20).
+
+        Raises :class:`RouteUnsupported` (a :class:`NotFound`) when the server predates
+        the route, and plain :class:`NotFound` for a project outside the key's scope."""
+        if not isinstance(project_id, str) or not project_id.strip():
+            raise InvalidInput.field("project_id", "must be a non-empty string")
+        params = {"projectId": project_id}
+        if limit is not None:
+            params["limit"] = str(limit)
+        try:
+            body = await self.request("GET", "/v1/memories/recent", params=params, idempotent=True)
+        except NotFound as exc:
+            if exc.message == PROJECT_NOT_FOUND:
+                raise
+            raise RouteUnsupported(
+                f"GET /v1/memories/recent is not served by {self.base_url} "
+                f"(an older claude-mem server?): {exc.message}"
+            ) from exc
+        return cast(RecentMemoriesBody, body)
+
     async def search(self, project_id: str, query: str, *, limit: int | None = None) -> SearchBody:
         body = _compact({"projectId": project_id, "query": query, "limit": limit})
         return cast(
@@ -829,7 +871,9 @@ __all__ = [
     "EventBody",
     "InvalidResponse",
     "JobBody",
+    "RecentMemoriesBody",
     "RequestRejected",
+    "RouteUnsupported",
     "SearchBody",
     "ServerUnavailable",
     "SessionBody",

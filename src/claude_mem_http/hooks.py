@@ -64,6 +64,7 @@ from claude_mem_http.client import (
     ClaudeMemClient,
     InvalidResponse,
     RequestRejected,
+    RouteUnsupported,
     ServerUnavailable,
     now_epoch_ms,
 )
@@ -483,12 +484,17 @@ def format_context(project: str, observations: Sequence[Mapping[str, Any]], toke
 
 
 async def fetch_context(backend: Backend, config: HookConfig, project: str) -> str:
+    """The project's newest observations (remote: the configured project id; embedded:
+    the project named ``project``), cut to the token budget. A server that predates GET
+    /v1/memories/recent gets the older query instead: a search for the project's name."""
     limit = config.context_observations
-    if config.mode == "remote":
+    remote = config.mode == "remote"
+    try:
+        observations = await backend.recent(None if remote else project, min(limit, 100))
+    except RouteUnsupported as exc:
+        log.info("context: %s; searching for the project name instead", exc)
         found = await backend.context(None, project, min(limit, 50))
         observations = list(found.get("observations") or [])
-    else:
-        observations = await backend.recent(project, min(limit, 100))
     return format_context(project, observations, config.context_tokens)
 
 

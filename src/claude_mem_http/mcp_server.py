@@ -1,11 +1,13 @@
 """The claude-mem MCP server (pipeline.md §6.1) on the ``mcp`` SDK's low-level server.
 
 Tools: ``observation_add``, ``observation_record_event``, ``observation_search``,
-``observation_context``, ``observation_generation_status`` and the aliases ``memory_add``,
-``memory_search``, ``memory_context``. Input schemas are explicit JSON Schemas (the
-``observation_*`` tools refuse unknown keys); every argument is also checked here, and a
-bad one gives an ``is_error`` result naming the field. A success is the HTTP API's JSON
-body, as pretty-printed text and as ``structured_content``.
+``observation_context``, ``observation_generation_status``, the aliases ``memory_add``,
+``memory_search``, ``memory_context``, and ``memory_list_recent`` (pipeline.md §6.2: the
+project's newest memories, ``{"memories": [...]}`` like GET /v1/memories/recent). Input
+schemas are explicit JSON Schemas (the ``observation_*`` tools refuse unknown keys); every
+argument is also checked here, and a bad one gives an ``is_error`` result naming the field.
+A success is the HTTP API's JSON body, as pretty-printed text and as
+``structured_content``.
 
 Backends (:mod:`backends`): remote (a claude-mem server over HTTP) or local (the core
 services in-process: the embedded SQLite memory, or an API key's caller inside the HTTP
@@ -59,6 +61,8 @@ SERVER_VERSION = "0.1.0"
 SOURCE_TYPES = ("hook", "worker", "provider", "server", "api")
 MAX_SEARCH_LIMIT = 100
 MAX_CONTEXT_LIMIT = 50
+MAX_RECENT_LIMIT = 100
+DEFAULT_RECENT_LIMIT = 20
 READ_TOOLS = frozenset(
     {
         "observation_search",
@@ -66,6 +70,7 @@ READ_TOOLS = frozenset(
         "observation_generation_status",
         "memory_search",
         "memory_context",
+        "memory_list_recent",
     }
 )
 
@@ -190,6 +195,21 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
                 "limit": {"type": "number", "minimum": 1, "maximum": MAX_CONTEXT_LIMIT},
             },
             ["projectId", "query"],
+        ),
+    ),
+    "memory_list_recent": (
+        "The project's newest memories (observations), newest first; no query needed.",
+        _schema(
+            {
+                "projectId": _STR,
+                "limit": {
+                    "type": "number",
+                    "minimum": 1,
+                    "maximum": MAX_RECENT_LIMIT,
+                    "description": f"default {DEFAULT_RECENT_LIMIT}",
+                },
+            },
+            ["projectId"],
         ),
     ),
 }
@@ -340,6 +360,12 @@ async def call(backend: Backend, tool: str, arguments: Mapping[str, Any] | None)
         if search:
             return await backend.search(project, query or "", limit)
         return await backend.context(project, query or "", limit)
+    if tool == "memory_list_recent":
+        project = args.text("projectId", required=True)
+        limit = args.integer("limit", minimum=1, maximum=MAX_RECENT_LIMIT)
+        args.check()
+        found = await backend.recent(project, DEFAULT_RECENT_LIMIT if limit is None else limit)
+        return {"memories": found}
     if tool == "observation_generation_status":
         job_id = args.text("jobId") or args.text("job_id")
         if job_id is None and not args.issues:

@@ -547,6 +547,33 @@ def build() -> dict[str, Any]:
                 tags=["memories"],
             )
         },
+        "/v1/memories/recent": {
+            "get": _op(
+                "The newest memories (observations) of a project, newest first",
+                {"200": _ok(obj({"memories": {"type": "array", "items": ref("Observation")}}))},
+                params=[
+                    {
+                        "name": "projectId",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1},
+                    },
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    ),
+                ],
+                tags=["memories"],
+            )
+        },
+        "/v1/memories/{id}": {
+            "get": _op(
+                "Read one memory (observation)",
+                {"200": _ok(obj({"memory": ref("Observation")}))},
+                params=[_path_param("id")],
+                tags=["memories"],
+            )
+        },
         "/v1/search": {
             "post": _op(
                 "Full-text search of a project's observations",

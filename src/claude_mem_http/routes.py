@@ -182,6 +182,31 @@ async def post_context(request: web.Request, caller: Caller) -> web.StreamRespon
     )
 
 
+def _required_query(request: web.Request, name: str) -> str:
+    raw = schemas.query_one(request.query, name)
+    if raw is None:
+        raise RequestInvalid(FieldIssue(name, "is required", "required"))
+    if not raw.strip():
+        raise RequestInvalid(FieldIssue(name, "must be a non-empty string", "invalid_type"))
+    return raw
+
+
+@requires(Need.READ)
+async def get_recent_memories(request: web.Request, caller: Caller) -> web.StreamResponse:
+    project_id = _required_query(request, "projectId")
+    limit = schemas.query_int(
+        request.query, "limit", 20, minimum=1, maximum=memories.MAX_RECENT_LIMIT
+    )
+    found = await memories.recent(_deps(request), caller, project_id=project_id, limit=limit)
+    return json_response({"memories": [schemas.observation(o) for o in found]})
+
+
+@requires(Need.READ)
+async def get_memory(request: web.Request, caller: Caller) -> web.StreamResponse:
+    found = await memories.get_memory(_deps(request), caller, request.match_info["id"])
+    return json_response({"memory": schemas.observation(found)})
+
+
 # -- jobs ----------------------------------------------------------------------------------
 
 
@@ -413,6 +438,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/events/{id}", get_event),
     ("GET", "/v1/events/{id}/observations", get_event_observations),
     ("POST", "/v1/memories", post_memory),
+    ("GET", "/v1/memories/recent", get_recent_memories),  # before /v1/memories/{id}
+    ("GET", "/v1/memories/{id}", get_memory),
     ("POST", "/v1/search", post_search),
     ("POST", "/v1/context", post_context),
     ("GET", "/v1/jobs", list_jobs),

@@ -3,17 +3,24 @@ for the retry rules)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from clientkit import Tenant, base_url
+from clientkit import ServerFactory, Tenant, base_url
 
 from claude_mem_core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from claude_mem_core.facade import Memory
-from claude_mem_http.client import ClaudeMemClient, RequestRejected, ServerUnavailable, event_body
+from claude_mem_http.client import (
+    ClaudeMemClient,
+    RequestRejected,
+    RouteUnsupported,
+    ServerUnavailable,
+    event_body,
+)
 
 
 async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> None:
@@ -138,6 +145,50 @@ async def test_errors_map_to_the_core_hierarchy(
     async with ClaudeMemClient(url, None) as anonymous:
         with pytest.raises(Unauthorized):
             await anonymous.search(tenant.project, "x")
+
+
+async def test_recent_memories_and_get_memory(
+    server: TestServer, tenant: Tenant, memory: Memory
+) -> None:
+    async with ClaudeMemClient(base_url(server), tenant.key) as client:
+        assert await client.recent_memories(tenant.project) == {"memories": []}
+        ids = []
+        for n in range(3):
+            ids.append((await client.add_memory(tenant.project, f"fact {n}"))["memory"]["id"])
+            await asyncio.sleep(0.002)
+        recent = await client.recent_memories(tenant.project, limit=2)
+        assert [m["id"] for m in recent["memories"]] == [ids[2], ids[1]]
+        got = await client.get_memory(ids[0])
+        assert got["memory"]["content"] == "fact 0"
+        with pytest.raises(NotFound) as missing:
+            await client.get_memory("no-such-memory")
+        assert not isinstance(missing.value, RouteUnsupported)
+        assert missing.value.message == "Memory not found"
+        with pytest.raises(NotFound) as foreign:
+            await client.recent_memories("someone-elses-project")
+        assert not isinstance(foreign.value, RouteUnsupported)
+        with pytest.raises(InvalidInput) as invalid:
+            await client.recent_memories(tenant.project, limit=101)
+        assert [i.path for i in invalid.value.issues] == ["limit"]
+        with pytest.raises(InvalidInput):
+            await client.recent_memories("  ")
+    async with ClaudeMemClient(base_url(server), tenant.hook_key) as hook:
+        assert len((await hook.recent_memories(tenant.project))["memories"]) == 3
+
+
+async def test_recent_memories_on_a_server_without_the_route(
+    start_server: ServerFactory, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from claude_mem_http import routes
+
+    older = [r for r in routes.ROUTES if not r[1].startswith("/v1/memories/")]
+    monkeypatch.setattr(routes, "ROUTES", older)
+    srv = await start_server()
+    async with ClaudeMemClient(base_url(srv), tenant.key) as client:
+        with pytest.raises(RouteUnsupported, match="/v1/memories/recent"):
+            await client.recent_memories(tenant.project)
+        with pytest.raises(NotFound):
+            await client.get_memory("m1")
 
 
 @pytest.fixture

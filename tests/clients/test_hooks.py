@@ -159,6 +159,63 @@ async def test_session_start_injects_context_within_the_token_budget(
     assert len(context) <= 300 * 4
 
 
+async def test_session_start_context_is_the_newest_observations(
+    server: TestServer, tenant: Tenant, data_dir: Path, memory: Any, db_url: str
+) -> None:
+    from claude_mem_core.domain.models import Scope
+
+    scope = Scope(team_id=tenant.team, project_id=tenant.project)
+    # Nothing here mentions the project's name: a search for it would find none of them.
+    for n in range(5):
+        await memory.add_memory(scope, f"decision {n}: deploys are blue-green")
+        await asyncio.sleep(0.002)
+    env = remote_env(data_dir, base_url(server), tenant, CLAUDE_MEM_CONTEXT_OBSERVATIONS="3")
+    output = await fire("SessionStart", env)
+    context = output["hookSpecificOutput"]["additionalContext"]
+    assert context.startswith("<claude-mem-context>")
+    assert "# Memory from earlier sessions in webapp" in context
+    lines = [line for line in context.splitlines() if line.startswith("- [")]
+    assert [line.split(":")[0] for line in lines] == [
+        "- [manual] decision 4",
+        "- [manual] decision 3",
+        "- [manual] decision 2",
+    ]
+    modes = rows(db_url, "SELECT details FROM audit_log WHERE action='observation.read'")
+    assert ['"recent"' in str(m[0]) for m in modes] == [True]
+
+
+async def test_session_start_against_an_older_server_searches_the_project_name(
+    start_server: ServerFactory,
+    tenant: Tenant,
+    data_dir: Path,
+    memory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from claude_mem_core.domain.models import Scope
+    from claude_mem_http import routes
+
+    older = [r for r in routes.ROUTES if not r[1].startswith("/v1/memories/")]
+    monkeypatch.setattr(routes, "ROUTES", older)
+    srv = await start_server()
+    scope = Scope(team_id=tenant.team, project_id=tenant.project)
+    await memory.add_memory(scope, "the webapp login flow uses OAuth")
+    await memory.add_memory(scope, "unrelated: deploys are blue-green")
+    output = await fire("SessionStart", remote_env(data_dir, base_url(srv), tenant))
+    context = output["hookSpecificOutput"]["additionalContext"]
+    assert "webapp login flow uses OAuth" in context and "blue-green" not in context
+
+
+async def test_session_start_without_a_project_id_has_no_context(
+    server: TestServer, tenant: Tenant, data_dir: Path, memory: Any
+) -> None:
+    from claude_mem_core.domain.models import Scope
+
+    await memory.add_memory(Scope(team_id=tenant.team, project_id=tenant.project), "a note")
+    env = remote_env(data_dir, base_url(server), tenant, CLAUDE_MEM_SERVER_BETA_PROJECT_ID="")
+    output = await fire("SessionStart", env)
+    assert output == {"continue": True, "suppressOutput": True}
+
+
 async def test_down_server_spools_then_delivers_once_in_order(
     start_server: ServerFactory, tenant: Tenant, data_dir: Path, db_url: str, unused_tcp_port: int
 ) -> None:
@@ -270,3 +327,23 @@ async def test_embedded_mode_writes_the_local_memory(embedded_data_dir: Path) ->
     assert count(url, "server_sessions", "ended_at IS NOT NULL") == 1
     assert Spool(embedded_data_dir / "spool.jsonl").read() == []
     assert db_path(url).exists()
+
+
+async def test_embedded_session_start_injects_the_newest_observations(
+    embedded_data_dir: Path,
+) -> None:
+    from claude_mem_core.config import Settings
+    from claude_mem_core.facade import open_memory_from_settings
+    from claude_mem_http.backends import LocalBackend
+
+    env = embedded_env(embedded_data_dir, CLAUDE_MEM_CONTEXT_OBSERVATIONS="2")
+    async with open_memory_from_settings(Settings.from_env(env), queue=False) as memory:
+        local = await LocalBackend.embedded(memory, default_project="webapp")
+        for n in range(3):
+            await local.add_memory(None, f"embedded fact {n}")
+            await asyncio.sleep(0.002)
+    output = await fire("SessionStart", env)
+    context = output["hookSpecificOutput"]["additionalContext"]
+    assert "embedded fact 2" in context and "embedded fact 1" in context
+    assert "embedded fact 0" not in context
+    assert context.index("embedded fact 2") < context.index("embedded fact 1")

@@ -3,6 +3,7 @@ the read-only streamable-HTTP mount inside the aiohttp app."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ async def test_in_process_session_lists_and_calls_every_tool(backend: LocalBacke
         assert not added.is_error
         memory = added.structured_content["memory"]
         assert memory["content"] == "Deploys are blue-green via Argo."
+        await asyncio.sleep(0.002)  # created_at has millisecond precision
 
         aliased = await client.call_tool(
             "memory_add",
@@ -80,6 +82,16 @@ async def test_in_process_session_lists_and_calls_every_tool(backend: LocalBacke
             status = await client.call_tool("observation_generation_status", {key: job_id})
             assert status.structured_content["generationJob"]["status"] == "queued"
 
+        recent = await client.call_tool("memory_list_recent", {"projectId": "webapp"})
+        assert not recent.is_error, recent.content
+        newest = [m["content"] for m in recent.structured_content["memories"]]
+        assert newest == ["Staging lives on k8s.", "Deploys are blue-green via Argo."]
+        one = await client.call_tool("memory_list_recent", {"projectId": "webapp", "limit": 1})
+        assert [m["id"] for m in one.structured_content["memories"]] == [
+            aliased.structured_content["memory"]["id"]
+        ]
+        assert '"memories"' in text_of(one)
+
 
 @pytest.mark.parametrize(
     ("tool", "args", "field"),
@@ -94,6 +106,12 @@ async def test_in_process_session_lists_and_calls_every_tool(backend: LocalBacke
         ("observation_generation_status", {}, "jobId"),
         ("memory_search", {"query": "x"}, "projectId"),
         ("memory_add", {"projectId": "webapp"}, "content"),
+        ("memory_list_recent", {}, "projectId"),
+        ("memory_list_recent", {"projectId": "  "}, "projectId"),
+        ("memory_list_recent", {"projectId": "webapp", "limit": 0}, "limit"),
+        ("memory_list_recent", {"projectId": "webapp", "limit": 101}, "limit"),
+        ("memory_list_recent", {"projectId": "webapp", "limit": "5"}, "limit"),
+        ("memory_list_recent", {"projectId": "webapp", "query": "x"}, "query"),
     ],
 )
 async def test_bad_input_is_a_tool_error_naming_the_field(
@@ -167,6 +185,16 @@ async def test_http_mount_serves_read_tools_to_key_holders(
         assert found.structured_content["observations"][0]["projectId"] == tenant.project
         foreign = await client.call_tool("memory_search", {"projectId": "other", "query": "x"})
         assert foreign.is_error and "not_found" in text_of(foreign)
+        recent = await client.call_tool(
+            "memory_list_recent", {"projectId": tenant.project, "limit": 5}
+        )
+        assert not recent.is_error, recent.content
+        assert [m["content"] for m in recent.structured_content["memories"]] == [
+            "The queue is taskiq on Redis streams."
+        ]
+        hidden = await client.call_tool("memory_list_recent", {"projectId": "other"})
+        assert hidden.is_error and "not_found" in text_of(hidden)
+        assert "Project not found" in text_of(hidden)
 
     async with httpx2.AsyncClient() as anonymous:
         refused = await anonymous.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})

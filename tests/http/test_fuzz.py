@@ -4,6 +4,7 @@ still matches the OpenAPI document (checked by the client)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from httpkit import Api, World
@@ -113,3 +114,32 @@ async def test_query_strings_never_5xx(
 ) -> None:
     reply = await api.get(path.format(team=world.team), key=world.admin_key, params=params)
     assert reply.status < 500, (path, params, reply.body)
+
+
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["projectId", "limit", "offset"]),
+        st.one_of(st.text(max_size=30), st.sampled_from(["PROJECT", "1", "100", "101", "-1"])),
+        max_size=3,
+    ),
+    key=st.sampled_from(["key", "team_key", "other_key"]),
+)
+async def test_recent_memories_query_never_5xx(
+    api: Api, world: World, params: dict[str, str], key: str
+) -> None:
+    sent = {k: world.project if v == "PROJECT" else v for k, v in params.items()}
+    reply = await api.get("/v1/memories/recent", key=getattr(world, key), params=sent)
+    assert reply.status < 500, (sent, reply.body)
+    assert reply.status in (200, 400, 404), (sent, reply.body)
+
+
+@settings(
+    max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
+@given(memory_id=st.text(min_size=1, max_size=40))
+async def test_memory_ids_never_5xx(api: Api, world: World, memory_id: str) -> None:
+    reply = await api.get(f"/v1/memories/{quote(memory_id, safe='')}", key=world.key)
+    assert reply.status < 500, (memory_id, reply.body)

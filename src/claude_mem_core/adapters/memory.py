@@ -485,12 +485,16 @@ class _Observations(_Repo):
             return None
         return obs
 
+    async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
+        obs: Observation | None = self._tx.read("observations").get(observation_id)
+        return obs if obs is not None and obs.team_id == team_id else None
+
     async def list(
         self, team_id: str, project_id: str, page: Page
     ) -> tuple[Sequence[Observation], int]:
-        rows = sorted(
-            self._scoped(team_id, project_id), key=lambda o: (o.created_at, o.id), reverse=True
-        )
+        # Newest first, ties by id ascending, as the SQL adapter orders them (a stable sort).
+        rows = sorted(self._scoped(team_id, project_id), key=lambda o: o.id)
+        rows.sort(key=lambda o: o.created_at, reverse=True)
         return _page(rows, page)
 
     async def search(

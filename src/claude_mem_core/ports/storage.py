@@ -210,6 +210,9 @@ class ObservationRepository(Protocol):
     async def get(
         self, team_id: str, project_id: str, observation_id: str
     ) -> Observation | None: ...
+    async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
+        """The observation with this id in any project of the team (for a team-wide key)."""
+
     async def list(
         self, team_id: str, project_id: str, page: Page
     ) -> tuple[Sequence[Observation], int]:

@@ -165,16 +165,63 @@ async def context(
     return Context(observations=found, context=text)
 
 
+MAX_RECENT_LIMIT = 100
+
+
 async def recent(
     deps: Deps, caller: Caller, *, project_id: str, limit: int = 20
 ) -> list[Observation]:
-    """The newest observations of a project, for session-start context without a query."""
+    """The newest observations of a project (newest ``created_at`` first), for
+    session-start context without a query. Audited like a search (mode ``recent``)."""
     require(caller.scopes, Need.READ)
-    _check_limit(limit, MAX_SEARCH_LIMIT)
+    _check_limit(limit, MAX_RECENT_LIMIT)
+    if not isinstance(project_id, str) or not project_id.strip():
+        raise InvalidInput.field("project_id", "must be a non-empty string")
     async with deps.storage.unit_of_work() as uow:
         await require_project(uow, caller, project_id)
         rows, _ = await uow.observations.list(caller.team_id, project_id, Page(limit=limit))
-    return list(rows)
+        found = list(rows)
+        await audit(
+            uow,
+            deps,
+            caller,
+            "observation.read",
+            project_id=project_id,
+            read=True,
+            details={
+                "mode": "recent",
+                "limit": limit,
+                "resultCount": len(found),
+                "observationIds": [o.id for o in found],
+            },
+        )
+    return found
+
+
+async def get_memory(deps: Deps, caller: Caller, memory_id: str) -> Observation:
+    """One observation of the caller's team (and project, for a project key); anything
+    else, missing or not, is "Memory not found"."""
+    require(caller.scopes, Need.READ)
+    if not isinstance(memory_id, str) or not memory_id.strip():
+        raise NotFound("Memory not found")
+    async with deps.storage.unit_of_work() as uow:
+        if caller.project_id is not None:
+            found = await uow.observations.get(caller.team_id, caller.project_id, memory_id)
+        else:
+            found = await uow.observations.get_in_team(caller.team_id, memory_id)
+        if found is None or not project_visible(caller, found.project_id):
+            raise NotFound("Memory not found")
+        await audit(
+            uow,
+            deps,
+            caller,
+            "observation.read",
+            project_id=found.project_id,
+            resource_id=found.id,
+            read=True,
+            details={"mode": "get", "resultCount": 1, "observationIds": [found.id]},
+        )
+    return found
 
 
 async def get_event(deps: Deps, caller: Caller, event_id: str) -> AgentEvent:

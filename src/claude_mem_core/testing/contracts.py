@@ -623,6 +623,9 @@ class StorageContract:
             assert created is True and elsewhere.id != first.id
             assert await uow.observations.get(team.id, project.id, first.id) == first
             assert await uow.observations.get(other_team.id, project.id, first.id) is None
+            assert await uow.observations.get_in_team(team.id, first.id) == first
+            assert await uow.observations.get_in_team(other_team.id, first.id) is None
+            assert await uow.observations.get_in_team(team.id, "missing") is None
         stored = {r["id"]: r for r in await backdoor.rows("observations")}
         assert set(stored) == {first.id, elsewhere.id}
         assert stored[first.id]["content"] == "hello"
@@ -717,6 +720,24 @@ class StorageContract:
                 await uow.observations.add(obs)
             page, total = await uow.observations.list(team.id, project.id, Page(limit=2, offset=1))
         assert total == 3 and [o.id for o in page] == [made[1].id, made[0].id]
+
+    async def test_observations_of_one_moment_list_by_id(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        # One generation job writes several observations in the same millisecond: every
+        # backend must list them in the same order (newest first, then by id).
+        team, project = await self._tenant(storage, make)
+        first = make.observation(project, "note")
+        same = [
+            attrs.evolve(make.observation(project, f"note {i}"), created_at=first.created_at)
+            for i in range(4)
+        ]
+        newer = make.observation(project, "newer")
+        async with storage.unit_of_work() as uow:
+            for obs in [*same, newer]:
+                await uow.observations.add(obs)
+            page, _ = await uow.observations.list(team.id, project.id, Page(limit=10))
+        assert [o.id for o in page] == [newer.id, *sorted(o.id for o in same)]
 
     # -- add_many: one statement per table, the outcome of one add per item -----------
 

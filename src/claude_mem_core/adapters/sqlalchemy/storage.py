@@ -1600,6 +1600,12 @@ class ObservationRepo:
         row = await self._db.one_or_none(stmt)
         return _observation(row) if row else None
 
+    async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
+        c = t.observations.c
+        stmt = self._db.select(t.observations).where(c.id == observation_id, c.team_id == team_id)
+        row = await self._db.one_or_none(stmt)
+        return _observation(row) if row else None
+
     async def list(
         self, team_id: str, project_id: str, page: Page
     ) -> tuple[Sequence[Observation], int]:
