@@ -9,7 +9,9 @@ pending list on shutdown) and redelivers a dead worker's messages only lazily. H
   one process overlap;
 * a message is acknowledged (and deleted) after its job was processed, whatever the job's
   outcome: failures and retries are job states in the database, and a retry is published
-  again with its backoff delay. An unexpected error leaves the message unacknowledged;
+  again with its backoff delay. Acknowledgements ride along with the reader's next read
+  (one round trip for both), or go on their own ``ack_delay`` later when no read comes,
+  and at stop. An unexpected error leaves the message unacknowledged;
   :meth:`TaskiqQueue.claim_stale` or the database reconciliation brings it back;
 * every ``reconcile_interval`` seconds (and at start): :func:`generation.reconcile`
   republishes due ``queued`` rows and returns expired leases; stale unacknowledged
@@ -81,6 +83,7 @@ class WorkerOptions:
     block_ms: int = 1000
     promote_interval: float = 0.2
     stale_after_seconds: float = 300.0
+    ack_delay: float = 0.05
 
     @property
     def republish_after(self) -> float:
@@ -111,6 +114,10 @@ class Worker:
         self._inflight: dict[asyncio.Task[None], Delivery] = {}
         self._reading = False
         self._queue_down_since: float | None = None
+        # Processed deliveries not yet acknowledged: the next read carries them (same round
+        # trip), or the acker after ``ack_delay`` when no read comes (an idle queue).
+        self._acks: list[Delivery] = []
+        self._acks_waiting = asyncio.Event()
         self.started = asyncio.Event()
 
     # -- control ------------------------------------------------------------------------
@@ -146,6 +153,7 @@ class Worker:
         await self._reconcile()
         reader = asyncio.create_task(self._read_loop(), name="claude-mem-reader")
         upkeep = asyncio.create_task(self._upkeep_loop(), name="claude-mem-upkeep")
+        acker = asyncio.create_task(self._ack_loop(), name="claude-mem-acker")
         self.started.set()
         try:
             await self._stop.wait()
@@ -160,6 +168,9 @@ class Worker:
                 await asyncio.wait({upkeep}, timeout=15)
             log.debug("upkeep stopped")
             await self._finish_inflight()
+            acker.cancel()
+            await asyncio.gather(acker, return_exceptions=True)
+            await self._flush_acks()
             log.info("worker %s stopped: %s", self.worker_id, self.counters.line())
         return self.counters
 
@@ -201,9 +212,16 @@ class Worker:
                         self.worker_id, min_idle_ms=stale_ms, count=taken
                     )
                 if not deliveries:
-                    deliveries = await self.queue.receive(
-                        self.worker_id, count=taken, block_ms=self.options.block_ms
-                    )
+                    acks, self._acks = self._acks, []
+                    try:
+                        deliveries = await self.queue.receive(
+                            self.worker_id,
+                            count=taken,
+                            block_ms=self.options.block_ms,
+                            acks=acks,
+                        )
+                    finally:
+                        self._acks[:0] = [d for d in acks if not d.done]
                 self._queue_up()
                 backoff = 0.2
             except QueueError as exc:
@@ -283,10 +301,30 @@ class Worker:
             self.counters.errors += 1
             log.exception("job %s: unexpected error; left for redelivery", message.job_id)
             return
+        self._acks.append(delivery)
+        self._acks_waiting.set()
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._acks_waiting.wait()
+            await asyncio.sleep(self.options.ack_delay)
+            self._acks_waiting.clear()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        if not acks:
+            return
         try:
-            await delivery.ack()
+            await self.queue.ack_many(acks)
+        except asyncio.CancelledError:
+            self._acks[:0] = [d for d in acks if not d.done]  # the final flush takes them
+            raise
         except QueueError as exc:
-            log.warning("job %s done but not acknowledged: %s", message.job_id, exc)
+            # Left unacknowledged: claimed again later, and the job row is terminal.
+            log.warning("%d processed message(s) not acknowledged: %s", len(acks), exc)
+        except Exception:  # pragma: no cover - the same, for an unexpected error
+            log.exception("acknowledging %d processed message(s) failed", len(acks))
 
     def _count(self, results: list[ProcessResult]) -> None:
         for result in results:

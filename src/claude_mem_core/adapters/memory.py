@@ -331,6 +331,19 @@ class _Jobs(_Repo):
         job: GenerationJob | None = self._tx.read("jobs").get(job_id)
         return job
 
+    async def get_unscoped_with_event(
+        self, job_id: str
+    ) -> tuple[GenerationJob, AgentEvent | None] | None:
+        job = await self.get_unscoped(job_id)
+        if job is None:
+            return None
+        found = (
+            await _Events(self._tx).get_many(job.team_id, job.project_id, [job.agent_event_id])
+            if job.agent_event_id is not None
+            else []
+        )
+        return job, found[0] if found else None
+
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
     ) -> bool:
@@ -361,6 +374,31 @@ class _Jobs(_Repo):
         if event is not None:
             await _JobEvents(self._tx).add(event)
         return True
+
+    async def advance(
+        self,
+        expected: GenerationJob,
+        new: GenerationJob,
+        *,
+        event: JobEvent,
+        observations: Sequence[Observation] = (),
+        sources: Sequence[ObservationSource] = (),
+        audit: Sequence[AuditEntry] = (),
+        audit_always: Sequence[AuditEntry] = (),
+    ) -> bool | None:
+        keys = {(o.team_id, o.project_id, o.generation_key) for o in observations}
+        if any(
+            (o.team_id, o.project_id, o.generation_key) in keys
+            for o in self._tx.read("observations").values()
+            if o.generation_key is not None
+        ):
+            return None  # a clash: the caller goes the long way, which finds the stored rows
+        written = await self.compare_and_set(expected, new, event=event)
+        if written:
+            await _Observations(self._tx).add_many(observations)
+            await _Sources(self._tx).add_many(sources)
+        await _Audit(self._tx).add_many([*audit_always, *(audit if written else ())])
+        return written
 
     async def save_payload(self, job: GenerationJob) -> None:
         current: GenerationJob | None = await self.get(job.team_id, job.id)

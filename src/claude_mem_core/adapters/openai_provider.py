@@ -27,9 +27,11 @@ from openai.types.chat import ChatCompletion
 
 from claude_mem_core.adapters.providers import (
     OPENAI_BASE_URL,
+    aiohttp_http_client,
     classify_failure,
     connection_detail,
     int_or_none,
+    timeout_detail,
 )
 from claude_mem_core.errors import ConfigurationError, ProviderError
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
@@ -78,6 +80,7 @@ class OpenAICompatibleProvider:
             timeout=timeout,
             max_retries=0,
             default_headers=dict(default_headers) if default_headers else None,
+            http_client=aiohttp_http_client(openai.DefaultAioHttpClient),
         )
 
     def __repr__(self) -> str:
@@ -119,9 +122,9 @@ class OpenAICompatibleProvider:
                 raise self._classify(
                     status=exc.status_code, body=exc.body, headers=exc.response.headers
                 ) from None
-            except openai.APITimeoutError:
+            except openai.APITimeoutError as exc:
                 raise self._classify(
-                    status=None, detail=f"timed out after {self.timeout:g}s"
+                    status=None, detail=timeout_detail(exc, self.timeout)
                 ) from None
             except openai.APIConnectionError as exc:
                 raise self._classify(status=None, detail=connection_detail(exc)) from None

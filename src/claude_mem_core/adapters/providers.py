@@ -26,6 +26,7 @@ shadow ``CLAUDE_MEM_ANTHROPIC_API_KEY``).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import time
@@ -469,6 +470,20 @@ def int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def aiohttp_http_client(factory: Callable[[], Any]) -> Any:
+    """The SDK's aiohttp-based HTTP client (``factory``: its ``DefaultAioHttpClient``),
+    or None (the SDK's default httpx transport) when aiohttp is not installed.
+
+    Same SDK, same errors (the transport maps aiohttp's to httpx's), about a third less
+    CPU per call than httpx's own connection pool; the session opens on the first call."""
+    if importlib.util.find_spec("aiohttp") is None:
+        return None
+    try:
+        return factory()
+    except RuntimeError:  # the SDK was installed without its aiohttp support
+        return None
+
+
 def connection_detail(exc: BaseException) -> str:
     """A short reason for a failed connection, from the SDK error's cause."""
     cause = exc.__cause__ or exc.__context__
@@ -476,6 +491,21 @@ def connection_detail(exc: BaseException) -> str:
         return f"connection failed ({type(exc).__name__})"
     reason = str(cause).strip() or type(cause).__name__
     return f"connection failed ({type(cause).__name__}: {reason})"
+
+
+def timeout_detail(exc: BaseException, timeout: float) -> str:
+    """The reason of an SDK timeout error: the aiohttp transport reports a refused
+    connection as a connect timeout, so an OS-level connection error among its causes
+    (not itself a timeout) makes it a failed connection, as the httpx transport says."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            reason = str(cause).strip() or type(cause).__name__
+            return f"connection failed ({type(cause).__name__}: {reason})"
+        cause = cause.__cause__ or cause.__context__
+    return f"timed out after {timeout:g}s"
 
 
 __all__ = [
@@ -494,4 +524,5 @@ __all__ = [
     "parse_retry_after",
     "provider_from_spec",
     "redact",
+    "timeout_detail",
 ]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -169,6 +170,7 @@ class TaskiqQueue:
     :attr:`broker`, so a producer such as the HTTP server never imports taskiq."""
 
     name = "redis"
+    EMPTY_LANE_SKIP = 0.1
 
     def __init__(
         self,
@@ -200,6 +202,7 @@ class TaskiqQueue:
         self._started = False
         self._closed = False
         self._turn = 0
+        self._empty_until: dict[str, float] = {}
         self._loads: Callable[[bytes], TaskiqMessage] | None = None
 
     @classmethod
@@ -428,24 +431,50 @@ class TaskiqQueue:
         return delivery
 
     async def receive(
-        self, consumer: str, *, count: int = 1, block_ms: int | None = 1000
+        self,
+        consumer: str,
+        *,
+        count: int = 1,
+        block_ms: int | None = 1000,
+        acks: Sequence[Delivery] = (),
     ) -> list[Delivery]:
         """New messages for ``consumer``, at most ``count``, waiting up to ``block_ms`` when
         none is there (None: do not wait). Lanes are read in turn, so neither starves the
-        other. Re-creates the group if Redis lost it."""
+        other (a lane found empty is read last for the next ``EMPTY_LANE_SKIP`` seconds,
+        so a busy lane alone costs one read, not two). Re-creates the group if Redis
+        lost it.
+
+        ``acks``: processed deliveries to acknowledge (as :meth:`Delivery.ack`) in the
+        same round trip as the first read; they are marked done once that succeeded."""
         try:
             try:
                 deliveries: list[Delivery] = []
                 streams = self.streams
                 self._turn = (self._turn + 1) % len(streams)
-                for stream in streams[self._turn :] + streams[: self._turn]:
+                pending = [d for d in acks if not d.done]
+                now = time.monotonic()
+                order = streams[self._turn :] + streams[: self._turn]
+                order.sort(key=lambda stream: self._empty_until.get(stream, 0.0) > now)
+                for stream in order:
                     if len(deliveries) >= count:
                         break
-                    deliveries += self._parse(
-                        await self._redis.xreadgroup(
-                            self.group, consumer, {stream: ">"}, count=count - len(deliveries)
+                    want = count - len(deliveries)
+                    if pending:
+                        pipe: Any = self._redis.pipeline(transaction=True)
+                        self._queue_acks(pipe, pending)
+                        pipe.xreadgroup(self.group, consumer, {stream: ">"}, count=want)
+                        fetched = (await pipe.execute())[-1]
+                        for delivery in pending:
+                            delivery.done = True
+                        pending = []
+                    else:
+                        fetched = await self._redis.xreadgroup(
+                            self.group, consumer, {stream: ">"}, count=want
                         )
-                    )
+                    fresh = self._parse(fetched)
+                    if not fresh:
+                        self._empty_until[stream] = now + self.EMPTY_LANE_SKIP
+                    deliveries += fresh
                 if not deliveries and block_ms is not None:
                     deliveries = self._parse(
                         await self._redis.xreadgroup(
@@ -539,6 +568,28 @@ class TaskiqQueue:
         except RedisError as exc:
             raise self._error("count pending messages", exc) from exc
         return counts
+
+    def _queue_acks(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for delivery in deliveries:
+            by_stream.setdefault(delivery.stream, []).append(delivery.entry_id)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.group, *ids)
+            pipe.xdel(stream, *ids)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """:meth:`Delivery.ack` for several deliveries, in one round trip."""
+        pending = [d for d in deliveries if not d.done]
+        if not pending:
+            return
+        try:
+            pipe: Any = self._redis.pipeline(transaction=True)
+            self._queue_acks(pipe, pending)
+            await pipe.execute()
+        except RedisError as exc:
+            raise self._error(f"acknowledge {len(pending)} messages", exc) from exc
+        for delivery in pending:
+            delivery.done = True
 
     async def _ack(self, stream: str, entry_id: str) -> None:
         try:

@@ -162,6 +162,12 @@ class JobRepository(Protocol):
     async def get_unscoped(self, job_id: str) -> GenerationJob | None:
         """For the worker, which must compare the row's scope with the message's."""
 
+    async def get_unscoped_with_event(
+        self, job_id: str
+    ) -> tuple[GenerationJob, AgentEvent | None] | None:
+        """``get_unscoped`` and, in the same read, the job's agent event (in the job's own
+        team and project; None when the job has none or it is not found there)."""
+
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
     ) -> bool:
@@ -170,6 +176,31 @@ class JobRepository(Protocol):
 
         ``event`` (of the same job) is appended to the job's log iff the row was written,
         as ``job_events.add`` would, in the same statement where the adapter can."""
+
+    async def advance(
+        self,
+        expected: GenerationJob,
+        new: GenerationJob,
+        *,
+        event: JobEvent,
+        observations: Sequence[Observation] = (),
+        sources: Sequence[ObservationSource] = (),
+        audit: Sequence[AuditEntry] = (),
+        audit_always: Sequence[AuditEntry] = (),
+    ) -> bool | None:
+        """A job's step in one go: ``compare_and_set(expected, new, event=event)`` and, only
+        if it wrote, the new ``observations`` (of this job's scope and session), their
+        ``sources`` and the ``audit`` rows; ``audit_always`` is written either way.
+
+        True: all written. False: the stored row had changed; only ``audit_always`` was
+        written. None: nothing was written and the caller does the step with the other
+        methods. An adapter may always answer None, and must when a row would clash with a
+        stored one (an observation's generation key is taken, the event's ``seq`` too).
+
+        On PostgreSQL, in a unit of work that has not written yet, it is one statement
+        committed at once, on its own (it stays even if the unit of work fails later), so
+        it is meant as the unit of work's last write; once the unit of work has written,
+        PostgreSQL answers None. Elsewhere it joins the unit of work's transaction."""
 
     async def save_payload(self, job: GenerationJob) -> None: ...
     async def list(self, where: JobFilter, page: Page) -> tuple[Sequence[GenerationJob], int]:

@@ -4,13 +4,19 @@ The database row is the truth; the queue message only says "look at job X". Ever
 re-reads the row, so a duplicate delivery, a redelivery after a crash, or an operator's
 cancel in the middle all end with exactly one set of observations or none:
 
-1. load the row, check the message's scope against it and the key that caused it;
+1. load the row (with its event, in the same read), check the message's scope against it
+   and the key that caused it;
 2. claim it (queued → processing, compare-and-set, with a lease) and read its inputs (the
    events), in that same unit of work;
 3. call the provider outside any transaction;
 4. in one transaction: complete the row only if this worker still holds it, then insert
-   observations keyed by generation key, their sources, the job event and the audit rows
-   (one multi-row statement per table).
+   observations keyed by generation key, their sources, the job event and the audit rows.
+
+Steps 2 and 4 are each one :meth:`JobRepository.advance` call where nothing else is
+written with them (one statement on PostgreSQL, so a job costs three statements and no
+``BEGIN``/``COMMIT``). When ``advance`` declines (a summary's session status, a batch, or
+a row that clashes with a stored one, e.g. a generation key taken by an earlier run), the
+same step runs statement by statement, with ``ON CONFLICT`` reads of the stored rows.
 
 The claim's audit row (``generation_job.processing``, dated at the claim) is written with
 the job's outcome, in the same multi-row insert as the others, not in the claim's
@@ -117,18 +123,21 @@ class Generator:
         events: Sequence[AgentEvent] = ()
         project_name: str | None = None
         async with deps.storage.unit_of_work() as uow:
-            job = await uow.jobs.get_unscoped(job_id)
-            if job is None:
+            # The job's event is read with it: it never changes (and is only used once the
+            # job is claimed).
+            found = await uow.jobs.get_unscoped_with_event(job_id)
+            if found is None:
                 return ProcessResult(job_id=job_id, outcome="missing")
+            job, event = found
             refusal = await self.refusal(uow, job, payload or job.payload)
             if refusal is not None:
                 if job.status.terminal:
                     return ProcessResult(job_id=job_id, outcome="skipped")
                 await self.fail_now(uow, job, refusal, classification=refusal)
                 return ProcessResult(job_id=job_id, outcome="failed", error=refusal)
-            claimed = await self.claim(uow, job, now, audit_now=False)
+            claimed = await self.claim(uow, job, now, audit_now=False, alone=True)
             if claimed is not None:
-                events, project_name = await self.inputs(uow, claimed)
+                events, project_name = await self.inputs(uow, claimed, event=event)
         if claimed is None:
             status = job.status
             outcome: Outcome = "skipped" if status.terminal else "busy"
@@ -199,10 +208,18 @@ class Generator:
             )
 
     async def claim(
-        self, uow: UnitOfWork, job: GenerationJob, now: Any, *, audit_now: bool = True
+        self,
+        uow: UnitOfWork,
+        job: GenerationJob,
+        now: Any,
+        *,
+        audit_now: bool = True,
+        alone: bool = False,
     ) -> GenerationJob | None:
         """Claim ``job`` for this worker (taking over an expired lease). With ``audit_now``
-        False the caller writes :meth:`processing_audit` itself, with the job's outcome."""
+        False the caller writes :meth:`processing_audit` itself, with the job's outcome.
+        ``alone``: the caller writes nothing more in ``uow`` (it may only read), so the
+        claim may be written on its own (:meth:`JobRepository.advance`)."""
         lease = self.deps.options.lease_seconds
         current = job
         if current.status is JobStatus.PROCESSING:
@@ -231,7 +248,14 @@ class Generator:
         logged = outbox.job_event(
             self.deps, claimed, JobEventType.PROCESSING, {"workerId": self.worker_id}
         )
-        if not await uow.jobs.compare_and_set(current, claimed, event=logged):
+        written = None
+        if alone and not audit_now and not _is_summary(claimed):
+            # The claim is this unit of work's last write: one call (one statement, no
+            # transaction of its own on PostgreSQL); None sends it the usual way.
+            written = await uow.jobs.advance(current, claimed, event=logged)
+        if written is None:
+            written = await uow.jobs.compare_and_set(current, claimed, event=logged)
+        if not written:
             return None
         if audit_now:
             await uow.audit.add(self.processing_audit(claimed, now))
@@ -268,9 +292,10 @@ class Generator:
         return name
 
     async def inputs(
-        self, uow: UnitOfWork, job: GenerationJob
+        self, uow: UnitOfWork, job: GenerationJob, *, event: AgentEvent | None = None
     ) -> tuple[Sequence[AgentEvent], str | None]:
-        """What the prompt is built from: the job's events and its project's name."""
+        """What the prompt is built from: the job's events and its project's name.
+        ``event``: the job's agent event, when the caller has read it already."""
         project_name = await self.project_name(uow, job.team_id, job.project_id)
         events: Sequence[AgentEvent] = []
         if job.source_type is SourceType.SESSION_SUMMARY:
@@ -278,6 +303,8 @@ class Generator:
                 events = await uow.events.list_for_session(
                     job.team_id, job.project_id, job.server_session_id
                 )
+        elif event is not None and event.id == job.agent_event_id:
+            events = [event]
         elif job.agent_event_id is not None:
             events = await uow.events.get_many(job.team_id, job.project_id, [job.agent_event_id])
         return events, project_name
@@ -442,82 +469,131 @@ class Generator:
                     "outputTokens": usage.output_tokens if usage else None,
                 },
             )
+            observations = [draft for _, draft in drafts]
+            if also is None and not _is_summary(job):
+                # Nothing else goes into this transaction: the whole step in one call (one
+                # statement on PostgreSQL); None when it cannot, e.g. a generation key is
+                # stored already, and then the long way below finds the stored rows.
+                written = await uow.jobs.advance(
+                    job,
+                    done,
+                    event=completed,
+                    observations=observations,
+                    sources=self._sources(job, drafts, observations, provider, caller, now),
+                    audit=[
+                        *self._created_audit(job, drafts, observations, provider, model, caller),
+                        self._completed_audit(job, [o.id for o in observations], provider, model),
+                    ],
+                    audit_always=entries,
+                )
+                if written is False:
+                    return ProcessResult(job_id=job.id, outcome="lost_lease")
+                if written:
+                    return ProcessResult(
+                        job_id=job.id,
+                        outcome="completed",
+                        observation_ids=tuple(o.id for o in observations),
+                    )
             if not await uow.jobs.compare_and_set(job, done, event=completed):
                 await uow.audit.add_many(entries)
                 return ProcessResult(job_id=job.id, outcome="lost_lease")
-            source_type = (
-                ObservationSourceType.SESSION_SUMMARY
-                if job.source_type is SourceType.SESSION_SUMMARY
-                else ObservationSourceType.AGENT_EVENT
-            )
-            stored = [obs for obs, _ in await uow.observations.add_many([d for _, d in drafts])]
+            stored = [obs for obs, _ in await uow.observations.add_many(observations)]
             ids = [obs.id for obs in stored]
-            await uow.sources.add_many(
-                [
-                    ObservationSource(
-                        id=deps.ids.new_id(),
-                        observation_id=obs.id,
-                        team_id=job.team_id,
-                        project_id=job.project_id,
-                        source_type=source_type,
-                        source_id=job.source_id,
-                        agent_event_id=job.agent_event_id,
-                        generation_job_id=job.id,
-                        metadata={
-                            "provider": provider,
-                            "parsedObservationIndex": index,
-                            "source_adapter": job.payload.get("source_adapter"),
-                            "actor_id": caller.actor_id,
-                            "api_key_id": caller.api_key_id,
-                        },
-                        created_at=now,
-                    )
-                    for (index, _), obs in zip(drafts, stored, strict=True)
-                ]
-            )
-            entries += [
-                audit_entry(
-                    deps,
-                    caller,
-                    "observation.created",
-                    project_id=job.project_id,
-                    resource_id=obs.id,
-                    details={
-                        "generationJobId": job.id,
-                        "sourceType": job.source_type.value,
-                        "sourceId": job.source_id,
-                        "provider": provider,
-                        "model": model,
-                        "kind": obs.kind.value,
-                        "parsedObservationIndex": index,
-                    },
-                )
-                for (index, _), obs in zip(drafts, stored, strict=True)
-            ]
+            await uow.sources.add_many(self._sources(job, drafts, stored, provider, caller, now))
+            entries += self._created_audit(job, drafts, stored, provider, model, caller)
             if also is not None:
                 await also(uow, ids)
-            entries.append(
-                audit_entry(
-                    deps,
-                    caller,
-                    "generation_job.completed",
-                    project_id=job.project_id,
-                    resource_id=job.id,
-                    details={
-                        "generationJobId": job.id,
-                        "provider": provider,
-                        "model": model,
-                        "observationCount": len(ids),
-                        "observationIds": ids,
-                        "sourceType": job.source_type.value,
-                    },
-                )
-            )
+            entries.append(self._completed_audit(job, ids, provider, model))
             await uow.audit.add_many(entries)
             await _set_summary_status(uow, job, SessionGenerationStatus.COMPLETED, now)
             if _is_summary(job) and self.deps.options.session_policy == "end-of-session":
                 await self._complete_covered_event_jobs(uow, job, now)
         return ProcessResult(job_id=job.id, outcome="completed", observation_ids=tuple(ids))
+
+    def _sources(
+        self,
+        job: GenerationJob,
+        drafts: Sequence[tuple[int, Observation]],
+        stored: Sequence[Observation],
+        provider: str,
+        caller: Caller,
+        now: datetime,
+    ) -> list[ObservationSource]:
+        """The source link of each stored observation (of the draft at the same place)."""
+        source_type = (
+            ObservationSourceType.SESSION_SUMMARY
+            if job.source_type is SourceType.SESSION_SUMMARY
+            else ObservationSourceType.AGENT_EVENT
+        )
+        return [
+            ObservationSource(
+                id=self.deps.ids.new_id(),
+                observation_id=obs.id,
+                team_id=job.team_id,
+                project_id=job.project_id,
+                source_type=source_type,
+                source_id=job.source_id,
+                agent_event_id=job.agent_event_id,
+                generation_job_id=job.id,
+                metadata={
+                    "provider": provider,
+                    "parsedObservationIndex": index,
+                    "source_adapter": job.payload.get("source_adapter"),
+                    "actor_id": caller.actor_id,
+                    "api_key_id": caller.api_key_id,
+                },
+                created_at=now,
+            )
+            for (index, _), obs in zip(drafts, stored, strict=True)
+        ]
+
+    def _created_audit(
+        self,
+        job: GenerationJob,
+        drafts: Sequence[tuple[int, Observation]],
+        stored: Sequence[Observation],
+        provider: str,
+        model: str | None,
+        caller: Caller,
+    ) -> list[AuditEntry]:
+        return [
+            audit_entry(
+                self.deps,
+                caller,
+                "observation.created",
+                project_id=job.project_id,
+                resource_id=obs.id,
+                details={
+                    "generationJobId": job.id,
+                    "sourceType": job.source_type.value,
+                    "sourceId": job.source_id,
+                    "provider": provider,
+                    "model": model,
+                    "kind": obs.kind.value,
+                    "parsedObservationIndex": index,
+                },
+            )
+            for (index, _), obs in zip(drafts, stored, strict=True)
+        ]
+
+    def _completed_audit(
+        self, job: GenerationJob, ids: list[str], provider: str, model: str | None
+    ) -> AuditEntry:
+        return audit_entry(
+            self.deps,
+            caller_for(job),
+            "generation_job.completed",
+            project_id=job.project_id,
+            resource_id=job.id,
+            details={
+                "generationJobId": job.id,
+                "provider": provider,
+                "model": model,
+                "observationCount": len(ids),
+                "observationIds": ids,
+                "sourceType": job.source_type.value,
+            },
+        )
 
     async def _complete_covered_event_jobs(
         self, uow: UnitOfWork, summary: GenerationJob, now: datetime

@@ -1290,6 +1290,34 @@ class JobRepo:
         row = await self._db.row(self._db.sql.job_get_unscoped, {"id": job_id})
         return self._seen(row) if row else None
 
+    async def get_unscoped_with_event(
+        self, job_id: str
+    ) -> tuple[GenerationJob, AgentEvent | None] | None:
+        stmt = _JOB_WITH_EVENT.get(self._db.dialect)
+        if stmt is None:
+            j, e = t.observation_generation_jobs, t.agent_events
+            stmt = _JOB_WITH_EVENT[self._db.dialect] = (
+                sa.select(*_columns(j), *(c.label(f"event__{c.key}") for c in _columns(e)))
+                .select_from(
+                    j.outerjoin(
+                        e,
+                        sa.and_(
+                            e.c.id == j.c.agent_event_id,
+                            e.c.team_id == j.c.team_id,
+                            e.c.project_id == j.c.project_id,
+                        ),
+                    )
+                )
+                .where(j.c.id == _p("id"))
+            )
+        row = await self._db.row(stmt, {"id": job_id})
+        if row is None:
+            return None
+        event = None
+        if row["event__id"] is not None:
+            event = _event({k[7:]: v for k, v in row.items() if k.startswith("event__")})  # type: ignore[arg-type]
+        return self._seen(row), event
+
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
     ) -> bool:
@@ -1341,6 +1369,96 @@ class JobRepo:
             self._db.scoped.add(("job", new.id, new.team_id, new.project_id))
             await JobEventRepo(self._db).add(event)
         # The row exists in this scope: later checks of it as a parent are skipped.
+        self._db.scoped.add(("job", new.id, new.team_id, new.project_id))
+        return True
+
+    async def advance(
+        self,
+        expected: GenerationJob,
+        new: GenerationJob,
+        *,
+        event: JobEvent,
+        observations: Sequence[Observation] = (),
+        sources: Sequence[ObservationSource] = (),
+        audit: Sequence[AuditEntry] = (),
+        audit_always: Sequence[AuditEntry] = (),
+    ) -> bool | None:
+        db = self._db
+        if db.dialect == dialects.POSTGRES:
+            if db.lazy_driver is None:
+                return None  # the unit of work has written: its transaction must not abort
+            return await self._advance_pg(
+                expected, new, event, observations, sources, audit, audit_always
+            )
+        # SQLite: one writer at a time, so a clash found first stays absent.
+        by_scope = _by_scope(observations)
+        for (team, project), group in by_scope.items():
+            params = {
+                "team_id": team,
+                "project_id": project,
+                "keys": [o.generation_key for o in group],
+            }
+            if await db.rows(db.sql.observations_by_keys, params):
+                return None
+        written = await self.compare_and_set(expected, new, event=event)
+        if written:
+            await ObservationRepo(db).add_many(observations)
+            await SourceRepo(db).add_many(sources)
+        await AuditRepo(db).add_many([*audit_always, *(audit if written else ())])
+        return written
+
+    async def _advance_pg(
+        self,
+        expected: GenerationJob,
+        new: GenerationJob,
+        event: JobEvent,
+        observations: Sequence[Observation],
+        sources: Sequence[ObservationSource],
+        audit: Sequence[AuditEntry],
+        audit_always: Sequence[AuditEntry],
+    ) -> bool | None:
+        if (new.id, new.team_id, new.project_id) != (
+            expected.id,
+            expected.team_id,
+            expected.project_id,
+        ) or (event.generation_job_id, event.team_id, event.project_id) != (
+            new.id,
+            new.team_id,
+            new.project_id,
+        ):
+            raise errors.InvalidInput("advance changes one job, in its own scope")
+        statement = _ADVANCE.get("pg")
+        if statement is None:
+            statement = _ADVANCE["pg"] = _pg_advance()
+        guard = {
+            "id": expected.id,
+            "team_id": expected.team_id,
+            "project_id": expected.project_id,
+            "status": expected.status.value,
+            "attempts": expected.attempts,
+            "locked_by": expected.locked_by,
+        }
+        event_values = _job_event_values(event)
+        del event_values["w_job_id"]
+        params = {
+            "guard": _rows_json([guard])[1:-1],
+            "job": _rows_json([_job_mutable_values(new)])[1:-1],
+            "event": _rows_json([event_values])[1:-1],
+            "observations": _rows_json([_observation_values(o) for o in observations]),
+            "sources": _rows_json([_source_values(s) for s in sources]),
+            "audit": _rows_json([_audit_values(a) for a in audit]),
+            "audit_always": _rows_json([_audit_values(a) for a in audit_always]),
+        }
+        # Autocommit (nothing written yet): the statement is its own transaction, and a
+        # failed one leaves nothing behind, neither written nor aborted.
+        try:
+            updated = (await self._db.conn.execute(statement, params)).scalar_one()
+        except exc.IntegrityError:
+            return None  # a clash: the caller's long way finds the stored rows
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e) from e
+        if updated != 1:
+            return False
         self._db.scoped.add(("job", new.id, new.team_id, new.project_id))
         return True
 
@@ -1421,6 +1539,68 @@ class JobRepo:
             c.agent_event_id.in_(list(set(event_ids))),
         )
         return {str(v) for v in (await self._db.execute(stmt)).scalars()}
+
+
+def _pg_advance() -> sa.TextClause:
+    """PostgreSQL: :meth:`JobRepo.advance` as ONE statement, every value in a JSON parameter.
+
+    ``upd`` is the guarded compare-and-set (its row lock serialises concurrent writers of
+    the job, and a loser's re-evaluated WHERE no longer matches); the job event, the
+    observations and their sources go in only with it, ``audit_always`` in any case. No
+    ``ON CONFLICT``: a clash (a generation key or the event's seq taken) fails the whole
+    statement, so it writes everything or nothing. Rows are read with
+    ``json_populate_record[set]`` over the table's own row type, which keeps the text
+    short enough (< 4 kB) for psycopg to cache its conversion.
+    """
+    quote = _PG_DIALECT.identifier_preparer.quote
+    j, je = t.observation_generation_jobs, t.observation_generation_job_events
+
+    def insert(cte: str, table: sa.Table, param: str, where: str) -> str:
+        names = ", ".join(quote(n) for n in _ADVANCE_COLUMNS[table.name])
+        return (
+            f"{cte} AS (INSERT INTO {quote(table.name)} ({names}) SELECT {names} "
+            f"FROM json_populate_recordset(NULL::{quote(table.name)}, CAST(:{param} AS json)) "
+            f"WHERE {where} RETURNING 1)"
+        )
+
+    guard = ("id", "team_id", "project_id", "status", "attempts")
+    matches = " AND ".join(f"j.{quote(n)} = g.{quote(n)}" for n in guard)
+    event = ", ".join(quote(n) for n in _ADVANCE_COLUMNS[je.name])
+    won = "EXISTS (SELECT 1 FROM upd)"
+    return sa.text(
+        f"WITH upd AS (UPDATE {quote(j.name)} AS j "
+        f"SET {', '.join(f'{quote(n)} = n.{quote(n)}' for n in _JOB_MUTABLE)} "
+        f"FROM json_populate_record(NULL::{quote(j.name)}, CAST(:guard AS json)) AS g, "
+        f"json_populate_record(NULL::{quote(j.name)}, CAST(:job AS json)) AS n "
+        f"WHERE {matches} AND j.locked_by IS NOT DISTINCT FROM g.locked_by RETURNING j.id), "
+        f"ev AS (INSERT INTO {quote(je.name)} ({event}, seq) SELECT {event}, "
+        f"(SELECT coalesce(max(s.seq), 0) + 1 FROM {quote(je.name)} AS s "
+        "WHERE s.generation_job_id = e.generation_job_id) "
+        f"FROM json_populate_record(NULL::{quote(je.name)}, CAST(:event AS json)) AS e "
+        f"WHERE {won} RETURNING 1), "
+        + insert("ob", t.observations, "observations", won)
+        + ", "
+        + insert("so", t.observation_sources, "sources", won)
+        + ", "
+        + insert("au", t.audit_log, "audit", won)
+        + ", "
+        + insert("aa", t.audit_log, "audit_always", "true")
+        + " SELECT (SELECT count(*) FROM upd) AS updated"
+    )
+
+
+# The columns :func:`_pg_advance` writes: those the ``_…_values`` helpers give.
+_ADVANCE_COLUMNS = {
+    table.name: [c.key for c in table.columns if c.key not in ("content_search", "seq")]
+    for table in (
+        t.observations,
+        t.observation_sources,
+        t.audit_log,
+        t.observation_generation_job_events,
+    )
+}
+_ADVANCE: dict[str, sa.TextClause] = {}
+_JOB_WITH_EVENT: dict[str, sa.Select[Any]] = {}
 
 
 def _job_event_values(event: JobEvent) -> dict[str, Any]:
