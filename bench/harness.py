@@ -327,23 +327,15 @@ async def seed_observations(
 
 
 async def core_ingest(memory: Any, scope: Any, events: int, concurrency: int) -> dict[str, Any]:
-    from claude_mem_core import Caller, EventInput
-    from claude_mem_core.services import ingest
-
-    caller = Caller.embedded(scope.team_id)
+    """``Memory.ingest``: the embedding application's path (group commit included)."""
     run = secrets.token_hex(4)
 
     async def one(n: int) -> None:
-        await ingest.ingest_event(
-            memory.deps,
-            caller,
-            EventInput(
-                project_id=scope.project_id,
-                source_adapter="hook",
-                event_type="tool_use",
-                occurred_at=datetime.now(UTC),
-                payload=hb.event_body(scope.project_id, run, n)["payload"],
-            ),
+        await memory.ingest(
+            scope,
+            event_type="tool_use",
+            source="hook",
+            payload=hb.event_body(scope.project_id, run, n)["payload"],
         )
 
     await hb.run_concurrently(min(50, events), concurrency, one)  # warm-up
