@@ -398,6 +398,9 @@ async def storage_and_http(args: argparse.Namespace, rows: list[Row]) -> None:
             headers={"Authorization": f"Bearer {key.raw_key}"}, connector=connector
         ) as session:
             floor = IngestFloor(database_url)
+            if do_storage or do_http:
+                await core_ingest(memory, scope, 300, 16)  # rows for the statistics
+                await hb.analyze(database_url)
             for concurrency in args.concurrency:
                 if do_storage:
                     log(f"[storage] core ingest x{args.events} at c={concurrency}")
