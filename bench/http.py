@@ -544,6 +544,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             print(
                 f"POST /v1/events x{args.events} at concurrency {args.concurrency}", file=sys.stderr
             )
+            warm = argparse.Namespace(events=300, concurrency=args.concurrency)
+            await bench_ingest(session, base, project["id"], warm, server.pid)
+            await analyze(database_url)  # rows for the statistics
             ingest, template_event = await bench_ingest(
                 session, base, project["id"], args, server.pid
             )
@@ -570,6 +573,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
             print(f"seeding {args.memories} memories through the core storage", file=sys.stderr)
             seconds = await seed_memories(database_url, team["id"], project["id"], args.memories)
+            await analyze(database_url)
             emit(rows, bench="seed_memories", memories=args.memories, seconds=round(seconds, 2))
             print(
                 f"POST /v1/search x{args.queries} at concurrency {args.search_concurrency}",
