@@ -77,10 +77,12 @@ class Memory:
         self.generator = generation.Generator(self.deps, provider, worker_id=worker_id, mode=mode)
         # Queue handler: one job at a time, or a debounced session's jobs together.
         self.batcher = debounce.SessionBatcher(self.generator)
-        # Single events of concurrent callers share transactions (group commit).
-        self.event_writer = group_commit.GroupCommitIngest(self.deps)
         # Concurrent requests with one key share a key read that starts after they arrive.
         self.key_lookup = key_lookup.CoalescedKeyLookup(self.deps)
+        # Single events of concurrent callers share transactions (group commit).
+        self.event_writer = group_commit.GroupCommitIngest(
+            self.deps, key_refused=self.key_lookup.forget
+        )
 
     @property
     def storage(self) -> Storage:

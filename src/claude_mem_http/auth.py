@@ -1,7 +1,10 @@
 """Bearer authentication and per-route scope checks (api.md §2, decisions 1 and 12).
 
-The key is looked up by its hash on every request (no cache), so a revoked key is refused
-on the very next request. The team and project come from the key only.
+The key is looked up by its hash on every request, so a revoked key is refused on the very
+next request. ``POST /v1/events`` is the one exception: a key it has seen is taken from
+memory, because the statement that writes the event checks the key again and writes
+nothing under a revoked or expired key (``CoalescedKeyLookup.verify_known``); the request
+is still refused. The team and project come from the key only.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ def is_local_request(request: web.Request) -> bool:
     return _host_part(request.host or "") in LOOPBACK_HOSTS
 
 
-async def authenticate(request: web.Request, need: Need) -> Caller:
+async def authenticate(
+    request: web.Request, need: Need, *, checked_at_write: bool = False
+) -> Caller:
     runtime = request.app[RUNTIME]
     request_id = request[REQUEST_ID]
     token = parse_bearer(request.headers.get("Authorization"))
@@ -67,20 +72,23 @@ async def authenticate(request: web.Request, need: Need) -> Caller:
         if local is not None and is_local_request(request):
             return attrs.evolve(local, request_id=request_id)
         raise Unauthorized("Missing bearer API key")
-    caller = await runtime.memory.key_lookup.verify(token, request_id=request_id)
+    lookup = runtime.memory.key_lookup
+    verify = lookup.verify_known if checked_at_write else lookup.verify
+    caller = await verify(token, request_id=request_id)
     if not allows(caller.scopes, need):
         raise Forbidden("Invalid API key or insufficient scope")
     return caller
 
 
-def requires(need: Need) -> Callable[[AuthedHandler], Handler]:
+def requires(need: Need, *, checked_at_write: bool = False) -> Callable[[AuthedHandler], Handler]:
     """Route decorator: authenticate, check ``need``, then call ``handler(request, caller)``.
-    Runs before the body or query is looked at."""
+    Runs before the body or query is looked at. ``checked_at_write``: the handler's write
+    checks the key again in its own statement (see the module docstring)."""
 
     def decorate(handler: AuthedHandler) -> Handler:
         @functools.wraps(handler)
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            caller = await authenticate(request, need)
+            caller = await authenticate(request, need, checked_at_write=checked_at_write)
             request[CALLER] = caller
             return await handler(request, caller)
 

@@ -62,7 +62,7 @@ async def _event_result(
     return body, timed_out
 
 
-@requires(Need.WRITE_EVENTS)
+@requires(Need.WRITE_EVENTS, checked_at_write=True)  # group_commit checks the key
 async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse:
     generate = schemas.query_flag(request.query, "generate", True)
     wait = schemas.query_flag(request.query, "wait", False)

@@ -3,9 +3,10 @@ row, each item whole or not at all; replays and out-of-scope items are left out 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from claude_mem_core import Caller, EventInput, Memory, Scope
@@ -132,4 +133,32 @@ async def test_items_out_of_scope_are_left_out(mem: Memory, scope: Scope) -> Non
     assert await _audit_ids(mem, scope) == [items[-1].event.id]
     for item in items[:-1]:
         assert await _event(mem, other, item.event.id) is None
+        assert await _event(mem, scope, item.event.id) is None
+
+
+async def test_items_under_a_key_that_no_longer_works_are_left_out(
+    mem: Memory, scope: Scope
+) -> None:
+    async def key(name: str) -> str:
+        issued = await mem.create_api_key(
+            name=name, team_id=scope.team_id, project_id=scope.project_id, scopes=["*"]
+        )
+        return issued.key.id
+
+    live, revoked, expired = await key("live"), await key("revoked"), await key("expired")
+    await mem.revoke_api_key(revoked)
+    async with mem.storage.unit_of_work() as uow:
+        stored = await uow.api_keys.get_unscoped(expired)
+        assert stored is not None
+        await uow.api_keys.save(
+            attrs.evolve(stored, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    items = [
+        attrs.evolve(_fresh(mem, _caller(scope), _input(scope, n)), key_id=key_id)
+        for n, key_id in enumerate([live, revoked, expired, "key_missing", None])
+    ]
+    written = await mem.deps.storage.add_fresh_events(items)
+    assert written == {items[0].event.id, items[4].event.id}
+    assert await _audit_ids(mem, scope) == sorted([items[0].event.id, items[4].event.id])
+    for item in items[1:4]:
         assert await _event(mem, scope, item.event.id) is None

@@ -8,11 +8,12 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import pytest
 
 from claude_mem_core import Caller, EventInput, Memory, Scope
 from claude_mem_core.domain.models import JobEventType
-from claude_mem_core.errors import InvalidInput, NotFound
+from claude_mem_core.errors import Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page
 from claude_mem_core.services.group_commit import GroupCommitIngest
 
@@ -171,3 +172,28 @@ async def test_memory_ingest_goes_through_the_group_writer(mem: Memory, scope: S
     )
     assert len({r.event.id for r in results}) == 10
     await mem.close()
+
+
+async def test_an_event_under_a_revoked_key_is_refused_and_not_written(
+    mem: Memory, scope: Scope
+) -> None:
+    issued = await mem.create_api_key(
+        name="agent", team_id=scope.team_id, project_id=scope.project_id, scopes=["*"]
+    )
+    refused: list[str] = []
+    writer = GroupCommitIngest(mem.deps, max_in_flight=1, key_refused=refused.append)
+    keyed = attrs.evolve(_caller(scope, 0), api_key_id=issued.key.id)
+    assert (await writer.ingest(keyed, _event(scope.project_id, 0))).created
+    await mem.revoke_api_key(issued.key.id)
+    outcomes = await asyncio.gather(
+        writer.ingest(keyed, _event(scope.project_id, 1)),  # new: refused by the statement
+        writer.ingest(keyed, _event(scope.project_id, 0)),  # a replay: refused all the same
+        writer.ingest(_caller(scope, 2), _event(scope.project_id, 2)),  # no key: written
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], Forbidden) and isinstance(outcomes[1], Forbidden)
+    assert not isinstance(outcomes[2], BaseException) and outcomes[2].created
+    assert refused == [issued.key.id, issued.key.id]
+    async with mem.storage.unit_of_work() as uow:
+        _, total = await uow.jobs.list(JobFilter(team_id=scope.team_id), Page())
+    assert total == 2

@@ -103,3 +103,24 @@ async def test_a_failed_read_fails_its_requests_and_the_next_read_recovers(
     with pytest.raises(ConnectionError):
         await lookup.verify(raw)
     assert (await lookup.verify(raw)).team_id
+
+
+async def test_a_known_key_is_not_read_again_until_forgotten(mem: Memory) -> None:
+    raw, key_id = await _issued_key(mem)
+    reads = _Reads(mem.storage)
+    lookup = CoalescedKeyLookup(Deps(storage=reads))  # type: ignore[arg-type]
+    first = await lookup.verify_known(raw, request_id="r1")
+    second = await lookup.verify_known(raw, request_id="r2")
+    assert (first.api_key_id, second.api_key_id, second.request_id) == (key_id, key_id, "r2")
+    assert reads.opened == 1
+    await lookup.verify(raw)  # the plain lookup always reads
+    assert reads.opened == 2
+    await mem.revoke_api_key(key_id)
+    # Still known: the write's own statement is what refuses it (group commit tests).
+    assert (await lookup.verify_known(raw)).api_key_id == key_id
+    lookup.forget(key_id)
+    with pytest.raises(Forbidden):
+        await lookup.verify_known(raw)
+    with pytest.raises(Forbidden):  # an unusable key is never kept
+        await lookup.verify_known(raw)
+    assert reads.opened == 4

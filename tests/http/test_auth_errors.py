@@ -70,6 +70,18 @@ async def test_revocation_is_effective_on_next_request(
     assert (await api.post("/v1/events", event_body(world.project), key=world.key)).status == 403
 
 
+async def test_revocation_stops_events_from_a_key_the_server_has_seen(
+    api: Api, world: World, memory: Memory
+) -> None:
+    # POST /v1/events takes a key it has seen from memory; the write itself checks it.
+    assert (await api.post("/v1/events", event_body(world.project), key=world.key)).status == 201
+    await memory.revoke_api_key(world.key_id)
+    later = event_body(world.project, occurredAtEpoch=1_760_000_000_001)
+    assert (await api.post("/v1/events", later, key=world.key)).status == 403
+    assert (await api.post("/v1/events", event_body(world.project), key=world.key)).status == 403
+    assert len(await audit_rows(memory, world.team, "event.received")) == 1
+
+
 async def test_expired_key_is_403(api: Api, world: World, memory: Memory) -> None:
     async with memory.storage.unit_of_work() as uow:
         key = await uow.api_keys.get_unscoped(world.key_id)

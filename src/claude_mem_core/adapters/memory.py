@@ -10,7 +10,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -686,6 +686,10 @@ class InMemoryStorage:
                     )
                 ):
                     continue
+                if item.key_id is not None:
+                    key = tx.read("api_keys").get(item.key_id)
+                    if key is None or not key.is_usable(datetime.now(UTC)):
+                        continue
                 stored.add(event.idempotency_key)
                 await uow.events.add(event)
                 if item.job is not None:

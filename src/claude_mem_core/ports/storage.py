@@ -64,12 +64,14 @@ class JobFilter:
 @frozen(kw_only=True)
 class FreshEvent:
     """An event with the rows that are written with it when it is new: its generation job
-    (if any), the job's first log entry (``seq`` 1), and its audit row."""
+    (if any), the job's first log entry (``seq`` 1), and its audit row. ``key_id``: the API
+    key it is written under, which must still work (not revoked, not expired) at the write."""
 
     event: AgentEvent
     job: GenerationJob | None = None
     job_event: JobEvent | None = None
     audit: AuditEntry
+    key_id: str | None = None
 
 
 @frozen(kw_only=True)
@@ -335,7 +337,8 @@ class Storage(Protocol):
 
         An item is left out, with nothing written for it, when its event's idempotency key
         is stored already (also by an earlier item of ``items``), when its project is not
-        its team's, or when its session is missing or of another project. Callers give
+        its team's, when its session is missing or of another project, or when its
+        ``key_id`` names a key that is missing, revoked or expired. Callers give
         those to the ordinary path (``events.add``), which tells a replay from an error.
         """
 

@@ -12,7 +12,8 @@ Each call still gets exactly what :func:`ingest.ingest_event` gives: its own eve
 ``created`` flag and transport, an ``event.received`` audit row carrying its own caller and
 request id, and a reply only after its rows are committed. The storage leaves out events
 that are replays or out of scope (unknown project, foreign session); those are written on
-their own through ``ingest_event``, which answers each as it always does. If the group's
+their own through ``ingest_event``, which answers each as it always does. The statement
+also refuses events whose API key no longer works; those are answered "forbidden". If the group's
 write fails (a value the database refuses), every event of the group is written on its own,
 so one bad event never fails its neighbours.
 """
@@ -27,7 +28,7 @@ from attrs import define, field
 
 from claude_mem_core.domain.models import JobEventType
 from claude_mem_core.domain.scopes import Need, require
-from claude_mem_core.errors import ClaudeMemError, InvalidInput, NotFound
+from claude_mem_core.errors import ClaudeMemError, Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import FreshEvent
 from claude_mem_core.services import ingest, outbox
 from claude_mem_core.services.context import Caller, Deps
@@ -61,6 +62,8 @@ class GroupCommitIngest:
     deps: Deps
     max_group: int = DEFAULT_MAX_GROUP
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    # Told the id of an API key a write found revoked or expired (the key lookup forgets it).
+    key_refused: Callable[[str], None] | None = None
     _waiting: list[_Pending] = field(factory=list, init=False)
     _in_flight: int = field(default=0, init=False)
     _tasks: set[asyncio.Task[None]] = field(factory=set, init=False)
@@ -175,6 +178,7 @@ class GroupCommitIngest:
         job = outbox.new_event_job(deps, caller, event) if pending.generate else None
         return FreshEvent(
             event=event,
+            key_id=caller.api_key_id,
             job=job,
             job_event=(
                 outbox.job_event(deps, job, JobEventType.QUEUED, {"source": pending.job_source})
@@ -191,8 +195,21 @@ class GroupCommitIngest:
             ),
         )
 
+    async def _check_key(self, caller: Caller) -> None:
+        """Refuse a caller whose key stopped working: it may have been taken from memory
+        (``CoalescedKeyLookup.verify_known``), and ``ingest_event`` does not look at keys."""
+        if caller.api_key_id is None:
+            return
+        async with self.deps.storage.unit_of_work() as uow:
+            key = await uow.api_keys.get_unscoped(caller.api_key_id)
+        if key is None or not key.is_usable(self.deps.clock.now()):
+            if self.key_refused is not None:
+                self.key_refused(caller.api_key_id)
+            raise Forbidden("Invalid API key or insufficient scope")
+
     async def _write_alone(self, pending: _Pending) -> None:
         try:
+            await self._check_key(pending.caller)
             result = await ingest.ingest_event(
                 self.deps,
                 pending.caller,

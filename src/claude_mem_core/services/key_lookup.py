@@ -6,6 +6,12 @@ not started yet: a lookup waits for the next read of its key's hash, never for o
 sent, so every answer comes from a read that began after the request arrived. Under load
 (agents send many events with one key) that turns one read per request into one read per
 round trip of the database, whatever the number of requests in flight.
+
+One exception, :meth:`CoalescedKeyLookup.verify_known`, is for writes that check the key
+again in the statement that writes (``Storage.add_fresh_events``): a key already seen is
+taken from memory, since only its revocation or expiry can change, and that statement
+refuses to write under a key that no longer works. A revoked key is therefore still
+refused on the next request, with nothing written; the writer then calls :meth:`forget`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from claude_mem_core.errors import Forbidden
 from claude_mem_core.services.admin import caller_for_key, hash_key
 from claude_mem_core.services.context import Caller, Deps
 
+MAX_KNOWN_KEYS = 1024
+
 
 @define(eq=False)
 class CoalescedKeyLookup:
@@ -26,6 +34,8 @@ class CoalescedKeyLookup:
     # Hashes waiting for the next read, each with the future its requests await.
     _next_read: dict[str, asyncio.Future[ApiKey | None]] = field(factory=dict, init=False)
     _reader: asyncio.Task[None] | None = field(default=None, init=False)
+    # Keys seen usable, by hash, for verify_known (bounded; oldest entries go first).
+    _known: dict[str, ApiKey] = field(factory=dict, init=False)
 
     async def verify(self, raw_key: str, *, request_id: str | None = None) -> Caller:
         """As :func:`admin.verify_api_key`: the caller of a usable key, else ``Forbidden``."""
@@ -33,6 +43,26 @@ class CoalescedKeyLookup:
             raise Forbidden("Invalid API key or insufficient scope")
         key = await self._lookup(hash_key(raw_key))
         return caller_for_key(self.deps, key, request_id=request_id)
+
+    async def verify_known(self, raw_key: str, *, request_id: str | None = None) -> Caller:
+        """As :meth:`verify`, but a key seen before is not read again: only for a write whose
+        own statement checks that the key still works (see the module docstring)."""
+        if not raw_key:
+            raise Forbidden("Invalid API key or insufficient scope")
+        key_hash = hash_key(raw_key)
+        key = self._known.get(key_hash)
+        if key is None:
+            key = await self._lookup(key_hash)
+            if key is not None and key.is_usable(self.deps.clock.now()):
+                if len(self._known) >= MAX_KNOWN_KEYS:
+                    del self._known[next(iter(self._known))]
+                self._known[key_hash] = key
+        return caller_for_key(self.deps, key, request_id=request_id)
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from memory (a write found it revoked or expired)."""
+        for key_hash in [h for h, k in self._known.items() if k.id == key_id]:
+            del self._known[key_hash]
 
     async def drain(self) -> None:
         """Wait for the read in flight, if any (for shutdown)."""

@@ -407,9 +407,10 @@ def _pg_recordset(table: sa.Table, names: Sequence[str], param: str, link: str =
 def _pg_fresh_events(names: Mapping[str, Sequence[str]]) -> sa.TextClause:
     """PostgreSQL: :meth:`SqlAlchemyStorage.add_fresh_events` as ONE statement.
 
-    Data-modifying CTEs: the events go in unless their key is taken or their project or
-    session is out of scope; the jobs, job-log entries and audit rows go in only for the
-    events that did (each row names its event in ``fresh_event``). Run on its own, the
+    Data-modifying CTEs: the events go in unless their key is taken, their project or
+    session is out of scope, or the API key they are written under no longer works; the
+    jobs, job-log entries and audit rows go in only for the events that did (each row
+    names its event in ``fresh_event``). Run on its own, the
     statement is its own transaction: an item's rows are written all together or not at
     all, with one round trip and no BEGIN or COMMIT.
     """
@@ -437,9 +438,14 @@ def _pg_fresh_events(names: Mapping[str, Sequence[str]]) -> sa.TextClause:
     )
     sql = (
         f"WITH ev AS (INSERT INTO {quote(e.name)} ({targets(e)}) SELECT {values(e)} "
-        f"FROM {_pg_recordset(e, names[e.name], 'events')} "
+        f"FROM {_pg_recordset(e, names[e.name], 'events', 'fresh_key')} "
         f"WHERE EXISTS (SELECT 1 FROM {quote(t.projects.name)} AS p "
         "WHERE p.id = r.project_id AND p.team_id = r.team_id) "
+        # The key the event is written under must still work now, checked in the very
+        # statement that writes (callers may have taken the key from a cache).
+        "AND (r.fresh_key IS NULL OR EXISTS ("
+        f"SELECT 1 FROM {quote(t.api_keys.name)} AS k WHERE k.id = r.fresh_key "
+        "AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()))) "
         "AND (r.server_session_id IS NULL OR EXISTS ("
         f"SELECT 1 FROM {quote(t.server_sessions.name)} AS s WHERE s.id = r.server_session_id "
         "AND s.team_id = r.team_id AND s.project_id = r.project_id)) "
@@ -2094,6 +2100,10 @@ class SqlAlchemyStorage:
                     session = await uow.sessions.get(event.team_id, event.server_session_id)
                     if session is None or session.project_id != event.project_id:
                         continue
+                if item.key_id is not None:
+                    key = await uow.api_keys.get_unscoped(item.key_id)
+                    if key is None or not key.is_usable(datetime.now(UTC)):
+                        continue
                 inserted = await db.run(
                     db.sql.event_insert,
                     _event_values(event),
@@ -2115,7 +2125,7 @@ class SqlAlchemyStorage:
             return values
 
         rows: dict[str, list[dict[str, Any]]] = {
-            "events": [_event_values(i.event) for i in items],
+            "events": [{**_event_values(i.event), "fresh_key": i.key_id} for i in items],
             "jobs": [linked(_job_values(i.job), i.event) for i in items if i.job],
             "job_events": [
                 linked(_job_event_values(i.job_event), i.event) for i in items if i.job_event
