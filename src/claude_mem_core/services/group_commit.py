@@ -47,6 +47,9 @@ class _Pending:
     generate: bool
     job_source: str
     reply: asyncio.Future[ingest.IngestedEvent]
+    # Its rows, built on arrival: that work overlaps the group being written, instead of
+    # delaying the next one.
+    fresh: FreshEvent | None = None
 
 
 @define(eq=False)
@@ -87,11 +90,11 @@ class GroupCommitIngest:
         reply: asyncio.Future[ingest.IngestedEvent] = asyncio.get_running_loop().create_future()
         # A caller gone before its reply must not leave an unretrieved-exception warning.
         reply.add_done_callback(_retrieve)
-        self._waiting.append(
-            _Pending(
-                caller=caller, item=item, generate=generate, job_source=job_source, reply=reply
-            )
+        pending = _Pending(
+            caller=caller, item=item, generate=generate, job_source=job_source, reply=reply
         )
+        pending.fresh = self._fresh(pending)  # a value no event can be made of: raises here
+        self._waiting.append(pending)
         self._start_writers()
         # shield: a caller that goes away must not cancel its neighbours' transaction; its
         # own event is then stored, as it would be had the commit won the race.
@@ -141,12 +144,7 @@ class GroupCommitIngest:
         # New events, the common case, go in whole in one storage call (one statement on
         # PostgreSQL); the storage leaves out replays and events out of scope, which take
         # the ordinary path one by one and get its answers (stored row, "not found").
-        items: list[tuple[_Pending, FreshEvent]] = []
-        for pending in group:
-            try:
-                items.append((pending, self._fresh(pending)))
-            except Exception as e:  # a value no event can be made of: this caller only
-                _fail(pending, e)
+        items = [(p, p.fresh) for p in group if p.fresh is not None]
         written: set[str] = set()
         if items:
             try:
@@ -232,8 +230,3 @@ def _retrieve(reply: asyncio.Future[ingest.IngestedEvent]) -> None:
 def _settle(pending: _Pending, result: ingest.IngestedEvent) -> None:
     if not pending.reply.done():
         pending.reply.set_result(result)
-
-
-def _fail(pending: _Pending, error: Exception) -> None:
-    if not pending.reply.done():
-        pending.reply.set_exception(error)
