@@ -80,9 +80,7 @@ class Memory:
         # Concurrent requests with one key share a key read that starts after they arrive.
         self.key_lookup = key_lookup.CoalescedKeyLookup(self.deps)
         # Single events of concurrent callers share transactions (group commit).
-        self.event_writer = group_commit.GroupCommitIngest(
-            self.deps, key_refused=self.key_lookup.forget
-        )
+        self.event_writer = group_commit.GroupCommitIngest(self.deps)
 
     @property
     def storage(self) -> Storage:

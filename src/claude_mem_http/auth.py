@@ -1,10 +1,12 @@
 """Bearer authentication and per-route scope checks (api.md §2, decisions 1 and 12).
 
 The key is looked up by its hash on every request, so a revoked key is refused on the very
-next request. ``POST /v1/events`` is the one exception: a key it has seen is taken from
-memory, because the statement that writes the event checks the key again and writes
-nothing under a revoked or expired key (``CoalescedKeyLookup.verify_known``); the request
-is still refused. The team and project come from the key only.
+next request. ``POST /v1/events``, ``/v1/search`` and ``/v1/context`` are the exceptions: a
+key they have seen is taken from memory (``CoalescedKeyLookup.verify_known``), because the
+statement that writes the event, or the read's audit row, checks the key again and writes
+nothing under a revoked or expired key; the request is then refused (and the key
+forgotten), so revocation still takes effect on the next request. The team and project
+come from the key only.
 """
 
 from __future__ import annotations
@@ -90,7 +92,14 @@ def requires(need: Need, *, checked_at_write: bool = False) -> Callable[[AuthedH
         async def wrapped(request: web.Request) -> web.StreamResponse:
             caller = await authenticate(request, need, checked_at_write=checked_at_write)
             request[CALLER] = caller
-            return await handler(request, caller)
+            if not checked_at_write:
+                return await handler(request, caller)
+            try:
+                return await handler(request, caller)
+            except Forbidden:
+                if caller.api_key_id is not None:  # maybe revoked: read it afresh next time
+                    request.app[RUNTIME].memory.key_lookup.forget(caller.api_key_id)
+                raise
 
         return wrapped
 

@@ -62,7 +62,7 @@ async def _event_result(
     return body, timed_out
 
 
-@requires(Need.WRITE_EVENTS, checked_at_write=True)  # group_commit checks the key
+@requires(Need.WRITE_EVENTS, checked_at_write=True)  # the event's write checks the key
 async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse:
     generate = schemas.query_flag(request.query, "generate", True)
     wait = schemas.query_flag(request.query, "wait", False)
@@ -155,7 +155,7 @@ async def post_memory(request: web.Request, caller: Caller) -> web.StreamRespons
     return json_response({"memory": schemas.observation(memory)}, 201)
 
 
-@requires(Need.READ)
+@requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
 async def post_search(request: web.Request, caller: Caller) -> web.StreamResponse:
     project_id, query, limit = schemas.parse_search(
         await schemas.read_json(request), default_limit=20, max_limit=MAX_SEARCH_LIMIT
@@ -166,7 +166,7 @@ async def post_search(request: web.Request, caller: Caller) -> web.StreamRespons
     return json_response({"observations": [schemas.observation(o) for o in found]})
 
 
-@requires(Need.READ)
+@requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
 async def post_context(request: web.Request, caller: Caller) -> web.StreamResponse:
     project_id, query, limit = schemas.parse_search(
         await schemas.read_json(request), default_limit=10, max_limit=MAX_CONTEXT_LIMIT

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 import pytest
 
-from claude_mem_core.domain.models import AuditEntry, Project, Team
+from claude_mem_core.domain.models import ApiKey, AuditEntry, Project, Team
 from claude_mem_core.ports.storage import Storage
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -108,3 +109,51 @@ async def test_postgres_add_read_commits_alone_and_leaves_the_session_setting(
         assert setting == "on"
     finally:
         await single.close()
+
+
+@pytest.mark.parametrize("written_first", [False, True])
+async def test_add_read_under_a_key_that_no_longer_works_writes_nothing(
+    storage: Storage, backdoor: Any, written_first: bool
+) -> None:
+    # Read routes may take a key from memory: the read's audit row is where it is checked.
+    team, project = await _tenant(storage)
+    far = datetime(2999, 1, 1, tzinfo=UTC)
+
+    def key(key_id: str, **kw: Any) -> ApiKey:
+        return ApiKey(
+            id=key_id,
+            key_hash=f"hash-{key_id}",
+            team_id=team.id,
+            project_id=None,
+            actor_id="actor",
+            scopes=frozenset({"*"}),
+            created_at=T0,
+            updated_at=T0,
+            **kw,
+        )
+
+    keys = {
+        "live": key("k-live", expires_at=far),
+        "revoked": key("k-revoked", revoked_at=T0),
+        "expired": key("k-expired", expires_at=T0),
+    }
+    async with storage.unit_of_work() as uow:
+        for stored_key in keys.values():
+            await uow.api_keys.add(stored_key)
+    outcomes = {}
+    for n, (name, stored) in enumerate([*keys.items(), ("missing", None), ("none", None)]):
+        key_id = stored.id if stored else ("k-missing" if name == "missing" else None)
+        entry = attrs.evolve(_entry(10 + n, team, project), api_key_id=key_id)
+        async with storage.unit_of_work() as uow:
+            if written_first:  # inside a transaction that has written
+                await uow.audit.add(attrs.evolve(entry, id=f"write-{n}", api_key_id=None))
+            outcomes[name] = await uow.audit.add_read(entry)
+    assert outcomes == {
+        "live": True,
+        "revoked": False,
+        "expired": False,
+        "missing": False,
+        "none": True,
+    }
+    read_rows = sorted(r["id"] for r in await backdoor.rows("audit") if r["id"].startswith("read"))
+    assert read_rows == ["read-10", "read-14"]

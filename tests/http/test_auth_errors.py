@@ -82,6 +82,21 @@ async def test_revocation_stops_events_from_a_key_the_server_has_seen(
     assert len(await audit_rows(memory, world.team, "event.received")) == 1
 
 
+async def test_revocation_stops_searches_from_a_key_the_server_has_seen(
+    api: Api, world: World, memory: Memory
+) -> None:
+    # /v1/search and /v1/context take a seen key from memory; the read's audit row checks it.
+    question = {"projectId": world.project, "query": "login redirect"}
+    for path in ("/v1/search", "/v1/context"):
+        assert (await api.post(path, question, key=world.key)).status == 200
+    await memory.revoke_api_key(world.key_id)
+    for path in ("/v1/search", "/v1/context", "/v1/search"):
+        reply = await api.post(path, question, key=world.key)
+        assert reply.status == 403, path
+        assert "memories" not in reply.body
+    assert len(await audit_rows(memory, world.team, "observation.read")) == 2
+
+
 async def test_expired_key_is_403(api: Api, world: World, memory: Memory) -> None:
     async with memory.storage.unit_of_work() as uow:
         key = await uow.api_keys.get_unscoped(world.key_id)

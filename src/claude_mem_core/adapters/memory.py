@@ -607,8 +607,13 @@ class _Audit(_Repo):
     async def add(self, entry: AuditEntry) -> None:
         self._tx.write("audit")[entry.id] = entry
 
-    async def add_read(self, entry: AuditEntry) -> None:
+    async def add_read(self, entry: AuditEntry) -> bool:
+        if entry.api_key_id is not None:
+            key = self._tx.read("api_keys").get(entry.api_key_id)
+            if key is None or not key.is_usable(datetime.now(UTC)):
+                return False
         await self.add(entry)
+        return True
 
     async def add_many(self, entries: Sequence[AuditEntry]) -> None:
         table = self._tx.write("audit")

@@ -276,12 +276,16 @@ class ObservationSourceRepository(Protocol):
 
 class AuditRepository(Protocol):
     async def add(self, entry: AuditEntry) -> None: ...
-    async def add_read(self, entry: AuditEntry) -> None:
+    async def add_read(self, entry: AuditEntry) -> bool:
         """The audit row of a read. In a unit of work that has not written yet it may be
         committed at once, on its own (it then stays even if the unit of work fails later),
         and on PostgreSQL its commit does not wait for the WAL flush: a crash of the database
         server can lose the last fraction of a second of such rows, never data nor the audit
-        of a write. In a unit of work that has written, it is ``add``."""
+        of a write. In a unit of work that has written, it is ``add``.
+
+        False, with nothing written, when ``entry.api_key_id`` names a key that is missing,
+        revoked or expired: the read must then not be answered (callers may have taken the
+        key from memory instead of reading it first)."""
 
     async def add_many(self, entries: Sequence[AuditEntry]) -> None: ...
     async def list(

@@ -65,8 +65,6 @@ class GroupCommitIngest:
     deps: Deps
     max_group: int = DEFAULT_MAX_GROUP
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    # Told the id of an API key a write found revoked or expired (the key lookup forgets it).
-    key_refused: Callable[[str], None] | None = None
     _waiting: list[_Pending] = field(factory=list, init=False)
     _in_flight: int = field(default=0, init=False)
     _tasks: set[asyncio.Task[None]] = field(factory=set, init=False)
@@ -201,8 +199,6 @@ class GroupCommitIngest:
         async with self.deps.storage.unit_of_work() as uow:
             key = await uow.api_keys.get_unscoped(caller.api_key_id)
         if key is None or not key.is_usable(self.deps.clock.now()):
-            if self.key_refused is not None:
-                self.key_refused(caller.api_key_id)
             raise Forbidden("Invalid API key or insufficient scope")
 
     async def _write_alone(self, pending: _Pending) -> None:

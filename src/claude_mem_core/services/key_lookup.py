@@ -11,7 +11,8 @@ One exception, :meth:`CoalescedKeyLookup.verify_known`, is for writes that check
 again in the statement that writes (``Storage.add_fresh_events``): a key already seen is
 taken from memory, since only its revocation or expiry can change, and that statement
 refuses to write under a key that no longer works. A revoked key is therefore still
-refused on the next request, with nothing written; the writer then calls :meth:`forget`.
+refused on the next request, with nothing written; the caller then calls :meth:`forget`.
+The audit row of a read is such a write too (``AuditRepository.add_read``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from claude_mem_core.domain.models import AuditEntry, Project
-from claude_mem_core.errors import NotFound
+from claude_mem_core.errors import Forbidden, NotFound
 from claude_mem_core.ports.storage import UnitOfWork
 from claude_mem_core.services.context import Caller, Deps
 
@@ -87,16 +87,18 @@ async def audit(
 ) -> None:
     """Write an audit row in the caller's transaction, so an action and its audit commit
     (or vanish) together. ``read``: the audit of a read (``uow.audit.add_read``), which
-    needs no transaction of its own and whose commit does not wait for the disk."""
-    add = uow.audit.add_read if read else uow.audit.add
-    await add(
-        audit_entry(
-            deps,
-            caller,
-            action,
-            team_id=team_id,
-            project_id=project_id,
-            resource_id=resource_id,
-            details=details,
-        )
+    needs no transaction of its own and whose commit does not wait for the disk; it also
+    checks that the caller's API key still works, and raises ``Forbidden`` if not."""
+    entry = audit_entry(
+        deps,
+        caller,
+        action,
+        team_id=team_id,
+        project_id=project_id,
+        resource_id=resource_id,
+        details=details,
     )
+    if not read:
+        await uow.audit.add(entry)
+    elif not await uow.audit.add_read(entry):
+        raise Forbidden("Invalid API key or insufficient scope")

@@ -1929,7 +1929,9 @@ _AUDIT_READ = (
     "%(project_id)s::text, %(actor_id)s::text, %(api_key_id)s::text, %(action)s::text, "
     "%(resource_type)s::text, %(resource_id)s::text, %(details)s::jsonb, "
     "%(created_at)s::timestamptz FROM (SELECT set_config('synchronous_commit', 'off', true)) "
-    "AS relaxed"
+    "AS relaxed WHERE %(api_key_id)s::text IS NULL OR EXISTS (SELECT 1 FROM api_keys AS k "
+    "WHERE k.id = %(api_key_id)s::text AND k.revoked_at IS NULL "
+    "AND (k.expires_at IS NULL OR k.expires_at > now())) RETURNING 1"
 )
 
 
@@ -1944,11 +1946,15 @@ class AuditRepo:
             not_found="project_id must belong to team_id",
         )
 
-    async def add_read(self, entry: AuditEntry) -> None:
+    async def add_read(self, entry: AuditEntry) -> bool:
         db = self._db
         if db.lazy_driver is None:  # SQLite, or a transaction is open: join it, like add
+            if entry.api_key_id is not None:
+                row = await db.row(db.sql.api_key_by_id, {"id": entry.api_key_id})
+                if row is None or not _api_key(row).is_usable(datetime.now(UTC)):
+                    return False
             await self.add(entry)
-            return
+            return True
         # PostgreSQL with nothing written yet: one autocommit statement, no BEGIN/COMMIT,
         # and its commit does not wait for the WAL flush (see the port's docstring).
         from psycopg.types.json import Jsonb
@@ -1958,9 +1964,10 @@ class AuditRepo:
         at = values["created_at"]
         values["created_at"] = at.replace(tzinfo=UTC) if at.tzinfo is None else at
         try:
-            await search_sql.driver_sql(db.conn, _AUDIT_READ, values, rows=False)
+            written = await search_sql.driver_sql(db.conn, _AUDIT_READ, values)
         except (exc.SQLAlchemyError, OSError) as e:
             raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e
+        return bool(written)
 
     async def add_many(self, entries: Sequence[AuditEntry]) -> None:
         if len(entries) <= 1:
