@@ -62,13 +62,18 @@ async def read_json(request: web.Request) -> JSON:
         raise RequestInvalid(FieldIssue("", "request body must be a JSON value", "invalid_json"))
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise RequestInvalid(FieldIssue("", f"malformed JSON: {exc}", "invalid_json")) from None
     except RecursionError:
         raise RequestInvalid(FieldIssue("", "JSON is nested too deeply", "invalid_json")) from None
     _check_text(value)
     return value
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (RFC 8259) and PostgreSQL do not.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _check_text(value: JSON) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -164,6 +165,16 @@ async def test_malformed_json_and_content_type(api: Api, world: World) -> None:
         "POST", "/v1/memories", data=b'{"x": 1}', key=world.key, content_type=None
     )
     assert no_type.status == 400
+
+
+async def test_nan_and_infinity_are_not_json(api: Api, world: World, memory: Memory) -> None:
+    # Python's json reads them; JSON does not, and an event key could not be derived (500).
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = json.dumps(event_body(world.project)).replace('"Edit"', constant)
+        reply = await api.call("POST", "/v1/events", data=body, key=world.key)
+        assert reply.status == 400, constant
+        assert constant.lstrip("-") in reply.body["message"] or constant in str(reply.body)
+    assert await audit_rows(memory, world.team, "event.received") == []
 
 
 async def test_oversized_body_is_413(api: Api, world: World) -> None:
