@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from hypothesis import given
@@ -56,6 +57,20 @@ def test_canonical_json_follows_javascript() -> None:
     assert keys.iso_ms(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)) == (
         "2026-01-02T03:04:05.678Z"
     )
+
+
+def test_canonical_json_sorts_keys_by_utf16_code_units() -> None:
+    # U+1F600 is the surrogate pair D83D DE00 in UTF-16: before U+FF5E there, after it in
+    # code points. JSON.stringify of the sorted object puts the emoji first.
+    assert keys.canonical_json({"\uff5e": 1, "\U0001f600": 2, "a": 3}) == (
+        '{"a":3,"\U0001f600":2,"\uff5e":1}'
+    )
+
+
+@given(st.dictionaries(st.text(), st.integers(), max_size=6))
+def test_canonical_json_key_order_is_utf16_order(value: dict[str, int]) -> None:
+    ordered = list(json.loads(keys.canonical_json(value)))
+    assert ordered == sorted(value, key=lambda k: k.encode("utf-16-be"))
 
 
 json_values = st.recursive(

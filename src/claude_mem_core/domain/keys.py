@@ -41,7 +41,11 @@ def _utf16_key(key: str) -> list[int]:
 
 def _sorted(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _sorted(value[k]) for k in sorted(value, key=_utf16_key)}
+        # Below U+10000 UTF-16 order is code point order, Python's own: most keys are ASCII.
+        ordered = (
+            sorted(value) if all(k.isascii() for k in value) else sorted(value, key=_utf16_key)
+        )
+        return {k: _sorted(value[k]) for k in ordered}
     if isinstance(value, list | tuple):
         return [_sorted(v) for v in value]
     return value
