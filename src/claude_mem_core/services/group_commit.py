@@ -32,6 +32,7 @@ from claude_mem_core.errors import ClaudeMemError, Forbidden, InvalidInput, NotF
 from claude_mem_core.ports.storage import FreshEvent
 from claude_mem_core.services import ingest, outbox
 from claude_mem_core.services.context import Caller, Deps
+from claude_mem_core.services.ingest import EventInput
 from claude_mem_core.services.tenancy import audit_entry, project_visible
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class _Pending:
     reply: asyncio.Future[ingest.IngestedEvent]
     # Its rows, built on arrival: that work overlaps the group being written, instead of
     # delaying the next one.
-    fresh: FreshEvent | None = None
+    fresh: FreshEvent
 
 
 @define(eq=False)
@@ -85,14 +86,20 @@ class GroupCommitIngest:
             raise InvalidInput(issues)
         if not project_visible(caller, item.project_id):
             raise NotFound("Project not found")
+        fresh = self._fresh(caller, item, generate, job_source)  # an unusable value raises
         reply: asyncio.Future[ingest.IngestedEvent] = asyncio.get_running_loop().create_future()
         # A caller gone before its reply must not leave an unretrieved-exception warning.
         reply.add_done_callback(_retrieve)
-        pending = _Pending(
-            caller=caller, item=item, generate=generate, job_source=job_source, reply=reply
+        self._waiting.append(
+            _Pending(
+                caller=caller,
+                item=item,
+                generate=generate,
+                job_source=job_source,
+                reply=reply,
+                fresh=fresh,
+            )
         )
-        pending.fresh = self._fresh(pending)  # a value no event can be made of: raises here
-        self._waiting.append(pending)
         self._start_writers()
         # shield: a caller that goes away must not cancel its neighbours' transaction; its
         # own event is then stored, as it would be had the commit won the race.
@@ -142,7 +149,7 @@ class GroupCommitIngest:
         # New events, the common case, go in whole in one storage call (one statement on
         # PostgreSQL); the storage leaves out replays and events out of scope, which take
         # the ordinary path one by one and get its answers (stored row, "not found").
-        items = [(p, p.fresh) for p in group if p.fresh is not None]
+        items = [(p, p.fresh) for p in group]
         written: set[str] = set()
         if items:
             try:
@@ -167,17 +174,19 @@ class GroupCommitIngest:
             if fresh.event.id not in written and not pending.reply.done():
                 await self._write_alone(pending)
 
-    def _fresh(self, pending: _Pending) -> FreshEvent:
-        """The rows of ``pending``'s event if it is new, as ``ingest_event`` writes them."""
-        deps, caller = self.deps, pending.caller
-        event = ingest.candidate(deps, caller, pending.item)
-        job = outbox.new_event_job(deps, caller, event) if pending.generate else None
+    def _fresh(
+        self, caller: Caller, item: EventInput, generate: bool, job_source: str
+    ) -> FreshEvent:
+        """The rows of the event if it is new, as ``ingest_event`` writes them."""
+        deps = self.deps
+        event = ingest.candidate(deps, caller, item)
+        job = outbox.new_event_job(deps, caller, event) if generate else None
         return FreshEvent(
             event=event,
             key_id=caller.api_key_id,
             job=job,
             job_event=(
-                outbox.job_event(deps, job, JobEventType.QUEUED, {"source": pending.job_source})
+                outbox.job_event(deps, job, JobEventType.QUEUED, {"source": job_source})
                 if job is not None
                 else None
             ),
