@@ -167,6 +167,20 @@ async def test_invalid_input_names_the_field(mem: Memory, scope: Scope) -> None:
     with pytest.raises(InvalidInput) as err:
         await mem.add_memory(scope, "<private>only secret</private>")
     assert err.value.issues[0].path == "content"
+    for payload in ({"x": float("nan")}, {"x": float("inf")}, {"x": {1, 2}}):
+        with pytest.raises(InvalidInput) as err:  # not JSON: no key can be derived from it
+            await mem.ingest(scope, event_type="x", payload=payload)
+        assert err.value.issues[0].path == "payload"
+        with pytest.raises(InvalidInput) as err:
+            item = EventInput(
+                project_id=scope.project_id,
+                source_adapter="api",
+                event_type="x",
+                occurred_at=datetime.now(UTC),
+                payload=payload,
+            )
+            await mem.ingest_batch(scope, [item])
+        assert err.value.issues[0].path == "payload"
 
 
 async def test_sessions_start_is_find_or_create_and_race_safe(mem: Memory, scope: Scope) -> None:

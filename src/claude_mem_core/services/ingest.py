@@ -98,14 +98,8 @@ def candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
     # Private content never reaches storage (nor, therefore, a provider).
     payload = strip_tags_in_json(item.payload if item.payload is not None else {}).value
     now = deps.clock.now()
-    return AgentEvent(
-        id=deps.ids.new_id(),
-        team_id=caller.team_id,
-        project_id=item.project_id,
-        server_session_id=item.server_session_id,
-        source_adapter=item.source_adapter,
-        source_event_id=item.source_event_id,
-        idempotency_key=keys.agent_event_key(
+    try:
+        idempotency_key = keys.agent_event_key(
             team_id=caller.team_id,
             project_id=item.project_id,
             source_adapter=item.source_adapter,
@@ -114,7 +108,19 @@ def candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
             event_type=item.event_type,
             occurred_at=occurred_at,
             payload=payload,
-        ),
+        )
+    except (TypeError, ValueError):  # NaN, infinities, sets, other objects: not JSON
+        raise InvalidInput.field(
+            "payload", "must be JSON (no NaN, infinities or objects)"
+        ) from None
+    return AgentEvent(
+        id=deps.ids.new_id(),
+        team_id=caller.team_id,
+        project_id=item.project_id,
+        server_session_id=item.server_session_id,
+        source_adapter=item.source_adapter,
+        source_event_id=item.source_event_id,
+        idempotency_key=idempotency_key,
         event_type=item.event_type,
         payload=payload,
         metadata=dict(item.metadata),
