@@ -131,6 +131,15 @@ def _require_project(tx: _Tx, team_id: str, project_id: str) -> None:
         raise NotFound("Project not found")
 
 
+def _require_session(tx: _Tx, team_id: str, project_id: str, session_id: str | None) -> None:
+    """A row's session (if any) must be of the row's own team and project."""
+    if session_id is None:
+        return
+    session = tx.read("sessions").get(session_id)
+    if session is None or (session.team_id, session.project_id) != (team_id, project_id):
+        raise NotFound("Session not found")
+
+
 class _ApiKeys(_Repo):
     async def add(self, key: ApiKey) -> None:
         if key.team_id is not None and key.team_id not in self._tx.read("teams"):
@@ -235,14 +244,7 @@ class _Sessions(_Repo):
 class _Events(_Repo):
     async def add(self, event: AgentEvent) -> tuple[AgentEvent, bool]:
         _require_project(self._tx, event.team_id, event.project_id)
-        if event.server_session_id is not None:
-            session = self._tx.read("sessions").get(event.server_session_id)
-            if (
-                session is None
-                or session.team_id != event.team_id
-                or session.project_id != event.project_id
-            ):
-                raise NotFound("Session not found")
+        _require_session(self._tx, event.team_id, event.project_id, event.server_session_id)
         for existing in self._tx.read("events").values():
             if existing.idempotency_key == event.idempotency_key:
                 if event.metadata:
@@ -304,14 +306,7 @@ class _Jobs(_Repo):
             event = self._tx.read("events").get(job.agent_event_id)
             if event is None or event.team_id != job.team_id or event.project_id != job.project_id:
                 raise NotFound("Event not found")
-        if job.server_session_id is not None:
-            session = self._tx.read("sessions").get(job.server_session_id)
-            if (
-                session is None
-                or session.team_id != job.team_id
-                or session.project_id != job.project_id
-            ):
-                raise NotFound("Session not found")
+        _require_session(self._tx, job.team_id, job.project_id, job.server_session_id)
         for existing in self._tx.read("jobs").values():
             if existing.idempotency_key == job.idempotency_key or (
                 job.transport_id is not None and existing.transport_id == job.transport_id
@@ -478,14 +473,8 @@ class _JobEvents(_Repo):
 class _Observations(_Repo):
     async def add(self, observation: Observation) -> tuple[Observation, bool]:
         _require_project(self._tx, observation.team_id, observation.project_id)
-        if observation.server_session_id is not None:
-            session = self._tx.read("sessions").get(observation.server_session_id)
-            if (
-                session is None
-                or session.team_id != observation.team_id
-                or session.project_id != observation.project_id
-            ):
-                raise NotFound("Session not found")
+        o = observation
+        _require_session(self._tx, o.team_id, o.project_id, o.server_session_id)
         if observation.created_by_job_id is not None:
             job = self._tx.read("jobs").get(observation.created_by_job_id)
             if (
@@ -671,25 +660,12 @@ class InMemoryStorage:
             stored = {e.idempotency_key for e in tx.read("events").values()}
             for item in items:
                 event = item.event
-                project = tx.read("projects").get(event.project_id)
-                session = (
-                    tx.read("sessions").get(event.server_session_id)
-                    if event.server_session_id is not None
-                    else None
-                )
-                if (
-                    event.idempotency_key in stored
-                    or project is None
-                    or project.team_id != event.team_id
-                    or (
-                        event.server_session_id is not None
-                        and (
-                            session is None
-                            or (session.team_id, session.project_id)
-                            != (event.team_id, event.project_id)
-                        )
-                    )
-                ):
+                if event.idempotency_key in stored:
+                    continue
+                try:  # out of scope: left out, not refused
+                    _require_project(tx, event.team_id, event.project_id)
+                    _require_session(tx, event.team_id, event.project_id, event.server_session_id)
+                except NotFound:
                     continue
                 if item.key_id is not None:
                     key = tx.read("api_keys").get(item.key_id)
