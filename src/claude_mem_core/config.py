@@ -75,10 +75,18 @@ class Settings:
     reconcile_interval_seconds: float = 5.0
     in_container: bool = False
     database_configured: bool = False
+    # Optional semantic recall: off unless CLAUDE_MEM_EMBEDDINGS_URL is set.
+    embeddings_url: str | None = None
+    embeddings_model: str | None = None
+    embeddings_api_key: str | None = attrs.field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
         return not self.database_configured and self.queue_engine == "memory"
+
+    @property
+    def embeddings_enabled(self) -> bool:
+        return self.embeddings_url is not None
 
     @property
     def queue_url(self) -> str:
@@ -166,6 +174,9 @@ class Settings:
                 name="CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS",
             ),
             in_container=_in_container(get("CLAUDE_MEM_DOCKER")),
+            embeddings_url=_text(get("CLAUDE_MEM_EMBEDDINGS_URL")),
+            embeddings_model=_text(get("CLAUDE_MEM_EMBEDDINGS_MODEL")),
+            embeddings_api_key=_text(get("CLAUDE_MEM_EMBEDDINGS_API_KEY")),
         )
 
     def problems(self) -> list[str]:
@@ -185,6 +196,11 @@ class Settings:
                     f"CLAUDE_MEM_AUTH_MODE=local-dev is refused when binding {self.host}; bind "
                     "127.0.0.1 (CLAUDE_MEM_SERVER_HOST) or use api-key"
                 )
+        if self.embeddings_enabled and not self.embeddings_model:
+            found.append(
+                "CLAUDE_MEM_EMBEDDINGS_URL needs CLAUDE_MEM_EMBEDDINGS_MODEL "
+                "(e.g. text-embedding-3-small, or nomic-embed-text on Ollama)"
+            )
         return found
 
     def validate(self) -> Settings:
@@ -194,6 +210,11 @@ class Settings:
                 "claude-mem configuration is invalid:\n" + "\n".join(f"  - {p}" for p in found)
             )
         return self
+
+
+def _text(value: str | None) -> str | None:
+    """``value`` stripped, or None when unset or blank."""
+    return (value or "").strip() or None
 
 
 def _in_container(flag: str | None) -> bool:
