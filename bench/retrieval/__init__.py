@@ -1,0 +1,1 @@
+"""Retrieval evaluation on public Claude Code transcripts: ``python -m bench.retrieval.run``."""
