@@ -189,14 +189,25 @@ class Memory:
         )
         return await memories.add_memory(self.deps, self._caller(scope), item)
 
-    async def search(self, scope: Scope, query: str, *, limit: int = 20) -> list[Observation]:
+    async def search(
+        self, scope: Scope, query: str, *, limit: int = 20
+    ) -> list[memories.SearchResult]:
+        """The best observations for ``query``, best first, each with the excerpt that
+        matched (``result.observation``, ``result.excerpt``)."""
         return await memories.search(
             self.deps, self._caller(scope), project_id=scope.project_id, query=query, limit=limit
         )
 
-    async def context(self, scope: Scope, query: str, *, limit: int = 10) -> memories.Context:
+    async def context(
+        self, scope: Scope, query: str, *, limit: int = 10, max_tokens: int | None = None
+    ) -> memories.Context:
         return await memories.context(
-            self.deps, self._caller(scope), project_id=scope.project_id, query=query, limit=limit
+            self.deps,
+            self._caller(scope),
+            project_id=scope.project_id,
+            query=query,
+            limit=limit,
+            max_tokens=max_tokens,
         )
 
     async def recent(self, scope: Scope, *, limit: int = 20) -> list[Observation]:

@@ -307,7 +307,7 @@ class LocalBackend:
             query=query,
             limit=20 if limit is None else limit,
         )
-        return {"observations": [schemas.observation(o) for o in found]}
+        return {"observations": [schemas.search_result(r) for r in found]}
 
     async def context(self, project: str | None, query: str, limit: int | None) -> dict[str, Any]:
         built = await memories.context(
@@ -318,7 +318,7 @@ class LocalBackend:
             limit=10 if limit is None else limit,
         )
         return {
-            "observations": [schemas.observation(o) for o in built.observations],
+            "observations": [schemas.search_result(r) for r in built.results],
             "context": built.context,
         }
 

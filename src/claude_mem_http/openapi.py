@@ -279,6 +279,14 @@ SCHEMAS: dict[str, Schema] = {
             "projectId": nonempty(),
             "query": nonempty(),
             "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+            "maxTokens": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 1_000_000,
+                "description": "Budget of the context text (about 4 characters a token): "
+                "titles and matching excerpts of the best observations while they fit. "
+                "Without it, the contents joined by a blank line.",
+            },
         },
         required=["projectId", "query"],
         closed=False,
@@ -310,6 +318,19 @@ SCHEMAS: dict[str, Schema] = {
         closed=False,
     ),
 }
+
+# A search hit: the observation's wire fields, plus the evidence (our addition).
+SCHEMAS["SearchHit"] = obj(
+    {
+        **SCHEMAS["Observation"]["properties"],
+        "score": {"type": "number"},
+        "excerpt": STR,
+        "evidence": {
+            "type": "array",
+            "items": obj({"excerpt": STR, "eventId": NSTR, "score": {"type": "number"}}),
+        },
+    }
+)
 
 SCHEMAS["ObservationWithSource"] = obj(
     {
@@ -577,7 +598,7 @@ def build() -> dict[str, Any]:
         "/v1/search": {
             "post": _op(
                 "Full-text search of a project's observations",
-                {"200": _ok(obj({"observations": {"type": "array", "items": ref("Observation")}}))},
+                {"200": _ok(obj({"observations": {"type": "array", "items": ref("SearchHit")}}))},
                 body="SearchInput",
                 tags=["memories"],
             )
@@ -589,7 +610,7 @@ def build() -> dict[str, Any]:
                     "200": _ok(
                         obj(
                             {
-                                "observations": {"type": "array", "items": ref("Observation")},
+                                "observations": {"type": "array", "items": ref("SearchHit")},
                                 "context": STR,
                             }
                         )

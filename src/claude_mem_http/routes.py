@@ -163,20 +163,25 @@ async def post_search(request: web.Request, caller: Caller) -> web.StreamRespons
     found = await memories.search(
         _deps(request), caller, project_id=project_id, query=query, limit=limit
     )
-    return json_response({"observations": [schemas.observation(o) for o in found]})
+    return json_response({"observations": [schemas.search_result(r) for r in found]})
 
 
 @requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
 async def post_context(request: web.Request, caller: Caller) -> web.StreamResponse:
-    project_id, query, limit = schemas.parse_search(
+    project_id, query, limit, max_tokens = schemas.parse_context(
         await schemas.read_json(request), default_limit=10, max_limit=MAX_CONTEXT_LIMIT
     )
     built = await memories.context(
-        _deps(request), caller, project_id=project_id, query=query, limit=limit
+        _deps(request),
+        caller,
+        project_id=project_id,
+        query=query,
+        limit=limit,
+        max_tokens=max_tokens,
     )
     return json_response(
         {
-            "observations": [schemas.observation(o) for o in built.observations],
+            "observations": [schemas.search_result(r) for r in built.results],
             "context": built.context,
         }
     )

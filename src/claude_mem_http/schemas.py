@@ -24,7 +24,7 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.errors import FieldIssue, InvalidInput
 from claude_mem_core.services.ingest import MAX_EPOCH_MS, EventInput, epoch_ms_to_datetime
-from claude_mem_core.services.memories import MemoryInput
+from claude_mem_core.services.memories import MemoryInput, SearchResult
 from claude_mem_core.services.outbox import Transport
 from claude_mem_core.services.sessions import SessionInput
 
@@ -295,6 +295,24 @@ def parse_search(data: JSON, *, default_limit: int, max_limit: int) -> tuple[str
     return project_id, query, default_limit if limit is None else limit
 
 
+def parse_context(
+    data: JSON, *, default_limit: int, max_limit: int
+) -> tuple[str, str, int, int | None]:
+    """``/v1/context``: the search fields and an optional ``maxTokens`` budget."""
+    reader = Reader(data)
+    project_id = reader.string("projectId", required=True)
+    query = reader.string("query", required=True)
+    limit = reader.integer("limit", minimum=1, maximum=max_limit)
+    max_tokens = reader.integer("maxTokens", minimum=1, maximum=MAX_CONTEXT_TOKENS)
+    reader.done()
+    assert project_id is not None and query is not None
+    return project_id, query, default_limit if limit is None else limit, max_tokens
+
+
+# A budget above any model's context window is a mistake, not a wish.
+MAX_CONTEXT_TOKENS = 1_000_000
+
+
 def parse_compat_observation(data: JSON) -> dict[str, Any]:
     """Legacy hook body; JSON null is tolerated for every optional string."""
     reader = Reader(data)
@@ -523,6 +541,18 @@ def observation(o: Observation) -> dict[str, Any]:
         "metadata": o.metadata,
         "createdAtEpoch": _epoch(o.created_at),
         "updatedAtEpoch": _epoch(o.updated_at),
+    }
+
+
+def search_result(r: SearchResult) -> dict[str, Any]:
+    """An observation as search returns it: the wire's fields, plus the evidence."""
+    return {
+        **observation(r.observation),
+        "score": r.score,
+        "excerpt": r.excerpt,
+        "evidence": [
+            {"excerpt": e.text, "eventId": e.event_id, "score": e.score} for e in r.excerpts
+        ],
     }
 
 

@@ -150,7 +150,8 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
                 assert t_team != team
                 return
             assert t_team == team
-            for obs in found:
+            for result in found:
+                obs = result.observation
                 assert (obs.team_id, obs.project_id) == (team, t_project)
                 assert self.owner[obs.id] == (team, t_project)
 

@@ -221,10 +221,10 @@ async def test_pipeline_produces_observations_and_summary(
     job = await mem.get_job(scope, ev.job.id if ev.job else "")
     assert job.status is JobStatus.COMPLETED and job.attempts == 1
     hits = await mem.search(scope, "which file did we change to fix the login redirect?")
-    assert hits and hits[0].title == "Fixed the login redirect loop"
-    assert hits[0].files_modified == ("auth/middleware.py",)
+    assert hits and hits[0].observation.title == "Fixed the login redirect loop"
+    assert hits[0].observation.files_modified == ("auth/middleware.py",)
     pairs = await memories.event_observations(mem.deps, Caller.embedded(scope.team_id), ev.event.id)
-    assert [o.id for o, _ in pairs] == [hits[0].id]
+    assert [o.id for o, _ in pairs] == [hits[0].observation.id]
     ended = await mem.end_session(scope, started.session.id)
     assert await mem.drain() == 1
     summary = await mem.get_job(scope, ended.job.id)

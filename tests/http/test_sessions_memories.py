@@ -92,6 +92,23 @@ async def test_memories_search_context(api: Api, world: World, memory: Memory) -
         "/v1/context", {"projectId": world.project, "query": "authentication"}, key=world.key
     )
     assert len(ctx.body["observations"]) >= 2 and "\n\n" in ctx.body["context"]
+    # Evidence: the matching words marked, per passage, and a context within a budget.
+    hit = found.body["observations"][0]
+    assert "**authentication**" in hit["excerpt"] and hit["score"] > 0
+    assert hit["evidence"][0]["excerpt"] in hit["excerpt"]
+    budgeted = await api.post(
+        "/v1/context",
+        {"projectId": world.project, "query": "authentication", "maxTokens": 20},
+        key=world.key,
+    )
+    assert budgeted.status == 200 and len(budgeted.body["context"]) <= 20 * 4
+    assert "**authentication**" in budgeted.body["context"]
+    refused = await api.post(
+        "/v1/context",
+        {"projectId": world.project, "query": "authentication", "maxTokens": 0},
+        key=world.key,
+    )
+    assert refused.status == 400 and "maxTokens" in str(refused.body)
     rows = await audit_rows(memory, world.team, "observation.read")
     assert {r.details["mode"] for r in rows} >= {"search", "context"}
     assert all("query" not in r.details for r in rows)

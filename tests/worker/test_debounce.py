@@ -112,7 +112,7 @@ async def test_a_debounced_session_is_one_provider_call_with_every_event(
     lead_events = await mem.job_events(scope, lead)
     assert [e.event_type.value for e in lead_events] == ["queued", "processing", "completed"]
     hits = await mem.search(scope, "redirect check")
-    assert len(hits) == 1 and hits[0].created_by_job_id == lead
+    assert len(hits) == 1 and hits[0].observation.created_by_job_id == lead
 
 
 async def test_a_failed_batch_call_schedules_a_retry_for_every_job(

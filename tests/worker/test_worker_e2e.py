@@ -257,8 +257,8 @@ async def test_events_become_searchable_observations_and_a_summary(
     await until(lambda: _all_completed(mem, scope, job_ids), what="event jobs to complete")
 
     hits = await mem.search(scope, "login redirect loop")
-    assert hits and hits[0].kind is ObservationKind.OBSERVATION
-    assert hits[0].metadata["provider"] == "anthropic"
+    assert hits and hits[0].observation.kind is ObservationKind.OBSERVATION
+    assert hits[0].observation.metadata["provider"] == "anthropic"
     events = [e.event_type.value for e in await mem.job_events(scope, job_ids[0])]
     assert events == ["queued", "processing", "completed"]
     job = await mem.get_job(scope, job_ids[0])

@@ -7,14 +7,14 @@ work copies a table the first time it writes to it, so an exception rolls everyt
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import attrs
 
+from claude_mem_core.domain import ranking
 from claude_mem_core.domain.models import (
     AgentEvent,
     ApiKey,
@@ -29,9 +29,10 @@ from claude_mem_core.domain.models import (
     SessionGenerationStatus,
     Team,
 )
-from claude_mem_core.domain.search import SearchQuery, stem, tokenize
+from claude_mem_core.domain.passages import Origin, Passage
+from claude_mem_core.domain.tokens import Query
 from claude_mem_core.errors import InvalidInput, NotFound
-from claude_mem_core.ports.storage import FreshEvent, JobFilter, Page, ScoredObservation
+from claude_mem_core.ports.storage import Evidence, FreshEvent, JobFilter, Page, SearchHit
 
 T = TypeVar("T")
 
@@ -45,6 +46,7 @@ TABLES = (
     "job_events",
     "observations",
     "sources",
+    "passages",
     "audit",
 )
 
@@ -380,6 +382,7 @@ class _Jobs(_Repo):
         sources: Sequence[ObservationSource] = (),
         audit: Sequence[AuditEntry] = (),
         audit_always: Sequence[AuditEntry] = (),
+        passages: Sequence[Passage] = (),
     ) -> bool | None:
         keys = {(o.team_id, o.project_id, o.generation_key) for o in observations}
         if any(
@@ -392,6 +395,7 @@ class _Jobs(_Repo):
         if written:
             await _Observations(self._tx).add_many(observations)
             await _Sources(self._tx).add_many(sources)
+            await _SearchIndex(self._tx).add(passages)
         await _Audit(self._tx).add_many([*audit_always, *(audit if written else ())])
         return written
 
@@ -524,29 +528,6 @@ class _Observations(_Repo):
         rows.sort(key=lambda o: o.created_at, reverse=True)
         return _page(rows, page)
 
-    async def search(
-        self, team_id: str, project_id: str, query: SearchQuery, *, limit: int
-    ) -> Sequence[ScoredObservation]:
-        rows = self._scoped(team_id, project_id)
-        if not rows or query.is_empty:
-            return []
-        stems = {t: stem(t) for t in query.terms}
-        docs = [(o, {stem(w) for w in tokenize(o.content)}) for o in rows]
-        total = len(docs)
-        idf: dict[str, float] = {}
-        for term, s in stems.items():
-            df = sum(1 for _, words in docs if s in words)
-            idf[term] = math.log(1.0 + (total - df + 0.5) / (df + 0.5))
-        scored: list[ScoredObservation] = []
-        for obs, words in docs:
-            score = sum(idf[t] for t, s in stems.items() if s in words)
-            if score > 0:
-                scored.append(ScoredObservation(observation=obs, score=score))
-        scored.sort(
-            key=lambda s: (-s.score, -s.observation.updated_at.timestamp(), s.observation.id)
-        )
-        return scored[:limit]
-
     async def list_for_source(
         self, team_id: str, project_id: str, source_type: str, source_id: str
     ) -> Sequence[tuple[Observation, ObservationSource]]:
@@ -592,6 +573,77 @@ class _Sources(_Repo):
         return [await self.add(source) for source in sources]
 
 
+class _SearchIndex(_Repo):
+    """Passages in a list per project; statistics counted at query time (this is a fake:
+    the SQL adapters keep them as passages are written)."""
+
+    async def add(self, passages: Sequence[Passage]) -> None:
+        observations = self._tx.read("observations")
+        table = self._tx.write("passages")
+        for passage in passages:
+            obs = observations.get(passage.observation_id)
+            if obs is None or (obs.team_id, obs.project_id) != (
+                passage.team_id,
+                passage.project_id,
+            ):
+                raise NotFound("Observation not found")
+            table[f"{len(table)}"] = passage
+
+    async def search(
+        self, team_id: str, project_id: str, query: Query, *, limit: int
+    ) -> Sequence[SearchHit]:
+        if query.is_empty or limit <= 0:
+            return []
+        observations = self._tx.read("observations")
+        scoped = [
+            p
+            for p in self._tx.read("passages").values()
+            if p.team_id == team_id
+            and p.project_id == project_id
+            and p.observation_id in observations
+        ]
+        if not scoped:
+            return []
+        strings = ranking.query_strings(query)
+        idfs = {s: ranking.idf(len(scoped), sum(1 for p in scoped if s in p.tf)) for s in strings}
+        avgdl = ranking.average_length(len(scoped), sum(p.length for p in scoped))
+        matched: dict[str, list[tuple[float, int, Passage]]] = {}
+        for n, passage in enumerate(scoped):
+            score = ranking.passage_score(
+                query,
+                passage.tf,
+                passage.length,
+                idfs=idfs,
+                avgdl=avgdl,
+                event=passage.origin is Origin.EVENT,
+            )
+            if score > 0:
+                matched.setdefault(passage.observation_id, []).append((score, n, passage))
+        hits = []
+        for oid, found in matched.items():
+            found.sort(key=lambda entry: (-entry[0], entry[1]))  # ties: written first
+            hits.append(
+                SearchHit(
+                    observation=observations[oid],
+                    score=found[0][0],
+                    evidence=tuple(
+                        Evidence(text=p.text, event_id=p.event_id, score=score)
+                        for score, _, p in found[: ranking.EVIDENCE_PASSAGES]
+                    ),
+                )
+            )
+        hits.sort(
+            key=lambda h: ranking.score_order(
+                h.score, _microseconds(h.observation.updated_at), h.observation.id
+            )
+        )
+        return hits[:limit]
+
+
+def _microseconds(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
 class _Audit(_Repo):
     async def add(self, entry: AuditEntry) -> None:
         self._tx.write("audit")[entry.id] = entry
@@ -634,6 +686,7 @@ class InMemoryUnitOfWork:
         self.job_events = _JobEvents(tx)
         self.observations = _Observations(tx)
         self.sources = _Sources(tx)
+        self.search = _SearchIndex(tx)
         self.audit = _Audit(tx)
 
 

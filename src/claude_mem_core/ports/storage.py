@@ -43,7 +43,8 @@ from claude_mem_core.domain.models import (
     SourceType,
     Team,
 )
-from claude_mem_core.domain.search import SearchQuery
+from claude_mem_core.domain.passages import Passage
+from claude_mem_core.domain.tokens import Query
 
 
 @frozen(kw_only=True)
@@ -75,9 +76,23 @@ class FreshEvent:
 
 
 @frozen(kw_only=True)
-class ScoredObservation:
+class Evidence:
+    """A passage that matched: its text (``None`` for the observation's own passage, whose
+    text is the observation), the event it came from, and its score."""
+
+    text: str | None
+    event_id: str | None
+    score: float
+
+
+@frozen(kw_only=True)
+class SearchHit:
+    """An observation found by a search: its score (its best passage's) and its best
+    passages, best first (at most ``domain.ranking.EVIDENCE_PASSAGES``)."""
+
     observation: Observation
     score: float
+    evidence: tuple[Evidence, ...] = ()
 
 
 class TeamRepository(Protocol):
@@ -189,10 +204,12 @@ class JobRepository(Protocol):
         sources: Sequence[ObservationSource] = (),
         audit: Sequence[AuditEntry] = (),
         audit_always: Sequence[AuditEntry] = (),
+        passages: Sequence[Passage] = (),
     ) -> bool | None:
         """A job's step in one go: ``compare_and_set(expected, new, event=event)`` and, only
         if it wrote, the new ``observations`` (of this job's scope and session), their
-        ``sources`` and the ``audit`` rows; ``audit_always`` is written either way.
+        ``sources``, their search ``passages`` and the ``audit`` rows; ``audit_always`` is
+        written either way.
 
         True: all written. False: the stored row had changed; only ``audit_always`` was
         written. None: nothing was written and the caller does the step with the other
@@ -251,11 +268,6 @@ class ObservationRepository(Protocol):
     ) -> tuple[Sequence[Observation], int]:
         """Newest first."""
 
-    async def search(
-        self, team_id: str, project_id: str, query: SearchQuery, *, limit: int
-    ) -> Sequence[ScoredObservation]:
-        """Rows matching any term of ``query``; more and rarer matching terms rank first."""
-
     async def list_for_source(
         self, team_id: str, project_id: str, source_type: str, source_id: str
     ) -> Sequence[tuple[Observation, ObservationSource]]:
@@ -272,6 +284,20 @@ class ObservationSourceRepository(Protocol):
 
     async def add_many(self, sources: Sequence[ObservationSource]) -> Sequence[ObservationSource]:
         """``add`` for each link in order; one result each, in input order."""
+
+
+class SearchIndexRepository(Protocol):
+    """Passages and their statistics (the ranking model: ``domain/ranking.py``)."""
+
+    async def add(self, passages: Sequence[Passage]) -> None:
+        """Index passages of observations stored in this unit of work (or before), and
+        count them in their project's statistics."""
+
+    async def search(
+        self, team_id: str, project_id: str, query: Query, *, limit: int
+    ) -> Sequence[SearchHit]:
+        """The best ``limit`` observations of the project for ``query``, best first, each
+        once, with its best passage (``domain/ranking.py`` defines the order)."""
 
 
 class AuditRepository(Protocol):
@@ -325,6 +351,9 @@ class UnitOfWork(Protocol):
     def sources(self) -> ObservationSourceRepository: ...
 
     @property
+    def search(self) -> SearchIndexRepository: ...
+
+    @property
     def audit(self) -> AuditRepository: ...
 
 
@@ -359,6 +388,7 @@ __all__ = [
     "ApiKeyRepository",
     "AuditRepository",
     "EventRepository",
+    "Evidence",
     "FreshEvent",
     "JSONObject",
     "JobEventRepository",
@@ -368,7 +398,8 @@ __all__ = [
     "ObservationSourceRepository",
     "Page",
     "ProjectRepository",
-    "ScoredObservation",
+    "SearchHit",
+    "SearchIndexRepository",
     "SessionRepository",
     "Storage",
     "TeamRepository",

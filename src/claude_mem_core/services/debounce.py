@@ -364,7 +364,12 @@ class SessionBatcher:
                 if content:
                     drafts.append(gen.draft_observation(lead, item.index, item, content, result))
             lead_result = await gen.persist(
-                lead, drafts, result, private=build.had_private_content, also=complete_covered
+                lead,
+                drafts,
+                result,
+                private=build.had_private_content,
+                also=complete_covered,
+                events=events,
             )
         if lead_result.outcome != "completed":
             for job in covered:

@@ -47,6 +47,7 @@ from claude_mem_core.domain.models import (
     SessionGenerationStatus,
     SourceType,
 )
+from claude_mem_core.domain.passages import passages_for
 from claude_mem_core.errors import ClaudeMemError, ProviderError
 from claude_mem_core.generation import parser, prompt, render
 from claude_mem_core.generation.modes import CODE_MODE, Mode
@@ -364,7 +365,12 @@ class Generator:
             if content:
                 drafts.append(self.draft_observation(job, index, item, content, result))
         return await self.persist(
-            job, drafts, result, private=build.had_private_content, audit_entries=pending
+            job,
+            drafts,
+            result,
+            private=build.had_private_content,
+            audit_entries=pending,
+            events=events,
         )
 
     def _metadata(self, result: GenerationResult, index: int) -> dict[str, Any]:
@@ -438,11 +444,14 @@ class Generator:
         private: bool,
         also: AlsoInTransaction | None = None,
         audit_entries: Sequence[AuditEntry] = (),
+        events: Sequence[AgentEvent] = (),
     ) -> ProcessResult:
         """Store the drafts and complete ``job`` in one transaction, if this worker still
         holds it. ``also`` runs in that same transaction once the job is completed, with the
         stored observation ids (batching uses it to complete the jobs a batch covered).
-        ``audit_entries`` (the claim's, when it was deferred) are written in any case."""
+        ``audit_entries`` (the claim's, when it was deferred) are written in any case.
+        ``events``: what the drafts were made from; their text is indexed for search with
+        the observations (``domain/passages.py``)."""
         deps = self.deps
         now = deps.clock.now()
         provider = result.provider if result else self.provider.name
@@ -485,6 +494,7 @@ class Generator:
                         self._completed_audit(job, [o.id for o in observations], provider, model),
                     ],
                     audit_always=entries,
+                    passages=passages_for(observations, events),
                 )
                 if written is False:
                     return ProcessResult(job_id=job.id, outcome="lost_lease")
@@ -497,8 +507,11 @@ class Generator:
             if not await uow.jobs.compare_and_set(job, done, event=completed):
                 await uow.audit.add_many(entries)
                 return ProcessResult(job_id=job.id, outcome="lost_lease")
-            stored = [obs for obs, _ in await uow.observations.add_many(observations)]
+            added = await uow.observations.add_many(observations)
+            stored = [obs for obs, _ in added]
             ids = [obs.id for obs in stored]
+            # Only new rows are indexed: a replay finds its observations indexed already.
+            await uow.search.add(passages_for([obs for obs, new in added if new], events))
             await uow.sources.add_many(self._sources(job, drafts, stored, provider, caller, now))
             entries += self._created_audit(job, drafts, stored, provider, model, caller)
             if also is not None:

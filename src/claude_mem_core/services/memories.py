@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from attrs import field, frozen
 
+from claude_mem_core.domain.excerpts import excerpt
 from claude_mem_core.domain.models import (
     AgentEvent,
     Observation,
@@ -14,8 +15,9 @@ from claude_mem_core.domain.models import (
     ObservationSource,
     ObservationSourceType,
 )
+from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.domain.scopes import Need, require
-from claude_mem_core.domain.search import parse_query
+from claude_mem_core.domain.tokens import parse_query
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags
 from claude_mem_core.ports.storage import Page
@@ -77,6 +79,7 @@ async def add_memory(deps: Deps, caller: Caller, item: MemoryInput) -> Observati
                 updated_at=now,
             )
         )
+        await uow.search.add([observation_passage(observation)])
         await uow.sources.add(
             ObservationSource(
                 id=deps.ids.new_id(),
@@ -104,6 +107,35 @@ def _check_limit(limit: int, maximum: int) -> None:
         raise InvalidInput.field("limit", f"must be an integer from 1 to {maximum}")
 
 
+@frozen(kw_only=True)
+class Excerpt:
+    """The stretch of one matching passage that matches the query, matches marked
+    ``**like this**``; ``event_id`` names the event it comes from (``None``: the
+    observation's own text)."""
+
+    text: str
+    event_id: str | None
+    score: float
+
+
+@frozen(kw_only=True)
+class SearchResult:
+    """A search hit: the observation, its score, and the evidence: ``excerpts`` of its best
+    passages (its own text, the events it was made from), best first; ``excerpt`` is them
+    joined by `` … ``."""
+
+    observation: Observation
+    score: float
+    excerpts: tuple[Excerpt, ...] = ()
+
+    @property
+    def excerpt(self) -> str:
+        return EXCERPT_SEPARATOR.join(e.text for e in self.excerpts)
+
+
+EXCERPT_SEPARATOR = " … "
+
+
 async def search(
     deps: Deps,
     caller: Caller,
@@ -112,10 +144,10 @@ async def search(
     query: str,
     limit: int = 20,
     mode: str = "search",
-) -> list[Observation]:
-    """Ranked full-text search: any meaningful word may match; more and rarer matches
-    rank first. The audit row records the result ids, not the query text (it may be
-    personal data)."""
+) -> list[SearchResult]:
+    """Ranked full-text search (BM25 over passages, ``domain/ranking.py``), one result per
+    observation with its excerpt. The audit row records the result ids, not the query text
+    (it may be personal data)."""
     require(caller.scopes, Need.READ)
     _check_limit(limit, MAX_SEARCH_LIMIT if mode == "search" else MAX_CONTEXT_LIMIT)
     if not isinstance(query, str) or not query.strip():
@@ -124,9 +156,8 @@ async def search(
     if not project_visible(caller, project_id):
         raise NotFound("Project not found")
     async with deps.storage.unit_of_work() as uow:
-        scored = await uow.observations.search(caller.team_id, project_id, parsed, limit=limit)
-        found = [s.observation for s in scored]
-        if not found:
+        hits = await uow.search.search(caller.team_id, project_id, parsed, limit=limit)
+        if not hits:
             # Rows of the caller's team in this project prove the project is theirs; only an
             # empty answer needs the lookup, so that a foreign or missing project is
             # "not found" rather than "no results" (one round trip saved per search).
@@ -142,27 +173,82 @@ async def search(
                 "mode": mode,
                 "queryTermCount": len(parsed.terms),
                 "limit": limit,
-                "resultCount": len(found),
-                "observationIds": [o.id for o in found],
+                "resultCount": len(hits),
+                "observationIds": [h.observation.id for h in hits],
             },
         )
-    return found
+    return [
+        SearchResult(
+            observation=h.observation,
+            score=h.score,
+            excerpts=tuple(
+                Excerpt(
+                    text=excerpt(e.text if e.text is not None else h.observation.content, parsed),
+                    event_id=e.event_id,
+                    score=e.score,
+                )
+                for e in h.evidence
+            ),
+        )
+        for h in hits
+    ]
 
 
 @frozen(kw_only=True)
 class Context:
     observations: Sequence[Observation]
     context: str
+    results: Sequence[SearchResult] = ()
+
+
+# Characters per token when a caller budgets context in tokens: the usual estimate for
+# English and code with the tokenizers of current models (no tokenizer is bundled).
+CHARS_PER_TOKEN = 4
 
 
 async def context(
-    deps: Deps, caller: Caller, *, project_id: str, query: str, limit: int = 10
+    deps: Deps,
+    caller: Caller,
+    *,
+    project_id: str,
+    query: str,
+    limit: int = 10,
+    max_tokens: int | None = None,
 ) -> Context:
+    """The best observations for ``query`` as one text. Without ``max_tokens``: their
+    contents joined by a blank line (the reference's format). With it: for each, in rank
+    order, its title and the excerpt that matched, as long as the whole stays within
+    ``max_tokens`` (estimated at CHARS_PER_TOKEN characters a token); at least the first."""
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise InvalidInput.field("maxTokens", "must be a positive integer")
     found = await search(
         deps, caller, project_id=project_id, query=query, limit=limit, mode="context"
     )
-    text = "\n\n".join(o.content for o in found if o.content)
-    return Context(observations=found, context=text)
+    observations = [r.observation for r in found]
+    if max_tokens is None:
+        text = "\n\n".join(o.content for o in observations if o.content)
+        return Context(observations=observations, context=text, results=found)
+    budget = max_tokens * CHARS_PER_TOKEN
+    blocks: list[str] = []
+    used = 0
+    kept: list[SearchResult] = []
+    for result in found:
+        title = result.observation.title or result.observation.type or "Observation"
+        block = f"## {title}\n{result.excerpt}"
+        cost = len(block) + (2 if blocks else 0)
+        if blocks and used + cost > budget:
+            break
+        if not blocks and cost > budget:
+            block = block[: max(budget - 1, 0)] + "…"
+            cost = len(block)
+        blocks.append(block)
+        kept.append(result)
+        used += cost
+    return Context(
+        observations=[r.observation for r in kept], context="\n\n".join(blocks), results=kept
+    )
 
 
 MAX_RECENT_LIMIT = 100

@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 from claude_mem_core.domain import jobs as machine
-from claude_mem_core.domain import keys
+from claude_mem_core.domain import keys, ranking
 from claude_mem_core.domain.models import (
     AgentEvent,
     ApiKey,
@@ -39,7 +39,8 @@ from claude_mem_core.domain.models import (
     SourceType,
     Team,
 )
-from claude_mem_core.domain.search import parse_query
+from claude_mem_core.domain.passages import event_passages, observation_passage
+from claude_mem_core.domain.tokens import parse_query
 from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, Storage
 
@@ -631,6 +632,19 @@ class StorageContract:
         assert stored[first.id]["content"] == "hello"
         assert list(stored[first.id]["files_read"]) == ["src/a.py"]
 
+    async def _indexed(
+        self,
+        storage: Storage,
+        observations: list[Observation],
+        events: dict[str, Any] | None = None,
+    ) -> None:
+        """Store observations with their passages (and those of ``events[obs.id]``)."""
+        async with storage.unit_of_work() as uow:
+            for obs in observations:
+                await uow.observations.add(obs)
+                linked = (events or {}).get(obs.id, [])
+                await uow.search.add([observation_passage(obs), *event_passages(obs, linked)])
+
     async def test_search_answers_a_question_and_ranks_by_matches(
         self, storage: Storage, make: Factory
     ) -> None:
@@ -651,31 +665,138 @@ class StorageContract:
             )
         ]
         foreign = make.observation(other_project, "Fixed the login redirect in another tenant")
-        async with storage.unit_of_work() as uow:
-            for obs in (target, partial, *noise, foreign):
-                await uow.observations.add(obs)
+        await self._indexed(storage, [target, partial, *noise, foreign])
         question = parse_query("which file did we change to fix the login redirect?")
         async with storage.unit_of_work() as uow:
-            hits = await uow.observations.search(team.id, project.id, question, limit=10)
-            none = await uow.observations.search(
+            hits = await uow.search.search(team.id, project.id, question, limit=10)
+            none = await uow.search.search(
                 team.id, project.id, parse_query("nonexistent_xyz_term"), limit=10
             )
-            hostile = await uow.observations.search(
+            hostile = await uow.search.search(
                 team.id,
                 project.id,
                 parse_query('"login" OR redirect* NEAR( ) AND -- \' ;'),
                 limit=10,
             )
-            capped = await uow.observations.search(
-                team.id, project.id, parse_query("login"), limit=1
-            )
+            capped = await uow.search.search(team.id, project.id, parse_query("login"), limit=1)
         ids = [h.observation.id for h in hits]
         assert ids[0] == target.id
         assert partial.id in ids and foreign.id not in ids
         assert hits[0].score > hits[ids.index(partial.id)].score
+        assert hits[0].evidence[0].text is None  # the observation's own words matched best
         assert list(none) == []
         assert target.id in [h.observation.id for h in hostile]
         assert len(capped) == 1
+
+    async def test_search_finds_identifiers_whole_and_by_all_their_parts(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        path = make.observation(project, "Changed auth/middleware.py to strip the query")
+        snake = make.observation(project, "The redirect_uri must match the registered one")
+        camel = make.observation(project, "parseConfig now reads the TOML file")
+        only_part = make.observation(project, "A term that is plain")
+        await self._indexed(storage, [path, snake, camel, only_part])
+
+        async def first(text: str) -> list[str]:
+            async with storage.unit_of_work() as uow:
+                hits = await uow.search.search(team.id, project.id, parse_query(text), limit=5)
+            return [h.observation.id for h in hits]
+
+        assert (await first("auth/middleware.py"))[:1] == [path.id]
+        assert (await first("middleware"))[:1] == [path.id]
+        assert (await first("redirect_uri"))[:1] == [snake.id]
+        assert (await first("redirect uri"))[:1] == [snake.id]
+        assert (await first("parseConfig"))[:1] == [camel.id]
+        assert (await first("config parse"))[:1] == [camel.id]
+        # One part of an identifier is not the identifier.
+        assert await first("nonexistent_xyz_term") == []
+
+    async def test_search_groups_passages_and_returns_the_best_as_evidence(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        edit = make.observation(project, "Ran the test suite", title="Ran tests")
+        other = make.observation(project, "Looked at the README", title="Read docs")
+        output = "\n".join(
+            [f"collected line {n} passed" for n in range(60)]
+            + ["FAILED tests/test_login.py::test_redirect_loop - AssertionError"]
+            + [f"more output {n}" for n in range(60)]
+        )
+        events = {
+            edit.id: [
+                make.event(project, payload={"tool_name": "Bash", "tool_response": output}),
+            ]
+        }
+        await self._indexed(storage, [edit, other], events)
+        async with storage.unit_of_work() as uow:
+            hits = await uow.search.search(
+                team.id, project.id, parse_query("which test failed: test_redirect_loop?"), limit=5
+            )
+            passages = await uow.search.search(
+                team.id, project.id, parse_query("collected passed output"), limit=5
+            )
+        assert [h.observation.id for h in hits] == [edit.id]
+        best = hits[0].evidence[0]
+        assert best.text is not None and "test_redirect_loop" in best.text
+        assert best.event_id == events[edit.id][0].id
+        assert len(hits[0].evidence) <= ranking.EVIDENCE_PASSAGES
+        scores = [e.score for e in hits[0].evidence]
+        assert scores == sorted(scores, reverse=True) and scores[0] == hits[0].score
+        # Many passages of one observation match: it is still one hit.
+        assert [h.observation.id for h in passages].count(edit.id) == 1
+
+    async def test_search_normalises_length_and_saturates_frequency(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        filler = " ".join(f"word{n} cache" for n in range(400))
+        long = make.observation(project, "The cache TTL decision. " + filler, title="Summary")
+        short = make.observation(project, "We decided the cache TTL is 300 seconds", title="TTL")
+        padding = [make.observation(project, f"unrelated note {n}") for n in range(5)]
+        await self._indexed(storage, [long, short, *padding])
+        async with storage.unit_of_work() as uow:
+            hits = await uow.search.search(
+                team.id, project.id, parse_query("what did we decide about the cache TTL?"), limit=5
+            )
+        assert [h.observation.id for h in hits][:2] == [short.id, long.id]
+
+    async def test_search_scores_follow_the_model(self, storage: Storage, make: Factory) -> None:
+        """Every backend computes domain/ranking.py: scores equal the model's to rounding,
+        statistics are per project, and ties go to the newer observation."""
+        team, project = await self._tenant(storage, make)
+        _, elsewhere = await self._tenant(storage, make)
+        words = ["login", "redirect", "cache", "worker", "deploy", "schema", "token", "queue"]
+        corpus = [
+            make.observation(project, " ".join(words[(n * k) % 8] for k in range(1, n % 5 + 2)))
+            for n in range(24)
+        ]
+        twin_a = make.observation(project, "identical twin text about login")
+        twin_b = make.observation(project, "identical twin text about login")
+        foreign = [make.observation(elsewhere, "login login login") for _ in range(6)]
+        await self._indexed(storage, [*corpus, twin_a, twin_b, *foreign])
+        query = parse_query("login cache queue twin")
+        passages = [observation_passage(o) for o in [*corpus, twin_a, twin_b]]
+        strings = ranking.query_strings(query)
+        idfs = {
+            s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf)) for s in strings
+        }
+        avgdl = ranking.average_length(len(passages), sum(p.length for p in passages))
+        expected = {
+            p.observation_id: ranking.passage_score(
+                query, p.tf, p.length, idfs=idfs, avgdl=avgdl, event=False
+            )
+            for p in passages
+        }
+        async with storage.unit_of_work() as uow:
+            hits = await uow.search.search(team.id, project.id, query, limit=100)
+        assert {h.observation.id for h in hits} == {o for o, s in expected.items() if s > 0}
+        for hit in hits:
+            assert hit.score == pytest.approx(expected[hit.observation.id], rel=1e-9)
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True)
+        ids = [h.observation.id for h in hits]
+        assert ids.index(twin_b.id) < ids.index(twin_a.id)  # same score: newer first
 
     async def test_sources_link_and_merge(
         self, storage: Storage, backdoor: Backdoor, make: Factory

@@ -32,6 +32,7 @@ from claude_mem_core import errors
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import search as search_sql
 from claude_mem_core.adapters.sqlalchemy import tables as t
+from claude_mem_core.adapters.sqlalchemy.driver import driver_sql
 from claude_mem_core.domain.models import (
     AgentEvent,
     ApiKey,
@@ -51,12 +52,13 @@ from claude_mem_core.domain.models import (
     SourceType,
     Team,
 )
-from claude_mem_core.domain.search import SearchQuery
+from claude_mem_core.domain.passages import Passage
+from claude_mem_core.domain.tokens import Query
 from claude_mem_core.ports.storage import (
     FreshEvent,
     JobFilter,
     Page,
-    ScoredObservation,
+    SearchHit,
     UnitOfWork,
 )
 
@@ -1388,11 +1390,14 @@ class JobRepo:
         sources: Sequence[ObservationSource] = (),
         audit: Sequence[AuditEntry] = (),
         audit_always: Sequence[AuditEntry] = (),
+        passages: Sequence[Passage] = (),
     ) -> bool | None:
         db = self._db
         if db.dialect == dialects.POSTGRES:
-            if db.lazy_driver is None:
-                return None  # the unit of work has written: its transaction must not abort
+            if db.lazy_driver is None or passages:
+                # The unit of work has written (its transaction must not abort), or there
+                # are passages to index, which the one statement does not write.
+                return None
             return await self._advance_pg(
                 expected, new, event, observations, sources, audit, audit_always
             )
@@ -1410,6 +1415,7 @@ class JobRepo:
         if written:
             await ObservationRepo(db).add_many(observations)
             await SourceRepo(db).add_many(sources)
+            await SearchIndexRepo(db).add(passages)
         await AuditRepo(db).add_many([*audit_always, *(audit if written else ())])
         return written
 
@@ -1801,16 +1807,6 @@ class ObservationRepo:
         rows = await self._db.all(_page(stmt, page))
         return [_observation(r) for r in rows], await self._db.count(t.observations, *where)
 
-    async def search(
-        self, team_id: str, project_id: str, query: SearchQuery, *, limit: int
-    ) -> Sequence[ScoredObservation]:
-        if limit <= 0 or query.is_empty:
-            return []
-        # Reads only: straight on the connection, so a PostgreSQL unit of work that has not
-        # written yet stays in autocommit (see _Db._before).
-        found = await search_sql.ranked(self._db.conn, team_id, project_id, query, limit)
-        return [ScoredObservation(observation=_observation(r), score=score) for r, score in found]
-
     async def list_for_source(
         self, team_id: str, project_id: str, source_type: str, source_id: str
     ) -> Sequence[tuple[Observation, ObservationSource]]:
@@ -1935,6 +1931,36 @@ _AUDIT_READ = (
 )
 
 
+class SearchIndexRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(self, passages: Sequence[Passage]) -> None:
+        if not passages:
+            return
+        db = self._db
+        if db.lazy_driver is not None:  # PostgreSQL: this writes, so the transaction opens
+            await db._before(sa.text("SELECT 1"), writes=True)
+        await search_sql.add_passages(db.conn, passages)
+
+    async def search(
+        self, team_id: str, project_id: str, query: Query, *, limit: int
+    ) -> Sequence[SearchHit]:
+        if limit <= 0 or query.is_empty:
+            return []
+        # Reads only: straight on the connection, so a PostgreSQL unit of work that has not
+        # written yet stays in autocommit (see _Db._before).
+        found = await search_sql.search(self._db.conn, team_id, project_id, query, limit)
+        return [
+            SearchHit(
+                observation=_observation(row),  # type: ignore[arg-type]
+                score=score,
+                evidence=tuple(evidence),
+            )
+            for row, score, evidence in found
+        ]
+
+
 class AuditRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
@@ -1964,7 +1990,7 @@ class AuditRepo:
         at = values["created_at"]
         values["created_at"] = at.replace(tzinfo=UTC) if at.tzinfo is None else at
         try:
-            written = await search_sql.driver_sql(db.conn, _AUDIT_READ, values)
+            written = await driver_sql(db.conn, _AUDIT_READ, values)
         except (exc.SQLAlchemyError, OSError) as e:
             raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e
         return bool(written)
@@ -2005,6 +2031,7 @@ class SqlAlchemyUnitOfWork:
         self.job_events = JobEventRepo(db)
         self.observations = ObservationRepo(db)
         self.sources = SourceRepo(db)
+        self.search = SearchIndexRepo(db)
         self.audit = AuditRepo(db)
 
 
@@ -2199,3 +2226,8 @@ class SqlAlchemyStorage:
 
 
 __all__ = ["SqlAlchemyStorage", "SqlAlchemyUnitOfWork"]
+
+
+# Row readers, for the migrations that index stored rows.
+observation_from_row = _observation
+event_from_row = _event

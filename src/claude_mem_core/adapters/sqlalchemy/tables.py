@@ -33,14 +33,9 @@ NAMING_CONVENTION: dict[str, str] = {
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
-FTS_TABLE = "observations_fts"
-CONTENT_SEARCH_INDEX = "idx_observations_content_search"
-SEARCH_RECENCY_INDEX = "idx_observations_search_recency"
-
-# Path and identifier separators become spaces before PostgreSQL parses the text, so
-# "auth/middleware.py" indexes "auth", "middleware" and "py" (as SQLite's unicode61 tokenizer
-# does) instead of one opaque file token no query term could ever match.
-CONTENT_SEARCH_SQL = "to_tsvector('english'::regconfig, translate(content, '/\\._:-', '      '))"
+FTS_TABLE = "search_fts"
+PASSAGE_TERMS_INDEX = "idx_search_passages_terms"
+PASSAGE_ORIGINS = ("observation", "event")
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -349,15 +344,6 @@ observations = sa.Table(
     _json("files_read", EMPTY_ARRAY),
     _json("files_modified", EMPTY_ARRAY),
     sa.Column("content", sa.Text, nullable=False),
-    # Generated on PostgreSQL; on SQLite a plain column that stays NULL (search uses FTS5
-    # there), present only so that select(observations) works on both backends.
-    # The adapter never reads or writes it.
-    sa.Column(
-        "content_search",
-        postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"),
-        sa.Computed(CONTENT_SEARCH_SQL, persisted=True),
-        nullable=True,
-    ),
     sa.Column("generation_key", sa.Text, nullable=True),
     _json("metadata"),
     sa.Column(
@@ -383,27 +369,65 @@ observations = sa.Table(
     sa.Index("idx_observations_project_session", "project_id", "server_session_id", "created_at"),
     sa.Index("idx_observations_team_project", "team_id", "project_id", "created_at"),
     sa.Index("idx_observations_job", "created_by_job_id"),
-    # Declared inside the Table on purpose: a module-level functional Index can be silently
-    # left off (stack notes).
-    # A short pending list (migration 0002): every GIN search reads all of it.
-    sa.Index(
-        CONTENT_SEARCH_INDEX,
-        "content_search",
-        postgresql_using="gin",
-        postgresql_with={"gin_pending_list_limit": 64},
-    ),
-    # PostgreSQL search reads candidates newest first, in the ranking's tie order (ids in
-    # byte order whatever the database collation): migration 0002 creates it with
-    # `id COLLATE "C"`, which reflection does not report, so plain "id" here compares
-    # equal. SQLite has it with its default BINARY collation (byte order too), unused: it
-    # searches through FTS5.
-    sa.Index(
-        SEARCH_RECENCY_INDEX,
-        "team_id",
-        "project_id",
-        sa.text("updated_at DESC"),
+)
+
+# Search (domain/passages.py, domain/ranking.py). One row per passage: its weighted term
+# frequencies (``tf``), its length in terms, and its distinct terms (``terms``: a tsvector
+# with a GIN index on PostgreSQL; on SQLite the terms joined by spaces, indexed by the FTS5
+# table ``search_fts`` of the migration, which reads them from here).
+search_passages = sa.Table(
+    "search_passages",
+    metadata,
+    sa.Column(
         "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
     ),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("observation_id", sa.Text, nullable=False),
+    sa.Column("origin", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=True),
+    sa.Column("ordinal", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("text", sa.Text, nullable=True),
+    sa.Column("length", sa.Integer, nullable=False),
+    _json("tf"),
+    sa.Column("terms", postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"), nullable=False),
+    sa.CheckConstraint(_in("origin", PASSAGE_ORIGINS), name="origin"),
+    sa.ForeignKeyConstraint(
+        ["observation_id", "project_id", "team_id"],
+        ["observations.id", "observations.project_id", "observations.team_id"],
+        name="fk_search_passages_observation_scope",
+        ondelete="CASCADE",
+    ),
+    sa.Index("idx_search_passages_observation", "observation_id"),
+    sa.Index(PASSAGE_TERMS_INDEX, "terms", postgresql_using="gin"),
+)
+
+# Statistics of a project's passages, kept as passages are written: sums over ``shard``
+# rows (writers spread over a few rows, so concurrent writers of one project seldom wait
+# for each other's row locks).
+search_stats = sa.Table(
+    "search_stats",
+    metadata,
+    sa.Column("team_id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, primary_key=True),
+    sa.Column("shard", sa.SmallInteger, primary_key=True),
+    sa.Column("passages", sa.BigInteger, nullable=False),
+    sa.Column("tokens", sa.BigInteger, nullable=False),
+    _project_scope_fk("search_stats"),
+)
+
+search_terms = sa.Table(
+    "search_terms",
+    metadata,
+    sa.Column("team_id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, primary_key=True),
+    sa.Column("term", sa.Text, primary_key=True),
+    sa.Column("shard", sa.SmallInteger, primary_key=True),
+    sa.Column("df", sa.BigInteger, nullable=False),
+    _project_scope_fk("search_terms"),
 )
 
 observation_sources = sa.Table(
@@ -485,11 +509,7 @@ observation_generation_job_events = sa.Table(
 )
 
 # What differs on SQLite; see include_object.
-_POSTGRES_ONLY = {
-    ("column", "content_search"),
-    ("index", CONTENT_SEARCH_INDEX),
-    ("index", SEARCH_RECENCY_INDEX),
-}
+_POSTGRES_ONLY = {("index", PASSAGE_TERMS_INDEX)}
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -499,7 +519,7 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 
 
 def make_include_object(dialect_name: str) -> Any:
-    """Alembic filter hiding the search column and GIN index from the SQLite comparison."""
+    """Alembic filter hiding the GIN index of passages from the SQLite comparison."""
 
     def include_object(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any

@@ -1,0 +1,53 @@
+"""Statements run straight on the psycopg connection (PostgreSQL only).
+
+SQLAlchemy's execution layer costs more CPU per statement than the rest of a short read's
+Python; hot statements (search, read audit) go to psycopg directly. Whenever something
+listens to the engine's cursor events or echoes its statements, they go through SQLAlchemy
+instead, so that listeners see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+Params = Mapping[str, Any]
+
+
+async def driver_sql(
+    conn: AsyncConnection,
+    sql: str,
+    params: Params,
+    *,
+    rows: bool = True,
+    prepare: bool | None = None,
+) -> Sequence[Sequence[Any]]:
+    """Run a PostgreSQL statement written for psycopg (``%(name)s`` placeholders; ``params``
+    is a mapping, maybe empty, so ``%%`` in its literals always means ``%``); its rows as
+    plain tuples (none when ``rows`` is false: a statement that returns nothing).
+    ``prepare``: psycopg's (``None``: prepared after a few executions on a connection).
+
+    Straight on the psycopg connection, unless something listens to the engine's cursor
+    events or echoes statements: then through SQLAlchemy, which shows them to it
+    (``exec_driver_sql`` hands the same text and parameters to the same cursor). Errors
+    are raised as SQLAlchemy would raise them (``dialects.translate_error`` maps them).
+    """
+    sync = conn.sync_connection
+    if sync is None or sync.dispatch.before_cursor_execute or sync.engine.echo:
+        result = await conn.exec_driver_sql(sql, params)
+        return result.all() if rows else ()
+    import psycopg  # only ever reached on PostgreSQL
+
+    # A live Connection holds its pooled connection: no await (nor greenlet hop) to reach it.
+    pooled = sync.connection if not (sync.closed or sync.invalidated) else None
+    driver: Any = (pooled or await conn.get_raw_connection()).driver_connection
+    try:
+        # Binary results: the same Python values, parsed with less work (timestamps).
+        cursor = await driver.execute(sql, params, prepare=prepare, binary=True)
+        found: Sequence[Sequence[Any]] = await cursor.fetchall() if rows else ()
+    except psycopg.Error as e:
+        raise exc.DBAPIError.instance(sql, params, e, psycopg.Error) from e
+    return found

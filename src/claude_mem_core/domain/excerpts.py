@@ -1,0 +1,98 @@
+"""Excerpts: the lines of a hit that match the question, with the matching words marked.
+
+Computed in Python from the best passage of a hit (or the observation's content), so every
+backend gives the same excerpt. Matches are marked ``**like this**`` (Markdown bold: what an
+agent reads as emphasis, and a viewer can render); the window is the stretch of at most
+:data:`EXCERPT_CHARS` characters holding the most distinct query strings, widened to word
+boundaries, with ``…`` where text was cut, on the text with its whitespace runs collapsed
+to single spaces (an excerpt is one line).
+"""
+
+from __future__ import annotations
+
+from claude_mem_core.domain.tokens import Query, tokenize
+
+EXCERPT_CHARS = 480
+MARK_OPEN = "**"
+MARK_CLOSE = "**"
+ELLIPSIS = "…"
+
+
+def _spans(text: str, wanted: set[str]) -> list[tuple[int, int, str]]:
+    """Matching spans (start, end, string). A match inside an identifier marks the whole
+    identifier (``**coverage-report**``, not ``**coverage**-report``): marks never split
+    what a reader would copy."""
+    spans: list[tuple[int, int, str]] = []
+    whole: tuple[int, int] | None = None
+    for token in tokenize(text):
+        if not token.is_part:
+            whole = (token.start, token.end)
+        if token.term not in wanted:
+            continue
+        start, end = token.start, token.end
+        if token.is_part and whole is not None and whole[0] <= start and end <= whole[1]:
+            start, end = whole
+        if spans and start < spans[-1][1]:
+            continue  # inside an identifier marked already
+        spans.append((start, end, token.term))
+    return spans
+
+
+def _best_window(spans: list[tuple[int, int, str]], width: int) -> tuple[int, int]:
+    """The span range ``[i, j)`` covering the most distinct strings within ``width`` chars
+    (two pointers: linear in the number of spans)."""
+    best = (0, 1)
+    best_count = 0
+    counts: dict[str, int] = {}
+    i = 0
+    for j, (_, end, term) in enumerate(spans):
+        counts[term] = counts.get(term, 0) + 1
+        while end - spans[i][0] > width:
+            left = spans[i][2]
+            counts[left] -= 1
+            if not counts[left]:
+                del counts[left]
+            i += 1
+        if len(counts) > best_count:
+            best_count, best = len(counts), (i, j + 1)
+    return best
+
+
+def excerpt(text: str, query: Query, *, width: int = EXCERPT_CHARS) -> str:
+    """The part of ``text`` that best matches ``query``, matches marked; the start of
+    ``text`` when nothing matches."""
+    # Whitespace runs (indentation, padded terminal output) would eat the window.
+    text = " ".join(text.split())
+    wanted = {s for term in query.terms for s in (term.term, *term.parts)}
+    spans = _spans(text, wanted)
+    if not spans:
+        cut = _boundary_before(text, width) if len(text) > width else len(text)
+        return text[:cut] + (ELLIPSIS if cut < len(text) else "")
+    i, j = _best_window(spans, width)
+    first, last = spans[i][0], spans[j - 1][1]
+    slack = max(width - (last - first), 0)
+    start = max(first - slack // 2, 0)
+    end = min(max(last, start + width), len(text))
+    if start > 0:
+        space = text.find(" ", start, first)
+        start = space + 1 if space != -1 else start
+    if end < len(text):
+        end = _boundary_before(text, end, floor=last)
+    pieces: list[str] = [ELLIPSIS] if start > 0 else []
+    position = start
+    for s, e, _ in spans:
+        if s < start or e > end:
+            continue
+        pieces.append(text[position:s])
+        pieces.append(MARK_OPEN + text[s:e] + MARK_CLOSE)
+        position = e
+    pieces.append(text[position:end])
+    if end < len(text):
+        pieces.append(ELLIPSIS)
+    return "".join(pieces)
+
+
+def _boundary_before(text: str, end: int, *, floor: int = 0) -> int:
+    """The last whitespace before ``end`` (not before ``floor``), else ``end``."""
+    space = max(text.rfind(" ", floor, end), text.rfind("\n", floor, end))
+    return space if space > floor else end

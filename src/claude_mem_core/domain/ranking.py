@@ -1,0 +1,84 @@
+"""The ranking model: BM25F over passages, grouped by observation. One model, every backend.
+
+For a query (terms from :func:`claude_mem_core.domain.tokens.parse_query`), within one
+project:
+
+* ``N`` is the number of passages of the project and ``avgdl`` their mean length in terms;
+  ``df(s)`` is the number of passages holding the string ``s``. Backends keep these
+  statistics as passages are written (no scan at query time).
+* ``idf(s) = ln(1 + (N - df + 0.5) / (df + 0.5))`` (always positive: a term in every passage
+  still counts a little).
+* A passage **matches** a query term when it holds the term, or all of its parts (an
+  identifier such as ``redirect_uri`` is found whole or by ``redirect`` and ``uri``
+  together, never by one part alone).
+* Its score sums, over the distinct strings of the query terms it matches (the term and its
+  parts), ``idf(s) * f * (K1 + 1) / (f + K1 * (1 - B + B * len / avgdl))`` where ``f`` is the
+  weighted frequency of ``s`` in the passage (field weights in
+  :mod:`claude_mem_core.domain.passages`) and ``len`` its length: term frequency saturates,
+  and long passages are normalised, so a long summary does not win by size.
+* An event passage's score is multiplied by :data:`EVENT_FACTOR`: raw text is evidence that
+  lifts its observation, and an observation's own words count a little more.
+* An observation scores the best score of its passages; observations rank by score, then
+  newer ``updated_at``, then id in byte order. The best passage is the hit's evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from claude_mem_core.domain.tokens import Query
+
+K1 = 1.2
+B = 0.75
+EVENT_FACTOR = 0.8
+# Passages of one observation returned as its evidence (the best first): an observation's
+# own words and the lines of its events that answer the question are often not the same.
+EVIDENCE_PASSAGES = 3
+
+
+def idf(total: int | float, df: int | float) -> float:
+    return math.log(1.0 + (total - df + 0.5) / (df + 0.5))
+
+
+def query_strings(query: Query) -> list[str]:
+    """Every distinct string a query looks up (terms and parts), in first order."""
+    return list(dict.fromkeys(s for term in query.terms for s in (term.term, *term.parts)))
+
+
+def matched_strings(query: Query, tf: Mapping[str, float]) -> set[str]:
+    """The strings that count for a passage: those of the query terms it matches."""
+    counted: set[str] = set()
+    for term in query.terms:
+        if term.term in tf or (term.parts and all(p in tf for p in term.parts)):
+            counted.add(term.term)
+            counted.update(term.parts)
+    return {s for s in counted if s in tf}
+
+
+def passage_score(
+    query: Query,
+    tf: Mapping[str, float],
+    length: int,
+    *,
+    idfs: Mapping[str, float],
+    avgdl: float,
+    event: bool,
+) -> float:
+    """The passage's score (0 when it matches no query term), as every backend computes it."""
+    norm = K1 * (1.0 - B + B * length / avgdl)
+    score = 0.0
+    for s in query_strings(query):
+        if s in matched_strings(query, tf):
+            f = tf[s]
+            score += idfs[s] * f * (K1 + 1.0) / (f + norm)
+    return score * EVENT_FACTOR if event else score
+
+
+def average_length(passages: int, tokens: int) -> float:
+    return max(tokens / passages, 1.0) if passages else 1.0
+
+
+def score_order(score: float, updated_at_us: int, observation_id: str) -> tuple[float, int, str]:
+    """Sort key: score descending, newer first, then id (code points = UTF-8 byte order)."""
+    return (-score, -updated_at_us, observation_id)
