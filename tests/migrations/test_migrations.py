@@ -153,66 +153,64 @@ async def test_gin_index_exists_and_serves_search(postgres_base_url: str) -> Non
             indexdef = conn.execute(
                 sa.text(
                     "SELECT indexdef FROM pg_indexes "
-                    "WHERE tablename = 'observations' AND indexname = :name"
+                    "WHERE tablename = 'search_passages' AND indexname = :name"
                 ),
-                {"name": tables.CONTENT_SEARCH_INDEX},
+                {"name": tables.PASSAGE_TERMS_INDEX},
             ).scalar_one_or_none()
             conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
             plan = "\n".join(
                 conn.execute(
                     sa.text(
-                        "EXPLAIN SELECT id FROM observations "
-                        "WHERE content_search @@ plainto_tsquery('english', 'login')"
+                        "EXPLAIN SELECT id FROM search_passages WHERE terms @@ $$'login'$$::tsquery"
                     )
                 ).scalars()
             )
             return indexdef, plan
 
         indexdef, plan = await _sync_call(url, inspect)
-        assert indexdef is not None and "USING gin (content_search)" in indexdef
-        assert tables.CONTENT_SEARCH_INDEX in plan
+        assert indexdef is not None and "USING gin (terms)" in indexdef
+        assert tables.PASSAGE_TERMS_INDEX in plan
     finally:
         await databases.drop_postgres_database(url)
 
 
 @pytest.mark.sqlite
-async def test_fts5_triggers_exist_and_follow_the_table(tmp_path: Path) -> None:
+async def test_fts5_index_follows_the_passages(tmp_path: Path) -> None:
     url = await databases.migrated_sqlite_url(tmp_path)
 
     def check(conn: sa.Connection) -> None:
         triggers = set(
             conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
         )
-        assert triggers == {
-            "observations_fts_insert",
-            "observations_fts_delete",
-            "observations_fts_update",
-        }
+        assert triggers == {"search_fts_insert", "search_fts_delete"}
         conn.execute(sa.text("INSERT INTO teams (id, name) VALUES ('t', 't')"))
         conn.execute(sa.text("INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')"))
         conn.execute(
             sa.text(
                 "INSERT INTO observations (id, team_id, project_id, content) "
-                "VALUES ('o', 't', 'p', 'fixed the login redirect')"
+                "VALUES ('o', 't', 'p', 'fixed auth/middleware.py')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO search_passages (team_id, project_id, observation_id, origin, "
+                "length, tf, terms) VALUES ('t', 'p', 'o', 'observation', 4, '{}', "
+                "'fix auth/middleware.py auth middlewar py')"
             )
         )
 
-        def hits(word: str) -> list[str]:
+        def hits(term: str) -> list[int]:
             return list(
                 conn.execute(
-                    sa.text(
-                        "SELECT observation_id FROM observations_fts"
-                        " WHERE observations_fts MATCH :q"
-                    ),
-                    {"q": f'"{word}"'},
+                    sa.text("SELECT rowid FROM search_fts WHERE search_fts MATCH :q"),
+                    {"q": f'"{term}"'},
                 ).scalars()
             )
 
-        assert hits("fixing") == ["o"]  # porter stemming
-        conn.execute(sa.text("UPDATE observations SET content = 'cache warmup' WHERE id = 'o'"))
-        assert hits("login") == []
-        assert hits("cache") == ["o"]
+        # Whitespace is the only separator: a path is one term, as Python made it.
+        assert len(hits("auth/middleware.py")) == 1 and len(hits("middlewar")) == 1
+        assert hits("middleware.py") == []
         conn.execute(sa.text("DELETE FROM projects WHERE id = 'p'"))  # cascades
-        assert hits("cache") == []
+        assert hits("auth/middleware.py") == []
 
     await _sync_call(url, check)
