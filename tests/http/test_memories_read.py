@@ -39,11 +39,11 @@ async def test_recent_is_newest_first_and_limited(api: Api, world: World, memory
         "/v1/memories/recent", key=world.team_key, params={"projectId": world.project, "limit": "2"}
     )
     assert two.status == 200 and [m["id"] for m in two.body["memories"]] == ids[:2:-1]
-    # Same item shape as a search answer.
+    # Same item shape as a search answer (which adds its evidence).
     found = await api.post(
         "/v1/search", {"projectId": world.project, "query": "number"}, key=world.key
     )
-    assert set(found.body["observations"][0]) == set(first)
+    assert set(found.body["observations"][0]) == set(first) | {"score", "excerpt", "evidence"}
 
     empty = await api.get(
         "/v1/memories/recent", key=world.team_key, params={"projectId": world.sibling, "limit": "1"}
