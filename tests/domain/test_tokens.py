@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claude_mem_core.domain.search import STOP_WORDS, stem
+from claude_mem_core.domain.words import STOP_WORDS, stem
 from claude_mem_core.domain.tokens import (
     JOINER_LOOKALIKES,
     JOINERS,

@@ -64,7 +64,7 @@ one token for the whole (normalized, joiners kept) followed by one ``is_part`` t
 part. ``start``/``end`` index the *original* text. Terms longer than
 :data:`MAX_TERM_CHARS` are not emitted (a compound's parts still are).
 
-Stemming (the light English :func:`~claude_mem_core.domain.search.stem`) applies to every
+Stemming (the light English :func:`~claude_mem_core.domain.words.stem`) applies to every
 plain word and every part made only of letters, so ``fixed``/``fixes``/``fixing`` meet and
 the part ``configs`` of ``parseConfigs`` meets ``config``. Wholes of compounds and any term
 holding a digit or a mark are kept exact: ``redirect_uri``, ``v1.2.3``, ``response2``.
@@ -111,7 +111,7 @@ from itertools import pairwise
 
 from attrs import frozen
 
-from claude_mem_core.domain.search import STOP_WORDS, stem
+from claude_mem_core.domain.words import STOP_WORDS, stem
 
 __all__ = [
     "JOINERS",
