@@ -40,17 +40,16 @@ import itertools
 import json
 import math
 import re
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, TypeAlias
 
 from aiohttp import web
 from attrs import field, frozen
 
 from claude_mem_core.domain.fusion import pack_vector
+from claude_mem_core.testing.local_server import LocalServer
 
 DEFAULT_DIMENSIONS = 64
 DEFAULT_MAX_INPUTS = 2048
@@ -145,7 +144,7 @@ class RecordedEmbeddingRequest:
         return [item for item in raw if isinstance(item, str)] if isinstance(raw, list) else []
 
 
-class FakeEmbeddingsServer:
+class FakeEmbeddingsServer(LocalServer):
     """A local HTTP server imitating an OpenAI-compatible ``/embeddings`` endpoint.
 
     Use as an async context manager, or call :meth:`start` and :meth:`close`.
@@ -171,11 +170,7 @@ class FakeEmbeddingsServer:
         self.record = record
         self.queue: deque[Behaviour] = deque()
         self.requests: list[RecordedEmbeddingRequest] = []
-        self._host = host
-        self._requested_port = port
-        self._port: int | None = None
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
+        super().__init__(host=host, port=port)
         self._ids = itertools.count(1)
 
     # -- scripting ---------------------------------------------------------------------------
@@ -217,62 +212,11 @@ class FakeEmbeddingsServer:
         self.queue.clear()
         self.requests.clear()
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- routes and addresses -----------------------------------------------------------------
 
-    async def start(self) -> FakeEmbeddingsServer:
-        if self._runner is not None:
-            return self
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/embeddings", self._handle)
         app.router.add_post("/{prefix:.+}/embeddings", self._handle)
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
-        )
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._requested_port))
-            self._port = sock.getsockname()[1]
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._closing.clear()
-        return self
-
-    async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        self._closing.set()
-        await runner.cleanup()
-
-    async def __aenter__(self) -> FakeEmbeddingsServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    # -- addresses ---------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeEmbeddingsServer is not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """The server root, ``http://127.0.0.1:<port>``."""
-        return f"http://{self._host}:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
@@ -314,7 +258,7 @@ class FakeEmbeddingsServer:
         while isinstance(behaviour, Delay):
             if behaviour.seconds > 0:
                 try:
-                    await asyncio.wait_for(self._closing.wait(), timeout=behaviour.seconds)
+                    await asyncio.wait_for(self.closing.wait(), timeout=behaviour.seconds)
                 except TimeoutError:
                     pass
                 else:  # the server is shutting down

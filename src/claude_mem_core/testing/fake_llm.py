@@ -36,15 +36,15 @@ import asyncio
 import itertools
 import json
 import math
-import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, Literal, TypeAlias
 
 from aiohttp import web
 from attrs import define, field, frozen
+
+from claude_mem_core.testing.local_server import LocalServer
 
 Dialect = Literal["anthropic", "openai"]
 TextSource: TypeAlias = "str | Callable[[Mapping[str, Any]], str]"
@@ -261,7 +261,7 @@ class EndpointScript:
         return self.queue.popleft() if self.queue else self.default
 
 
-class FakeLLMServer:
+class FakeLLMServer(LocalServer):
     """A local HTTP server imitating the Anthropic and OpenAI-compatible APIs.
 
     Use as an async context manager, or call :meth:`start` and :meth:`close`.
@@ -282,70 +282,15 @@ class FakeLLMServer:
         self.openai = EndpointScript("openai", default=Reply(text=default_text))
         self.require_api_key = require_api_key
         self.record = record
-        self._host = host
-        self._requested_port = port
-        self._port: int | None = None
-        self._runner: web.AppRunner | None = None
-        self._closing = asyncio.Event()
+        super().__init__(host=host, port=port)
         self._ids = itertools.count(1)
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- routes and addresses -----------------------------------------------------------------
 
-    async def start(self) -> FakeLLMServer:
-        if self._runner is not None:
-            return self
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._handle_anthropic)
         app.router.add_post("/chat/completions", self._handle_openai)
         app.router.add_post("/{prefix:.+}/chat/completions", self._handle_openai)
-        runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
-        )
-        await runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._requested_port))
-            self._port = sock.getsockname()[1]
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            sock.close()
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._closing.clear()
-        return self
-
-    async def close(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        self._closing.set()
-        await runner.cleanup()
-
-    async def __aenter__(self) -> FakeLLMServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    # -- addresses ---------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeLLMServer is not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """The server root, ``http://127.0.0.1:<port>``."""
-        return f"http://{self._host}:{self.port}"
 
     @property
     def anthropic_base_url(self) -> str:
@@ -419,7 +364,7 @@ class FakeLLMServer:
         while isinstance(behaviour, Delay):
             if behaviour.seconds > 0:
                 try:
-                    await asyncio.wait_for(self._closing.wait(), timeout=behaviour.seconds)
+                    await asyncio.wait_for(self.closing.wait(), timeout=behaviour.seconds)
                 except TimeoutError:
                     pass
                 else:  # the server is shutting down
