@@ -59,8 +59,7 @@ from claude_mem_core.adapters.providers import (
     OPENAI_BASE_URL,
     aiohttp_http_client,
     classify_failure,
-    connection_detail,
-    timeout_detail,
+    openai_sdk_failure,
 )
 from claude_mem_core.domain.fusion import unpack_vector
 from claude_mem_core.errors import ConfigurationError, MissingExtra, ProviderError
@@ -206,16 +205,15 @@ class OpenAICompatibleEmbedder:
                 encoding_format="float",
                 dimensions=requested if requested is not None else openai.omit,
             )
-        except openai.APIStatusError as exc:
-            raise self._classify(
-                status=exc.status_code, body=exc.body, headers=exc.response.headers
+        except (
+            openai.APIStatusError,
+            openai.APIConnectionError,  # timeouts too
+            openai.APIResponseValidationError,
+            json.JSONDecodeError,
+        ) as exc:
+            raise openai_sdk_failure(
+                exc, self.label, timeout=self.timeout, secrets=self._secrets
             ) from None
-        except openai.APITimeoutError as exc:
-            raise self._classify(status=None, detail=timeout_detail(exc, self.timeout)) from None
-        except openai.APIConnectionError as exc:
-            raise self._classify(status=None, detail=connection_detail(exc)) from None
-        except (openai.APIResponseValidationError, json.JSONDecodeError):
-            raise self._invalid("returned invalid JSON") from None
 
     def _classify(
         self,

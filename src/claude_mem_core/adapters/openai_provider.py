@@ -29,9 +29,8 @@ from claude_mem_core.adapters.providers import (
     OPENAI_BASE_URL,
     aiohttp_http_client,
     classify_failure,
-    connection_detail,
     int_or_none,
-    timeout_detail,
+    openai_sdk_failure,
 )
 from claude_mem_core.errors import ConfigurationError, ProviderError
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
@@ -119,19 +118,13 @@ class OpenAICompatibleProvider:
             except openai.APIStatusError as exc:
                 if exc.status_code == 400 and self._adapt(str(exc.body).lower()):
                     continue
-                raise self._classify(
-                    status=exc.status_code, body=exc.body, headers=exc.response.headers
-                ) from None
-            except openai.APITimeoutError as exc:
-                raise self._classify(
-                    status=None, detail=timeout_detail(exc, self.timeout)
-                ) from None
-            except openai.APIConnectionError as exc:
-                raise self._classify(status=None, detail=connection_detail(exc)) from None
-            except (openai.APIResponseValidationError, json.JSONDecodeError):
-                raise ProviderError(
-                    f"{self.label} returned invalid JSON", kind="parse_error", status=200
-                ) from None
+                raise self._sdk_failure(exc) from None
+            except (
+                openai.APIConnectionError,  # timeouts too
+                openai.APIResponseValidationError,
+                json.JSONDecodeError,
+            ) as exc:
+                raise self._sdk_failure(exc) from None
 
     def _adapt(self, body: str) -> bool:
         """Learn from a 400 that names a parameter this model does not take."""
@@ -148,6 +141,9 @@ class OpenAICompatibleProvider:
             self._send_temperature = False
             return True
         return False
+
+    def _sdk_failure(self, exc: BaseException) -> ProviderError:
+        return openai_sdk_failure(exc, self.label, timeout=self.timeout, secrets=(self._api_key,))
 
     def _classify(
         self,

@@ -526,3 +526,25 @@ __all__ = [
     "redact",
     "timeout_detail",
 ]
+
+
+def openai_sdk_failure(
+    exc: BaseException, label: str, *, timeout: float, secrets: Sequence[str | None]
+) -> ProviderError:
+    """The :class:`ProviderError` for a failed call of the ``openai`` SDK (chat or
+    embeddings): an HTTP status, a timeout, a connection failure, or an answer that is not
+    the JSON the SDK expected. Imports the SDK: call it only from an adapter that has."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        headers = exc.response.headers
+        return classify_failure(
+            label, status=exc.status_code, body=exc.body, headers=headers, secrets=secrets
+        )
+    if isinstance(exc, openai.APITimeoutError):  # before its base, APIConnectionError
+        detail = timeout_detail(exc, timeout)
+        return classify_failure(label, status=None, detail=detail, secrets=secrets)
+    if isinstance(exc, openai.APIConnectionError):
+        detail = connection_detail(exc)
+        return classify_failure(label, status=None, detail=detail, secrets=secrets)
+    return ProviderError(f"{label} returned invalid JSON", kind="parse_error", status=200)
