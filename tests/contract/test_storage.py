@@ -15,6 +15,8 @@ from claude_mem_core.domain.models import (
     ObservationSource,
     ObservationSourceType,
 )
+from claude_mem_core.domain.passages import observation_passage
+from claude_mem_core.domain.tokens import parse_query
 from claude_mem_core.ports.storage import Storage
 from claude_mem_core.testing.contracts import T0, Backdoor, Factory, StorageContract
 from claude_mem_core.testing.fakes import ScriptedProvider
@@ -96,6 +98,7 @@ class TestStorage(StorageContract):
                 sources=links,
                 audit=[_audit(job, "completed", 4)],
                 audit_always=[_audit(job, "processing", 3)],
+                passages=[observation_passage(o) for o in made],
             )
             assert written is True
         async with storage.unit_of_work() as uow:
@@ -107,6 +110,8 @@ class TestStorage(StorageContract):
             assert sorted(link.id for _, link in pairs) == ["src-0", "src-1"]
             listed = await uow.job_events.list(team.id, job.id)
             audit, _ = await uow.audit.list(team.id)
+            found = await uow.search.search(team.id, project.id, parse_query("seen"), limit=5)
+        assert {h.observation.id for h in found} == {o.id for o in made}
         assert [(e.event_type, e.status_after) for e in listed] == [
             (JobEventType.PROCESSING, JobStatus.PROCESSING),
             (JobEventType.COMPLETED, JobStatus.COMPLETED),
@@ -130,6 +135,7 @@ class TestStorage(StorageContract):
                     event=make.job_event(taken, event_type=JobEventType.PROCESSING),
                     observations=[clash],
                     audit_always=[_audit(rerun, "clash", 5)],
+                    passages=[observation_passage(clash)],
                 )
                 is None
             )
@@ -138,6 +144,10 @@ class TestStorage(StorageContract):
             assert await uow.job_events.list(team.id, rerun.id) == []
             audit, _ = await uow.audit.list(team.id, action="clash")
             assert audit == []
+            # Nothing indexed either: the two passages of the first step, no third.
+            again = await uow.search.search(team.id, project.id, parse_query("seen"), limit=5)
+            assert [h.observation.id for h in again] == [h.observation.id for h in found]
+            assert [h.score for h in again] == [h.score for h in found]
         assert len(await backdoor.rows("observations")) == 2
 
     async def test_advance_after_a_write_joins_or_declines(

@@ -8,7 +8,7 @@ so concurrent writers of one project seldom wait on the same row; terms are upse
 sorted order, so two writers never lock rows in opposite orders.
 
 Searching: one statement on PostgreSQL (statistics, idf, candidates through the GIN index,
-BM25 per passage, best passage per observation, the best ``limit`` observations whole). On
+BM25 per passage, the best ``limit`` observations whole with their best passages). On
 SQLite, the statistics are read first (idf is computed in Python: not every SQLite build has
 ``ln``), then one statement does the rest, candidates through FTS5. Both compute the same
 formula in double precision; scores agree with the in-memory adapter's to rounding.
@@ -20,6 +20,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,16 +37,23 @@ from claude_mem_core.ports.storage import Evidence
 
 PG_SHARDS = 8
 
+# A query's shape: each query term as the indexes of its whole and of its parts.
+Shape = tuple[tuple[int, tuple[int, ...]], ...]
+
 _OBSERVATION_COLUMNS = [c.name for c in t.observations.columns]
 
 
 # --------------------------------------------------------------------------- writing
 
 
+def _lexeme(term: str) -> str:
+    """A quoted lexeme of tsvector and tsquery input (``'`` doubled, ``\\`` escaped), so
+    PostgreSQL takes the term as it is, without parsing or stemming it."""
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def tsvector_literal(terms: Sequence[str]) -> str:
-    """The terms as tsvector input text: each a quoted lexeme (``'`` doubled, ``\\``
-    escaped), so PostgreSQL takes them as they are, without parsing or stemming."""
-    return " ".join("'" + term.replace("\\", "\\\\").replace("'", "''") + "'" for term in terms)
+    return " ".join(_lexeme(term) for term in terms)
 
 
 def passage_rows(passages: Sequence[Passage], *, postgres: bool) -> list[dict[str, Any]]:
@@ -69,7 +77,7 @@ def passage_rows(passages: Sequence[Passage], *, postgres: bool) -> list[dict[st
     return rows
 
 
-def _statistics(passages: Sequence[Passage]) -> tuple[list[Any], list[Any]]:
+def statistics(passages: Sequence[Passage]) -> tuple[list[Any], list[Any]]:
     """Per-scope (passages, tokens) and per-(scope, term) document frequencies, sorted."""
     counts: Counter[tuple[str, str]] = Counter()
     tokens: Counter[tuple[str, str]] = Counter()
@@ -84,33 +92,65 @@ def _statistics(passages: Sequence[Passage]) -> tuple[list[Any], list[Any]]:
     return sorted(stats), sorted((*key, n) for key, n in df.items())
 
 
-_PG_ADD = """
-WITH rows AS (
-  SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb) AS r(
-    team_id text, project_id text, observation_id text, origin text, event_id text,
-    ordinal integer, text text, length integer, tf jsonb, terms text)
-), passages AS (
-  INSERT INTO search_passages
-    (team_id, project_id, observation_id, origin, event_id, ordinal, text, length, tf, terms)
-  SELECT team_id, project_id, observation_id, origin, event_id, ordinal, text, length, tf,
-         terms::tsvector
-  FROM rows
-), stats AS (
-  INSERT INTO search_stats (team_id, project_id, shard, passages, tokens)
-  SELECT team, project, %(shard)s, n, tokens
-  FROM unnest(%(stat_teams)s::text[], %(stat_projects)s::text[], %(stat_counts)s::bigint[],
-              %(stat_tokens)s::bigint[]) AS s(team, project, n, tokens)
-  ON CONFLICT (team_id, project_id, shard) DO UPDATE
-    SET passages = search_stats.passages + excluded.passages,
-        tokens = search_stats.tokens + excluded.tokens
+_PASSAGE_COLUMNS = "team_id, project_id, observation_id, origin, event_id, ordinal, text, "
+_PASSAGE_COLUMNS += "length, tf, terms"
+
+
+def pg_passage_ctes(passages: str, stats: str, terms: str, when: str) -> str:
+    """The data-modifying CTEs (``pa``, ``pa_stats``, ``pa_terms``) that write passages and
+    count them in the statistics, given the SQL of their JSON parameters
+    (:func:`pg_passage_params`; rows read over the tables' own row types) and a condition
+    (``when``): for :func:`add_passages`, and for a job's step in one statement
+    (``JobRepo.advance``). Kept short: psycopg caches the conversion of statements up to
+    4 kB only."""
+
+    def rows(table: str, param: str) -> str:
+        return f"json_populate_recordset(NULL::{table}, CAST({param} AS json)) WHERE {when}"
+
+    return (
+        f"pa AS (INSERT INTO search_passages ({_PASSAGE_COLUMNS}) SELECT {_PASSAGE_COLUMNS} "
+        f"FROM {rows('search_passages', passages)} RETURNING 1), "
+        f"pa_stats AS (INSERT INTO search_stats SELECT * FROM {rows('search_stats', stats)} "
+        "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
+        "passages = search_stats.passages + excluded.passages, "
+        "tokens = search_stats.tokens + excluded.tokens RETURNING 1), "
+        f"pa_terms AS (INSERT INTO search_terms SELECT * FROM {rows('search_terms', terms)} "
+        "ON CONFLICT (team_id, project_id, term, shard) DO UPDATE SET "
+        "df = search_terms.df + excluded.df RETURNING 1)"
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def pg_passage_params(passages: Sequence[Passage]) -> dict[str, Any]:
+    """The parameters of :func:`pg_passage_ctes`: rows as JSON, statistics sorted (terms
+    are locked in one order by every writer) on one shard, drawn at random."""
+    stats, df = statistics(passages)
+    shard = random.randrange(PG_SHARDS)
+    return {
+        "passages": _json(passage_rows(passages, postgres=True)),
+        "passage_stats": _json(
+            [
+                {"team_id": a, "project_id": b, "shard": shard, "passages": n, "tokens": k}
+                for a, b, n, k in stats
+            ]
+        ),
+        "passage_terms": _json(
+            [
+                {"team_id": a, "project_id": b, "term": term, "shard": shard, "df": n}
+                for a, b, term, n in df
+            ]
+        ),
+    }
+
+
+_PG_ADD = (
+    "WITH "
+    + pg_passage_ctes("%(passages)s", "%(passage_stats)s", "%(passage_terms)s", "true")
+    + " SELECT count(*) FROM pa"
 )
-INSERT INTO search_terms (team_id, project_id, term, shard, df)
-SELECT team, project, term, %(shard)s, df
-FROM unnest(%(term_teams)s::text[], %(term_projects)s::text[], %(terms)s::text[],
-            %(dfs)s::bigint[]) AS d(team, project, term, df)
-ON CONFLICT (team_id, project_id, term, shard) DO UPDATE
-  SET df = search_terms.df + excluded.df
-"""
 
 _SQLITE_PASSAGE_INSERT = sa.text(
     "INSERT INTO search_passages (team_id, project_id, observation_id, origin, event_id, "
@@ -134,27 +174,14 @@ async def add_passages(conn: AsyncConnection, passages: Sequence[Passage]) -> No
     transaction: PostgreSQL's unit of work has opened it before calling)."""
     if not passages:
         return
-    stats, df = _statistics(passages)
     try:
         if conn.dialect.name == dialects.POSTGRES:
-            rows = passage_rows(passages, postgres=True)
-            params = {
-                "rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":")),
-                "shard": random.randrange(PG_SHARDS),
-                "stat_teams": [s[0] for s in stats],
-                "stat_projects": [s[1] for s in stats],
-                "stat_counts": [s[2] for s in stats],
-                "stat_tokens": [s[3] for s in stats],
-                "term_teams": [d[0] for d in df],
-                "term_projects": [d[1] for d in df],
-                "terms": [d[2] for d in df],
-                "dfs": [d[3] for d in df],
-            }
-            await driver_sql(conn, _PG_ADD, params, rows=False)
+            await driver_sql(conn, _PG_ADD, pg_passage_params(passages), rows=False)
             return
+        stats, df = statistics(passages)
         rows = passage_rows(passages, postgres=False)
         for row in rows:
-            row["tf"] = json.dumps(row["tf"], ensure_ascii=False, separators=(",", ":"))
+            row["tf"] = _json(row["tf"])
         await conn.execute(_SQLITE_PASSAGE_INSERT, rows)
         await conn.execute(
             _SQLITE_STATS_UPSERT,
@@ -171,14 +198,14 @@ async def add_passages(conn: AsyncConnection, passages: Sequence[Passage]) -> No
 # --------------------------------------------------------------------------- searching
 
 
-def _shape(query: Query) -> tuple[list[str], list[tuple[int, tuple[int, ...]]]]:
+def _shape(query: Query) -> tuple[list[str], Shape]:
     """The query's distinct strings, and each query term as (whole, parts) indexes."""
     strings = ranking.query_strings(query)
     index = {s: i for i, s in enumerate(strings)}
-    return strings, [(index[q.term], tuple(index[p] for p in q.parts)) for q in query.terms]
+    return strings, tuple((index[q.term], tuple(index[p] for p in q.parts)) for q in query.terms)
 
 
-def _score_sql(terms: list[tuple[int, tuple[int, ...]]], count: int, idf: str, avgdl: str) -> str:
+def _score_sql(terms: Shape, count: int, idf: str, avgdl: str) -> str:
     """The BM25 sum of ``domain/ranking.py`` over columns ``f0 …`` (NULL: string absent)."""
 
     def matched(whole: int, parts: tuple[int, ...]) -> str:
@@ -201,44 +228,37 @@ def _score_sql(terms: list[tuple[int, tuple[int, ...]]], count: int, idf: str, a
     return "(" + " + ".join(pieces) + ")"
 
 
-def _pg_tsquery(strings: list[str], terms: list[tuple[int, tuple[int, ...]]]) -> str:
-    def lexeme(i: int) -> str:
-        return "'" + strings[i].replace("\\", "\\\\").replace("'", "''") + "'"
-
+def _match_expression(quoted: list[str], terms: Shape, any_op: str, all_op: str) -> str:
+    """ "Any query term": each term whole, or all of its parts (``quoted``: the strings as
+    the backend's query syntax quotes them; the operators its OR and AND)."""
     alternatives = []
     for whole, parts in terms:
         if parts:
-            alternatives.append(f"({lexeme(whole)} | ({' & '.join(lexeme(p) for p in parts)}))")
+            every = f" {all_op} ".join(quoted[p] for p in parts)
+            alternatives.append(f"({quoted[whole]} {any_op} ({every}))")
         else:
-            alternatives.append(lexeme(whole))
-    return " | ".join(alternatives)
+            alternatives.append(quoted[whole])
+    return f" {any_op} ".join(alternatives)
 
 
-def _fts5_query(strings: list[str], terms: list[tuple[int, tuple[int, ...]]]) -> str:
-    def phrase(i: int) -> str:
-        return '"' + strings[i].replace('"', '""') + '"'
+def _pg_tsquery(strings: list[str], terms: Shape) -> str:
+    return _match_expression([_lexeme(s) for s in strings], terms, "|", "&")
 
-    alternatives = []
-    for whole, parts in terms:
-        if parts:
-            alternatives.append(f"({phrase(whole)} OR ({' AND '.join(phrase(p) for p in parts)}))")
-        else:
-            alternatives.append(phrase(whole))
-    return " OR ".join(alternatives)
+
+def _fts5_query(strings: list[str], terms: Shape) -> str:
+    # A quoted string is always a phrase to FTS5: user text never becomes query syntax.
+    phrases = ['"' + s.replace('"', '""') + '"' for s in strings]
+    return _match_expression(phrases, terms, "OR", "AND")
 
 
 _EVENT = f"(CASE WHEN origin = 'event' THEN {ranking.EVENT_FACTOR!r} ELSE 1.0 END)"
 
-_PG_CACHE: dict[Any, str] = {}
-_SQLITE_CACHE: dict[Any, sa.TextualSelect] = {}
+# Statements depend on the query's shape only (its strings are parameters): built once.
 MAX_CACHED_SHAPES = 2_000
 
 
-def _pg_search_sql(count: int, terms: list[tuple[int, tuple[int, ...]]]) -> str:
-    key = (count, tuple(terms))
-    found = _PG_CACHE.get(key)
-    if found is not None:
-        return found
+@lru_cache(maxsize=MAX_CACHED_SHAPES)
+def _pg_search_sql(count: int, terms: Shape) -> str:
     lookups = ", ".join(f"(p.tf ->> %(s{i})s)::float8 AS f{i}" for i in range(count))
     idfs = ", ".join(
         f"ln(1.0 + (st.n - coalesce(d{i}.df, 0) + 0.5) / (coalesce(d{i}.df, 0) + 0.5)) AS idf{i}"
@@ -247,7 +267,7 @@ def _pg_search_sql(count: int, terms: list[tuple[int, tuple[int, ...]]]) -> str:
     joins = " ".join(f"LEFT JOIN d AS d{i} ON d{i}.term = %(s{i})s" for i in range(count))
     score = _score_sql(terms, count, "w.idf{i}", "w.avgdl")
     columns = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
-    sql = f"""
+    return f"""
 WITH st AS (
   SELECT coalesce(sum(passages), 0)::float8 AS n, coalesce(sum(tokens), 0)::float8 AS tokens
   FROM search_stats WHERE team_id = %(team_id)s AND project_id = %(project_id)s
@@ -278,21 +298,14 @@ FROM top JOIN ranked r ON r.observation_id = top.observation_id AND r.nth <= %(e
 JOIN search_passages p ON p.id = r.id JOIN observations o ON o.id = top.observation_id
 ORDER BY top.score DESC, o.updated_at DESC, o.id COLLATE "C", r.nth
 """
-    if len(_PG_CACHE) >= MAX_CACHED_SHAPES:
-        _PG_CACHE.clear()
-    _PG_CACHE[key] = sql
-    return sql
 
 
-def _sqlite_search_sql(count: int, terms: list[tuple[int, tuple[int, ...]]]) -> sa.TextualSelect:
-    key = (count, tuple(terms))
-    found = _SQLITE_CACHE.get(key)
-    if found is not None:
-        return found
+@lru_cache(maxsize=MAX_CACHED_SHAPES)
+def _sqlite_search_sql(count: int, terms: Shape) -> sa.TextualSelect:
     lookups = ", ".join(f"json_extract(p.tf, :path{i}) AS f{i}" for i in range(count))
     score = _score_sql(terms, count, ":idf{i}", ":avgdl")
     columns = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
-    sql = sa.text(f"""
+    return sa.text(f"""
 WITH cand AS (
   SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
   FROM search_passages p
@@ -320,10 +333,6 @@ ORDER BY top.score DESC, o.updated_at DESC, o.id, r.nth
         sa.column("evidence_event_id", sa.Text),
         *(sa.column(c.name, c.type) for c in t.observations.columns),
     )
-    if len(_SQLITE_CACHE) >= MAX_CACHED_SHAPES:
-        _SQLITE_CACHE.clear()
-    _SQLITE_CACHE[key] = sql
-    return sql
 
 
 _SQLITE_STATISTICS = sa.text(

@@ -700,10 +700,15 @@ class _Db:
         transaction, and a unit of work that only reads costs one round trip per read
         instead of two more for BEGIN and COMMIT.
         """
+        if not writes and isinstance(stmt, sa.Select) and stmt._for_update_arg is None:
+            return
+        await self.begin_writes()
+
+    async def begin_writes(self) -> None:
+        """Open the transaction now (PostgreSQL, once): before a first write, also one that
+        does not go through ``run`` (statements sent straight to the driver)."""
         driver = self.lazy_driver
-        if driver is None or (
-            not writes and isinstance(stmt, sa.Select) and stmt._for_update_arg is None
-        ):
+        if driver is None:
             return
         self.lazy_driver = None
         try:
@@ -1394,12 +1399,10 @@ class JobRepo:
     ) -> bool | None:
         db = self._db
         if db.dialect == dialects.POSTGRES:
-            if db.lazy_driver is None or passages:
-                # The unit of work has written (its transaction must not abort), or there
-                # are passages to index, which the one statement does not write.
-                return None
+            if db.lazy_driver is None:
+                return None  # the unit of work has written: its transaction must not abort
             return await self._advance_pg(
-                expected, new, event, observations, sources, audit, audit_always
+                expected, new, event, observations, sources, audit, audit_always, passages
             )
         # SQLite: one writer at a time, so a clash found first stays absent.
         by_scope = _by_scope(observations)
@@ -1428,6 +1431,7 @@ class JobRepo:
         sources: Sequence[ObservationSource],
         audit: Sequence[AuditEntry],
         audit_always: Sequence[AuditEntry],
+        passages: Sequence[Passage],
     ) -> bool | None:
         if (new.id, new.team_id, new.project_id) != (
             expected.id,
@@ -1460,6 +1464,7 @@ class JobRepo:
             "sources": _rows_json([_source_values(s) for s in sources]),
             "audit": _rows_json([_audit_values(a) for a in audit]),
             "audit_always": _rows_json([_audit_values(a) for a in audit_always]),
+            **search_sql.pg_passage_params(passages),
         }
         # Autocommit (nothing written yet): the statement is its own transaction, and a
         # failed one leaves nothing behind, neither written nor aborted.
@@ -1558,7 +1563,8 @@ def _pg_advance() -> sa.TextClause:
 
     ``upd`` is the guarded compare-and-set (its row lock serialises concurrent writers of
     the job, and a loser's re-evaluated WHERE no longer matches); the job event, the
-    observations and their sources go in only with it, ``audit_always`` in any case. No
+    observations, their sources and their search passages go in only with it,
+    ``audit_always`` in any case. No
     ``ON CONFLICT``: a clash (a generation key or the event's seq taken) fails the whole
     statement, so it writes everything or nothing. Rows are read with
     ``json_populate_record[set]`` over the table's own row type, which keeps the text
@@ -1597,6 +1603,8 @@ def _pg_advance() -> sa.TextClause:
         + insert("au", t.audit_log, "audit", won)
         + ", "
         + insert("aa", t.audit_log, "audit_always", "true")
+        + ", "
+        + search_sql.pg_passage_ctes(":passages", ":passage_stats", ":passage_terms", won)
         + " SELECT (SELECT count(*) FROM upd) AS updated"
     )
 
@@ -1938,10 +1946,8 @@ class SearchIndexRepo:
     async def add(self, passages: Sequence[Passage]) -> None:
         if not passages:
             return
-        db = self._db
-        if db.lazy_driver is not None:  # PostgreSQL: this writes, so the transaction opens
-            await db._before(sa.text("SELECT 1"), writes=True)
-        await search_sql.add_passages(db.conn, passages)
+        await self._db.begin_writes()
+        await search_sql.add_passages(self._db.conn, passages)
 
     async def search(
         self, team_id: str, project_id: str, query: Query, *, limit: int
