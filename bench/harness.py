@@ -227,7 +227,7 @@ class SearchFloor:
         from sqlalchemy import event
 
         from claude_mem_core.adapters import storage_from_url
-        from claude_mem_core.domain.search import parse_query
+        from claude_mem_core.domain.tokens import parse_query
 
         storage: Any = storage_from_url(self.database_url)
         captured: list[tuple[str, Any]] = []
@@ -241,7 +241,7 @@ class SearchFloor:
                 for _ in range(2):  # the first run fills the caches
                     captured.clear()
                     async with storage.unit_of_work() as uow:
-                        await uow.observations.search(
+                        await uow.search.search(
                             self.team_id, self.project_id, parse_query(question), limit=limit
                         )
                 self.compiled.append(list(captured))
@@ -287,38 +287,70 @@ class SearchFloor:
 async def seed_observations(
     database_url: str, team_id: str, project_ids: list[str], start: int, stop: int, seed: int
 ) -> float:
-    """Rows ``start``..``stop`` of every project in ``project_ids`` through COPY (fast)."""
+    """Rows ``start``..``stop`` of every project in ``project_ids``, with their search
+    passages and statistics, through COPY (fast; the rows the adapter would write)."""
+    import json
+
     import psycopg
+
+    from claude_mem_core.adapters.sqlalchemy.search import passage_rows, statistics
+    from claude_mem_core.domain.models import Observation
+    from claude_mem_core.domain.passages import observation_passage
 
     rng = random.Random(seed)
     started = time.perf_counter()
     now = datetime.now(UTC)
+    columns = ["team_id", "project_id", "observation_id", "origin", "event_id", "ordinal"]
+    columns += ["text", "length", "tf", "terms"]
     async with await psycopg.AsyncConnection.connect(hb.databases._libpq(database_url)) as conn:
         for project_id in project_ids:
-            async with (
-                conn.cursor() as cursor,
-                cursor.copy(
+            observations = []
+            for n in range(start, stop):
+                words = rng.sample(WORDS, 8)
+                observations.append(
+                    Observation(
+                        id=f"obs_bench_{project_id[:8]}_{n}",
+                        team_id=team_id,
+                        project_id=project_id,
+                        type="discovery",
+                        title=" ".join(words[:4]),
+                        content=f"{' '.join(words)} in src/{words[0]}/{words[1]}.py",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            passages = [observation_passage(o) for o in observations]
+            async with conn.cursor() as cursor:
+                async with cursor.copy(
                     "COPY observations (id, team_id, project_id, kind, type, title, content, "
                     "created_at, updated_at) FROM STDIN"
-                ) as copy,
-            ):
-                for n in range(start, stop):
-                    words = rng.sample(WORDS, 8)
-                    await copy.write_row(
-                        (
-                            f"obs_bench_{project_id[:8]}_{n}",
-                            team_id,
-                            project_id,
-                            "observation",
-                            "discovery",
-                            " ".join(words[:4]),
-                            f"{' '.join(words)} in src/{words[0]}/{words[1]}.py",
-                            now,
-                            now,
-                        )
-                    )
+                ) as copy:
+                    for o in observations:
+                        row = (o.id, team_id, project_id, "observation", o.type, o.title)
+                        await copy.write_row([*row, o.content, now, now])
+                async with cursor.copy(
+                    f"COPY search_passages ({', '.join(columns)}) FROM STDIN"
+                ) as copy:
+                    for row in passage_rows(passages, postgres=True):
+                        row["tf"] = json.dumps(row["tf"])
+                        await copy.write_row([row[c] for c in columns])
+                stats, frequencies = statistics(passages)
+                await cursor.executemany(
+                    "INSERT INTO search_stats VALUES (%s, %s, 0, %s, %s) "
+                    "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
+                    "passages = search_stats.passages + excluded.passages, "
+                    "tokens = search_stats.tokens + excluded.tokens",
+                    stats,
+                )
+                await cursor.executemany(
+                    "INSERT INTO search_terms VALUES (%s, %s, %s, 0, %s) "
+                    "ON CONFLICT (team_id, project_id, term, shard) DO UPDATE SET "
+                    "df = search_terms.df + excluded.df",
+                    frequencies,
+                )
             await conn.commit()
         await conn.execute("ANALYZE observations")
+        await conn.execute("ANALYZE search_passages")
         await conn.commit()
     return time.perf_counter() - started
 

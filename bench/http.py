@@ -59,6 +59,7 @@ import aiohttp
 
 from claude_mem_core.adapters import storage_from_url
 from claude_mem_core.domain.models import Observation, ObservationKind
+from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.testing import databases
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -445,7 +446,7 @@ async def seed_memories(database_url: str, team_id: str, project_id: str, count:
             async with storage.unit_of_work() as uow:
                 for n in range(done, done + batch):
                     words = rng.sample(WORDS, 8)
-                    await uow.observations.add(
+                    stored, _ = await uow.observations.add(
                         Observation(
                             id=f"obs_bench_{project_id}_{n}",
                             team_id=team_id,
@@ -458,6 +459,7 @@ async def seed_memories(database_url: str, team_id: str, project_id: str, count:
                             updated_at=now,
                         )
                     )
+                    await uow.search.add([observation_passage(stored)])
             done += batch
             print(f"  seeded {done}/{count} memories", file=sys.stderr, end="\r", flush=True)
         print(file=sys.stderr)

@@ -28,6 +28,7 @@ from typing import Any
 from claude_mem_core import Caller, EventInput, Memory, Scope
 from claude_mem_core.adapters import storage_from_url
 from claude_mem_core.domain.models import Observation, ObservationKind
+from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.services import ingest
 from claude_mem_core.testing import databases
 from claude_mem_core.testing.fakes import ScriptedProvider
@@ -95,7 +96,7 @@ async def seed_observations(mem: Memory, scope: Scope, count: int, rng: random.R
         async with mem.storage.unit_of_work() as uow:
             for n in range(done, done + batch):
                 words = rng.sample(WORDS, 8)
-                await uow.observations.add(
+                stored, _ = await uow.observations.add(
                     Observation(
                         id=f"{scope.project_id}-{n}",
                         team_id=scope.team_id,
@@ -108,6 +109,7 @@ async def seed_observations(mem: Memory, scope: Scope, count: int, rng: random.R
                         updated_at=now,
                     )
                 )
+                await uow.search.add([observation_passage(stored)])
         done += batch
         print(f"  seeded {done}/{count} observations", file=sys.stderr, end="\r", flush=True)
     print(file=sys.stderr)

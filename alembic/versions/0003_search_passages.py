@@ -164,15 +164,16 @@ def upgrade() -> None:
 
 def _backfill(bind: Any, postgres: bool) -> None:
     """Index the observations stored before this revision, with their source events."""
-    from claude_mem_core.adapters.sqlalchemy.search import passage_rows
+    # The metadata's tables read rows with their types (JSON, UTC timestamps) as the
+    # adapter does; at this point the schema is the head's.
+    from claude_mem_core.adapters.sqlalchemy import tables
+    from claude_mem_core.adapters.sqlalchemy.search import passage_rows, statistics
     from claude_mem_core.adapters.sqlalchemy.storage import event_from_row, observation_from_row
     from claude_mem_core.domain.passages import passages_for
 
-    meta = sa.MetaData()
-    observations = sa.Table("observations", meta, autoload_with=bind)
-    sources = sa.Table("observation_sources", meta, autoload_with=bind)
-    events = sa.Table("agent_events", meta, autoload_with=bind)
-    passages_table = sa.Table("search_passages", meta, autoload_with=bind)
+    observations = tables.observations
+    sources = tables.observation_sources
+    events = tables.agent_events
     stats: Counter[tuple[str, str]] = Counter()
     tokens: Counter[tuple[str, str]] = Counter()
     df: Counter[tuple[str, str, str]] = Counter()
@@ -191,29 +192,31 @@ def _backfill(bind: Any, postgres: bool) -> None:
         if not rows:
             break
         last = rows[-1]["id"]
+        linked: dict[str, list[Any]] = {}
+        for event in (
+            bind.execute(
+                sa.select(events, sources.c.observation_id.label("linked_observation_id"))
+                .join(sources, sources.c.agent_event_id == events.c.id)
+                .where(sources.c.observation_id.in_([row["id"] for row in rows]))
+                .order_by(events.c.created_at, events.c.id)
+            )
+            .mappings()
+            .all()
+        ):
+            linked.setdefault(event["linked_observation_id"], []).append(event_from_row(event))
         batch = []
         for row in rows:
             observation = observation_from_row(row)
-            linked = (
-                bind.execute(
-                    sa.select(events)
-                    .join(sources, sources.c.agent_event_id == events.c.id)
-                    .where(sources.c.observation_id == observation.id)
-                    .order_by(events.c.created_at, events.c.id)
-                )
-                .mappings()
-                .all()
-            )
-            batch.extend(passages_for([observation], [event_from_row(e) for e in linked]))
+            batch.extend(passages_for([observation], linked.get(observation.id, [])))
         if not batch:
             continue
-        bind.execute(sa.insert(passages_table), passage_rows(batch, postgres=postgres))
-        for passage in batch:
-            scope = (passage.team_id, passage.project_id)
-            stats[scope] += 1
-            tokens[scope] += passage.length
-            for term in passage.tf:
-                df[(*scope, term)] += 1
+        bind.execute(sa.insert(tables.search_passages), passage_rows(batch, postgres=postgres))
+        counts, frequencies = statistics(batch)
+        for team, project, n, length in counts:
+            stats[(team, project)] += n
+            tokens[(team, project)] += length
+        for team, project, term, n in frequencies:
+            df[(team, project, term)] += n
     if stats:
         bind.execute(
             sa.text(

@@ -374,6 +374,27 @@ async def test_search_is_tenant_scoped(mem: Memory, scope: Scope) -> None:
     assert "plans/launch.md" in ctx.context
 
 
+async def test_context_within_a_token_budget(mem: Memory, scope: Scope) -> None:
+    for n in range(6):
+        await mem.add_memory(scope, f"cache TTL note {n}: " + "the cache TTL is 300 s. " * 8)
+    whole = await mem.context(scope, "cache TTL")
+    assert len(whole.results) == 6
+    assert whole.context == "\n\n".join(o.content for o in whole.observations)
+    budgeted = await mem.context(scope, "cache TTL", max_tokens=100)
+    assert len(budgeted.context) <= 100 * memories.CHARS_PER_TOKEN
+    assert 1 <= len(budgeted.results) < 6
+    # Each kept result is one block of the text: its title and its excerpt, best first.
+    blocks = budgeted.context.split("\n\n")
+    assert len(blocks) == len(budgeted.results)
+    assert all(r.excerpt in b for r, b in zip(budgeted.results, blocks, strict=True))
+    assert "**cache**" in budgeted.context
+    tiny = await mem.context(scope, "cache TTL", max_tokens=2)
+    assert len(tiny.results) == 1 and len(tiny.context) == 8 and tiny.context.endswith("…")
+    for wrong in (0, -1, True):
+        with pytest.raises(InvalidInput):
+            await mem.context(scope, "cache TTL", max_tokens=wrong)
+
+
 async def test_reconcile_returns_expired_leases_and_republishes(mem: Memory, scope: Scope) -> None:
     from claude_mem_core.domain import jobs as machine
     from claude_mem_core.services.generation import reconcile

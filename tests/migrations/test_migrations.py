@@ -214,3 +214,45 @@ async def test_fts5_index_follows_the_passages(tmp_path: Path) -> None:
         assert hits("auth/middleware.py") == []
 
     await _sync_call(url, check)
+
+
+async def test_upgrade_indexes_stored_observations_with_their_events(empty_url: str) -> None:
+    """Revision 0003 indexes what 0002 stored: an observation is found by its own words
+    and by the words of the event it was made from, ranked by the statistics it counted."""
+    from claude_mem_core.domain.tokens import parse_query
+
+    await migrations.upgrade(empty_url, "0002")
+    engine = dialects.create_engine(empty_url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            for sql in (
+                "INSERT INTO teams (id, name) VALUES ('t', 't')",
+                "INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')",
+                "INSERT INTO agent_events (id, team_id, project_id, source_adapter, "
+                "idempotency_key, event_type, payload, occurred_at, received_at) VALUES "
+                "('e', 't', 'p', 'api', 'k', 'tool_use', "
+                """'{"tool_name": "Bash", "tool_response": "FAILED test_redirect_loop"}', """
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+                "INSERT INTO observations (id, team_id, project_id, title, content, facts) "
+                "VALUES ('o', 't', 'p', 'Ran the tests', 'Ran the test suite', '[\"a fact\"]')",
+                "INSERT INTO observations (id, team_id, project_id, title, content) "
+                "VALUES ('o2', 't', 'p', 'Read docs', 'Looked at the README')",
+                "INSERT INTO observation_sources (id, observation_id, team_id, project_id, "
+                "source_type, source_id, agent_event_id) "
+                "VALUES ('s', 'o', 't', 'p', 'agent_event', 'e', 'e')",
+            ):
+                await conn.execute(sa.text(sql))
+    finally:
+        await engine.dispose()
+    await migrations.upgrade(empty_url)
+    storage = SqlAlchemyStorage.from_url(empty_url)
+    try:
+        async with storage.unit_of_work() as uow:
+            by_event = await uow.search.search("t", "p", parse_query("test_redirect_loop"), limit=5)
+            by_own = await uow.search.search("t", "p", parse_query("README"), limit=5)
+    finally:
+        await storage.close()
+    assert [h.observation.id for h in by_event] == ["o"]
+    assert by_event[0].observation.facts == ("a fact",)
+    assert by_event[0].evidence[0].event_id == "e"
+    assert [h.observation.id for h in by_own] == ["o2"]

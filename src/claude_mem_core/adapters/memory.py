@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -633,15 +633,9 @@ class _SearchIndex(_Repo):
                 )
             )
         hits.sort(
-            key=lambda h: ranking.score_order(
-                h.score, _microseconds(h.observation.updated_at), h.observation.id
-            )
+            key=lambda h: ranking.score_order(h.score, h.observation.updated_at, h.observation.id)
         )
         return hits[:limit]
-
-
-def _microseconds(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 class _Audit(_Repo):

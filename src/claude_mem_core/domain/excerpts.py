@@ -1,6 +1,6 @@
 """Excerpts: the lines of a hit that match the question, with the matching words marked.
 
-Computed in Python from the best passage of a hit (or the observation's content), so every
+Computed in Python from each matching passage of a hit (or the observation's content), so every
 backend gives the same excerpt. Matches are marked ``**like this**`` (Markdown bold: what an
 agent reads as emphasis, and a viewer can render); the window is the stretch of at most
 :data:`EXCERPT_CHARS` characters holding the most distinct query strings, widened to word

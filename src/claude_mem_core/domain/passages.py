@@ -26,7 +26,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from claude_mem_core.domain.models import AgentEvent, Observation
+from claude_mem_core.domain.models import AgentEvent, Observation, ObservationKind
 from claude_mem_core.domain.tokens import index_terms
 
 # Field weights (BM25F: a term's frequency counts this many times in the field). A title
@@ -42,8 +42,6 @@ MAX_LINE_CHARS = MAX_PASSAGE_CHARS
 # The text of one event that is indexed. Beyond it (a whole file read, a build log) the rest
 # is dropped: the observation and the first 64 kB hold what identifies the action.
 MAX_EVENT_CHARS = 64_000
-# Lines carried into the next passage so an answer cut at a boundary is found whole.
-OVERLAP_LINES = 1
 # A line carried over must be short, or overlap would double long passages.
 MAX_OVERLAP_CHARS = 200
 
@@ -70,7 +68,8 @@ class Passage:
 
     @property
     def terms(self) -> list[str]:
-        """The distinct terms, sorted (the order writers lock statistics rows in)."""
+        """The distinct terms, sorted (a stored passage is the same whatever the order
+        its words came in)."""
         return sorted(self.tf)
 
 
@@ -96,9 +95,6 @@ def observation_fields(observation: Observation) -> list[tuple[str, str]]:
         *observation.concepts,
         *([observation.type] if observation.type else []),
     ]
-    kind = str(observation.kind)
-    if kind not in ("observation", "summary", "manual"):
-        facts.append(kind)  # a memory's own kind ("decision", "note") is searchable
     return [
         ("title", observation.title or ""),
         ("facts", "\n".join(facts)),
@@ -168,22 +164,25 @@ def _pieces(line: str) -> Iterator[str]:
 
 
 def chunk(text: str) -> list[str]:
-    """``text`` cut into passages of at most MAX_PASSAGE_CHARS on line boundaries, the last
-    short line of one passage repeated at the start of the next. Linear in ``len(text)``."""
+    """``text`` cut into passages of at most MAX_PASSAGE_CHARS on line boundaries. A short
+    last line of a passage starts the next one too (when both fit), so an answer that
+    spans the cut is found whole. Linear in ``len(text)``."""
     passages: list[str] = []
     current: list[str] = []
-    size = 0
+    size = -1  # characters of "\n".join(current): -1 when empty, so each line adds 1 + len
     for raw in text.splitlines():
         for line in _pieces(raw):
-            if current and size + len(line) + 1 > MAX_PASSAGE_CHARS:
+            if current and size + 1 + len(line) > MAX_PASSAGE_CHARS:
                 passages.append("\n".join(current))
-                carried = [
-                    kept for kept in current[-OVERLAP_LINES:] if len(kept) <= MAX_OVERLAP_CHARS
-                ]
-                current = carried if size > sum(len(c) + 1 for c in carried) else []
-                size = sum(len(c) + 1 for c in current)
+                last = current[-1]
+                carry = (
+                    len(current) > 1
+                    and len(last) <= MAX_OVERLAP_CHARS
+                    and len(last) + 1 + len(line) <= MAX_PASSAGE_CHARS
+                )
+                current, size = ([last], len(last)) if carry else ([], -1)
             current.append(line)
-            size += len(line) + 1
+            size += 1 + len(line)
     if current:
         passages.append("\n".join(current))
     return passages
@@ -221,11 +220,11 @@ def passages_for(
     linked to every observation. Summaries get no event passages: a summary covers a whole
     session, and its own text says what it is about."""
     found: list[Passage] = []
-    generated = [o for o in observations if str(o.kind) != "summary"]
+    generated = [o for o in observations if o.kind is not ObservationKind.SUMMARY]
     paired = len(generated) == len(events)
     for n, observation in enumerate(generated):
         found.append(observation_passage(observation))
         if events:
             found.extend(event_passages(observation, [events[n]] if paired else events))
-    found.extend(observation_passage(o) for o in observations if str(o.kind) == "summary")
+    found.extend(observation_passage(o) for o in observations if o.kind is ObservationKind.SUMMARY)
     return found

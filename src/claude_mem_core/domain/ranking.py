@@ -19,13 +19,15 @@ project:
 * An event passage's score is multiplied by :data:`EVENT_FACTOR`: raw text is evidence that
   lifts its observation, and an observation's own words count a little more.
 * An observation scores the best score of its passages; observations rank by score, then
-  newer ``updated_at``, then id in byte order. The best passage is the hit's evidence.
+  newer ``updated_at``, then id in byte order. Its best passages (at most
+  :data:`EVIDENCE_PASSAGES`) are the hit's evidence.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 from claude_mem_core.domain.tokens import Query
 
@@ -67,9 +69,10 @@ def passage_score(
 ) -> float:
     """The passage's score (0 when it matches no query term), as every backend computes it."""
     norm = K1 * (1.0 - B + B * length / avgdl)
+    counted = matched_strings(query, tf)
     score = 0.0
-    for s in query_strings(query):
-        if s in matched_strings(query, tf):
+    for s in query_strings(query):  # in query order, so every backend adds in one order
+        if s in counted:
             f = tf[s]
             score += idfs[s] * f * (K1 + 1.0) / (f + norm)
     return score * EVENT_FACTOR if event else score
@@ -79,6 +82,10 @@ def average_length(passages: int, tokens: int) -> float:
     return max(tokens / passages, 1.0) if passages else 1.0
 
 
-def score_order(score: float, updated_at_us: int, observation_id: str) -> tuple[float, int, str]:
-    """Sort key: score descending, newer first, then id (code points = UTF-8 byte order)."""
-    return (-score, -updated_at_us, observation_id)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def score_order(score: float, updated_at: datetime, observation_id: str) -> tuple[float, int, str]:
+    """Sort key: score descending, newer first (to the microsecond, as databases store it),
+    then id (code points = UTF-8 byte order)."""
+    return (-score, -((updated_at - _EPOCH) // timedelta(microseconds=1)), observation_id)

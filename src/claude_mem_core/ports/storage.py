@@ -297,7 +297,7 @@ class SearchIndexRepository(Protocol):
         self, team_id: str, project_id: str, query: Query, *, limit: int
     ) -> Sequence[SearchHit]:
         """The best ``limit`` observations of the project for ``query``, best first, each
-        once, with its best passage (``domain/ranking.py`` defines the order)."""
+        once, with its best passages (``domain/ranking.py`` defines the order)."""
 
 
 class AuditRepository(Protocol):

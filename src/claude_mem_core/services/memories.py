@@ -196,9 +196,14 @@ async def search(
 
 @frozen(kw_only=True)
 class Context:
-    observations: Sequence[Observation]
+    """The text built for a query, and the search results it was built from."""
+
+    results: Sequence[SearchResult]
     context: str
-    results: Sequence[SearchResult] = ()
+
+    @property
+    def observations(self) -> list[Observation]:
+        return [r.observation for r in self.results]
 
 
 # Characters per token when a caller budgets context in tokens: the usual estimate for
@@ -226,29 +231,22 @@ async def context(
     found = await search(
         deps, caller, project_id=project_id, query=query, limit=limit, mode="context"
     )
-    observations = [r.observation for r in found]
     if max_tokens is None:
-        text = "\n\n".join(o.content for o in observations if o.content)
-        return Context(observations=observations, context=text, results=found)
+        text = "\n\n".join(r.observation.content for r in found if r.observation.content)
+        return Context(results=found, context=text)
     budget = max_tokens * CHARS_PER_TOKEN
     blocks: list[str] = []
-    used = 0
-    kept: list[SearchResult] = []
+    used = -2  # blocks are joined by a blank line: two characters each after the first
     for result in found:
         title = result.observation.title or result.observation.type or "Observation"
         block = f"## {title}\n{result.excerpt}"
-        cost = len(block) + (2 if blocks else 0)
-        if blocks and used + cost > budget:
+        if used + 2 + len(block) > budget:
+            if not blocks:  # the best one, cut to the budget, rather than nothing
+                blocks.append(block[: budget - 1] + "…")
             break
-        if not blocks and cost > budget:
-            block = block[: max(budget - 1, 0)] + "…"
-            cost = len(block)
         blocks.append(block)
-        kept.append(result)
-        used += cost
-    return Context(
-        observations=[r.observation for r in kept], context="\n\n".join(blocks), results=kept
-    )
+        used += 2 + len(block)
+    return Context(results=found[: len(blocks)], context="\n\n".join(blocks))
 
 
 MAX_RECENT_LIMIT = 100
