@@ -287,21 +287,17 @@ class SearchFloor:
 async def seed_observations(
     database_url: str, team_id: str, project_ids: list[str], start: int, stop: int, seed: int
 ) -> float:
-    """Rows ``start``..``stop`` of every project in ``project_ids``, with their search
-    passages and statistics, through COPY (fast; the rows the adapter would write)."""
-    import json
-
+    """Rows ``start``..``stop`` of every project in ``project_ids`` through COPY (fast),
+    and their search passages and statistics through the adapter's own statement."""
     import psycopg
 
-    from claude_mem_core.adapters.sqlalchemy.search import passage_rows, statistics
+    from claude_mem_core.adapters.sqlalchemy.search import PG_ADD_PASSAGES, pg_passage_params
     from claude_mem_core.domain.models import Observation
     from claude_mem_core.domain.passages import observation_passage
 
     rng = random.Random(seed)
     started = time.perf_counter()
     now = datetime.now(UTC)
-    columns = ["team_id", "project_id", "observation_id", "origin", "event_id", "ordinal"]
-    columns += ["text", "length", "tf", "terms"]
     async with await psycopg.AsyncConnection.connect(hb.databases._libpq(database_url)) as conn:
         for project_id in project_ids:
             observations = []
@@ -320,34 +316,20 @@ async def seed_observations(
                     )
                 )
             passages = [observation_passage(o) for o in observations]
-            async with conn.cursor() as cursor:
-                async with cursor.copy(
+            async with (
+                conn.cursor() as cursor,
+                cursor.copy(
                     "COPY observations (id, team_id, project_id, kind, type, title, content, "
                     "created_at, updated_at) FROM STDIN"
-                ) as copy:
-                    for o in observations:
-                        row = (o.id, team_id, project_id, "observation", o.type, o.title)
-                        await copy.write_row([*row, o.content, now, now])
-                async with cursor.copy(
-                    f"COPY search_passages ({', '.join(columns)}) FROM STDIN"
-                ) as copy:
-                    for row in passage_rows(passages, postgres=True):
-                        row["tf"] = json.dumps(row["tf"])
-                        await copy.write_row([row[c] for c in columns])
-                stats, frequencies = statistics(passages)
-                await cursor.executemany(
-                    "INSERT INTO search_stats VALUES (%s, %s, 0, %s, %s) "
-                    "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
-                    "passages = search_stats.passages + excluded.passages, "
-                    "tokens = search_stats.tokens + excluded.tokens",
-                    stats,
-                )
-                await cursor.executemany(
-                    "INSERT INTO search_terms VALUES (%s, %s, %s, 0, %s) "
-                    "ON CONFLICT (team_id, project_id, term, shard) DO UPDATE SET "
-                    "df = search_terms.df + excluded.df",
-                    frequencies,
-                )
+                ) as copy,
+            ):
+                for o in observations:
+                    row = (o.id, team_id, project_id, "observation", o.type, o.title)
+                    await copy.write_row([*row, o.content, now, now])
+            # The adapter's own statement, 1000 passages at a time.
+            for n in range(0, len(passages), 1000):
+                params = pg_passage_params(passages[n : n + 1000])
+                await conn.execute(PG_ADD_PASSAGES, params)
             await conn.commit()
         await conn.execute("ANALYZE observations")
         await conn.execute("ANALYZE search_passages")

@@ -24,7 +24,6 @@ Existing observations are indexed here, with the text of their source events.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,9 +140,13 @@ def upgrade() -> None:
             columns += [
                 sa.Column("passages", sa.BigInteger(), nullable=False),
                 sa.Column("tokens", sa.BigInteger(), nullable=False),
+                sa.Column("min_length", sa.BigInteger(), nullable=False),
             ]
         else:
-            columns.append(sa.Column("df", sa.BigInteger(), nullable=False))
+            columns += [
+                sa.Column("df", sa.BigInteger(), nullable=False),
+                sa.Column("max_tf", sa.Float(), nullable=False),
+            ]
         key = ["team_id", "project_id", *(["term"] if extra else []), "shard"]
         op.create_table(
             name,
@@ -159,24 +162,21 @@ def upgrade() -> None:
     if not postgres:
         for statement in FTS_STATEMENTS:
             op.execute(statement)
-    _backfill(bind, postgres)
+    _backfill(bind)
 
 
-def _backfill(bind: Any, postgres: bool) -> None:
+def _backfill(bind: Any) -> None:
     """Index the observations stored before this revision, with their source events."""
     # The metadata's tables read rows with their types (JSON, UTC timestamps) as the
     # adapter does; at this point the schema is the head's.
     from claude_mem_core.adapters.sqlalchemy import tables
-    from claude_mem_core.adapters.sqlalchemy.search import passage_rows, statistics
+    from claude_mem_core.adapters.sqlalchemy.search import add_passages_sync
     from claude_mem_core.adapters.sqlalchemy.storage import event_from_row, observation_from_row
     from claude_mem_core.domain.passages import passages_for
 
     observations = tables.observations
     sources = tables.observation_sources
     events = tables.agent_events
-    stats: Counter[tuple[str, str]] = Counter()
-    tokens: Counter[tuple[str, str]] = Counter()
-    df: Counter[tuple[str, str, str]] = Counter()
     last = ""
     while True:
         rows = (
@@ -210,35 +210,7 @@ def _backfill(bind: Any, postgres: bool) -> None:
             batch.extend(passages_for([observation], linked.get(observation.id, [])))
         if not batch:
             continue
-        bind.execute(sa.insert(tables.search_passages), passage_rows(batch, postgres=postgres))
-        counts, frequencies = statistics(batch)
-        for team, project, n, length in counts:
-            stats[(team, project)] += n
-            tokens[(team, project)] += length
-        for team, project, term, n in frequencies:
-            df[(team, project, term)] += n
-    if stats:
-        bind.execute(
-            sa.text(
-                "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens) "
-                "VALUES (:team_id, :project_id, 0, :passages, :tokens)"
-            ),
-            [
-                {"team_id": t, "project_id": p, "passages": n, "tokens": tokens[(t, p)]}
-                for (t, p), n in stats.items()
-            ],
-        )
-    if df:
-        bind.execute(
-            sa.text(
-                "INSERT INTO search_terms (team_id, project_id, term, shard, df) "
-                "VALUES (:team_id, :project_id, :term, 0, :df)"
-            ),
-            [
-                {"team_id": t, "project_id": p, "term": term, "df": n}
-                for (t, p, term), n in df.items()
-            ],
-        )
+        add_passages_sync(bind, batch)
 
 
 def downgrade() -> None:

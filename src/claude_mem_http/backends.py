@@ -66,7 +66,7 @@ class Backend(Protocol):
     ) -> dict[str, Any]: ...
 
     async def context(
-        self, project: str | None, query: str, limit: int | None
+        self, project: str | None, query: str, limit: int | None, max_tokens: int | None = None
     ) -> dict[str, Any]: ...
 
     async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
@@ -158,8 +158,12 @@ class RemoteBackend:
         body = await self.client.search(self.project(project), query, limit=limit)
         return cast(dict[str, Any], body)
 
-    async def context(self, project: str | None, query: str, limit: int | None) -> dict[str, Any]:
-        body = await self.client.context(self.project(project), query, limit=limit)
+    async def context(
+        self, project: str | None, query: str, limit: int | None, max_tokens: int | None = None
+    ) -> dict[str, Any]:
+        body = await self.client.context(
+            self.project(project), query, limit=limit, max_tokens=max_tokens
+        )
         return cast(dict[str, Any], body)
 
     async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
@@ -309,13 +313,16 @@ class LocalBackend:
         )
         return {"observations": [schemas.search_result(r) for r in found]}
 
-    async def context(self, project: str | None, query: str, limit: int | None) -> dict[str, Any]:
+    async def context(
+        self, project: str | None, query: str, limit: int | None, max_tokens: int | None = None
+    ) -> dict[str, Any]:
         built = await memories.context(
             self.deps,
             self.caller,
             project_id=await self.project(project),
             query=query,
             limit=10 if limit is None else limit,
+            max_tokens=max_tokens,
         )
         return {
             "observations": [schemas.search_result(r) for r in built.results],

@@ -231,8 +231,22 @@ class MemoryBody(TypedDict):
     memory: Observation
 
 
+class Evidence(TypedDict):
+    excerpt: str
+    eventId: str | None
+    score: float
+
+
+class SearchHit(Observation):
+    """An observation as search and context return it, with its evidence."""
+
+    score: float
+    excerpt: str
+    evidence: list[Evidence]
+
+
 class SearchBody(TypedDict):
-    observations: list[Observation]
+    observations: list[SearchHit]
 
 
 class RecentMemoriesBody(TypedDict):
@@ -240,7 +254,7 @@ class RecentMemoriesBody(TypedDict):
 
 
 class ContextBody(TypedDict):
-    observations: list[Observation]
+    observations: list[SearchHit]
     context: str
 
 
@@ -691,9 +705,17 @@ class ClaudeMemClient:
         )
 
     async def context(
-        self, project_id: str, query: str, *, limit: int | None = None
+        self,
+        project_id: str,
+        query: str,
+        *,
+        limit: int | None = None,
+        max_tokens: int | None = None,
     ) -> ContextBody:
-        body = _compact({"projectId": project_id, "query": query, "limit": limit})
+        """``max_tokens``: titles and excerpts within that budget instead of whole contents."""
+        body = _compact(
+            {"projectId": project_id, "query": query, "limit": limit, "maxTokens": max_tokens}
+        )
         return cast(
             ContextBody, await self.request("POST", "/v1/context", body=body, idempotent=True)
         )

@@ -49,6 +49,7 @@ from claude_mem_core.errors import (
 )
 from claude_mem_http.backends import Backend, LocalBackend, RemoteBackend
 from claude_mem_http.client import ClaudeMemClient, ServerUnavailable, now_epoch_ms
+from claude_mem_http.schemas import MAX_CONTEXT_TOKENS
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -80,6 +81,12 @@ BackendFactory = Callable[[Any], Awaitable[Backend]]
 
 _STR = {"type": "string"}
 _PROJECT = {"type": "string", "description": "project id (default: the configured project)"}
+_MAX_TOKENS = {
+    "type": "number",
+    "minimum": 1,
+    "maximum": MAX_CONTEXT_TOKENS,
+    "description": "budget of the context text, about 4 characters a token",
+}
 
 
 def _schema(
@@ -131,7 +138,8 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
     "observation_search": (
-        "Full-text search of the project's observations, best match first.",
+        "Full-text search of the project's observations, best match first, each with the "
+        "excerpt that matched (matches marked **like this**).",
         _schema(
             {
                 "query": {"type": "string", "minLength": 1},
@@ -142,12 +150,14 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
     "observation_context": (
-        "Observations matching a query, plus their contents joined as ready-to-use context.",
+        "Observations matching a query, plus their contents joined as ready-to-use context; "
+        "with maxTokens, their titles and matching excerpts within that budget.",
         _schema(
             {
                 "query": {"type": "string", "minLength": 1},
                 "projectId": _PROJECT,
                 "limit": {"type": "number", "minimum": 1, "maximum": MAX_CONTEXT_LIMIT},
+                "maxTokens": _MAX_TOKENS,
             },
             ["query"],
         ),
@@ -193,6 +203,7 @@ TOOLS: dict[str, tuple[str, dict[str, Any]]] = {
                 "projectId": _STR,
                 "query": _STR,
                 "limit": {"type": "number", "minimum": 1, "maximum": MAX_CONTEXT_LIMIT},
+                "maxTokens": _MAX_TOKENS,
             },
             ["projectId", "query"],
         ),
@@ -356,10 +367,13 @@ async def call(backend: Backend, tool: str, arguments: Mapping[str, Any] | None)
         limit = args.integer(
             "limit", minimum=1, maximum=MAX_SEARCH_LIMIT if search else MAX_CONTEXT_LIMIT
         )
+        max_tokens = (
+            None if search else args.integer("maxTokens", minimum=1, maximum=MAX_CONTEXT_TOKENS)
+        )
         args.check()
         if search:
             return await backend.search(project, query or "", limit)
-        return await backend.context(project, query or "", limit)
+        return await backend.context(project, query or "", limit, max_tokens)
     if tool == "memory_list_recent":
         project = args.text("projectId", required=True)
         limit = args.integer("limit", minimum=1, maximum=MAX_RECENT_LIMIT)

@@ -285,19 +285,24 @@ def parse_memory(data: JSON) -> MemoryInput:
     )
 
 
-def _search_fields(reader: Reader, *, default_limit: int, max_limit: int) -> tuple[str, str, int]:
+def _search_fields(
+    reader: Reader, *, default_limit: int, max_limit: int
+) -> tuple[str | None, str | None, int]:
+    """The search fields (``None`` where one is missing: ``reader.done()`` refuses it)."""
     project_id = reader.string("projectId", required=True)
     query = reader.string("query", required=True)
     limit = reader.integer("limit", minimum=1, maximum=max_limit)
-    assert project_id is not None and query is not None
     return project_id, query, default_limit if limit is None else limit
 
 
 def parse_search(data: JSON, *, default_limit: int, max_limit: int) -> tuple[str, str, int]:
     reader = Reader(data)
-    fields = _search_fields(reader, default_limit=default_limit, max_limit=max_limit)
+    project_id, query, limit = _search_fields(
+        reader, default_limit=default_limit, max_limit=max_limit
+    )
     reader.done()
-    return fields
+    assert project_id is not None and query is not None
+    return project_id, query, limit
 
 
 def parse_context(
@@ -305,10 +310,13 @@ def parse_context(
 ) -> tuple[str, str, int, int | None]:
     """``/v1/context``: the search fields and an optional ``maxTokens`` budget."""
     reader = Reader(data)
-    fields = _search_fields(reader, default_limit=default_limit, max_limit=max_limit)
+    project_id, query, limit = _search_fields(
+        reader, default_limit=default_limit, max_limit=max_limit
+    )
     max_tokens = reader.integer("maxTokens", minimum=1, maximum=MAX_CONTEXT_TOKENS)
     reader.done()
-    return (*fields, max_tokens)
+    assert project_id is not None and query is not None
+    return project_id, query, limit, max_tokens
 
 
 # A budget above any model's context window is a mistake, not a wish.

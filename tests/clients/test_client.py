@@ -80,8 +80,13 @@ async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> No
         assert memory["kind"] == "manual"
         found = await client.search(tenant.project, "blue-green", limit=5)
         assert [o["id"] for o in found["observations"]] == [memory["id"]]
+        assert "**blue-green**" in found["observations"][0]["excerpt"]
         context = await client.context(tenant.project, "deploy")
         assert "blue-green" in context["context"]
+        budgeted = await client.context(tenant.project, "deploy", max_tokens=30)
+        assert (
+            budgeted["context"].startswith("## Deploys\n") and "**deploy**" in budgeted["context"]
+        )
 
         job = (await client.get_job(job_id))["generationJob"]
         assert job["id"] == job_id and job["status"] == "queued"

@@ -71,12 +71,15 @@ async def test_in_process_session_lists_and_calls_every_tool(backend: LocalBacke
         ):
             found = await client.call_tool(tool, args)
             assert [o["id"] for o in found.structured_content["observations"]] == [memory["id"]]
+            assert "**blue-green**" in found.structured_content["observations"][0]["excerpt"]
         for tool, args in (
             ("observation_context", {"query": "staging"}),
             ("memory_context", {"projectId": "webapp", "query": "staging"}),
         ):
             context = await client.call_tool(tool, args)
             assert context.structured_content["context"] == "Staging lives on k8s."
+            budgeted = await client.call_tool(tool, {**args, "maxTokens": 50})
+            assert "**Staging**" in budgeted.structured_content["context"]
 
         for key in ("jobId", "job_id"):
             status = await client.call_tool("observation_generation_status", {key: job_id})

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claude_mem_core.domain.words import STOP_WORDS, stem
 from claude_mem_core.domain.tokens import (
     JOINER_LOOKALIKES,
     JOINERS,
@@ -29,6 +28,7 @@ from claude_mem_core.domain.tokens import (
     parse_query,
     tokenize,
 )
+from claude_mem_core.domain.words import STOP_WORDS, stem
 
 
 def matches(term: QueryTerm, index: Iterable[str]) -> bool:

@@ -798,6 +798,87 @@ class StorageContract:
         ids = [h.observation.id for h in hits]
         assert ids.index(twin_b.id) < ids.index(twin_a.id)  # same score: newer first
 
+    async def test_search_top_of_many_matches_is_the_models(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        """Many passages match, few are asked for: a backend that reads only the passages
+        that can still reach the top (PostgreSQL) returns exactly the model's top, with
+        every matching passage of each hit as evidence."""
+        import random
+
+        team, project = await self._tenant(storage, make)
+        rng = random.Random(7)
+        words = "alpha beta gamma delta kappa sigma omega theta lambda zeta".split()
+        corpus = [
+            make.observation(
+                project,
+                " ".join(rng.choice(words) for _ in range(rng.randint(3, 30))),
+                title=rng.choice(words),
+            )
+            for _ in range(150)
+        ]
+        events = {
+            o.id: [make.event(project, payload={"output": " ".join(rng.sample(words, 4))})]
+            for o in corpus[::3]
+        }
+        await self._indexed(storage, corpus, events)
+        passages = [observation_passage(o) for o in corpus] + [
+            p for o in corpus for p in event_passages(o, events.get(o.id, []))
+        ]
+        by_id = {o.id: o for o in corpus}
+        for _ in range(12):
+            query = parse_query(" ".join(rng.sample(words, rng.randint(1, 4))))
+            strings = ranking.query_strings(query)
+            idfs = {
+                s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf))
+                for s in strings
+            }
+            avgdl = ranking.average_length(len(passages), sum(p.length for p in passages))
+            scores: dict[str, list[float]] = {}
+            for p in passages:
+                event = p.event_id is not None
+                score = ranking.passage_score(
+                    query, p.tf, p.length, idfs=idfs, avgdl=avgdl, event=event
+                )
+                if score > 0:
+                    scores.setdefault(p.observation_id, []).append(score)
+            expected = sorted(
+                ((max(v), oid) for oid, v in scores.items()),
+                key=lambda e: ranking.score_order(e[0], by_id[e[1]].updated_at, e[1]),
+            )[:5]
+            async with storage.unit_of_work() as uow:
+                hits = await uow.search.search(team.id, project.id, query, limit=5)
+            assert len(hits) == len(expected)
+            for hit, (score, oid) in zip(hits, expected, strict=True):
+                assert hit.score == pytest.approx(score, rel=1e-9)
+                # The same observation, or one of exactly its score (a tie within rounding).
+                assert hit.observation.id == oid or max(
+                    scores[hit.observation.id]
+                ) == pytest.approx(score, rel=1e-9)
+                found = sorted(scores[hit.observation.id], reverse=True)
+                assert [e.score for e in hit.evidence] == pytest.approx(
+                    found[: ranking.EVIDENCE_PASSAGES], rel=1e-9
+                )
+
+    async def test_search_a_rare_term_alone_beats_common_pairs(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        """Many observations hold two common query words; the best answer holds only the
+        rare one. A backend that skips single-word matches it judges hopeless must not skip
+        this one; those whose words cannot win stay out without changing the answer."""
+        team, project = await self._tenant(storage, make)
+        pairs = [make.observation(project, f"deploy cache note {n}") for n in range(40)]
+        only_cache = [make.observation(project, f"cache entry {n}") for n in range(40)]
+        rare = make.observation(project, "zookeeper", title="zookeeper")
+        await self._indexed(storage, [*pairs, *only_cache, rare])
+        async with storage.unit_of_work() as uow:
+            hits = await uow.search.search(
+                team.id, project.id, parse_query("zookeeper deploy cache"), limit=3
+            )
+        ids = [h.observation.id for h in hits]
+        assert ids[0] == rare.id
+        assert set(ids[1:]) <= {o.id for o in pairs}
+
     async def test_sources_link_and_merge(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:

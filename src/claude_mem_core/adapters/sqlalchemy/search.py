@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -77,19 +76,30 @@ def passage_rows(passages: Sequence[Passage], *, postgres: bool) -> list[dict[st
     return rows
 
 
-def statistics(passages: Sequence[Passage]) -> tuple[list[Any], list[Any]]:
-    """Per-scope (passages, tokens) and per-(scope, term) document frequencies, sorted."""
-    counts: Counter[tuple[str, str]] = Counter()
-    tokens: Counter[tuple[str, str]] = Counter()
-    df: Counter[tuple[str, str, str]] = Counter()
+def statistics(passages: Sequence[Passage]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows ``passages`` add to ``search_stats`` and ``search_terms`` (without their
+    shard), sorted: counts, total and smallest length per project; document frequency and
+    largest weighted frequency per term (the last two bound a term's score: see
+    :func:`_pg_search_sql`)."""
+    projects: dict[tuple[str, str], dict[str, Any]] = {}
+    terms: dict[tuple[str, str, str], dict[str, Any]] = {}
     for p in passages:
         scope = (p.team_id, p.project_id)
-        counts[scope] += 1
-        tokens[scope] += p.length
-        for term in p.tf:
-            df[(*scope, term)] += 1
-    stats = [(team, project, n, tokens[(team, project)]) for (team, project), n in counts.items()]
-    return sorted(stats), sorted((*key, n) for key, n in df.items())
+        row = projects.get(scope)
+        if row is None:
+            row = projects[scope] = {"team_id": p.team_id, "project_id": p.project_id}
+            row.update(passages=0, tokens=0, min_length=p.length)
+        row["passages"] += 1
+        row["tokens"] += p.length
+        row["min_length"] = min(row["min_length"], p.length)
+        for term, f in p.tf.items():
+            entry = terms.get((*scope, term))
+            if entry is None:
+                entry = terms[(*scope, term)] = {"team_id": p.team_id, "project_id": p.project_id}
+                entry.update(term=term, df=0, max_tf=f)
+            entry["df"] += 1
+            entry["max_tf"] = max(entry["max_tf"], f)
+    return [projects[k] for k in sorted(projects)], [terms[k] for k in sorted(terms)]
 
 
 _PASSAGE_COLUMNS = "team_id, project_id, observation_id, origin, event_id, ordinal, text, "
@@ -113,10 +123,12 @@ def pg_passage_ctes(passages: str, stats: str, terms: str, when: str) -> str:
         f"pa_stats AS (INSERT INTO search_stats SELECT * FROM {rows('search_stats', stats)} "
         "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
         "passages = search_stats.passages + excluded.passages, "
-        "tokens = search_stats.tokens + excluded.tokens RETURNING 1), "
+        "tokens = search_stats.tokens + excluded.tokens, "
+        "min_length = least(search_stats.min_length, excluded.min_length) RETURNING 1), "
         f"pa_terms AS (INSERT INTO search_terms SELECT * FROM {rows('search_terms', terms)} "
         "ON CONFLICT (team_id, project_id, term, shard) DO UPDATE SET "
-        "df = search_terms.df + excluded.df RETURNING 1)"
+        "df = search_terms.df + excluded.df, "
+        "max_tf = greatest(search_terms.max_tf, excluded.max_tf) RETURNING 1)"
     )
 
 
@@ -127,26 +139,16 @@ def _json(value: Any) -> str:
 def pg_passage_params(passages: Sequence[Passage]) -> dict[str, Any]:
     """The parameters of :func:`pg_passage_ctes`: rows as JSON, statistics sorted (terms
     are locked in one order by every writer) on one shard, drawn at random."""
-    stats, df = statistics(passages)
+    stats, terms = statistics(passages)
     shard = random.randrange(PG_SHARDS)
     return {
         "passages": _json(passage_rows(passages, postgres=True)),
-        "passage_stats": _json(
-            [
-                {"team_id": a, "project_id": b, "shard": shard, "passages": n, "tokens": k}
-                for a, b, n, k in stats
-            ]
-        ),
-        "passage_terms": _json(
-            [
-                {"team_id": a, "project_id": b, "term": term, "shard": shard, "df": n}
-                for a, b, term, n in df
-            ]
-        ),
+        "passage_stats": _json([{**row, "shard": shard} for row in stats]),
+        "passage_terms": _json([{**row, "shard": shard} for row in terms]),
     }
 
 
-_PG_ADD = (
+PG_ADD_PASSAGES = (
     "WITH "
     + pg_passage_ctes("%(passages)s", "%(passage_stats)s", "%(passage_terms)s", "true")
     + " SELECT count(*) FROM pa"
@@ -158,15 +160,43 @@ _SQLITE_PASSAGE_INSERT = sa.text(
     ":origin, :event_id, :ordinal, :text, :length, :tf, :terms)"
 )
 _SQLITE_STATS_UPSERT = sa.text(
-    "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens) "
-    "VALUES (:team, :project, 0, :n, :tokens) ON CONFLICT (team_id, project_id, shard) "
-    "DO UPDATE SET passages = passages + excluded.passages, tokens = tokens + excluded.tokens"
+    "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens, min_length) "
+    "VALUES (:team_id, :project_id, 0, :passages, :tokens, :min_length) "
+    "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
+    "passages = passages + excluded.passages, tokens = tokens + excluded.tokens, "
+    "min_length = min(min_length, excluded.min_length)"
 )
 _SQLITE_TERMS_UPSERT = sa.text(
-    "INSERT INTO search_terms (team_id, project_id, term, shard, df) "
-    "VALUES (:team, :project, :term, 0, :df) ON CONFLICT (team_id, project_id, term, shard) "
-    "DO UPDATE SET df = df + excluded.df"
+    "INSERT INTO search_terms (team_id, project_id, term, shard, df, max_tf) "
+    "VALUES (:team_id, :project_id, :term, 0, :df, :max_tf) "
+    "ON CONFLICT (team_id, project_id, term, shard) DO UPDATE SET "
+    "df = df + excluded.df, max_tf = max(max_tf, excluded.max_tf)"
 )
+
+
+def sqlite_passage_writes(passages: Sequence[Passage]) -> list[tuple[sa.TextClause, Any]]:
+    """SQLite: the statements (with their parameter lists) that write passages and count
+    them in the statistics. PostgreSQL does it in one: ``PG_ADD_PASSAGES``."""
+    stats, terms = statistics(passages)
+    rows = passage_rows(passages, postgres=False)
+    for row in rows:
+        row["tf"] = _json(row["tf"])
+    return [
+        (_SQLITE_PASSAGE_INSERT, rows),
+        (_SQLITE_STATS_UPSERT, stats),
+        (_SQLITE_TERMS_UPSERT, terms),
+    ]
+
+
+def add_passages_sync(conn: sa.Connection, passages: Sequence[Passage]) -> None:
+    """:func:`add_passages` on a synchronous connection (migrations)."""
+    if not passages:
+        return
+    if conn.dialect.name == dialects.POSTGRES:
+        conn.exec_driver_sql(PG_ADD_PASSAGES, pg_passage_params(passages))
+        return
+    for statement, params in sqlite_passage_writes(passages):
+        conn.execute(statement, params)
 
 
 async def add_passages(conn: AsyncConnection, passages: Sequence[Passage]) -> None:
@@ -176,21 +206,10 @@ async def add_passages(conn: AsyncConnection, passages: Sequence[Passage]) -> No
         return
     try:
         if conn.dialect.name == dialects.POSTGRES:
-            await driver_sql(conn, _PG_ADD, pg_passage_params(passages), rows=False)
+            await driver_sql(conn, PG_ADD_PASSAGES, pg_passage_params(passages), rows=False)
             return
-        stats, df = statistics(passages)
-        rows = passage_rows(passages, postgres=False)
-        for row in rows:
-            row["tf"] = _json(row["tf"])
-        await conn.execute(_SQLITE_PASSAGE_INSERT, rows)
-        await conn.execute(
-            _SQLITE_STATS_UPSERT,
-            [{"team": a, "project": b, "n": n, "tokens": k} for a, b, n, k in stats],
-        )
-        await conn.execute(
-            _SQLITE_TERMS_UPSERT,
-            [{"team": a, "project": b, "term": term, "df": n} for a, b, term, n in df],
-        )
+        for statement, params in sqlite_passage_writes(passages):
+            await conn.execute(statement, params)
     except (exc.SQLAlchemyError, OSError) as e:
         raise dialects.translate_error(e, not_found="observation must exist in scope") from e
 
@@ -257,76 +276,152 @@ _EVENT = f"(CASE WHEN origin = 'event' THEN {ranking.EVENT_FACTOR!r} ELSE 1.0 EN
 MAX_CACHED_SHAPES = 2_000
 
 
+def _scored(source: str, score: str) -> str:
+    """The passages of ``source`` (with frequencies ``f0 …``) with their positive scores."""
+    return (
+        f"SELECT id, observation_id, score FROM (SELECT c.id, c.observation_id, "
+        f"{score} * {_EVENT} AS score FROM {source} c CROSS JOIN w) AS s WHERE score > 0"
+    )
+
+
+def _ranking_sql(
+    score: str, lookups: str, matches: str, param: Callable[[str], str], byte_order: str
+) -> str:
+    """From ``cand`` (candidate passages with their frequencies ``f0 …``) and ``w`` (idf
+    and average length) to the result rows; the same SQL on both backends.
+
+    Every candidate is scored once (``scored`` is materialised: its expression names each
+    frequency several times). Only the best score per observation is ranked; observations
+    are read for the tie order only where the score reaches the ``limit``-th best. The
+    evidence is every passage of the returned observations that ``matches`` the query."""
+    return f"""scored AS MATERIALIZED ({_scored("cand", score)}
+), best AS (
+  SELECT observation_id, max(score) AS score FROM scored GROUP BY observation_id
+), cut AS (
+  SELECT score FROM best ORDER BY score DESC LIMIT 1 OFFSET {param("cut")}
+), top AS (
+  SELECT b.observation_id, b.score, o.updated_at FROM best b
+  JOIN observations o ON o.id = b.observation_id
+  WHERE b.score >= coalesce((SELECT score FROM cut), 0)
+  ORDER BY b.score DESC, o.updated_at DESC, o.id{byte_order} LIMIT {param("limit")}
+), top_passages AS MATERIALIZED (
+  SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
+  FROM search_passages p JOIN top ON top.observation_id = p.observation_id WHERE {matches}
+), evidence AS (
+  SELECT s.observation_id, s.id, s.score,
+         row_number() OVER (PARTITION BY s.observation_id ORDER BY s.score DESC, s.id) AS nth
+  FROM ({_scored("top_passages", score)}) AS s
+)
+SELECT top.score, e.score AS passage_score, p.text AS evidence,
+       p.event_id AS evidence_event_id, {_COLUMNS}
+FROM top JOIN evidence e ON e.observation_id = top.observation_id AND e.nth <= {param("evidence")}
+JOIN search_passages p ON p.id = e.id JOIN observations o ON o.id = top.observation_id
+ORDER BY top.score DESC, o.updated_at DESC, o.id{byte_order}, e.nth
+"""
+
+
+_COLUMNS = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
+# Above this many query terms the pairs of terms are not enumerated (no pruning).
+MAX_PRUNED_TERMS = 8
+
+
+def pruned(terms: Shape) -> bool:
+    return 2 <= len(terms) <= MAX_PRUNED_TERMS
+
+
+def _pg_term_tsqueries(strings: list[str], terms: Shape) -> list[str]:
+    """Each query term's own tsquery: the term, or all of its parts."""
+    return [_pg_tsquery(strings, (term,)) for term in terms]
+
+
+def _pg_pairs_tsquery(strings: list[str], terms: Shape) -> str:
+    """Passages matching at least two query terms."""
+    each = [f"({q})" for q in _pg_term_tsqueries(strings, terms)]
+    return " | ".join(f"({a} & {b})" for n, a in enumerate(each) for b in each[n + 1 :])
+
+
 @lru_cache(maxsize=MAX_CACHED_SHAPES)
 def _pg_search_sql(count: int, terms: Shape) -> str:
+    """PostgreSQL: one statement. Exact, and bounded where query terms are common.
+
+    With two or more query terms, the passages matching at least two of them (``a``, few)
+    are scored first; ``θ`` is the ``limit``-th best observation score among them. A
+    passage matching a single query term scores at most that term's bound (its strings'
+    idf times the BM25 factor of their largest frequency in the project at the project's
+    shortest length, :func:`statistics`), so the passages of a term whose bound is below
+    ``θ`` cannot reach the top and are not read: only the terms that can still win are
+    (a term-at-a-time MaxScore). The top is then ranked from ``a`` and those passages;
+    every observation it returns has all its matching passages as evidence.
+    """
     lookups = ", ".join(f"(p.tf ->> %(s{i})s)::float8 AS f{i}" for i in range(count))
+    joins = " ".join(f"LEFT JOIN d AS d{i} ON d{i}.term = %(s{i})s" for i in range(count))
     idfs = ", ".join(
-        f"ln(1.0 + (st.n - coalesce(d{i}.df, 0) + 0.5) / (coalesce(d{i}.df, 0) + 0.5)) AS idf{i}"
+        f"ln(1.0 + (st.n - coalesce(d{i}.df, 0) + 0.5) / (coalesce(d{i}.df, 0) + 0.5)) AS idf{i}, "
+        f"coalesce(d{i}.max_tf, 0) AS mx{i}"
         for i in range(count)
     )
-    joins = " ".join(f"LEFT JOIN d AS d{i} ON d{i}.term = %(s{i})s" for i in range(count))
+    k1, b = repr(ranking.K1), repr(ranking.B)
+    bounds = ", ".join(
+        f"idf{i} * mx{i} * {ranking.K1 + 1.0!r} / "
+        f"greatest(mx{i} + {k1} * (1.0 - {b} + {b} * minlen / avgdl), 1e-9) AS ub{i}"
+        for i in range(count)
+    )
+    term_bounds = ", ".join(
+        " + ".join(f"ub{i}" for i in dict.fromkeys((whole, *parts))) + f" AS ubq{j}"
+        for j, (whole, parts) in enumerate(terms)
+    )
     score = _score_sql(terms, count, "w.idf{i}", "w.avgdl")
-    columns = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
+    scope = "p.team_id = %(team_id)s AND p.project_id = %(project_id)s"
+    matches = f"{scope} AND p.terms @@ %(tsquery)s::tsquery"
+    select = f"SELECT p.id, p.observation_id, p.origin, p.length, {lookups} FROM search_passages p"
+    if pruned(terms):
+        branches = " UNION ".join(
+            f"{select} WHERE {scope} AND p.terms @@ %(q{j})s::tsquery "
+            f"AND (SELECT t FROM theta) <= (SELECT ubq{j} FROM w)"
+            for j in range(len(terms))
+        )
+        candidates = f"""a AS MATERIALIZED (
+  {select} WHERE {scope} AND p.terms @@ %(pairs)s::tsquery
+), a_best AS (
+  SELECT observation_id, max(score) AS score FROM ({_scored("a", score)}) AS s
+  GROUP BY observation_id
+), theta AS (
+  SELECT coalesce(
+    (SELECT score FROM a_best ORDER BY score DESC LIMIT 1 OFFSET %(cut)s), 0.0) AS t
+), cand AS MATERIALIZED (SELECT * FROM a UNION {branches})"""
+    else:
+        candidates = f"cand AS MATERIALIZED ({select} WHERE {matches})"
     return f"""
 WITH st AS (
-  SELECT coalesce(sum(passages), 0)::float8 AS n, coalesce(sum(tokens), 0)::float8 AS tokens
+  SELECT coalesce(sum(passages), 0)::float8 AS n, coalesce(sum(tokens), 0)::float8 AS tokens,
+         coalesce(min(min_length), 0)::float8 AS minlen
   FROM search_stats WHERE team_id = %(team_id)s AND project_id = %(project_id)s
 ), d AS (
-  SELECT term, sum(df)::float8 AS df FROM search_terms
+  SELECT term, sum(df)::float8 AS df, max(max_tf) AS max_tf FROM search_terms
   WHERE team_id = %(team_id)s AND project_id = %(project_id)s AND term = ANY(%(strings)s)
   GROUP BY term
-), w AS (
-  SELECT greatest(st.tokens / greatest(st.n, 1.0), 1.0) AS avgdl, {idfs} FROM st {joins}
-), cand AS (
-  SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
-  FROM search_passages p
-  WHERE p.team_id = %(team_id)s AND p.project_id = %(project_id)s
-    AND p.terms @@ %(tsquery)s::tsquery
-), scored AS (
-  SELECT c.id, c.observation_id, {score} * {_EVENT} AS score FROM cand c CROSS JOIN w
-), ranked AS (
-  SELECT observation_id, id, score,
-         row_number() OVER (PARTITION BY observation_id ORDER BY score DESC, id) AS nth
-  FROM scored WHERE score > 0
-), top AS (
-  SELECT r.observation_id, r.score FROM ranked r JOIN observations o ON o.id = r.observation_id
-  WHERE r.nth = 1 ORDER BY r.score DESC, o.updated_at DESC, o.id COLLATE "C" LIMIT %(limit)s
-)
-SELECT top.score, r.score AS passage_score, p.text AS evidence,
-       p.event_id AS evidence_event_id, {columns}
-FROM top JOIN ranked r ON r.observation_id = top.observation_id AND r.nth <= %(evidence)s
-JOIN search_passages p ON p.id = r.id JOIN observations o ON o.id = top.observation_id
-ORDER BY top.score DESC, o.updated_at DESC, o.id COLLATE "C", r.nth
-"""
+), w0 AS (
+  SELECT greatest(st.tokens / greatest(st.n, 1.0), 1.0) AS avgdl, st.minlen, {idfs}
+  FROM st {joins}
+), wb AS (SELECT *, {bounds} FROM w0
+), w AS (SELECT *, {term_bounds} FROM wb
+), {candidates}, {_ranking_sql(score, lookups, matches, lambda n: f"%({n})s", ' COLLATE "C"')}"""
 
 
 @lru_cache(maxsize=MAX_CACHED_SHAPES)
 def _sqlite_search_sql(count: int, terms: Shape) -> sa.TextualSelect:
+    """SQLite: every matching passage is scored (embedded projects are small)."""
     lookups = ", ".join(f"json_extract(p.tf, :path{i}) AS f{i}" for i in range(count))
     score = _score_sql(terms, count, ":idf{i}", ":avgdl")
-    columns = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
+    matches = (
+        "p.id IN (SELECT rowid FROM search_fts WHERE search_fts MATCH :match) "
+        "AND p.team_id = :team_id AND p.project_id = :project_id"
+    )
     return sa.text(f"""
-WITH cand AS (
+WITH w AS (SELECT :avgdl AS avgdl), cand AS MATERIALIZED (
   SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
-  FROM search_passages p
-  WHERE p.id IN (SELECT rowid FROM search_fts WHERE search_fts MATCH :match)
-    AND p.team_id = :team_id AND p.project_id = :project_id
-), scored AS (
-  SELECT id, observation_id, {score} * {_EVENT} AS score FROM cand
-), ranked AS (
-  SELECT observation_id, id, score,
-         row_number() OVER (PARTITION BY observation_id ORDER BY score DESC, id) AS nth
-  FROM scored WHERE score > 0
-), top AS (
-  SELECT r.observation_id, r.score FROM ranked r JOIN observations o ON o.id = r.observation_id
-  WHERE r.nth = 1 ORDER BY r.score DESC, o.updated_at DESC, o.id LIMIT :limit
-)
-SELECT top.score, r.score AS passage_score, p.text AS evidence,
-       p.event_id AS evidence_event_id, {columns}
-FROM top JOIN ranked r ON r.observation_id = top.observation_id AND r.nth <= :evidence
-JOIN search_passages p ON p.id = r.id JOIN observations o ON o.id = top.observation_id
-ORDER BY top.score DESC, o.updated_at DESC, o.id, r.nth
-""").columns(
+  FROM search_passages p WHERE {matches}
+), {_ranking_sql(score, lookups, matches, lambda name: f":{name}", "")}""").columns(
         sa.column("score", sa.Float),
         sa.column("passage_score", sa.Float),
         sa.column("evidence", sa.Text),
@@ -369,7 +464,16 @@ async def search(
                 **scope,
                 "strings": strings,
                 "tsquery": _pg_tsquery(strings, terms),
+                **(
+                    {
+                        "pairs": _pg_pairs_tsquery(strings, terms),
+                        **{f"q{j}": q for j, q in enumerate(_pg_term_tsqueries(strings, terms))},
+                    }
+                    if pruned(terms)
+                    else {}
+                ),
                 "limit": limit,
+                "cut": limit - 1,
                 "evidence": ranking.EVIDENCE_PASSAGES,
                 **{f"s{i}": s for i, s in enumerate(strings)},
             }
@@ -394,6 +498,7 @@ async def search(
                 **scope,
                 "match": _fts5_query(strings, terms),
                 "limit": limit,
+                "cut": limit - 1,
                 "evidence": ranking.EVIDENCE_PASSAGES,
                 "avgdl": ranking.average_length(int(n), int(tokens)),
                 **{f"path{i}": _json_path(s) for i, s in enumerate(strings)},

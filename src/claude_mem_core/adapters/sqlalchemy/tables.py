@@ -405,9 +405,9 @@ search_passages = sa.Table(
     sa.Index(PASSAGE_TERMS_INDEX, "terms", postgresql_using="gin"),
 )
 
-# Statistics of a project's passages, kept as passages are written: sums over ``shard``
-# rows (writers spread over a few rows, so concurrent writers of one project seldom wait
-# for each other's row locks).
+# Statistics of a project's passages, kept as passages are written: sums (and the least
+# length, the largest frequency: they bound a term's score) over ``shard`` rows. Writers
+# spread over a few rows, so concurrent writers of one project seldom wait on one lock.
 search_stats = sa.Table(
     "search_stats",
     metadata,
@@ -416,6 +416,7 @@ search_stats = sa.Table(
     sa.Column("shard", sa.SmallInteger, primary_key=True),
     sa.Column("passages", sa.BigInteger, nullable=False),
     sa.Column("tokens", sa.BigInteger, nullable=False),
+    sa.Column("min_length", sa.BigInteger, nullable=False),
     _project_scope_fk("search_stats"),
 )
 
@@ -427,6 +428,7 @@ search_terms = sa.Table(
     sa.Column("term", sa.Text, primary_key=True),
     sa.Column("shard", sa.SmallInteger, primary_key=True),
     sa.Column("df", sa.BigInteger, nullable=False),
+    sa.Column("max_tf", sa.Float, nullable=False),
     _project_scope_fk("search_terms"),
 )
 
