@@ -10,32 +10,12 @@ to single spaces (an excerpt is one line).
 
 from __future__ import annotations
 
-from claude_mem_core.domain.tokens import Query, tokenize
+from claude_mem_core.domain.tokens import Query, matching_runs
 
 EXCERPT_CHARS = 480
 MARK_OPEN = "**"
 MARK_CLOSE = "**"
 ELLIPSIS = "…"
-
-
-def _spans(text: str, wanted: set[str]) -> list[tuple[int, int, str]]:
-    """Matching spans (start, end, string). A match inside an identifier marks the whole
-    identifier (``**coverage-report**``, not ``**coverage**-report``): marks never split
-    what a reader would copy."""
-    spans: list[tuple[int, int, str]] = []
-    whole: tuple[int, int] | None = None
-    for token in tokenize(text):
-        if not token.is_part:
-            whole = (token.start, token.end)
-        if token.term not in wanted:
-            continue
-        start, end = token.start, token.end
-        if token.is_part and whole is not None and whole[0] <= start and end <= whole[1]:
-            start, end = whole
-        if spans and start < spans[-1][1]:
-            continue  # inside an identifier marked already
-        spans.append((start, end, token.term))
-    return spans
 
 
 def _best_window(spans: list[tuple[int, int, str]], width: int) -> tuple[int, int]:
@@ -64,7 +44,9 @@ def excerpt(text: str, query: Query, *, width: int = EXCERPT_CHARS) -> str:
     # Whitespace runs (indentation, padded terminal output) would eat the window.
     text = " ".join(text.split())
     wanted = {s for term in query.terms for s in (term.term, *term.parts)}
-    spans = _spans(text, wanted)
+    # A match inside an identifier marks the whole identifier (**coverage-report**, not
+    # **coverage**-report): marks never split what a reader would copy.
+    spans = matching_runs(text, wanted)
     if not spans:
         cut = _boundary_before(text, width) if len(text) > width else len(text)
         return text[:cut] + (ELLIPSIS if cut < len(text) else "")

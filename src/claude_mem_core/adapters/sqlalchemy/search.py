@@ -285,7 +285,12 @@ def _scored(source: str, score: str) -> str:
 
 
 def _ranking_sql(
-    score: str, lookups: str, matches: str, param: Callable[[str], str], byte_order: str
+    score: str,
+    lookups: str,
+    matches: str,
+    param: Callable[[str], str],
+    byte_order: str,
+    columns: str,
 ) -> str:
     """From ``cand`` (candidate passages with their frequencies ``f0 …``) and ``w`` (idf
     and average length) to the result rows; the same SQL on both backends.
@@ -313,7 +318,7 @@ def _ranking_sql(
   FROM ({_scored("top_passages", score)}) AS s
 )
 SELECT top.score, e.score AS passage_score, p.text AS evidence,
-       p.event_id AS evidence_event_id, {_COLUMNS}
+       p.event_id AS evidence_event_id, {columns}
 FROM top JOIN evidence e ON e.observation_id = top.observation_id AND e.nth <= {param("evidence")}
 JOIN search_passages p ON p.id = e.id JOIN observations o ON o.id = top.observation_id
 ORDER BY top.score DESC, o.updated_at DESC, o.id{byte_order}, e.nth
@@ -321,6 +326,25 @@ ORDER BY top.score DESC, o.updated_at DESC, o.id{byte_order}, e.nth
 
 
 _COLUMNS = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
+# PostgreSQL: JSON columns as text, decoded by _decode_json (the usual empty values without
+# the parser): cheaper than psycopg's decoding of every jsonb value.
+_JSON_COLUMNS = frozenset(c.name for c in t.observations.columns if isinstance(c.type, sa.JSON))
+_PG_COLUMNS = ", ".join(
+    f'o."{name}"::text AS "{name}"' if name in _JSON_COLUMNS else f'o."{name}"'
+    for name in _OBSERVATION_COLUMNS
+)
+
+
+def _decode_json(text: str | None) -> Any:
+    if text is None:
+        return None
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
 # Above this many query terms the pairs of terms are not enumerated (no pruning).
 MAX_PRUNED_TERMS = 8
 
@@ -374,6 +398,9 @@ def _pg_search_sql(count: int, terms: Shape) -> str:
     scope = "p.team_id = %(team_id)s AND p.project_id = %(project_id)s"
     matches = f"{scope} AND p.terms @@ %(tsquery)s::tsquery"
     select = f"SELECT p.id, p.observation_id, p.origin, p.length, {lookups} FROM search_passages p"
+    ranked = _ranking_sql(
+        score, lookups, matches, lambda n: f"%({n})s", ' COLLATE "C"', _PG_COLUMNS
+    )
     if pruned(terms):
         branches = " UNION ".join(
             f"{select} WHERE {scope} AND p.terms @@ %(q{j})s::tsquery "
@@ -405,7 +432,7 @@ WITH st AS (
   FROM st {joins}
 ), wb AS (SELECT *, {bounds} FROM w0
 ), w AS (SELECT *, {term_bounds} FROM wb
-), {candidates}, {_ranking_sql(score, lookups, matches, lambda n: f"%({n})s", ' COLLATE "C"')}"""
+), {candidates}, {ranked}"""
 
 
 @lru_cache(maxsize=MAX_CACHED_SHAPES)
@@ -421,7 +448,7 @@ def _sqlite_search_sql(count: int, terms: Shape) -> sa.TextualSelect:
 WITH w AS (SELECT :avgdl AS avgdl), cand AS MATERIALIZED (
   SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
   FROM search_passages p WHERE {matches}
-), {_ranking_sql(score, lookups, matches, lambda name: f":{name}", "")}""").columns(
+), {_ranking_sql(score, lookups, matches, lambda name: f":{name}", "", _COLUMNS)}""").columns(
         sa.column("score", sa.Float),
         sa.column("passage_score", sa.Float),
         sa.column("evidence", sa.Text),
@@ -486,7 +513,12 @@ async def search(
                 "evidence_event_id",
                 *_OBSERVATION_COLUMNS,
             ]
-            rows: list[Mapping[str, Any]] = [dict(zip(names, r, strict=True)) for r in raw]
+            rows: list[Mapping[str, Any]] = []
+            for values in raw:
+                row = dict(zip(names, values, strict=True))
+                for name in _JSON_COLUMNS:
+                    row[name] = _decode_json(row[name])
+                rows.append(row)
         else:
             n, tokens = (await conn.execute(_SQLITE_STATISTICS, scope)).one()
             if not n:
