@@ -215,23 +215,6 @@ class OpenAICompatibleEmbedder:
                 exc, self.label, timeout=self.timeout, secrets=self._secrets
             ) from None
 
-    def _classify(
-        self,
-        *,
-        status: int | None,
-        body: object = None,
-        headers: Mapping[str, str] | None = None,
-        detail: str = "",
-    ) -> ProviderError:
-        return classify_failure(
-            self.label,
-            status=status,
-            body=body,
-            headers=headers,
-            detail=detail,
-            secrets=self._secrets,
-        )
-
     def _invalid(self, problem: str) -> ProviderError:
         return ProviderError(f"{self.label} {problem}", kind="parse_error", status=200)
 
@@ -244,7 +227,9 @@ class OpenAICompatibleEmbedder:
                 # Some proxies (OpenRouter, LiteLLM) report upstream failures inside a 200 body.
                 code = error.get("code") if isinstance(error, Mapping) else None
                 status = code if isinstance(code, int) and 100 <= code <= 599 else 502
-                raise self._classify(status=status, body={"error": error})
+                raise classify_failure(
+                    self.label, status=status, body={"error": error}, secrets=self._secrets
+                )
             raise self._invalid("answer has no 'data' list")
         if len(data) != expected:
             raise self._invalid(
