@@ -15,6 +15,7 @@ from aiohttp import web
 from claude_mem_core.config import Settings
 from claude_mem_core.errors import ConfigurationError, SchemaNotReady, StorageUnavailable
 from claude_mem_http.app import create_app
+from claude_mem_http.serving import AppRunner
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -43,7 +44,7 @@ async def serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    runner = AppRunner(create_app(settings), handle_signals=False, access_log=None)
     try:
         await runner.setup()
     except SchemaNotReady as exc:

@@ -513,6 +513,9 @@ def register(subparsers: Any) -> None:
 CALLER_SCOPE_KEY = "claude_mem.caller"
 
 
+MCP_METHODS = ("POST", "DELETE")
+
+
 def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
     """Serve the read tools over streamable HTTP at ``path`` of the claude-mem aiohttp app.
 
@@ -549,9 +552,16 @@ def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
             request, handle_request, {CALLER_SCOPE_KEY: caller, "claude_mem.deps": deps}
         )
 
+    async def no_stream(request: aio.Request) -> aio.StreamResponse:
+        # GET opens a stream for messages the server sends on its own; these tools only
+        # answer requests, so there is none to offer (the transport allows a 405 here).
+        # An open stream would be held until the client left, and never carry anything.
+        raise aio.HTTPMethodNotAllowed(request.method, sorted(MCP_METHODS))
+
     app.cleanup_ctx.append(lifecycle)
-    for method in ("GET", "POST", "DELETE"):
+    for method in MCP_METHODS:
         app.router.add_route(method, path, handle)
+    app.router.add_route("GET", path, no_stream)
 
 
 class _LazyMcpManager:

@@ -7,7 +7,10 @@ Every ``*Epoch`` field is integer milliseconds since the Unix epoch.
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,13 +25,21 @@ from claude_mem_core.domain.models import (
     Project,
     ServerSession,
 )
-from claude_mem_core.errors import FieldIssue, InvalidInput
-from claude_mem_core.services.ingest import MAX_EPOCH_MS, EventInput, epoch_ms_to_datetime
+from claude_mem_core.domain.redaction import RECEIVED_DIGEST_KEY
+from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
+from claude_mem_core.services.ingest import (
+    MAX_EPOCH_MS,
+    MAX_IDENTIFIER_LENGTH,
+    EventInput,
+    epoch_ms_to_datetime,
+)
 from claude_mem_core.services.memories import MemoryInput, SearchResult
 from claude_mem_core.services.outbox import Transport
 from claude_mem_core.services.sessions import SessionInput
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
+# Ids and names (session ids, agent names, tool use ids): keys and labels, not content.
+MAX_ID = MAX_IDENTIFIER_LENGTH
 MAX_WAIT_MS = 30_000
 JSON = Any
 
@@ -50,7 +61,9 @@ def _is_json_type(content_type: str) -> bool:
 
 
 async def read_json(request: web.Request) -> JSON:
-    """The request body as JSON. Wrong content type or malformed JSON is a 400."""
+    """The request body as JSON. Wrong content type, unsupported charset or malformed JSON
+    is a 400. A large body is decoded and checked in a worker thread: that is CPU work
+    proportional to its size, and the event loop keeps serving other requests meanwhile."""
     raw = await request.read()  # > client_max_size raises 413 (mapped by the middleware)
     if not _is_json_type(request.content_type):
         raise RequestInvalid(
@@ -58,12 +71,51 @@ async def read_json(request: web.Request) -> JSON:
                 "", "request body must be JSON (Content-Type: application/json)", "content_type"
             )
         )
-    if not raw.strip():
+    encoding = _body_encoding(request.charset)
+    if len(raw) > OFF_LOOP_BYTES:
+        return await asyncio.to_thread(_decode_json, raw, encoding)
+    return _decode_json(raw, encoding)
+
+
+# Bodies larger than this are decoded off the event loop.
+OFF_LOOP_BYTES = 64 * 1024
+# The Unicode encodings a JSON text may be sent in (RFC 8259 asks for UTF-8; RFC 7159
+# allowed the others): the declared one is honoured, any other charset is refused.
+_JSON_ENCODINGS = frozenset(
+    {"utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"}
+)
+
+
+def _body_encoding(charset: str | None) -> str:
+    if charset is None:
+        return "utf-8"
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        name = ""
+    if name not in _JSON_ENCODINGS:
+        raise RequestInvalid(
+            FieldIssue(
+                "",
+                "unsupported charset in Content-Type: send UTF-8 (or UTF-16 or UTF-32)",
+                "content_type",
+            )
+        )
+    return name
+
+
+def _decode_json(raw: bytes, encoding: str) -> JSON:
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError:
+        raise RequestInvalid(
+            FieldIssue("", f"request body is not valid {encoding}", "invalid_json")
+        ) from None
+    if not text.strip():
         raise RequestInvalid(FieldIssue("", "request body must be a JSON value", "invalid_json"))
     try:
-        text = raw.decode("utf-8")
         value = json.loads(text, parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except ValueError as exc:
         raise RequestInvalid(FieldIssue("", f"malformed JSON: {exc}", "invalid_json")) from None
     except RecursionError:
         raise RequestInvalid(FieldIssue("", "JSON is nested too deeply", "invalid_json")) from None
@@ -121,9 +173,16 @@ class Reader:
     def _issue(self, name: str, message: str, code: str = "invalid_type") -> None:
         self.issues.append(FieldIssue(self.prefix + name, message, code))
 
-    def string(self, name: str, *, required: bool = False, nullable: bool = True) -> str | None:
-        """A non-empty string. Absent is None (or an issue when required); JSON null is
-        None when ``nullable``."""
+    def string(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        nullable: bool = True,
+        max_length: int | None = None,
+    ) -> str | None:
+        """A non-empty string (of at most ``max_length`` characters). Absent is None (or an
+        issue when required); JSON null is None when ``nullable``."""
         if name not in self.data:
             if required:
                 self._issue(name, "is required", "required")
@@ -135,6 +194,9 @@ class Reader:
             return None
         if not isinstance(value, str) or not value:
             self._issue(name, "must be a non-empty string")
+            return None
+        if max_length is not None and len(value) > max_length:
+            self._issue(name, f"must be at most {max_length} characters", "too_big")
             return None
         return value
 
@@ -251,11 +313,11 @@ def parse_session_start(data: JSON) -> SessionInput:
     reader = Reader(data)
     project_id = reader.string("projectId", required=True)
     fields = {
-        "external_session_id": reader.string("externalSessionId"),
-        "content_session_id": reader.string("contentSessionId"),
-        "agent_id": reader.string("agentId"),
-        "agent_type": reader.string("agentType"),
-        "platform_source": reader.string("platformSource"),
+        "external_session_id": reader.string("externalSessionId", max_length=MAX_ID),
+        "content_session_id": reader.string("contentSessionId", max_length=MAX_ID),
+        "agent_id": reader.string("agentId", max_length=MAX_ID),
+        "agent_type": reader.string("agentType", max_length=MAX_ID),
+        "platform_source": reader.string("platformSource", max_length=MAX_ID),
     }
     metadata = reader.object("metadata")
     reader.done()
@@ -267,10 +329,10 @@ def parse_memory(data: JSON) -> MemoryInput:
     reader = Reader(data)
     project_id = reader.string("projectId", required=True)
     content = reader.string("content", required=True)
-    kind = reader.string("kind")
-    session_id = reader.string("serverSessionId")
+    kind = reader.string("kind", max_length=MAX_ID)
+    session_id = reader.string("serverSessionId", max_length=MAX_ID)
     title = reader.string("title")
-    type_ = reader.string("type")
+    type_ = reader.string("type", max_length=MAX_ID)
     metadata = reader.object("metadata")
     reader.done()
     assert project_id is not None and content is not None
@@ -327,8 +389,8 @@ def parse_compat_observation(data: JSON) -> dict[str, Any]:
     """Legacy hook body; JSON null is tolerated for every optional string."""
     reader = Reader(data)
     out: dict[str, Any] = {
-        "contentSessionId": reader.string("contentSessionId", required=True),
-        "tool_name": reader.string("tool_name", required=True),
+        "contentSessionId": reader.string("contentSessionId", required=True, max_length=MAX_ID),
+        "tool_name": reader.string("tool_name", required=True, max_length=MAX_ID),
     }
     for name in ("cwd", "agentId", "agentType", "platformSource", "tool_use_id", "toolUseId"):
         out[name] = _lenient_string(reader, name)
@@ -340,7 +402,9 @@ def parse_compat_observation(data: JSON) -> dict[str, Any]:
 
 def parse_compat_summarize(data: JSON) -> dict[str, Any]:
     reader = Reader(data)
-    out: dict[str, Any] = {"contentSessionId": reader.string("contentSessionId", required=True)}
+    out: dict[str, Any] = {
+        "contentSessionId": reader.string("contentSessionId", required=True, max_length=MAX_ID)
+    }
     for name in ("agentId", "platformSource", "last_assistant_message"):
         out[name] = _lenient_string(reader, name)
     reader.done()
@@ -355,7 +419,16 @@ def _lenient_string(reader: Reader, name: str) -> str | None:
     if not isinstance(value, str):
         reader.issues.append(FieldIssue(reader.prefix + name, "must be a string"))
         return None
+    if name in _COMPAT_IDS and len(value) > MAX_ID:
+        reader.issues.append(
+            FieldIssue(reader.prefix + name, f"must be at most {MAX_ID} characters", "too_big")
+        )
+        return None
     return value
+
+
+# Legacy strings that are ids or names (``cwd`` is a path and ``last_assistant_message`` text).
+_COMPAT_IDS = frozenset({"agentId", "agentType", "platformSource", "tool_use_id", "toolUseId"})
 
 
 # -- query parameters ---------------------------------------------------------------------
@@ -379,6 +452,9 @@ def query_one(query: MultiMapping[str], name: str) -> str | None:
     return values[0]
 
 
+_QUERY_INT = re.compile(r"[+-]?[0-9]{1,18}")
+
+
 def query_int(
     query: MultiMapping[str], name: str, default: int, *, minimum: int, maximum: int | None
 ) -> int:
@@ -386,7 +462,9 @@ def query_int(
     if raw is None:
         return default
     text = raw.strip()
-    if not text.lstrip("-").isdigit() or len(text) > 18:
+    # ASCII digits only: str.isdigit() also accepts "²" and int() refuses it, and a sign
+    # is accepted once ("--5" is not a number).
+    if _QUERY_INT.fullmatch(text) is None:
         raise RequestInvalid(FieldIssue(name, "must be an integer", "invalid_type"))
     value = int(text)
     if value < minimum or (maximum is not None and value > maximum):
@@ -402,7 +480,7 @@ def query_since(query: MultiMapping[str], name: str = "since") -> datetime | Non
         return None
     text = raw.strip()
     try:
-        if text.isdigit() and len(text) <= 15:
+        if text.isascii() and text.isdigit() and len(text) <= 15:
             return epoch_ms_to_datetime(int(text))
         parsed = datetime.fromisoformat(text)
     except (ValueError, OverflowError, OSError):
@@ -435,7 +513,8 @@ def event(e: AgentEvent) -> dict[str, Any]:
         "sourceEventId": e.source_event_id,
         "eventType": e.event_type,
         "payload": e.payload,
-        "metadata": e.metadata,
+        # The received payload's hash stays inside: it was taken before redaction.
+        "metadata": {k: v for k, v in e.metadata.items() if k != RECEIVED_DIGEST_KEY},
         "occurredAtEpoch": _epoch(e.occurred_at),
         "receivedAtEpoch": _epoch(e.received_at),
         "createdAtEpoch": _epoch(e.created_at),
@@ -544,7 +623,7 @@ def observation(o: Observation) -> dict[str, Any]:
         "projectId": o.project_id,
         "teamId": o.team_id,
         "serverSessionId": o.server_session_id,
-        "kind": o.kind.value,
+        "kind": str(o.kind),
         "type": o.type,
         "title": o.title,
         "content": o.content,
@@ -639,3 +718,14 @@ def validation_body(exc: InvalidInput) -> dict[str, Any]:
 
 def error_body(error: str, message: str) -> dict[str, Any]:
     return {"error": error, "message": message}
+
+
+def event_conflict(conflict: EventConflict) -> dict[str, Any]:
+    """409 of an event whose ``sourceEventId`` was used for another payload: the stored
+    event's id, and the attempt's source id (and position, in a batch)."""
+    body = error_body("Conflict", conflict.message)
+    body["eventId"] = conflict.event_id
+    body["sourceEventId"] = conflict.source_event_id
+    if conflict.index is not None:
+        body["index"] = conflict.index
+    return body

@@ -274,3 +274,64 @@ def test_json_stripping_keeps_shape_and_leaves_no_private_tag(value: Any) -> Non
     for text in _strings(cleaned):
         assert OPEN_PRIVATE.search(text) is None
     assert strip_tags_in_json(cleaned).value == cleaned
+
+
+# -- one linear pass (issue #13) ------------------------------------------------------------
+
+
+def _rebuilding(k: int) -> str:
+    # Every removal joins "<pri" and "vate>" into a new tag: a strip-until-nothing-changes
+    # loop needs k passes over the text (quadratic).
+    return "<pri" * k + "<private></private>" + "vate></private>" * k
+
+
+def _seconds(text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        strip_tags(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_rebuilt_tags_are_stripped_in_one_linear_pass() -> None:
+    result = strip_tags(_rebuilding(2_000))
+    assert result.text == ""
+    assert result.counts == {"private": 2_001}
+    small, large = _seconds(_rebuilding(8_000)), _seconds(_rebuilding(16_000))
+    assert large / small < 3, (small, large)
+    # The reported request (120 KB): milliseconds, not seconds.
+    assert _seconds(_rebuilding(120_000 // 19)) < 0.5
+
+
+def test_private_block_cannot_be_ended_by_another_closing_tag() -> None:
+    text = "<system-reminder>x<private>pw</system-reminder>more pw</private>after"
+    assert strip_tags(text).text == "<system-reminder>xafter"
+
+
+def test_rejoined_closing_tag_closes_the_block() -> None:
+    assert strip_tags("<private>pw</pri<private>x</private>vate>after").text == "after"
+
+
+PRIVATE_SECRET = "SECRET-9c1e"
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> tuple[str, list[int]]:
+    """Tag soup, with the secret only ever inside well-formed private blocks."""
+    pieces = draw(st.lists(st.one_of(st.text(max_size=6), FRAGMENTS), max_size=16))
+    blocks = draw(st.lists(st.integers(0, len(pieces)), max_size=3))
+    out = list(pieces)
+    for index in sorted(blocks, reverse=True):
+        inner = draw(st.lists(st.one_of(st.text(max_size=4), FRAGMENTS), max_size=4))
+        out.insert(index, "<private>" + PRIVATE_SECRET + "".join(inner) + "</private>")
+    return "".join(out), blocks
+
+
+@given(_documents())
+def test_no_private_content_survives_whatever_surrounds_it(doc: tuple[str, list[int]]) -> None:
+    text, _ = doc
+    result = strip_tags(text)
+    assert PRIVATE_SECRET not in result.text
+    assert OPEN_PRIVATE.search(result.text) is None
+    assert strip_tags(result.text).text == result.text

@@ -5,16 +5,26 @@ provider. The other tags are context that tools inject into transcripts (earlier
 system reminders, persisted tool output); recording them again would feed memories back into
 memory.
 
-Differences from a plain non-greedy regex, all in the direction of removing more:
+The text is read once, left to right, as a stream in which a removed block leaves no trace:
 
 * Tag names match case-insensitively and may carry attributes (``<private reason="x">``).
-* Nesting is tracked, so ``<private>a<private>b</private>c</private>`` removes ``c`` too.
-  A closing tag pairs with the nearest open tag of its name; stray closing tags stay.
-* An opening ``<private>`` that is never closed hides everything after it; leaking the rest
-  of a payload because someone forgot the closing tag would defeat the point of the tag.
-  Other unclosed tags are left as text (they are not secrets) but are still searched inside.
-* Removal repeats until nothing changes: cutting a block out can join the text around it
-  into a new tag (``<pri<private>x</private>vate>``), which must not survive.
+  ``<`` cannot occur inside a tag, so ``<private x=<y>>`` is text.
+* Nesting is tracked: a block is removed with everything inside it, nested blocks included,
+  so ``<private>a<private>b</private>c</private>`` removes ``c`` too.
+* A closing tag ends the nearest open tag of its name, and with it any tag opened inside
+  that is still open; a closing tag with no open tag of its name is text. Only
+  ``</private>`` ends a private block: ``</system-reminder>`` inside one is part of it.
+* An opening ``<private>`` that is never closed hides everything after it, to the end of
+  the string; leaking the rest of a payload because someone forgot the closing tag would
+  defeat the point of the tag. Other unclosed tags are left as text (they are not secrets).
+* Removing a block joins the text around it, and the joined text is read as such: in
+  ``<pri<private>x</private>vate>secret</private>`` the join makes ``<private>``, which
+  opens a block that hides ``secret``. So the result never contains a tag of these names
+  that would remove anything: no ``<private>`` tag at all, whether it was sent whole or
+  assembled from pieces, and stripping a result again changes nothing.
+
+One pass, linear in the length of the text (a text built so that every removal creates a
+new tag is handled in one pass too): a request body cannot make this quadratic.
 """
 
 from __future__ import annotations
@@ -87,77 +97,216 @@ class JsonStripResult:
         return self.counts.get(PRIVATE_TAG, 0) > 0
 
 
-def _strip_pass(text: str) -> tuple[str, Counter[str]]:
-    """One left-to-right scan; returns the text with every tagged region cut out.
+def _prefix_alternatives() -> str:
+    prefixes = {name[:size] for name in STRIPPED_TAGS for size in range(len(name) + 1)}
+    return "|".join(re.escape(prefix) for prefix in sorted(prefixes, key=len, reverse=True))
 
-    Regions are matched pairs (a closing tag pairs with the nearest open tag of its name,
-    implicitly closing any unclosed tags opened after it), self-closing tags, and the tail
-    from an unclosed ``<private>``. Unclosed other tags stay as text. Linear in the number
-    of tags: the stack is popped at most once per push.
+
+# An unfinished tag at the end of the kept text: ``<``, ``</``, ``<pri``, ``<private`` (a tag
+# name could still follow) or ``<private x=`` (only ``>`` is missing).
+_PENDING_NAME = re.compile(rf"</?(?:{_prefix_alternatives()})", re.IGNORECASE)
+_PENDING_ATTRS = re.compile(rf"</?(?:{_NAMES})[\s/]", re.IGNORECASE)
+# ``</`` and the longest name, then one more character: enough to tell the two apart.
+_PENDING_HEAD = 2 + max(len(name) for name in STRIPPED_TAGS) + 1
+
+
+class _Stripper:
+    """The single pass behind :func:`strip_tags` (see the module docstring for the rules).
+
+    The kept text is a list of ranges of the input (never copied until the end), so cutting
+    a region out is O(1) whatever its size. For each range the position of the last ``<`` or
+    ``>`` in the kept text up to and including it is kept too, which is what the check for
+    a tag rejoined across a cut needs. Python work is done per tag of a stripped name, not
+    per character; every scan of the input covers text not scanned for the same purpose
+    before, so the whole pass is linear in the length of the text.
     """
-    regions: list[tuple[int, int]] = []
-    openings: list[tuple[int, str]] = []  # (start, name) of every opening tag, in order
-    stack: list[tuple[str, int]] = []  # (name, start) of tags still open
-    open_names: Counter[str] = Counter()
 
-    for match in _TAG_RE.finditer(text):
-        name = match.group(2).lower()
-        if match.group(1) == "/":
-            if not open_names[name]:
-                continue  # a stray closing tag hides nothing
-            while True:
-                open_name, open_start = stack.pop()
-                open_names[open_name] -= 1
-                if open_name == name:
-                    break
-            regions.append((open_start, match.end()))
-            continue
-        openings.append((match.start(), name))
-        if match.group(3).rstrip().endswith("/"):
-            regions.append((match.start(), match.end()))
+    __slots__ = (
+        "ends",
+        "last_range",
+        "last_special",
+        "open_at",
+        "removed",
+        "stack",
+        "starts",
+        "text",
+    )
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        # Input index of the last "<" or ">" kept up to and including range i (-1: none),
+        # and the index of the range holding it.
+        self.last_special: list[int] = []
+        self.last_range: list[int] = []
+        # Open tags, innermost last: (name, range index, input index of its "<").
+        self.stack: list[tuple[str, int, int]] = []
+        self.open_at: dict[str, list[int]] = {name: [] for name in STRIPPED_TAGS}
+        self.removed: Counter[str] = Counter()
+
+    def run(self) -> str:
+        text = self.text
+        position = 0
+        while True:
+            match = _TAG_RE.search(text, position)
+            if match is None:
+                self._keep(position, len(text))
+                break
+            self._keep(position, match.end())
+            position = match.end()
+            cut = self._tag(
+                closing=match.group(1) == "/",
+                name=match.group(2).lower(),
+                attributes=match.group(3),
+                where=(len(self.starts) - 1, match.start()),
+            )
+            if cut:
+                position = self._rejoin(position)
+        private = self.open_at[PRIVATE_TAG]
+        if private:  # an unclosed <private> hides everything after it
+            self._close_from(private[0])
+        return "".join(text[start:end] for start, end in zip(self.starts, self.ends, strict=True))
+
+    # -- tags ------------------------------------------------------------------------------
+
+    def _tag(self, *, closing: bool, name: str, attributes: str, where: tuple[int, int]) -> bool:
+        """Apply one tag whose text is already kept; True if it cut a region out."""
+        if closing:
+            same = self.open_at[name]
+            if not same:
+                return False  # a stray closing tag hides nothing
+            private = self.open_at[PRIVATE_TAG]
+            if name != PRIVATE_TAG and private and private[-1] > same[-1]:
+                return False  # only </private> ends a private region
+            self._close_from(same[-1])
+            return True
+        if attributes.rstrip().endswith("/"):  # self-closing
+            self.removed[name] += 1
+            self._cut(*where)
+            return True
+        self.open_at[name].append(len(self.stack))
+        self.stack.append((name, *where))
+        return False
+
+    def _close_from(self, index: int) -> None:
+        """Remove the open tag at ``index`` of the stack, everything opened after it, and
+        all the text from its ``<`` on."""
+        _, range_index, start = self.stack[index]
+        while len(self.stack) > index:
+            name, _, _ = self.stack.pop()
+            self.open_at[name].pop()
+            self.removed[name] += 1
+        self._cut(range_index, start)
+
+    def _rejoin(self, position: int) -> int:
+        """After a cut: if the kept text ends in an unfinished tag that the input from
+        ``position`` completes (``<pri`` + ``vate>``), apply that tag too, as often as it
+        happens. Returns where the input continues."""
+        text = self.text
+        while self.starts:
+            start = self.last_special[-1]
+            if start < 0 or text[start] != "<":
+                return position
+            range_index = self.last_range[-1]
+            head, whole = self._kept_from(range_index, start, _PENDING_HEAD)
+            pending = _PENDING_ATTRS.match(head) or (whole and _PENDING_NAME.fullmatch(head))
+            if not pending:
+                return position
+            end = text.find(">", position)
+            if end < 0 or text.find("<", position, end) >= 0:
+                return position
+            tail, _ = self._kept_from(range_index, start, None)
+            match = _TAG_RE.fullmatch(tail + text[position : end + 1])
+            if match is None:
+                return position
+            self._keep(position, end + 1)
+            position = end + 1
+            cut = self._tag(
+                closing=match.group(1) == "/",
+                name=match.group(2).lower(),
+                attributes=match.group(3),
+                where=(range_index, start),
+            )
+            if not cut:
+                return position
+        return position
+
+    # -- the kept text ---------------------------------------------------------------------
+
+    def _last_special_in(self, start: int, end: int) -> int:
+        text = self.text
+        less = text.rfind("<", start, end)
+        return max(less, text.rfind(">", max(less, start), end))
+
+    def _keep(self, start: int, end: int) -> None:
+        if start >= end:
+            return
+        special = self._last_special_in(start, end)
+        if self.ends and self.ends[-1] == start:  # continues the last range
+            self.ends[-1] = end
+            if special >= 0:
+                self.last_special[-1] = special
+                self.last_range[-1] = len(self.ends) - 1
+            return
+        self.starts.append(start)
+        self.ends.append(end)
+        if special >= 0:
+            self.last_special.append(special)
+            self.last_range.append(len(self.ends) - 1)
+        elif self.last_special:
+            self.last_special.append(self.last_special[-1])
+            self.last_range.append(self.last_range[-1])
         else:
-            stack.append((name, match.start()))
-            open_names[name] += 1
+            self.last_special.append(-1)
+            self.last_range.append(-1)
 
-    unclosed_private = [start for name, start in stack if name == PRIVATE_TAG]
-    if unclosed_private:
-        # An unclosed private block hides everything after it.
-        regions.append((unclosed_private[0], len(text)))
-    if not regions:
-        return text, Counter()
-
-    regions.sort()
-    merged: list[list[int]] = []
-    for start, end in regions:
-        if merged and start < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
+    def _cut(self, range_index: int, start: int) -> None:
+        """Drop the kept text from input index ``start`` (in range ``range_index``) on."""
+        keep = range_index if start <= self.starts[range_index] else range_index + 1
+        del self.starts[keep:], self.ends[keep:]
+        del self.last_special[keep:], self.last_range[keep:]
+        if keep == range_index:
+            return
+        self.ends[range_index] = start
+        special = self._last_special_in(self.starts[range_index], start)
+        if special >= 0:
+            self.last_special[range_index] = special
+            self.last_range[range_index] = range_index
+        elif range_index:
+            self.last_special[range_index] = self.last_special[range_index - 1]
+            self.last_range[range_index] = self.last_range[range_index - 1]
         else:
-            merged.append([start, end])
+            self.last_special[range_index] = -1
+            self.last_range[range_index] = -1
 
-    removed: Counter[str] = Counter()
-    position = 0
-    for start, name in openings:
-        while merged[position][1] <= start and position < len(merged) - 1:
-            position += 1
-        if merged[position][0] <= start < merged[position][1]:
-            removed[name] += 1
-
-    pieces: list[str] = []
-    keep_from = 0
-    for start, end in merged:
-        pieces.append(text[keep_from:start])
-        keep_from = end
-    pieces.append(text[keep_from:])
-    return "".join(pieces), removed
+    def _kept_from(self, range_index: int, start: int, limit: int | None) -> tuple[str, bool]:
+        """The kept text from input index ``start`` to the end (at most ``limit``
+        characters), and whether that is all of it."""
+        text = self.text
+        end = self.ends[range_index]
+        if limit is not None:
+            end = min(end, start + limit + 1)
+        pieces = [text[start:end]]
+        size = len(pieces[0])
+        index, count = range_index + 1, len(self.starts)
+        while index < count and (limit is None or size <= limit):
+            piece = text[self.starts[index] : self.ends[index]]
+            pieces.append(piece)
+            size += len(piece)
+            index += 1
+        joined = "".join(pieces)
+        if limit is not None and size > limit:
+            return joined[:limit], False
+        return joined, index >= count
 
 
 def _strip_untrimmed(text: str) -> tuple[str, Counter[str]]:
-    total: Counter[str] = Counter()
-    while True:
-        text, removed = _strip_pass(text)
-        if not removed:
-            return text, total
-        total.update(removed)
+    # Most text holds no tag of a stripped name at all.
+    if _TAG_RE.search(text) is None:
+        return text, Counter()
+    stripper = _Stripper(text)
+    return stripper.run(), stripper.removed
 
 
 def strip_tags(text: str) -> StripResult:

@@ -26,7 +26,9 @@ SYSTEM_ACTOR = "system:admin"
 
 
 def hash_key(raw_key: str) -> str:
-    return hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+    # A header can carry bytes that are not UTF-8 (they arrive as lone surrogates): such a
+    # key hashes like any other and, matching no stored hash, is refused as unknown.
+    return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_raw_key() -> str:

@@ -13,6 +13,7 @@ from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Caller, Deps
+from claude_mem_core.services.ingest import MAX_IDENTIFIER_LENGTH
 from claude_mem_core.services.tenancy import audit, project_visible, require_project
 
 
@@ -54,6 +55,11 @@ def _validate(item: SessionInput) -> None:
         value = getattr(item, name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             issues.append(FieldIssue(name, "must be a non-empty string or null"))
+        elif value is not None and len(value) > MAX_IDENTIFIER_LENGTH:
+            # An id this long cannot be a key of the sessions table (nor a real session id).
+            issues.append(
+                FieldIssue(name, f"must be at most {MAX_IDENTIFIER_LENGTH} characters", "too_big")
+            )
     if not isinstance(cast(object, item.metadata), dict):
         issues.append(FieldIssue("metadata", "must be an object"))
     if issues:

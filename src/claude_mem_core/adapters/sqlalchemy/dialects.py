@@ -169,14 +169,32 @@ def translate_error(error: BaseException, *, not_found: str | None = None) -> er
         state, text = _sqlstate(error), str(error.orig)
         if state in (_PG_UNDEFINED_TABLE, _PG_UNDEFINED_COLUMN) or "no such table" in text:
             return errors.SchemaNotReady()
-        if error.connection_invalidated or isinstance(
-            error, exc.OperationalError | exc.InterfaceError
-        ):
+        if _unavailable(error, state):
             return errors.StorageUnavailable(f"database unavailable: {_first_line(text)}")
+        if state is not None and state.startswith(_PG_PROGRAM_LIMIT):
+            # A value too large for a row or an index entry: the caller's input.
+            return errors.InvalidInput(f"value too large for the database: {_first_line(text)}")
         return errors.StorageError(f"database error: {_first_line(text)}")
     if isinstance(error, OSError | TimeoutError):
         return errors.StorageUnavailable(f"database unavailable: {type(error).__name__}")
     return errors.StorageError(f"database error: {type(error).__name__}")
+
+
+# SQLSTATE classes of a server that cannot serve now but may later: connection exceptions,
+# insufficient resources, operator intervention (shutdown, cancel), transaction rollback
+# (serialization failure, deadlock) and system errors. Any other error with a SQLSTATE
+# (an index row too large, a bad statement) is not an outage and is not reported as one.
+_PG_TRANSIENT_CLASSES = frozenset({"08", "53", "57", "40", "58"})
+_PG_PROGRAM_LIMIT = "54"
+
+
+def _unavailable(error: exc.DBAPIError, state: str | None) -> bool:
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return False
+    # No SQLSTATE: the driver lost (or never had) its connection, or SQLite is busy.
+    return state is None or state[:2] in _PG_TRANSIENT_CLASSES
 
 
 def _first_line(text: str) -> str:
