@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 from attrs import frozen
 
+from claude_mem_core.domain.redaction import DEFAULT_REDACTOR, Redactor, parse_extra_patterns
 from claude_mem_core.errors import ConfigurationError
 from claude_mem_core.services.context import SESSION_POLICIES, PipelineOptions
 
@@ -70,15 +71,21 @@ class Settings:
     session_policy: str = "per-event"
     debounce_ms: int = 5000
     max_attempts: int = 3
-    lease_seconds: float = 300.0
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float | None = None  # None: a third of the lease
     worker_concurrency: int = 8
     reconcile_interval_seconds: float = 5.0
+    reconcile_batch_size: int = 100
     in_container: bool = False
     database_configured: bool = False
     # Optional semantic recall: off unless CLAUDE_MEM_EMBEDDINGS_URL is set.
     embeddings_url: str | None = None
     embeddings_model: str | None = None
     embeddings_api_key: str | None = attrs.field(default=None, repr=False)
+    # Credentials are redacted from event payloads at ingest (a project's metadata may
+    # say otherwise); extra typed detectors: type name -> regular expression.
+    redaction_enabled: bool = True
+    redaction_patterns: dict[str, str] = attrs.field(factory=dict)
 
     @property
     def embedded(self) -> bool:
@@ -100,6 +107,12 @@ class Settings:
             session_policy=self.session_policy,
             debounce_seconds=self.debounce_ms / 1000,
             lease_seconds=self.lease_seconds,
+            redact_secrets=self.redaction_enabled,
+            redactor=(
+                Redactor(self.redaction_patterns) if self.redaction_patterns else DEFAULT_REDACTOR
+            ),
+            heartbeat_seconds=self.heartbeat_seconds,
+            reconcile_batch=self.reconcile_batch_size,
         )
 
     @classmethod
@@ -162,8 +175,11 @@ class Settings:
                 name="CLAUDE_MEM_SERVER_SESSION_DEBOUNCE_MS",
             ),
             max_attempts=_int(get("CLAUDE_MEM_MAX_ATTEMPTS"), 3, name="CLAUDE_MEM_MAX_ATTEMPTS"),
-            lease_seconds=float(
-                _int(get("CLAUDE_MEM_JOB_LEASE_SECONDS"), 300, name="CLAUDE_MEM_JOB_LEASE_SECONDS")
+            lease_seconds=_float(
+                get("CLAUDE_MEM_JOB_LEASE_SECONDS"), 30.0, name="CLAUDE_MEM_JOB_LEASE_SECONDS"
+            ),
+            heartbeat_seconds=_float_or_none(
+                get("CLAUDE_MEM_JOB_HEARTBEAT_SECONDS"), name="CLAUDE_MEM_JOB_HEARTBEAT_SECONDS"
             ),
             worker_concurrency=_int(
                 get("CLAUDE_MEM_WORKER_CONCURRENCY"), 8, name="CLAUDE_MEM_WORKER_CONCURRENCY"
@@ -173,10 +189,15 @@ class Settings:
                 5.0,
                 name="CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS",
             ),
+            reconcile_batch_size=_int(
+                get("CLAUDE_MEM_RECONCILE_BATCH_SIZE"), 100, name="CLAUDE_MEM_RECONCILE_BATCH_SIZE"
+            ),
             in_container=_in_container(get("CLAUDE_MEM_DOCKER")),
             embeddings_url=_text(get("CLAUDE_MEM_EMBEDDINGS_URL")),
             embeddings_model=_text(get("CLAUDE_MEM_EMBEDDINGS_MODEL")),
             embeddings_api_key=_text(get("CLAUDE_MEM_EMBEDDINGS_API_KEY")),
+            redaction_enabled=_on_unless_off(get("CLAUDE_MEM_REDACTION"), "CLAUDE_MEM_REDACTION"),
+            redaction_patterns=_patterns(get("CLAUDE_MEM_REDACTION_PATTERNS")),
         )
 
     def problems(self) -> list[str]:
@@ -196,12 +217,26 @@ class Settings:
                     f"CLAUDE_MEM_AUTH_MODE=local-dev is refused when binding {self.host}; bind "
                     "127.0.0.1 (CLAUDE_MEM_SERVER_HOST) or use api-key"
                 )
+        lease = self.lease_problem()
+        if lease is not None:
+            found.append(lease)
         if self.embeddings_enabled and not self.embeddings_model:
             found.append(
                 "CLAUDE_MEM_EMBEDDINGS_URL needs CLAUDE_MEM_EMBEDDINGS_MODEL "
                 "(e.g. text-embedding-3-small, or nomic-embed-text on Ollama)"
             )
         return found
+
+    def lease_problem(self) -> str | None:
+        """A heartbeat too slow for the lease (a live worker's job could be taken over)."""
+        beat = self.heartbeat_seconds
+        if beat is not None and beat * 2 > self.lease_seconds:
+            return (
+                f"CLAUDE_MEM_JOB_HEARTBEAT_SECONDS={beat:g} must be at most half of "
+                f"CLAUDE_MEM_JOB_LEASE_SECONDS={self.lease_seconds:g} (a third is the default), "
+                "or a slow provider call could be taken over from a live worker"
+            )
+        return None
 
     def validate(self) -> Settings:
         found = self.problems()
@@ -210,6 +245,28 @@ class Settings:
                 "claude-mem configuration is invalid:\n" + "\n".join(f"  - {p}" for p in found)
             )
         return self
+
+
+def _float_or_none(value: str | None, *, name: str) -> float | None:
+    if value is None or not value.strip():
+        return None
+    return _float(value, 0.0, name=name)
+
+
+def _on_unless_off(value: str | None, name: str) -> bool:
+    raw = (value or "").strip().lower()
+    if raw in ("", *TRUE):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be on or off (got {value!r})")
+
+
+def _patterns(value: str | None) -> dict[str, str]:
+    try:
+        return parse_extra_patterns(value)
+    except ValueError as e:
+        raise ConfigurationError(f"CLAUDE_MEM_REDACTION_PATTERNS {e}") from None
 
 
 def _text(value: str | None) -> str | None:

@@ -2,7 +2,9 @@
 
 Contract with Claude Code: read the hook's JSON from stdin, print one JSON object on stdout,
 exit 0 — always, within the hook timeout (``CLAUDE_MEM_HOOK_TIMEOUT_MS``, default 2000),
-never a traceback. Problems go to ``<data dir>/logs/hooks.log``.
+never a traceback. Problems go to ``<data dir>/logs/hooks.log``. The one exception is an
+event name that is not a hook event (a typo in the hook configuration): the valid names go
+to stderr and the exit status is 1, which Claude Code shows without blocking the agent.
 
 Where events go (decided per process from the settings):
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import fcntl
 import json
 import logging
@@ -648,6 +651,22 @@ async def flush_command(config: HookConfig, out: TextIO) -> int:
 # -- command line -------------------------------------------------------------------------------
 
 
+COMMANDS = ("flush", "drain")
+
+
+def unknown_event_message(event: str) -> str:
+    """What ``claude-mem hook <event>`` says about an event name it does not know."""
+    valid = hook_mapping.HOOK_EVENTS
+    close = difflib.get_close_matches(event, valid, n=1, cutoff=0.6) or [
+        name for name in valid if name.lower() == event.lower()
+    ]
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (
+        f"claude-mem hook: unknown event {event!r}{hint}; valid events: "
+        f"{', '.join(valid)} (and `flush` to send the spool now)"
+    )
+
+
 async def cmd_hook(args: argparse.Namespace) -> int:
     return await hook_main(args.event, stdin=sys.stdin, stdout=sys.stdout)
 
@@ -658,8 +677,14 @@ async def hook_main(
     stdin: TextIO,
     stdout: TextIO,
     env: Mapping[str, str] | None = None,
+    stderr: TextIO | None = None,
 ) -> int:
-    """The whole hook command; returns the exit status (0 for hook events)."""
+    """The whole hook command; returns the exit status (0 for hook events; 1, with the
+    valid events on stderr, for a name that is none of them: Claude Code shows that and
+    goes on, where 2 would block the agent)."""
+    if event not in (*hook_mapping.HOOK_EVENTS, *COMMANDS):
+        print(unknown_event_message(event), file=stderr or sys.stderr)
+        return 1
     try:
         config = HookConfig.load(env)
         setup_logging(config.data_dir)

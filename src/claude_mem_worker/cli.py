@@ -3,7 +3,9 @@
 Runs the generation worker in the foreground: no HTTP port, logs to stderr, exits 0 after
 one SIGTERM or SIGINT (a second one stops without waiting for in-flight jobs). Refuses to
 start, with a message saying what to do, when the queue engine is not Redis or the
-database is not migrated.
+database is not migrated. When Redis is not reachable yet it waits for it (trying again
+with backoff, up to every 10 s, and logging each failed try) until it comes up or the
+worker is stopped.
 
 Worker settings beyond :class:`Settings` (which holds ``CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS``):
 ``CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS`` (default 10),
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -21,6 +24,7 @@ import signal
 import socket
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from claude_mem_core.errors import (
     ClaudeMemError,
@@ -29,6 +33,9 @@ from claude_mem_core.errors import (
     SchemaNotReady,
     StorageError,
 )
+
+if TYPE_CHECKING:
+    from claude_mem_core.adapters.taskiq_queue import TaskiqQueue
 
 log = logging.getLogger("claude_mem.worker")
 
@@ -111,6 +118,10 @@ async def run_worker(args: argparse.Namespace) -> int:
     env = os.environ
     _configure_logging(env)
     settings = Settings.from_env()
+    lease_problem = settings.lease_problem()
+    if lease_problem is not None:
+        print(f"error: {lease_problem}", file=sys.stderr)
+        return EXIT_FAILED
     if settings.queue_engine != "redis" or not settings.redis_url:
         engine = settings.queue_engine if settings.queue_engine != "redis" else "redis"
         message = NOT_REDIS.format(engine=engine)
@@ -155,12 +166,10 @@ async def run_worker(args: argparse.Namespace) -> int:
         options=settings.pipeline_options(),
         worker_id=worker_id,
     )
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
     try:
-        try:
-            await queue.ping()
-        except QueueError as exc:
-            print(f"error: {exc.message}", file=sys.stderr)
-            return EXIT_FAILED
         worker = Worker(
             deps=memory.deps,
             batcher=SessionBatcher(memory.generator),
@@ -168,9 +177,19 @@ async def run_worker(args: argparse.Namespace) -> int:
             worker_id=worker_id,
             options=options,
         )
+
+        def on_signal() -> None:
+            stopped.set()
+            worker.request_stop()
+
+        for signum in signals:
+            loop.add_signal_handler(signum, on_signal)
+        if not await wait_for_queue(queue, stopped):
+            log.info("worker %s stopped before the queue was reachable", worker_id)
+            return EXIT_OK
         log.info(
             "worker %s starting: database=%s redis=%s prefix=%s concurrency=%d provider=%s "
-            "policy=%s lease=%.0fs reconcile every %.1fs",
+            "policy=%s lease=%gs heartbeat=%gs reconcile every %.1fs",
             worker_id,
             database,
             queue.location,
@@ -179,21 +198,55 @@ async def run_worker(args: argparse.Namespace) -> int:
             provider.name,
             settings.session_policy,
             settings.lease_seconds,
+            memory.deps.options.heartbeat_interval,
             options.reconcile_interval,
         )
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT)
-        for signum in signals:
-            loop.add_signal_handler(signum, worker.request_stop)
-        try:
-            await worker.run()
-        finally:
-            for signum in signals:
-                loop.remove_signal_handler(signum)
+        await worker.run()
     except ClaudeMemError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
         await memory.close()
         log.debug("closed")
     return EXIT_OK
+
+
+QUEUE_RETRY_FIRST_S = 0.5
+QUEUE_RETRY_MAX_S = 10.0
+
+
+async def wait_for_queue(
+    queue: TaskiqQueue,
+    stopped: asyncio.Event,
+    *,
+    first: float = QUEUE_RETRY_FIRST_S,
+    most: float = QUEUE_RETRY_MAX_S,
+) -> bool:
+    """Ping the queue until it answers (True) or ``stopped`` is set (False), waiting
+    longer after each failure (``first`` doubling up to ``most`` seconds); one log line per
+    try says what is wrong and when the next try is."""
+    delay = first
+    tries = 0
+    while not stopped.is_set():
+        try:
+            await queue.ping()
+        except QueueError as exc:
+            tries += 1
+            log.warning(
+                "Redis at %s is not reachable (%s); retrying in %.1fs (try %d, waiting until "
+                "it is up or the worker is stopped)",
+                queue.location,
+                exc.message,
+                delay,
+                tries,
+            )
+        else:
+            if tries:
+                log.info("Redis at %s is reachable after %d failed tries", queue.location, tries)
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), timeout=delay)
+        delay = min(delay * 2, most)
+    return False

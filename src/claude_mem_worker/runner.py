@@ -144,7 +144,10 @@ class Worker:
             if self.deps.options.session_policy == "debounce"
             else 0.0
         )
-        return max(self.options.republish_after, policy_wait)
+        # A stranded job is published again at most once per lease: sooner would only
+        # add duplicates behind a backlog (its message is delivered, or claimed from a dead
+        # consumer, within that time anyway).
+        return max(self.options.republish_after, policy_wait, self.deps.options.lease_seconds)
 
     # -- main ---------------------------------------------------------------------------
 

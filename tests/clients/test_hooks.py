@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -347,3 +348,32 @@ async def test_embedded_session_start_injects_the_newest_observations(
     assert "embedded fact 2" in context and "embedded fact 1" in context
     assert "embedded fact 0" not in context
     assert context.index("embedded fact 2") < context.index("embedded fact 1")
+
+
+async def test_a_misspelled_event_names_the_valid_ones_and_exits_1(data_dir: Path) -> None:
+    env = {"CLAUDE_MEM_DATA_DIR": str(data_dir)}
+    out, err = io.StringIO(), io.StringIO()
+    payload = io.StringIO(json.dumps(hook_payload("PostToolUse")))
+    code = await hook_main("PostTooluse", stdin=payload, stdout=out, env=env, stderr=err)
+    assert code == 1  # Claude Code shows stderr and goes on (2 would block the agent)
+    message = err.getvalue()
+    assert "unknown event 'PostTooluse'" in message and "did you mean PostToolUse?" in message
+    for event in hm.HOOK_EVENTS:
+        assert event in message
+    assert out.getvalue() == ""
+    assert not (data_dir / "spool.jsonl").exists() or Spool(data_dir / "spool.jsonl").read() == []
+
+
+def test_a_misspelled_event_exits_1_from_the_command_line(data_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "claude_mem_http.hooks", "SesionStart"],
+        input="{}",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLAUDE_MEM_DATA_DIR": str(data_dir)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "valid events: SessionStart, UserPromptSubmit" in done.stderr
+    assert done.stdout == ""

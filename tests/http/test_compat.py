@@ -52,8 +52,10 @@ async def test_observation_records_event_in_session(api: Api, world: World, memo
     rows = await audit_rows(memory, world.team, "event.received")
     assert rows[0].details["requestId"] == "compat-1"
 
+    assert body["replayed"] is False
     same_tool = await api.post("/api/sessions/observations", _obs(), key=world.key)
     assert same_tool.body["eventId"] == body["eventId"]
+    assert same_tool.body["replayed"] is True
     other_tool = await api.post(
         "/api/sessions/observations", _obs(toolUseId="tu_def"), key=world.key
     )
@@ -112,3 +114,29 @@ async def test_summarize_subagent_skip(api: Api, world: World) -> None:
     assert reply.body == {"status": "skipped", "reason": "subagent_context"}
     jobs = await api.get("/v1/jobs", key=world.key)
     assert jobs.body["total"] == 0
+
+
+async def test_observation_conflict_is_a_2xx_field(api: Api, world: World, memory: Memory) -> None:
+    first = await api.post("/api/sessions/observations", _obs(), key=world.key)
+    assert first.status == 200 and "conflict" not in first.body
+    replay = await api.post("/api/sessions/observations", _obs(), key=world.key)
+    assert replay.status == 200 and replay.body["eventId"] == first.body["eventId"]
+    assert "conflict" not in replay.body
+    clash = await api.post(
+        "/api/sessions/observations", _obs(tool_response="something else"), key=world.key
+    )
+    assert clash.status == 200 and clash.body["conflict"] is True
+    assert clash.body["eventId"] == first.body["eventId"]
+    assert clash.body["generationJobId"] is None
+    assert len(await audit_rows(memory, world.team, "event.conflict")) == 1
+
+
+async def test_observation_secrets_are_redacted(api: Api, world: World, memory: Memory) -> None:
+    reply = await api.post(
+        "/api/sessions/observations",
+        _obs(tool_response="AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"),
+        key=world.key,
+    )
+    event = await api.get(f"/v1/events/{reply.body['eventId']}", key=world.key)
+    assert "AKIAIOSFODNN7EXAMPLE" not in str(event.body)
+    assert event.body["event"]["metadata"]["redactions"] == {"env-secret": 1}

@@ -82,3 +82,39 @@ def test_broken_settings_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "settings.json").write_text("{not json")
     with pytest.raises(ConfigurationError, match=r"settings\.json is not valid JSON"):
         Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path)})
+
+
+def test_short_lease_and_heartbeat_by_default(tmp_path: Path) -> None:
+    s = Settings.from_env({"CLAUDE_MEM_DATA_DIR": str(tmp_path), "CLAUDE_MEM_DOCKER": "0"})
+    options = s.pipeline_options()
+    assert (options.lease_seconds, options.heartbeat_interval) == (30.0, 10.0)
+    assert options.reconcile_batch == 100
+    assert s.lease_problem() is None
+
+
+def test_lease_heartbeat_and_reconcile_batch_are_configurable(tmp_path: Path) -> None:
+    s = Settings.from_env(
+        {
+            "CLAUDE_MEM_DATA_DIR": str(tmp_path),
+            "CLAUDE_MEM_JOB_LEASE_SECONDS": "2",
+            "CLAUDE_MEM_JOB_HEARTBEAT_SECONDS": "0.5",
+            "CLAUDE_MEM_RECONCILE_BATCH_SIZE": "25",
+        }
+    )
+    options = s.pipeline_options()
+    assert (options.lease_seconds, options.heartbeat_interval) == (2.0, 0.5)
+    assert options.reconcile_batch == 25
+    slow = Settings.from_env(
+        {
+            "CLAUDE_MEM_DATA_DIR": str(tmp_path),
+            "CLAUDE_MEM_JOB_LEASE_SECONDS": "30",
+            "CLAUDE_MEM_JOB_HEARTBEAT_SECONDS": "20",
+        }
+    )
+    problem = slow.lease_problem()
+    assert problem is not None and "CLAUDE_MEM_JOB_HEARTBEAT_SECONDS=20" in problem
+    assert problem in slow.problems()
+    with pytest.raises(ConfigurationError):
+        Settings.from_env(
+            {"CLAUDE_MEM_DATA_DIR": str(tmp_path), "CLAUDE_MEM_JOB_HEARTBEAT_SECONDS": "0"}
+        )

@@ -362,7 +362,8 @@ async def test_queued_jobs_complete_after_redis_loses_its_data(stack: Stack) -> 
     assert stack.queue is not None
     assert sum((await stack.queue.depth()).values()) == 3
     await stack.queue.delete_all_keys()
-    worker = stack.worker(None).start()
+    # A stranded job is published again once per lease: a short one keeps the test short.
+    worker = stack.worker(None, CLAUDE_MEM_JOB_LEASE_SECONDS="2").start()
     await worker.started()
     early_ids = [j.id for j in early if j]
     await until(lambda: _all_completed(mem, scope, early_ids), what="reconciled jobs")

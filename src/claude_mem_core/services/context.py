@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 from attrs import field, frozen
 
+from claude_mem_core.domain.redaction import DEFAULT_REDACTOR, Redactor
 from claude_mem_core.domain.scopes import ALL
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.queue import JobQueue
@@ -46,8 +47,24 @@ class PipelineOptions:
     max_attempts: int = 3
     session_policy: SessionPolicy = "per-event"
     debounce_seconds: float = 5.0
-    lease_seconds: float = 300.0
+    lease_seconds: float = 30.0
+    # How often a worker renews the lease of a job it is processing; None: a third of
+    # the lease (a live worker's job is never taken over, a dead one's after one lease).
+    heartbeat_seconds: float | None = None
     max_batch: int = 500
+    # Credentials in event payloads are replaced by typed markers at ingest, unless turned
+    # off here (for the whole server) or in a project's metadata (per project, either way;
+    # see ``domain.redaction.PROJECT_SETTING``).
+    redact_secrets: bool = True
+    redactor: Redactor = field(default=DEFAULT_REDACTOR, eq=False)
+    # Reconciliation republishes at most this many stranded queued jobs per pass.
+    reconcile_batch: int = 100
+
+    @property
+    def heartbeat_interval(self) -> float:
+        if self.heartbeat_seconds is not None:
+            return self.heartbeat_seconds
+        return self.lease_seconds / 3
 
 
 @frozen(kw_only=True)

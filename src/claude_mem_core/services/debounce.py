@@ -45,7 +45,13 @@ from claude_mem_core.ports.queue import EVENT_LANE, QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Deps
-from claude_mem_core.services.generation import Generator, ProcessResult, caller_for
+from claude_mem_core.services.generation import (
+    Generator,
+    LeaseLost,
+    ProcessResult,
+    caller_for,
+    holding_lease,
+)
 from claude_mem_core.services.tenancy import audit
 
 log = logging.getLogger("claude_mem.debounce")
@@ -344,14 +350,22 @@ class SessionBatcher:
                 lead, [], None, private=build.had_private_content, also=complete_covered
             )
         else:
-            result = await gen.provider.generate(
-                GenerationRequest(
-                    prompt=build.prompt,
-                    purpose="observations",
-                    events=events,
-                    allowed_types=gen.mode.types,
+            try:
+                result = await holding_lease(
+                    deps,
+                    claimed,
+                    gen.provider.generate(
+                        GenerationRequest(
+                            prompt=build.prompt,
+                            purpose="observations",
+                            events=events,
+                            allowed_types=gen.mode.types,
+                        )
+                    ),
                 )
-            )
+            except LeaseLost:
+                await self._release_covered(lead, covered, "lost_lease")
+                return [ProcessResult(job_id=lead.id, outcome="lost_lease")]
             parsed = parser.parse_observations(result.text, gen.mode)
             if isinstance(parsed, parser.ParseFailure):
                 return [
@@ -372,16 +386,21 @@ class SessionBatcher:
                 events=events,
             )
         if lead_result.outcome != "completed":
-            for job in covered:
-                await release_claimed(
-                    deps,
-                    job,
-                    worker_id=gen.worker_id,
-                    reason=f"batch lead {lead.id} ended {lead_result.outcome}",
-                    source="debounce_release",
-                )
+            await self._release_covered(lead, covered, lead_result.outcome)
             return [lead_result]
         return [lead_result, *covered_results]
+
+    async def _release_covered(
+        self, lead: GenerationJob, covered: Sequence[GenerationJob], outcome: str
+    ) -> None:
+        for job in covered:
+            await release_claimed(
+                self.deps,
+                job,
+                worker_id=self.generator.worker_id,
+                reason=f"batch lead {lead.id} ended {outcome}",
+                source="debounce_release",
+            )
 
     async def _complete_covered(
         self, uow: UnitOfWork, lead: GenerationJob, covered: list[GenerationJob], ids: list[str]

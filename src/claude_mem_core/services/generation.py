@@ -25,10 +25,12 @@ transaction: the job event log records the claim itself at once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from attrs import frozen
 
@@ -67,6 +69,63 @@ Outcome = Literal[
 
 
 AlsoInTransaction = Callable[[UnitOfWork, list[str]], Awaitable[None]]
+
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """The claim of a job was lost while its provider call ran (cancelled, released or
+    taken over by another worker): its results must not be written."""
+
+
+async def holding_lease(deps: Deps, jobs: Sequence[GenerationJob], work: Awaitable[T]) -> T:
+    """Run ``work`` (a provider call) while renewing the lease of the claimed ``jobs``
+    every ``heartbeat_interval`` seconds, so a slow call is never taken over from a live
+    worker, while a dead worker's job is taken over one lease after its last beat.
+
+    Each renewal is fenced (:meth:`JobRepository.renew_lease`): when the first job's claim
+    is found lost, ``work`` is cancelled and :class:`LeaseLost` raised. A renewal that
+    fails (the database is briefly unreachable) is tried again at the next beat."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.Event()
+    lost = False
+    beat = deps.options.heartbeat_interval
+
+    async def keep() -> None:
+        nonlocal lost
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=beat)
+            if stop.is_set():
+                return
+            try:
+                now = deps.clock.now()
+                async with deps.storage.unit_of_work() as uow:
+                    held = [await uow.jobs.renew_lease(job, now=now) for job in jobs]
+            except ClaudeMemError as exc:
+                log.warning("could not renew the lease of job %s: %s", jobs[0].id, exc)
+                continue
+            if not held[0]:
+                log.warning("job %s: claim lost while generating; discarding", jobs[0].id)
+                lost = True
+                task.cancel()
+                return
+
+    keeper = asyncio.create_task(keep(), name=f"claude-mem-lease-{jobs[0].id}")
+    try:
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if lost and (current is None or not current.cancelling()):
+            raise LeaseLost(jobs[0].id) from None
+        raise
+    finally:
+        # Stopped between beats, not cancelled mid-renewal (the query would be cancelled
+        # on the server, which can take a while).
+        stop.set()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
 
 
 @frozen(kw_only=True)
@@ -146,6 +205,8 @@ class Generator:
         pending = (self.processing_audit(claimed, now),)
         try:
             return await self._generate(claimed, events, project_name, pending)
+        except LeaseLost:
+            return await self.lost_claim(claimed, pending)
         except ProviderError as exc:
             return await self.record_failure(
                 claimed,
@@ -332,13 +393,17 @@ class Generator:
             return await self.persist(
                 job, [], None, private=build.had_private_content, audit_entries=pending
             )
-        result = await self.provider.generate(
-            GenerationRequest(
-                prompt=build.prompt,
-                purpose="summary" if summary else "observations",
-                events=events,
-                allowed_types=self.mode.types,
-            )
+        result = await holding_lease(
+            self.deps,
+            [job],
+            self.provider.generate(
+                GenerationRequest(
+                    prompt=build.prompt,
+                    purpose="summary" if summary else "observations",
+                    events=events,
+                    allowed_types=self.mode.types,
+                )
+            ),
         )
         if summary:
             parsed_summary = parser.parse_summary(result.text)
@@ -582,7 +647,7 @@ class Generator:
                     "sourceId": job.source_id,
                     "provider": provider,
                     "model": model,
-                    "kind": obs.kind.value,
+                    "kind": str(obs.kind),
                     "parsedObservationIndex": index,
                 },
             )
@@ -642,6 +707,16 @@ class Generator:
                         "workerId": self.worker_id,
                     },
                 )
+
+    async def lost_claim(
+        self, job: GenerationJob, audit_entries: Sequence[AuditEntry] = ()
+    ) -> ProcessResult:
+        """The claim of ``job`` was lost mid-call: nothing of its results is written, only
+        the claim's audit row (when it was deferred), as a completion that lost would."""
+        if audit_entries:
+            async with self.deps.storage.unit_of_work() as uow:
+                await uow.audit.add_many(audit_entries)
+        return ProcessResult(job_id=job.id, outcome="lost_lease")
 
     async def record_failure(
         self,
@@ -727,17 +802,35 @@ class ReconcileReport:
 
 
 async def reconcile(
-    deps: Deps, *, republish_after_seconds: float = 30.0, limit: int = 500
+    deps: Deps,
+    *,
+    republish_after_seconds: float = 30.0,
+    limit: int = 500,
+    batch: int | None = None,
 ) -> ReconcileReport:
-    """Find work the queue lost: queued rows that are due and not recently published are
-    published again; processing rows whose lease expired go back to queued (or fail
-    when out of attempts). The database is the source of truth, the queue only delivers."""
+    """Find work the queue lost: queued rows that are due and not published for
+    ``republish_after_seconds`` are published again; processing rows whose lease expired
+    go back to queued (or fail when out of attempts). The database is the source of
+    truth, the queue only delivers.
+
+    Each republished row is stamped (``next_attempt_at``) in the same transaction, by a
+    guarded write that only one of several racing reconcilers wins, so a stranded job is
+    published at most once per ``republish_after_seconds`` however many workers
+    reconcile and however often; at most ``batch`` (``PipelineOptions.reconcile_batch``)
+    rows a pass, the rest in the next passes."""
     now = deps.clock.now()
     lease = timedelta(seconds=deps.options.lease_seconds)
+    untouched_since = now - timedelta(seconds=max(republish_after_seconds, 0.0))
+    batch = deps.options.reconcile_batch if batch is None else batch
     republish: list[GenerationJob] = []
     released = failed = 0
     async with deps.storage.unit_of_work() as uow:
-        due = await uow.jobs.list_due(now=now, lease_expired_before=now - lease, limit=limit)
+        # Queued rows are listed as due at ``untouched_since``: one republished (or given
+        # a retry time) since then is not listed, so it cannot crowd the others out.
+        due = await uow.jobs.list_due(
+            now=untouched_since, lease_expired_before=now - lease, limit=limit
+        )
+        stranded: list[GenerationJob] = []
         for job in due:
             if job.status is JobStatus.PROCESSING:
                 new = machine.release_expired(job, now=now)
@@ -772,8 +865,13 @@ async def reconcile(
             if _held_by_policy(deps, job):
                 continue
             last_touch = job.next_attempt_at or job.updated_at
-            if (now - last_touch).total_seconds() >= republish_after_seconds:
-                republish.append(job)
+            if last_touch <= untouched_since and len(stranded) < batch:
+                stranded.append(job)
+        if stranded:
+            won = await uow.jobs.mark_republished(
+                [job.id for job in stranded], now=now, untouched_since=untouched_since
+            )
+            republish += [job for job in stranded if job.id in won]
     # One round trip for all of them (a waiting job's marker keeps it from doubling).
     sent = await outbox.publish_many(deps, [(job, 0.0) for job in republish]) if republish else {}
     published = sum(1 for state in sent.values() if state == "enqueued")
