@@ -36,6 +36,29 @@ class Conflict(ClaudeMemError):
     default_message = "Conflict"
 
 
+class EventConflict(Conflict):
+    """An event's ``sourceEventId`` (its idempotency key) was already used for an event
+    with a different payload. ``event_id`` is the stored event; ``index`` the position of
+    the attempt in a batch (None for a single event)."""
+
+    default_message = "sourceEventId was already used for a different payload"
+
+    def __init__(
+        self,
+        *,
+        event_id: str,
+        source_event_id: str | None,
+        index: int | None = None,
+    ) -> None:
+        super().__init__(
+            f"sourceEventId {source_event_id!r} was already used by event {event_id} "
+            "with a different payload"
+        )
+        self.event_id = event_id
+        self.source_event_id = source_event_id
+        self.index = index
+
+
 class Forbidden(ClaudeMemError):
     """The caller is known but lacks a scope, or the key is revoked or expired."""
 

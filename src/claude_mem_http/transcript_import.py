@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from attrs import define, field
 
-from claude_mem_core.errors import ConfigurationError, InvalidInput
+from claude_mem_core.errors import ConfigurationError, Conflict, InvalidInput
 from claude_mem_http import hook_mapping as hm
 from claude_mem_http.backends import Backend, LocalBackend, RemoteBackend
 from claude_mem_http.client import ClaudeMemClient
@@ -263,20 +263,26 @@ async def replay(
         metadata=metadata,
     )
     session_id = str(started["session"]["id"])
+    recorded_elsewhere = 0
     for item in transcript.events:
-        await backend.record_event(
-            project,
-            {
-                "sourceType": hm.SOURCE_TYPE,
-                "eventType": item.event_type,
-                "occurredAtEpoch": item.occurred_at_epoch,
-                "serverSessionId": session_id,
-                "sourceEventId": item.source_event_id,
-                "payload": item.payload,
-                "metadata": dict(IMPORT_METADATA),
-            },
-            generate=item.generate,
-        )
+        try:
+            await backend.record_event(
+                project,
+                {
+                    "sourceType": hm.SOURCE_TYPE,
+                    "eventType": item.event_type,
+                    "occurredAtEpoch": item.occurred_at_epoch,
+                    "serverSessionId": session_id,
+                    "sourceEventId": item.source_event_id,
+                    "payload": item.payload,
+                    "metadata": dict(IMPORT_METADATA),
+                },
+                generate=item.generate,
+            )
+        except Conflict:
+            # The hooks recorded this tool use already (same id), as they saw it: the
+            # transcript's rendering of it differs, and the stored event stays.
+            recorded_elsewhere += 1
         if progress is not None:
             progress.advance()
     ended = await backend.end_session(session_id)
@@ -289,6 +295,7 @@ async def replay(
         "events": len(transcript.events),
         "summaryJobId": job.get("id"),
         "skippedLines": transcript.skipped_lines,
+        "alreadyRecorded": recorded_elsewhere,
     }
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from claude_mem_core import Caller, EventInput, Memory, Scope
 from claude_mem_core.domain.models import AgentEvent, JobEventType
+from claude_mem_core.domain.redaction import RECEIVED_DIGEST_KEY
 from claude_mem_core.errors import NotFound
 from claude_mem_core.ports.storage import FreshEvent, Page
 from claude_mem_core.services import ingest, outbox
@@ -101,7 +102,9 @@ async def test_replays_and_repeats_are_left_out_untouched(mem: Memory, scope: Sc
     assert written == {new.event.id}
     original = next(iter(stored))
     event = await _event(mem, scope, original)
-    assert event is not None and event.metadata == {"n": 1}  # no merge on this path
+    assert event is not None
+    assert event.metadata == {"n": 1, RECEIVED_DIGEST_KEY: event.metadata[RECEIVED_DIGEST_KEY]}
+    # (no merge on this path)
     for left_out in (replay, repeat):
         assert await _event(mem, scope, left_out.event.id) is None
         assert left_out.job is not None

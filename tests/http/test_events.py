@@ -96,12 +96,8 @@ async def test_source_event_id_and_metadata_are_stored(api: Api, world: World) -
     reply = await api.post("/v1/events", body, key=world.key)
     event = reply.body["event"]
     assert event["sourceEventId"] == "tu-1" and event["metadata"] == {"k": "v"}
-    again = await api.post(
-        "/v1/events",
-        event_body(world.project, sourceEventId="tu-1", payload={"x": 2}),
-        key=world.key,
-    )
-    assert again.body["event"]["id"] == event["id"]
+    replay = await api.post("/v1/events", body, key=world.key)
+    assert replay.status == 201 and replay.body["event"]["id"] == event["id"]
     fetched = await api.get(f"/v1/events/{event['id']}", key=world.key)
     assert fetched.status == 200 and fetched.body["event"]["sourceEventId"] == "tu-1"
 
@@ -202,3 +198,79 @@ async def test_get_event_scoping(api: Api, world: World) -> None:
     assert (await api.get(f"/v1/events/{sib_id}", key=world.key)).status == 404
     assert (await api.get(f"/v1/events/{sib_id}/observations", key=world.key)).status == 404
     assert (await api.get("/v1/events/unknown", key=world.key)).status == 404
+
+
+async def test_a_replay_with_another_payload_is_409(api: Api, world: World, memory: Memory) -> None:
+    body = event_body(world.project, sourceEventId="tu-9")
+    first = await api.post("/v1/events", body, key=world.key)
+    assert first.status == 201
+    assert "receivedPayloadSha256" not in first.body["event"]["metadata"]
+    clash = await api.post(
+        "/v1/events",
+        event_body(world.project, sourceEventId="tu-9", payload={"x": 2}),
+        key=world.key,
+    )
+    assert clash.status == 409
+    assert clash.body["error"] == "Conflict"
+    assert clash.body["eventId"] == first.body["event"]["id"]
+    assert clash.body["sourceEventId"] == "tu-9"
+    batch = await api.post(
+        "/v1/events/batch",
+        [
+            event_body(world.project),
+            event_body(world.project, sourceEventId="tu-9", payload={"y": 1}),
+        ],
+        key=world.key,
+    )
+    assert batch.status == 409 and batch.body["index"] == 1
+    assert batch.body["eventId"] == first.body["event"]["id"]
+    rows = await audit_rows(memory, world.team, "event.conflict")
+    assert len(rows) == 2 and {r.resource_id for r in rows} == {first.body["event"]["id"]}
+    same = await api.post("/v1/events", body, key=world.key)
+    assert same.status == 201 and same.body["event"]["id"] == first.body["event"]["id"]
+
+
+async def test_secrets_are_redacted_and_an_identical_replay_is_not_a_conflict(
+    api: Api, world: World
+) -> None:
+    payload = {
+        "tool_name": "Bash",
+        "tool_response": "export GITHUB_TOKEN=ghp_" + "A1b2C3d4E5" * 4 + "\n<private>x</private>",
+        "sha": "3f786850e387550fdab836ed7e6dc881de23001b",
+    }
+    body = event_body(world.project, sourceEventId="tu-s", payload=payload)
+    first = await api.post("/v1/events", body, key=world.key)
+    event = first.body["event"]
+    assert "A1b2C3d4E5" not in str(event["payload"])
+    assert event["payload"]["sha"] == payload["sha"]
+    assert event["metadata"]["redactions"] == {"env-secret": 1}
+    again = await api.post("/v1/events", body, key=world.key)
+    assert again.status == 201 and again.body["event"]["id"] == event["id"]
+    batch = await api.post(
+        "/v1/events/batch",
+        [event_body(world.project, sourceEventId="tu-t", payload=payload)],
+        key=world.key,
+    )
+    assert "A1b2C3d4E5" not in str(batch.body)
+
+
+async def test_a_replay_says_so_beside_its_transport(api: Api, world: World) -> None:
+    """The wire's transport values stay; ``replayed`` tells a replay from a new event (a
+    replayed event whose job is no longer queued answers ``queued_only``, which alone
+    would read like a failure)."""
+    body = event_body(world.project, sourceEventId="tu-replayed")
+    first = await api.post("/v1/events", body, key=world.key)
+    assert first.status == 201 and first.body["replayed"] is False
+    assert first.body["generationJob"]["transport"] == "enqueued"
+    second = await api.post("/v1/events", body, key=world.key)
+    assert second.status == 201 and second.body["replayed"] is True
+    assert second.body["event"]["id"] == first.body["event"]["id"]
+    assert second.body["generationJob"]["transport"] in ("enqueued", "queued_only", "skipped")
+    fresh = event_body(world.project, sourceEventId="tu-new")
+    batch = await api.post("/v1/events/batch", [body, fresh], key=world.key)
+    assert batch.status == 201
+    assert [e["replayed"] for e in batch.body["events"]] == [True, False]
+    waited = await api.post(
+        "/v1/events", body, key=world.key, params={"wait": "true", "waitTimeoutMs": "50"}
+    )
+    assert waited.body["replayed"] is True

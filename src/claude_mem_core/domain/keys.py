@@ -66,6 +66,11 @@ def _hash_array(items: list[Any]) -> str:
     return _sha256(canonical_json(items))
 
 
+def payload_digest(payload: Any) -> str:
+    """SHA-256 of a payload's canonical JSON: tells a replay from a different payload."""
+    return _sha256(canonical_json(payload if payload is not None else {}))
+
+
 def iso_ms(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``, as JavaScript's ``toISOString``."""
     moment = moment.astimezone(UTC)

@@ -13,6 +13,7 @@ from typing import Any
 from attrs import frozen
 
 from claude_mem_core.domain.models import EventSourceAdapter, ServerSession
+from claude_mem_core.errors import EventConflict
 from claude_mem_core.services import ingest, sessions
 from claude_mem_core.services.context import Caller, Deps
 
@@ -34,8 +35,12 @@ class ToolUse:
 
 @frozen(kw_only=True)
 class RecordedToolUse:
+    """``result`` is None when the tool use id was already used with other content:
+    ``conflict`` then names the stored event (these routes answer 2xx only)."""
+
     session: ServerSession
-    result: ingest.IngestedEvent
+    result: ingest.IngestedEvent | None
+    conflict: EventConflict | None = None
 
 
 async def record_tool_use(
@@ -71,9 +76,12 @@ async def record_tool_use(
         },
         metadata={"compat": "sessions/observations"},
     )
-    result = await ingest.ingest_event(
-        deps, caller, item, generate=True, job_source="http_post_api_sessions_observations"
-    )
+    try:
+        result = await ingest.ingest_event(
+            deps, caller, item, generate=True, job_source="http_post_api_sessions_observations"
+        )
+    except EventConflict as conflict:
+        return RecordedToolUse(session=session, result=None, conflict=conflict)
     return RecordedToolUse(session=session, result=result)
 
 

@@ -8,21 +8,27 @@ from typing import Any, cast
 
 from attrs import field, frozen
 
-from claude_mem_core.domain import keys
+from claude_mem_core.domain import keys, redaction
 from claude_mem_core.domain.models import (
     AgentEvent,
     EventSourceAdapter,
     GenerationJob,
     JobEventType,
+    Project,
 )
 from claude_mem_core.domain.scopes import Need, require
-from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
+from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags_in_json
 from claude_mem_core.ports.clock import truncate_ms
 from claude_mem_core.ports.storage import UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Caller, Deps
-from claude_mem_core.services.tenancy import audit, project_visible, require_project
+from claude_mem_core.services.tenancy import (
+    audit,
+    audit_entry,
+    project_visible,
+    require_project,
+)
 
 SOURCE_ADAPTERS = frozenset(a.value for a in EventSourceAdapter)
 MAX_EPOCH_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
@@ -92,13 +98,28 @@ def validate(item: EventInput, prefix: str = "") -> list[FieldIssue]:
     return issues
 
 
-def candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
-    """The event row ``item`` would insert (its id is new; a replay finds the stored one)."""
+def redacts(deps: Deps, project: Project | None) -> bool:
+    """Whether events of ``project`` are redacted (its own setting, else the server's)."""
+    return redaction.enabled_for(
+        project.metadata if project is not None else None, default=deps.options.redact_secrets
+    )
+
+
+def candidate(
+    deps: Deps, caller: Caller, item: EventInput, *, redact: bool | None = None
+) -> AgentEvent:
+    """The event row ``item`` would insert (its id is new; a replay finds the stored one).
+
+    ``redact``: whether credentials are redacted from the payload (default: the server's
+    setting; callers that read the project pass :func:`redacts`)."""
     occurred_at = truncate_ms(item.occurred_at)
+    received = item.payload if item.payload is not None else {}
     # Private content never reaches storage (nor, therefore, a provider).
-    payload = strip_tags_in_json(item.payload if item.payload is not None else {}).value
+    payload = strip_tags_in_json(received).value
     now = deps.clock.now()
     try:
+        # The key hashes the payload before redaction: it does not change with the
+        # redaction settings (and stays the reference server's key).
         idempotency_key = keys.agent_event_key(
             team_id=caller.team_id,
             project_id=item.project_id,
@@ -109,10 +130,24 @@ def candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
             occurred_at=occurred_at,
             payload=payload,
         )
+        # Only an event with a source id can be replayed with another payload: hash the
+        # payload as received, so neither stripping nor redaction can make an identical
+        # replay look different.
+        digest = keys.payload_digest(received) if item.source_event_id else None
     except (TypeError, ValueError):  # NaN, infinities, sets, other objects: not JSON
         raise InvalidInput.field(
             "payload", "must be JSON (no NaN, infinities or objects)"
         ) from None
+    # The server's own metadata keys are never the caller's to set.
+    metadata = {k: v for k, v in item.metadata.items() if k not in redaction.SERVER_EVENT_METADATA}
+    if deps.options.redact_secrets if redact is None else redact:
+        # Credentials never reach storage nor a provider (after <private> stripping).
+        redacted = deps.options.redactor.redact_json(payload)
+        payload = redacted.value
+        if redacted.counts:
+            metadata[redaction.REDACTIONS_KEY] = redacted.counts
+    if digest is not None:
+        metadata[redaction.RECEIVED_DIGEST_KEY] = digest
     return AgentEvent(
         id=deps.ids.new_id(),
         team_id=caller.team_id,
@@ -123,10 +158,57 @@ def candidate(deps: Deps, caller: Caller, item: EventInput) -> AgentEvent:
         idempotency_key=idempotency_key,
         event_type=item.event_type,
         payload=payload,
-        metadata=dict(item.metadata),
+        metadata=metadata,
         occurred_at=occurred_at,
         received_at=now,
         created_at=now,
+    )
+
+
+def conflicts(stored: AgentEvent, attempt: AgentEvent) -> bool:
+    """Whether ``attempt``, a replay of ``stored`` (same idempotency key), came with another
+    payload. Events stored before payloads were hashed count as identical."""
+    theirs = stored.metadata.get(redaction.RECEIVED_DIGEST_KEY)
+    ours = attempt.metadata.get(redaction.RECEIVED_DIGEST_KEY)
+    return isinstance(theirs, str) and isinstance(ours, str) and theirs != ours
+
+
+class _Conflicts(Exception):
+    """Raised inside a unit of work to roll back an attempt that conflicts (nothing of it
+    is kept, not even its metadata); the conflicts are audited after the rollback."""
+
+    def __init__(self, found: list[tuple[int, AgentEvent, EventInput]]) -> None:
+        super().__init__("conflicting replay")
+        self.found = found
+
+
+async def _audit_conflicts(deps: Deps, caller: Caller, error: _Conflicts) -> EventConflict:
+    """Audit each conflicting attempt (``event.conflict``) and return the error to raise."""
+    async with deps.storage.unit_of_work() as uow:
+        await uow.audit.add_many(
+            [
+                audit_entry(
+                    deps,
+                    caller,
+                    "event.conflict",
+                    project_id=stored.project_id,
+                    resource_id=stored.id,
+                    details={
+                        "sourceAdapter": item.source_adapter,
+                        "sourceEventId": item.source_event_id,
+                        "eventType": item.event_type,
+                        "serverSessionId": item.server_session_id,
+                        **({"index": index} if index >= 0 else {}),
+                    },
+                )
+                for index, stored, item in error.found
+            ]
+        )
+    index, stored, item = error.found[0]
+    return EventConflict(
+        event_id=stored.id,
+        source_event_id=item.source_event_id,
+        index=index if index >= 0 else None,
     )
 
 
@@ -139,12 +221,15 @@ async def _ingest_one(
     generate: bool,
     job_source: str,
 ) -> tuple[AgentEvent, GenerationJob | None, bool, bool]:
-    await require_project(uow, caller, item.project_id)
+    project = await require_project(uow, caller, item.project_id)
     if item.server_session_id is not None:
         session = await uow.sessions.get(caller.team_id, item.server_session_id)
         if session is None or session.project_id != item.project_id:
             raise NotFound("Session not found")
-    event, created = await uow.events.add(candidate(deps, caller, item))
+    attempt = candidate(deps, caller, item, redact=redacts(deps, project))
+    event, created = await uow.events.add(attempt)
+    if not created and conflicts(event, attempt):
+        raise _Conflicts([(-1, event, item)])
     job: GenerationJob | None = None
     job_created = False
     if generate:
@@ -173,24 +258,31 @@ async def ingest_event(
     generate: bool = True,
     job_source: str = "http_post_v1_events",
 ) -> IngestedEvent:
-    """Store one event (idempotently) and, if ``generate``, its generation job."""
+    """Store one event (idempotently) and, if ``generate``, its generation job.
+
+    A replay (same ``source_event_id``) with the payload it was first sent with answers
+    the stored event; with another payload it raises ``EventConflict`` (and is audited
+    as ``event.conflict``), changing nothing."""
     require(caller.scopes, Need.WRITE_EVENTS)
     issues = validate(item)
     if issues:
         raise InvalidInput(issues)
-    async with deps.storage.unit_of_work() as uow:
-        event, job, created, job_created = await _ingest_one(
-            uow, deps, caller, item, generate=generate, job_source=job_source
-        )
-        await audit(
-            uow,
-            deps,
-            caller,
-            "event.received",
-            project_id=event.project_id,
-            resource_id=event.id,
-            details=received_details(event, job, created),
-        )
+    try:
+        async with deps.storage.unit_of_work() as uow:
+            event, job, created, job_created = await _ingest_one(
+                uow, deps, caller, item, generate=generate, job_source=job_source
+            )
+            await audit(
+                uow,
+                deps,
+                caller,
+                "event.received",
+                project_id=event.project_id,
+                resource_id=event.id,
+                details=received_details(event, job, created),
+            )
+    except _Conflicts as found:
+        raise await _audit_conflicts(deps, caller, found) from None
     transport: outbox.Transport = "skipped"
     if job is not None:
         # A replay re-publishes only a job that is still waiting: publishing is idempotent
@@ -223,9 +315,35 @@ async def ingest_batch(
         if not project_visible(caller, item.project_id):
             raise NotFound("Project not found")
     results: list[tuple[AgentEvent, GenerationJob | None, bool]] = []
+    try:
+        results = await _write_batch(deps, caller, items, generate=generate, job_source=job_source)
+    except _Conflicts as found:
+        raise await _audit_conflicts(deps, caller, found) from None
+    jobs = [job for _, job, _ in results if job is not None]
+    outcome = await outbox.publish_for_policy(deps, jobs)
+    return [
+        IngestedEvent(
+            event=event,
+            job=job,
+            created=created,
+            transport=outcome[job.id] if job is not None else "skipped",
+        )
+        for event, job, created in results
+    ]
+
+
+async def _write_batch(
+    deps: Deps,
+    caller: Caller,
+    items: Sequence[EventInput],
+    *,
+    generate: bool,
+    job_source: str,
+) -> list[tuple[AgentEvent, GenerationJob | None, bool]]:
     async with deps.storage.unit_of_work() as uow:
+        redact: dict[str, bool] = {}
         for project_id in dict.fromkeys(item.project_id for item in items):
-            await require_project(uow, caller, project_id)
+            redact[project_id] = redacts(deps, await require_project(uow, caller, project_id))
         session_ids = dict.fromkeys(i.server_session_id for i in items if i.server_session_id)
         for session_id in session_ids:
             session = await uow.sessions.get(caller.team_id, session_id)
@@ -234,7 +352,17 @@ async def ingest_batch(
                 raise NotFound("Session not found")
         # One statement per table for the whole batch, with the outcome of one add per
         # item in order (a repeated event within the batch is a replay of the first).
-        stored = await uow.events.add_many([candidate(deps, caller, item) for item in items])
+        attempts = [candidate(deps, caller, item, redact=redact[item.project_id]) for item in items]
+        stored = await uow.events.add_many(attempts)
+        found = [
+            (n, event, item)
+            for n, ((event, created), attempt, item) in enumerate(
+                zip(stored, attempts, items, strict=True)
+            )
+            if not created and conflicts(event, attempt)
+        ]
+        if found:
+            raise _Conflicts(found)
         batch_jobs: list[GenerationJob | None] = [None] * len(stored)
         if generate:
             made = await uow.jobs.add_many(
@@ -262,14 +390,4 @@ async def ingest_batch(
                 "generationJobIds": [job.id for _, job, _ in results if job is not None],
             },
         )
-    jobs = [job for _, job, _ in results if job is not None]
-    outcome = await outbox.publish_for_policy(deps, jobs)
-    return [
-        IngestedEvent(
-            event=event,
-            job=job,
-            created=created,
-            transport=outcome[job.id] if job is not None else "skipped",
-        )
-        for event, job, created in results
-    ]
+    return results
