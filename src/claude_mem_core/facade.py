@@ -45,6 +45,7 @@ from claude_mem_core.services import (
     jobs,
     key_lookup,
     memories,
+    memory_writer,
     sessions,
 )
 from claude_mem_core.services import ingest as ingest_service
@@ -81,6 +82,8 @@ class Memory:
         self.key_lookup = key_lookup.CoalescedKeyLookup(self.deps)
         # Single events of concurrent callers share transactions (group commit).
         self.event_writer = group_commit.GroupCommitIngest(self.deps)
+        # Memories of concurrent callers too.
+        self.memory_writer = memory_writer.GroupCommitMemories(self.deps)
 
     @property
     def storage(self) -> Storage:
@@ -187,7 +190,7 @@ class Memory:
         item = memories.MemoryInput(
             project_id=scope.project_id, content=content, title=title, **fields
         )
-        return await memories.add_memory(self.deps, self._caller(scope), item)
+        return await self.memory_writer.add(self._caller(scope), item)
 
     async def search(
         self, scope: Scope, query: str, *, limit: int = 20
@@ -210,9 +213,13 @@ class Memory:
             max_tokens=max_tokens,
         )
 
-    async def recent(self, scope: Scope, *, limit: int = 20) -> list[Observation]:
+    async def recent(
+        self, scope: Scope, *, limit: int = 20, kind: str | None = None
+    ) -> list[Observation]:
+        """The project's newest observations, newest first; only those of ``kind``
+        (``decision``, ``summary``…) when given."""
         return await memories.recent(
-            self.deps, self._caller(scope), project_id=scope.project_id, limit=limit
+            self.deps, self._caller(scope), project_id=scope.project_id, limit=limit, kind=kind
         )
 
     # -- jobs ---------------------------------------------------------------------------
@@ -287,6 +294,7 @@ class Memory:
 
     async def close(self) -> None:
         await self.event_writer.drain()
+        await self.memory_writer.drain()
         await self.key_lookup.drain()
         if self.deps.queue is not None:
             await self.deps.queue.close()

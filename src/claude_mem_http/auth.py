@@ -1,9 +1,10 @@
 """Bearer authentication and per-route scope checks (api.md §2, decisions 1 and 12).
 
 The key is looked up by its hash on every request, so a revoked key is refused on the very
-next request. ``POST /v1/events``, ``/v1/search`` and ``/v1/context`` are the exceptions: a
-key they have seen is taken from memory (``CoalescedKeyLookup.verify_known``), because the
-statement that writes the event, or the read's audit row, checks the key again and writes
+next request. ``POST /v1/events``, ``/v1/memories``, ``/v1/search`` and ``/v1/context`` are
+the exceptions: a key they have seen is taken from memory (``CoalescedKeyLookup.verify_known``),
+because the statement that writes the event or memory, or the read's audit row, checks the
+key again and writes
 nothing under a revoked or expired key; the request is then refused (and the key
 forgotten), so revocation still takes effect on the next request. The team and project
 come from the key only.

@@ -203,7 +203,8 @@ def catalogue(project: str, other_project: str) -> list[Hostile]:
         {"projectId": project},
         {"projectId": project, "content": 1},
         {"projectId": project, "content": ""},
-        {"projectId": project, "content": "x", "kind": "bogus"},
+        {"projectId": project, "content": "x", "kind": "no spaces allowed"},
+        {"projectId": project, "content": "x", "kind": "k" * 65},
         {"projectId": other_project, "content": "x"},
     ]
     out += [Hostile("refused", "POST", "/v1/memories", json.dumps(b).encode()) for b in memories]

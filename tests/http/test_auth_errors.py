@@ -203,10 +203,10 @@ async def test_unexpected_error_is_500_without_internals(
 ) -> None:
     from claude_mem_core.services import memories
 
-    async def boom(*args: object, **kwargs: object) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret internal detail at /srv/db")
 
-    monkeypatch.setattr(memories, "add_memory", boom)
+    monkeypatch.setattr(memories, "fresh_memory", boom)  # what POST /v1/memories calls first
     reply = await api.post(
         "/v1/memories", {"projectId": world.project, "content": "x"}, key=world.key
     )

@@ -117,7 +117,10 @@ async def test_memories_search_context(api: Api, world: World, memory: Memory) -
 async def test_memory_and_search_validation(api: Api, world: World) -> None:
     cases = [
         ("/v1/memories", {"projectId": world.project, "content": ""}, ["content"]),
-        ("/v1/memories", {"projectId": world.project, "content": "x", "kind": "bad"}, ["kind"]),
+        ("/v1/memories", {"projectId": world.project, "content": "x", "kind": "a b"}, ["kind"]),
+        ("/v1/memories", {"projectId": world.project, "content": "x", "kind": "k" * 65}, ["kind"]),
+        ("/v1/memories", {"projectId": world.project, "content": "x", "kind": "  "}, ["kind"]),
+        ("/v1/memories", {"projectId": world.project, "content": "x", "kind": 3}, ["kind"]),
         ("/v1/search", {"projectId": world.project, "query": "a", "limit": 101}, ["limit"]),
         ("/v1/search", {"projectId": world.project, "query": "a", "limit": 0}, ["limit"]),
         ("/v1/search", {"projectId": world.project, "query": "a", "limit": "5"}, ["limit"]),
@@ -128,6 +131,33 @@ async def test_memory_and_search_validation(api: Api, world: World) -> None:
         reply = await api.post(path, body, key=world.key)
         assert reply.status == 400, (path, body)
         assert reply.body["issues"][0]["path"] == field, (path, body, reply.body)
+
+
+async def test_memories_of_any_kind(api: Api, world: World) -> None:
+    kinds = ["decision", "note", " discovery ", "team:infra/bug-fix.v2", "summary"]
+    made = []
+    for n, kind in enumerate(kinds):
+        reply = await api.post(
+            "/v1/memories",
+            {"projectId": world.project, "content": f"kinded memory {n} zebra", "kind": kind},
+            key=world.key,
+        )
+        assert reply.status == 201, reply.body
+        assert reply.body["memory"]["kind"] == kind.strip()
+        made.append(reply.body["memory"]["id"])
+    found = await api.post(
+        "/v1/search", {"projectId": world.project, "query": "zebra"}, key=world.key
+    )
+    assert {o["kind"] for o in found.body["observations"]} == {k.strip() for k in kinds}
+    listed = await api.get(
+        "/v1/memories/recent", key=world.key, params={"projectId": world.project, "kind": "note"}
+    )
+    assert listed.status == 200 and [m["id"] for m in listed.body["memories"]] == [made[1]]
+    bad = await api.get(
+        "/v1/memories/recent", key=world.key, params={"projectId": world.project, "kind": "a b"}
+    )
+    assert bad.status == 400 and bad.body["issues"][0]["path"] == ["kind"]
+    assert "letters, digits" in bad.body["issues"][0]["message"]
 
 
 async def test_search_outside_scope_is_404(api: Api, world: World) -> None:

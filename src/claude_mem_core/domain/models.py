@@ -16,9 +16,22 @@ JSONObject = dict[str, Any]
 
 
 class ObservationKind(enum.StrEnum):
+    """The kinds this package writes itself. An observation's ``kind`` is any kind string
+    (a memory may be a ``decision``, a ``note``…); these three come back as members of
+    this enum (:func:`known_kind`), so ``kind is ObservationKind.SUMMARY`` holds."""
+
     OBSERVATION = "observation"
     SUMMARY = "summary"
     MANUAL = "manual"
+
+
+_KNOWN_KINDS = {k.value: k for k in ObservationKind}
+
+
+def known_kind(kind: str) -> str:
+    """``kind`` as the :class:`ObservationKind` member of that value if there is one,
+    else unchanged."""
+    return _KNOWN_KINDS.get(kind, kind)
 
 
 class SourceType(enum.StrEnum):
@@ -217,7 +230,9 @@ class Observation:
     """A compact, searchable fact about what an agent did or learned.
 
     ``kind`` says where it came from (generated observation, session summary, manual
-    memory); ``type`` is the observation type of the active mode (``bugfix``, ``decision``...).
+    memory) or what a memory is (any kind string its writer chose: ``decision``,
+    ``note``…; known kinds are :class:`ObservationKind` members); ``type`` is the
+    observation type of the active mode (``bugfix``, ``decision``...).
     ``content`` is the rendered text that full-text search indexes.
     """
 
@@ -225,7 +240,7 @@ class Observation:
     team_id: str
     project_id: str
     server_session_id: str | None = None
-    kind: ObservationKind = ObservationKind.OBSERVATION
+    kind: str = field(default=ObservationKind.OBSERVATION, converter=known_kind)
     type: str | None = None
     title: str | None = None
     subtitle: str | None = None
