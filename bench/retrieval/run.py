@@ -14,7 +14,9 @@ Every question of ``questions.jsonl`` is asked of its transcript's project with
 ``Memory.search``. A result is a hit when the question's ``answer`` (a short string found
 verbatim in the session) appears, ignoring case, in what search returned for it: the
 observation's content, title, subtitle, narrative, facts, concepts and file lists, plus any
-excerpt or snippet the result carries. Nothing else is read to decide a hit.
+excerpt or snippet the result carries. Nothing else is read to decide a hit. The marks an
+excerpt puts around matching words (``**`` before and after) are presentation and are
+taken out first: a reader sees ``--max-line-length=120`` in ``--**max-line-length**=120``.
 
 Scores, per transcript and overall: hit@1, hit@5 and MRR (the reciprocal rank of the first
 hit within the top ten, zero when there is none).
@@ -153,9 +155,17 @@ def hit_text(hit: Any) -> str:
         sources.append(inner)
     parts: list[str] = []
     for source in sources:
-        for name in (*OBSERVATION_FIELDS, *EXCERPT_FIELDS):
+        for name in OBSERVATION_FIELDS:
             parts.extend(_strings(getattr(source, name, None)))
+        for name in EXCERPT_FIELDS:
+            parts.extend(_unmarked(s) for s in _strings(getattr(source, name, None)))
     return "\n".join(parts)
+
+
+def _unmarked(text: str) -> str:
+    from claude_mem_core.domain.excerpts import MARK_CLOSE, MARK_OPEN
+
+    return text.replace(MARK_OPEN, "").replace(MARK_CLOSE, "")
 
 
 def title_of(hit: Any) -> str:

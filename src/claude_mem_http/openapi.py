@@ -63,6 +63,16 @@ def identifier(nullable: bool = False) -> Schema:
 
 SCHEMAS: dict[str, Schema] = {
     "Error": obj({"error": STR, "message": STR}, closed=False),
+    "EventConflict": obj(
+        {
+            "error": {"const": "Conflict"},
+            "message": STR,
+            "eventId": {"type": "string", "description": "the stored event"},
+            "sourceEventId": NSTR,
+            "index": {"type": "integer", "description": "the attempt's position in a batch"},
+        },
+        required=["error", "message", "eventId", "sourceEventId"],
+    ),
     "ValidationError": obj(
         {
             "error": {"const": "ValidationError"},
@@ -200,7 +210,11 @@ SCHEMAS: dict[str, Schema] = {
             "projectId": STR,
             "teamId": STR,
             "serverSessionId": NSTR,
-            "kind": nstr_in(["observation", "summary", "manual"]),
+            "kind": {
+                "type": ["string", "null"],
+                "description": "observation, summary, manual, or the kind a memory was "
+                "written with (decision, note…)",
+            },
             "type": NSTR,
             "title": NSTR,
             "content": STR,
@@ -255,7 +269,12 @@ SCHEMAS: dict[str, Schema] = {
             "content": nonempty(),
             "kind": {
                 "type": ["string", "null"],
-                "enum": ["observation", "summary", "manual", None],
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": r"^\s*[\w.:/-]+\s*$",
+                "description": "Any kind (default manual): 1 to 64 letters, digits, "
+                "'_', '-', '.', ':' or '/', surrounding whitespace removed; stored and "
+                "returned as sent",
             },
             "serverSessionId": nonempty(True),
             "title": nonempty(True),
@@ -352,10 +371,16 @@ SCHEMAS["ObservationWithSource"] = obj(
 _EVENT_RESULT = obj(
     {
         "event": ref("Event"),
+        "replayed": {
+            **BOOL,
+            "description": "true when the event was stored before (an idempotent replay: "
+            "nothing new is stored); `transport` then says what this request did with its "
+            "job, e.g. queued_only when it was not published again",
+        },
         "generationJob": {"oneOf": [ref("JobSummary"), ref("JobWaitStatus"), {"type": "null"}]},
         "waitTimedOut": {"const": True},
     },
-    required=["event"],
+    required=["event", "replayed"],
 )
 SCHEMAS["EventResult"] = _EVENT_RESULT
 
@@ -506,7 +531,12 @@ def build() -> dict[str, Any]:
         "/v1/events": {
             "post": _op(
                 "Ingest one event",
-                {"201": _ok(ref("EventResult"), "Stored (also on an idempotent replay)")},
+                {
+                    "201": _ok(ref("EventResult"), "Stored (also on an idempotent replay)"),
+                    "409": _error(
+                        "sourceEventId already used for a different payload", "EventConflict"
+                    ),
+                },
                 body="EventInput",
                 params=EVENT_PARAMS,
                 tags=["events"],
@@ -525,7 +555,12 @@ def build() -> dict[str, Any]:
                             required=["events"],
                         ),
                         "Stored",
-                    )
+                    ),
+                    "409": _error(
+                        "An event's sourceEventId already used for a different payload "
+                        "(nothing stored)",
+                        "EventConflict",
+                    ),
                 },
                 body="EventBatchInput",
                 params=EVENT_PARAMS,
@@ -583,6 +618,7 @@ def build() -> dict[str, Any]:
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
                     ),
+                    _query("kind", {"type": "string", "minLength": 1, "maxLength": 64}),
                 ],
                 tags=["memories"],
             )
@@ -732,7 +768,26 @@ def build() -> dict[str, Any]:
                                 "eventId": STR,
                                 "generationJobId": NSTR,
                                 "transport": nstr_in(TRANSPORTS),
-                            }
+                                "replayed": {
+                                    **BOOL,
+                                    "description": "true when the tool use was recorded "
+                                    "before (nothing new is stored)",
+                                },
+                                "conflict": {
+                                    "const": True,
+                                    "description": "tool_use_id already used for other "
+                                    "content; eventId is the stored event (nothing stored)",
+                                },
+                            },
+                            required=[
+                                "status",
+                                "observationCount",
+                                "sessionId",
+                                "serverSessionId",
+                                "eventId",
+                                "generationJobId",
+                                "transport",
+                            ],
                         )
                     ),
                     "400": COMPAT_400,

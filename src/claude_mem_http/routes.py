@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from claude_mem_core.domain.scopes import Need
-from claude_mem_core.errors import FieldIssue, InvalidInput
+from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
 from claude_mem_core.services import admin, compat, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
@@ -47,7 +47,9 @@ async def _event_result(
     wait: bool,
     deadline: float,
 ) -> tuple[dict[str, Any], bool]:
-    body: dict[str, Any] = {"event": schemas.event(result.event)}
+    # ``replayed``: the event was stored before (same idempotency key); the transport
+    # then says what this request did with its job, not whether the event was accepted.
+    body: dict[str, Any] = {"event": schemas.event(result.event), "replayed": not result.created}
     timed_out = False
     if wait:
         if result.job is None:
@@ -70,7 +72,10 @@ async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse
     item = schemas.parse_event(await schemas.read_json(request))
     deps = _deps(request)
     writer = request.app[RUNTIME].memory.event_writer
-    result = await writer.ingest(caller, item, generate=generate)
+    try:
+        result = await writer.ingest(caller, item, generate=generate)
+    except EventConflict as conflict:
+        return json_response(schemas.event_conflict(conflict), 409)
     body, _ = await _event_result(
         deps, caller, result, wait=wait, deadline=time.monotonic() + timeout
     )
@@ -84,7 +89,10 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
     timeout = _wait_timeout_s(request)
     items = schemas.parse_event_batch(await schemas.read_json(request))
     deps = _deps(request)
-    results = await ingest.ingest_batch(deps, caller, items, generate=generate)
+    try:
+        results = await ingest.ingest_batch(deps, caller, items, generate=generate)
+    except EventConflict as conflict:
+        return json_response(schemas.event_conflict(conflict), 409)
     deadline = time.monotonic() + timeout
     entries = []
     any_timed_out = False
@@ -148,10 +156,10 @@ async def end_session(request: web.Request, caller: Caller) -> web.StreamRespons
 # -- memories, search, context -------------------------------------------------------------
 
 
-@requires(Need.WRITE_MEMORIES)
+@requires(Need.WRITE_MEMORIES, checked_at_write=True)  # the memory's write checks the key
 async def post_memory(request: web.Request, caller: Caller) -> web.StreamResponse:
     item = schemas.parse_memory(await schemas.read_json(request))
-    memory = await memories.add_memory(_deps(request), caller, item)
+    memory = await request.app[RUNTIME].memory.memory_writer.add(caller, item)
     return json_response({"memory": schemas.observation(memory)}, 201)
 
 
@@ -202,7 +210,10 @@ async def get_recent_memories(request: web.Request, caller: Caller) -> web.Strea
     limit = schemas.query_int(
         request.query, "limit", 20, minimum=1, maximum=memories.MAX_RECENT_LIMIT
     )
-    found = await memories.recent(_deps(request), caller, project_id=project_id, limit=limit)
+    kind = schemas.query_one(request.query, "kind")
+    found = await memories.recent(
+        _deps(request), caller, project_id=project_id, limit=limit, kind=kind
+    )
     return json_response({"memories": [schemas.observation(o) for o in found]})
 
 
@@ -396,6 +407,21 @@ async def compat_observations(request: web.Request, caller: Caller) -> web.Strea
         ),
     )
     result = recorded.result
+    if result is None:
+        # Legacy clients expect 2xx: the conflict is a field (the stored event's id).
+        conflict = recorded.conflict
+        return json_response(
+            {
+                "status": "queued",
+                "observationCount": 0,
+                "sessionId": recorded.session.id,
+                "serverSessionId": recorded.session.id,
+                "eventId": conflict.event_id if conflict is not None else None,
+                "generationJobId": None,
+                "transport": "skipped",
+                "conflict": True,
+            }
+        )
     return json_response(
         {
             "status": "queued",
@@ -405,6 +431,7 @@ async def compat_observations(request: web.Request, caller: Caller) -> web.Strea
             "eventId": result.event.id,
             "generationJobId": result.job.id if result.job is not None else None,
             "transport": result.transport,
+            "replayed": not result.created,
         }
     )
 

@@ -256,3 +256,101 @@ async def test_upgrade_indexes_stored_observations_with_their_events(empty_url: 
     assert by_event[0].observation.facts == ("a fact",)
     assert by_event[0].evidence[0].event_id == "e"
     assert [h.observation.id for h in by_own] == ["o2"]
+
+
+async def test_any_kind_upgrade_keeps_rows_and_downgrade_restores_the_check(
+    empty_url: str,
+) -> None:
+    """Revision 0004 drops the check of the three known kinds without touching a row (on
+    SQLite nothing referencing an observation is deleted); the downgrade makes other
+    kinds ``manual`` and checks again."""
+    await migrations.upgrade(empty_url, "0003")
+    insert = (
+        "INSERT INTO observations (id, team_id, project_id, kind, content) "
+        "VALUES (:id, 't', 'p', :kind, 'x')"
+    )
+    engine = dialects.create_engine(empty_url, poolclass=sa.pool.NullPool)
+
+    async def count(conn: Any, table: str) -> int:
+        return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+    try:
+        async with engine.begin() as conn:
+            for sql in (
+                "INSERT INTO teams (id, name) VALUES ('t', 't')",
+                "INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')",
+                "INSERT INTO observation_sources (id, observation_id, team_id, project_id, "
+                "source_type, source_id) VALUES ('s', 'o', 't', 'p', 'manual', 'k')",
+                "INSERT INTO search_passages (team_id, project_id, observation_id, origin, "
+                "length, tf, terms) VALUES ('t', 'p', 'o', 'observation', 1, '{}', 'x')",
+            ):
+                if "observation_sources" in sql:
+                    await conn.execute(sa.text(insert), {"id": "o", "kind": "manual"})
+                await conn.execute(sa.text(sql))
+        with pytest.raises(sa.exc.IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(insert), {"id": "o2", "kind": "decision"})
+        await migrations.upgrade(empty_url)
+        async with engine.begin() as conn:
+            for table in ("observations", "observation_sources", "search_passages"):
+                assert await count(conn, table) == 1, table
+            await conn.execute(sa.text(insert), {"id": "o2", "kind": "team:infra/decision"})
+        await migrations.downgrade(empty_url, "0003")
+        async with engine.begin() as conn:
+            kinds = await conn.execute(sa.text("SELECT id, kind FROM observations ORDER BY id"))
+            assert [tuple(r) for r in kinds] == [("o", "manual"), ("o2", "manual")]
+            assert await count(conn, "observation_sources") == 1
+        with pytest.raises(sa.exc.IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(insert), {"id": "o3", "kind": "decision"})
+        await migrations.upgrade(empty_url)
+        assert await migrations.current_revision(empty_url) == migrations.HEAD_REVISION
+    finally:
+        await engine.dispose()
+
+
+async def test_max_passages_upgrade_counts_each_projects_largest_observation(
+    empty_url: str,
+) -> None:
+    """Revision 0005 gives every project the most passages one of its observations has
+    (what bounds PostgreSQL's pruning), from the passages already stored; a downgrade drops
+    the column and an upgrade counts again."""
+    await migrations.upgrade(empty_url, "0004")
+    statements = [
+        "INSERT INTO teams (id, name) VALUES ('t', 't')",
+        "INSERT INTO projects (id, team_id, name) VALUES ('p1', 't', 'p1'), ('p2', 't', 'p2')",
+    ]
+    for oid, project_id, passages in (("a", "p1", 3), ("b", "p1", 1), ("c", "p2", 1)):
+        statements.append(
+            "INSERT INTO observations (id, team_id, project_id, content) "
+            f"VALUES ('{oid}', 't', '{project_id}', '{oid}')"
+        )
+        statements.extend(
+            "INSERT INTO search_passages (team_id, project_id, observation_id, origin, ordinal, "
+            f"length, tf, terms) VALUES ('t', '{project_id}', '{oid}', "
+            f"'{'event' if n else 'observation'}', {n}, 1, '{{\"text\": 1}}', 'text')"
+            for n in range(passages)
+        )
+        statements.append(
+            "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens, min_length) "
+            f"VALUES ('t', '{project_id}', {passages}, {passages}, {passages}, 1)"
+        )
+    engine = dialects.create_engine(empty_url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            for sql in statements:
+                await conn.execute(sa.text(sql))
+    finally:
+        await engine.dispose()
+
+    def counts(conn: sa.Connection) -> dict[str, int]:
+        rows = conn.execute(
+            sa.text("SELECT project_id, max(max_passages) FROM search_stats GROUP BY project_id")
+        )
+        return {str(p): int(n) for p, n in rows}
+
+    await migrations.upgrade(empty_url)
+    assert await _sync_call(empty_url, counts) == {"p1": 3, "p2": 1}
+    await migrations.downgrade(empty_url, "0004")
+    await migrations.upgrade(empty_url)
+    assert await _sync_call(empty_url, counts) == {"p1": 3, "p2": 1}

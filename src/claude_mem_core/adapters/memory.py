@@ -30,9 +30,17 @@ from claude_mem_core.domain.models import (
     Team,
 )
 from claude_mem_core.domain.passages import Origin, Passage
+from claude_mem_core.domain.redaction import PROJECT_SETTING, SERVER_EVENT_METADATA
 from claude_mem_core.domain.tokens import Query
-from claude_mem_core.errors import InvalidInput, NotFound
-from claude_mem_core.ports.storage import Evidence, FreshEvent, JobFilter, Page, SearchHit
+from claude_mem_core.errors import Forbidden, InvalidInput, NotFound
+from claude_mem_core.ports.storage import (
+    Evidence,
+    FreshEvent,
+    FreshMemory,
+    JobFilter,
+    Page,
+    SearchHit,
+)
 
 T = TypeVar("T")
 
@@ -249,10 +257,10 @@ class _Events(_Repo):
         _require_session(self._tx, event.team_id, event.project_id, event.server_session_id)
         for existing in self._tx.read("events").values():
             if existing.idempotency_key == event.idempotency_key:
-                if event.metadata:
-                    merged = attrs.evolve(
-                        existing, metadata={**existing.metadata, **event.metadata}
-                    )
+                # The keys the server set at the first write describe the stored payload.
+                extra = {k: v for k, v in event.metadata.items() if k not in SERVER_EVENT_METADATA}
+                if extra:
+                    merged = attrs.evolve(existing, metadata={**existing.metadata, **extra})
                     self._tx.write("events")[existing.id] = merged
                     return merged, False
                 return existing, False
@@ -430,6 +438,33 @@ class _Jobs(_Repo):
         rows.sort(key=lambda j: (j.created_at, j.id))
         return rows[:limit]
 
+    async def renew_lease(self, job: GenerationJob, *, now: datetime) -> bool:
+        current: GenerationJob | None = self._tx.read("jobs").get(job.id)
+        if (
+            current is None
+            or (current.team_id, current.project_id) != (job.team_id, job.project_id)
+            or current.status is not JobStatus.PROCESSING
+            or current.attempts != job.attempts
+            or current.locked_by != job.locked_by
+        ):
+            return False
+        self._tx.write("jobs")[job.id] = attrs.evolve(current, locked_at=now)
+        return True
+
+    async def mark_republished(
+        self, job_ids: Sequence[str], *, now: datetime, untouched_since: datetime
+    ) -> set[str]:
+        marked: set[str] = set()
+        for job_id in dict.fromkeys(job_ids):
+            current: GenerationJob | None = self._tx.read("jobs").get(job_id)
+            if current is None or current.status is not JobStatus.QUEUED:
+                continue
+            if (current.next_attempt_at or current.updated_at) > untouched_since:
+                continue
+            self._tx.write("jobs")[job_id] = attrs.evolve(current, next_attempt_at=now)
+            marked.add(job_id)
+        return marked
+
     async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         for job in self._tx.read("jobs").values():
@@ -521,10 +556,11 @@ class _Observations(_Repo):
         return obs if obs is not None and obs.team_id == team_id else None
 
     async def list(
-        self, team_id: str, project_id: str, page: Page
+        self, team_id: str, project_id: str, page: Page, *, kind: str | None = None
     ) -> tuple[Sequence[Observation], int]:
         # Newest first, ties by id ascending, as the SQL adapter orders them (a stable sort).
-        rows = sorted(self._scoped(team_id, project_id), key=lambda o: o.id)
+        scoped = self._scoped(team_id, project_id)
+        rows = sorted((o for o in scoped if kind is None or o.kind == kind), key=lambda o: o.id)
         rows.sort(key=lambda o: o.created_at, reverse=True)
         return _page(rows, page)
 
@@ -590,8 +626,29 @@ class _SearchIndex(_Repo):
             table[f"{len(table)}"] = passage
 
     async def search(
-        self, team_id: str, project_id: str, query: Query, *, limit: int
+        self,
+        team_id: str,
+        project_id: str,
+        query: Query,
+        *,
+        limit: int,
+        audit: AuditEntry | None = None,
     ) -> Sequence[SearchHit]:
+        hits = self._ranked(team_id, project_id, query, limit)
+        if audit is not None:
+            project = self._tx.read("projects").get(project_id)
+            if project is None or project.team_id != team_id:
+                raise NotFound("Project not found")
+            details = {
+                **audit.details,
+                "resultCount": len(hits),
+                "observationIds": [h.observation.id for h in hits],
+            }
+            if not await _Audit(self._tx).add_read(attrs.evolve(audit, details=details)):
+                raise Forbidden("Invalid API key or insufficient scope")
+        return hits
+
+    def _ranked(self, team_id: str, project_id: str, query: Query, limit: int) -> list[SearchHit]:
         if query.is_empty or limit <= 0:
             return []
         observations = self._tx.read("observations")
@@ -625,7 +682,7 @@ class _SearchIndex(_Repo):
             hits.append(
                 SearchHit(
                     observation=observations[oid],
-                    score=found[0][0],
+                    score=ranking.observation_score(score for score, _, _ in found),
                     evidence=tuple(
                         Evidence(text=p.text, event_id=p.event_id, score=score)
                         for score, _, p in found[: ranking.EVIDENCE_PASSAGES]
@@ -714,6 +771,8 @@ class InMemoryStorage:
                     _require_session(tx, event.team_id, event.project_id, event.server_session_id)
                 except NotFound:
                     continue
+                if PROJECT_SETTING in tx.read("projects")[event.project_id].metadata:
+                    continue  # built with the server's settings, not the project's own
                 if item.key_id is not None:
                     key = tx.read("api_keys").get(item.key_id)
                     if key is None or not key.is_usable(datetime.now(UTC)):
@@ -726,6 +785,28 @@ class InMemoryStorage:
                     await uow.job_events.add(item.job_event)
                 await uow.audit.add(item.audit)
                 written.add(event.id)
+        return written
+
+    async def add_fresh_memories(self, items: Sequence[FreshMemory]) -> set[str]:
+        written: set[str] = set()
+        async with self.unit_of_work() as uow:
+            tx = uow.observations._tx
+            for item in items:
+                o = item.observation
+                try:  # out of scope: left out, not refused
+                    _require_project(tx, o.team_id, o.project_id)
+                    _require_session(tx, o.team_id, o.project_id, o.server_session_id)
+                except NotFound:
+                    continue
+                if item.key_id is not None:
+                    key = tx.read("api_keys").get(item.key_id)
+                    if key is None or not key.is_usable(datetime.now(UTC)):
+                        continue
+                await uow.observations.add(o)
+                await uow.sources.add(item.source)
+                await uow.search.add(item.passages)
+                await uow.audit.add(item.audit)
+                written.add(o.id)
         return written
 
     def peek(self, table: str) -> dict[str, Any]:

@@ -18,15 +18,18 @@ project:
   and long passages are normalised, so a long summary does not win by size.
 * An event passage's score is multiplied by :data:`EVENT_FACTOR`: raw text is evidence that
   lifts its observation, and an observation's own words count a little more.
-* An observation scores the best score of its passages; observations rank by score, then
-  newer ``updated_at``, then id in byte order. Its best passages (at most
-  :data:`EVIDENCE_PASSAGES`) are the hit's evidence.
+* An observation scores its best passage's score plus :data:`SUPPORT_WEIGHT` times each of
+  its next best (at most :data:`EVIDENCE_PASSAGES` passages count): an observation whose own
+  words and whose events both answer is better evidenced than one lucky passage, and
+  counting so few passages keeps a long session from winning by size. Observations rank by
+  score, then newer ``updated_at``, then id in byte order. The passages that counted are
+  the hit's evidence.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from claude_mem_core.domain.tokens import Query
@@ -37,6 +40,8 @@ EVENT_FACTOR = 0.8
 # Passages of one observation returned as its evidence (the best first): an observation's
 # own words and the lines of its events that answer the question are often not the same.
 EVIDENCE_PASSAGES = 3
+# The share of its second and third best passages' scores an observation adds to its best.
+SUPPORT_WEIGHT = 0.3
 
 
 def idf(total: int | float, df: int | float) -> float:
@@ -76,6 +81,24 @@ def passage_score(
             f = tf[s]
             score += idfs[s] * f * (K1 + 1.0) / (f + norm)
     return score * EVENT_FACTOR if event else score
+
+
+def observation_score(passage_scores: Iterable[float]) -> float:
+    """An observation's score from the scores of its matching passages (see above). Added
+    best first, one at a time, as the SQL adapters add them, so every backend agrees."""
+    best = sorted(passage_scores, reverse=True)[:EVIDENCE_PASSAGES]
+    if not best:
+        return 0.0
+    score = best[0]
+    for support in best[1:]:
+        score += SUPPORT_WEIGHT * support
+    return score
+
+
+def support_bound(max_passages: int) -> float:
+    """How many times its best passage's score an observation of at most ``max_passages``
+    passages can score."""
+    return 1.0 + SUPPORT_WEIGHT * (min(max(max_passages, 1), EVIDENCE_PASSAGES) - 1)
 
 
 def average_length(passages: int, tokens: int) -> float:

@@ -76,6 +76,19 @@ class FreshEvent:
 
 
 @frozen(kw_only=True)
+class FreshMemory:
+    """A memory (an observation written by its caller, no generation job) with the rows
+    written with it: its source link, its search passages and its audit row. ``key_id``:
+    the API key it is written under, which must still work at the write."""
+
+    observation: Observation
+    source: ObservationSource
+    passages: tuple[Passage, ...] = ()
+    audit: AuditEntry
+    key_id: str | None = None
+
+
+@frozen(kw_only=True)
 class Evidence:
     """A passage that matched: its text (``None`` for the observation's own passage, whose
     text is the observation), the event it came from, and its score."""
@@ -153,7 +166,9 @@ class SessionRepository(Protocol):
 class EventRepository(Protocol):
     async def add(self, event: AgentEvent) -> tuple[AgentEvent, bool]:
         """Insert, or return the stored event with the same idempotency key, its metadata
-        shallow-merged with the new one (nothing else changes)."""
+        shallow-merged with the new one (nothing else changes), except the keys the
+        server sets at the first write (``domain.redaction.SERVER_EVENT_METADATA``),
+        which keep their stored values."""
 
     async def add_many(self, events: Sequence[AgentEvent]) -> Sequence[tuple[AgentEvent, bool]]:
         """``add`` for each event in order; one result per event, in input order."""
@@ -231,6 +246,20 @@ class JobRepository(Protocol):
         """Unscoped, for reconciliation: queued rows due now (next_attempt_at null or past)
         and processing rows whose lease started before ``lease_expired_before``."""
 
+    async def renew_lease(self, job: GenerationJob, *, now: datetime) -> bool:
+        """Restart the lease of ``job`` (a claim, as the claimer holds it) at ``now``: set
+        the stored row's ``locked_at`` iff it is still ``processing`` with ``job``'s
+        attempts and locked_by. False means the claim is lost (cancelled, released, or
+        taken over) and the claimer must not write its results. A fenced heartbeat."""
+
+    async def mark_republished(
+        self, job_ids: Sequence[str], *, now: datetime, untouched_since: datetime
+    ) -> set[str]:
+        """Unscoped, for reconciliation: of these jobs, the ``queued`` rows not published
+        since ``untouched_since`` (``next_attempt_at``, or ``updated_at`` when it is null,
+        at or before it) get ``next_attempt_at = now``; returns their ids. Atomic per row,
+        so of two reconcilers racing, one wins each job: only the winner publishes it."""
+
     async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]: ...
     async def completed_event_ids(
         self, team_id: str, project_id: str, event_ids: Sequence[str]
@@ -264,9 +293,9 @@ class ObservationRepository(Protocol):
         """The observation with this id in any project of the team (for a team-wide key)."""
 
     async def list(
-        self, team_id: str, project_id: str, page: Page
+        self, team_id: str, project_id: str, page: Page, *, kind: str | None = None
     ) -> tuple[Sequence[Observation], int]:
-        """Newest first."""
+        """Newest first; only those of ``kind`` when given."""
 
     async def list_for_source(
         self, team_id: str, project_id: str, source_type: str, source_id: str
@@ -294,20 +323,32 @@ class SearchIndexRepository(Protocol):
         count them in their project's statistics."""
 
     async def search(
-        self, team_id: str, project_id: str, query: Query, *, limit: int
+        self,
+        team_id: str,
+        project_id: str,
+        query: Query,
+        *,
+        limit: int,
+        audit: AuditEntry | None = None,
     ) -> Sequence[SearchHit]:
         """The best ``limit`` observations of the project for ``query``, best first, each
-        once, with its best passages (``domain/ranking.py`` defines the order)."""
+        once, with its best passages (``domain/ranking.py`` defines the order).
+
+        With ``audit``: the audit row of this read is written as well, its details extended
+        with ``resultCount`` and ``observationIds`` (in result order), committed before the
+        hits are returned; on PostgreSQL in the search's own statement (no extra round
+        trip). Raises ``Forbidden``, with nothing written, when ``audit.api_key_id`` names
+        a key that is missing, revoked or expired, and ``NotFound`` when the project is not
+        the team's (an audit row always names a project of its team)."""
 
 
 class AuditRepository(Protocol):
     async def add(self, entry: AuditEntry) -> None: ...
     async def add_read(self, entry: AuditEntry) -> bool:
         """The audit row of a read. In a unit of work that has not written yet it may be
-        committed at once, on its own (it then stays even if the unit of work fails later),
-        and on PostgreSQL its commit does not wait for the WAL flush: a crash of the database
-        server can lose the last fraction of a second of such rows, never data nor the audit
-        of a write. In a unit of work that has written, it is ``add``.
+        committed at once, on its own (it then stays even if the unit of work fails later);
+        committed durably before it returns either way. In a unit of work that has
+        written, it is ``add``.
 
         False, with nothing written, when ``entry.api_key_id`` names a key that is missing,
         revoked or expired: the read must then not be answered (callers may have taken the
@@ -370,9 +411,23 @@ class Storage(Protocol):
 
         An item is left out, with nothing written for it, when its event's idempotency key
         is stored already (also by an earlier item of ``items``), when its project is not
-        its team's, when its session is missing or of another project, or when its
-        ``key_id`` names a key that is missing, revoked or expired. Callers give
-        those to the ordinary path (``events.add``), which tells a replay from an error.
+        its team's, when its session is missing or of another project, when its project's
+        metadata holds its own redaction setting (``domain.redaction.PROJECT_SETTING``:
+        the items are built with the server's), or when its ``key_id`` names a key that
+        is missing, revoked or expired. Callers give those to the ordinary path
+        (``events.add``), which tells a replay from an error.
+        """
+
+    async def add_fresh_memories(self, items: Sequence[FreshMemory]) -> set[str]:
+        """Write the items in scope, each with all of its rows, in a unit of work of its
+        own (on PostgreSQL, usually one statement); return the ids of the observations
+        written. The search statistics count exactly the passages written.
+
+        An item is left out, with nothing written for it, when its project is not its
+        team's, when its session is missing or of another project, or when its ``key_id``
+        names a key that is missing, revoked or expired. Callers give those to the ordinary
+        path (``add_memory``), which answers each with its error. A value the backend
+        refuses raises, with nothing written.
         """
 
     async def check_schema(self) -> None:
@@ -390,6 +445,7 @@ __all__ = [
     "EventRepository",
     "Evidence",
     "FreshEvent",
+    "FreshMemory",
     "JSONObject",
     "JobEventRepository",
     "JobFilter",

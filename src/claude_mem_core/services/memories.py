@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -20,9 +21,9 @@ from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.domain.tokens import parse_query
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags
-from claude_mem_core.ports.storage import Page
+from claude_mem_core.ports.storage import FreshMemory, Page
 from claude_mem_core.services.context import Caller, Deps
-from claude_mem_core.services.tenancy import audit, project_visible, require_project
+from claude_mem_core.services.tenancy import audit, audit_entry, project_visible, require_project
 
 MAX_SEARCH_LIMIT = 100
 MAX_CONTEXT_LIMIT = 50
@@ -39,8 +40,27 @@ class MemoryInput:
     metadata: dict[str, Any] = field(factory=dict)
 
 
-async def add_memory(deps: Deps, caller: Caller, item: MemoryInput) -> Observation:
-    """Store a memory the caller wrote itself; no generation job is involved."""
+# A memory's kind: any short label its writer chooses (``decision``, ``note``, ``bug-fix``,
+# ``team:infra``…), stored and returned as sent (without surrounding whitespace).
+MAX_KIND_LENGTH = 64
+_KIND = re.compile(r"[\w.:/-]+")
+KIND_RULE = f"must be 1 to {MAX_KIND_LENGTH} characters: letters, digits, '_', '-', '.', ':' or '/'"
+
+
+def parse_kind(kind: object) -> str | None:
+    """``kind`` trimmed, or ``None`` when it is not a valid kind (:data:`KIND_RULE`)."""
+    if not isinstance(kind, str):
+        return None
+    kind = kind.strip()
+    if not 1 <= len(kind) <= MAX_KIND_LENGTH or _KIND.fullmatch(kind) is None:
+        return None
+    return kind
+
+
+def fresh_memory(deps: Deps, caller: Caller, item: MemoryInput) -> FreshMemory:
+    """Check a memory (scope, fields) and build its rows: the observation, its search
+    passage, its source link and its ``memory.write`` audit row. Needs no database; the
+    project and session are checked where the rows are written."""
     require(caller.scopes, Need.WRITE_MEMORIES)
     issues = []
     if not isinstance(item.project_id, str) or not item.project_id.strip():
@@ -50,56 +70,75 @@ async def add_memory(deps: Deps, caller: Caller, item: MemoryInput) -> Observati
         issues.append(
             FieldIssue("content", "must be non-empty text (after removing private content)")
         )
-    kinds = {k.value for k in ObservationKind}
-    if item.kind not in kinds:
-        issues.append(FieldIssue("kind", f"must be one of {', '.join(sorted(kinds))}"))
+    kind = parse_kind(item.kind)
+    if kind is None:
+        issues.append(FieldIssue("kind", KIND_RULE))
     if not isinstance(cast(object, item.metadata), dict):
         issues.append(FieldIssue("metadata", "must be an object"))
     if issues:
         raise InvalidInput(issues)
+    assert kind is not None
+    if not project_visible(caller, item.project_id):
+        raise NotFound("Project not found")
     now = deps.clock.now()
-    async with deps.storage.unit_of_work() as uow:
-        await require_project(uow, caller, item.project_id)
-        if item.server_session_id is not None:
-            session = await uow.sessions.get(caller.team_id, item.server_session_id)
-            if session is None or session.project_id != item.project_id:
-                raise NotFound("Session not found")
-        observation, _ = await uow.observations.add(
-            Observation(
-                id=deps.ids.new_id(),
-                team_id=caller.team_id,
-                project_id=item.project_id,
-                server_session_id=item.server_session_id,
-                kind=ObservationKind(item.kind),
-                type=item.type,
-                title=item.title,
-                content=content.strip(),
-                metadata=dict(item.metadata),
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        await uow.search.add([observation_passage(observation)])
-        await uow.sources.add(
-            ObservationSource(
-                id=deps.ids.new_id(),
-                observation_id=observation.id,
-                team_id=observation.team_id,
-                project_id=observation.project_id,
-                source_type=ObservationSourceType.MANUAL,
-                source_id=caller.api_key_id or caller.actor_id or "embedded",
-                created_at=now,
-            )
-        )
-        await audit(
-            uow,
+    observation = Observation(
+        id=deps.ids.new_id(),
+        team_id=caller.team_id,
+        project_id=item.project_id,
+        server_session_id=item.server_session_id,
+        kind=kind,
+        type=item.type,
+        title=item.title,
+        content=content.strip(),
+        metadata=dict(item.metadata),
+        created_at=now,
+        updated_at=now,
+    )
+    return FreshMemory(
+        observation=observation,
+        source=ObservationSource(
+            id=deps.ids.new_id(),
+            observation_id=observation.id,
+            team_id=observation.team_id,
+            project_id=observation.project_id,
+            source_type=ObservationSourceType.MANUAL,
+            source_id=caller.api_key_id or caller.actor_id or "embedded",
+            created_at=now,
+        ),
+        passages=(observation_passage(observation),),
+        audit=audit_entry(
             deps,
             caller,
             "memory.write",
             project_id=observation.project_id,
             resource_id=observation.id,
-        )
-    return observation
+        ),
+        key_id=caller.api_key_id,
+    )
+
+
+async def write_memory(deps: Deps, caller: Caller, fresh: FreshMemory) -> Observation:
+    """Write the rows of :func:`fresh_memory` in one unit of work of their own, checking
+    the project and session first (the caller's key is not checked here)."""
+    observation = fresh.observation
+    async with deps.storage.unit_of_work() as uow:
+        await require_project(uow, caller, observation.project_id)
+        if observation.server_session_id is not None:
+            session = await uow.sessions.get(caller.team_id, observation.server_session_id)
+            if session is None or session.project_id != observation.project_id:
+                raise NotFound("Session not found")
+        stored, _ = await uow.observations.add(observation)
+        await uow.search.add(fresh.passages)
+        await uow.sources.add(fresh.source)
+        await uow.audit.add(fresh.audit)
+    return stored
+
+
+async def add_memory(deps: Deps, caller: Caller, item: MemoryInput) -> Observation:
+    """Store a memory the caller wrote itself, in a transaction of its own; no generation
+    job is involved. Concurrent callers share transactions through
+    :class:`~claude_mem_core.services.memory_writer.GroupCommitMemories` instead."""
+    return await write_memory(deps, caller, fresh_memory(deps, caller, item))
 
 
 def _check_limit(limit: int, maximum: int) -> None:
@@ -155,28 +194,18 @@ async def search(
     parsed = parse_query(query)
     if not project_visible(caller, project_id):
         raise NotFound("Project not found")
+    entry = audit_entry(
+        deps,
+        caller,
+        "observation.read",
+        project_id=project_id,
+        details={"mode": mode, "queryTermCount": len(parsed.terms), "limit": limit},
+    )
     async with deps.storage.unit_of_work() as uow:
-        hits = await uow.search.search(caller.team_id, project_id, parsed, limit=limit)
-        if not hits:
-            # Rows of the caller's team in this project prove the project is theirs; only an
-            # empty answer needs the lookup, so that a foreign or missing project is
-            # "not found" rather than "no results" (one round trip saved per search).
-            await require_project(uow, caller, project_id)
-        await audit(
-            uow,
-            deps,
-            caller,
-            "observation.read",
-            project_id=project_id,
-            read=True,
-            details={
-                "mode": mode,
-                "queryTermCount": len(parsed.terms),
-                "limit": limit,
-                "resultCount": len(hits),
-                "observationIds": [h.observation.id for h in hits],
-            },
-        )
+        # The read's audit row (with the result count and ids) is written with the search
+        # (on PostgreSQL by its own statement); a foreign or missing project is "not
+        # found", a key revoked meanwhile "forbidden", and then nothing is answered.
+        hits = await uow.search.search(caller.team_id, project_id, parsed, limit=limit, audit=entry)
     return [
         SearchResult(
             observation=h.observation,
@@ -253,17 +282,23 @@ MAX_RECENT_LIMIT = 100
 
 
 async def recent(
-    deps: Deps, caller: Caller, *, project_id: str, limit: int = 20
+    deps: Deps, caller: Caller, *, project_id: str, limit: int = 20, kind: str | None = None
 ) -> list[Observation]:
     """The newest observations of a project (newest ``created_at`` first), for
-    session-start context without a query. Audited like a search (mode ``recent``)."""
+    session-start context without a query; only those of ``kind`` when given. Audited
+    like a search (mode ``recent``)."""
     require(caller.scopes, Need.READ)
     _check_limit(limit, MAX_RECENT_LIMIT)
     if not isinstance(project_id, str) or not project_id.strip():
         raise InvalidInput.field("project_id", "must be a non-empty string")
+    wanted = None if kind is None else parse_kind(kind)
+    if kind is not None and wanted is None:
+        raise InvalidInput.field("kind", KIND_RULE)
     async with deps.storage.unit_of_work() as uow:
         await require_project(uow, caller, project_id)
-        rows, _ = await uow.observations.list(caller.team_id, project_id, Page(limit=limit))
+        rows, _ = await uow.observations.list(
+            caller.team_id, project_id, Page(limit=limit), kind=wanted
+        )
         found = list(rows)
         await audit(
             uow,
@@ -275,6 +310,7 @@ async def recent(
             details={
                 "mode": "recent",
                 "limit": limit,
+                **({"kind": wanted} if wanted is not None else {}),
                 "resultCount": len(found),
                 "observationIds": [o.id for o in found],
             },

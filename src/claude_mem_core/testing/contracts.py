@@ -571,6 +571,97 @@ class StorageContract:
             )
         assert {j.id for j in due} == {rows[0].id, rows[2].id}
 
+    async def test_job_lease_renewal_is_fenced_by_the_claim(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, _, job = await self._event_job(storage, make)
+        start = T0 + timedelta(minutes=1)
+        claimed = machine.transition(job, JobStatus.PROCESSING, now=start, worker_id="w1")
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.renew_lease(claimed, now=start) is False  # still queued
+            assert await uow.jobs.compare_and_set(job, claimed)
+        beat = start + timedelta(seconds=20)
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.renew_lease(claimed, now=beat) is True
+        async with storage.unit_of_work() as uow:
+            stored = await uow.jobs.get(team.id, job.id)
+            assert stored is not None
+            assert (stored.locked_at, stored.status, stored.attempts) == (
+                beat,
+                JobStatus.PROCESSING,
+                1,
+            )
+            # A renewed lease is not expired where the first one would be.
+            due = await uow.jobs.list_due(
+                now=beat, lease_expired_before=start + timedelta(seconds=10), limit=10
+            )
+            assert job.id not in {j.id for j in due}
+            # Another holder, another attempt or another team: not this claim.
+            stranger = attrs.evolve(claimed, locked_by="w2")
+            assert await uow.jobs.renew_lease(stranger, now=beat) is False
+            assert await uow.jobs.renew_lease(attrs.evolve(claimed, attempts=2), now=beat) is False
+            assert (
+                await uow.jobs.renew_lease(attrs.evolve(claimed, team_id="other"), now=beat)
+                is False
+            )
+        # The lease expired and another worker took the job over: the first claim is lost.
+        released = machine.release_expired(stored, now=beat + timedelta(minutes=5))
+        retaken = machine.transition(
+            released, JobStatus.PROCESSING, now=beat + timedelta(minutes=5), worker_id="w2"
+        )
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.compare_and_set(stored, released)
+            assert await uow.jobs.compare_and_set(released, retaken)
+            assert await uow.jobs.renew_lease(claimed, now=beat) is False
+            assert await uow.jobs.renew_lease(retaken, now=beat + timedelta(minutes=6)) is True
+            done = machine.transition(retaken, JobStatus.COMPLETED, now=beat)
+            assert await uow.jobs.compare_and_set(retaken, done)
+            assert await uow.jobs.renew_lease(retaken, now=beat) is False
+
+    async def test_mark_republished_stamps_each_job_once_per_period(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project = await self._tenant(storage, make)
+        rows = []
+        for _ in range(3):
+            event = make.event(project)
+            job = make.job(event)
+            async with storage.unit_of_work() as uow:
+                await uow.events.add(event)
+                await uow.jobs.add(job)
+            rows.append(job)
+        # rows[2] is being processed: never stamped.
+        claimed = machine.transition(
+            rows[2], JobStatus.PROCESSING, now=T0 + timedelta(hours=1), worker_id="w"
+        )
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.compare_and_set(rows[2], claimed)
+        ids = [j.id for j in rows] + ["missing"]
+        now = T0 + timedelta(hours=1)
+        async with storage.unit_of_work() as uow:
+            first = await uow.jobs.mark_republished(
+                ids, now=now, untouched_since=now - timedelta(seconds=30)
+            )
+        assert first == {rows[0].id, rows[1].id}
+        async with storage.unit_of_work() as uow:
+            stored = await uow.jobs.get(team.id, rows[0].id)
+            assert stored is not None and stored.next_attempt_at == now
+            assert stored.status is JobStatus.QUEUED
+            # Still due (next_attempt_at is not in the future).
+            due = await uow.jobs.list_due(now=now, lease_expired_before=T0, limit=10)
+            assert {rows[0].id, rows[1].id} <= {j.id for j in due}
+            # Within the period nobody stamps them again (a second reconciler loses).
+            again = await uow.jobs.mark_republished(
+                ids, now=now + timedelta(seconds=10), untouched_since=now - timedelta(seconds=20)
+            )
+            assert again == set()
+        later = now + timedelta(seconds=31)
+        async with storage.unit_of_work() as uow:
+            assert await uow.jobs.mark_republished(
+                ids[:1], now=later, untouched_since=later - timedelta(seconds=30)
+            ) == {rows[0].id}
+            assert await uow.jobs.mark_republished([], now=later, untouched_since=later) == set()
+
     async def test_completed_event_ids(self, storage: Storage, make: Factory) -> None:
         team, project, job = await self._event_job(storage, make)
         now = T0 + timedelta(minutes=1)
@@ -742,7 +833,8 @@ class StorageContract:
         assert best.event_id == events[edit.id][0].id
         assert len(hits[0].evidence) <= ranking.EVIDENCE_PASSAGES
         scores = [e.score for e in hits[0].evidence]
-        assert scores == sorted(scores, reverse=True) and scores[0] == hits[0].score
+        assert scores == sorted(scores, reverse=True)
+        assert hits[0].score == pytest.approx(ranking.observation_score(scores), rel=1e-9)
         # Many passages of one observation match: it is still one hit.
         assert [h.observation.id for h in passages].count(edit.id) == 1
 
@@ -843,7 +935,7 @@ class StorageContract:
                 if score > 0:
                     scores.setdefault(p.observation_id, []).append(score)
             expected = sorted(
-                ((max(v), oid) for oid, v in scores.items()),
+                ((ranking.observation_score(v), oid) for oid, v in scores.items()),
                 key=lambda e: ranking.score_order(e[0], by_id[e[1]].updated_at, e[1]),
             )[:5]
             async with storage.unit_of_work() as uow:
@@ -852,13 +944,55 @@ class StorageContract:
             for hit, (score, oid) in zip(hits, expected, strict=True):
                 assert hit.score == pytest.approx(score, rel=1e-9)
                 # The same observation, or one of exactly its score (a tie within rounding).
-                assert hit.observation.id == oid or max(
+                assert hit.observation.id == oid or ranking.observation_score(
                     scores[hit.observation.id]
                 ) == pytest.approx(score, rel=1e-9)
                 found = sorted(scores[hit.observation.id], reverse=True)
                 assert [e.score for e in hit.evidence] == pytest.approx(
                     found[: ranking.EVIDENCE_PASSAGES], rel=1e-9
                 )
+
+    async def test_search_counts_an_observations_next_passages_even_where_it_prunes(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        """An observation scores its best passage plus a share of its next best. Here the
+        winner's extra passages hold only a common query word, the kind of match a backend
+        that prunes (PostgreSQL) skips; its score must still count them, and so it must
+        beat the observation whose single passage is a little better than its best."""
+        team, project = await self._tenant(storage, make)
+        winner = make.observation(project, "kestrel falcon notes")
+        single = make.observation(project, "kestrel falcon")
+        common = [make.observation(project, f"harbor note {n}") for n in range(10)]
+        common += [make.observation(project, f"filler line {n}") for n in range(60)]
+        output = "harbor harbor harbor harbor"
+        events = {winner.id: [make.event(project, payload={"output": output}) for _ in range(2)]}
+        await self._indexed(storage, [winner, single, *common], events)
+        query = parse_query("kestrel falcon harbor")
+        passages = [observation_passage(o) for o in [winner, single, *common]]
+        passages += event_passages(winner, events[winner.id])
+        strings = ranking.query_strings(query)
+        idfs = {
+            s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf)) for s in strings
+        }
+        avgdl = ranking.average_length(len(passages), sum(p.length for p in passages))
+        scores: dict[str, list[float]] = {}
+        for p in passages:
+            score = ranking.passage_score(
+                query, p.tf, p.length, idfs=idfs, avgdl=avgdl, event=p.event_id is not None
+            )
+            scores.setdefault(p.observation_id, []).append(score)
+        # The case this test is about, as the model sees it.
+        assert max(scores[single.id]) > max(scores[winner.id])
+        assert ranking.observation_score(scores[winner.id]) > ranking.observation_score(
+            scores[single.id]
+        )
+        async with storage.unit_of_work() as uow:
+            hits = await uow.search.search(team.id, project.id, query, limit=1)
+        assert [h.observation.id for h in hits] == [winner.id]
+        assert hits[0].score == pytest.approx(
+            ranking.observation_score(scores[winner.id]), rel=1e-9
+        )
+        assert len(hits[0].evidence) == 3
 
     async def test_search_a_rare_term_alone_beats_common_pairs(
         self, storage: Storage, make: Factory

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -78,20 +79,23 @@ def passage_rows(passages: Sequence[Passage], *, postgres: bool) -> list[dict[st
 
 def statistics(passages: Sequence[Passage]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The rows ``passages`` add to ``search_stats`` and ``search_terms`` (without their
-    shard), sorted: counts, total and smallest length per project; document frequency and
-    largest weighted frequency per term (the last two bound a term's score: see
-    :func:`_pg_search_sql`)."""
+    shard), sorted: counts, total and smallest length per project, and the most passages of
+    one observation; document frequency and largest weighted frequency per term (these
+    bound scores: see :func:`_pg_search_sql`). An observation's passages are written
+    together, once (when it is stored), so the count of one write is the observation's."""
     projects: dict[tuple[str, str], dict[str, Any]] = {}
     terms: dict[tuple[str, str, str], dict[str, Any]] = {}
+    per_observation = Counter((p.team_id, p.project_id, p.observation_id) for p in passages)
     for p in passages:
         scope = (p.team_id, p.project_id)
         row = projects.get(scope)
         if row is None:
             row = projects[scope] = {"team_id": p.team_id, "project_id": p.project_id}
-            row.update(passages=0, tokens=0, min_length=p.length)
+            row.update(passages=0, tokens=0, min_length=p.length, max_passages=1)
         row["passages"] += 1
         row["tokens"] += p.length
         row["min_length"] = min(row["min_length"], p.length)
+        row["max_passages"] = max(row["max_passages"], per_observation[(*scope, p.observation_id)])
         for term, f in p.tf.items():
             entry = terms.get((*scope, term))
             if entry is None:
@@ -124,7 +128,9 @@ def pg_passage_ctes(passages: str, stats: str, terms: str, when: str) -> str:
         "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
         "passages = search_stats.passages + excluded.passages, "
         "tokens = search_stats.tokens + excluded.tokens, "
-        "min_length = least(search_stats.min_length, excluded.min_length) RETURNING 1), "
+        "min_length = least(search_stats.min_length, excluded.min_length), "
+        "max_passages = greatest(search_stats.max_passages, excluded.max_passages) "
+        "RETURNING 1), "
         f"pa_terms AS (INSERT INTO search_terms SELECT * FROM {rows('search_terms', terms)} "
         "ON CONFLICT (team_id, project_id, term, shard) DO UPDATE SET "
         "df = search_terms.df + excluded.df, "
@@ -153,6 +159,10 @@ PG_ADD_PASSAGES = (
     + pg_passage_ctes("%(passages)s", "%(passage_stats)s", "%(passage_terms)s", "true")
     + " SELECT count(*) FROM pa"
 )
+# The same before revision 0005 (migrations that run on that schema).
+_PG_ADD_PASSAGES_0003 = PG_ADD_PASSAGES.replace(
+    ", max_passages = greatest(search_stats.max_passages, excluded.max_passages) ", " "
+)
 
 _SQLITE_PASSAGE_INSERT = sa.text(
     "INSERT INTO search_passages (team_id, project_id, observation_id, origin, event_id, "
@@ -160,6 +170,14 @@ _SQLITE_PASSAGE_INSERT = sa.text(
     ":origin, :event_id, :ordinal, :text, :length, :tf, :terms)"
 )
 _SQLITE_STATS_UPSERT = sa.text(
+    "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens, min_length, "
+    "max_passages) VALUES (:team_id, :project_id, 0, :passages, :tokens, :min_length, "
+    ":max_passages) ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
+    "passages = passages + excluded.passages, tokens = tokens + excluded.tokens, "
+    "min_length = min(min_length, excluded.min_length), "
+    "max_passages = max(max_passages, excluded.max_passages)"
+)
+_SQLITE_STATS_UPSERT_0003 = sa.text(
     "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens, min_length) "
     "VALUES (:team_id, :project_id, 0, :passages, :tokens, :min_length) "
     "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
@@ -189,14 +207,21 @@ def sqlite_passage_writes(passages: Sequence[Passage]) -> list[tuple[sa.TextClau
 
 
 def add_passages_sync(conn: sa.Connection, passages: Sequence[Passage]) -> None:
-    """:func:`add_passages` on a synchronous connection (migrations)."""
+    """:func:`add_passages` on a synchronous connection, for migrations: the schema may be
+    older than this code's, so ``search_stats.max_passages`` is written only where it
+    exists (revision 0005 counts it for what was written before)."""
     if not passages:
         return
+    current = "max_passages" in {c["name"] for c in sa.inspect(conn).get_columns("search_stats")}
     if conn.dialect.name == dialects.POSTGRES:
-        conn.exec_driver_sql(PG_ADD_PASSAGES, pg_passage_params(passages))
+        # Rows are read over the table's own row type: a key it lacks is ignored.
+        sql = PG_ADD_PASSAGES if current else _PG_ADD_PASSAGES_0003
+        conn.exec_driver_sql(sql, pg_passage_params(passages))
         return
-    for statement, params in sqlite_passage_writes(passages):
-        conn.execute(statement, params)
+    for statement, rows in sqlite_passage_writes(passages):
+        if statement is _SQLITE_STATS_UPSERT and not current:
+            statement = _SQLITE_STATS_UPSERT_0003
+        conn.execute(statement, rows)
 
 
 async def add_passages(conn: AsyncConnection, passages: Sequence[Passage]) -> None:
@@ -284,6 +309,23 @@ def _scored(source: str, score: str) -> str:
     )
 
 
+def _best_sql(scored: str, name: str) -> str:
+    """CTEs ``{name}_nth`` and ``{name}``: each observation of ``scored`` with its score,
+    :func:`ranking.observation_score` added in the same order as Python adds it."""
+    terms = ["max(CASE WHEN nth = 1 THEN score END)"] + [
+        f"{ranking.SUPPORT_WEIGHT!r} * coalesce(max(CASE WHEN nth = {n} THEN score END), 0.0)"
+        for n in range(2, ranking.EVIDENCE_PASSAGES + 1)
+    ]
+    return f"""{name}_nth AS (
+  SELECT observation_id, score,
+         row_number() OVER (PARTITION BY observation_id ORDER BY score DESC, id) AS nth
+  FROM {scored}
+), {name} AS (
+  SELECT observation_id, {" + ".join(terms)} AS score FROM {name}_nth
+  WHERE nth <= {ranking.EVIDENCE_PASSAGES} GROUP BY observation_id
+)"""
+
+
 def _ranking_sql(
     score: str,
     lookups: str,
@@ -291,18 +333,19 @@ def _ranking_sql(
     param: Callable[[str], str],
     byte_order: str,
     columns: str,
+    *,
+    tail: str | None = None,
 ) -> str:
     """From ``cand`` (candidate passages with their frequencies ``f0 …``) and ``w`` (idf
     and average length) to the result rows; the same SQL on both backends.
 
     Every candidate is scored once (``scored`` is materialised: its expression names each
-    frequency several times). Only the best score per observation is ranked; observations
-    are read for the tie order only where the score reaches the ``limit``-th best. The
-    evidence is every passage of the returned observations that ``matches`` the query."""
+    frequency several times). Observations score as :func:`ranking.observation_score`
+    does; they are read for the tie order only where the score reaches the ``limit``-th
+    best. The evidence is every passage of the returned observations that ``matches`` the
+    query."""
     return f"""scored AS MATERIALIZED ({_scored("cand", score)}
-), best AS (
-  SELECT observation_id, max(score) AS score FROM scored GROUP BY observation_id
-), cut AS (
+), {_best_sql("scored", "best")}, cut AS (
   SELECT score FROM best ORDER BY score DESC LIMIT 1 OFFSET {param("cut")}
 ), top AS (
   SELECT b.observation_id, b.score, o.updated_at FROM best b
@@ -317,12 +360,24 @@ def _ranking_sql(
          row_number() OVER (PARTITION BY s.observation_id ORDER BY s.score DESC, s.id) AS nth
   FROM ({_scored("top_passages", score)}) AS s
 )
-SELECT top.score, e.score AS passage_score, p.text AS evidence,
+{_result_sql(param, byte_order, columns) if tail is None else tail}"""
+
+
+_RESULT_ORDER = "top.score DESC, o.updated_at DESC, o.id{byte_order}, e.nth"
+
+
+def _result_sql(
+    param: Callable[[str], str], byte_order: str, columns: str, *, numbered: bool = False
+) -> str:
+    """The result rows: each hit's observation once per evidence passage, in rank order
+    (or numbered ``rn`` in that order, for a statement that goes on after them)."""
+    order = _RESULT_ORDER.format(byte_order=byte_order)
+    head = f"row_number() OVER (ORDER BY {order}) AS rn, " if numbered else ""
+    return f"""SELECT {head}top.score, e.score AS passage_score, p.text AS evidence,
        p.event_id AS evidence_event_id, {columns}
 FROM top JOIN evidence e ON e.observation_id = top.observation_id AND e.nth <= {param("evidence")}
 JOIN search_passages p ON p.id = e.id JOIN observations o ON o.id = top.observation_id
-ORDER BY top.score DESC, o.updated_at DESC, o.id{byte_order}, e.nth
-"""
+{"" if numbered else f"ORDER BY {order}"}"""
 
 
 _COLUMNS = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
@@ -364,18 +419,46 @@ def _pg_pairs_tsquery(strings: list[str], terms: Shape) -> str:
     return " | ".join(f"({a} & {b})" for n, a in enumerate(each) for b in each[n + 1 :])
 
 
+# The audit row of the read, written by the search's own statement: its details gain the
+# result count and ids in rank order; nothing is written when the caller's key no longer
+# works (``audited`` is then 0 and the read is refused). One row always comes back, so
+# that ``audited`` is seen when nothing matched.
+_PG_AUDITED_TAIL = f""", res AS ({
+    _result_sql(lambda n: f"%({n})s", ' COLLATE "C"', _PG_COLUMNS, numbered=True)
+}), aud AS (
+  INSERT INTO audit_log (id, team_id, project_id, actor_id, api_key_id, action,
+    resource_type, resource_id, details, created_at)
+  SELECT %(audit_id)s, %(team_id)s, %(project_id)s, %(actor_id)s, %(api_key_id)s::text,
+    %(action)s, %(resource_type)s, %(resource_id)s, %(details)s::jsonb || jsonb_build_object(
+      'resultCount', (SELECT count(*) FROM top), 'observationIds', coalesce((SELECT
+      jsonb_agg(observation_id ORDER BY score DESC, updated_at DESC, observation_id COLLATE "C")
+      FROM top), '[]'::jsonb)), %(created_at)s::timestamptz
+  WHERE %(api_key_id)s::text IS NULL OR EXISTS (SELECT 1 FROM api_keys AS k
+    WHERE k.id = %(api_key_id)s::text AND k.revoked_at IS NULL
+    AND (k.expires_at IS NULL OR k.expires_at > now()))
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM aud) AS audited, res.* FROM (SELECT 1) AS one
+LEFT JOIN res ON true ORDER BY res.rn"""
+
+
 @lru_cache(maxsize=MAX_CACHED_SHAPES)
-def _pg_search_sql(count: int, terms: Shape) -> str:
+def _pg_search_sql(count: int, terms: Shape, audited: bool = False) -> str:
     """PostgreSQL: one statement. Exact, and bounded where query terms are common.
 
     With two or more query terms, the passages matching at least two of them (``a``, few)
-    are scored first; ``θ`` is the ``limit``-th best observation score among them. A
-    passage matching a single query term scores at most that term's bound (its strings'
-    idf times the BM25 factor of their largest frequency in the project at the project's
-    shortest length, :func:`statistics`), so the passages of a term whose bound is below
-    ``θ`` cannot reach the top and are not read: only the terms that can still win are
-    (a term-at-a-time MaxScore). The top is then ranked from ``a`` and those passages;
-    every observation it returns has all its matching passages as evidence.
+    are scored first; ``θ`` is the ``limit``-th best observation score among them (a lower
+    bound of the true one: more passages only raise a score). A passage matching a single
+    query term scores at most that term's bound (its strings' idf times the BM25 factor of
+    their largest frequency in the project at the project's shortest length,
+    :func:`statistics`), and an observation at most :func:`ranking.support_bound` times its
+    best passage (from the most passages one observation of the project has); so an
+    observation whose passages all match only terms whose bound times that factor is below
+    ``θ`` cannot reach the top, and those terms' passages are not read (a term-at-a-time
+    MaxScore). Where a term was skipped and an observation may have several passages, every
+    observation that was read is completed with all its matching passages (through its own
+    index), so the ranking is exact; every observation returned has its matching passages
+    as evidence.
     """
     lookups = ", ".join(f"(p.tf ->> %(s{i})s)::float8 AS f{i}" for i in range(count))
     joins = " ".join(f"LEFT JOIN d AS d{i} ON d{i}.term = %(s{i})s" for i in range(count))
@@ -399,36 +482,62 @@ def _pg_search_sql(count: int, terms: Shape) -> str:
     matches = f"{scope} AND p.terms @@ %(tsquery)s::tsquery"
     select = f"SELECT p.id, p.observation_id, p.origin, p.length, {lookups} FROM search_passages p"
     ranked = _ranking_sql(
-        score, lookups, matches, lambda n: f"%({n})s", ' COLLATE "C"', _PG_COLUMNS
+        score,
+        lookups,
+        matches,
+        lambda n: f"%({n})s",
+        ' COLLATE "C"',
+        _PG_COLUMNS,
+        tail=_PG_AUDITED_TAIL if audited else None,
     )
     if pruned(terms):
         branches = " UNION ".join(
             f"{select} WHERE {scope} AND p.terms @@ %(q{j})s::tsquery "
-            f"AND (SELECT t FROM theta) <= (SELECT ubq{j} FROM w)"
+            f"AND (SELECT t FROM theta) <= (SELECT (1.0 + support) * ubq{j} FROM w)"
             for j in range(len(terms))
+        )
+        skipped = (
+            "(SELECT support FROM w) > 0 AND ("
+            + " OR ".join(
+                f"(SELECT t FROM theta) > (SELECT (1.0 + support) * ubq{j} FROM w)"
+                for j in range(len(terms))
+            )
+            + ")"
+        )
+        # When a term was skipped and observations have several passages, every matching
+        # passage of a candidate observation, the skipped ones included, so that its score
+        # (which counts its next best passages) is exact; read through the observation's
+        # index, not the term index the pruning kept away from. Otherwise the candidates
+        # are complete already.
+        completed = (
+            f"SELECT * FROM cand0 WHERE NOT ({skipped}) UNION ALL "
+            f"SELECT x.* FROM (SELECT DISTINCT observation_id FROM cand0 WHERE {skipped}) AS c "
+            f"CROSS JOIN LATERAL ({select} WHERE p.observation_id = c.observation_id "
+            f"AND {matches}) AS x"
         )
         candidates = f"""a AS MATERIALIZED (
   {select} WHERE {scope} AND p.terms @@ %(pairs)s::tsquery
-), a_best AS (
-  SELECT observation_id, max(score) AS score FROM ({_scored("a", score)}) AS s
-  GROUP BY observation_id
-), theta AS (
+), a_scored AS ({_scored("a", score)}), {_best_sql("a_scored", "a_best")}, theta AS (
   SELECT coalesce(
     (SELECT score FROM a_best ORDER BY score DESC LIMIT 1 OFFSET %(cut)s), 0.0) AS t
-), cand AS MATERIALIZED (SELECT * FROM a UNION {branches})"""
+), cand0 AS MATERIALIZED (SELECT * FROM a UNION {branches}
+), cand AS MATERIALIZED ({completed})"""
     else:
         candidates = f"cand AS MATERIALIZED ({select} WHERE {matches})"
     return f"""
 WITH st AS (
   SELECT coalesce(sum(passages), 0)::float8 AS n, coalesce(sum(tokens), 0)::float8 AS tokens,
-         coalesce(min(min_length), 0)::float8 AS minlen
+         coalesce(min(min_length), 0)::float8 AS minlen,
+         {ranking.SUPPORT_WEIGHT!r} * (least(coalesce(max(max_passages), 1),
+           {ranking.EVIDENCE_PASSAGES}) - 1) AS support
   FROM search_stats WHERE team_id = %(team_id)s AND project_id = %(project_id)s
 ), d AS (
   SELECT term, sum(df)::float8 AS df, max(max_tf) AS max_tf FROM search_terms
   WHERE team_id = %(team_id)s AND project_id = %(project_id)s AND term = ANY(%(strings)s)
   GROUP BY term
 ), w0 AS (
-  SELECT greatest(st.tokens / greatest(st.n, 1.0), 1.0) AS avgdl, st.minlen, {idfs}
+  SELECT greatest(st.tokens / greatest(st.n, 1.0), 1.0) AS avgdl, st.minlen, st.support,
+         {idfs}
   FROM st {joins}
 ), wb AS (SELECT *, {bounds} FROM w0
 ), w AS (SELECT *, {term_bounds} FROM wb
@@ -475,18 +584,34 @@ def _json_path(term: str) -> str:
     return '$."' + term + '"'
 
 
+Found = list[tuple[Mapping[str, Any], float, list[Evidence]]]
+
+
 async def search(
-    conn: AsyncConnection, team_id: str, project_id: str, query: Query, limit: int
-) -> list[tuple[Mapping[str, Any], float, list[Evidence]]]:
-    """The best ``limit`` observations as (row, score, its best passages, best first)."""
+    conn: AsyncConnection,
+    team_id: str,
+    project_id: str,
+    query: Query,
+    limit: int,
+    *,
+    audit: Mapping[str, Any] | None = None,
+) -> tuple[Found, bool | None]:
+    """The best ``limit`` observations as (row, score, its best passages, best first).
+
+    With ``audit`` (the values of an audit row, ``id`` as ``audit_id``, ``details`` as
+    ``Jsonb``) PostgreSQL writes the read's audit row in the search's own statement (see
+    ``_PG_AUDITED_TAIL``); the second value then says whether it was written (False: the
+    key no longer works). It is None where the row was not written here: the caller
+    writes it."""
     strings, terms = _shape(query)
     if not strings or limit <= 0:
-        return []
+        return [], None
     scope = {"team_id": team_id, "project_id": project_id}
+    audited: bool | None = None
     try:
         if conn.dialect.name == dialects.POSTGRES:
             if "\x00" in team_id or "\x00" in project_id:
-                return []  # no stored id holds NUL (the driver refuses such a parameter)
+                return [], None  # no stored id holds NUL (the driver refuses such a parameter)
             params: dict[str, Any] = {
                 **scope,
                 "strings": strings,
@@ -504,8 +629,13 @@ async def search(
                 "evidence": ranking.EVIDENCE_PASSAGES,
                 **{f"s{i}": s for i, s in enumerate(strings)},
             }
-            sql = _pg_search_sql(len(strings), terms)
+            sql = _pg_search_sql(len(strings), terms, audit is not None)
+            if audit is not None:
+                params.update(audit)
             raw = await driver_sql(conn, sql, params)
+            if audit is not None:
+                audited = bool(raw[0][0])
+                raw = [values[2:] for values in raw if values[1] is not None]
             names = [
                 "score",
                 "passage_score",
@@ -522,7 +652,7 @@ async def search(
         else:
             n, tokens = (await conn.execute(_SQLITE_STATISTICS, scope)).one()
             if not n:
-                return []
+                return [], None
             lookup = {**scope, **{f"s{i}": s for i, s in enumerate(strings)}}
             result = await conn.execute(_sqlite_frequencies(len(strings)), lookup)
             df: dict[str, int] = {str(term): int(n) for term, n in result.all()}
@@ -539,8 +669,8 @@ async def search(
             ranked = await conn.execute(_sqlite_search_sql(len(strings), terms), params)
             rows = [dict(r) for r in ranked.mappings()]
     except (exc.SQLAlchemyError, OSError) as e:
-        raise dialects.translate_error(e) from e
-    found: list[tuple[Mapping[str, Any], float, list[Evidence]]] = []
+        raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e
+    found: Found = []
     for r in rows:
         evidence = Evidence(
             text=r["evidence"], event_id=r["evidence_event_id"], score=float(r["passage_score"])
@@ -549,4 +679,4 @@ async def search(
             found[-1][2].append(evidence)
         else:
             found.append((r, float(r["score"]), [evidence]))
-    return found
+    return found, audited

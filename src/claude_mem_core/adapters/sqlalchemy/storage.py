@@ -43,7 +43,6 @@ from claude_mem_core.domain.models import (
     JobStatus,
     JobType,
     Observation,
-    ObservationKind,
     ObservationSource,
     ObservationSourceType,
     Project,
@@ -53,9 +52,11 @@ from claude_mem_core.domain.models import (
     Team,
 )
 from claude_mem_core.domain.passages import Passage
+from claude_mem_core.domain.redaction import PROJECT_SETTING, SERVER_EVENT_METADATA
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.ports.storage import (
     FreshEvent,
+    FreshMemory,
     JobFilter,
     Page,
     SearchHit,
@@ -198,7 +199,7 @@ def _observation(r: RowMapping) -> Observation:
         team_id=r["team_id"],
         project_id=r["project_id"],
         server_session_id=r["server_session_id"],
-        kind=ObservationKind(r["kind"]),
+        kind=r["kind"],
         type=r["type"],
         title=r["title"],
         subtitle=r["subtitle"],
@@ -442,7 +443,9 @@ def _pg_fresh_events(names: Mapping[str, Sequence[str]]) -> sa.TextClause:
         f"WITH ev AS (INSERT INTO {quote(e.name)} ({targets(e)}) SELECT {values(e)} "
         f"FROM {_pg_recordset(e, names[e.name], 'events', 'fresh_key')} "
         f"WHERE EXISTS (SELECT 1 FROM {quote(t.projects.name)} AS p "
-        "WHERE p.id = r.project_id AND p.team_id = r.team_id) "
+        "WHERE p.id = r.project_id AND p.team_id = r.team_id "
+        # A project with its own ingest settings: the event was built with the server's.
+        f"AND (p.metadata -> '{PROJECT_SETTING}') IS NULL) "
         # The key the event is written under must still work now, checked in the very
         # statement that writes (callers may have taken the key from a cache).
         "AND (r.fresh_key IS NULL OR EXISTS ("
@@ -838,6 +841,12 @@ def _merge(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, A
     return {**(old or {}), **new}
 
 
+def _merge_event_metadata(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A replay's metadata merged into the stored event's, except the keys the server set
+    when it first stored the event (they describe the stored payload, not the replay's)."""
+    return _merge(old, {k: v for k, v in new.items() if k not in SERVER_EVENT_METADATA})
+
+
 def _by_scope(items: Sequence[Any]) -> dict[tuple[str, str], list[Any]]:
     """Group records by their (team, project), first appearance first."""
     groups: dict[tuple[str, str], list[Any]] = {}
@@ -1167,7 +1176,7 @@ class EventRepo:
                 event.project_id,
             ):
                 raise errors.Conflict("idempotency key is used by an event of another scope")
-            merged = _merge(current.metadata, event.metadata)
+            merged = _merge_event_metadata(current.metadata, event.metadata)
             if merged != current.metadata:
                 current = attrs.evolve(current, metadata=merged)
                 stored[event.idempotency_key] = changed[current.id] = current
@@ -1199,7 +1208,7 @@ class EventRepo:
         if row is None:
             raise errors.Conflict("idempotency key is used by an event of another scope")
         stored = _event(row)
-        merged = _merge(stored.metadata, event.metadata)
+        merged = _merge_event_metadata(stored.metadata, event.metadata)
         if merged != stored.metadata:
             await self._db.execute(sa.update(e).where(e.c.id == stored.id).values(metadata=merged))
             stored = _event({**row, "metadata": merged})  # type: ignore[arg-type]
@@ -1532,6 +1541,44 @@ class JobRepo:
         )
         return [_job(r) for r in await self._db.all(stmt)]
 
+    async def renew_lease(self, job: GenerationJob, *, now: datetime) -> bool:
+        c = t.observation_generation_jobs.c
+        locked_by = c.locked_by.is_(None) if job.locked_by is None else c.locked_by == job.locked_by
+        result = await self._db.execute(
+            sa.update(t.observation_generation_jobs)
+            .where(
+                c.id == job.id,
+                c.team_id == job.team_id,
+                c.project_id == job.project_id,
+                c.status == JobStatus.PROCESSING.value,
+                c.attempts == job.attempts,
+                locked_by,
+            )
+            .values(locked_at=now)
+        )
+        return result.rowcount == 1
+
+    async def mark_republished(
+        self, job_ids: Sequence[str], *, now: datetime, untouched_since: datetime
+    ) -> set[str]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return set()
+        c = t.observation_generation_jobs.c
+        # One guarded UPDATE: of two reconcilers, the second re-evaluates the WHERE after
+        # the first's row lock and no longer matches the rows the first stamped.
+        result = await self._db.execute(
+            sa.update(t.observation_generation_jobs)
+            .where(
+                c.id.in_(ids),
+                c.status == JobStatus.QUEUED.value,
+                sa.func.coalesce(c.next_attempt_at, c.updated_at) <= untouched_since,
+            )
+            .values(next_attempt_at=now)
+            .returning(c.id)
+        )
+        return {str(v) for v in result.scalars()}
+
     async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
         """Every status is present, zero when no job has it."""
         c = t.observation_generation_jobs.c
@@ -1620,6 +1667,55 @@ _ADVANCE_COLUMNS = {
     )
 }
 _ADVANCE: dict[str, sa.TextClause] = {}
+
+
+def _pg_fresh_memories() -> sa.TextClause:
+    """PostgreSQL: :meth:`SqlAlchemyStorage.add_fresh_memories` as ONE statement, its own
+    transaction (no BEGIN, no COMMIT: one round trip for the whole group).
+
+    ``chk`` tells, for each memory, whether its project is its team's, its session (if
+    any) is of that project, and the API key it is written under still works. Only if
+    every memory passes are the observations, their sources, their audit rows and their
+    search passages (with the statistics, :func:`search_sql.pg_passage_ctes`) written:
+    the statistics are computed for the whole group beforehand, so the group goes in whole
+    or not at all, and the caller writes the memories that passed again without the
+    others. The answer is ``chk``: each memory's id and verdict.
+    """
+    quote = _PG_DIALECT.identifier_preparer.quote
+    won = "NOT EXISTS (SELECT 1 FROM chk WHERE NOT chk.ok)"
+
+    def insert(cte: str, table: sa.Table, param: str) -> str:
+        names = ", ".join(quote(n) for n in _ADVANCE_COLUMNS[table.name])
+        return (
+            f"{cte} AS (INSERT INTO {quote(table.name)} ({names}) SELECT {names} "
+            f"FROM json_populate_recordset(NULL::{quote(table.name)}, CAST(:{param} AS json)) "
+            f"WHERE {won} RETURNING 1)"
+        )
+
+    return sa.text(
+        "WITH chk AS MATERIALIZED (SELECT c.id, ("
+        f"EXISTS (SELECT 1 FROM {quote(t.projects.name)} AS p "
+        "WHERE p.id = c.project_id AND p.team_id = c.team_id) "
+        "AND (c.key_id IS NULL OR EXISTS ("
+        f"SELECT 1 FROM {quote(t.api_keys.name)} AS k WHERE k.id = c.key_id "
+        "AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()))) "
+        "AND (c.server_session_id IS NULL OR EXISTS ("
+        f"SELECT 1 FROM {quote(t.server_sessions.name)} AS s WHERE s.id = c.server_session_id "
+        "AND s.team_id = c.team_id AND s.project_id = c.project_id))) AS ok "
+        "FROM json_to_recordset(CAST(:checks AS json)) AS c(id text, team_id text, "
+        "project_id text, server_session_id text, key_id text)), "
+        + insert("ob", t.observations, "observations")
+        + ", "
+        + insert("so", t.observation_sources, "sources")
+        + ", "
+        + insert("au", t.audit_log, "audit")
+        + ", "
+        + search_sql.pg_passage_ctes(":passages", ":passage_stats", ":passage_terms", won)
+        + " SELECT id, ok FROM chk"
+    )
+
+
+_FRESH_MEMORIES: dict[str, sa.TextClause] = {}
 _JOB_WITH_EVENT: dict[str, sa.Select[Any]] = {}
 
 
@@ -1696,7 +1792,7 @@ def _observation_values(observation: Observation) -> dict[str, Any]:
         "team_id": observation.team_id,
         "project_id": observation.project_id,
         "server_session_id": observation.server_session_id,
-        "kind": observation.kind.value,
+        "kind": str(observation.kind),
         "type": observation.type,
         "title": observation.title,
         "subtitle": observation.subtitle,
@@ -1807,10 +1903,12 @@ class ObservationRepo:
         return _observation(row) if row else None
 
     async def list(
-        self, team_id: str, project_id: str, page: Page
+        self, team_id: str, project_id: str, page: Page, *, kind: str | None = None
     ) -> tuple[Sequence[Observation], int]:
         c = t.observations.c
-        where = (c.team_id == team_id, c.project_id == project_id)
+        where = [c.team_id == team_id, c.project_id == project_id]
+        if kind is not None:
+            where.append(c.kind == kind)
         stmt = self._db.select(t.observations).where(*where).order_by(c.created_at.desc(), c.id)
         rows = await self._db.all(_page(stmt, page))
         return [_observation(r) for r in rows], await self._db.count(t.observations, *where)
@@ -1925,15 +2023,15 @@ def _audit_values(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
-# The audit row of a read on PostgreSQL, run in autocommit: set_config(…, true) lasts until
-# the end of this statement's own transaction, whose commit then skips the WAL flush.
+# The audit row of a read on PostgreSQL, run in autocommit: its own transaction, committed
+# (durably) when the statement returns.
 _AUDIT_READ = (
     "INSERT INTO audit_log (id, team_id, project_id, actor_id, api_key_id, action, "
     "resource_type, resource_id, details, created_at) SELECT %(id)s::text, %(team_id)s::text, "
     "%(project_id)s::text, %(actor_id)s::text, %(api_key_id)s::text, %(action)s::text, "
     "%(resource_type)s::text, %(resource_id)s::text, %(details)s::jsonb, "
-    "%(created_at)s::timestamptz FROM (SELECT set_config('synchronous_commit', 'off', true)) "
-    "AS relaxed WHERE %(api_key_id)s::text IS NULL OR EXISTS (SELECT 1 FROM api_keys AS k "
+    "%(created_at)s::timestamptz "
+    "WHERE %(api_key_id)s::text IS NULL OR EXISTS (SELECT 1 FROM api_keys AS k "
     "WHERE k.id = %(api_key_id)s::text AND k.revoked_at IS NULL "
     "AND (k.expires_at IS NULL OR k.expires_at > now())) RETURNING 1"
 )
@@ -1950,14 +2048,36 @@ class SearchIndexRepo:
         await search_sql.add_passages(self._db.conn, passages)
 
     async def search(
-        self, team_id: str, project_id: str, query: Query, *, limit: int
+        self,
+        team_id: str,
+        project_id: str,
+        query: Query,
+        *,
+        limit: int,
+        audit: AuditEntry | None = None,
     ) -> Sequence[SearchHit]:
-        if limit <= 0 or query.is_empty:
-            return []
-        # Reads only: straight on the connection, so a PostgreSQL unit of work that has not
-        # written yet stays in autocommit (see _Db._before).
-        found = await search_sql.search(self._db.conn, team_id, project_id, query, limit)
-        return [
+        values: dict[str, Any] | None = None
+        if audit is not None:
+            if "\x00" in team_id or "\x00" in project_id:
+                raise errors.NotFound("Project not found")  # no stored id holds NUL
+            if self._db.conn.dialect.name == dialects.POSTGRES:
+                from psycopg.types.json import Jsonb
+
+                values = _audit_values(audit)
+                values["audit_id"] = values.pop("id")
+                values["details"] = Jsonb(values["details"])
+                at = values["created_at"]
+                values["created_at"] = at.replace(tzinfo=UTC) if at.tzinfo is None else at
+        # Straight on the connection: a PostgreSQL unit of work that has not written yet
+        # stays in autocommit (see _Db._before), so the statement, audit row included, is
+        # its own transaction, committed when it returns.
+        try:
+            found, audited = await search_sql.search(
+                self._db.conn, team_id, project_id, query, max(limit, 0), audit=values
+            )
+        except errors.NotFound as e:
+            raise errors.NotFound("Project not found") from e
+        hits = [
             SearchHit(
                 observation=_observation(row),  # type: ignore[arg-type]
                 score=score,
@@ -1965,6 +2085,19 @@ class SearchIndexRepo:
             )
             for row, score, evidence in found
         ]
+        if audit is not None and audited is None:
+            details = {
+                **audit.details,
+                "resultCount": len(hits),
+                "observationIds": [h.observation.id for h in hits],
+            }
+            try:
+                audited = await AuditRepo(self._db).add_read(attrs.evolve(audit, details=details))
+            except errors.NotFound as e:
+                raise errors.NotFound("Project not found") from e
+        if audited is False:
+            raise errors.Forbidden("Invalid API key or insufficient scope")
+        return hits
 
 
 class AuditRepo:
@@ -1988,7 +2121,7 @@ class AuditRepo:
             await self.add(entry)
             return True
         # PostgreSQL with nothing written yet: one autocommit statement, no BEGIN/COMMIT,
-        # and its commit does not wait for the WAL flush (see the port's docstring).
+        # committed when it returns (see the port's docstring).
         from psycopg.types.json import Jsonb
 
         values = _audit_values(entry)
@@ -2134,8 +2267,9 @@ class SqlAlchemyStorage:
             db = cast(EventRepo, uow.events)._db
             for item in items:
                 event = item.event
-                if await uow.projects.get(event.team_id, event.project_id) is None:
-                    continue
+                project = await uow.projects.get(event.team_id, event.project_id)
+                if project is None or PROJECT_SETTING in project.metadata:
+                    continue  # out of scope, or built without the project's own settings
                 if event.server_session_id is not None:
                     session = await uow.sessions.get(event.team_id, event.server_session_id)
                     if session is None or session.project_id != event.project_id:
@@ -2206,6 +2340,90 @@ class SqlAlchemyStorage:
         except (exc.SQLAlchemyError, OSError) as e:
             raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e
         return written
+
+    async def add_fresh_memories(self, items: Sequence[FreshMemory]) -> set[str]:
+        if not items:
+            return set()
+        if self._dialect == dialects.POSTGRES:
+            return await self._add_fresh_memories_pg(items)
+        written: set[str] = set()
+        now = datetime.now(UTC)
+        async with self.unit_of_work() as uow:
+            projects: dict[tuple[str, str], bool] = {}
+            keys: dict[str, bool] = {}
+            fresh: list[FreshMemory] = []
+            for item in items:
+                o = item.observation
+                scope = (o.team_id, o.project_id)
+                if scope not in projects:
+                    projects[scope] = await uow.projects.get(*scope) is not None
+                if not projects[scope]:
+                    continue
+                if o.server_session_id is not None:
+                    session = await uow.sessions.get(o.team_id, o.server_session_id)
+                    if session is None or session.project_id != o.project_id:
+                        continue
+                if item.key_id is not None:
+                    if item.key_id not in keys:
+                        key = await uow.api_keys.get_unscoped(item.key_id)
+                        keys[item.key_id] = key is not None and key.is_usable(now)
+                    if not keys[item.key_id]:
+                        continue
+                fresh.append(item)
+            await uow.observations.add_many([i.observation for i in fresh])
+            await uow.sources.add_many([i.source for i in fresh])
+            await uow.search.add([p for i in fresh for p in i.passages])
+            await uow.audit.add_many([i.audit for i in fresh])
+            written.update(i.observation.id for i in fresh)
+        return written
+
+    async def _add_fresh_memories_pg(self, items: Sequence[FreshMemory]) -> set[str]:
+        statement = _FRESH_MEMORIES.get("pg")
+        if statement is None:
+            statement = _FRESH_MEMORIES["pg"] = _pg_fresh_memories()
+        remaining = list(items)
+        while remaining:
+            checks = [
+                {
+                    "id": i.observation.id,
+                    "team_id": i.observation.team_id,
+                    "project_id": i.observation.project_id,
+                    "server_session_id": i.observation.server_session_id,
+                    "key_id": i.key_id,
+                }
+                for i in remaining
+            ]
+            params = {
+                "checks": _rows_json(checks),
+                "observations": _rows_json([_observation_values(i.observation) for i in remaining]),
+                "sources": _rows_json([_source_values(i.source) for i in remaining]),
+                "audit": _rows_json([_audit_values(i.audit) for i in remaining]),
+                **search_sql.pg_passage_params([p for i in remaining for p in i.passages]),
+            }
+            try:
+                async with self._engine.connect() as conn:
+                    _transaction = await conn.begin()
+                    driver: Any = (await conn.get_raw_connection()).driver_connection
+                    await driver.set_autocommit(True)  # one statement: its own transaction
+                    try:
+                        verdicts = {
+                            str(r[0]): bool(r[1]) for r in await conn.execute(statement, params)
+                        }
+                        await conn.commit()
+                    finally:
+                        if not driver.closed:
+                            await driver.set_autocommit(False)
+            except (exc.SQLAlchemyError, OSError) as e:
+                raise dialects.translate_error(
+                    e, not_found="project_id must belong to team_id"
+                ) from e
+            passed = [i for i in remaining if verdicts.get(i.observation.id)]
+            if len(passed) == len(remaining):
+                return {i.observation.id for i in passed}
+            # Nothing was written: again without the memories out of scope (a key revoked
+            # meanwhile can fail the next try too; each try leaves one out at least).
+            remaining = passed
+        return set()
 
     async def check_schema(self) -> None:
         from claude_mem_core import migrations

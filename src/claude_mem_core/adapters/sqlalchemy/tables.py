@@ -90,7 +90,6 @@ JOB_EVENT_TYPES = (
     "cancelled",
 )
 SESSION_STATUSES = ("idle", "processing", "completed", "failed")
-OBSERVATION_KINDS = ("observation", "summary", "manual")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -353,7 +352,7 @@ observations = sa.Table(
         nullable=True,
     ),
     *_created_updated(),
-    sa.CheckConstraint(_in("kind", OBSERVATION_KINDS), name="kind"),
+    # ``kind``: any kind string (revision 0004 dropped the check of the three known kinds).
     # Target of the sources' composite foreign key.
     sa.UniqueConstraint("id", "project_id", "team_id"),
     _project_scope_fk("observations"),
@@ -417,6 +416,9 @@ search_stats = sa.Table(
     sa.Column("passages", sa.BigInteger, nullable=False),
     sa.Column("tokens", sa.BigInteger, nullable=False),
     sa.Column("min_length", sa.BigInteger, nullable=False),
+    # The most passages one observation has: how much an observation's next best passages
+    # can add to its best (ranking.observation_score), which bounds PostgreSQL's pruning.
+    sa.Column("max_passages", sa.BigInteger, nullable=False, server_default=sa.text("1")),
     _project_scope_fk("search_stats"),
 )
 
