@@ -77,6 +77,24 @@ async def test_group_commit_and_batches_redact(mem: Memory, scope: Scope) -> Non
         assert stored.metadata[REDACTIONS_KEY] == {"aws-access-key": 1, "env-secret": 1}
 
 
+async def test_memories_are_redacted_and_counted(mem: Memory, scope: Scope) -> None:
+    """A memory is returned by search and handed to the next session: its content and
+    title lose the same credentials as events, before storage."""
+    stored = await mem.add_memory(
+        scope,
+        f"deploy key {AWS}, commit 3f786850e387550fdab836ed7e6dc881de23001b",
+        title=f"rotated {GITHUB}",
+    )
+    [again] = [o for o in await mem.recent(scope) if o.id == stored.id]
+    for memory in (stored, again):
+        assert AWS not in memory.content and GITHUB not in (memory.title or "")
+        assert "[REDACTED:aws-access-key]" in memory.content
+        assert "3f786850e387550fdab836ed7e6dc881de23001b" in memory.content
+        assert memory.metadata[REDACTIONS_KEY] == {"aws-access-key": 1, "github-token": 1}
+    assert [h.observation.id for h in await mem.search(scope, "rotated deploy key")] == [stored.id]
+    assert await mem.search(scope, AWS) == []
+
+
 async def test_compat_tool_use_is_redacted(mem: Memory, scope: Scope) -> None:
     recorded = await compat.record_tool_use(
         mem.deps,

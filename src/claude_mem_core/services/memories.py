@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, cast
 
 from attrs import field, frozen
 
+from claude_mem_core.domain import redaction
 from claude_mem_core.domain.excerpts import excerpt
 from claude_mem_core.domain.models import (
     AgentEvent,
@@ -80,6 +82,18 @@ def fresh_memory(deps: Deps, caller: Caller, item: MemoryInput) -> FreshMemory:
     assert kind is not None
     if not project_visible(caller, item.project_id):
         raise NotFound("Project not found")
+    content, title = content.strip(), item.title
+    metadata = {k: v for k, v in item.metadata.items() if k != redaction.REDACTIONS_KEY}
+    if deps.options.redact_secrets:
+        # A memory is what search returns and context hands to the next session: the same
+        # typed credentials as in events are replaced before it is stored (the server's
+        # setting; a project's own switch applies to events, which read the project).
+        counts: Counter[str] = Counter()
+        content = deps.options.redactor.redact(content, counts)
+        if isinstance(title, str):
+            title = deps.options.redactor.redact(title, counts)
+        if counts:
+            metadata[redaction.REDACTIONS_KEY] = dict(counts)
     now = deps.clock.now()
     observation = Observation(
         id=deps.ids.new_id(),
@@ -88,9 +102,9 @@ def fresh_memory(deps: Deps, caller: Caller, item: MemoryInput) -> FreshMemory:
         server_session_id=item.server_session_id,
         kind=kind,
         type=item.type,
-        title=item.title,
-        content=content.strip(),
-        metadata=dict(item.metadata),
+        title=title,
+        content=content,
+        metadata=metadata,
         created_at=now,
         updated_at=now,
     )
@@ -345,7 +359,7 @@ async def get_memory(deps: Deps, caller: Caller, memory_id: str) -> Observation:
 
 
 async def get_event(deps: Deps, caller: Caller, event_id: str) -> AgentEvent:
-    require(caller.scopes, Need.READ)
+    require(caller.scopes, Need.READ_EVENTS)
     async with deps.storage.unit_of_work() as uow:
         event = await uow.events.get(caller.team_id, event_id)
     if event is None or not project_visible(caller, event.project_id):
