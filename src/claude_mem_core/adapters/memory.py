@@ -663,7 +663,6 @@ class _SearchIndex(_Repo):
             return []
         strings = ranking.query_strings(query)
         idfs = {s: ranking.idf(len(scoped), sum(1 for p in scoped if s in p.tf)) for s in strings}
-        avgdl = ranking.average_length(len(scoped), sum(p.length for p in scoped))
         matched: dict[str, list[tuple[float, int, Passage]]] = {}
         for n, passage in enumerate(scoped):
             score = ranking.passage_score(
@@ -671,7 +670,6 @@ class _SearchIndex(_Repo):
                 passage.tf,
                 passage.length,
                 idfs=idfs,
-                avgdl=avgdl,
                 event=passage.origin is Origin.EVENT,
             )
             if score > 0:

@@ -873,11 +873,8 @@ class StorageContract:
         idfs = {
             s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf)) for s in strings
         }
-        avgdl = ranking.average_length(len(passages), sum(p.length for p in passages))
         expected = {
-            p.observation_id: ranking.passage_score(
-                query, p.tf, p.length, idfs=idfs, avgdl=avgdl, event=False
-            )
+            p.observation_id: ranking.passage_score(query, p.tf, p.length, idfs=idfs, event=False)
             for p in passages
         }
         async with storage.unit_of_work() as uow:
@@ -925,13 +922,10 @@ class StorageContract:
                 s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf))
                 for s in strings
             }
-            avgdl = ranking.average_length(len(passages), sum(p.length for p in passages))
             scores: dict[str, list[float]] = {}
             for p in passages:
                 event = p.event_id is not None
-                score = ranking.passage_score(
-                    query, p.tf, p.length, idfs=idfs, avgdl=avgdl, event=event
-                )
+                score = ranking.passage_score(query, p.tf, p.length, idfs=idfs, event=event)
                 if score > 0:
                     scores.setdefault(p.observation_id, []).append(score)
             expected = sorted(
@@ -974,11 +968,10 @@ class StorageContract:
         idfs = {
             s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf)) for s in strings
         }
-        avgdl = ranking.average_length(len(passages), sum(p.length for p in passages))
         scores: dict[str, list[float]] = {}
         for p in passages:
             score = ranking.passage_score(
-                query, p.tf, p.length, idfs=idfs, avgdl=avgdl, event=p.event_id is not None
+                query, p.tf, p.length, idfs=idfs, event=p.event_id is not None
             )
             scores.setdefault(p.observation_id, []).append(score)
         # The case this test is about, as the model sees it.
@@ -993,6 +986,41 @@ class StorageContract:
             ranking.observation_score(scores[winner.id]), rel=1e-9
         )
         assert len(hits[0].evidence) == 3
+
+    async def test_search_a_common_word_alone_is_ranked_exactly(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        """One common word, many passages holding it: where a few hold it often (its
+        high-impact passages) they settle the top without the rest being read (PostgreSQL);
+        where they are too few, every match is scored. Both give the model's top."""
+        team, project = await self._tenant(storage, make)
+        filler = " ".join(f"word{n}" for n in range(60))
+        weak = [make.observation(project, f"{filler} {n} cache") for n in range(40)]
+        strong = [make.observation(project, f"cache note cache {n} cache") for n in range(7)]
+        await self._indexed(storage, [*weak, *strong])
+        by_id = {o.id: o for o in [*weak, *strong]}
+        passages = [observation_passage(o) for o in by_id.values()]
+        query = parse_query("cache")
+        [word] = ranking.query_strings(query)
+        high = {
+            p.observation_id for p in passages if word in ranking.high_impact_terms(p.tf, p.length)
+        }
+        assert high == {o.id for o in strong}
+        idfs = {word: ranking.idf(len(passages), len(passages))}
+        for limit in (5, 12):  # 7 strong passages: enough for 5, too few for 12
+            expected = sorted(
+                (
+                    (ranking.passage_score(query, p.tf, p.length, idfs=idfs, event=False), oid)
+                    for p in passages
+                    for oid in [p.observation_id]
+                ),
+                key=lambda e: ranking.score_order(e[0], by_id[e[1]].updated_at, e[1]),
+            )[:limit]
+            async with storage.unit_of_work() as uow:
+                hits = await uow.search.search(team.id, project.id, query, limit=limit)
+            assert [h.observation.id for h in hits] == [oid for _, oid in expected]
+            for hit, (score, _) in zip(hits, expected, strict=True):
+                assert hit.score == pytest.approx(score, rel=1e-9)
 
     async def test_search_a_rare_term_alone_beats_common_pairs(
         self, storage: Storage, make: Factory

@@ -72,6 +72,11 @@ def passage_rows(passages: Sequence[Passage], *, postgres: bool) -> list[dict[st
                 "length": p.length,
                 "tf": dict(p.tf),
                 "terms": tsvector_literal(terms) if postgres else " ".join(terms),
+                # PostgreSQL's index of the terms that can carry a query alone (see
+                # _pg_search_sql); SQLite scores every match and keeps none.
+                "terms_hi": tsvector_literal(ranking.high_impact_terms(p.tf, p.length))
+                if postgres
+                else None,
             }
         )
     return rows
@@ -107,7 +112,7 @@ def statistics(passages: Sequence[Passage]) -> tuple[list[dict[str, Any]], list[
 
 
 _PASSAGE_COLUMNS = "team_id, project_id, observation_id, origin, event_id, ordinal, text, "
-_PASSAGE_COLUMNS += "length, tf, terms"
+_PASSAGE_COLUMNS += "length, tf, terms, terms_hi"
 
 
 def pg_passage_ctes(passages: str, stats: str, terms: str, when: str) -> str:
@@ -159,10 +164,10 @@ PG_ADD_PASSAGES = (
     + pg_passage_ctes("%(passages)s", "%(passage_stats)s", "%(passage_terms)s", "true")
     + " SELECT count(*) FROM pa"
 )
-# The same before revision 0005 (migrations that run on that schema).
+# The same on revision 0003's schema (its own migration writes passages with it).
 _PG_ADD_PASSAGES_0003 = PG_ADD_PASSAGES.replace(
     ", max_passages = greatest(search_stats.max_passages, excluded.max_passages) ", " "
-)
+).replace(", terms_hi", "")
 
 _SQLITE_PASSAGE_INSERT = sa.text(
     "INSERT INTO search_passages (team_id, project_id, observation_id, origin, event_id, "
@@ -207,9 +212,9 @@ def sqlite_passage_writes(passages: Sequence[Passage]) -> list[tuple[sa.TextClau
 
 
 def add_passages_sync(conn: sa.Connection, passages: Sequence[Passage]) -> None:
-    """:func:`add_passages` on a synchronous connection, for migrations: the schema may be
-    older than this code's, so ``search_stats.max_passages`` is written only where it
-    exists (revision 0005 counts it for what was written before)."""
+    """:func:`add_passages` on a synchronous connection, for migrations: on revision 0003's
+    schema (its own backfill) without the columns later revisions add and fill in
+    (``search_stats.max_passages``, ``search_passages.terms_hi``)."""
     if not passages:
         return
     current = "max_passages" in {c["name"] for c in sa.inspect(conn).get_columns("search_stats")}
@@ -249,7 +254,7 @@ def _shape(query: Query) -> tuple[list[str], Shape]:
     return strings, tuple((index[q.term], tuple(index[p] for p in q.parts)) for q in query.terms)
 
 
-def _score_sql(terms: Shape, count: int, idf: str, avgdl: str) -> str:
+def _score_sql(terms: Shape, count: int, idf: str) -> str:
     """The BM25 sum of ``domain/ranking.py`` over columns ``f0 …`` (NULL: string absent)."""
 
     def matched(whole: int, parts: tuple[int, ...]) -> str:
@@ -259,7 +264,7 @@ def _score_sql(terms: Shape, count: int, idf: str, avgdl: str) -> str:
         return f"(f{whole} IS NOT NULL OR ({every}))"
 
     k1, b = repr(ranking.K1), repr(ranking.B)
-    norm = f"{k1} * (1.0 - {b} + {b} * length / {avgdl})"
+    norm = f"{k1} * (1.0 - {b} + {b} * length / {ranking.PIVOT_LENGTH!r})"
     pieces = []
     for i in range(count):
         gates = [matched(w, ps) for w, ps in terms if i == w or i in ps]
@@ -405,12 +410,18 @@ MAX_PRUNED_TERMS = 8
 
 
 def pruned(terms: Shape) -> bool:
-    return 2 <= len(terms) <= MAX_PRUNED_TERMS
+    return 1 <= len(terms) <= MAX_PRUNED_TERMS
 
 
 def _pg_term_tsqueries(strings: list[str], terms: Shape) -> list[str]:
     """Each query term's own tsquery: the term, or all of its parts."""
     return [_pg_tsquery(strings, (term,)) for term in terms]
+
+
+def _pg_high_tsqueries(strings: list[str], terms: Shape) -> list[str]:
+    """Per query term: passages holding one of its strings among their high-impact
+    terms."""
+    return [" | ".join(_lexeme(strings[i]) for i in (w, *ps)) for w, ps in terms]
 
 
 def _pg_pairs_tsquery(strings: list[str], terms: Shape) -> str:
@@ -446,19 +457,23 @@ LEFT JOIN res ON true ORDER BY res.rn"""
 def _pg_search_sql(count: int, terms: Shape, audited: bool = False) -> str:
     """PostgreSQL: one statement. Exact, and bounded where query terms are common.
 
-    With two or more query terms, the passages matching at least two of them (``a``, few)
-    are scored first; ``θ`` is the ``limit``-th best observation score among them (a lower
-    bound of the true one: more passages only raise a score). A passage matching a single
-    query term scores at most that term's bound (its strings' idf times the BM25 factor of
-    their largest frequency in the project at the project's shortest length,
-    :func:`statistics`), and an observation at most :func:`ranking.support_bound` times its
-    best passage (from the most passages one observation of the project has); so an
-    observation whose passages all match only terms whose bound times that factor is below
-    ``θ`` cannot reach the top, and those terms' passages are not read (a term-at-a-time
-    MaxScore). Where a term was skipped and an observation may have several passages, every
-    observation that was read is completed with all its matching passages (through its own
-    index), so the ranking is exact; every observation returned has its matching passages
-    as evidence.
+    With one to :data:`MAX_PRUNED_TERMS` query terms, a few passages are scored first
+    (``a``): those holding one of the query's strings among their high-impact terms
+    (``terms_hi``: its factor reaches ``ranking.HIGH_IMPACT``; a GIN index of its own), and
+    with two or more terms those matching at least two of them. ``θ`` is the ``limit``-th
+    best observation score among them (a lower bound of the true one: more passages only
+    raise a score). A passage outside ``a`` matches a single query term and holds none of
+    its strings as high-impact, so it scores at most that term's bound: the smaller of its
+    strings' idf times ``HIGH_IMPACT`` and their idf times the factor of their largest
+    frequency at the project's shortest length (:func:`statistics`); an observation scores
+    at most :func:`ranking.support_bound` times its best passage (from the most passages one
+    observation of the project has). So an observation whose passages outside ``a`` all
+    match terms whose bound times that factor is below ``θ`` cannot reach the top, and
+    those terms' other passages are not read (a term-at-a-time MaxScore): a common word
+    alone reads its high-impact passages, not every passage holding it. Where a term was
+    skipped and an observation may have several passages, every observation that was read
+    is completed with all its matching passages (through its own index), so the ranking is
+    exact; every observation returned has its matching passages as evidence.
     """
     lookups = ", ".join(f"(p.tf ->> %(s{i})s)::float8 AS f{i}" for i in range(count))
     joins = " ".join(f"LEFT JOIN d AS d{i} ON d{i}.term = %(s{i})s" for i in range(count))
@@ -470,14 +485,22 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False) -> str:
     k1, b = repr(ranking.K1), repr(ranking.B)
     bounds = ", ".join(
         f"idf{i} * mx{i} * {ranking.K1 + 1.0!r} / "
-        f"greatest(mx{i} + {k1} * (1.0 - {b} + {b} * minlen / avgdl), 1e-9) AS ub{i}"
+        f"greatest(mx{i} + {k1} * (1.0 - {b} + {b} * minlen / {ranking.PIVOT_LENGTH!r}), 1e-9) "
+        f"AS ub{i}"
         for i in range(count)
     )
-    term_bounds = ", ".join(
-        " + ".join(f"ub{i}" for i in dict.fromkeys((whole, *parts))) + f" AS ubq{j}"
-        for j, (whole, parts) in enumerate(terms)
-    )
-    score = _score_sql(terms, count, "w.idf{i}", "w.avgdl")
+
+    # A passage outside ``a`` matches one query term at most and holds none of the query's
+    # strings among its high-impact terms: each string it counts adds less than its idf
+    # times HIGH_IMPACT. Both bounds hold; the smaller is kept.
+    def term_bound(j: int, whole: int, parts: tuple[int, ...]) -> str:
+        own = list(dict.fromkeys((whole, *parts)))
+        factor = " + ".join(f"ub{i}" for i in own)
+        high = f"{ranking.HIGH_IMPACT!r} * (" + " + ".join(f"idf{i}" for i in own) + ")"
+        return f"{factor} AS ubq{j}, least({factor}, {high}) AS ubl{j}"
+
+    term_bounds = ", ".join(term_bound(j, w, ps) for j, (w, ps) in enumerate(terms))
+    score = _score_sql(terms, count, "w.idf{i}")
     scope = "p.team_id = %(team_id)s AND p.project_id = %(project_id)s"
     matches = f"{scope} AND p.terms @@ %(tsquery)s::tsquery"
     select = f"SELECT p.id, p.observation_id, p.origin, p.length, {lookups} FROM search_passages p"
@@ -491,17 +514,26 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False) -> str:
         tail=_PG_AUDITED_TAIL if audited else None,
     )
     if pruned(terms):
+
+        def reachable(bound: str) -> str:
+            return f"(SELECT t FROM theta) <= (SELECT (1.0 + support) * {bound} FROM w)"
+
+        # Per term: its passages holding one of its strings as high-impact (bound ubq),
+        # then all of them (bound ubl, which only holds for the others). With one term,
+        # ``a`` holds the former already.
         branches = " UNION ".join(
-            f"{select} WHERE {scope} AND p.terms @@ %(q{j})s::tsquery "
-            f"AND (SELECT t FROM theta) <= (SELECT (1.0 + support) * ubq{j} FROM w)"
+            (
+                f"{select} WHERE {scope} AND p.terms_hi @@ %(h{j})s::tsquery "
+                f"AND {reachable(f'ubq{j}')} UNION "
+                if len(terms) > 1
+                else ""
+            )
+            + f"{select} WHERE {scope} AND p.terms @@ %(q{j})s::tsquery AND {reachable(f'ubl{j}')}"
             for j in range(len(terms))
         )
         skipped = (
             "(SELECT support FROM w) > 0 AND ("
-            + " OR ".join(
-                f"(SELECT t FROM theta) > (SELECT (1.0 + support) * ubq{j} FROM w)"
-                for j in range(len(terms))
-            )
+            + " OR ".join(f"NOT {reachable(f'ubl{j}')}" for j in range(len(terms)))
             + ")"
         )
         # When a term was skipped and observations have several passages, every matching
@@ -515,8 +547,9 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False) -> str:
             f"CROSS JOIN LATERAL ({select} WHERE p.observation_id = c.observation_id "
             f"AND {matches}) AS x"
         )
+        first = "p.terms @@ %(pairs)s" if len(terms) > 1 else "p.terms_hi @@ %(h0)s"
         candidates = f"""a AS MATERIALIZED (
-  {select} WHERE {scope} AND p.terms @@ %(pairs)s::tsquery
+  {select} WHERE {scope} AND {first}::tsquery
 ), a_scored AS ({_scored("a", score)}), {_best_sql("a_scored", "a_best")}, theta AS (
   SELECT coalesce(
     (SELECT score FROM a_best ORDER BY score DESC LIMIT 1 OFFSET %(cut)s), 0.0) AS t
@@ -536,7 +569,7 @@ WITH st AS (
   WHERE team_id = %(team_id)s AND project_id = %(project_id)s AND term = ANY(%(strings)s)
   GROUP BY term
 ), w0 AS (
-  SELECT greatest(st.tokens / greatest(st.n, 1.0), 1.0) AS avgdl, st.minlen, st.support,
+  SELECT st.minlen, st.support,
          {idfs}
   FROM st {joins}
 ), wb AS (SELECT *, {bounds} FROM w0
@@ -548,13 +581,13 @@ WITH st AS (
 def _sqlite_search_sql(count: int, terms: Shape) -> sa.TextualSelect:
     """SQLite: every matching passage is scored (embedded projects are small)."""
     lookups = ", ".join(f"json_extract(p.tf, :path{i}) AS f{i}" for i in range(count))
-    score = _score_sql(terms, count, ":idf{i}", ":avgdl")
+    score = _score_sql(terms, count, ":idf{i}")
     matches = (
         "p.id IN (SELECT rowid FROM search_fts WHERE search_fts MATCH :match) "
         "AND p.team_id = :team_id AND p.project_id = :project_id"
     )
     return sa.text(f"""
-WITH w AS (SELECT :avgdl AS avgdl), cand AS MATERIALIZED (
+WITH w AS (SELECT 1 AS scored_once), cand AS MATERIALIZED (
   SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
   FROM search_passages p WHERE {matches}
 ), {_ranking_sql(score, lookups, matches, lambda name: f":{name}", "", _COLUMNS)}""").columns(
@@ -567,7 +600,7 @@ WITH w AS (SELECT :avgdl AS avgdl), cand AS MATERIALIZED (
 
 
 _SQLITE_STATISTICS = sa.text(
-    "SELECT coalesce(sum(passages), 0), coalesce(sum(tokens), 0) FROM search_stats "
+    "SELECT coalesce(sum(passages), 0) FROM search_stats "
     "WHERE team_id = :team_id AND project_id = :project_id"
 )
 
@@ -619,6 +652,7 @@ async def search(
                 **(
                     {
                         "pairs": _pg_pairs_tsquery(strings, terms),
+                        **{f"h{j}": q for j, q in enumerate(_pg_high_tsqueries(strings, terms))},
                         **{f"q{j}": q for j, q in enumerate(_pg_term_tsqueries(strings, terms))},
                     }
                     if pruned(terms)
@@ -650,7 +684,7 @@ async def search(
                     row[name] = _decode_json(row[name])
                 rows.append(row)
         else:
-            n, tokens = (await conn.execute(_SQLITE_STATISTICS, scope)).one()
+            n = (await conn.execute(_SQLITE_STATISTICS, scope)).scalar_one()
             if not n:
                 return [], None
             lookup = {**scope, **{f"s{i}": s for i, s in enumerate(strings)}}
@@ -662,7 +696,6 @@ async def search(
                 "limit": limit,
                 "cut": limit - 1,
                 "evidence": ranking.EVIDENCE_PASSAGES,
-                "avgdl": ranking.average_length(int(n), int(tokens)),
                 **{f"path{i}": _json_path(s) for i, s in enumerate(strings)},
                 **{f"idf{i}": ranking.idf(n, df.get(s, 0)) for i, s in enumerate(strings)},
             }

@@ -35,6 +35,7 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 FTS_TABLE = "search_fts"
 PASSAGE_TERMS_INDEX = "idx_search_passages_terms"
+PASSAGE_HIGH_IMPACT_INDEX = "idx_search_passages_terms_hi"
 PASSAGE_ORIGINS = ("observation", "event")
 
 
@@ -393,6 +394,9 @@ search_passages = sa.Table(
     sa.Column("length", sa.Integer, nullable=False),
     _json("tf"),
     sa.Column("terms", postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"), nullable=False),
+    # PostgreSQL: the terms whose factor reaches ranking.HIGH_IMPACT, GIN-indexed, so a
+    # query can find its best passages without reading every match (NULL on SQLite).
+    sa.Column("terms_hi", postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"), nullable=True),
     sa.CheckConstraint(_in("origin", PASSAGE_ORIGINS), name="origin"),
     sa.ForeignKeyConstraint(
         ["observation_id", "project_id", "team_id"],
@@ -402,6 +406,7 @@ search_passages = sa.Table(
     ),
     sa.Index("idx_search_passages_observation", "observation_id"),
     sa.Index(PASSAGE_TERMS_INDEX, "terms", postgresql_using="gin"),
+    sa.Index(PASSAGE_HIGH_IMPACT_INDEX, "terms_hi", postgresql_using="gin"),
 )
 
 # Statistics of a project's passages, kept as passages are written: sums (and the least
@@ -513,7 +518,7 @@ observation_generation_job_events = sa.Table(
 )
 
 # What differs on SQLite; see include_object.
-_POSTGRES_ONLY = {("index", PASSAGE_TERMS_INDEX)}
+_POSTGRES_ONLY = {("index", PASSAGE_TERMS_INDEX), ("index", PASSAGE_HIGH_IMPACT_INDEX)}
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
