@@ -42,7 +42,7 @@ from claude_mem_core.domain.tokens import Query
 
 K1 = 1.2
 B = 0.75
-# The length lengths are normalised against (in terms): near the mean passage length of
+# The length passage lengths are normalised against (in terms): near the mean length of
 # real sessions (140-162 on the retrieval eval's projects).
 PIVOT_LENGTH = 150.0
 # A term whose factor in a passage reaches this is one of the passage's high-impact terms:
