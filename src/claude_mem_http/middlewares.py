@@ -127,6 +127,28 @@ def error_response(request: web.Request, exc: BaseException) -> web.Response:
     return json_response(schemas.error_body("InternalError", "Internal server error"), 500)
 
 
+def refuse_other_methods(app: web.Application) -> None:
+    """Give every path a last route answering 405 with exactly its own methods in ``Allow``.
+
+    Without it the router goes on to the next path that matches: a concrete path that a
+    template also matches (``/v1/sessions/start`` and ``/v1/sessions/{id}``,
+    ``/v1/events/batch`` and ``/v1/events/{id}``) answered another operation's GET, and a
+    405 there advertised the template's methods. OpenAPI matches a concrete path before a
+    template, and so does the server. Call after every route is added."""
+    for resource in list(app.router.resources()):
+        if not isinstance(resource, web.Resource):
+            continue
+        served = {route.method for route in resource}
+        if not served or "*" in served:
+            continue  # nothing served here, or a catch-all route already
+        methods = sorted(served)
+
+        async def refuse(request: web.Request, allow: list[str] = methods) -> web.StreamResponse:
+            raise web.HTTPMethodNotAllowed(request.method, allow)
+
+        resource.add_route("*", refuse)
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER))
@@ -152,6 +174,7 @@ __all__ = [
     "error_response",
     "json_response",
     "new_request_id",
+    "refuse_other_methods",
     "request_middleware",
     "valid_request_id",
 ]
