@@ -25,6 +25,12 @@ from claude_mem_core.services.context import SESSION_POLICIES, PipelineOptions
 DEFAULT_PORT = 37877
 TRUE = {"1", "true", "yes", "on"}
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DOCKERENV = Path("/.dockerenv")
+# The reference's wording; a container is detected by CLAUDE_MEM_DOCKER or /.dockerenv.
+LOCAL_DEV_IN_DOCKER = (
+    "CLAUDE_MEM_AUTH_MODE=local-dev: local-dev is not allowed in Docker "
+    "(CLAUDE_MEM_DOCKER or /.dockerenv); use api-key"
+)
 
 
 def _flag(value: str | None) -> bool:
@@ -116,7 +122,11 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, dockerenv: Path = DOCKERENV
+    ) -> Settings:
+        """``dockerenv``: the file whose presence marks a container (tests point it
+        elsewhere)."""
         env = dict(os.environ if env is None else env)
         data_dir = Path(env.get("CLAUDE_MEM_DATA_DIR") or Path.home() / ".claude-mem").expanduser()
         merged = {**_settings_file(data_dir), **env}
@@ -192,7 +202,7 @@ class Settings:
             reconcile_batch_size=_int(
                 get("CLAUDE_MEM_RECONCILE_BATCH_SIZE"), 100, name="CLAUDE_MEM_RECONCILE_BATCH_SIZE"
             ),
-            in_container=_in_container(get("CLAUDE_MEM_DOCKER")),
+            in_container=_in_container(get("CLAUDE_MEM_DOCKER"), dockerenv),
             embeddings_url=_text(get("CLAUDE_MEM_EMBEDDINGS_URL")),
             embeddings_model=_text(get("CLAUDE_MEM_EMBEDDINGS_MODEL")),
             embeddings_api_key=_text(get("CLAUDE_MEM_EMBEDDINGS_API_KEY")),
@@ -209,9 +219,7 @@ class Settings:
             )
         if self.auth_mode == "local-dev":
             if self.in_container:
-                found.append(
-                    "CLAUDE_MEM_AUTH_MODE=local-dev is refused inside a container; use api-key"
-                )
+                found.append(LOCAL_DEV_IN_DOCKER)
             if self.host not in LOOPBACK_HOSTS:
                 found.append(
                     f"CLAUDE_MEM_AUTH_MODE=local-dev is refused when binding {self.host}; bind "
@@ -274,11 +282,10 @@ def _text(value: str | None) -> str | None:
     return (value or "").strip() or None
 
 
-def _in_container(flag: str | None) -> bool:
-    """CLAUDE_MEM_DOCKER says so explicitly (1/true or 0/false); otherwise /.dockerenv."""
-    if flag is not None and flag.strip():
-        return _flag(flag)
-    return Path("/.dockerenv").exists()
+def _in_container(flag: str | None, dockerenv: Path) -> bool:
+    """A container is a container: CLAUDE_MEM_DOCKER=1/true says so, and so does the
+    ``dockerenv`` file; CLAUDE_MEM_DOCKER=0 cannot make a container's rules go away."""
+    return _flag(flag) or dockerenv.exists()
 
 
 def _settings_file(data_dir: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from claude_mem_http.middlewares import json_response
 
 PING_TIMEOUT_S = 2.0
 LANES = (("event", EVENT_LANE), ("summary", SUMMARY_LANE))
+REDIS_MODES = ("external", "managed", "docker")
 SERVER_NAME = "claude-mem-server"
 RUNTIME_NAME = "server-beta"
 
@@ -68,7 +69,18 @@ async def _queue_status(runtime: Runtime) -> dict[str, Any]:
         else:
             lane["waiting"] = int(depth.get(name, 0))
         lanes.append(lane)
-    return {"engine": queue_engine(runtime), "status": status, "lanes": lanes}
+    body: dict[str, Any] = {"engine": queue_engine(runtime), "status": status, "lanes": lanes}
+    if queue.name == "redis":
+        # The reference's ``queue.redis`` object, from a real PING (bounded by
+        # PING_TIMEOUT_S): "error" makes the whole answer 503 "degraded". Host, port and
+        # prefix are left out (decision 9); ``mode`` is the operator's own label.
+        body["redis"] = {"status": status, "mode": _redis_mode()}
+    return body
+
+
+def _redis_mode() -> str:
+    mode = os.environ.get("CLAUDE_MEM_REDIS_MODE", "").strip().lower()
+    return mode if mode in REDIS_MODES else "external"
 
 
 async def _schema(runtime: Runtime) -> dict[str, Any]:
@@ -89,7 +101,8 @@ async def api_health(request: web.Request) -> web.StreamResponse:
     storage, queue, schema = await asyncio.gather(
         _storage_status(runtime), _queue_status(runtime), _schema(runtime)
     )
-    degraded = storage["status"] == "error" or queue["status"] == "error"
+    redis_down = queue.get("redis", {}).get("status") == "error"
+    degraded = storage["status"] == "error" or queue["status"] == "error" or redis_down
     body = {
         "status": "degraded" if degraded else "ok",
         "runtime": RUNTIME_NAME,

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from claude_mem_core import Caller, EventInput, Memory
+from claude_mem_core import Caller, EventInput, Memory, Scope
 from claude_mem_core.adapters import storage_from_url
 from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.errors import NotFound
@@ -135,6 +135,55 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             else:
                 assert visible, f"{kind} {row_id} leaked to team {team}"
                 assert (row.team_id, row.project_id) == (owner_team, owner_project)
+
+        def by_id(self, kind: str, op: str, scope: Scope, row_id: str) -> Any:
+            """One of the library's by-id calls (``Memory``, a :class:`Scope` in hand)."""
+            calls = {
+                ("event", "get"): self.mem.get_event,
+                ("job", "get"): self.mem.get_job,
+                ("job", "events"): self.mem.job_events,
+                ("job", "retry"): self.mem.retry_job,
+                ("job", "cancel"): self.mem.cancel_job,
+                ("session", "get"): self.mem.get_session,
+                ("session", "end"): self.mem.end_session,
+            }
+            return self.call(calls[kind, op](scope, row_id))
+
+        def not_found(self, kind: str, op: str, scope: Scope, row_id: str) -> str:
+            try:
+                self.by_id(kind, op, scope, row_id)
+            except NotFound as missing:
+                return missing.message
+            raise AssertionError(f"{kind} {op} {row_id} found from {scope}")
+
+        @rule(data=st.data(), who=st.integers(0, 3))
+        def library_by_id(self, data: st.DataObject, who: int) -> None:
+            """A library scope is team AND project: a sibling project's row (same team) is
+            as missing as another team's or a never-seen id, with the very same message."""
+            team, project = self.projects[who]
+            scope = Scope(team_id=team, project_id=project)
+            ids = {"event": self.events, "job": self.jobs, "session": self.sessions}
+            kinds = [kind for kind, rows in ids.items() if rows]
+            if not kinds:
+                return
+            kind = data.draw(st.sampled_from(kinds))
+            row_id = data.draw(st.sampled_from(ids[kind]))
+            owner = self.owner[row_id]
+            mine = owner == (team, project)
+            reads = ["get", "events"] if kind == "job" else ["get"]
+            writes = {"job": ["retry", "cancel"], "session": ["end"]}.get(kind, [])
+            # Writes only at rows outside the scope: they must change nothing.
+            op = data.draw(st.sampled_from(reads if mine else reads + writes))
+            if mine:
+                row = self.by_id(kind, op, scope, row_id)
+                if op == "get":
+                    assert (row.team_id, row.project_id) == owner
+                return
+            owner_scope = Scope(team_id=owner[0], project_id=owner[1])
+            before = self.by_id(kind, "get", owner_scope, row_id)
+            missing = self.not_found(kind, op, scope, f"missing-{row_id}")
+            assert self.not_found(kind, op, scope, row_id) == missing
+            assert self.by_id(kind, "get", owner_scope, row_id) == before
 
         @rule(who=st.integers(0, 3), into=st.integers(0, 3), word=st.sampled_from(WORDS))
         def search(self, who: int, into: int, word: str) -> None:

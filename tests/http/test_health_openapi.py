@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
+import uuid
+from typing import Any
 
 import pytest
 from aiohttp import web
-from httpkit import DOC_PATH, OPENAPI, Api, AppFactory
+from httpkit import DOC_PATH, OPENAPI, Api, AppFactory, Reply
 
 from claude_mem_core.adapters import storage_from_url
 from claude_mem_core.adapters.inprocess_queue import InProcessQueue
+from claude_mem_core.adapters.taskiq_queue import TaskiqQueue
 from claude_mem_core.errors import QueueError, StorageUnavailable
 from claude_mem_core.facade import Memory
 from claude_mem_core.testing.fakes import ScriptedProvider
-from claude_mem_http import openapi
+from claude_mem_http import health, openapi
 from claude_mem_http.app import create_app
 
 
@@ -106,3 +111,47 @@ def test_every_route_is_documented(memory: Memory) -> None:
     documented = {(method, path) for path, ops in OPENAPI["paths"].items() for method in ops}
     assert served == documented
     assert isinstance(app, web.Application)
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again when the block ends
+
+
+async def _redis_health(aiohttp_client: Any, url: str) -> tuple[Reply, float]:
+    queue = TaskiqQueue.from_url(url, prefix=f"cmtest_health_{uuid.uuid4().hex[:8]}")
+    memory = Memory(storage=storage_from_url("memory://"), queue=queue, provider=ScriptedProvider())
+    try:
+        api = Api(await aiohttp_client(create_app(memory, background_generation=False)))
+        started = time.monotonic()
+        reply = await api.get("/api/health")
+        return reply, time.monotonic() - started
+    finally:
+        await memory.close()
+
+
+@pytest.mark.redis
+async def test_api_health_pings_redis(aiohttp_client: Any, redis_url: str) -> None:
+    reply, _ = await _redis_health(aiohttp_client, redis_url)
+    assert reply.status == 200 and reply.body["status"] == "ok"
+    queue = reply.body["queue"]
+    # What really runs (the reference says "bullmq"); the PING's answer as the wire has it.
+    assert queue["engine"] == "taskiq"
+    assert queue["redis"] == {"status": "ok", "mode": "external"}
+    assert "6379" not in json.dumps(reply.body)
+
+
+async def test_api_health_is_degraded_when_redis_is_down(aiohttp_client: Any) -> None:
+    port = _closed_port()
+    reply, took = await _redis_health(aiohttp_client, f"redis://127.0.0.1:{port}/0")
+    assert reply.status == 503 and reply.body["status"] == "degraded"
+    assert reply.body["queue"]["redis"]["status"] == "error"
+    assert reply.body["storage"]["status"] == "ok"
+    assert str(port) not in json.dumps(reply.body)
+    assert took < health.PING_TIMEOUT_S + 2.0  # bounded: health never hangs
+
+
+async def test_api_health_has_no_redis_object_without_redis(api: Api) -> None:
+    reply = await api.get("/api/health")
+    assert reply.status == 200 and "redis" not in reply.body["queue"]

@@ -71,11 +71,42 @@ def test_unsafe_combinations_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"local-dev is refused when binding 0\.0\.0\.0"):
         public_dev.validate()
     in_container = Settings.from_env(
-        {**base, "CLAUDE_MEM_AUTH_MODE": "local-dev", "CLAUDE_MEM_DOCKER": "1"}
+        {**base, "CLAUDE_MEM_AUTH_MODE": "local-dev", "CLAUDE_MEM_DOCKER": "1"},
+        dockerenv=tmp_path / "absent",
     )
-    assert in_container.problems() == [
-        "CLAUDE_MEM_AUTH_MODE=local-dev is refused inside a container; use api-key"
-    ]
+    [problem] = in_container.problems()
+    assert "local-dev is not allowed in Docker" in problem
+
+
+@pytest.mark.parametrize(
+    ("flag", "marker", "container"),
+    [
+        (None, False, False),
+        ("0", False, False),
+        ("1", False, True),
+        ("true", False, True),
+        (None, True, True),
+        # A container is a container: the variable cannot switch the marker file off.
+        ("0", True, True),
+        ("false", True, True),
+    ],
+)
+def test_local_dev_is_not_allowed_in_docker(
+    tmp_path: Path, flag: str | None, marker: bool, container: bool
+) -> None:
+    dockerenv = tmp_path / ".dockerenv"
+    if marker:
+        dockerenv.touch()
+    env = {"CLAUDE_MEM_DATA_DIR": str(tmp_path), "CLAUDE_MEM_AUTH_MODE": "local-dev"}
+    if flag is not None:
+        env["CLAUDE_MEM_DOCKER"] = flag
+    settings = Settings.from_env(env, dockerenv=dockerenv)
+    assert settings.in_container is container
+    if not container:
+        assert settings.validate() is settings  # loopback local-dev outside a container
+        return
+    with pytest.raises(ConfigurationError, match="local-dev is not allowed in Docker"):
+        settings.validate()
 
 
 def test_broken_settings_file_is_a_clear_error(tmp_path: Path) -> None:
