@@ -127,7 +127,9 @@ class Memory:
 
     @staticmethod
     def _caller(scope: Scope) -> Caller:
-        return Caller.embedded(scope.team_id)
+        """The whole scope, team and project: a row of another project of the same team
+        is as missing as one of another team (``NotFound``, same message)."""
+        return Caller.embedded(scope.team_id, project_id=scope.project_id)
 
     async def ingest(
         self,

@@ -23,9 +23,9 @@ from claude_mem_core.facade import Memory, open_memory_from_settings
 from claude_mem_core.services import admin, generation
 from claude_mem_core.services.context import Caller
 from claude_mem_http import health, openapi, routes, schemas
-from claude_mem_http.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES
+from claude_mem_http.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
 from claude_mem_http.keys import RUNTIME, Runtime
-from claude_mem_http.middlewares import request_middleware
+from claude_mem_http.middlewares import refuse_other_methods, request_middleware
 
 log = logging.getLogger("claude_mem.http")
 
@@ -104,8 +104,13 @@ def _lifecycle(
             else:
                 runtime.memory = memory
             runtime.started_monotonic = time.monotonic()
-            if settings.auth_mode == "local-dev":
+            if local_dev_bypass(settings):
                 runtime.local_caller = await _local_dev_caller(runtime.memory)
+            elif settings.auth_mode == "local-dev":
+                log.warning(
+                    "local-dev mode without CLAUDE_MEM_ALLOW_LOCAL_DEV_BYPASS=1 (or inside a "
+                    "container): requests without an API key are refused"
+                )
             run_generation = (
                 wants_embedded_generation(settings)
                 if background_generation is None
@@ -162,6 +167,7 @@ def create_app(
     except ImportError:  # the optional 'mcp' extra is not installed
         pass
     openapi.setup(app)
+    refuse_other_methods(app)  # last: every route is known
     return app
 
 

@@ -8,6 +8,9 @@ key again and writes
 nothing under a revoked or expired key; the request is then refused (and the key
 forgotten), so revocation still takes effect on the next request. The team and project
 come from the key only.
+
+Refusals keep the reference's statuses (401 without a key, 403 otherwise) and say why:
+unknown, revoked or expired key, or the scope that is missing. They never repeat the key.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from collections.abc import Awaitable, Callable
 import attrs
 from aiohttp import web
 
-from claude_mem_core.domain.scopes import Need, allows
+from claude_mem_core.config import Settings
+from claude_mem_core.domain.scopes import Need, allows, missing_scope_message
 from claude_mem_core.errors import Forbidden, Unauthorized
 from claude_mem_core.services.context import Caller
 from claude_mem_http.keys import CALLER, REQUEST_ID, RUNTIME
@@ -64,6 +68,17 @@ def is_local_request(request: web.Request) -> bool:
     return _host_part(request.host or "") in LOOPBACK_HOSTS
 
 
+def local_dev_bypass(settings: Settings) -> bool:
+    """Whether key-less requests may be let in at all (api.md §2): local-dev mode, the
+    explicit opt-in ``CLAUDE_MEM_ALLOW_LOCAL_DEV_BYPASS``, and not inside a container.
+    Each request must also be local (:func:`is_local_request`)."""
+    return (
+        settings.auth_mode == "local-dev"
+        and settings.allow_local_dev_bypass
+        and not settings.in_container
+    )
+
+
 async def authenticate(
     request: web.Request, need: Need, *, checked_at_write: bool = False
 ) -> Caller:
@@ -72,15 +87,33 @@ async def authenticate(
     token = parse_bearer(request.headers.get("Authorization"))
     if token is None:
         local = runtime.local_caller
-        if local is not None and is_local_request(request):
+        if local is not None and local_dev_bypass(runtime.settings) and is_local_request(request):
             return attrs.evolve(local, request_id=request_id)
         raise Unauthorized("Missing bearer API key")
     lookup = runtime.memory.key_lookup
     verify = lookup.verify_known if checked_at_write else lookup.verify
     caller = await verify(token, request_id=request_id)
     if not allows(caller.scopes, need):
-        raise Forbidden("Invalid API key or insufficient scope")
+        raise Forbidden(missing_scope_message(need))
     return caller
+
+
+# What a write's own statement says when it finds the key no longer works (it does not
+# say why; the key is then read afresh to tell the caller).
+_REFUSED_AT_WRITE = "Invalid API key or insufficient scope"
+
+
+async def _why_refused(request: web.Request, refused: Forbidden) -> Forbidden:
+    if refused.message != _REFUSED_AT_WRITE:
+        return refused
+    token = parse_bearer(request.headers.get("Authorization"))
+    if token is None:
+        return refused
+    try:
+        await request.app[RUNTIME].memory.key_lookup.verify(token)
+    except Forbidden as fresh:
+        return fresh
+    return refused
 
 
 def requires(need: Need, *, checked_at_write: bool = False) -> Callable[[AuthedHandler], Handler]:
@@ -97,14 +130,16 @@ def requires(need: Need, *, checked_at_write: bool = False) -> Callable[[AuthedH
                 return await handler(request, caller)
             try:
                 return await handler(request, caller)
-            except Forbidden:
-                if caller.api_key_id is not None:  # maybe revoked: read it afresh next time
-                    request.app[RUNTIME].memory.key_lookup.forget(caller.api_key_id)
-                raise
+            except Forbidden as refused:
+                if caller.api_key_id is None:
+                    raise
+                # Maybe revoked: read it afresh next time, and say why now.
+                request.app[RUNTIME].memory.key_lookup.forget(caller.api_key_id)
+                raise await _why_refused(request, refused) from None
 
         return wrapped
 
     return decorate
 
 
-__all__ = ["authenticate", "is_local_request", "parse_bearer", "requires"]
+__all__ = ["authenticate", "is_local_request", "local_dev_bypass", "parse_bearer", "requires"]

@@ -38,6 +38,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from claude_mem_core.domain.scopes import Need, allows
 from claude_mem_core.errors import (
     ClaudeMemError,
     Conflict,
@@ -49,7 +50,7 @@ from claude_mem_core.errors import (
 )
 from claude_mem_http.backends import Backend, LocalBackend, RemoteBackend
 from claude_mem_http.client import ClaudeMemClient, ServerUnavailable, now_epoch_ms
-from claude_mem_http.schemas import MAX_CONTEXT_TOKENS
+from claude_mem_http.schemas import MAX_CONTEXT_TOKENS, RequestInvalid
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -76,6 +77,18 @@ READ_TOOLS = frozenset(
 )
 
 BackendFactory = Callable[[Any], Awaitable[Backend]]
+# Keyed HTTP: the same scope rules as the routes each tool stands for (docs/security.md).
+TOOL_NEEDS: dict[str, Need] = {
+    "observation_add": Need.WRITE_MEMORIES,
+    "memory_add": Need.WRITE_MEMORIES,
+    "observation_record_event": Need.WRITE_EVENTS,
+    "observation_search": Need.READ,
+    "observation_context": Need.READ,
+    "memory_search": Need.READ,
+    "memory_context": Need.READ,
+    "memory_list_recent": Need.READ,
+    "observation_generation_status": Need.READ_JOBS,
+}
 
 # -- schemas ---------------------------------------------------------------------------------
 
@@ -414,9 +427,16 @@ def error_text(tool: str, exc: BaseException) -> str:
 # -- the server --------------------------------------------------------------------------------
 
 
-def build_mcp_server(backend: Backend | BackendFactory, *, read_only: bool = False) -> Server[Any]:
+def build_mcp_server(
+    backend: Backend | BackendFactory,
+    *,
+    read_only: bool = False,
+    scopes_of: Callable[[Any], frozenset[str]] | None = None,
+) -> Server[Any]:
     """The MCP server over ``backend`` (or over a per-request backend made by an async
-    factory that receives the request context). ``read_only`` serves only the read tools."""
+    factory that receives the request context). ``read_only`` serves only the read tools.
+    ``scopes_of``: the caller's scopes from the request context; tools the caller may not
+    use are then not listed (calling one is refused by the service, naming the scope)."""
     import mcp_types as types
     from mcp.server.lowlevel import Server
     from mcp.shared.exceptions import MCPError
@@ -425,7 +445,10 @@ def build_mcp_server(backend: Backend | BackendFactory, *, read_only: bool = Fal
     listed = [types.Tool(name=n, description=TOOLS[n][0], input_schema=TOOLS[n][1]) for n in names]
 
     async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=listed)
+        if scopes_of is None:
+            return types.ListToolsResult(tools=listed)
+        held = scopes_of(ctx)
+        return types.ListToolsResult(tools=[t for t in listed if allows(held, TOOL_NEEDS[t.name])])
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         name = params.name
@@ -513,15 +536,20 @@ def register(subparsers: Any) -> None:
 CALLER_SCOPE_KEY = "claude_mem.caller"
 
 
-MCP_METHODS = ("POST", "DELETE")
+MCP_METHODS = ("POST",)
+# Answered 405 (``Allow: POST``) after authentication, as the transport permits: GET would
+# open a stream for messages the server sends on its own, DELETE would end a session, and
+# this server offers neither (it is stateless and only answers requests).
+MCP_REFUSED_METHODS = ("GET", "DELETE")
 
 
 def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
     """Serve the read tools over streamable HTTP at ``path`` of the claude-mem aiohttp app.
 
     Call before the app starts (e.g. in ``create_app`` after ``routes.setup(app)``). Every
-    request is authenticated like ``/v1`` read routes (bearer key, scope read; local-dev
-    bypass as configured) and the tools act as that key's caller.
+    request is authenticated like ``/v1`` read routes (a bearer key holding a scope one of
+    the tools needs; local-dev bypass as configured), the tools act as that key's caller,
+    and each tool is listed and allowed only if the key holds its route's scope.
 
     The ``mcp`` SDK (about 25 MiB of modules) is imported, and its session manager
     started, on the first authenticated ``/mcp`` request, so a server nobody asks for MCP
@@ -530,7 +558,6 @@ def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
 
     from aiohttp import web as aio
 
-    from claude_mem_core.domain.scopes import Need
     from claude_mem_http.auth import authenticate
     from claude_mem_http.keys import RUNTIME
 
@@ -545,7 +572,16 @@ def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
             await manager.stop()
 
     async def handle(request: aio.Request) -> aio.StreamResponse:
-        caller = await authenticate(request, Need.READ)
+        caller = await authenticate(request, Need.MCP)
+        if request.content_type != "application/json":
+            # A JSON 400 like every other of the server's (the SDK would answer plain text).
+            raise RequestInvalid(
+                FieldIssue(
+                    "",
+                    "an MCP message must be JSON (Content-Type: application/json)",
+                    "content_type",
+                )
+            )
         deps = request.app[RUNTIME].memory.deps
         handle_request = await manager.handler()
         return await _asgi_bridge(
@@ -553,15 +589,18 @@ def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
         )
 
     async def no_stream(request: aio.Request) -> aio.StreamResponse:
+        await authenticate(request, Need.MCP)  # refusals come first, as on every route
         # GET opens a stream for messages the server sends on its own; these tools only
         # answer requests, so there is none to offer (the transport allows a 405 here).
         # An open stream would be held until the client left, and never carry anything.
+        # DELETE ends a session, and none is kept.
         raise aio.HTTPMethodNotAllowed(request.method, sorted(MCP_METHODS))
 
     app.cleanup_ctx.append(lifecycle)
     for method in MCP_METHODS:
         app.router.add_route(method, path, handle)
-    app.router.add_route("GET", path, no_stream)
+    for method in MCP_REFUSED_METHODS:
+        app.router.add_route(method, path, no_stream)
 
 
 class _LazyMcpManager:
@@ -596,7 +635,12 @@ class _LazyMcpManager:
                 raise Unauthorized("Missing bearer API key")
             return LocalBackend(scope["claude_mem.deps"], caller)
 
-        server = build_mcp_server(backend_for, read_only=True)
+        def scopes_of(ctx: Any) -> frozenset[str]:
+            scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
+            caller = scope.get(CALLER_SCOPE_KEY)
+            return frozenset() if caller is None else caller.scopes
+
+        server = build_mcp_server(backend_for, read_only=True, scopes_of=scopes_of)
         manager = StreamableHTTPSessionManager(app=server, stateless=True, json_response=True)
         # The manager's task group must live in one task for its whole life (not in the
         # request's task that happened to start it), so it gets its own.

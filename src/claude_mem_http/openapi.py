@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from claude_mem_core.services.ingest import MAX_IDENTIFIER_LENGTH
+from claude_mem_core.services.ingest import MAX_EPOCH_MS, MAX_IDENTIFIER_LENGTH
 from claude_mem_http.middlewares import json_response
 
 Schema = dict[str, Any]
@@ -52,8 +52,50 @@ def nstr_in(values: list[str]) -> Schema:
     return {"type": "string", "enum": values}
 
 
+# Request text never holds NUL characters (no database stores them): every string of a
+# request body, at any depth and in object keys too, is refused with a 400 if it does.
+NO_NUL = "^[^\\x00]*$"
+TEXT: Schema = {"type": "string", "pattern": NO_NUL}
+NTEXT: Schema = {"type": ["string", "null"], "pattern": NO_NUL}
+JSON_VALUE: Schema = {"$ref": "#/components/schemas/JsonValue"}
+
+
+KIND_PATTERN = r"^\s*[\w.:/-]+\s*$"
+
+
+# Whitespace as the server strips it (Python's str.isspace), spelled out: regular
+# expression dialects disagree on what \s matches.
+_SPACE = (
+    "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+NOT_BLANK = f"^[^\\x00]*[^\\x00{_SPACE}][^\\x00]*$"
+
+
 def nonempty(nullable: bool = False) -> Schema:
-    return {"type": ["string", "null"] if nullable else "string", "minLength": 1}
+    """A string holding more than whitespace (and no NUL)."""
+    return {
+        "type": ["string", "null"] if nullable else "string",
+        "minLength": 1,
+        "pattern": NOT_BLANK,
+    }
+
+
+def json_object(nullable: bool = False) -> Schema:
+    """A request object: any keys and values, no NUL in any string."""
+    return {
+        "type": ["object", "null"] if nullable else "object",
+        "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": JSON_VALUE,
+    }
+
+
+def body_obj(props: dict[str, Schema], required: list[str]) -> Schema:
+    """A request body object: the named fields, and any others (ignored)."""
+    schema = obj(props, required, closed=False)
+    schema["propertyNames"] = {"pattern": NO_NUL}
+    schema["additionalProperties"] = JSON_VALUE
+    return schema
 
 
 def identifier(nullable: bool = False) -> Schema:
@@ -62,6 +104,15 @@ def identifier(nullable: bool = False) -> Schema:
 
 
 SCHEMAS: dict[str, Schema] = {
+    "JsonValue": {
+        "description": "Any JSON value; no string in it (nor any object key) holds a NUL",
+        "anyOf": [
+            {"type": ["null", "boolean", "number"]},
+            TEXT,
+            {"type": "array", "items": JSON_VALUE},
+            json_object(),
+        ],
+    },
     "Error": obj({"error": STR, "message": STR}, closed=False),
     "EventConflict": obj(
         {
@@ -234,23 +285,27 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     # -- request bodies
-    "EventInput": obj(
+    "EventInput": body_obj(
         {
             "projectId": identifier(),
             "sourceType": nstr_in(["hook", "worker", "provider", "server", "api"]),
             "eventType": identifier(),
-            "occurredAtEpoch": {"type": "integer", "minimum": 0},
+            "occurredAtEpoch": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_EPOCH_MS,
+                "description": "milliseconds since the Unix epoch, at most the end of 9999",
+            },
             "serverSessionId": identifier(True),
             "sourceEventId": identifier(True),
             "contentSessionId": nonempty(True),
             "memorySessionId": nonempty(True),
-            "payload": ANY,
-            "metadata": NOBJ,
+            "payload": JSON_VALUE,
+            "metadata": json_object(True),
         },
         required=["projectId", "sourceType", "eventType", "occurredAtEpoch"],
-        closed=False,
     ),
-    "SessionStartInput": obj(
+    "SessionStartInput": body_obj(
         {
             "projectId": nonempty(),
             "externalSessionId": nonempty(True),
@@ -258,12 +313,11 @@ SCHEMAS: dict[str, Schema] = {
             "agentId": nonempty(True),
             "agentType": nonempty(True),
             "platformSource": nonempty(True),
-            "metadata": NOBJ,
+            "metadata": json_object(True),
         },
         required=["projectId"],
-        closed=False,
     ),
-    "MemoryInput": obj(
+    "MemoryInput": body_obj(
         {
             "projectId": nonempty(),
             "content": nonempty(),
@@ -271,7 +325,7 @@ SCHEMAS: dict[str, Schema] = {
                 "type": ["string", "null"],
                 "minLength": 1,
                 "maxLength": 64,
-                "pattern": r"^\s*[\w.:/-]+\s*$",
+                "pattern": KIND_PATTERN,
                 "description": "Any kind (default manual): 1 to 64 letters, digits, "
                 "'_', '-', '.', ':' or '/', surrounding whitespace removed; stored and "
                 "returned as sent",
@@ -279,62 +333,73 @@ SCHEMAS: dict[str, Schema] = {
             "serverSessionId": nonempty(True),
             "title": nonempty(True),
             "type": nonempty(True),
-            "metadata": NOBJ,
+            "metadata": json_object(True),
         },
         required=["projectId", "content"],
-        closed=False,
     ),
-    "SearchInput": obj(
+    "SearchInput": body_obj(
         {
             "projectId": nonempty(),
             "query": nonempty(),
-            "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+            "limit": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 100,
+                "default": 20,
+                "description": "null or absent: the default",
+            },
         },
         required=["projectId", "query"],
-        closed=False,
     ),
-    "ContextInput": obj(
+    "ContextInput": body_obj(
         {
             "projectId": nonempty(),
             "query": nonempty(),
-            "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10},
+            "limit": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 50,
+                "default": 10,
+                "description": "null or absent: the default",
+            },
             "maxTokens": {
-                "type": "integer",
+                "type": ["integer", "null"],
                 "minimum": 1,
                 "maximum": 1_000_000,
                 "description": "Budget of the context text (about 4 characters a token): "
                 "titles and matching excerpts of the best observations while they fit. "
-                "Without it, the contents joined by a blank line.",
+                "Without it (or null), the contents joined by a blank line.",
             },
         },
         required=["projectId", "query"],
-        closed=False,
     ),
-    "CompatObservationInput": obj(
+    "CompatObservationInput": body_obj(
         {
             "contentSessionId": nonempty(),
             "tool_name": nonempty(),
-            "tool_input": ANY,
-            "tool_response": ANY,
-            "cwd": NSTR,
-            "agentId": NSTR,
-            "agentType": NSTR,
-            "platformSource": NSTR,
-            "tool_use_id": NSTR,
-            "toolUseId": NSTR,
+            "tool_input": JSON_VALUE,
+            "tool_response": JSON_VALUE,
+            "cwd": NTEXT,
+            "agentId": NTEXT,
+            "agentType": NTEXT,
+            "platformSource": NTEXT,
+            "tool_use_id": NTEXT,
+            "toolUseId": NTEXT,
         },
         required=["contentSessionId", "tool_name"],
-        closed=False,
     ),
-    "CompatSummarizeInput": obj(
+    "CompatSummarizeInput": body_obj(
         {
             "contentSessionId": nonempty(),
-            "last_assistant_message": NSTR,
-            "agentId": NSTR,
-            "platformSource": NSTR,
+            "last_assistant_message": {
+                **NTEXT,
+                "description": "Stored as the session's closing assistant_message event "
+                "(needs the right to write events); its summary is written from it too.",
+            },
+            "agentId": NTEXT,
+            "platformSource": NTEXT,
         },
         required=["contentSessionId"],
-        closed=False,
     ),
 }
 
@@ -406,7 +471,15 @@ _HEALTH_QUEUE = obj(
                 {"kind": STR, "name": STR, "waiting": INT, "unavailable": BOOL},
             ),
         },
-    }
+        # Only with the Redis queue: the reference's object, without host, port or prefix.
+        "redis": obj(
+            {
+                "status": nstr_in(["ok", "error"]),
+                "mode": nstr_in(["external", "managed", "docker"]),
+            }
+        ),
+    },
+    required=["engine", "status", "lanes"],
 )
 
 
@@ -455,6 +528,14 @@ def _op(
     return op
 
 
+def _refused(allow: str) -> dict[str, Any]:
+    """405: the path is served, this method is not (``Allow`` names those that are)."""
+    return {
+        **_error("Method not allowed on this path"),
+        "headers": {"Allow": {"required": True, "schema": {"type": "string", "const": allow}}},
+    }
+
+
 COMPAT_400 = {
     "description": "Invalid body, or a team key where a project key is required",
     "content": {"application/json": {"schema": {"anyOf": [ref("ValidationError"), ref("Error")]}}},
@@ -482,11 +563,20 @@ EVENT_PARAMS = [
         "wait at most this long (default and maximum 30000)",
     ),
 ]
+# Query integers are read as at most 18 digits.
+MAX_OFFSET = 10**18 - 1
+OFFSET = {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}
 PAGE_PARAMS = [
     _query("status", nstr_in(JOB_STATUSES)),
     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
-    _query("offset", {"type": "integer", "minimum": 0, "default": 0}),
+    _query("offset", OFFSET),
 ]
+SINCE = {
+    "anyOf": [
+        {"type": "string", "pattern": "^[0-9]{1,14}$"},
+        {"type": "string", "format": "date-time"},
+    ]
+}
 _JOB_ID = [_path_param("id")]
 
 
@@ -612,13 +702,21 @@ def build() -> dict[str, Any]:
                         "name": "projectId",
                         "in": "query",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1},
+                        "schema": nonempty(),
                     },
                     _query(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
                     ),
-                    _query("kind", {"type": "string", "minLength": 1, "maxLength": 64}),
+                    _query(
+                        "kind",
+                        {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 64,
+                            "pattern": KIND_PATTERN,
+                        },
+                    ),
                 ],
                 tags=["memories"],
             )
@@ -663,7 +761,7 @@ def build() -> dict[str, Any]:
                 params=[
                     *PAGE_PARAMS,
                     _query("source_type", nstr_in(SOURCE_TYPES)),
-                    _query("since", STR, "ISO-8601 timestamp or epoch milliseconds"),
+                    _query("since", SINCE, "ISO-8601 timestamp or epoch milliseconds"),
                     _query("include", {"type": "string", "enum": ["payload"]}, "admin only"),
                 ],
                 tags=["jobs"],
@@ -749,7 +847,7 @@ def build() -> dict[str, Any]:
                 },
                 params=[
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
-                    _query("offset", {"type": "integer", "minimum": 0}),
+                    _query("offset", OFFSET),
                 ],
                 tags=["projects"],
             )
@@ -829,12 +927,39 @@ def build() -> dict[str, Any]:
             )
         },
         "/mcp": {
-            method: _op(
-                "MCP streamable HTTP transport (read tools only; JSON-RPC per the MCP spec)",
-                {"200": {"description": "An MCP JSON-RPC response"}},
+            # Only POST works: no stream is offered (GET) and no session is kept (DELETE);
+            # both are answered 405 with Allow: POST (after authentication), as the MCP
+            # transport permits.
+            "post": _op(
+                "MCP streamable HTTP transport, stateless, JSON answers (read tools only)",
+                {
+                    "200": _ok(ref("JsonRpcAnswer"), "The JSON-RPC answer to a request"),
+                    "202": {"description": "A notification or response was accepted"},
+                    "400": {
+                        "description": "Not JSON (fields named in `issues`), or not a "
+                        "JSON-RPC message",
+                        "content": {
+                            "application/json": {
+                                "schema": {"anyOf": [ref("ValidationError"), ref("JsonRpcAnswer")]}
+                            }
+                        },
+                    },
+                    "406": _ok(ref("JsonRpcAnswer"), "The client does not accept JSON"),
+                },
+                body="JsonRpcMessage",
                 tags=["mcp"],
-            )
-            for method in ("get", "post", "delete")
+            ),
+            **{
+                method: _op(
+                    summary,
+                    {"405": _refused("POST")},
+                    tags=["mcp"],
+                )
+                for method, summary in (
+                    ("get", "Refused: no stream of server-initiated messages is offered"),
+                    ("delete", "Refused: the transport is stateless, no session to end"),
+                )
+            },
         },
         "/healthz": {
             "get": _op(
@@ -890,6 +1015,49 @@ def build() -> dict[str, Any]:
         "maxItems": 500,
         "items": ref("EventInput"),
     }
+    # The MCP SDK reads these (any extra member is ignored, and any text accepted).
+    rpc_id = {"type": ["string", "integer"]}
+    rpc_params = {"type": ["object", "null"]}
+    schemas["JsonRpcMessage"] = {
+        "anyOf": [
+            obj(
+                {"jsonrpc": {"const": "2.0"}, "id": rpc_id, "method": STR, "params": rpc_params},
+                required=["jsonrpc", "id", "method"],
+                closed=False,
+            ),
+            obj(
+                {"jsonrpc": {"const": "2.0"}, "method": STR, "params": rpc_params},
+                required=["jsonrpc", "method"],
+                closed=False,
+            ),
+            obj(
+                {"jsonrpc": {"const": "2.0"}, "id": rpc_id, "result": OBJ},
+                required=["jsonrpc", "id", "result"],
+                closed=False,
+            ),
+            obj(
+                {
+                    "jsonrpc": {"const": "2.0"},
+                    "id": {"type": ["string", "integer", "null"]},
+                    "error": obj({"code": INT, "message": STR}, closed=False),
+                },
+                required=["jsonrpc", "id", "error"],
+                closed=False,
+            ),
+        ],
+        "description": "A JSON-RPC 2.0 request (answered with 200), or a notification or "
+        "response (accepted with 202)",
+    }
+    schemas["JsonRpcAnswer"] = obj(
+        {
+            "jsonrpc": {"const": "2.0"},
+            "id": {"type": ["string", "integer", "null"]},
+            "result": OBJ,
+            "error": obj({"code": INT, "message": STR, "data": ANY}, ["code", "message"]),
+        },
+        required=["jsonrpc"],
+        closed=False,
+    )
     schemas["Health"] = obj(
         {
             "status": nstr_in(["ok", "degraded"]),

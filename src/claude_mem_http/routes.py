@@ -106,7 +106,7 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
     return json_response(body, 201)
 
 
-@requires(Need.READ)
+@requires(Need.READ_EVENTS)
 async def get_event(request: web.Request, caller: Caller) -> web.StreamResponse:
     event = await memories.get_event(_deps(request), caller, request.match_info["id"])
     return json_response({"event": schemas.event(event)})
@@ -136,7 +136,7 @@ async def start_session(request: web.Request, caller: Caller) -> web.StreamRespo
     )
 
 
-@requires(Need.READ)
+@requires(Need.READ_SESSIONS)
 async def get_session(request: web.Request, caller: Caller) -> web.StreamResponse:
     found = await sessions.get_session(_deps(request), caller, request.match_info["id"])
     return json_response({"session": schemas.session(found)})
@@ -278,7 +278,7 @@ def _job_page(page: jobs.JobPage, *, include_payload: bool = False) -> dict[str,
     }
 
 
-@requires(Need.READ)
+@requires(Need.READ_JOBS)
 async def list_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
     include_payload = "payload" in _includes(request)
     status = _status(request)
@@ -300,7 +300,7 @@ async def list_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
     return json_response(body)
 
 
-@requires(Need.READ)
+@requires(Need.READ_JOBS)
 async def list_team_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
     status = _status(request)
     limit, offset = _page(request)
@@ -316,7 +316,7 @@ async def list_team_jobs(request: web.Request, caller: Caller) -> web.StreamResp
     return json_response(_job_page(page))
 
 
-@requires(Need.READ)
+@requires(Need.READ_JOBS)
 async def list_project_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
     status = _status(request)
     limit, offset = _page(request)
@@ -332,7 +332,7 @@ async def list_project_jobs(request: web.Request, caller: Caller) -> web.StreamR
     return json_response(_job_page(page))
 
 
-@requires(Need.READ)
+@requires(Need.READ_JOBS)
 async def get_job(request: web.Request, caller: Caller) -> web.StreamResponse:
     job = await jobs.get_job(_deps(request), caller, request.match_info["id"])
     return json_response({"generationJob": schemas.job_status(job)})
@@ -366,7 +366,7 @@ async def cancel_job(request: web.Request, caller: Caller) -> web.StreamResponse
 # -- projects ------------------------------------------------------------------------------
 
 
-@requires(Need.READ)
+@requires(Need.READ_PROJECTS)
 async def list_projects(request: web.Request, caller: Caller) -> web.StreamResponse:
     limit = schemas.query_int(request.query, "limit", 50, minimum=1, maximum=500)
     offset = schemas.query_int(request.query, "offset", 0, minimum=0, maximum=None)
@@ -447,6 +447,7 @@ async def compat_summarize(request: web.Request, caller: Caller) -> web.StreamRe
         content_session_id=body["contentSessionId"],
         agent_id=body["agentId"],
         platform_source=body["platformSource"],
+        last_assistant_message=body["last_assistant_message"],
     )
     if ended is None:
         return json_response({"status": "skipped", "reason": "subagent_context"})

@@ -202,3 +202,58 @@ async def test_http_mount_serves_read_tools_to_key_holders(
     async with httpx2.AsyncClient() as anonymous:
         refused = await anonymous.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
     assert refused.status_code == 401
+
+
+async def test_http_mount_applies_each_tools_scope(
+    memory: Any, tenant: Any, aiohttp_server: Any
+) -> None:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from claude_mem_http.app import create_app
+
+    srv = await aiohttp_server(create_app(memory, background_generation=False))
+    url = str(srv.make_url("/mcp"))
+
+    async def key(*scopes: str) -> str:
+        issued = await memory.create_api_key(
+            team_id=tenant.team, project_id=tenant.project, scopes=list(scopes)
+        )
+        return str(issued.raw_key)
+
+    observation_tools = READ_TOOLS - {"observation_generation_status"}
+    expected = {
+        await key("jobs:read"): {"observation_generation_status"},
+        await key("observations:read"): observation_tools,
+        tenant.hook_key: READ_TOOLS,
+    }
+    for raw, tools in expected.items():
+        headers = {"Authorization": f"Bearer {raw}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            assert {t.name for t in (await client.list_tools()).tools} == tools
+            search = await client.call_tool(
+                "observation_search", {"projectId": tenant.project, "query": "x"}
+            )
+            status = await client.call_tool("observation_generation_status", {"jobId": "j"})
+        if "observation_search" in tools:
+            assert not search.is_error, search.content
+        else:
+            assert search.is_error and "forbidden" in text_of(search)
+            assert "memories:read or observations:read" in text_of(search)
+        if "observation_generation_status" in tools:
+            assert "not_found" in text_of(status)
+        else:
+            assert status.is_error and "memories:read or jobs:read" in text_of(status)
+
+    async with httpx2.AsyncClient() as http:
+        for scopes in (("events:write",), ("sessions:write",), ("memories:write",)):
+            refused = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                headers={"Authorization": f"Bearer {await key(*scopes)}"},
+            )
+            assert refused.status_code == 403, scopes

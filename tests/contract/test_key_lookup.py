@@ -51,7 +51,7 @@ async def _issued_key(mem: Memory) -> tuple[str, str]:
 async def test_concurrent_lookups_of_one_key_share_reads(mem: Memory) -> None:
     raw, key_id = await _issued_key(mem)
     reads = _Reads(mem.storage)
-    lookup = CoalescedKeyLookup(Deps(storage=reads))  # type: ignore[arg-type]
+    lookup = CoalescedKeyLookup(Deps(storage=reads), record_use=False)  # type: ignore[arg-type]
     callers = await asyncio.gather(*(lookup.verify(raw, request_id=f"r{n}") for n in range(30)))
     assert {c.api_key_id for c in callers} == {key_id}
     assert [c.request_id for c in callers] == [f"r{n}" for n in range(30)]
@@ -68,7 +68,7 @@ async def test_a_revocation_is_seen_by_a_request_that_arrives_during_a_read(
 ) -> None:
     raw, key_id = await _issued_key(mem)
     reads = _Reads(mem.storage)
-    lookup = CoalescedKeyLookup(Deps(storage=reads))  # type: ignore[arg-type]
+    lookup = CoalescedKeyLookup(Deps(storage=reads), record_use=False)  # type: ignore[arg-type]
     gate = asyncio.Event()
     reads.hold = gate
     before = asyncio.create_task(lookup.verify(raw))
@@ -99,7 +99,7 @@ async def test_a_failed_read_fails_its_requests_and_the_next_read_recovers(
                 raise ConnectionError("database went away")
             return storage.unit_of_work()
 
-    lookup = CoalescedKeyLookup(Deps(storage=_Flaky()))  # type: ignore[arg-type]
+    lookup = CoalescedKeyLookup(Deps(storage=_Flaky()), record_use=False)  # type: ignore[arg-type]
     with pytest.raises(ConnectionError):
         await lookup.verify(raw)
     assert (await lookup.verify(raw)).team_id
@@ -108,7 +108,7 @@ async def test_a_failed_read_fails_its_requests_and_the_next_read_recovers(
 async def test_a_known_key_is_not_read_again_until_forgotten(mem: Memory) -> None:
     raw, key_id = await _issued_key(mem)
     reads = _Reads(mem.storage)
-    lookup = CoalescedKeyLookup(Deps(storage=reads))  # type: ignore[arg-type]
+    lookup = CoalescedKeyLookup(Deps(storage=reads), record_use=False)  # type: ignore[arg-type]
     first = await lookup.verify_known(raw, request_id="r1")
     second = await lookup.verify_known(raw, request_id="r2")
     assert (first.api_key_id, second.api_key_id, second.request_id) == (key_id, key_id, "r2")

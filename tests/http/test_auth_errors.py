@@ -233,7 +233,9 @@ async def test_storage_down_is_503(
 async def test_local_dev_mode(make_api: AppFactory, memory: Memory) -> None:
     from claude_mem_http.app import settings_for_memory
 
-    settings = attrs.evolve(settings_for_memory(memory), auth_mode="local-dev")
+    settings = attrs.evolve(
+        settings_for_memory(memory), auth_mode="local-dev", allow_local_dev_bypass=True
+    )
     api = await make_api(settings=settings)
     made = await api.post("/v1/memories", {"projectId": "x", "content": "hello"})
     assert made.status == 404  # bound to the local project, not any other

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from httpkit import Api, World, audit_rows
 
+from claude_mem_core import Scope
+from claude_mem_core.adapters import storage_from_url
+from claude_mem_core.adapters.inprocess_queue import InProcessQueue
+from claude_mem_core.adapters.offline_provider import OfflineProvider
 from claude_mem_core.facade import Memory
 from claude_mem_core.services import ingest
+from claude_mem_core.testing.fakes import ScriptedProvider
+from claude_mem_http.app import create_app
 
 # The core's ingest validation must accept the compat adapter name (api.md §4.1); until it
 # does, the observation route answers 400 and these tests are expected to fail.
@@ -140,3 +148,79 @@ async def test_observation_secrets_are_redacted(api: Api, world: World, memory: 
     event = await api.get(f"/v1/events/{reply.body['eventId']}", key=world.key)
     assert "AKIAIOSFODNN7EXAMPLE" not in str(event.body)
     assert event.body["event"]["metadata"]["redactions"] == {"env-secret": 1}
+
+
+CLOSING = "The login redirect now keeps the return URL; tests cover the expired-token path."
+
+
+async def _session_events(memory: Memory, world: World, session_id: str) -> list[str]:
+    async with memory.storage.unit_of_work() as uow:
+        events = await uow.events.list_for_session(world.team, world.project, session_id)
+    return [e.event_type for e in events]
+
+
+async def test_summary_sees_the_last_assistant_message(
+    api: Api, world: World, memory: Memory, provider: ScriptedProvider
+) -> None:
+    await api.post("/api/sessions/observations", _obs(), key=world.key)
+    body = {
+        "contentSessionId": "claude-session-1",
+        "last_assistant_message": f"{CLOSING} <private>hunter2</private>",
+    }
+    first = await api.post("/api/sessions/summarize", body, key=world.key)
+    assert first.status == 200 and first.body["status"] == "queued"
+    again = await api.post("/api/sessions/summarize", body, key=world.key)
+    assert again.body["generationJobId"] == first.body["generationJobId"]
+    session_id = first.body["serverSessionId"]
+    # Stored once, as the session's closing event, and without a job of its own.
+    assert sorted(await _session_events(memory, world, session_id)) == [
+        "assistant_message",
+        "tool_use",
+    ]
+    assert (await api.get("/v1/jobs", key=world.key)).body["total"] == 2
+
+    await memory.drain()
+    [summary] = [r for r in provider.requests if r.purpose == "summary"]
+    assert CLOSING in summary.prompt and "hunter2" not in summary.prompt
+    [closing] = [e for e in summary.events if e.event_type == "assistant_message"]
+    assert closing.payload["last_assistant_message"].startswith(CLOSING)
+
+
+async def test_offline_summary_reflects_the_last_assistant_message(
+    aiohttp_client: Any, db_url: str
+) -> None:
+    memory = Memory(
+        storage=storage_from_url(db_url), queue=InProcessQueue(), provider=OfflineProvider()
+    )
+    try:
+        team, project = await memory.ensure_project("acme", "webapp")
+        issued = await memory.create_api_key(
+            team_id=team.id, project_id=project.id, scopes=["memories:read", "memories:write"]
+        )
+        api = Api(await aiohttp_client(create_app(memory, background_generation=False)))
+        reply = await api.post(
+            "/api/sessions/summarize",
+            {"contentSessionId": "claude-session-7", "last_assistant_message": CLOSING},
+            key=issued.raw_key,
+        )
+        assert reply.status == 200 and reply.body["status"] == "queued"
+        await memory.drain()
+        scope = Scope(team_id=team.id, project_id=project.id)
+        [summary] = await memory.recent(scope, kind="summary")
+        assert "The login redirect now keeps the return URL" in summary.content
+    finally:
+        await memory.close()
+
+
+async def test_a_sessions_only_key_cannot_slip_in_an_event(api: Api, memory: Memory) -> None:
+    team, project = await memory.ensure_project("acme", "webapp")
+    issued = await memory.create_api_key(
+        team_id=team.id, project_id=project.id, scopes=["sessions:write"]
+    )
+    body = {"contentSessionId": "claude-session-8", "last_assistant_message": CLOSING}
+    refused = await api.post("/api/sessions/summarize", body, key=issued.raw_key)
+    assert refused.status == 403
+    plain = await api.post(
+        "/api/sessions/summarize", {"contentSessionId": "claude-session-8"}, key=issued.raw_key
+    )
+    assert plain.status == 200 and plain.body["status"] == "queued"

@@ -7,7 +7,7 @@ work copies a table the first time it writes to it, so an exception rolls everyt
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -184,6 +184,12 @@ class _ApiKeys(_Repo):
     async def save(self, key: ApiKey) -> None:
         if key.id in self._tx.read("api_keys"):
             self._tx.write("api_keys")[key.id] = key
+
+    async def record_use(self, used_at: Mapping[str, datetime]) -> None:
+        for key_id, at in used_at.items():
+            key = self._tx.read("api_keys").get(key_id)
+            if key is not None and (key.last_used_at is None or key.last_used_at < at):
+                self._tx.write("api_keys")[key_id] = attrs.evolve(key, last_used_at=at)
 
 
 class _Sessions(_Repo):

@@ -136,9 +136,20 @@ class ApiKey:
 
     def is_usable(self, now: datetime) -> bool:
         """A key works while it is neither revoked nor expired."""
+        return self.refusal(now) is None
+
+    def refusal(self, now: datetime) -> str | None:
+        """Why the key is refused at ``now`` (revoked, expired), or None if it works."""
         if self.revoked_at is not None:
-            return False
-        return self.expires_at is None or self.expires_at > now
+            return REVOKED_KEY
+        if self.expires_at is not None and self.expires_at <= now:
+            return EXPIRED_KEY
+        return None
+
+
+UNKNOWN_KEY = "Unknown API key"
+REVOKED_KEY = "API key has been revoked"
+EXPIRED_KEY = "API key has expired"
 
 
 @frozen(kw_only=True)

@@ -1,8 +1,13 @@
 """API-key scopes: both vocabularies the reference's clients use, and who may do what.
 
-Route-level needs are ``read``, ``write`` and ``admin``. Keys carry either the coarse
-``memories:*`` scopes or the fine hook scopes; each need accepts both, so a key issued for
-hooks can do everything a hook does.
+A route asks for one :class:`Need`. The coarse scopes keep exactly what the wire gives
+them: ``memories:read`` opens every read, ``memories:write`` every write, ``*`` everything.
+The fine scopes a hook key carries only narrow: each opens its own routes and nothing
+else (``observations:read``: observations, search and context; ``jobs:read``: job status;
+``jobs:write``: retry and cancel; ``events:write``: event ingest; ``sessions:write``:
+session start, end and summarize). ``admin`` and ``memories:admin`` open no route by
+themselves; with a scope that lists jobs they add the stored payloads
+(``include=payload``). docs/security.md has the table, route by route.
 """
 
 from __future__ import annotations
@@ -14,12 +19,17 @@ from claude_mem_core.errors import Forbidden, InvalidInput
 
 
 class Need(enum.StrEnum):
-    READ = "read"
+    READ = "read"  # observations (memories): by id, recent, search, context, of an event
+    READ_EVENTS = "read_events"
+    READ_SESSIONS = "read_sessions"
+    READ_JOBS = "read_jobs"
+    READ_PROJECTS = "read_projects"
     WRITE_EVENTS = "write_events"
     WRITE_SESSIONS = "write_sessions"
     WRITE_MEMORIES = "write_memories"
     OPERATE_JOBS = "operate_jobs"
     ADMIN = "admin"
+    MCP = "mcp"  # the /mcp endpoint: a key that can use one of its (read) tools
 
 
 ALL = "*"
@@ -43,26 +53,36 @@ KNOWN_SCOPES = frozenset(
 HOOK_SCOPES = frozenset({"events:write", "sessions:write", "observations:read", "jobs:read"})
 DEFAULT_SCOPES = frozenset({"memories:read", "memories:write"})
 
-_SATISFIED_BY: dict[Need, frozenset[str]] = {
-    Need.READ: frozenset({"memories:read", "observations:read", "jobs:read"}),
-    Need.WRITE_EVENTS: frozenset({"memories:write", "events:write"}),
-    Need.WRITE_SESSIONS: frozenset({"memories:write", "sessions:write", "events:write"}),
-    Need.WRITE_MEMORIES: frozenset({"memories:write", "events:write"}),
-    Need.OPERATE_JOBS: frozenset({"memories:write", "jobs:write"}),
-    Need.ADMIN: frozenset(),
+# The scopes that satisfy each need, ``*`` first; any one of them is enough.
+SATISFIED_BY: dict[Need, tuple[str, ...]] = {
+    Need.READ: (ALL, "memories:read", "observations:read"),
+    Need.READ_EVENTS: (ALL, "memories:read"),
+    Need.READ_SESSIONS: (ALL, "memories:read"),
+    Need.READ_JOBS: (ALL, "memories:read", "jobs:read"),
+    Need.READ_PROJECTS: (ALL, "memories:read"),
+    Need.WRITE_EVENTS: (ALL, "memories:write", "events:write"),
+    Need.WRITE_SESSIONS: (ALL, "memories:write", "sessions:write"),
+    Need.WRITE_MEMORIES: (ALL, "memories:write"),
+    Need.OPERATE_JOBS: (ALL, "memories:write", "jobs:write"),
+    Need.ADMIN: (ALL, "admin", "memories:admin"),
+    Need.MCP: (ALL, "memories:read", "observations:read", "jobs:read"),
 }
 
 
 def allows(scopes: Iterable[str], need: Need) -> bool:
-    held = frozenset(scopes)
-    if held & ADMIN_SCOPES:
-        return True
-    return bool(held & _SATISFIED_BY[need])
+    return not frozenset(scopes).isdisjoint(SATISFIED_BY[need])
+
+
+def missing_scope_message(need: Need) -> str:
+    """The refusal of a key that lacks ``need``, naming the scopes that would do."""
+    names = [s for s in SATISFIED_BY[need] if s != ALL]
+    wanted = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return f"API key lacks the scope this needs: {wanted}"
 
 
 def require(scopes: Iterable[str], need: Need) -> None:
     if not allows(scopes, need):
-        raise Forbidden("Invalid API key or insufficient scope")
+        raise Forbidden(missing_scope_message(need))
 
 
 def validate_scopes(scopes: Iterable[str], *, field: str = "scopes") -> frozenset[str]:

@@ -20,7 +20,7 @@ Rules every adapter keeps (the contract suite checks them):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
@@ -137,6 +137,11 @@ class ApiKeyRepository(Protocol):
 
     async def save(self, key: ApiKey) -> None:
         """Overwrite mutable fields (revoked_at, expires_at, last_used_at, updated_at)."""
+
+    async def record_use(self, used_at: Mapping[str, datetime]) -> None:
+        """Set ``last_used_at`` of each key id to the given time unless it is already
+        later; nothing else (a concurrent revocation is never overwritten). Unknown ids
+        are ignored."""
 
 
 class SessionRepository(Protocol):

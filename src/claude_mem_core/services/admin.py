@@ -14,8 +14,8 @@ from datetime import datetime
 import attrs
 from attrs import frozen
 
-from claude_mem_core.domain.models import ApiKey, Project, Team
-from claude_mem_core.domain.scopes import DEFAULT_SCOPES, validate_scopes
+from claude_mem_core.domain.models import UNKNOWN_KEY, ApiKey, Project, Team
+from claude_mem_core.domain.scopes import DEFAULT_SCOPES, Need, require, validate_scopes
 from claude_mem_core.errors import Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import Page, UnitOfWork
 from claude_mem_core.services.context import Caller, Deps
@@ -219,16 +219,20 @@ async def verify_api_key(deps: Deps, raw_key: str, *, request_id: str | None = N
     """Resolve a bearer key to a caller, or raise ``Forbidden`` (unknown, revoked,
     expired, or not bound to a team)."""
     if not raw_key:
-        raise Forbidden("Invalid API key or insufficient scope")
+        raise Forbidden(UNKNOWN_KEY)
     async with deps.storage.unit_of_work() as uow:
         key = await uow.api_keys.get_by_hash(hash_key(raw_key))
     return caller_for_key(deps, key, request_id=request_id)
 
 
 def caller_for_key(deps: Deps, key: ApiKey | None, *, request_id: str | None) -> Caller:
-    """The caller a stored key stands for, or ``Forbidden`` if it is missing or unusable."""
-    if key is None or not key.is_usable(deps.clock.now()):
-        raise Forbidden("Invalid API key or insufficient scope")
+    """The caller a stored key stands for, or ``Forbidden`` saying why not: unknown,
+    revoked or expired (the message never repeats the key)."""
+    if key is None:
+        raise Forbidden(UNKNOWN_KEY)
+    refusal = key.refusal(deps.clock.now())
+    if refusal is not None:
+        raise Forbidden(refusal)
     if key.team_id is None:
         raise Forbidden("API key is not bound to a team")
     return Caller(
@@ -324,6 +328,7 @@ async def list_visible_projects(
     deps: Deps, caller: Caller, *, limit: int = 50, offset: int = 0
 ) -> tuple[Sequence[Project], int]:
     """The projects a caller may see: its team's, or only its own for a project key."""
+    require(caller.scopes, Need.READ_PROJECTS)
     page = _check_page(limit, offset)
     async with deps.storage.unit_of_work() as uow:
         if caller.project_id is None:

@@ -3,16 +3,20 @@
 They are compositions of the ordinary use cases: the Claude session id is the session's
 identity, a tool use becomes one ``tool_use`` event of that session (idempotent by its tool
 use id), and a summarize request ends the session, except for subagents, whose stops the
-reference skips.
+reference skips. The last assistant message a summarize request carries is recorded as the
+session's closing ``assistant_message`` event first, so the summary is written from it too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from attrs import frozen
 
 from claude_mem_core.domain.models import EventSourceAdapter, ServerSession
+from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import EventConflict
 from claude_mem_core.services import ingest, sessions
 from claude_mem_core.services.context import Caller, Deps
@@ -52,6 +56,7 @@ async def record_tool_use(
         caller,
         project_id=project_id,
         content_session_id=use.content_session_id,
+        need=Need.WRITE_EVENTS,
         agent_id=use.agent_id,
         agent_type=use.agent_type,
         platform_source=use.platform_source,
@@ -93,10 +98,19 @@ async def summarize(
     content_session_id: str,
     agent_id: str | None = None,
     platform_source: str | None = None,
+    last_assistant_message: str | None = None,
 ) -> sessions.EndedSession | None:
-    """End the session and queue its summary; ``None`` for a subagent (skipped)."""
+    """End the session and queue its summary; ``None`` for a subagent (skipped).
+
+    ``last_assistant_message`` (the agent's final answer) becomes an event of the session
+    before its summary job is made: it is stored like any event (private parts stripped,
+    secrets redacted) and the summary request sees it. Recording it needs the right to
+    write events; a repeated request with the same message stores it once."""
     if agent_id:
         return None
+    message = last_assistant_message if (last_assistant_message or "").strip() else None
+    if message is not None:
+        require(caller.scopes, Need.WRITE_EVENTS)
     session = await sessions.find_or_start_by_content_id(
         deps,
         caller,
@@ -104,10 +118,42 @@ async def summarize(
         content_session_id=content_session_id,
         platform_source=platform_source,
     )
+    if message is not None:
+        await _record_last_message(deps, caller, session, message, platform_source)
     return await sessions.end_session(
         deps,
         caller,
         session.id,
         job_source="http_post_api_sessions_summarize",
         source_adapter=COMPAT_SOURCE_ADAPTER,
+    )
+
+
+async def _record_last_message(
+    deps: Deps,
+    caller: Caller,
+    session: ServerSession,
+    message: str,
+    platform_source: str | None,
+) -> None:
+    payload = {
+        "contentSessionId": session.content_session_id,
+        "last_assistant_message": message,
+        "platformSource": platform_source,
+    }
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]
+    item = ingest.EventInput(
+        project_id=session.project_id,
+        source_adapter=COMPAT_SOURCE_ADAPTER,
+        event_type="assistant_message",
+        occurred_at=deps.clock.now(),
+        server_session_id=session.id,
+        source_event_id=f"compat:summarize:{digest}",
+        payload=payload,
+        metadata={"compat": "sessions/summarize"},
+    )
+    # No job of its own: the session's summary, queued next, covers it.
+    await ingest.ingest_event(
+        deps, caller, item, generate=False, job_source="http_post_api_sessions_summarize"
     )

@@ -23,7 +23,8 @@ class Caller:
     """The authenticated principal of one call.
 
     ``team_id`` bounds everything; ``project_id`` is set for project-scoped keys and then
-    bounds everything further. Embedded callers are whole-team callers with every scope.
+    bounds everything further. Embedded callers have every scope; the library's (from a
+    :class:`Scope`) are bound to its project, so a sibling project's row is "not found".
     """
 
     team_id: str
@@ -34,8 +35,10 @@ class Caller:
     scopes: frozenset[str] = field(default=frozenset({ALL}), converter=_scopes)
 
     @classmethod
-    def embedded(cls, team_id: str, *, actor_id: str = "system:embedded") -> Caller:
-        return cls(team_id=team_id, actor_id=actor_id)
+    def embedded(
+        cls, team_id: str, *, project_id: str | None = None, actor_id: str = "system:embedded"
+    ) -> Caller:
+        return cls(team_id=team_id, project_id=project_id, actor_id=actor_id)
 
 
 SessionPolicy = str  # "per-event" | "debounce" | "end-of-session"

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from attrs import define, field
 
-from claude_mem_core.domain.models import JobEventType
+from claude_mem_core.domain.models import UNKNOWN_KEY, JobEventType
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import ClaudeMemError, Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import FreshEvent
@@ -207,8 +207,9 @@ class GroupCommitIngest:
             return
         async with self.deps.storage.unit_of_work() as uow:
             key = await uow.api_keys.get_unscoped(caller.api_key_id)
-        if key is None or not key.is_usable(self.deps.clock.now()):
-            raise Forbidden("Invalid API key or insufficient scope")
+        refusal = UNKNOWN_KEY if key is None else key.refusal(self.deps.clock.now())
+        if refusal is not None:
+            raise Forbidden(refusal)
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:

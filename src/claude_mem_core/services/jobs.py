@@ -63,13 +63,13 @@ async def _load(uow: UnitOfWork, caller: Caller, job_id: str) -> GenerationJob:
 
 
 async def get_job(deps: Deps, caller: Caller, job_id: str) -> GenerationJob:
-    require(caller.scopes, Need.READ)
+    require(caller.scopes, Need.READ_JOBS)
     async with deps.storage.unit_of_work() as uow:
         return await _load(uow, caller, job_id)
 
 
 async def job_events(deps: Deps, caller: Caller, job_id: str) -> Sequence[JobEvent]:
-    require(caller.scopes, Need.READ)
+    require(caller.scopes, Need.READ_JOBS)
     async with deps.storage.unit_of_work() as uow:
         job = await _load(uow, caller, job_id)
         return await uow.job_events.list(caller.team_id, job.id)
@@ -117,11 +117,11 @@ async def list_jobs(
     Stored payloads hold key ids and request ids, so returning them (``include_payload``)
     needs the admin scope.
     """
-    require(caller.scopes, Need.READ)
+    require(caller.scopes, Need.READ_JOBS)
     if team_id is not None and team_id != caller.team_id:
         raise NotFound("Team not found")
     if include_payload and not allows(caller.scopes, Need.ADMIN):
-        raise Forbidden("`include=payload` requires admin scope")
+        raise Forbidden("`include=payload` requires the admin or memories:admin scope")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidInput.field("limit", f"must be an integer from 1 to {MAX_PAGE}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
@@ -300,8 +300,8 @@ async def wait_for_job(
     the interval backs off. Reading back one's own job needs only the write scope that
     created it.
     """
-    if not (allows(caller.scopes, Need.READ) or allows(caller.scopes, Need.WRITE_EVENTS)):
-        require(caller.scopes, Need.READ)
+    if not allows(caller.scopes, Need.WRITE_EVENTS):
+        require(caller.scopes, Need.READ_JOBS)
     delay = WAIT_POLL_FIRST_S
     while not job.status.terminal:
         remaining = deadline - time.monotonic()

@@ -84,6 +84,10 @@ async def start_session(deps: Deps, caller: Caller, item: SessionInput) -> Start
     """Find or create the session. A replay returns the stored row unchanged (never resets
     its generation status or metadata); a new identity creates a row and is audited."""
     require(caller.scopes, Need.WRITE_SESSIONS)
+    return await _start(deps, caller, item)
+
+
+async def _start(deps: Deps, caller: Caller, item: SessionInput) -> StartedSession:
     _validate(item)
     now = deps.clock.now()
     key = identity_key(caller.team_id, item)
@@ -118,7 +122,7 @@ async def start_session(deps: Deps, caller: Caller, item: SessionInput) -> Start
 
 
 async def get_session(deps: Deps, caller: Caller, session_id: str) -> ServerSession:
-    require(caller.scopes, Need.READ)
+    require(caller.scopes, Need.READ_SESSIONS)
     async with deps.storage.unit_of_work() as uow:
         session = await uow.sessions.get(caller.team_id, session_id)
     if session is None or not project_visible(caller, session.project_id):
@@ -161,10 +165,19 @@ async def end_session(
 
 
 async def find_or_start_by_content_id(
-    deps: Deps, caller: Caller, *, project_id: str, content_session_id: str, **extra: Any
+    deps: Deps,
+    caller: Caller,
+    *,
+    project_id: str,
+    content_session_id: str,
+    need: Need = Need.WRITE_SESSIONS,
+    **extra: Any,
 ) -> ServerSession:
-    """The compat routes' and hooks' way in: the Claude session id is the identity."""
-    started = await start_session(
+    """The compat routes' and hooks' way in: the Claude session id is the identity.
+    ``need``: what the caller's action needs (recording a tool use finds or starts its
+    session as part of the event, so ``events:write`` is enough there)."""
+    require(caller.scopes, need)
+    started = await _start(
         deps,
         caller,
         SessionInput(project_id=project_id, content_session_id=content_session_id, **extra),

@@ -290,6 +290,31 @@ class StorageContract:
         assert stored[team_key.id]["revoked_at"] is not None
         assert sorted(stored[team_key.id]["scopes"]) == ["memories:read", "memories:write"]
 
+    async def test_api_key_record_use_only_moves_last_used_forward(
+        self, storage: Storage, backdoor: Backdoor, make: Factory
+    ) -> None:
+        team, _ = await self._tenant(storage, make)
+        key = make.key(team)
+        other = make.key(team)
+        async with storage.unit_of_work() as uow:
+            await uow.api_keys.add(key)
+            await uow.api_keys.add(other)
+        later = T0 + timedelta(minutes=5)
+        async with storage.unit_of_work() as uow:
+            await uow.api_keys.record_use({key.id: later, "no-such-key": later})
+        async with storage.unit_of_work() as uow:
+            # A revocation saved meanwhile is kept; an older use never moves it back.
+            await uow.api_keys.save(attrs.evolve(key, revoked_at=T0, last_used_at=later))
+            await uow.api_keys.record_use({key.id: T0, other.id: T0})
+        async with storage.unit_of_work() as uow:
+            stored = await uow.api_keys.get_unscoped(key.id)
+            untouched = await uow.api_keys.get_unscoped(other.id)
+        assert stored is not None and stored.last_used_at == later
+        assert stored.revoked_at == T0
+        assert untouched is not None and untouched.last_used_at == T0
+        rows = {r["id"]: r for r in await backdoor.rows("api_keys")}
+        assert rows[key.id]["last_used_at"] is not None and rows[key.id]["revoked_at"] is not None
+
     # -- sessions --------------------------------------------------------------------
 
     async def test_session_add_is_idempotent_by_key_and_by_external_id(

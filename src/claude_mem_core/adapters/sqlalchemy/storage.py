@@ -1008,6 +1008,19 @@ class ApiKeyRepo:
             )
         )
 
+    async def record_use(self, used_at: Mapping[str, datetime]) -> None:
+        if not used_at:
+            return
+        c = t.api_keys.c
+        at = sa.bindparam("at", type_=c.last_used_at.type)
+        stmt = (
+            sa.update(t.api_keys)
+            .where(c.id == sa.bindparam("key_id"))
+            .where(sa.or_(c.last_used_at.is_(None), c.last_used_at < at))
+            .values(last_used_at=at)
+        )
+        await self._db.run_many(stmt, [{"key_id": k, "at": v} for k, v in sorted(used_at.items())])
+
 
 class SessionRepo:
     def __init__(self, db: _Db) -> None:
