@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import attrs
 from aiohttp import web
 
 from claude_mem_core.domain.scopes import Need
@@ -70,6 +71,7 @@ async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse
     wait = schemas.query_flag(request.query, "wait", False)
     timeout = _wait_timeout_s(request)
     item = schemas.parse_event(await schemas.read_json(request))
+    item = attrs.evolve(item, received_bytes=request.content_length)
     deps = _deps(request)
     writer = request.app[RUNTIME].memory.event_writer
     try:
@@ -88,6 +90,7 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
     wait = schemas.query_flag(request.query, "wait", False)
     timeout = _wait_timeout_s(request)
     items = schemas.parse_event_batch(await schemas.read_json(request))
+    items = [attrs.evolve(i, received_bytes=request.content_length) for i in items]
     deps = _deps(request)
     try:
         results = await ingest.ingest_batch(deps, caller, items, generate=generate)

@@ -255,3 +255,40 @@ async def test_server_answers_while_a_worst_case_body_is_processed(
     assert status == 201, body[:300]
     assert json.loads(body)["event"]["payload"] == {"notes": [""] * 30}
     assert slowest < 1.0, slowest
+
+
+@pytest.mark.parametrize("route", ["/v1/events", "/v1/events/batch"])
+async def test_a_body_near_the_size_limit_never_holds_the_loop(
+    served: int, world: World, route: str
+) -> None:
+    """A costly body under the size limit (as many short strings as fit, private blocks
+    to cut out and keys to redact): everything proportional to its size runs off the
+    event loop, so /healthz keeps answering within a fraction of a second."""
+    from claude_mem_http.schemas import MAX_BODY_BYTES
+
+    # Many short strings: the walk over them, not their length, is what costs.
+    notes = ["<private>x</private>", "AKIAIOSFODNN7EXAMPLE"] * ((MAX_BODY_BYTES - 4096) // 48)
+    event = event_body(world.project, payload={"notes": notes})
+    data = json.dumps([event] if route.endswith("batch") else event).encode()
+    assert MAX_BODY_BYTES * 0.9 < len(data) <= MAX_BODY_BYTES
+    head = (
+        f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1:{served}\r\n"
+        f"Authorization: Bearer {world.key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    post = asyncio.create_task(raw_request(served, head, data))
+    await asyncio.sleep(0.05)
+    answers: list[float] = []
+    while not post.done():
+        started = time.monotonic()
+        status, _ = await raw_request(
+            served, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert status == 200
+        answers.append(time.monotonic() - started)
+        await asyncio.sleep(0.01)
+    status, body = await post
+    assert status == 201, body[:300]
+    assert b"AKIAIOSFODNN7EXAMPLE" not in body and b"<private>" not in body
+    assert len(answers) >= 3  # the body took long enough to be watched
+    assert max(answers) < 0.3, answers

@@ -26,13 +26,12 @@ from collections.abc import Callable
 
 from attrs import define, field
 
-from claude_mem_core.domain.models import UNKNOWN_KEY, JobEventType
+from claude_mem_core.domain.models import UNKNOWN_KEY, AgentEvent, JobEventType
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import ClaudeMemError, Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import FreshEvent
 from claude_mem_core.services import ingest, outbox
 from claude_mem_core.services.context import Caller, Deps
-from claude_mem_core.services.ingest import EventInput
 from claude_mem_core.services.tenancy import audit_entry, project_visible
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,8 @@ class GroupCommitIngest:
             raise InvalidInput(issues)
         if not project_visible(caller, item.project_id):
             raise NotFound("Project not found")
-        fresh = self._fresh(caller, item, generate, job_source)  # an unusable value raises
+        event = await ingest.prepared(self.deps, caller, item)  # an unusable value raises
+        fresh = self._fresh(caller, event, generate, job_source)
         reply: asyncio.Future[ingest.IngestedEvent] = asyncio.get_running_loop().create_future()
         # A caller gone before its reply must not leave an unretrieved-exception warning.
         reply.add_done_callback(_retrieve)
@@ -175,11 +175,10 @@ class GroupCommitIngest:
                 await self._write_alone(pending)
 
     def _fresh(
-        self, caller: Caller, item: EventInput, generate: bool, job_source: str
+        self, caller: Caller, event: AgentEvent, generate: bool, job_source: str
     ) -> FreshEvent:
         """The rows of the event if it is new, as ``ingest_event`` writes them."""
         deps = self.deps
-        event = ingest.candidate(deps, caller, item)
         job = outbox.new_event_job(deps, caller, event) if generate else None
         return FreshEvent(
             event=event,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -49,6 +50,13 @@ class EventInput:
     source_event_id: str | None = None
     payload: Any = field(factory=dict)
     metadata: dict[str, Any] = field(factory=dict)
+    # Not part of the wire: the size of the request body this event came in, when a server
+    # knows it. Large ones are prepared (stripped, redacted, hashed) off the event loop.
+    received_bytes: int | None = None
+
+    @property
+    def is_large(self) -> bool:
+        return self.received_bytes is not None and self.received_bytes > LARGE_EVENT_BYTES
 
     @classmethod
     def from_epoch_ms(cls, occurred_at_epoch: int, **fields: Any) -> EventInput:
@@ -103,6 +111,21 @@ def redacts(deps: Deps, project: Project | None) -> bool:
     return redaction.enabled_for(
         project.metadata if project is not None else None, default=deps.options.redact_secrets
     )
+
+
+# Above this many bytes of request body, preparing an event (privacy stripping, redaction,
+# hashing: CPU work linear in its size) runs in a worker thread, so one large body never
+# holds the event loop that serves every other request.
+LARGE_EVENT_BYTES = 64 * 1024
+
+
+async def prepared(
+    deps: Deps, caller: Caller, item: EventInput, *, redact: bool | None = None
+) -> AgentEvent:
+    """:func:`candidate`, off the event loop when ``item`` came in a large body."""
+    if item.is_large:
+        return await asyncio.to_thread(candidate, deps, caller, item, redact=redact)
+    return candidate(deps, caller, item, redact=redact)
 
 
 def candidate(
@@ -226,7 +249,7 @@ async def _ingest_one(
         session = await uow.sessions.get(caller.team_id, item.server_session_id)
         if session is None or session.project_id != item.project_id:
             raise NotFound("Session not found")
-    attempt = candidate(deps, caller, item, redact=redacts(deps, project))
+    attempt = await prepared(deps, caller, item, redact=redacts(deps, project))
     event, created = await uow.events.add(attempt)
     if not created and conflicts(event, attempt):
         raise _Conflicts([(-1, event, item)])
@@ -350,9 +373,14 @@ async def _write_batch(
             projects = {i.project_id for i in items if i.server_session_id == session_id}
             if session is None or projects != {session.project_id}:
                 raise NotFound("Session not found")
+
         # One statement per table for the whole batch, with the outcome of one add per
         # item in order (a repeated event within the batch is a replay of the first).
-        attempts = [candidate(deps, caller, item, redact=redact[item.project_id]) for item in items]
+        def prepare_all() -> list[AgentEvent]:
+            return [candidate(deps, caller, i, redact=redact[i.project_id]) for i in items]
+
+        large = any(item.is_large for item in items)
+        attempts = await asyncio.to_thread(prepare_all) if large else prepare_all()
         stored = await uow.events.add_many(attempts)
         found = [
             (n, event, item)
