@@ -1047,6 +1047,49 @@ class StorageContract:
             for hit, (score, _) in zip(hits, expected, strict=True):
                 assert hit.score == pytest.approx(score, rel=1e-9)
 
+    async def test_search_reads_a_words_weak_passages_when_together_they_can_win(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        """One observation says the word once in each of three longer passages (none of
+        them high-impact), another says it in one short passage (high-impact, the best
+        single passage). Together the three win; a backend that reads the high-impact
+        passages first must still read the others, since their observation can win."""
+        team, project = await self._tenant(storage, make)
+
+        def filler(n: int, start: int) -> str:
+            return " ".join(f"w{start + i}" for i in range(n))
+
+        strong = make.observation(project, f"cache {filler(10, 0)}", title=None)
+        weak = make.observation(project, f"cache {filler(28, 100)}", title=None)
+        outputs = [f"cache {filler(28, 200 + 50 * k)}" for k in range(2)]
+        events = {weak.id: [make.event(project, payload={"output": out}) for out in outputs]}
+        others = [
+            make.observation(project, filler(30, 500 + 40 * k), title=None) for k in range(20)
+        ]
+        await self._indexed(storage, [strong, weak, *others], events)
+        passages = [observation_passage(o) for o in [strong, weak, *others]]
+        passages += event_passages(weak, events[weak.id])
+        query = parse_query("cache")
+        [word] = ranking.query_strings(query)
+        idfs = {word: ranking.idf(len(passages), sum(1 for p in passages if word in p.tf))}
+        scores: dict[str, list[float]] = {}
+        for p in passages:
+            if word in p.tf:
+                high = word in ranking.high_impact_terms(p.tf, p.length)
+                assert high == (p.observation_id == strong.id)  # the case under test
+                scores.setdefault(p.observation_id, []).append(
+                    ranking.passage_score(
+                        query, p.tf, p.length, idfs=idfs, event=p.event_id is not None
+                    )
+                )
+        assert max(scores[strong.id]) > max(scores[weak.id])
+        expected = ranking.observation_score(scores[weak.id])
+        assert expected > ranking.observation_score(scores[strong.id])
+        async with storage.unit_of_work() as uow:
+            hits = await uow.search.search(team.id, project.id, query, limit=1)
+        assert [h.observation.id for h in hits] == [weak.id]
+        assert hits[0].score == pytest.approx(expected, rel=1e-9)
+
     async def test_search_a_rare_term_alone_beats_common_pairs(
         self, storage: Storage, make: Factory
     ) -> None:
