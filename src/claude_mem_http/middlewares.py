@@ -11,6 +11,7 @@ request.)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -68,6 +69,13 @@ def choose_request_id(inbound: str | None) -> str:
 
 def json_response(body: Any, status: int = 200) -> web.Response:
     return web.json_response(body, status=status)
+
+
+async def large_json_response(body: Any, status: int = 200) -> web.Response:
+    """A response that echoes a large request back (an event from a body of megabytes):
+    encoded in a worker thread, as its decoding was, so the event loop keeps serving."""
+    text = await asyncio.to_thread(json.dumps, body)
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
 _COMPAT_500 = {

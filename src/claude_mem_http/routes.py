@@ -20,7 +20,7 @@ from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMI
 from claude_mem_http import schemas
 from claude_mem_http.auth import requires
 from claude_mem_http.keys import RUNTIME
-from claude_mem_http.middlewares import BadRequest, json_response
+from claude_mem_http.middlewares import BadRequest, json_response, large_json_response
 from claude_mem_http.schemas import RequestInvalid
 
 JOB_PAGE_MAX = jobs.MAX_PAGE
@@ -81,6 +81,8 @@ async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse
     body, _ = await _event_result(
         deps, caller, result, wait=wait, deadline=time.monotonic() + timeout
     )
+    if item.is_large:
+        return await large_json_response(body, 201)
     return json_response(body, 201)
 
 
