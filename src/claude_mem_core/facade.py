@@ -195,12 +195,17 @@ class Memory:
         return await self.memory_writer.add(self._caller(scope), item)
 
     async def search(
-        self, scope: Scope, query: str, *, limit: int = 20
+        self, scope: Scope, query: str, *, limit: int = 20, kind: str | None = None
     ) -> list[memories.SearchResult]:
         """The best observations for ``query``, best first, each with the excerpt that
-        matched (``result.observation``, ``result.excerpt``)."""
+        matched (``result.observation``, ``result.excerpt``); ``kind``: only that kind."""
         return await memories.search(
-            self.deps, self._caller(scope), project_id=scope.project_id, query=query, limit=limit
+            self.deps,
+            self._caller(scope),
+            project_id=scope.project_id,
+            query=query,
+            limit=limit,
+            kind=kind,
         )
 
     async def context(

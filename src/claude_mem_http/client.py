@@ -698,8 +698,11 @@ class ClaudeMemClient:
             ) from exc
         return cast(RecentMemoriesBody, body)
 
-    async def search(self, project_id: str, query: str, *, limit: int | None = None) -> SearchBody:
-        body = _compact({"projectId": project_id, "query": query, "limit": limit})
+    async def search(
+        self, project_id: str, query: str, *, limit: int | None = None, kind: str | None = None
+    ) -> SearchBody:
+        """``kind``: only observations of that kind (a memory's kind as written)."""
+        body = _compact({"projectId": project_id, "query": query, "limit": limit, "kind": kind})
         return cast(
             SearchBody, await self.request("POST", "/v1/search", body=body, idempotent=True)
         )

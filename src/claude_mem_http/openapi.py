@@ -348,6 +348,14 @@ SCHEMAS: dict[str, Schema] = {
                 "default": 20,
                 "description": "null or absent: the default",
             },
+            "kind": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": KIND_PATTERN,
+                "description": "Only observations of this kind (a memory's kind as written, "
+                "or observation, summary, manual); null or absent: every kind",
+            },
         },
         required=["projectId", "query"],
     ),

@@ -170,11 +170,11 @@ async def post_memory(request: web.Request, caller: Caller) -> web.StreamRespons
 
 @requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
 async def post_search(request: web.Request, caller: Caller) -> web.StreamResponse:
-    project_id, query, limit = schemas.parse_search(
+    project_id, query, limit, kind = schemas.parse_search(
         await schemas.read_json(request), default_limit=20, max_limit=MAX_SEARCH_LIMIT
     )
     found = await memories.search(
-        _deps(request), caller, project_id=project_id, query=query, limit=limit
+        _deps(request), caller, project_id=project_id, query=query, limit=limit, kind=kind
     )
     return json_response({"observations": [schemas.search_result(r) for r in found]})
 

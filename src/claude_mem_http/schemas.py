@@ -357,14 +357,18 @@ def _search_fields(
     return project_id, query, default_limit if limit is None else limit
 
 
-def parse_search(data: JSON, *, default_limit: int, max_limit: int) -> tuple[str, str, int]:
+def parse_search(
+    data: JSON, *, default_limit: int, max_limit: int
+) -> tuple[str, str, int, str | None]:
+    """``/v1/search``: the search fields and an optional ``kind`` (checked by the core)."""
     reader = Reader(data)
     project_id, query, limit = _search_fields(
         reader, default_limit=default_limit, max_limit=max_limit
     )
+    kind = reader.string("kind")
     reader.done()
     assert project_id is not None and query is not None
-    return project_id, query, limit
+    return project_id, query, limit, kind
 
 
 def parse_context(

@@ -158,6 +158,16 @@ async def test_memories_of_any_kind(api: Api, world: World) -> None:
     )
     assert bad.status == 400 and bad.body["issues"][0]["path"] == ["kind"]
     assert "letters, digits" in bad.body["issues"][0]["message"]
+    decisions = await api.post(
+        "/v1/search",
+        {"projectId": world.project, "query": "zebra", "kind": "decision"},
+        key=world.key,
+    )
+    assert [o["id"] for o in decisions.body["observations"]] == [made[0]]
+    refused = await api.post(
+        "/v1/search", {"projectId": world.project, "query": "zebra", "kind": "a b"}, key=world.key
+    )
+    assert refused.status == 400 and refused.body["issues"][0]["path"] == ["kind"]
 
 
 async def test_search_outside_scope_is_404(api: Api, world: World) -> None:

@@ -639,8 +639,9 @@ class _SearchIndex(_Repo):
         *,
         limit: int,
         audit: AuditEntry | None = None,
+        kind: str | None = None,
     ) -> Sequence[SearchHit]:
-        hits = self._ranked(team_id, project_id, query, limit)
+        hits = self._ranked(team_id, project_id, query, limit, kind)
         if audit is not None:
             project = self._tx.read("projects").get(project_id)
             if project is None or project.team_id != team_id:
@@ -654,7 +655,9 @@ class _SearchIndex(_Repo):
                 raise Forbidden("Invalid API key or insufficient scope")
         return hits
 
-    def _ranked(self, team_id: str, project_id: str, query: Query, limit: int) -> list[SearchHit]:
+    def _ranked(
+        self, team_id: str, project_id: str, query: Query, limit: int, kind: str | None
+    ) -> list[SearchHit]:
         if query.is_empty or limit <= 0:
             return []
         observations = self._tx.read("observations")
@@ -693,6 +696,8 @@ class _SearchIndex(_Repo):
                     ),
                 )
             )
+        if kind is not None:  # statistics stay the project's: only the hits are filtered
+            hits = [h for h in hits if h.observation.kind == kind]
         hits.sort(
             key=lambda h: ranking.score_order(h.score, h.observation.updated_at, h.observation.id)
         )

@@ -335,9 +335,11 @@ class SearchIndexRepository(Protocol):
         *,
         limit: int,
         audit: AuditEntry | None = None,
+        kind: str | None = None,
     ) -> Sequence[SearchHit]:
         """The best ``limit`` observations of the project for ``query``, best first, each
-        once, with its best passages (``domain/ranking.py`` defines the order).
+        once, with its best passages (``domain/ranking.py`` defines the order); with
+        ``kind``, only observations of that kind (ranked as they would be among all).
 
         With ``audit``: the audit row of this read is written as well, its details extended
         with ``resultCount`` and ``observationIds`` (in result order), committed before the

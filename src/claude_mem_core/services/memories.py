@@ -197,29 +197,32 @@ async def search(
     query: str,
     limit: int = 20,
     mode: str = "search",
+    kind: str | None = None,
 ) -> list[SearchResult]:
     """Ranked full-text search (BM25 over passages, ``domain/ranking.py``), one result per
-    observation with its excerpt. The audit row records the result ids, not the query text
-    (it may be personal data)."""
+    observation with its excerpt; ``kind``: only observations of that kind. The audit row
+    records the result ids, not the query text (it may be personal data)."""
     require(caller.scopes, Need.READ)
     _check_limit(limit, MAX_SEARCH_LIMIT if mode == "search" else MAX_CONTEXT_LIMIT)
     if not isinstance(query, str) or not query.strip():
         raise InvalidInput.field("query", "must be a non-empty string")
+    wanted_kind = None if kind is None else parse_kind(kind)
+    if kind is not None and wanted_kind is None:
+        raise InvalidInput.field("kind", KIND_RULE)
     parsed = parse_query(query)
     if not project_visible(caller, project_id):
         raise NotFound("Project not found")
-    entry = audit_entry(
-        deps,
-        caller,
-        "observation.read",
-        project_id=project_id,
-        details={"mode": mode, "queryTermCount": len(parsed.terms), "limit": limit},
-    )
+    details: dict[str, Any] = {"mode": mode, "queryTermCount": len(parsed.terms), "limit": limit}
+    if wanted_kind is not None:
+        details["kind"] = wanted_kind
+    entry = audit_entry(deps, caller, "observation.read", project_id=project_id, details=details)
     async with deps.storage.unit_of_work() as uow:
         # The read's audit row (with the result count and ids) is written with the search
         # (on PostgreSQL by its own statement); a foreign or missing project is "not
         # found", a key revoked meanwhile "forbidden", and then nothing is answered.
-        hits = await uow.search.search(caller.team_id, project_id, parsed, limit=limit, audit=entry)
+        hits = await uow.search.search(
+            caller.team_id, project_id, parsed, limit=limit, audit=entry, kind=wanted_kind
+        )
     return [
         SearchResult(
             observation=h.observation,

@@ -1090,6 +1090,34 @@ class StorageContract:
         assert [h.observation.id for h in hits] == [weak.id]
         assert hits[0].score == pytest.approx(expected, rel=1e-9)
 
+    async def test_search_of_one_kind_ranks_as_among_all(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        """A kind filter keeps the observations of that kind, in the order and with the
+        scores they have among all kinds (statistics stay the project's), and the limit
+        counts only them: notes that outrank every decision take no decision's place."""
+        team, project = await self._tenant(storage, make)
+        notes = [
+            make.observation(project, "zebra zebra zebra", kind="note", title="zebra")
+            for _ in range(4)
+        ]
+        decisions = [
+            make.observation(project, f"zebra {'crossing ' * n}decided", kind="decision")
+            for n in range(1, 5)
+        ]
+        await self._indexed(storage, [*notes, *decisions])
+        query = parse_query("zebra")
+        async with storage.unit_of_work() as uow:
+            every = await uow.search.search(team.id, project.id, query, limit=20)
+            kinded = await uow.search.search(team.id, project.id, query, limit=3, kind="decision")
+        assert [h.observation.id for h in every][:4] == [o.id for o in reversed(notes)]
+        expected = [h for h in every if h.observation.kind == "decision"][:3]
+        assert [h.observation.id for h in kinded] == [h.observation.id for h in expected]
+        assert [h.score for h in kinded] == pytest.approx([h.score for h in expected], rel=1e-9)
+        async with storage.unit_of_work() as uow:
+            none = await uow.search.search(team.id, project.id, query, limit=3, kind="absent")
+        assert none == []
+
     async def test_search_a_rare_term_alone_beats_common_pairs(
         self, storage: Storage, make: Factory
     ) -> None:

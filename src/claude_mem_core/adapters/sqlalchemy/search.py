@@ -340,6 +340,7 @@ def _ranking_sql(
     columns: str,
     *,
     tail: str | None = None,
+    kinded: bool = False,
 ) -> str:
     """From ``cand`` (candidate passages with their frequencies ``f0 …``) and ``w`` (idf
     and average length) to the result rows; the same SQL on both backends.
@@ -349,11 +350,20 @@ def _ranking_sql(
     does; they are read for the tie order only where the score reaches the ``limit``-th
     best. The evidence is every passage of the returned observations that ``matches`` the
     query."""
+    # With a kind, observations of other kinds leave the ranking (scores and statistics
+    # stay the project's); the top is cut from those left.
+    kept = (
+        f", kept AS (SELECT b.* FROM best b JOIN observations o ON o.id = b.observation_id "
+        f"WHERE o.kind = {param('kind')})"
+        if kinded
+        else ""
+    )
+    ranked = "kept" if kinded else "best"
     return f"""scored AS MATERIALIZED ({_scored("cand", score)}
-), {_best_sql("scored", "best")}, cut AS (
-  SELECT score FROM best ORDER BY score DESC LIMIT 1 OFFSET {param("cut")}
+), {_best_sql("scored", "best")}{kept}, cut AS (
+  SELECT score FROM {ranked} ORDER BY score DESC LIMIT 1 OFFSET {param("cut")}
 ), top AS (
-  SELECT b.observation_id, b.score, o.updated_at FROM best b
+  SELECT b.observation_id, b.score, o.updated_at FROM {ranked} b
   JOIN observations o ON o.id = b.observation_id
   WHERE b.score >= coalesce((SELECT score FROM cut), 0)
   ORDER BY b.score DESC, o.updated_at DESC, o.id{byte_order} LIMIT {param("limit")}
@@ -454,7 +464,7 @@ LEFT JOIN res ON true ORDER BY res.rn"""
 
 
 @lru_cache(maxsize=MAX_CACHED_SHAPES)
-def _pg_search_sql(count: int, terms: Shape, audited: bool = False) -> str:
+def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool = False) -> str:
     """PostgreSQL: one statement. Exact, and bounded where query terms are common.
 
     With one to :data:`MAX_PRUNED_TERMS` query terms, a few passages are scored first
@@ -512,8 +522,11 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False) -> str:
         ' COLLATE "C"',
         _PG_COLUMNS,
         tail=_PG_AUDITED_TAIL if audited else None,
+        kinded=kinded,
     )
-    if pruned(terms):
+    # The bounds compare with the limit-th score of every kind: with a kind asked for,
+    # every match is scored.
+    if pruned(terms) and not kinded:
 
         def reachable(bound: str) -> str:
             return f"(SELECT t FROM theta) <= (SELECT (1.0 + support) * {bound} FROM w)"
@@ -578,7 +591,7 @@ WITH st AS (
 
 
 @lru_cache(maxsize=MAX_CACHED_SHAPES)
-def _sqlite_search_sql(count: int, terms: Shape) -> sa.TextualSelect:
+def _sqlite_search_sql(count: int, terms: Shape, kinded: bool = False) -> sa.TextualSelect:
     """SQLite: every matching passage is scored (embedded projects are small)."""
     lookups = ", ".join(f"json_extract(p.tf, :path{i}) AS f{i}" for i in range(count))
     score = _score_sql(terms, count, ":idf{i}")
@@ -586,11 +599,14 @@ def _sqlite_search_sql(count: int, terms: Shape) -> sa.TextualSelect:
         "p.id IN (SELECT rowid FROM search_fts WHERE search_fts MATCH :match) "
         "AND p.team_id = :team_id AND p.project_id = :project_id"
     )
+    ranked = _ranking_sql(
+        score, lookups, matches, lambda name: f":{name}", "", _COLUMNS, kinded=kinded
+    )
     return sa.text(f"""
 WITH w AS (SELECT 1 AS scored_once), cand AS MATERIALIZED (
   SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
   FROM search_passages p WHERE {matches}
-), {_ranking_sql(score, lookups, matches, lambda name: f":{name}", "", _COLUMNS)}""").columns(
+), {ranked}""").columns(
         sa.column("score", sa.Float),
         sa.column("passage_score", sa.Float),
         sa.column("evidence", sa.Text),
@@ -628,6 +644,7 @@ async def search(
     limit: int,
     *,
     audit: Mapping[str, Any] | None = None,
+    kind: str | None = None,
 ) -> tuple[Found, bool | None]:
     """The best ``limit`` observations as (row, score, its best passages, best first).
 
@@ -663,7 +680,9 @@ async def search(
                 "evidence": ranking.EVIDENCE_PASSAGES,
                 **{f"s{i}": s for i, s in enumerate(strings)},
             }
-            sql = _pg_search_sql(len(strings), terms, audit is not None)
+            sql = _pg_search_sql(len(strings), terms, audit is not None, kind is not None)
+            if kind is not None:
+                params["kind"] = kind
             if audit is not None:
                 params.update(audit)
             raw = await driver_sql(conn, sql, params)
@@ -699,7 +718,10 @@ async def search(
                 **{f"path{i}": _json_path(s) for i, s in enumerate(strings)},
                 **{f"idf{i}": ranking.idf(n, df.get(s, 0)) for i, s in enumerate(strings)},
             }
-            ranked = await conn.execute(_sqlite_search_sql(len(strings), terms), params)
+            if kind is not None:
+                params["kind"] = kind
+            statement = _sqlite_search_sql(len(strings), terms, kind is not None)
+            ranked = await conn.execute(statement, params)
             rows = [dict(r) for r in ranked.mappings()]
     except (exc.SQLAlchemyError, OSError) as e:
         raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e

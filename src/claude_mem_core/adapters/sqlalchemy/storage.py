@@ -2068,6 +2068,7 @@ class SearchIndexRepo:
         *,
         limit: int,
         audit: AuditEntry | None = None,
+        kind: str | None = None,
     ) -> Sequence[SearchHit]:
         values: dict[str, Any] | None = None
         if audit is not None:
@@ -2086,7 +2087,13 @@ class SearchIndexRepo:
         # its own transaction, committed when it returns.
         try:
             found, audited = await search_sql.search(
-                self._db.conn, team_id, project_id, query, max(limit, 0), audit=values
+                self._db.conn,
+                team_id,
+                project_id,
+                query,
+                max(limit, 0),
+                audit=values,
+                kind=kind,
             )
         except errors.NotFound as e:
             raise errors.NotFound("Project not found") from e
