@@ -16,6 +16,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 Params = Mapping[str, Any]
 
+# psycopg converts a statement's ``%(name)s`` placeholders on every execution unless the
+# statement is at most 4 kB (then the conversion is cached). Search statements are 6-12
+# kB and run on every query: the conversion was a fifth of the server's CPU per search.
+# The limit is a module setting psycopg reads at each call; raised where it exists.
+_CACHED_STATEMENT_CHARS = 32_768
+
+
+def _cache_long_statements() -> None:
+    try:
+        from psycopg import _queries
+    except ImportError:  # not installed: SQLite only
+        return
+    if getattr(_queries, "MAX_CACHED_STATEMENT_LENGTH", _CACHED_STATEMENT_CHARS) < (
+        _CACHED_STATEMENT_CHARS
+    ):
+        _queries.MAX_CACHED_STATEMENT_LENGTH = _CACHED_STATEMENT_CHARS
+
+
+_cache_long_statements()
+
 
 async def driver_sql(
     conn: AsyncConnection,
