@@ -1118,6 +1118,52 @@ class StorageContract:
             none = await uow.search.search(team.id, project.id, query, limit=3, kind="absent")
         assert none == []
 
+    async def test_search_reads_pairs_of_weak_words_when_they_can_win(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        """Three query words. The best answer says two rare ones once each in a longer
+        passage (neither high-impact there); the passage a backend reads first (two words,
+        one of them high-impact) scores less. A backend that bounds the pairs it has not
+        read must still read this one."""
+        team, project = await self._tenant(storage, make)
+
+        def filler(n: int, start: int) -> str:
+            return " ".join(f"w{start + i}" for i in range(n))
+
+        best = make.observation(project, f"kestrel falcon {filler(30, 0)}", title=None)
+        first = make.observation(project, f"kestrel kestrel heron {filler(30, 100)}", title=None)
+        herons = [
+            make.observation(project, f"heron {filler(5, 200 + 10 * k)}", title=None)
+            for k in range(30)
+        ]
+        others = [make.observation(project, filler(8, 600 + 10 * k), title=None) for k in range(30)]
+        await self._indexed(storage, [best, first, *herons, *others])
+        passages = [observation_passage(o) for o in [best, first, *herons, *others]]
+        query = parse_query("kestrel falcon heron")
+        strings = ranking.query_strings(query)
+        idfs = {
+            s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf)) for s in strings
+        }
+        scores = {
+            p.observation_id: ranking.passage_score(query, p.tf, p.length, idfs=idfs, event=False)
+            for p in passages
+        }
+        # The case under test, as the model sees it.
+        high = {
+            o: set(ranking.high_impact_terms(p.tf, p.length)) & set(strings)
+            for p in passages
+            for o in [p.observation_id]
+            if o in (best.id, first.id)
+        }
+        assert not high[best.id] and high[first.id]
+        assert (
+            scores[best.id] > scores[first.id] > max(ranking.HIGH_IMPACT * idfs[s] for s in strings)
+        )
+        async with storage.unit_of_work() as uow:
+            hits = await uow.search.search(team.id, project.id, query, limit=1)
+        assert [h.observation.id for h in hits] == [best.id]
+        assert hits[0].score == pytest.approx(scores[best.id], rel=1e-9)
+
     async def test_search_a_rare_term_alone_beats_common_pairs(
         self, storage: Storage, make: Factory
     ) -> None:

@@ -434,6 +434,11 @@ def _pg_high_tsqueries(strings: list[str], terms: Shape) -> list[str]:
     return [" | ".join(_lexeme(strings[i]) for i in (w, *ps)) for w, ps in terms]
 
 
+def _pg_tsquery_all(strings: list[str], terms: Shape) -> str:
+    """Passages matching every query term."""
+    return " & ".join(f"({q})" for q in _pg_term_tsqueries(strings, terms))
+
+
 def _pg_pairs_tsquery(strings: list[str], terms: Shape) -> str:
     """Passages matching at least two query terms."""
     each = [f"({q})" for q in _pg_term_tsqueries(strings, terms)]
@@ -510,6 +515,17 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool
         return f"{factor} AS ubq{j}, least({factor}, {high}) AS ubl{j}"
 
     term_bounds = ", ".join(term_bound(j, w, ps) for j, (w, ps) in enumerate(terms))
+    # A passage outside ``a`` that matches two or more terms (with three or more, ``a``
+    # holds those matching every term, and those with a high-impact query string) matches
+    # all terms but one at most, and each string it counts adds less than its idf times
+    # HIGH_IMPACT; nor can it score more than every term's bound together.
+    if len(terms) > 2:
+        sums = [
+            "(" + " + ".join(f"idf{i}" for i in dict.fromkeys((w, *ps))) + ")" for w, ps in terms
+        ]
+        but_one = f"{' + '.join(sums)} - least({', '.join(sums)})"
+        every = " + ".join(" + ".join(f"ub{i}" for i in dict.fromkeys((w, *ps))) for w, ps in terms)
+        term_bounds += f", least({ranking.HIGH_IMPACT!r} * ({but_one}), {every}) AS ubp"
     score = _score_sql(terms, count, "w.idf{i}")
     scope = "p.team_id = %(team_id)s AND p.project_id = %(project_id)s"
     matches = f"{scope} AND p.terms @@ %(tsquery)s::tsquery"
@@ -549,6 +565,24 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool
             + " OR ".join(f"NOT {reachable(f'ubl{j}')}" for j in range(len(terms)))
             + ")"
         )
+        if len(terms) > 2:
+            # Passages matching every term, and those matching two with a high-impact
+            # string: few, and the best; the other pairs are a branch of their own.
+            first = (
+                "(p.terms @@ %(pairs)s::tsquery AND p.terms_hi @@ %(high)s::tsquery) "
+                "OR p.terms @@ %(every)s::tsquery"
+            )
+            branches += (
+                f" UNION {select} WHERE {scope} AND p.terms @@ %(pairs)s::tsquery "
+                f"AND {reachable('ubp')}"
+            )
+            skipped = skipped[:-1] + f" OR NOT {reachable('ubp')})"
+        else:
+            first = (
+                "p.terms @@ %(pairs)s::tsquery"
+                if len(terms) > 1
+                else "p.terms_hi @@ %(h0)s::tsquery"
+            )
         # When a term was skipped and observations have several passages, every matching
         # passage of a candidate observation, the skipped ones included, so that its score
         # (which counts its next best passages) is exact; read through the observation's
@@ -560,9 +594,8 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool
             f"CROSS JOIN LATERAL ({select} WHERE p.observation_id = c.observation_id "
             f"AND {matches}) AS x"
         )
-        first = "p.terms @@ %(pairs)s" if len(terms) > 1 else "p.terms_hi @@ %(h0)s"
         candidates = f"""a AS MATERIALIZED (
-  {select} WHERE {scope} AND {first}::tsquery
+  {select} WHERE {scope} AND ({first})
 ), a_scored AS ({_scored("a", score)}), {_best_sql("a_scored", "a_best")}, theta AS (
   SELECT coalesce(
     (SELECT score FROM a_best ORDER BY score DESC LIMIT 1 OFFSET %(cut)s), 0.0) AS t
@@ -669,6 +702,8 @@ async def search(
                 **(
                     {
                         "pairs": _pg_pairs_tsquery(strings, terms),
+                        "every": _pg_tsquery_all(strings, terms),
+                        "high": " | ".join(_lexeme(s) for s in strings),
                         **{f"h{j}": q for j, q in enumerate(_pg_high_tsqueries(strings, terms))},
                         **{f"q{j}": q for j, q in enumerate(_pg_term_tsqueries(strings, terms))},
                     }
