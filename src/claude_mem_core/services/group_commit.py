@@ -24,20 +24,18 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from attrs import define, field
+from attrs import define
 
-from claude_mem_core.domain.models import UNKNOWN_KEY, AgentEvent, JobEventType
+from claude_mem_core.domain.models import AgentEvent, JobEventType
 from claude_mem_core.domain.scopes import Need, require
-from claude_mem_core.errors import ClaudeMemError, Forbidden, InvalidInput, NotFound
+from claude_mem_core.errors import ClaudeMemError, InvalidInput, NotFound
 from claude_mem_core.ports.storage import FreshEvent
 from claude_mem_core.services import ingest, outbox
-from claude_mem_core.services.context import Caller, Deps
+from claude_mem_core.services.context import Caller
+from claude_mem_core.services.grouping import GroupWriter, fail, settle
 from claude_mem_core.services.tenancy import audit_entry, project_visible
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_GROUP = 64
-DEFAULT_MAX_IN_FLIGHT = 1
 
 
 @define(kw_only=True, eq=False)
@@ -53,21 +51,12 @@ class _Pending:
 
 
 @define(eq=False)
-class GroupCommitIngest:
+class GroupCommitIngest(GroupWriter[_Pending, ingest.IngestedEvent]):
     """Writes concurrent single events in groups (see the module docstring).
 
     ``max_group`` bounds the events of one write; ``max_in_flight`` the groups being written
-    at once. One is best: a second writer mostly starts with a single event, paying a round
-    trip per event again, while with one the events that arrive during a write (a group's
-    publish and replies overlap the next write) all share the next.
+    at once (one is best: see ``services/grouping.py``).
     """
-
-    deps: Deps
-    max_group: int = DEFAULT_MAX_GROUP
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    _waiting: list[_Pending] = field(factory=list, init=False)
-    _in_flight: int = field(default=0, init=False)
-    _tasks: set[asyncio.Task[None]] = field(factory=set, init=False)
 
     async def ingest(
         self,
@@ -88,9 +77,7 @@ class GroupCommitIngest:
         event = await ingest.prepared(self.deps, caller, item)  # an unusable value raises
         fresh = self._fresh(caller, event, generate, job_source)
         reply: asyncio.Future[ingest.IngestedEvent] = asyncio.get_running_loop().create_future()
-        # A caller gone before its reply must not leave an unretrieved-exception warning.
-        reply.add_done_callback(_retrieve)
-        self._waiting.append(
+        return await self._join(
             _Pending(
                 caller=caller,
                 item=item,
@@ -100,50 +87,6 @@ class GroupCommitIngest:
                 fresh=fresh,
             )
         )
-        self._start_writers()
-        # shield: a caller that goes away must not cancel its neighbours' transaction; its
-        # own event is then stored, as it would be had the commit won the race.
-        return await asyncio.shield(reply)
-
-    async def drain(self) -> None:
-        """Wait until every accepted event is written (for shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    def _start_writers(self) -> None:
-        while self._waiting and self._in_flight < self.max_in_flight:
-            group, self._waiting = (
-                self._waiting[: self.max_group],
-                self._waiting[self.max_group :],
-            )
-            self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._write(group))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _write(self, group: list[_Pending]) -> None:
-        released = False
-
-        def release() -> None:
-            # The slot is given back as soon as the group's write is done: publishing and
-            # the replies overlap the next group's write.
-            nonlocal released
-            if not released:
-                released = True
-                self._in_flight -= 1
-                if self._waiting:
-                    self._start_writers()
-
-        try:
-            await self._write_group(group, release)
-        except BaseException as e:  # never leave a caller waiting forever
-            for pending in group:
-                if not pending.reply.done():
-                    pending.reply.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
-        finally:
-            release()
 
     async def _write_group(self, group: list[_Pending], release: Callable[[], None]) -> None:
         # New events, the common case, go in whole in one storage call (one statement on
@@ -164,7 +107,7 @@ class GroupCommitIngest:
             transport: outbox.Transport = (
                 outcome[fresh.job.id] if fresh.job is not None else "skipped"
             )
-            _settle(
+            settle(
                 pending,
                 ingest.IngestedEvent(
                     event=fresh.event, job=fresh.job, created=True, transport=transport
@@ -199,17 +142,6 @@ class GroupCommitIngest:
             ),
         )
 
-    async def _check_key(self, caller: Caller) -> None:
-        """Refuse a caller whose key stopped working: it may have been taken from memory
-        (``CoalescedKeyLookup.verify_known``), and ``ingest_event`` does not look at keys."""
-        if caller.api_key_id is None:
-            return
-        async with self.deps.storage.unit_of_work() as uow:
-            key = await uow.api_keys.get_unscoped(caller.api_key_id)
-        refusal = UNKNOWN_KEY if key is None else key.refusal(self.deps.clock.now())
-        if refusal is not None:
-            raise Forbidden(refusal)
-
     async def _write_alone(self, pending: _Pending) -> None:
         try:
             await self._check_key(pending.caller)
@@ -221,17 +153,6 @@ class GroupCommitIngest:
                 job_source=pending.job_source,
             )
         except Exception as e:
-            if not pending.reply.done():
-                pending.reply.set_exception(e)
+            fail(pending, e)
         else:
-            _settle(pending, result)
-
-
-def _retrieve(reply: asyncio.Future[ingest.IngestedEvent]) -> None:
-    if not reply.cancelled():
-        reply.exception()
-
-
-def _settle(pending: _Pending, result: ingest.IngestedEvent) -> None:
-    if not pending.reply.done():
-        pending.reply.set_result(result)
+            settle(pending, result)
