@@ -568,16 +568,23 @@ class StorageContract:
             assert total == 0
         del queued, summary_only
 
-    async def test_due_jobs_and_expired_leases(self, storage: Storage, make: Factory) -> None:
-        _, project = await self._tenant(storage, make)
+    async def _queued_jobs(
+        self, storage: Storage, make: Factory, project: Project, count: int
+    ) -> list[GenerationJob]:
+        """``count`` queued jobs of the project, each with its event, stored one by one."""
         rows = []
-        for _ in range(3):
+        for _ in range(count):
             event = make.event(project)
             job = make.job(event)
             async with storage.unit_of_work() as uow:
                 await uow.events.add(event)
                 await uow.jobs.add(job)
             rows.append(job)
+        return rows
+
+    async def test_due_jobs_and_expired_leases(self, storage: Storage, make: Factory) -> None:
+        _, project = await self._tenant(storage, make)
+        rows = await self._queued_jobs(storage, make, project, 3)
         now = T0 + timedelta(hours=1)
         later = machine.transition(
             machine.transition(rows[1], JobStatus.PROCESSING, now=now, worker_id="w"),
@@ -647,14 +654,7 @@ class StorageContract:
         self, storage: Storage, make: Factory
     ) -> None:
         team, project = await self._tenant(storage, make)
-        rows = []
-        for _ in range(3):
-            event = make.event(project)
-            job = make.job(event)
-            async with storage.unit_of_work() as uow:
-                await uow.events.add(event)
-                await uow.jobs.add(job)
-            rows.append(job)
+        rows = await self._queued_jobs(storage, make, project, 3)
         # rows[2] is being processed: never stamped.
         claimed = machine.transition(
             rows[2], JobStatus.PROCESSING, now=T0 + timedelta(hours=1), worker_id="w"
