@@ -62,7 +62,7 @@ def idf(total: int | float, df: int | float) -> float:
 
 def query_strings(query: Query) -> list[str]:
     """Every distinct string a query looks up (terms and parts), in first order."""
-    return list(dict.fromkeys(s for term in query.terms for s in (term.term, *term.parts)))
+    return list(query.all_terms)
 
 
 def matched_strings(query: Query, tf: Mapping[str, float]) -> set[str]:
@@ -119,12 +119,6 @@ def observation_score(passage_scores: Iterable[float]) -> float:
     for support in best[1:]:
         score += SUPPORT_WEIGHT * support
     return score
-
-
-def support_bound(max_passages: int) -> float:
-    """How many times its best passage's score an observation of at most ``max_passages``
-    passages can score."""
-    return 1.0 + SUPPORT_WEIGHT * (min(max(max_passages, 1), EVIDENCE_PASSAGES) - 1)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

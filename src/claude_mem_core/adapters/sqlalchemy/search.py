@@ -481,8 +481,9 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool
     its strings as high-impact, so it scores at most that term's bound: the smaller of its
     strings' idf times ``HIGH_IMPACT`` and their idf times the factor of their largest
     frequency at the project's shortest length (:func:`statistics`); an observation scores
-    at most :func:`ranking.support_bound` times its best passage (from the most passages one
-    observation of the project has). So an observation whose passages outside ``a`` all
+    at most ``1 + SUPPORT_WEIGHT * (n - 1)`` times its best passage, ``n`` the most
+    passages one observation of the project has, at most ``EVIDENCE_PASSAGES``
+    (``support`` below). So an observation whose passages outside ``a`` all
     match terms whose bound times that factor is below ``θ`` cannot reach the top, and
     those terms' other passages are not read (a term-at-a-time MaxScore): a common word
     alone reads its high-impact passages, not every passage holding it. Where a term was
