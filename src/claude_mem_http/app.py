@@ -26,6 +26,7 @@ from claude_mem_http import health, openapi, routes, schemas
 from claude_mem_http.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
 from claude_mem_http.keys import RUNTIME, Runtime
 from claude_mem_http.middlewares import refuse_other_methods, request_middleware
+from claude_mem_http.serving import KeySafeApplication
 
 log = logging.getLogger("claude_mem.http")
 
@@ -152,7 +153,8 @@ def create_app(
     else:
         memory = source
         chosen = settings or settings_for_memory(source)
-    app = web.Application(
+    # Key-safe however it is served: a malformed request is never quoted back nor logged.
+    app = KeySafeApplication(
         middlewares=[request_middleware],
         client_max_size=schemas.MAX_BODY_BYTES,
     )

@@ -31,6 +31,7 @@ from claude_mem_core.errors import (
     StorageUnavailable,
     Unauthorized,
 )
+from claude_mem_core.services.ingest import off_loop
 from claude_mem_http import schemas
 from claude_mem_http.keys import REQUEST_ID
 
@@ -72,9 +73,9 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 
 async def large_json_response(body: Any, status: int = 200) -> web.Response:
-    """A response that echoes a large request back (an event from a body of megabytes):
+    """A response that echoes a large request back (events from a body of megabytes):
     encoded in a worker thread, as its decoding was, so the event loop keeps serving."""
-    text = await asyncio.to_thread(json.dumps, body)
+    text = await off_loop(lambda: json.dumps(body))
     return web.Response(text=text, status=status, content_type="application/json")
 
 

@@ -108,6 +108,8 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
     body: dict[str, Any] = {"events": entries}
     if any_timed_out:
         body["waitTimedOut"] = True
+    if any(item.is_large for item in items):
+        return await large_json_response(body, 201)
     return json_response(body, 201)
 
 

@@ -130,7 +130,8 @@ async def off_loop(work: Callable[[], T]) -> T:
     """``work()`` in a worker thread, one at a time per event loop: threads share the GIL,
     so a second would not finish sooner, and each one lengthens the loop's waits for it
     (measured: four 5 MB bodies at once held /healthz up to 190 ms; one at a time, under
-    the 100 ms the bench asks)."""
+    the 100 ms the bench asks). All of a large body's work takes this one slot: decoding
+    it, preparing its events, encoding the answer."""
     loop = asyncio.get_running_loop()
     slot = _large_slots.get(loop)
     if slot is None:
