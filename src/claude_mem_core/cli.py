@@ -362,6 +362,50 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_embeddings(args: argparse.Namespace) -> int:
+    """``embeddings backfill``: embed every passage still without a vector of the configured
+    model; progress on stderr, the summary on stdout."""
+    if args.project and not args.team:
+        raise UsageError("embeddings backfill: --project needs --team")
+    settings = _settings()
+    if not settings.embeddings_enabled:
+        raise ClaudeMemError(
+            "semantic recall is off: set CLAUDE_MEM_EMBEDDINGS_URL (an OpenAI-compatible "
+            "/v1 endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama) and "
+            "CLAUDE_MEM_EMBEDDINGS_MODEL, then run this again"
+        )
+    shown = {"at": -1}
+
+    def progress(done: int, total: int) -> None:
+        if args.json or done == shown["at"]:
+            return
+        shown["at"] = done
+        print(f"embedded {done}/{total} passages", file=sys.stderr, flush=True)
+
+    from claude_mem_core.facade import open_memory_from_settings
+
+    async with open_memory_from_settings(settings, queue=False) as mem:
+        semantic = mem.semantic_recall
+        model = semantic.model if semantic is not None else settings.embeddings_model
+        report = await mem.backfill_embeddings(
+            team_id=args.team, project_id=args.project, max_passages=args.limit, progress=progress
+        )
+    payload = {
+        "model": model,
+        "embedded": report.embedded,
+        "failed": report.failed,
+        "more": report.more,
+        "interrupted": report.interrupted,
+    }
+    text = f"Embedded {report.embedded} passage(s) with {model}"
+    if report.failed:
+        text += f"; {report.failed} left without a vector (see the log; run again later)"
+    if report.more:
+        text += "; more are waiting (run again, or without --limit)"
+    emit(args, payload, text=text)
+    return EXIT_FAILED if report.interrupted else EXIT_OK
+
+
 async def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from claude_mem_http.cli import serve
@@ -497,6 +541,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_api_key(sub)
     _add_jobs(sub)
+
+    embeddings = sub.add_parser(
+        "embeddings", help="semantic recall: embed passages (CLAUDE_MEM_EMBEDDINGS_URL)"
+    )
+    acts = embeddings.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    backfill = acts.add_parser("backfill", help="embed the passages that have no vector yet")
+    backfill.add_argument("--team", help="only this team's passages")
+    backfill.add_argument("--project", help="only this project's passages (with --team)")
+    backfill.add_argument("--limit", type=_positive, default=None, help="at most N passages")
+    embeddings.set_defaults(handler=cmd_embeddings)
 
     # The reference's spellings: `server api-key …`, `server jobs …`, `server worker start`.
     server = sub.add_parser("server", help="aliases: server api-key|jobs|worker start")

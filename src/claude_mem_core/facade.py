@@ -13,8 +13,11 @@ an embedding application owns its database.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -32,14 +35,17 @@ from claude_mem_core.domain.models import (
     ServerSession,
     Team,
 )
+from claude_mem_core.errors import ConfigurationError
 from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
+from claude_mem_core.ports.embedder import Embedder
 from claude_mem_core.ports.provider import Provider
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
 from claude_mem_core.services import (
     admin,
     debounce,
+    embedding,
     generation,
     group_commit,
     jobs,
@@ -66,13 +72,22 @@ class Memory:
         ids: IdSource | None = None,
         mode: Mode = CODE_MODE,
         worker_id: str = "embedded",
+        embedder: Embedder | None = None,
+        embedding_model: str | None = None,
     ) -> None:
+        """``embedder`` turns semantic recall on (off by default); its vectors are stored
+        under ``embedding_model`` (default: the embedder's model). The memory closes it."""
         self.deps = Deps(
             storage=storage,
             queue=queue,
             clock=clock or SystemClock(),
             ids=ids or UuidSource(),
             options=options or PipelineOptions(),
+            semantic=(
+                None
+                if embedder is None
+                else embedding.SemanticRecall(embedder, model=embedding_model)
+            ),
         )
         self.provider = provider
         self.generator = generation.Generator(self.deps, provider, worker_id=worker_id, mode=mode)
@@ -229,6 +244,31 @@ class Memory:
             self.deps, self._caller(scope), project_id=scope.project_id, limit=limit, kind=kind
         )
 
+    # -- semantic recall ----------------------------------------------------------------
+
+    @property
+    def semantic_recall(self) -> embedding.SemanticRecall | None:
+        """The embedder search fuses with, None when semantic recall is off."""
+        return self.deps.semantic
+
+    async def backfill_embeddings(
+        self,
+        *,
+        team_id: str | None = None,
+        project_id: str | None = None,
+        max_passages: int | None = None,
+        progress: embedding.Progress | None = None,
+    ) -> embedding.BackfillReport:
+        """Embed the passages still without a vector (of one project, one team, or all);
+        ``ConfigurationError`` when semantic recall is off."""
+        return await embedding.backfill(
+            self.deps,
+            team_id=team_id,
+            project_id=project_id,
+            max_passages=max_passages,
+            progress=progress,
+        )
+
     # -- jobs ---------------------------------------------------------------------------
 
     async def get_job(self, scope: Scope, job_id: str) -> GenerationJob:
@@ -306,6 +346,8 @@ class Memory:
         if self.deps.queue is not None:
             await self.deps.queue.close()
         await self.provider.close()
+        if self.deps.semantic is not None:
+            await self.deps.semantic.aclose()
         await self.deps.storage.close()
 
 
@@ -319,12 +361,20 @@ async def open_memory(
     env: Mapping[str, str] | None = None,
     migrate: bool = True,
     queue_prefix: str | None = None,
+    embedder: Embedder | None = None,
+    embedding_model: str | None = None,
 ) -> AsyncIterator[Memory]:
     """Open a memory on a storage URL. SQLite files are migrated on open (``migrate``);
     Postgres must be migrated with ``claude-mem migrate`` first. ``provider`` is a
     :class:`Provider`, a spec such as ``"anthropic:claude-sonnet-4-5"`` or ``"offline"``, or
-    None to choose from the API keys in the environment (offline when there are none)."""
-    storage = storage_from_url(url)
+    None to choose from the API keys in the environment (offline when there are none).
+    ``embedder`` (closed with the memory) turns semantic recall on; see :class:`Memory`."""
+    try:
+        storage = storage_from_url(url)
+    except BaseException:
+        if embedder is not None:
+            await embedder.aclose()
+        raise
     try:
         if migrate and storage.name == "sqlite":
             from claude_mem_core.migrations import upgrade
@@ -340,8 +390,17 @@ async def open_memory(
         queue = queue_from_url(queue_url, prefix=queue_prefix)
     except BaseException:
         await storage.close()
+        if embedder is not None:
+            await embedder.aclose()
         raise
-    memory = Memory(storage=storage, queue=queue, provider=chosen, options=options)
+    memory = Memory(
+        storage=storage,
+        queue=queue,
+        provider=chosen,
+        options=options,
+        embedder=embedder,
+        embedding_model=embedding_model,
+    )
     try:
         yield memory
     finally:
@@ -365,5 +424,62 @@ async def open_memory_from_settings(
         options=settings.pipeline_options(),
         migrate=migrate_embedded and not settings.database_configured,
         queue_prefix=settings.redis_prefix,
+        embedder=embedder_from_settings(settings),
+        embedding_model=settings.embeddings_model,
     ) as memory:
         yield memory
+
+
+def embedder_from_settings(settings: Any) -> Embedder | None:
+    """The embedder the settings configure (``CLAUDE_MEM_EMBEDDINGS_*``), None when semantic
+    recall is off. The adapter (and its SDK) is imported only when one is configured."""
+    if not settings.embeddings_enabled:
+        return None
+    if not settings.embeddings_model:
+        raise ConfigurationError(
+            "CLAUDE_MEM_EMBEDDINGS_URL needs CLAUDE_MEM_EMBEDDINGS_MODEL "
+            "(e.g. text-embedding-3-small, or nomic-embed-text on Ollama)"
+        )
+    from claude_mem_core.adapters.openai_embedder import embedder_from_url, embeddings_base_url
+
+    url: str = settings.embeddings_url
+    embeddings_base_url(url)  # a malformed URL is refused now, not at the first search
+    return _DeferredEmbedder(
+        lambda: embedder_from_url(
+            url, api_key=settings.embeddings_api_key, model=settings.embeddings_model
+        ),
+        model=settings.embeddings_model,
+    )
+
+
+class _DeferredEmbedder:
+    """An embedder built at its first use: opening a memory (a hook, a CLI command) does not
+    import the HTTP SDK unless something is embedded. The SDK is imported on a thread (it
+    takes seconds on a busy machine, which would stall every request of a server)."""
+
+    name = "deferred"
+
+    def __init__(self, build: Callable[[], Embedder], *, model: str) -> None:
+        self._build = build
+        self._inner: Embedder | None = None
+        self.model = model
+        self.dimensions: int | None = None
+
+    async def prepare(self) -> None:
+        if self._inner is None:
+            with contextlib.suppress(ImportError):  # reported by the build, at first use
+                await asyncio.to_thread(importlib.import_module, "openai")
+            if self._inner is None:
+                self._inner = self._build()
+                self.name = self._inner.name
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        await self.prepare()
+        assert self._inner is not None
+        vectors = await self._inner.embed(texts)
+        self.dimensions = self._inner.dimensions
+        return vectors
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()

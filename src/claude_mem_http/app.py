@@ -4,7 +4,8 @@ tests and embedding.
 The cleanup context owns everything with a lifetime: it opens the :class:`Memory` from the
 settings (and closes it), resolves the local-dev team and project, and runs embedded
 generation (consume the in-process queue with the memory's generator, reconcile
-periodically) when no separate worker is expected.
+periodically) when no separate worker is expected, and then also the embedding backfill when
+semantic recall is on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from claude_mem_core.config import Settings
 from claude_mem_core.facade import Memory, open_memory_from_settings
-from claude_mem_core.services import admin, generation
+from claude_mem_core.services import admin, embedding, generation
 from claude_mem_core.services.context import Caller
 from claude_mem_http import health, openapi, routes, schemas
 from claude_mem_http.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
@@ -124,9 +125,23 @@ def _lifecycle(
                     ),
                     name="claude-mem-embedded-generation",
                 )
+            # Semantic recall: whoever generates also embeds what has no vector yet
+            # (memories, older passages); a separate worker does it when one generates.
+            stop_backfill = asyncio.Event()
+            backfill: asyncio.Task[None] | None = None
+            if run_generation and runtime.memory.deps.semantic is not None:
+                backfill = asyncio.create_task(
+                    embedding.run_backfill(runtime.memory.deps, stop_backfill),
+                    name="claude-mem-embeddings",
+                )
             try:
                 yield
             finally:
+                stop_backfill.set()
+                if backfill is not None:
+                    backfill.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await backfill
                 task = runtime.generation_task
                 if task is not None:
                     task.cancel()

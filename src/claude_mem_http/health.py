@@ -181,8 +181,15 @@ async def info(request: web.Request) -> web.StreamResponse:
             "eventBroadcaster": {"status": "disabled", "reason": "not implemented"},
         },
         "queueLanes": queue["lanes"] if queue_active else [],
+        "semanticRecall": semantic_recall(runtime),
     }
     return json_response(body)
+
+
+def semantic_recall(runtime: Runtime) -> dict[str, Any]:
+    """Whether search fuses embeddings, and the model's name (never the endpoint or key)."""
+    semantic = runtime.memory.deps.semantic
+    return {"enabled": semantic is not None, "model": semantic.model if semantic else None}
 
 
 def setup(app: web.Application) -> None:

@@ -1106,6 +1106,7 @@ def build() -> dict[str, Any]:
                 }
             ),
             "queueLanes": _HEALTH_QUEUE["properties"]["lanes"],
+            "semanticRecall": obj({"enabled": BOOL, "model": NSTR}),
         }
     )
     return {

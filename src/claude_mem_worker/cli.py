@@ -9,7 +9,9 @@ worker is stopped.
 
 Worker settings beyond :class:`Settings` (which holds ``CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS``):
 ``CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS`` (default 10),
-``CLAUDE_MEM_WORKER_STATS_INTERVAL_SECONDS`` (default 30), ``CLAUDE_MEM_LOG_LEVEL``.
+``CLAUDE_MEM_WORKER_STATS_INTERVAL_SECONDS`` (default 30), ``CLAUDE_MEM_LOG_LEVEL``, and with
+semantic recall on ``CLAUDE_MEM_EMBEDDINGS_INTERVAL_SECONDS`` (default 30: how often passages
+without a vector are embedded).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ async def run_worker(args: argparse.Namespace) -> int:
     from claude_mem_core.adapters import storage_from_url
     from claude_mem_core.adapters.providers import provider_from_spec
     from claude_mem_core.config import Settings
-    from claude_mem_core.facade import Memory
+    from claude_mem_core.facade import Memory, embedder_from_settings
     from claude_mem_core.services.debounce import SessionBatcher
     from claude_mem_worker.broker import build_queue
     from claude_mem_worker.runner import Worker, WorkerOptions
@@ -136,6 +138,7 @@ async def run_worker(args: argparse.Namespace) -> int:
         grace_seconds=_float_env(env, "CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS", 10.0),
         log_interval=_float_env(env, "CLAUDE_MEM_WORKER_STATS_INTERVAL_SECONDS", 30.0),
         stale_after_seconds=settings.lease_seconds,
+        embed_interval=_float_env(env, "CLAUDE_MEM_EMBEDDINGS_INTERVAL_SECONDS", 30.0),
     )
     database = _redact(settings.database_url)
     storage = storage_from_url(settings.database_url)
@@ -154,6 +157,7 @@ async def run_worker(args: argparse.Namespace) -> int:
             print(f"error: cannot use the database {database}: {exc.message}", file=sys.stderr)
             return EXIT_FAILED
         provider = provider_from_spec(settings.provider, env)
+        embedder = embedder_from_settings(settings)
     except BaseException:
         await storage.close()
         raise
@@ -165,6 +169,8 @@ async def run_worker(args: argparse.Namespace) -> int:
         provider=provider,
         options=settings.pipeline_options(),
         worker_id=worker_id,
+        embedder=embedder,
+        embedding_model=settings.embeddings_model,
     )
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -189,7 +195,7 @@ async def run_worker(args: argparse.Namespace) -> int:
             return EXIT_OK
         log.info(
             "worker %s starting: database=%s redis=%s prefix=%s concurrency=%d provider=%s "
-            "policy=%s lease=%gs heartbeat=%gs reconcile every %.1fs",
+            "policy=%s lease=%gs heartbeat=%gs reconcile every %.1fs semantic-recall=%s",
             worker_id,
             database,
             queue.location,
@@ -200,6 +206,7 @@ async def run_worker(args: argparse.Namespace) -> int:
             settings.lease_seconds,
             memory.deps.options.heartbeat_interval,
             options.reconcile_interval,
+            settings.embeddings_model if embedder is not None else "off",
         )
         await worker.run()
     except ClaudeMemError as exc:

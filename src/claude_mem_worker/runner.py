@@ -13,6 +13,8 @@ pending list on shutdown) and redelivers a dead worker's messages only lazily. H
   (one round trip for both), or go on their own ``ack_delay`` later when no read comes,
   and at stop. An unexpected error leaves the message unacknowledged;
   :meth:`TaskiqQueue.claim_stale` or the database reconciliation brings it back;
+* with semantic recall on, passages without a vector are embedded every
+  ``embed_interval`` seconds (:func:`embedding.run_backfill`), in a task of their own;
 * every ``reconcile_interval`` seconds (and at start): :func:`generation.reconcile`
   republishes due ``queued`` rows and returns expired leases; stale unacknowledged
   messages of dead consumers are claimed. Due delayed
@@ -35,7 +37,7 @@ from attrs import define, frozen
 
 from claude_mem_core.adapters.taskiq_queue import Delivery, TaskiqQueue
 from claude_mem_core.errors import ClaudeMemError, QueueError
-from claude_mem_core.services import debounce, generation
+from claude_mem_core.services import debounce, embedding, generation
 from claude_mem_core.services.context import Deps
 from claude_mem_core.services.debounce import SessionBatcher
 from claude_mem_core.services.generation import ProcessResult
@@ -84,6 +86,8 @@ class WorkerOptions:
     promote_interval: float = 0.2
     stale_after_seconds: float = 300.0
     ack_delay: float = 0.05
+    # Semantic recall on: how often passages still without a vector are embedded.
+    embed_interval: float = 30.0
 
     @property
     def republish_after(self) -> float:
@@ -157,6 +161,12 @@ class Worker:
         reader = asyncio.create_task(self._read_loop(), name="claude-mem-reader")
         upkeep = asyncio.create_task(self._upkeep_loop(), name="claude-mem-upkeep")
         acker = asyncio.create_task(self._ack_loop(), name="claude-mem-acker")
+        backfill: asyncio.Task[None] | None = None
+        if self.deps.semantic is not None:
+            backfill = asyncio.create_task(
+                embedding.run_backfill(self.deps, self._stop, interval=self.options.embed_interval),
+                name="claude-mem-embeddings",
+            )
         self.started.set()
         try:
             await self._stop.wait()
@@ -170,6 +180,12 @@ class Worker:
                 upkeep.cancel()
                 await asyncio.wait({upkeep}, timeout=15)
             log.debug("upkeep stopped")
+            if backfill is not None:
+                # Between two batches it stops by itself; an embedder call is not waited for.
+                done, _ = await asyncio.wait({backfill}, timeout=1.0)
+                if not done:
+                    backfill.cancel()
+                    await asyncio.gather(backfill, return_exceptions=True)
             await self._finish_inflight()
             acker.cancel()
             await asyncio.gather(acker, return_exceptions=True)

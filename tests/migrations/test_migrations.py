@@ -354,3 +354,48 @@ async def test_max_passages_upgrade_counts_each_projects_largest_observation(
     await migrations.downgrade(empty_url, "0004")
     await migrations.upgrade(empty_url)
     assert await _sync_call(empty_url, counts) == {"p1": 3, "p2": 1}
+
+
+async def test_search_vectors_upgrade_adds_an_empty_table_and_downgrade_keeps_passages(
+    empty_url: str,
+) -> None:
+    """Revision 0007 adds ``search_vectors`` (empty: the backfill fills it), whose rows go
+    with their passage; its downgrade drops only that table."""
+    await migrations.upgrade(empty_url, "0006")
+    engine = dialects.create_engine(empty_url, poolclass=sa.pool.NullPool)
+
+    async def count(conn: Any, table: str) -> int:
+        return int((await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+    try:
+        async with engine.begin() as conn:
+            for sql in (
+                "INSERT INTO teams (id, name) VALUES ('t', 't')",
+                "INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')",
+                "INSERT INTO observations (id, team_id, project_id, content) "
+                "VALUES ('o', 't', 'p', 'x'), ('o2', 't', 'p', 'y')",
+                "INSERT INTO search_passages (team_id, project_id, observation_id, origin, "
+                "length, tf, terms) VALUES ('t', 'p', 'o', 'observation', 1, '{}', 'x'), "
+                "('t', 'p', 'o2', 'observation', 1, '{}', 'y')",
+            ):
+                await conn.execute(sa.text(sql))
+        await migrations.upgrade(empty_url, "0007")
+        async with engine.begin() as conn:
+            assert await count(conn, "search_vectors") == 0
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO search_vectors (passage_id, model, team_id, project_id, "
+                    "observation_id, vector) SELECT id, 'm', team_id, project_id, "
+                    "observation_id, :vector FROM search_passages"
+                ),
+                {"vector": b"\x00\x00\x80\x3f"},
+            )
+            await conn.execute(sa.text("DELETE FROM observations WHERE id = 'o2'"))
+            rows = await conn.execute(sa.text("SELECT observation_id, vector FROM search_vectors"))
+            assert [(r[0], bytes(r[1])) for r in rows] == [("o", b"\x00\x00\x80\x3f")]
+        await migrations.downgrade(empty_url, "0006")
+        assert "search_vectors" not in await _table_names(empty_url)
+        async with engine.begin() as conn:
+            assert await count(conn, "search_passages") == 1
+    finally:
+        await engine.dispose()

@@ -456,3 +456,49 @@ async def test_the_worker_refuses_an_unmigrated_database_or_the_memory_queue(
     assert await asyncio.to_thread(proc.proc.wait, 15) == 1
     text = proc.log()
     assert "CLAUDE_MEM_QUEUE_ENGINE=redis" in text and "CLAUDE_MEM_REDIS_URL" in text
+
+
+async def test_the_worker_embeds_generated_observations_and_backfills_memories(
+    stack: Stack,
+) -> None:
+    """Semantic recall on: the worker embeds what its jobs stored, and (periodically) what
+    was written without a job; it logs the model, never the key."""
+    from claude_mem_core.testing.fake_embeddings import FakeEmbeddingsServer
+
+    secret = "sk-worker-embeddings-SECRET-0123456789"
+    async with FakeEmbeddingsServer(dimensions=8, require_api_key=secret) as fake:
+        worker = stack.worker(
+            None,
+            CLAUDE_MEM_EMBEDDINGS_URL=fake.openai_base_url,
+            CLAUDE_MEM_EMBEDDINGS_MODEL="fake-model",
+            CLAUDE_MEM_EMBEDDINGS_API_KEY=secret,
+            CLAUDE_MEM_EMBEDDINGS_INTERVAL_SECONDS="0.5",
+        ).start()
+        mem = await stack.open()
+        scope = await _scope(mem)
+        await worker.started()
+
+        async def missing() -> int:
+            async with mem.storage.unit_of_work() as uow:
+                return await uow.vectors.count_missing(
+                    "fake-model", team_id=scope.team_id, project_id=scope.project_id
+                )
+
+        ingested = await mem.ingest(scope, event_type="tool_use", payload=_tool_event(1))
+        assert ingested.job is not None
+        job_id = ingested.job.id
+        await until(lambda: _all_completed(mem, scope, [job_id]), what="the job to complete")
+        await until(lambda: _zero(missing), within=15, what="generated passages embedded")
+        await mem.add_memory(scope, "The on-call rotation changes on Mondays")
+        assert await missing() == 1
+        await until(lambda: _zero(missing), within=15, what="the memory to be backfilled")
+
+        assert (await worker.stop())[0] == 0
+        log = worker.log()
+        assert "semantic-recall=fake-model" in log
+        assert secret not in log
+        assert fake.requests and {r.api_key for r in fake.requests} == {secret}
+
+
+async def _zero(count: Callable[[], Awaitable[int]]) -> bool:
+    return await count() == 0

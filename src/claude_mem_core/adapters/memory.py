@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attrs
 
 from claude_mem_core.domain import ranking
+from claude_mem_core.domain.fusion import pack_vector, unpack_vector
 from claude_mem_core.domain.models import (
     AgentEvent,
     ApiKey,
@@ -39,6 +40,7 @@ from claude_mem_core.ports.storage import (
     FreshMemory,
     JobFilter,
     Page,
+    PassageText,
     SearchHit,
 )
 
@@ -56,6 +58,7 @@ TABLES = (
     "sources",
     "passages",
     "audit",
+    "vectors",
 )
 
 
@@ -735,6 +738,97 @@ class _Audit(_Repo):
         return _page(rows, page)
 
 
+class _SearchVectors(_Repo):
+    """Vectors keyed ``"<passage id>:<model>"``, packed as the SQL adapters store them (so
+    values round to float32 alike). A passage's id is its place in ``passages`` plus one."""
+
+    def _passages(
+        self, team_id: str | None, project_id: str | None, after: int
+    ) -> list[tuple[int, Passage]]:
+        found = []
+        for key, passage in self._tx.read("passages").items():
+            passage_id = int(key) + 1
+            if passage_id <= after:
+                continue
+            if team_id is not None and passage.team_id != team_id:
+                continue
+            if project_id is not None and passage.project_id != project_id:
+                continue
+            found.append((passage_id, passage))
+        return found
+
+    async def missing(
+        self,
+        model: str,
+        *,
+        team_id: str | None = None,
+        project_id: str | None = None,
+        observation_ids: Sequence[str] | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> Sequence[PassageText]:
+        stored = self._tx.read("vectors")
+        observations = self._tx.read("observations")
+        wanted = None if observation_ids is None else set(observation_ids)
+        found: list[PassageText] = []
+        for passage_id, passage in self._passages(team_id, project_id, after):
+            if len(found) >= limit:
+                break
+            if f"{passage_id}:{model}" in stored:
+                continue
+            if wanted is not None and passage.observation_id not in wanted:
+                continue
+            text = passage.text
+            if text is None:
+                text = observations[passage.observation_id].content
+            found.append(
+                PassageText(
+                    id=passage_id,
+                    team_id=passage.team_id,
+                    project_id=passage.project_id,
+                    observation_id=passage.observation_id,
+                    text=text,
+                )
+            )
+        return found
+
+    async def count_missing(
+        self, model: str, *, team_id: str | None = None, project_id: str | None = None
+    ) -> int:
+        stored = self._tx.read("vectors")
+        return sum(
+            1
+            for passage_id, _ in self._passages(team_id, project_id, 0)
+            if f"{passage_id}:{model}" not in stored
+        )
+
+    async def add(self, model: str, vectors: Mapping[int, Sequence[float]]) -> int:
+        passages = self._tx.read("passages")
+        packed = {int(pid): pack_vector(vector) for pid, vector in vectors.items()}
+        table = self._tx.write("vectors")
+        added = 0
+        for passage_id, data in packed.items():
+            passage = passages.get(f"{passage_id - 1}")
+            key = f"{passage_id}:{model}"
+            if passage is None or key in table:
+                continue
+            table[key] = (passage.team_id, passage.project_id, passage.observation_id, data)
+            added += 1
+        return added
+
+    async def for_observations(
+        self, team_id: str, project_id: str, model: str, observation_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[Sequence[float]]]:
+        wanted = set(observation_ids)
+        found: dict[str, list[list[float]]] = {}
+        for key, (team, project, observation_id, data) in self._tx.read("vectors").items():
+            if key.split(":", 1)[1] != model or (team, project) != (team_id, project_id):
+                continue
+            if observation_id in wanted:
+                found.setdefault(observation_id, []).append(unpack_vector(data))
+        return found
+
+
 class InMemoryUnitOfWork:
     def __init__(self, tx: _Tx) -> None:
         self.teams = _Teams(tx)
@@ -748,6 +842,7 @@ class InMemoryUnitOfWork:
         self.sources = _Sources(tx)
         self.search = _SearchIndex(tx)
         self.audit = _Audit(tx)
+        self.vectors = _SearchVectors(tx)
 
 
 class InMemoryStorage:

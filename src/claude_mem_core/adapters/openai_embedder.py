@@ -322,6 +322,12 @@ def embedder_from_url(
     )
 
 
+def embeddings_base_url(url: str) -> str:
+    """The API base URL :func:`embedder_from_url` would use for ``url``; raises
+    :class:`ConfigurationError` as it would (without importing the SDK)."""
+    return _base_url(url)
+
+
 def _base_url(url: str) -> str:
     text = url.strip()
     scheme, sep, _ = text.partition("://")
@@ -358,4 +364,5 @@ __all__ = [
     "URL_FORMS",
     "OpenAICompatibleEmbedder",
     "embedder_from_url",
+    "embeddings_base_url",
 ]

@@ -349,6 +349,57 @@ class SearchIndexRepository(Protocol):
         the team's (an audit row always names a project of its team)."""
 
 
+@frozen(kw_only=True)
+class PassageText:
+    """A search passage to embed: its id, its scope and its text (an observation passage's
+    text is its observation's content)."""
+
+    id: int
+    team_id: str
+    project_id: str
+    observation_id: str
+    text: str
+
+
+class SearchVectorRepository(Protocol):
+    """Embeddings of search passages, one per passage and model (optional semantic recall;
+    the vectors of different models are not comparable, so every method names one).
+
+    Vectors come back as stored: float32 (``domain.fusion.pack_vector``), so a value reads
+    back rounded to the nearest float32. A passage's vectors go when the passage goes."""
+
+    async def missing(
+        self,
+        model: str,
+        *,
+        team_id: str | None = None,
+        project_id: str | None = None,
+        observation_ids: Sequence[str] | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> Sequence[PassageText]:
+        """Passages without a vector of ``model``, by ascending id above ``after``, at most
+        ``limit``: of the team's project (``team_id`` and ``project_id``), of the team's
+        projects (``team_id`` alone) or of every project (neither: for the backfill); only
+        those of ``observation_ids`` when given."""
+
+    async def count_missing(
+        self, model: str, *, team_id: str | None = None, project_id: str | None = None
+    ) -> int:
+        """How many passages ``missing`` would list without a limit (for progress)."""
+
+    async def add(self, model: str, vectors: Mapping[int, Sequence[float]]) -> int:
+        """Store a vector of ``model`` for each passage id, in the passage's scope. A passage
+        that has a vector of ``model`` keeps it, and an id that names no passage is
+        skipped; returns how many were stored."""
+
+    async def for_observations(
+        self, team_id: str, project_id: str, model: str, observation_ids: Sequence[str]
+    ) -> Mapping[str, Sequence[Sequence[float]]]:
+        """The vectors of ``model`` of these observations' passages (in this project of
+        this team), by observation id; observations without any are left out."""
+
+
 class AuditRepository(Protocol):
     async def add(self, entry: AuditEntry) -> None: ...
     async def add_read(self, entry: AuditEntry) -> bool:
@@ -403,6 +454,9 @@ class UnitOfWork(Protocol):
 
     @property
     def audit(self) -> AuditRepository: ...
+
+    @property
+    def vectors(self) -> SearchVectorRepository: ...
 
 
 class Storage(Protocol):
@@ -460,9 +514,11 @@ __all__ = [
     "ObservationRepository",
     "ObservationSourceRepository",
     "Page",
+    "PassageText",
     "ProjectRepository",
     "SearchHit",
     "SearchIndexRepository",
+    "SearchVectorRepository",
     "SessionRepository",
     "Storage",
     "TeamRepository",

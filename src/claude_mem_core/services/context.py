@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
@@ -12,6 +13,9 @@ from claude_mem_core.domain.scopes import ALL
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
+
+if TYPE_CHECKING:
+    from claude_mem_core.services.embedding import SemanticRecall
 
 
 def _scopes(values: Iterable[str]) -> frozenset[str]:
@@ -73,7 +77,8 @@ class PipelineOptions:
 @frozen(kw_only=True)
 class Deps:
     """The ports a service acts through. ``queue`` is None when nothing consumes jobs yet
-    (rows stay ``queued`` until a worker's reconciliation picks them up)."""
+    (rows stay ``queued`` until a worker's reconciliation picks them up). ``semantic`` is
+    None unless semantic recall is configured (``services.embedding``)."""
 
     storage: Storage
     queue: JobQueue | None = None
@@ -81,3 +86,4 @@ class Deps:
     ids: IdSource = field(factory=UuidSource)
     options: PipelineOptions = field(factory=PipelineOptions)
     jitter: Callable[[], float] = field(default=random.random)
+    semantic: SemanticRecall | None = None

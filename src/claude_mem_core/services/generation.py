@@ -57,7 +57,7 @@ from claude_mem_core.generation.privacy import strip_tags
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import outbox
+from claude_mem_core.services import embedding, outbox
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, audit_entry
 
@@ -516,7 +516,35 @@ class Generator:
         stored observation ids (batching uses it to complete the jobs a batch covered).
         ``audit_entries`` (the claim's, when it was deferred) are written in any case.
         ``events``: what the drafts were made from; their text is indexed for search with
-        the observations (``domain/passages.py``)."""
+        the observations (``domain/passages.py``). With semantic recall on, the stored
+        observations' passages are then embedded, after that transaction committed (a
+        failure there leaves them to the backfill; the job stays completed)."""
+        stored = await self._store(
+            job,
+            drafts,
+            result,
+            private=private,
+            also=also,
+            audit_entries=audit_entries,
+            events=events,
+        )
+        if stored.observation_ids and self.deps.semantic is not None:
+            await embedding.embed_generated(
+                self.deps, job.team_id, job.project_id, stored.observation_ids
+            )
+        return stored
+
+    async def _store(
+        self,
+        job: GenerationJob,
+        drafts: list[tuple[int, Observation]],
+        result: GenerationResult | None,
+        *,
+        private: bool,
+        also: AlsoInTransaction | None,
+        audit_entries: Sequence[AuditEntry],
+        events: Sequence[AgentEvent],
+    ) -> ProcessResult:
         deps = self.deps
         now = deps.clock.now()
         provider = result.provider if result else self.provider.name

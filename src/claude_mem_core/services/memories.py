@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from attrs import field, frozen
@@ -23,7 +24,8 @@ from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.domain.tokens import parse_query
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags
-from claude_mem_core.ports.storage import FreshMemory, Page
+from claude_mem_core.ports.storage import FreshMemory, Page, SearchHit
+from claude_mem_core.services import embedding
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, audit_entry, project_visible, require_project
 
@@ -175,11 +177,14 @@ class Excerpt:
 class SearchResult:
     """A search hit: the observation, its score, and the evidence: ``excerpts`` of its best
     passages (its own text, the events it was made from), best first; ``excerpt`` is them
-    joined by `` … ``."""
+    joined by `` … ``. ``similarity``: with semantic recall on, the best cosine between the
+    query's vector and its passages' (None without vectors); ``score`` stays the BM25
+    score, the order is the fused one."""
 
     observation: Observation
     score: float
     excerpts: tuple[Excerpt, ...] = ()
+    similarity: float | None = None
 
     @property
     def excerpt(self) -> str:
@@ -201,7 +206,15 @@ async def search(
 ) -> list[SearchResult]:
     """Ranked full-text search (BM25 over passages, ``domain/ranking.py``), one result per
     observation with its excerpt; ``kind``: only observations of that kind. The audit row
-    records the result ids, not the query text (it may be personal data)."""
+    records the result ids, not the query text (it may be personal data).
+
+    With semantic recall on (``deps.semantic``), storage is asked for more candidates than
+    ``limit`` (``embedding.candidate_count``), the query is embedded while it searches, and
+    the candidates are reordered by rank fusion with their passages' cosine similarity
+    (``services/embedding.py``) before the best ``limit`` are returned. The audit row is
+    written by that storage search, so it records every candidate read (``resultCount`` and
+    ``observationIds`` of the candidates, ``candidates`` in its details), not only those
+    returned. An embedder that fails leaves the answer to BM25 alone."""
     require(caller.scopes, Need.READ)
     _check_limit(limit, MAX_SEARCH_LIMIT if mode == "search" else MAX_CONTEXT_LIMIT)
     if not isinstance(query, str) or not query.strip():
@@ -215,14 +228,42 @@ async def search(
     details: dict[str, Any] = {"mode": mode, "queryTermCount": len(parsed.terms), "limit": limit}
     if wanted_kind is not None:
         details["kind"] = wanted_kind
+    semantic = deps.semantic
+    fetch = limit
+    if semantic is not None:
+        fetch = embedding.candidate_count(limit, MAX_SEARCH_LIMIT)
+        details["candidates"] = fetch
     entry = audit_entry(deps, caller, "observation.read", project_id=project_id, details=details)
-    async with deps.storage.unit_of_work() as uow:
-        # The read's audit row (with the result count and ids) is written with the search
-        # (on PostgreSQL by its own statement); a foreign or missing project is "not
-        # found", a key revoked meanwhile "forbidden", and then nothing is answered.
-        hits = await uow.search.search(
-            caller.team_id, project_id, parsed, limit=limit, audit=entry, kind=wanted_kind
-        )
+    vectors: Mapping[str, Sequence[Sequence[float]]] = {}
+    query_vector: asyncio.Future[list[float] | None] | None = None
+    if semantic is not None:
+        # Embedded while the database searches: no transaction waits for the embedder.
+        query_vector = asyncio.ensure_future(semantic.query_vector(query))
+    try:
+        async with deps.storage.unit_of_work() as uow:
+            # The read's audit row (with the result count and ids) is written with the search
+            # (on PostgreSQL by its own statement); a foreign or missing project is "not
+            # found", a key revoked meanwhile "forbidden", and then nothing is answered.
+            hits = await uow.search.search(
+                caller.team_id, project_id, parsed, limit=fetch, audit=entry, kind=wanted_kind
+            )
+            if semantic is not None and len(hits) > 1:
+                vectors = await uow.vectors.for_observations(
+                    caller.team_id, project_id, semantic.model, [h.observation.id for h in hits]
+                )
+    except BaseException:
+        if query_vector is not None:
+            query_vector.cancel()
+        raise
+    ranked: list[tuple[SearchHit, float | None]] = [(h, None) for h in hits[:limit]]
+    if query_vector is not None:
+        if len(hits) > 1:
+            wanted = await query_vector
+            if wanted is not None:
+                fused = embedding.fuse(hits, vectors, wanted, limit)
+                ranked = [(f.hit, f.similarity) for f in fused]
+        else:
+            query_vector.cancel()
     return [
         SearchResult(
             observation=h.observation,
@@ -235,8 +276,9 @@ async def search(
                 )
                 for e in h.evidence
             ),
+            similarity=similarity,
         )
-        for h in hits
+        for h, similarity in ranked
     ]
 
 

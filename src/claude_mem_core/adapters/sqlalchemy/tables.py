@@ -538,3 +538,25 @@ def make_include_object(dialect_name: str) -> Any:
         return include_name(name, type_, None)
 
     return include_object
+
+
+# Optional semantic recall: one embedding per passage and model (vectors of different models
+# are not comparable), as little-endian float32 bytes (``domain.fusion.pack_vector``; no
+# vector extension needed). The scope columns are copied from the passage when the vector is
+# stored; deleting a passage (or its observation, project or team) takes its vectors along.
+search_vectors = sa.Table(
+    "search_vectors",
+    metadata,
+    sa.Column(
+        "passage_id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.ForeignKey("search_passages.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("model", sa.Text, primary_key=True),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("observation_id", sa.Text, nullable=False),
+    sa.Column("vector", sa.LargeBinary, nullable=False),
+    sa.Index("idx_search_vectors_observation", "observation_id", "model"),
+)
