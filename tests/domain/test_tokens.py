@@ -152,6 +152,35 @@ def test_stemming_applies_to_words_and_letter_parts_only() -> None:
     assert index_terms("files2") == ["files2"]  # digits: exact
 
 
+@pytest.mark.parametrize(
+    ("word", "code"),
+    [
+        ("repository", "REPO_ROOT"),
+        ("repositories", "two repos"),
+        ("environment", 'os.environ.get("TOKEN")'),
+        ("binary", "/opt/homebrew/bin/gh"),
+        ("configuration", "config_dir"),
+        ("documentation", "see docs/"),
+    ],
+)
+def test_words_meet_their_abbreviations_both_ways(word: str, code: str) -> None:
+    assert finds(word, code)
+    assert finds(word.capitalize(), code.upper())
+
+
+def test_an_abbreviation_finds_the_word() -> None:
+    assert finds("repo", "the repository")
+    assert finds("env", "environments")
+    assert finds("docs", "documentation")
+
+
+def test_only_listed_abbreviations_fold() -> None:
+    # "prod" is production's abbreviation, not product's; "temp" could be a temperature.
+    assert not finds("product", "deploy to prod")
+    assert not finds("temporary", "temp = 21.5")
+    assert finds("temporary", "/tmp/build")
+
+
 def test_over_long_terms_are_skipped_but_parts_kept() -> None:
     long_word = "a" * (MAX_TERM_CHARS + 1)
     assert index_terms(long_word) == []

@@ -349,11 +349,73 @@ async def test_max_passages_upgrade_counts_each_projects_largest_observation(
         )
         return {str(p): int(n) for p, n in rows}
 
-    await migrations.upgrade(empty_url)
+    # Up to 0005 only: a later revision rebuilds passages from observations, and these
+    # passages are made up.
+    await migrations.upgrade(empty_url, "0005")
     assert await _sync_call(empty_url, counts) == {"p1": 3, "p2": 1}
     await migrations.downgrade(empty_url, "0004")
-    await migrations.upgrade(empty_url)
+    await migrations.upgrade(empty_url, "0005")
     assert await _sync_call(empty_url, counts) == {"p1": 3, "p2": 1}
+
+
+async def test_abbreviation_upgrade_reindexes_passages_written_with_old_terms(
+    empty_url: str,
+) -> None:
+    """Revision 0008 rebuilds passages whose terms predate the abbreviation folding: a
+    passage stored with the old term ``repository`` is found by "repo" (and "repository")
+    afterwards, and the statistics count it once."""
+    from claude_mem_core.domain.tokens import parse_query
+
+    await migrations.upgrade(empty_url, "0007")
+    engine = dialects.create_engine(empty_url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            for sql in (
+                "INSERT INTO teams (id, name) VALUES ('t', 't')",
+                "INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')",
+                "INSERT INTO observations (id, team_id, project_id, title, content) "
+                "VALUES ('o', 't', 'p', 'Repository root', 'Found the repository root')",
+                # What the tokenizer wrote before 0008: the word itself, not "repo".
+                "INSERT INTO search_passages (team_id, project_id, observation_id, origin, "
+                "length, tf, terms) VALUES ('t', 'p', 'o', 'observation', 2, "
+                """'{"repository": 1.0, "root": 1.0}', 'repository root')""",
+                "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens, "
+                "min_length, max_passages) VALUES ('t', 'p', 0, 1, 2, 2, 1)",
+                "INSERT INTO search_terms (team_id, project_id, term, shard, df, max_tf) "
+                "VALUES ('t', 'p', 'repository', 0, 1, 1.0)",
+            ):
+                await conn.execute(sa.text(sql))
+    finally:
+        await engine.dispose()
+
+    storage = SqlAlchemyStorage.from_url(empty_url)
+    try:
+        async with storage.unit_of_work() as uow:
+            before = await uow.search.search("t", "p", parse_query("REPO_ROOT"), limit=5)
+    finally:
+        await storage.close()
+    assert before == []  # the stored term is "repository"; the query's part is "repo"
+
+    await migrations.upgrade(empty_url)
+    storage = SqlAlchemyStorage.from_url(empty_url)
+    try:
+        async with storage.unit_of_work() as uow:
+            by_code = await uow.search.search("t", "p", parse_query("REPO_ROOT"), limit=5)
+            by_word = await uow.search.search("t", "p", parse_query("repositories"), limit=5)
+    finally:
+        await storage.close()
+    assert [h.observation.id for h in by_code] == ["o"]
+    assert [h.observation.id for h in by_word] == ["o"]
+
+    def counts(conn: sa.Connection) -> tuple[Any, ...]:
+        passages = conn.execute(sa.text("SELECT count(*) FROM search_passages")).scalar()
+        stats = conn.execute(sa.text("SELECT sum(passages) FROM search_stats")).scalar()
+        old = conn.execute(
+            sa.text("SELECT count(*) FROM search_terms WHERE term = 'repository'")
+        ).scalar()
+        return passages, stats, old
+
+    assert await _sync_call(empty_url, counts) == (1, 1, 0)
 
 
 async def test_search_vectors_upgrade_adds_an_empty_table_and_downgrade_keeps_passages(

@@ -96,7 +96,9 @@ def observation_fields(observation: Observation) -> list[tuple[str, str]]:
         *([observation.type] if observation.type else []),
     ]
     return [
-        ("title", observation.title or ""),
+        # The subtitle is the agent's own label for the step (Bash's description): it names
+        # the action as a title does.
+        ("title", "\n".join(filter(None, (observation.title, observation.subtitle)))),
         ("facts", "\n".join(facts)),
         ("body", observation.content),
     ]

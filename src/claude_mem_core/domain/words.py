@@ -1,7 +1,10 @@
-"""English word rules shared by indexing and queries: stop words and a light stemmer.
+"""English word rules shared by indexing and queries: stop words, a light stemmer and the
+abbreviations of programmers.
 
 Questions are full of function words ("which file did we change…"); they are dropped from
-queries (never from the index). The stemmer makes "fixed", "fixes" and "fixing" meet.
+queries (never from the index). The stemmer makes "fixed", "fixes" and "fixing" meet, and
+folds a word and its usual abbreviation into one term: a question says "repository" or
+"environment variable" where the code says ``REPO_ROOT`` or ``os.environ``.
 """
 
 from __future__ import annotations
@@ -45,8 +48,16 @@ _SUFFIXES = (
 
 
 def stem(word: str) -> str:
+    """The term of an all-letters word: suffixes stripped (:func:`strip_suffix`), then a
+    word folded onto its abbreviation ("repository", "repositories" and "repos" are all
+    "repo"), the same way at index and query time on every backend."""
+    stripped = strip_suffix(word)
+    return _ABBREVIATED.get(stripped, stripped)
+
+
+def strip_suffix(word: str) -> str:
     """A small, deterministic suffix-stripper: it only has to make "fixed", "fixes" and
-    "fixing" meet at "fix", the same way for every backend (``domain/tokens.py``)."""
+    "fixing" meet at "fix"."""
     word = word.lower()
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
@@ -57,3 +68,80 @@ def stem(word: str) -> str:
     if len(word) > 3 and word.endswith("e"):
         word = word[:-1]
     return word
+
+
+# Words programmers abbreviate, each with the abbreviation code and commands use (long, short;
+# letters only: the stemmer sees only words of letters). Only unambiguous pairs: "temp" or
+# "res" could be another word, so they are not here.
+ABBREVIATIONS: tuple[tuple[str, str], ...] = (
+    ("administrator", "admin"),
+    ("application", "app"),
+    ("argument", "arg"),
+    ("asynchronous", "async"),
+    ("attribute", "attr"),
+    ("authentication", "auth"),
+    ("authorization", "auth"),
+    ("binary", "bin"),
+    ("certificate", "cert"),
+    ("command", "cmd"),
+    ("configuration", "config"),
+    ("context", "ctx"),
+    ("credential", "cred"),
+    ("database", "db"),
+    ("dependency", "dep"),
+    ("description", "desc"),
+    ("development", "dev"),
+    ("directory", "dir"),
+    ("document", "doc"),
+    ("documentation", "doc"),
+    ("environment", "env"),
+    ("error", "err"),
+    ("executable", "exe"),
+    ("function", "func"),
+    ("implementation", "impl"),
+    ("information", "info"),
+    ("initialize", "init"),
+    ("javascript", "js"),
+    ("library", "lib"),
+    ("maximum", "max"),
+    ("message", "msg"),
+    ("minimum", "min"),
+    ("package", "pkg"),
+    ("parameter", "param"),
+    ("previous", "prev"),
+    ("production", "prod"),
+    ("reference", "ref"),
+    ("repository", "repo"),
+    ("request", "req"),
+    ("source", "src"),
+    ("specification", "spec"),
+    ("statistics", "stats"),
+    ("synchronize", "sync"),
+    ("synchronization", "sync"),
+    ("temporary", "tmp"),
+    ("typescript", "ts"),
+    ("utility", "util"),
+    ("variable", "var"),
+)
+
+
+def _inflections(word: str) -> set[str]:
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    return forms
+
+
+def _abbreviated() -> dict[str, str]:
+    """Stripped form of every inflection of a pair's words -> the stripped abbreviation."""
+    table: dict[str, str] = {}
+    for long, short in ABBREVIATIONS:
+        target = strip_suffix(short)
+        for form in _inflections(long) | _inflections(short):
+            stripped = strip_suffix(form)
+            if stripped != target:
+                table[stripped] = target
+    return table
+
+
+_ABBREVIATED = _abbreviated()
