@@ -66,13 +66,16 @@ class JobFilter:
 class FreshEvent:
     """An event with the rows that are written with it when it is new: its generation job
     (if any), the job's first log entry (``seq`` 1), and its audit row. ``key_id``: the API
-    key it is written under, which must still work (not revoked, not expired) at the write."""
+    key it is written under, which must still work (not revoked, not expired) at the write.
+    ``large``: the event came in a body of megabytes; an adapter that encodes it (to JSON,
+    say) does so off the event loop."""
 
     event: AgentEvent
     job: GenerationJob | None = None
     job_event: JobEvent | None = None
     audit: AuditEntry
     key_id: str | None = None
+    large: bool = False
 
 
 @frozen(kw_only=True)

@@ -75,7 +75,7 @@ class GroupCommitIngest(GroupWriter[_Pending, ingest.IngestedEvent]):
         if not project_visible(caller, item.project_id):
             raise NotFound("Project not found")
         event = await ingest.prepared(self.deps, caller, item)  # an unusable value raises
-        fresh = self._fresh(caller, event, generate, job_source)
+        fresh = self._fresh(caller, event, generate, job_source, large=item.is_large)
         reply: asyncio.Future[ingest.IngestedEvent] = asyncio.get_running_loop().create_future()
         return await self._join(
             _Pending(
@@ -118,7 +118,7 @@ class GroupCommitIngest(GroupWriter[_Pending, ingest.IngestedEvent]):
                 await self._write_alone(pending)
 
     def _fresh(
-        self, caller: Caller, event: AgentEvent, generate: bool, job_source: str
+        self, caller: Caller, event: AgentEvent, generate: bool, job_source: str, *, large: bool
     ) -> FreshEvent:
         """The rows of the event if it is new, as ``ingest_event`` writes them."""
         deps = self.deps
@@ -126,6 +126,7 @@ class GroupCommitIngest(GroupWriter[_Pending, ingest.IngestedEvent]):
         return FreshEvent(
             event=event,
             key_id=caller.api_key_id,
+            large=large,
             job=job,
             job_event=(
                 outbox.job_event(deps, job, JobEventType.QUEUED, {"source": job_source})

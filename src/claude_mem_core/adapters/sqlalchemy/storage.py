@@ -14,6 +14,7 @@ serialises writers).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -348,6 +349,10 @@ def _json_default(value: object) -> str:
 
 def _rows_json(rows: Sequence[Mapping[str, Any]]) -> str:
     return json.dumps(rows, default=_json_default, separators=(",", ":"))
+
+
+def _params_json(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, str]:
+    return {param: _rows_json(values) for param, values in rows.items()}
 
 
 @attrs.frozen
@@ -2347,7 +2352,12 @@ class SqlAlchemyStorage:
         statement = _FRESH_EVENTS.get(key)
         if statement is None:
             statement = _FRESH_EVENTS[key] = _pg_fresh_events(names)
-        params = {param: _rows_json(values) for param, values in rows.items()}
+        params = (
+            # Megabytes of JSON take tens of milliseconds to encode: not on the event loop.
+            await asyncio.to_thread(_params_json, rows)
+            if any(i.large for i in items)
+            else _params_json(rows)
+        )
         try:
             async with self._engine.connect() as conn:
                 _transaction = await conn.begin()
