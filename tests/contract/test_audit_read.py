@@ -78,8 +78,6 @@ async def test_add_read_of_a_foreign_project_is_refused(storage: Storage) -> Non
 
     team, _ = await _tenant(storage)
     stranger = Project(id="proj-s", team_id="team-s", name="s", created_at=T0, updated_at=T0)
-    if storage.name == "memory":
-        pytest.skip("the in-memory adapter does not check audit scopes")
     with pytest.raises(NotFound):
         async with storage.unit_of_work() as uow:
             await uow.audit.add_read(_entry(3, team, stranger))

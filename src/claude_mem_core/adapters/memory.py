@@ -712,6 +712,8 @@ class _Audit(_Repo):
         self._tx.write("audit")[entry.id] = entry
 
     async def add_read(self, entry: AuditEntry) -> bool:
+        if entry.project_id is not None:  # as the SQL schema's project-scope key does
+            _require_project(self._tx, entry.team_id or "", entry.project_id)
         if entry.api_key_id is not None:
             key = self._tx.read("api_keys").get(entry.api_key_id)
             if key is None or not key.is_usable(datetime.now(UTC)):
