@@ -1,5 +1,6 @@
-"""The few places where PostgreSQL and SQLite differ: engines, upserts and the translation
-of driver errors into claude-mem errors (full-text search is in :mod:`.search`)."""
+"""The few places where PostgreSQL and SQLite differ: engines, inserts and upserts, row
+locks and the translation of driver errors into claude-mem errors (full-text search is in
+:mod:`.search`)."""
 
 from __future__ import annotations
 
@@ -201,7 +202,18 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-# --------------------------------------------------------------------------- upserts
+# --------------------------------------------------------------------------- statements
+
+
+def insert(dialect_name: str, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """The dialect's own ``INSERT`` construct (both have ``ON CONFLICT``)."""
+    return postgresql.insert(table) if dialect_name == POSTGRES else sqlite.insert(table)
+
+
+def locked(dialect_name: str, stmt: sa.Select[Any]) -> sa.Select[Any]:
+    # FOR UPDATE makes read-merge-write safe on PostgreSQL; SQLite has no row locks and
+    # needs none (one writer at a time).
+    return stmt.with_for_update() if dialect_name == POSTGRES else stmt
 
 
 def insert_ignore(
@@ -220,8 +232,7 @@ def insert_ignore(
     Without ``values`` the statement takes its values from the execution parameters, so
     one construct built at import time serves every call (and hits the compiled cache).
     """
-    stmt: postgresql.Insert | sqlite.Insert
-    stmt = postgresql.insert(table) if dialect_name == POSTGRES else sqlite.insert(table)
+    stmt = insert(dialect_name, table)
     if values is not None:
         stmt = stmt.values(values)
     stmt = stmt.on_conflict_do_nothing(index_elements=index_elements, index_where=index_where)

@@ -1,0 +1,205 @@
+"""The observation repository (adds idempotent by generation key, scoped reads, the
+observations of a source or a job) and the observation-source links (``SourceRepo``), whose
+repeats merge their metadata into the stored link's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from claude_mem_core import errors
+from claude_mem_core.adapters.sqlalchemy import tables as t
+from claude_mem_core.adapters.sqlalchemy.bulk import BULK_OBSERVATIONS, BULK_SOURCES
+from claude_mem_core.adapters.sqlalchemy.connection import _Db, _page
+from claude_mem_core.adapters.sqlalchemy.rows import (
+    _columns,
+    _merge,
+    _observation,
+    _observation_values,
+    _source,
+    _source_values,
+)
+from claude_mem_core.adapters.sqlalchemy.scopes import (
+    _by_scope,
+    _check_job_scope,
+    _check_session_scope,
+    _check_session_scopes,
+)
+from claude_mem_core.domain.models import Observation, ObservationSource
+from claude_mem_core.ports.storage import Page
+
+
+class ObservationRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add_many(
+        self, observations: Sequence[Observation]
+    ) -> Sequence[tuple[Observation, bool]]:
+        """One multi-row insert; rows it did not insert (same generation key as a stored
+        row, or as an earlier row of ``observations``) are answered with the stored row."""
+        if len(observations) <= 1:
+            return [await self.add(observation) for observation in observations]
+        db = self._db
+        await _check_session_scopes(db, observations)
+        for job_id, team, project in dict.fromkeys(
+            (o.created_by_job_id, o.team_id, o.project_id) for o in observations
+        ):
+            await _check_job_scope(db, job_id, team, project)
+        inserted = await db.inserted_ids(
+            db.sql.observation_insert_ignore,
+            [_observation_values(o) for o in observations],
+            bulk=BULK_OBSERVATIONS,
+            not_found="project_id must belong to team_id",
+        )
+        stored: dict[tuple[str, str, str | None], Observation] = {}
+        for (team, project), group in _by_scope(
+            [o for o in observations if o.id not in inserted]
+        ).items():
+            params = {
+                "team_id": team,
+                "project_id": project,
+                "keys": list({o.generation_key for o in group}),
+            }
+            for row in await db.rows(db.sql.observations_by_keys, params):
+                stored[(team, project, row["generation_key"])] = _observation(row)
+        results: list[tuple[Observation, bool]] = []
+        for observation in observations:
+            if observation.id in inserted:
+                results.append((observation, True))
+                continue
+            key = (observation.team_id, observation.project_id, observation.generation_key)
+            existing = stored.get(key)
+            if existing is None:  # pragma: no cover - the conflict target guarantees a row
+                raise errors.Conflict(f"observation {observation.id} conflicts with a stored one")
+            results.append((existing, False))
+        return results
+
+    async def add(self, observation: Observation) -> tuple[Observation, bool]:
+        db = self._db
+        team, project = observation.team_id, observation.project_id
+        await _check_session_scope(db, observation.server_session_id, team, project)
+        await _check_job_scope(db, observation.created_by_job_id, team, project)
+        values = _observation_values(observation)
+        not_found = "project_id must belong to team_id"
+        if observation.generation_key is None:
+            await db.run(db.sql.observation_insert, values, not_found=not_found)
+            return observation, True
+        result = await db.run(db.sql.observation_insert_ignore, values, not_found=not_found)
+        if result.first() is not None:
+            return observation, True
+        params = {
+            "team_id": team,
+            "project_id": project,
+            "generation_key": observation.generation_key,
+        }
+        row = await db.row(db.sql.observation_by_key, params)
+        if row is None:  # pragma: no cover - the conflict target guarantees a row
+            raise errors.Conflict(f"observation {observation.id} conflicts with a stored one")
+        return _observation(row), False
+
+    async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None:
+        c = t.observations.c
+        stmt = self._db.select(t.observations).where(
+            c.id == observation_id, c.team_id == team_id, c.project_id == project_id
+        )
+        row = await self._db.one_or_none(stmt)
+        return _observation(row) if row else None
+
+    async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
+        c = t.observations.c
+        stmt = self._db.select(t.observations).where(c.id == observation_id, c.team_id == team_id)
+        row = await self._db.one_or_none(stmt)
+        return _observation(row) if row else None
+
+    async def list(
+        self, team_id: str, project_id: str, page: Page, *, kind: str | None = None
+    ) -> tuple[Sequence[Observation], int]:
+        c = t.observations.c
+        where = [c.team_id == team_id, c.project_id == project_id]
+        if kind is not None:
+            where.append(c.kind == kind)
+        stmt = self._db.select(t.observations).where(*where).order_by(c.created_at.desc(), c.id)
+        rows = await self._db.all(_page(stmt, page))
+        return [_observation(r) for r in rows], await self._db.count(t.observations, *where)
+
+    async def list_for_source(
+        self, team_id: str, project_id: str, source_type: str, source_id: str
+    ) -> Sequence[tuple[Observation, ObservationSource]]:
+        o, s = t.observations, t.observation_sources
+        source_cols = [c.label(f"source__{c.key}") for c in s.columns]
+        stmt = (
+            sa.select(*_columns(o), *source_cols)
+            .select_from(o.join(s, s.c.observation_id == o.c.id))
+            .where(
+                o.c.team_id == team_id,
+                o.c.project_id == project_id,
+                s.c.team_id == team_id,
+                s.c.project_id == project_id,
+                s.c.source_type == source_type,
+                s.c.source_id == source_id,
+            )
+            .order_by(o.c.created_at, o.c.id)
+        )
+        out: list[tuple[Observation, ObservationSource]] = []
+        for r in await self._db.all(stmt):
+            source_row = {c.key: r[f"source__{c.key}"] for c in s.columns}
+            out.append((_observation(r), _source(source_row)))  # type: ignore[arg-type]
+        return out
+
+    async def list_for_job(
+        self, team_id: str, project_id: str, job_id: str
+    ) -> Sequence[Observation]:
+        c = t.observations.c
+        stmt = (
+            self._db.select(t.observations)
+            .where(c.team_id == team_id, c.project_id == project_id, c.created_by_job_id == job_id)
+            .order_by(c.created_at, c.id)
+        )
+        return [_observation(r) for r in await self._db.all(stmt)]
+
+
+_SOURCE_NOT_FOUND = "observation and agent event must belong to project_id and team_id"
+
+
+class SourceRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add_many(self, sources: Sequence[ObservationSource]) -> Sequence[ObservationSource]:
+        """One multi-row insert; a link that already existed (rare: a link is made once)
+        has its metadata merged row by row, in input order, as ``add`` would."""
+        if len(sources) <= 1:
+            return [await self.add(source) for source in sources]
+        values = [_source_values(source) for source in sources]
+        inserted = await self._db.inserted_ids(
+            self._db.sql.source_insert, values, bulk=BULK_SOURCES, not_found=_SOURCE_NOT_FOUND
+        )
+        return [
+            source if source.id in inserted else await self._merge_into_stored(source, row)
+            for source, row in zip(sources, values, strict=True)
+        ]
+
+    async def add(self, source: ObservationSource) -> ObservationSource:
+        values = _source_values(source)
+        result = await self._db.run(self._db.sql.source_insert, values, not_found=_SOURCE_NOT_FOUND)
+        if result.first() is not None:
+            return source
+        return await self._merge_into_stored(source, values)
+
+    async def _merge_into_stored(
+        self, source: ObservationSource, values: dict[str, Any]
+    ) -> ObservationSource:
+        s = t.observation_sources
+        keys = ("observation_id", "source_type", "source_id", "team_id", "project_id")
+        row = await self._db.row(self._db.sql.source_locked, {k: values[k] for k in keys})
+        if row is None:
+            raise errors.NotFound("observation must belong to project_id and team_id")
+        stored = _source(row)
+        merged = _merge(stored.metadata, source.metadata)
+        if merged != stored.metadata:
+            await self._db.execute(sa.update(s).where(s.c.id == stored.id).values(metadata=merged))
+            stored = _source({**row, "metadata": merged})  # type: ignore[arg-type]
+        return stored
