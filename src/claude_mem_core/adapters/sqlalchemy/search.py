@@ -290,10 +290,6 @@ def _match_expression(quoted: list[str], terms: Shape, any_op: str, all_op: str)
     return f" {any_op} ".join(alternatives)
 
 
-def _pg_tsquery(strings: list[str], terms: Shape) -> str:
-    return _match_expression([_lexeme(s) for s in strings], terms, "|", "&")
-
-
 def _fts5_query(strings: list[str], terms: Shape) -> str:
     # A quoted string is always a phrase to FTS5: user text never becomes query syntax.
     phrases = ['"' + s.replace('"', '""') + '"' for s in strings]
@@ -396,7 +392,7 @@ JOIN search_passages p ON p.id = e.id JOIN observations o ON o.id = top.observat
 
 
 _COLUMNS = ", ".join(f'o."{name}"' for name in _OBSERVATION_COLUMNS)
-# PostgreSQL: JSON columns as text, decoded by _decode_json (the usual empty values without
+# PostgreSQL: JSON columns as text, decoded by _pg_found (the usual empty values without
 # the parser): cheaper than psycopg's decoding of every jsonb value.
 _JSON_COLUMNS = frozenset(c.name for c in t.observations.columns if isinstance(c.type, sa.JSON))
 _PG_COLUMNS = ", ".join(
@@ -405,14 +401,32 @@ _PG_COLUMNS = ", ".join(
 )
 
 
-def _decode_json(text: str | None) -> Any:
-    if text is None:
-        return None
-    if text == "[]":
-        return []
-    if text == "{}":
-        return {}
-    return json.loads(text)
+Found = list[tuple[Mapping[str, Any], float, list[Evidence]]]
+
+_PG_NAMES = ("score", "passage_score", "evidence", "evidence_event_id", *_OBSERVATION_COLUMNS)
+_PG_JSON_AT = tuple(n for n, name in enumerate(_PG_NAMES) if name in _JSON_COLUMNS)
+_PG_ID_AT = _PG_NAMES.index("id")
+
+
+def _pg_found(raw: Sequence[Sequence[Any]]) -> Found:
+    """The result rows (in :data:`_PG_NAMES` order) as hits: one per observation, its
+    evidence passages from its consecutive rows. Runs per row of every search, so the
+    observation's columns are named and decoded once per hit, not once per passage."""
+    found: Found = []
+    last: Any = None
+    for values in raw:
+        evidence = Evidence(text=values[2], event_id=values[3], score=float(values[1]))
+        if found and values[_PG_ID_AT] == last:
+            found[-1][2].append(evidence)
+            continue
+        last = values[_PG_ID_AT]
+        decoded = list(values)
+        for n in _PG_JSON_AT:  # a fresh empty value each: callers may mutate them
+            text = decoded[n]
+            if text is not None:
+                decoded[n] = [] if text == "[]" else {} if text == "{}" else json.loads(text)
+        found.append((dict(zip(_PG_NAMES, decoded, strict=True)), float(values[0]), [evidence]))
+    return found
 
 
 # Above this many query terms the pairs of terms are not enumerated (no pruning).
@@ -423,26 +437,44 @@ def pruned(terms: Shape) -> bool:
     return 1 <= len(terms) <= MAX_PRUNED_TERMS
 
 
-def _pg_term_tsqueries(strings: list[str], terms: Shape) -> list[str]:
+def _pg_term_tsqueries(quoted: list[str], terms: Shape) -> list[str]:
     """Each query term's own tsquery: the term, or all of its parts."""
-    return [_pg_tsquery(strings, (term,)) for term in terms]
+    return [_match_expression(quoted, (term,), "|", "&") for term in terms]
 
 
-def _pg_high_tsqueries(strings: list[str], terms: Shape) -> list[str]:
+def _pg_high_tsqueries(quoted: list[str], terms: Shape) -> list[str]:
     """Per query term: passages holding one of its strings among their high-impact
     terms."""
-    return [" | ".join(_lexeme(strings[i]) for i in (w, *ps)) for w, ps in terms]
+    return [" | ".join(quoted[i] for i in (w, *ps)) for w, ps in terms]
 
 
-def _pg_tsquery_all(strings: list[str], terms: Shape) -> str:
+def _pg_tsquery_all(quoted: list[str], terms: Shape) -> str:
     """Passages matching every query term."""
-    return " & ".join(f"({q})" for q in _pg_term_tsqueries(strings, terms))
+    return " & ".join(f"({q})" for q in _pg_term_tsqueries(quoted, terms))
 
 
-def _pg_pairs_tsquery(strings: list[str], terms: Shape) -> str:
+def _pg_pairs_tsquery(quoted: list[str], terms: Shape) -> str:
     """Passages matching at least two query terms."""
-    each = [f"({q})" for q in _pg_term_tsqueries(strings, terms)]
+    each = [f"({q})" for q in _pg_term_tsqueries(quoted, terms)]
     return " | ".join(f"({a} & {b})" for n, a in enumerate(each) for b in each[n + 1 :])
+
+
+@lru_cache(maxsize=MAX_CACHED_SHAPES)
+def _pg_tsquery_templates(count: int, terms: Shape) -> tuple[tuple[str, str], ...]:
+    """The tsquery parameters of a shape's statement, each as a ``str.format`` template
+    over the quoted strings (``{0}`` …): the structure is the shape's, built once; a query
+    only fills in its lexemes (the templates hold no other braces)."""
+    slots = [f"{{{i}}}" for i in range(count)]
+    names = [("tsquery", _match_expression(slots, terms, "|", "&"))]
+    if pruned(terms):
+        names += [
+            ("pairs", _pg_pairs_tsquery(slots, terms)),
+            ("every", _pg_tsquery_all(slots, terms)),
+            ("high", " | ".join(slots)),
+            *((f"h{j}", q) for j, q in enumerate(_pg_high_tsqueries(slots, terms))),
+            *((f"q{j}", q) for j, q in enumerate(_pg_term_tsqueries(slots, terms))),
+        ]
+    return tuple(names)
 
 
 # The audit row of the read, written by the search's own statement: its details gain the
@@ -604,6 +636,9 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool
 ), cand AS MATERIALIZED ({completed})"""
     else:
         candidates = f"cand AS MATERIALIZED ({select} WHERE {matches})"
+    # The strings as a list of the parameters ``s0 …`` (not an array: psycopg adapts a list
+    # parameter anew on every execution).
+    strings = ", ".join(f"%(s{i})s" for i in range(count))
     return f"""
 WITH st AS (
   SELECT coalesce(sum(passages), 0)::float8 AS n, coalesce(sum(tokens), 0)::float8 AS tokens,
@@ -613,7 +648,7 @@ WITH st AS (
   FROM search_stats WHERE team_id = %(team_id)s AND project_id = %(project_id)s
 ), d AS (
   SELECT term, sum(df)::float8 AS df, max(max_tf) AS max_tf FROM search_terms
-  WHERE team_id = %(team_id)s AND project_id = %(project_id)s AND term = ANY(%(strings)s)
+  WHERE team_id = %(team_id)s AND project_id = %(project_id)s AND term IN ({strings})
   GROUP BY term
 ), w0 AS (
   SELECT st.minlen, st.support,
@@ -667,9 +702,6 @@ def _json_path(term: str) -> str:
     return '$."' + term + '"'
 
 
-Found = list[tuple[Mapping[str, Any], float, list[Evidence]]]
-
-
 async def search(
     conn: AsyncConnection,
     team_id: str,
@@ -692,30 +724,22 @@ async def search(
         return [], None
     scope = {"team_id": team_id, "project_id": project_id}
     audited: bool | None = None
+    postgres = conn.dialect.name == dialects.POSTGRES
     try:
-        if conn.dialect.name == dialects.POSTGRES:
+        if postgres:
             if "\x00" in team_id or "\x00" in project_id:
                 return [], None  # no stored id holds NUL (the driver refuses such a parameter)
+            quoted = [_lexeme(s) for s in strings]
             params: dict[str, Any] = {
-                **scope,
-                "strings": strings,
-                "tsquery": _pg_tsquery(strings, terms),
-                **(
-                    {
-                        "pairs": _pg_pairs_tsquery(strings, terms),
-                        "every": _pg_tsquery_all(strings, terms),
-                        "high": " | ".join(_lexeme(s) for s in strings),
-                        **{f"h{j}": q for j, q in enumerate(_pg_high_tsqueries(strings, terms))},
-                        **{f"q{j}": q for j, q in enumerate(_pg_term_tsqueries(strings, terms))},
-                    }
-                    if pruned(terms)
-                    else {}
-                ),
-                "limit": limit,
-                "cut": limit - 1,
-                "evidence": ranking.EVIDENCE_PASSAGES,
-                **{f"s{i}": s for i, s in enumerate(strings)},
+                n: template.format(*quoted)
+                for n, template in _pg_tsquery_templates(len(strings), terms)
             }
+            params.update(scope)
+            params["limit"] = limit
+            params["cut"] = limit - 1
+            params["evidence"] = ranking.EVIDENCE_PASSAGES
+            for i, s in enumerate(strings):
+                params[f"s{i}"] = s
             sql = _pg_search_sql(len(strings), terms, audit is not None, kind is not None)
             if kind is not None:
                 params["kind"] = kind
@@ -725,19 +749,6 @@ async def search(
             if audit is not None:
                 audited = bool(raw[0][0])
                 raw = [values[2:] for values in raw if values[1] is not None]
-            names = [
-                "score",
-                "passage_score",
-                "evidence",
-                "evidence_event_id",
-                *_OBSERVATION_COLUMNS,
-            ]
-            rows: list[Mapping[str, Any]] = []
-            for values in raw:
-                row = dict(zip(names, values, strict=True))
-                for name in _JSON_COLUMNS:
-                    row[name] = _decode_json(row[name])
-                rows.append(row)
         else:
             n = (await conn.execute(_SQLITE_STATISTICS, scope)).scalar_one()
             if not n:
@@ -761,6 +772,8 @@ async def search(
             rows = [dict(r) for r in ranked.mappings()]
     except (exc.SQLAlchemyError, OSError) as e:
         raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e
+    if postgres:
+        return _pg_found(raw), audited
     found: Found = []
     for r in rows:
         evidence = Evidence(
