@@ -67,7 +67,6 @@ _OLD_FTS_CREATE = (
     "INSERT INTO observations_fts (content, observation_id) VALUES (new.content, new.id); "
     "END",
 )
-BACKFILL_BATCH = 500
 
 
 def _json_type() -> Any:
@@ -166,51 +165,11 @@ def upgrade() -> None:
 
 
 def _backfill(bind: Any) -> None:
-    """Index the observations stored before this revision, with their source events."""
-    # The metadata's tables read rows with their types (JSON, UTC timestamps) as the
-    # adapter does; at this point the schema is the head's.
-    from claude_mem_core.adapters.sqlalchemy import tables
-    from claude_mem_core.adapters.sqlalchemy.search import add_passages_sync
-    from claude_mem_core.adapters.sqlalchemy.storage import event_from_row, observation_from_row
-    from claude_mem_core.domain.passages import passages_for
+    """Index the observations stored before this revision, with their source events (as the
+    generation pipeline indexes new ones)."""
+    from claude_mem_core.adapters.sqlalchemy.reindex import index_observations
 
-    observations = tables.observations
-    sources = tables.observation_sources
-    events = tables.agent_events
-    last = ""
-    while True:
-        rows = (
-            bind.execute(
-                sa.select(observations)
-                .where(observations.c.id > last)
-                .order_by(observations.c.id)
-                .limit(BACKFILL_BATCH)
-            )
-            .mappings()
-            .all()
-        )
-        if not rows:
-            break
-        last = rows[-1]["id"]
-        linked: dict[str, list[Any]] = {}
-        for event in (
-            bind.execute(
-                sa.select(events, sources.c.observation_id.label("linked_observation_id"))
-                .join(sources, sources.c.agent_event_id == events.c.id)
-                .where(sources.c.observation_id.in_([row["id"] for row in rows]))
-                .order_by(events.c.created_at, events.c.id)
-            )
-            .mappings()
-            .all()
-        ):
-            linked.setdefault(event["linked_observation_id"], []).append(event_from_row(event))
-        batch = []
-        for row in rows:
-            observation = observation_from_row(row)
-            batch.extend(passages_for([observation], linked.get(observation.id, [])))
-        if not batch:
-            continue
-        add_passages_sync(bind, batch)
+    index_observations(bind)
 
 
 def downgrade() -> None:
