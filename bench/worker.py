@@ -3,12 +3,15 @@
     .venv/bin/python bench/worker.py                 # both setups, 2000 jobs
     .venv/bin/python bench/worker.py --jobs 5000 --concurrency 16 --only redis
 
-* ``redis``: PostgreSQL + Redis + ONE real worker process (``python -m claude_mem_worker``)
-  whose provider is the Anthropic SDK against the local fake LLM server in zero-latency mode.
+* ``redis``: PostgreSQL + Redis + ONE real worker process (``python -m claude_mem_worker``,
+  or with ``--runner taskiq`` taskiq's ``taskiq worker claude_mem_worker:broker``) whose
+  provider is the Anthropic SDK against the local fake LLM server in zero-latency mode.
   Throughput: ``--jobs`` events are ingested with the worker stopped, then the worker starts
-  and the time until every job is completed gives jobs/s. Latency: with the worker running,
-  ``--latency-events`` events are ingested at ``--rate``/s; event-to-observation latency is
-  the job's completed_at minus the event's received time (p50/p95).
+  and the time until every job is completed gives jobs/s, and the worker's CPU time over
+  that span gives jobs per CPU-second (steadier than jobs/s on a shared machine). Latency:
+  with the worker running, ``--latency-events`` events are ingested at ``--rate``/s;
+  event-to-observation latency is the job's completed_at minus the event's received time
+  (p50/p95).
 * ``sqlite``: SQLite file + the in-process queue + a scripted (zero-latency) provider, all in
   this process (the embedded default): ingest, then ``Memory.drain()``.
 
@@ -89,6 +92,21 @@ async def _latencies(mem: Memory, scope: Scope, limit: int) -> list[float]:
     return [(j.completed_at - j.created_at).total_seconds() for j in rows if j.completed_at]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live children so far (Linux ``/proc``):
+    a measure that does not depend on what else the shared machine is running."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _p(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -107,7 +125,12 @@ async def analyze(url: str) -> None:
 
 
 async def bench_redis(
-    jobs: int, concurrency: int, latency_events: int, rate: float, provider: str = "sdk"
+    jobs: int,
+    concurrency: int,
+    latency_events: int,
+    rate: float,
+    provider: str = "sdk",
+    runner: str = "claude-mem",
 ) -> None:
     url = await create_postgres_database(postgres_base_url())
     prefix = f"cmbench_{secrets.token_hex(3)}"
@@ -144,6 +167,10 @@ async def bench_redis(
             }
 
             command = [sys.executable, "-m", "claude_mem_worker", "--concurrency", str(concurrency)]
+            if runner == "taskiq":
+                env["CLAUDE_MEM_WORKER_CONCURRENCY"] = str(concurrency)
+                command = [sys.executable, "-m", "taskiq", "worker", "claude_mem_worker:broker"]
+                command += ["--workers", "1"]
 
             def start_worker() -> subprocess.Popen[bytes]:
                 with log.open("wb") as out:
@@ -179,15 +206,18 @@ async def bench_redis(
             proc = start_worker()
             await started(proc)
             began = time.monotonic()
+            cpu_began = _cpu_seconds(proc.pid)
             while (await _counts(mem, scope)).get(JobStatus.COMPLETED, 0) < warm + jobs:
                 if proc.poll() is not None:
                     raise SystemExit(f"worker exited:\n{log.read_text()}")
                 await asyncio.sleep(0.1)
             took = time.monotonic() - began
+            cpu = _cpu_seconds(proc.pid) - cpu_began
             print(
-                f"postgres+redis, 1 worker process, {provider} provider, "
+                f"postgres+redis, 1 worker process ({runner}), {provider} provider, "
                 f"concurrency {concurrency}: "
-                f"{jobs} jobs in {took:.2f}s = {jobs / took:.0f} jobs/s"
+                f"{jobs} jobs in {took:.2f}s = {jobs / took:.0f} jobs/s; worker CPU "
+                f"{cpu:.2f}s = {jobs / cpu if cpu else float('nan'):.0f} jobs per CPU-second"
             )
             # Latency under a steady rate, worker already running.
             for i in range(latency_events):
@@ -262,10 +292,24 @@ def main(argv: list[str] | None = None) -> None:
         help="sdk: the Anthropic SDK against the local zero-latency fake server (default); "
         "offline: the in-process offline provider (the worker's own ceiling)",
     )
+    parser.add_argument(
+        "--runner",
+        choices=["claude-mem", "taskiq"],
+        default="claude-mem",
+        help="claude-mem: `python -m claude_mem_worker` (default); taskiq: taskiq's own "
+        "`taskiq worker claude_mem_worker:broker --workers 1` (CPU counts its worker process)",
+    )
     args = parser.parse_args(argv)
     if args.only in (None, "redis"):
         asyncio.run(
-            bench_redis(args.jobs, args.concurrency, args.latency_events, args.rate, args.provider)
+            bench_redis(
+                args.jobs,
+                args.concurrency,
+                args.latency_events,
+                args.rate,
+                args.provider,
+                args.runner,
+            )
         )
     if args.only in (None, "sqlite"):
         asyncio.run(bench_sqlite(args.jobs, args.latency_events))

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import PrivatePostgres, PrivateRedis
+from faultkit import WORKER_RUNNERS, PrivatePostgres, PrivateRedis
 
 from claude_mem_core.testing.databases import create_postgres_database, drop_postgres_database
 
@@ -79,3 +79,10 @@ async def database(pg: PrivatePostgres) -> AsyncIterator[str]:
 @pytest.fixture
 def prefix() -> str:
     return f"cmfault_{secrets.token_hex(4)}"
+
+
+@pytest.fixture(params=WORKER_RUNNERS)
+def worker_runner(request: pytest.FixtureRequest) -> str:
+    """How the worker is started: ``claude-mem worker`` or ``taskiq worker
+    claude_mem_worker:broker``; every worker fault test runs with both."""
+    return str(request.param)

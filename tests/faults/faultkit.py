@@ -216,12 +216,16 @@ def base_env(
 
 
 class Process:
-    """A ``claude-mem`` subprocess with its own log file."""
+    """A ``claude-mem`` subprocess with its own log file (``group``: in a process group of
+    its own, killed together, as a container's processes are)."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log_path: Path, *, group: bool = False
+    ) -> None:
         self.args = args
         self.env = env
         self.log_path = log_path
+        self.group = group
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
@@ -231,6 +235,7 @@ class Process:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.group,
             )
         return self
 
@@ -246,7 +251,14 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            _wait_group_gone(self.proc.pid, within=10)
+        elif self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
@@ -295,12 +307,68 @@ class ServerProcess(Process):
         await until(probe, within=within, what="the server's /healthz", every=0.1)
 
 
-class WorkerProcess(Process):
-    """``python -m claude_mem_worker``."""
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 4) -> None:
-        super().__init__(["claude_mem_worker", "--concurrency", str(concurrency)], env, log_path)
+
+def _wait_group_gone(pgid: int, *, within: float) -> None:
+    deadline = time.monotonic() + within
+    while _group_members(pgid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes of group {pgid} still alive: {_group_members(pgid)}")
+        time.sleep(0.05)
+
+
+WORKER_RUNNERS = ("claude-mem", "taskiq")
+
+
+class WorkerProcess(Process):
+    """A worker process: ``python -m claude_mem_worker`` (runner ``claude-mem``, the same as
+    ``claude-mem worker``), or taskiq's own ``taskiq worker claude_mem_worker:broker`` with
+    one worker process under taskiq's process manager (runner ``taskiq``). Both take
+    their settings from the same environment."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 4,
+        runner: str = "claude-mem",
+    ) -> None:
+        if runner == "taskiq":
+            grace = env.get("CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS", "10")
+            args = [
+                "taskiq",
+                "worker",
+                "claude_mem_worker:broker",
+                "--workers",
+                "1",
+                "--wait-tasks-timeout",
+                grace,
+                "--shutdown-timeout",
+                "20",
+            ]
+            env = {**env, "CLAUDE_MEM_WORKER_CONCURRENCY": str(concurrency)}
+            super().__init__(args, env, log_path, group=True)
+        else:
+            args = ["claude_mem_worker", "--concurrency", str(concurrency)]
+            super().__init__(args, env, log_path)
+        self.runner = runner
         self._starts = 0
+
+    async def terminate(self, within: float = 15.0) -> int:
+        code = await super().terminate(within)
+        if self.group and self.proc is not None:
+            # taskiq's process manager exits once its worker process has: nothing is left.
+            assert not _group_members(self.proc.pid), self.log()[-3000:]
+        return code
 
     async def started(self, within: float = 20.0) -> None:
         self._starts += 1

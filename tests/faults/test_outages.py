@@ -155,7 +155,7 @@ async def test_postgres_stopped_under_load_gives_503_then_recovers_without_half_
 
 
 async def test_redis_restarted_under_load_loses_no_job(
-    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path
+    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path, worker_runner: str
 ) -> None:
     _, project, key = await tenant(database)
     env = base_env(
@@ -167,7 +167,7 @@ async def test_redis_restarted_under_load_loses_no_job(
         CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS="0.5",
     )
     server = ServerProcess(env, tmp_path / "server.log").start()
-    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    worker = WorkerProcess(env, tmp_path / "worker.log", runner=worker_runner).start()
     try:
         await server.ready()
         await worker.started()

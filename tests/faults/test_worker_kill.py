@@ -1,9 +1,10 @@
 """SIGKILL the worker 20 times at random points under a stream of events.
 
-The real worker process (``python -m claude_mem_worker``) consumes the real taskiq Redis
-queue (a private Redis) and calls a fake Anthropic server that answers after small random
-delays, so kills land before, during and after provider calls and commits. Leases are 2 s,
-so a killed worker's jobs come back quickly. At the end every event has exactly one
+The real worker process (``python -m claude_mem_worker``, and again ``taskiq worker
+claude_mem_worker:broker``) consumes the real taskiq Redis queue (a private Redis) and calls
+a fake Anthropic server that answers after small random delays, so kills land before,
+during and after provider calls and commits. Leases are 2 s, so a killed worker's jobs come
+back quickly. At the end every event has exactly one
 observation set, every job is ``completed`` once, and nothing is left ``queued`` or
 ``processing``.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from faultkit import (
+    WORKER_RUNNERS,
     PrivateRedis,
     WorkerProcess,
     base_env,
@@ -54,6 +56,9 @@ def _reply(body: Mapping[str, Any]) -> str:
 async def test_every_event_gets_exactly_one_observation_set_despite_20_sigkills(
     database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path
 ) -> None:
+    """The two ways of starting a worker (``claude-mem worker``, ``taskiq worker
+    claude_mem_worker:broker``) take turns: each picks up what the other was killed
+    holding, as consumers of one group do."""
     rng = random.Random(20)
     started = time.monotonic()
     queue = TaskiqQueue.from_url(redis_server.url, prefix=prefix)
@@ -100,7 +105,8 @@ async def test_every_event_gets_exactly_one_observation_set_despite_20_sigkills(
             kills = 0
             while kills < KILLS:
                 assert time.monotonic() - started < DEADLINE_S, f"only {kills} kills in time"
-                worker = WorkerProcess(env, tmp_path / f"worker-{kills}.log").start()
+                runner = WORKER_RUNNERS[kills % len(WORKER_RUNNERS)]
+                worker = WorkerProcess(env, tmp_path / f"worker-{kills}.log", runner=runner).start()
                 workers.append(worker)
                 await worker.started(within=40)
                 await asyncio.sleep(rng.uniform(0.05, 0.5))
@@ -108,7 +114,8 @@ async def test_every_event_gets_exactly_one_observation_set_despite_20_sigkills(
                 kills += 1
             job_ids = await producer
 
-            final = WorkerProcess(env, tmp_path / "worker-final.log").start()
+            final = WorkerProcess(env, tmp_path / "worker-final.log", runner="taskiq")
+            final.start()
             workers.append(final)
             await final.started()
 
@@ -211,7 +218,7 @@ async def _completions(database: str, job_id: str) -> int:
 
 
 async def test_a_killed_workers_job_is_retaken_within_a_lease_and_not_before(
-    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path
+    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path, worker_runner: str
 ) -> None:
     """Worker A hangs in a provider call for three leases (beating), with worker B idle
     beside it: B does not take the job. A is SIGKILLed: B completes the job within a
@@ -223,8 +230,8 @@ async def test_a_killed_workers_job_is_retaken_within_a_lease_and_not_before(
     async with FakeLLMServer(default_text=_reply) as fake:
         fake.anthropic.push(Delay(seconds=120.0))  # A's call: answered only after the test
         env = _lease_env(database, redis_server, prefix, tmp_path, fake)
-        first = WorkerProcess(env, tmp_path / "worker-a.log")
-        second = WorkerProcess(env, tmp_path / "worker-b.log")
+        first = WorkerProcess(env, tmp_path / "worker-a.log", runner=worker_runner)
+        second = WorkerProcess(env, tmp_path / "worker-b.log", runner=worker_runner)
         try:
             first.start()
             await first.started(within=40)
@@ -262,7 +269,7 @@ async def test_a_killed_workers_job_is_retaken_within_a_lease_and_not_before(
 
 
 async def test_a_provider_call_slower_than_several_leases_completes_once(
-    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path
+    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path, worker_runner: str
 ) -> None:
     """One provider call of four leases, two live workers reconciling every 0.5 s: the
     heartbeat keeps the claim, so the job is processed once (one call, one attempt, one
@@ -274,7 +281,9 @@ async def test_a_provider_call_slower_than_several_leases_completes_once(
     async with FakeLLMServer(default_text=_reply) as fake:
         fake.anthropic.push(Delay(seconds=4 * LEASE_S))
         env = _lease_env(database, redis_server, prefix, tmp_path, fake)
-        workers = [WorkerProcess(env, tmp_path / f"worker-{n}.log") for n in range(2)]
+        workers = [
+            WorkerProcess(env, tmp_path / f"worker-{n}.log", runner=worker_runner) for n in range(2)
+        ]
         try:
             for worker in workers:
                 worker.start()

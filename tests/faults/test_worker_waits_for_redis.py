@@ -1,4 +1,5 @@
-"""``claude-mem worker`` started while Redis is down waits for it instead of exiting.
+"""A worker (``claude-mem worker``, and ``taskiq worker claude_mem_worker:broker``) started
+while Redis is down waits for it instead of exiting.
 
 It logs one clear line per failed try (with the time of the next, backing off), starts
 consuming once Redis is up, and still stops cleanly on SIGTERM while it waits.
@@ -31,10 +32,11 @@ def _env(database: str, redis: PrivateRedis, prefix: str, tmp_path: Path) -> dic
 
 
 async def test_the_worker_waits_for_redis_then_runs(
-    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path
+    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path, worker_runner: str
 ) -> None:
     redis_server.stop()
-    worker = WorkerProcess(_env(database, redis_server, prefix, tmp_path), tmp_path / "w.log")
+    env = _env(database, redis_server, prefix, tmp_path)
+    worker = WorkerProcess(env, tmp_path / "w.log", runner=worker_runner)
     worker.start()
     try:
 
@@ -74,10 +76,11 @@ async def test_the_worker_waits_for_redis_then_runs(
 
 
 async def test_a_worker_waiting_for_redis_stops_on_sigterm(
-    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path
+    database: str, redis_server: PrivateRedis, prefix: str, tmp_path: Path, worker_runner: str
 ) -> None:
     redis_server.stop()
-    worker = WorkerProcess(_env(database, redis_server, prefix, tmp_path), tmp_path / "w.log")
+    env = _env(database, redis_server, prefix, tmp_path)
+    worker = WorkerProcess(env, tmp_path / "w.log", runner=worker_runner)
     worker.start()
     try:
 

@@ -13,9 +13,11 @@ keeps nothing on disk, so an emptied key space is exactly what a restart leaves 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -75,21 +77,33 @@ async def until(
 
 
 class WorkerProcess:
-    """``python -m claude_mem_worker`` with a log file, started and stopped by signal."""
+    """A worker with a log file, started and stopped by signal: ``python -m
+    claude_mem_worker`` (runner ``claude-mem``) or ``taskiq worker claude_mem_worker:broker``
+    with one worker process (runner ``taskiq``), from the same environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, runner: str = "claude-mem") -> None:
         self.env = env
         self.log_path = log_path
+        self.runner = runner
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, **extra_env: str) -> WorkerProcess:
+        env = {**self.env, **extra_env}
+        if self.runner == "taskiq":
+            grace = env.get("CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS", "10")
+            command = ["taskiq", "worker", "claude_mem_worker:broker", "--workers", "1"]
+            command += ["--wait-tasks-timeout", grace]
+            env["CLAUDE_MEM_WORKER_CONCURRENCY"] = "4"
+        else:
+            command = ["claude_mem_worker", "--concurrency", "4"]
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "claude_mem_worker", "--concurrency", "4"],
-                env={**self.env, **extra_env},
+                [sys.executable, "-m", *command],
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.runner == "taskiq",
             )
         finally:
             log.close()
@@ -124,9 +138,14 @@ class WorkerProcess:
         return int(self.proc.returncode), time.monotonic() - began
 
     def kill_now(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.runner == "taskiq":  # taskiq's process manager and its worker process
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        elif self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(5)
+        self.proc.wait(5)
 
 
 @pytest.fixture
@@ -182,9 +201,11 @@ class Stack:
         base.update(extra)
         return base
 
-    def worker(self, fake: FakeLLMServer | None, **extra: str) -> WorkerProcess:
+    def worker(
+        self, fake: FakeLLMServer | None, *, runner: str = "claude-mem", **extra: str
+    ) -> WorkerProcess:
         proc = WorkerProcess(
-            self.env(fake, **extra), self.tmp_path / f"worker-{len(self.workers)}.log"
+            self.env(fake, **extra), self.tmp_path / f"worker-{len(self.workers)}.log", runner
         )
         self.workers.append(proc)
         return proc
@@ -238,10 +259,14 @@ async def _all_completed(mem: Memory, scope: Scope, job_ids: list[str]) -> bool:
     return all([await _status(mem, scope, j) is JobStatus.COMPLETED for j in job_ids])
 
 
+RUNNERS = pytest.mark.parametrize("runner", ["claude-mem", "taskiq"])
+
+
+@RUNNERS
 async def test_events_become_searchable_observations_and_a_summary(
-    stack: Stack, fake_llm: FakeLLMServer
+    stack: Stack, fake_llm: FakeLLMServer, runner: str
 ) -> None:
-    worker = stack.worker(fake_llm).start()
+    worker = stack.worker(fake_llm, runner=runner).start()
     mem = await stack.open()
     scope = await _scope(mem)
     await worker.started()
@@ -295,11 +320,14 @@ async def test_sigterm_lets_an_in_flight_job_finish_then_exits_zero(
     assert await _status(mem, scope, job.id) is JobStatus.COMPLETED
 
 
+@RUNNERS
 async def test_a_job_cut_off_by_shutdown_goes_back_to_the_queue(
-    stack: Stack, fake_llm: FakeLLMServer
+    stack: Stack, fake_llm: FakeLLMServer, runner: str
 ) -> None:
     fake_llm.anthropic.push(Delay(seconds=10.0))
-    worker = stack.worker(fake_llm, CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS="0.3").start()
+    worker = stack.worker(
+        fake_llm, runner=runner, CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS="0.3"
+    ).start()
     mem = await stack.open()
     scope = await _scope(mem)
     await worker.started()
@@ -315,6 +343,27 @@ async def test_a_job_cut_off_by_shutdown_goes_back_to_the_queue(
     assert last.details["source"] == "worker_shutdown"
     assert stack.queue is not None
     assert (await stack.queue.depth())["server_beta_generate_event"] == 1  # published again
+
+
+async def test_a_second_sigterm_stops_at_once_and_releases_the_job(
+    stack: Stack, fake_llm: FakeLLMServer
+) -> None:
+    fake_llm.anthropic.push(Delay(seconds=20.0))
+    worker = stack.worker(fake_llm, CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS="30").start()
+    mem = await stack.open()
+    scope = await _scope(mem)
+    await worker.started()
+    job = (await mem.ingest(scope, event_type="tool_use", payload=_tool_event(1))).job
+    assert job is not None
+    await until(lambda: _ready(fake_llm.anthropic.requests), what="the provider call")
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGTERM)  # waits up to 30 s for the job ...
+    await asyncio.sleep(0.5)
+    code, took = await worker.stop(signal.SIGTERM)  # ... unless told twice
+    assert code == 0 and took < 5, worker.log()
+    assert "second stop request" in worker.log()
+    released = await mem.get_job(scope, job.id)
+    assert released.status is JobStatus.QUEUED and released.attempts == 0
 
 
 async def _ready(items: list[Any]) -> bool:
@@ -502,3 +551,41 @@ async def test_the_worker_embeds_generated_observations_and_backfills_memories(
 
 async def _zero(count: Callable[[], Awaitable[int]]) -> bool:
     return await count() == 0
+
+
+async def test_the_worker_serves_taskiqs_prometheus_metrics_when_asked(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """``CLAUDE_MEM_WORKER_METRICS_PORT`` switches taskiq's Prometheus middleware on."""
+    pytest.importorskip("prometheus_client")  # the ``metrics`` extra
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    worker = stack.worker(
+        None,
+        CLAUDE_MEM_WORKER_METRICS_PORT=str(port),
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    ).start()
+    mem = await stack.open()
+    scope = await _scope(mem)
+    await worker.started()
+    job = (await mem.ingest(scope, event_type="tool_use", payload=_tool_event(1))).job
+    assert job is not None
+    await until(lambda: _all_completed(mem, scope, [job.id]), what="the job")
+
+    async def scraped() -> str:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/metrics") as response,
+            ):
+                text = await response.text()
+                if 'success_tasks_total{task_name="claude_mem.generate"} 1.0' in text:
+                    return text
+        return ""
+
+    text = await until(scraped, what="the metrics page")
+    assert 'received_tasks_total{task_name="claude_mem.generate"} 1.0' in text
+    assert (await worker.stop())[0] == 0

@@ -17,6 +17,7 @@ from claude_mem_core.domain.models import JSONObject
 
 EVENT_LANE = "server_beta_generate_event"
 SUMMARY_LANE = "server_beta_generate_summary"
+LANES = (EVENT_LANE, SUMMARY_LANE)
 
 
 @frozen(kw_only=True)
