@@ -1,7 +1,7 @@
 """Does search find the answer? Public Claude Code transcripts, frozen questions, hit@k.
 
     python -m bench.retrieval.run [--db sqlite|postgres] [--postgres-url URL] [--limit N]
-                                  [--slice N] [--json] [--show-misses]
+                                  [--slice N] [--baseline] [--json] [--show-misses]
 
 Each transcript under ``transcripts/`` (sources in ``transcripts/SOURCES.md``) is imported
 the way ``claude-mem import claude-code`` imports one: its lines are parsed and mapped by
@@ -492,6 +492,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--slice", type=int, metavar="N", help="only the first N questions of each transcript"
     )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also score plain BM25 over the raw events (SQLite FTS5), the figure to beat",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--show-misses", action="store_true", help="list the questions without a top-5 hit"
@@ -515,10 +520,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             per_session=args.slice,
         )
     )
+    baseline: Metrics | None = None
+    if args.baseline:
+        from bench.retrieval import baseline as plain
+
+        baseline, _ = plain.evaluate(load_questions(per_session=args.slice))
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        document = report.as_dict()
+        if baseline is not None:
+            document["baseline_plain_bm25"] = baseline.as_dict()
+        print(json.dumps(document, indent=2))
     else:
         print(format_report(report, show_misses=args.show_misses))
+        if baseline is not None:
+            print(
+                f"\nplain BM25 over the raw events (SQLite FTS5, no generation): "
+                f"hit@1 {baseline.hit_at_1:.3f}  hit@5 {baseline.hit_at_5:.3f}  "
+                f"MRR@10 {baseline.mrr:.3f}"
+            )
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claude_mem_core.domain.excerpts import ELLIPSIS, EXCERPT_CHARS, excerpt
+from claude_mem_core.domain.excerpts import ELLIPSIS, EXCERPT_CHARS, distinct_excerpts, excerpt
 from claude_mem_core.domain.tokens import parse_query
 
 
@@ -35,3 +35,42 @@ def test_bounded_and_marks_balanced(text: str, question: str) -> None:
     assert marks % 2 == 0
     # The window, its marks and the ellipses; marked spans may reach past it by a word.
     assert len(found.replace("**", "")) <= 2 * EXCERPT_CHARS + 2
+
+
+def test_an_echoed_passage_shows_its_other_matches_instead_of_the_same_stretch() -> None:
+    # A Write's content is in its input and echoed in its response: two passages sharing
+    # the stretch that matches best.
+    plan = "## Goal publish the session transcript to a gist " + "pad " * 150
+    echo = plan + " later: the gist file is named session.jsonl " + "end " * 20
+    query = parse_query("which file went into the gist?")
+    first, second = distinct_excerpts([plan, echo], query)
+    assert first is not None and "**gist**" in first
+    assert second is not None and "session.jsonl" in second
+    assert second != first
+
+
+def test_an_excerpt_with_nothing_new_is_left_out() -> None:
+    text = "the cache ttl is 300 seconds " + "pad " * 50
+    query = parse_query("cache ttl")
+    assert distinct_excerpts([text, text], query) == [excerpt(text, query), None]
+
+
+def test_the_same_word_on_another_line_is_still_shown() -> None:
+    first_line = "deploy failed on staging because the token expired " + "a " * 200
+    other_line = "deploy succeeded after rotating credentials " + "b " * 10
+    query = parse_query("deploy")
+    shown = distinct_excerpts([first_line, first_line + other_line], query)
+    assert shown[1] is not None and "rotating credentials" in shown[1]
+
+
+@given(st.lists(st.text(max_size=600), max_size=4), st.text(min_size=1, max_size=30))
+def test_distinct_excerpts_never_repeat_and_start_like_excerpt(
+    texts: list[str], question: str
+) -> None:
+    query = parse_query(question)
+    found = distinct_excerpts(texts, query)
+    assert len(found) == len(texts)
+    if texts:
+        assert found[0] == excerpt(texts[0], query)
+    shown = [f for f in found if f is not None]
+    assert len(shown) == len(set(shown))

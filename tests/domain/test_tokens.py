@@ -161,6 +161,8 @@ def test_stemming_applies_to_words_and_letter_parts_only() -> None:
         ("binary", "/opt/homebrew/bin/gh"),
         ("configuration", "config_dir"),
         ("documentation", "see docs/"),
+        ("warnings", "5:04PM WRN Invalid .gitleaksignore entry"),
+        ("debug", "DBG cache miss"),
     ],
 )
 def test_words_meet_their_abbreviations_both_ways(word: str, code: str) -> None:

@@ -358,60 +358,89 @@ async def test_max_passages_upgrade_counts_each_projects_largest_observation(
     assert await _sync_call(empty_url, counts) == {"p1": 3, "p2": 1}
 
 
+@pytest.mark.parametrize(
+    ("before", "old_term", "other_term", "content", "by_code", "by_word"),
+    [
+        # 0008: "repository" folds onto "repo" (REPO_ROOT's part).
+        ("0007", "repository", "root", "Found the repository root", "REPO_ROOT", "repositories"),
+        # 0009: a logger's "WRN" folds onto "warning".
+        ("0008", "warning", "entry", "Warning: invalid entry", "WRN", "warnings"),
+    ],
+)
 async def test_abbreviation_upgrade_reindexes_passages_written_with_old_terms(
     empty_url: str,
+    before: str,
+    old_term: str,
+    other_term: str,
+    content: str,
+    by_code: str,
+    by_word: str,
 ) -> None:
-    """Revision 0008 rebuilds passages whose terms predate the abbreviation folding: a
-    passage stored with the old term ``repository`` is found by "repo" (and "repository")
-    afterwards, and the statistics count it once."""
+    """Revisions 0008 and 0009 rebuild passages whose terms predate a folding: a passage
+    stored with the old term (``repository``, ``warning``) is found by its abbreviation
+    ("REPO_ROOT", "WRN") afterwards, and the statistics count it once."""
     from claude_mem_core.domain.tokens import parse_query
 
-    await migrations.upgrade(empty_url, "0007")
+    await migrations.upgrade(empty_url, before)
     engine = dialects.create_engine(empty_url, poolclass=sa.pool.NullPool)
     try:
         async with engine.begin() as conn:
-            for sql in (
-                "INSERT INTO teams (id, name) VALUES ('t', 't')",
-                "INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')",
-                "INSERT INTO observations (id, team_id, project_id, title, content) "
-                "VALUES ('o', 't', 'p', 'Repository root', 'Found the repository root')",
-                # What the tokenizer wrote before 0008: the word itself, not "repo".
-                "INSERT INTO search_passages (team_id, project_id, observation_id, origin, "
-                "length, tf, terms) VALUES ('t', 'p', 'o', 'observation', 2, "
-                """'{"repository": 1.0, "root": 1.0}', 'repository root')""",
-                "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens, "
-                "min_length, max_passages) VALUES ('t', 'p', 0, 1, 2, 2, 1)",
-                "INSERT INTO search_terms (team_id, project_id, term, shard, df, max_tf) "
-                "VALUES ('t', 'p', 'repository', 0, 1, 1.0)",
+            for sql, params in (
+                ("INSERT INTO teams (id, name) VALUES ('t', 't')", {}),
+                ("INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')", {}),
+                (
+                    "INSERT INTO observations (id, team_id, project_id, title, content) "
+                    "VALUES ('o', 't', 'p', :content, :content)",
+                    {"content": content},
+                ),
+                # What the tokenizer wrote before the revision: the word itself.
+                (
+                    "INSERT INTO search_passages (team_id, project_id, observation_id, origin, "
+                    "length, tf, terms) VALUES ('t', 'p', 'o', 'observation', 2, :tf, :terms)",
+                    {
+                        "tf": f'{{"{old_term}": 1.0, "{other_term}": 1.0}}',
+                        "terms": f"{old_term} {other_term}",
+                    },
+                ),
+                (
+                    "INSERT INTO search_stats (team_id, project_id, shard, passages, tokens, "
+                    "min_length, max_passages) VALUES ('t', 'p', 0, 1, 2, 2, 1)",
+                    {},
+                ),
+                (
+                    "INSERT INTO search_terms (team_id, project_id, term, shard, df, max_tf) "
+                    "VALUES ('t', 'p', :term, 0, 1, 1.0)",
+                    {"term": old_term},
+                ),
             ):
-                await conn.execute(sa.text(sql))
+                await conn.execute(sa.text(sql), params)
     finally:
         await engine.dispose()
 
     storage = SqlAlchemyStorage.from_url(empty_url)
     try:
         async with storage.unit_of_work() as uow:
-            before = await uow.search.search("t", "p", parse_query("REPO_ROOT"), limit=5)
+            before_hits = await uow.search.search("t", "p", parse_query(by_code), limit=5)
     finally:
         await storage.close()
-    assert before == []  # the stored term is "repository"; the query's part is "repo"
+    assert before_hits == []  # the stored term is the word; the query's is the abbreviation
 
     await migrations.upgrade(empty_url)
     storage = SqlAlchemyStorage.from_url(empty_url)
     try:
         async with storage.unit_of_work() as uow:
-            by_code = await uow.search.search("t", "p", parse_query("REPO_ROOT"), limit=5)
-            by_word = await uow.search.search("t", "p", parse_query("repositories"), limit=5)
+            code_hits = await uow.search.search("t", "p", parse_query(by_code), limit=5)
+            word_hits = await uow.search.search("t", "p", parse_query(by_word), limit=5)
     finally:
         await storage.close()
-    assert [h.observation.id for h in by_code] == ["o"]
-    assert [h.observation.id for h in by_word] == ["o"]
+    assert [h.observation.id for h in code_hits] == ["o"]
+    assert [h.observation.id for h in word_hits] == ["o"]
 
     def counts(conn: sa.Connection) -> tuple[Any, ...]:
         passages = conn.execute(sa.text("SELECT count(*) FROM search_passages")).scalar()
         stats = conn.execute(sa.text("SELECT sum(passages) FROM search_stats")).scalar()
         old = conn.execute(
-            sa.text("SELECT count(*) FROM search_terms WHERE term = 'repository'")
+            sa.text("SELECT count(*) FROM search_terms WHERE term = :term"), {"term": old_term}
         ).scalar()
         return passages, stats, old
 

@@ -10,6 +10,8 @@ to single spaces (an excerpt is one line).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from claude_mem_core.domain.tokens import Query, matching_runs
 
 EXCERPT_CHARS = 480
@@ -41,12 +43,49 @@ def _best_window(spans: list[tuple[int, int, str]], width: int) -> tuple[int, in
 def excerpt(text: str, query: Query, *, width: int = EXCERPT_CHARS) -> str:
     """The part of ``text`` that best matches ``query``, matches marked; the start of
     ``text`` when nothing matches."""
-    # Whitespace runs (indentation, padded terminal output) would eat the window.
-    text = " ".join(text.split())
-    wanted = {s for term in query.terms for s in (term.term, *term.parts)}
+    found = _excerpt(" ".join(text.split()), _wanted(query), width, shown=())
+    assert found is not None  # nothing shown yet: there is always an excerpt
+    return found
+
+
+def distinct_excerpts(
+    texts: Iterable[str], query: Query, *, width: int = EXCERPT_CHARS
+) -> list[str | None]:
+    """One excerpt per text, as :func:`excerpt`, without showing a stretch twice.
+
+    The passages of one hit often share text (a tool's response echoes its input, a
+    passage's last line starts the next): an excerpt whose window would repeat what an
+    earlier one showed is taken from the best window of the matches not shown yet, and is
+    ``None`` when every match of its text has been shown."""
+    wanted = _wanted(query)
+    shown: list[str] = []
+    found: list[str | None] = []
+    for text in texts:
+        one = _excerpt(" ".join(text.split()), wanted, width, shown=shown)
+        found.append(one)
+        if one is not None:
+            shown.append(_plain(one))
+    return found
+
+
+def _wanted(query: Query) -> set[str]:
+    return {s for term in query.terms for s in (term.term, *term.parts)}
+
+
+def _plain(excerpt_text: str) -> str:
+    """An excerpt's text without marks and ellipses: what it shows of the passage."""
+    return excerpt_text.replace(MARK_OPEN, "").replace(ELLIPSIS, "").strip()
+
+
+def _excerpt(text: str, wanted: set[str], width: int, *, shown: Sequence[str]) -> str | None:
     # A match inside an identifier marks the whole identifier (**coverage-report**, not
     # **coverage**-report): marks never split what a reader would copy.
     spans = matching_runs(text, wanted)
+    if shown:
+        # Matches inside a stretch an earlier excerpt showed are not evidence twice.
+        spans = [s for s in spans if not _inside_shown(text, s, shown)]
+        if not spans:
+            return None
     if not spans:
         cut = _boundary_before(text, width) if len(text) > width else len(text)
         return text[:cut] + (ELLIPSIS if cut < len(text) else "")
@@ -72,6 +111,19 @@ def excerpt(text: str, query: Query, *, width: int = EXCERPT_CHARS) -> str:
     if end < len(text):
         pieces.append(ELLIPSIS)
     return "".join(pieces)
+
+
+def _inside_shown(text: str, span: tuple[int, int, str], shown: Sequence[str]) -> bool:
+    """Whether the match ``span`` of ``text``, with the words around it, is part of a
+    stretch already shown (the same line of the same echo, not merely the same word)."""
+    start, end, _ = span
+    context = text[max(start - _SHOWN_CONTEXT, 0) : end + _SHOWN_CONTEXT].replace(MARK_OPEN, "")
+    return any(context in stretch for stretch in shown)
+
+
+# Characters either side of a match that must also have been shown for the match to
+# count as shown: enough to tell one line from another that uses the same word.
+_SHOWN_CONTEXT = 40
 
 
 def _boundary_before(text: str, end: int, *, floor: int = 0) -> int:

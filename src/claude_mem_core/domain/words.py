@@ -122,6 +122,9 @@ ABBREVIATIONS: tuple[tuple[str, str], ...] = (
     ("typescript", "ts"),
     ("utility", "util"),
     ("variable", "var"),
+    # Log levels as zerolog, Go and Rust loggers print them ("WRN Invalid entry").
+    ("warning", "wrn"),
+    ("debug", "dbg"),
 )
 
 

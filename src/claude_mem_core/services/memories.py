@@ -11,7 +11,7 @@ from typing import Any, cast
 from attrs import field, frozen
 
 from claude_mem_core.domain import redaction
-from claude_mem_core.domain.excerpts import excerpt
+from claude_mem_core.domain.excerpts import distinct_excerpts
 from claude_mem_core.domain.models import (
     AgentEvent,
     Observation,
@@ -21,7 +21,7 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.domain.scopes import Need, require
-from claude_mem_core.domain.tokens import parse_query
+from claude_mem_core.domain.tokens import Query, parse_query
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags
 from claude_mem_core.ports.storage import FreshMemory, Page, SearchHit
@@ -268,18 +268,21 @@ async def search(
         SearchResult(
             observation=h.observation,
             score=h.score,
-            excerpts=tuple(
-                Excerpt(
-                    text=excerpt(e.text if e.text is not None else h.observation.content, parsed),
-                    event_id=e.event_id,
-                    score=e.score,
-                )
-                for e in h.evidence
-            ),
+            excerpts=_excerpts(h, parsed),
             similarity=similarity,
         )
         for h, similarity in ranked
     ]
+
+
+def _excerpts(hit: SearchHit, query: Query) -> tuple[Excerpt, ...]:
+    """The hit's evidence as excerpts, none repeating what an earlier one shows."""
+    texts = [e.text if e.text is not None else hit.observation.content for e in hit.evidence]
+    return tuple(
+        Excerpt(text=text, event_id=e.event_id, score=e.score)
+        for e, text in zip(hit.evidence, distinct_excerpts(texts, query), strict=True)
+        if text is not None
+    )
 
 
 @frozen(kw_only=True)
