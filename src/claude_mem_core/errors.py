@@ -59,6 +59,25 @@ class EventConflict(Conflict):
         self.index = index
 
 
+class Gone(Conflict):
+    """What the request would store was erased and stays erased: an event whose
+    ``sourceEventId`` names an erased event of the same project (``services/erase.py``).
+    Nothing of the request is kept. An HTTP layer answers 410 (it is a :class:`Conflict`,
+    so a layer that does not know it answers 409). ``source_event_id``: the id replayed;
+    ``index``: the position of the event in a batch (None for a single event)."""
+
+    default_message = "This event was erased and cannot be stored again"
+
+    def __init__(self, *, source_event_id: str | None = None, index: int | None = None) -> None:
+        super().__init__(
+            f"sourceEventId {source_event_id!r} names an erased event; it cannot be stored again"
+            if source_event_id is not None
+            else None
+        )
+        self.source_event_id = source_event_id
+        self.index = index
+
+
 class Forbidden(ClaudeMemError):
     """The caller is known but lacks a scope, or the key is revoked or expired."""
 

@@ -46,6 +46,7 @@ from claude_mem_core.services import (
     admin,
     debounce,
     embedding,
+    erase,
     generation,
     group_commit,
     jobs,
@@ -302,6 +303,32 @@ class Memory:
 
     async def cancel_job(self, scope: Scope, job_id: str) -> jobs.CancelOutcome:
         return await jobs.cancel_job(self.deps, self._caller(scope), job_id)
+
+    # -- erasing ------------------------------------------------------------------------
+
+    async def erase_event(self, scope: Scope, event_id: str) -> erase.Erasure:
+        """Erase one event and everything derived from it, in one transaction: the
+        observations made from it (one made from several events goes when any of them is
+        erased, and so does every summary of its session), their search passages and
+        vectors, its jobs. ``result.counts``: the rows removed, by kind. A replay of its
+        ``source_event_id`` is then refused (``Gone``). ``services/erase.py`` has it all."""
+        return await erase.erase_event(self.deps, self._caller(scope), event_id)
+
+    async def erase_session(self, scope: Scope, session_id: str) -> erase.Erasure:
+        """Erase one session, its events, every observation of it and what was derived
+        from them, in one transaction. ``result.counts``: the rows removed, by kind."""
+        return await erase.erase_session(self.deps, self._caller(scope), session_id)
+
+    async def erase_project(
+        self, scope: Scope, *, batch_size: int = erase.PURGE_BATCH
+    ) -> erase.Erasure:
+        """Erase the scope's project: it is marked deleted at once (missing to every read,
+        refusing writes), then its rows are purged ``batch_size`` rows a transaction.
+        ``result.counts``: the rows removed, by kind. Calling it again for a project whose
+        purge was cut short finishes the purge."""
+        return await erase.erase_project(
+            self.deps, self._caller(scope), scope.project_id, batch_size=batch_size
+        )
 
     # -- in-process generation ----------------------------------------------------------
 

@@ -30,6 +30,7 @@ SQL_TABLES = {
     "observations": "observations",
     "sources": "observation_sources",
     "audit": "audit_log",
+    "passages": "search_passages",
 }
 
 

@@ -25,9 +25,11 @@ from claude_mem_core.domain.models import (
     JobStatus,
     Observation,
     ObservationSource,
+    ObservationSourceType,
     Project,
     ServerSession,
     SessionGenerationStatus,
+    SourceType,
     Team,
 )
 from claude_mem_core.domain.passages import Origin, Passage
@@ -35,6 +37,7 @@ from claude_mem_core.domain.redaction import PROJECT_SETTING, SERVER_EVENT_METAD
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.errors import Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import (
+    ErasedRows,
     Evidence,
     FreshEvent,
     FreshMemory,
@@ -59,6 +62,10 @@ TABLES = (
     "passages",
     "audit",
     "vectors",
+    # Erase (services/erase.py): project id -> (deleted at, purged at or None), and
+    # "<team>\x00<project>\x00<idempotency key>" -> the erased event's ids.
+    "deleted_projects",
+    "erased_events",
 )
 
 
@@ -67,6 +74,11 @@ class _Tables:
 
     def __init__(self) -> None:
         self.data: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
+
+
+def _deleted(tx: _Tx, project_id: str) -> bool:
+    """Whether the project is marked deleted (being erased): missing to every read."""
+    return project_id in tx.read("deleted_projects")
 
 
 def _page(rows: list[T], page: Page) -> tuple[list[T], int]:
@@ -122,17 +134,25 @@ class _Projects(_Repo):
 
     async def get(self, team_id: str, project_id: str) -> Project | None:
         project: Project | None = self._tx.read("projects").get(project_id)
-        return project if project is not None and project.team_id == team_id else None
+        if project is None or project.team_id != team_id or _deleted(self._tx, project_id):
+            return None
+        return project
 
     async def find_by_name(self, team_id: str, name: str) -> Project | None:
         matches = [
-            p for p in self._tx.read("projects").values() if p.team_id == team_id and p.name == name
+            p
+            for p in self._tx.read("projects").values()
+            if p.team_id == team_id and p.name == name and not _deleted(self._tx, p.id)
         ]
         return min(matches, key=lambda p: (p.created_at, p.id)) if matches else None
 
     async def list(self, team_id: str, page: Page) -> tuple[Sequence[Project], int]:
         rows = sorted(
-            (p for p in self._tx.read("projects").values() if p.team_id == team_id),
+            (
+                p
+                for p in self._tx.read("projects").values()
+                if p.team_id == team_id and not _deleted(self._tx, p.id)
+            ),
             key=lambda p: (p.created_at, p.id),
         )
         return _page(rows, page)
@@ -216,7 +236,9 @@ class _Sessions(_Repo):
 
     async def get(self, team_id: str, session_id: str) -> ServerSession | None:
         session: ServerSession | None = self._tx.read("sessions").get(session_id)
-        return session if session is not None and session.team_id == team_id else None
+        if session is None or session.team_id != team_id:
+            return None
+        return None if _deleted(self._tx, session.project_id) else session
 
     async def find_by_idempotency_key(
         self, team_id: str, project_id: str, key: str
@@ -281,7 +303,9 @@ class _Events(_Repo):
 
     async def get(self, team_id: str, event_id: str) -> AgentEvent | None:
         event: AgentEvent | None = self._tx.read("events").get(event_id)
-        return event if event is not None and event.team_id == team_id else None
+        if event is None or event.team_id != team_id:
+            return None
+        return None if _deleted(self._tx, event.project_id) else event
 
     async def get_many(
         self, team_id: str, project_id: str, event_ids: Sequence[str]
@@ -339,7 +363,9 @@ class _Jobs(_Repo):
 
     async def get(self, team_id: str, job_id: str) -> GenerationJob | None:
         job: GenerationJob | None = self._tx.read("jobs").get(job_id)
-        return job if job is not None and job.team_id == team_id else None
+        if job is None or job.team_id != team_id:
+            return None
+        return None if _deleted(self._tx, job.project_id) else job
 
     async def get_unscoped(self, job_id: str) -> GenerationJob | None:
         job: GenerationJob | None = self._tx.read("jobs").get(job_id)
@@ -558,11 +584,13 @@ class _Observations(_Repo):
         obs: Observation | None = self._tx.read("observations").get(observation_id)
         if obs is None or obs.team_id != team_id or obs.project_id != project_id:
             return None
-        return obs
+        return None if _deleted(self._tx, project_id) else obs
 
     async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
         obs: Observation | None = self._tx.read("observations").get(observation_id)
-        return obs if obs is not None and obs.team_id == team_id else None
+        if obs is None or obs.team_id != team_id:
+            return None
+        return None if _deleted(self._tx, obs.project_id) else obs
 
     async def list(
         self, team_id: str, project_id: str, page: Page, *, kind: str | None = None
@@ -625,6 +653,8 @@ class _SearchIndex(_Repo):
     async def add(self, passages: Sequence[Passage]) -> None:
         observations = self._tx.read("observations")
         table = self._tx.write("passages")
+        # Keys ascend (a passage's id is its key plus one): erased passages leave gaps.
+        next_key = max((int(k) for k in table), default=-1) + 1
         for passage in passages:
             obs = observations.get(passage.observation_id)
             if obs is None or (obs.team_id, obs.project_id) != (
@@ -632,7 +662,8 @@ class _SearchIndex(_Repo):
                 passage.project_id,
             ):
                 raise NotFound("Observation not found")
-            table[f"{len(table)}"] = passage
+            table[f"{next_key}"] = passage
+            next_key += 1
 
     async def search(
         self,
@@ -644,7 +675,9 @@ class _SearchIndex(_Repo):
         audit: AuditEntry | None = None,
         kind: str | None = None,
     ) -> Sequence[SearchHit]:
-        hits = self._ranked(team_id, project_id, query, limit, kind)
+        # A project being erased finds nothing (as on SQL, where its statistics are gone).
+        deleted = _deleted(self._tx, project_id)
+        hits = [] if deleted else self._ranked(team_id, project_id, query, limit, kind)
         if audit is not None:
             project = self._tx.read("projects").get(project_id)
             if project is None or project.team_id != team_id:
@@ -756,6 +789,8 @@ class _SearchVectors(_Repo):
                 continue
             if project_id is not None and passage.project_id != project_id:
                 continue
+            if _deleted(self._tx, passage.project_id):
+                continue  # a project being erased sends nothing more to an embedder
             found.append((passage_id, passage))
         return found
 
@@ -831,6 +866,231 @@ class _SearchVectors(_Repo):
         return found
 
 
+def _erased_key(tx: _Tx, event: AgentEvent) -> bool:
+    key = f"{event.team_id}\x00{event.project_id}\x00{event.idempotency_key}"
+    return key in tx.read("erased_events")
+
+
+class _Erasure(_Repo):
+    """Erase as the SQL adapter does (see ``ports.storage.ErasureRepository``); the
+    statistics are counted at query time here, so removing passages is enough."""
+
+    def _mine(self, row: Any, team_id: str, project_id: str) -> bool:
+        return bool(row.team_id == team_id and row.project_id == project_id)
+
+    def _remove(self, table: str, keys: Any) -> int:
+        keys = [k for k in keys if k in self._tx.read(table)]
+        if keys:
+            rows = self._tx.write(table)
+            for key in keys:
+                del rows[key]
+        return len(keys)
+
+    def _remove_observations(self, observation_ids: set[str]) -> ErasedRows:
+        passages = [
+            k for k, p in self._tx.read("passages").items() if p.observation_id in observation_ids
+        ]
+        ids = {str(int(k) + 1) for k in passages}
+        vectors = [k for k in self._tx.read("vectors") if k.split(":", 1)[0] in ids]
+        sources = [
+            k for k, s in self._tx.read("sources").items() if s.observation_id in observation_ids
+        ]
+        return ErasedRows(
+            vectors=self._remove("vectors", vectors),
+            passages=self._remove("passages", passages),
+            sources=self._remove("sources", sources),
+            observations=self._remove("observations", observation_ids),
+        )
+
+    def _remove_jobs(self, job_ids: set[str]) -> ErasedRows:
+        logged = [
+            k for k, e in self._tx.read("job_events").items() if e.generation_job_id in job_ids
+        ]
+        # As the SQL schema's foreign key: a link keeps its observation, not the job.
+        for key, link in self._tx.read("sources").items():
+            if link.generation_job_id in job_ids:
+                self._tx.write("sources")[key] = attrs.evolve(link, generation_job_id=None)
+        return ErasedRows(
+            job_events=self._remove("job_events", logged), jobs=self._remove("jobs", job_ids)
+        )
+
+    def _erase(
+        self,
+        team_id: str,
+        project_id: str,
+        events: list[AgentEvent],
+        *,
+        at: datetime,
+        session_id: str | None = None,
+    ) -> ErasedRows:
+        event_ids = {e.id for e in events}
+        sessions = {e.server_session_id for e in events if e.server_session_id}
+        if session_id is not None:
+            sessions.add(session_id)
+        jobs = [j for j in self._tx.read("jobs").values() if self._mine(j, team_id, project_id)]
+        derived_jobs = {j.id for j in jobs if j.agent_event_id in event_ids}
+        summary_jobs = {
+            j.id
+            for j in jobs
+            if j.source_type is SourceType.SESSION_SUMMARY and j.source_id in sessions
+        }
+        observations = {
+            s.observation_id
+            for s in self._tx.read("sources").values()
+            if self._mine(s, team_id, project_id)
+            and (
+                s.agent_event_id in event_ids
+                or (
+                    s.source_type is ObservationSourceType.SESSION_SUMMARY
+                    and s.source_id in sessions
+                )
+            )
+        }
+        for o in self._tx.read("observations").values():
+            if not self._mine(o, team_id, project_id):
+                continue
+            if o.created_by_job_id in derived_jobs | summary_jobs or (
+                session_id is not None and o.server_session_id == session_id
+            ):
+                observations.add(o.id)
+        removed = self._remove_observations(observations)
+        removed += self._remove_jobs(derived_jobs | (summary_jobs if session_id else set()))
+        for event in events:
+            if event.source_event_id is not None:
+                key = f"{team_id}\x00{project_id}\x00{event.idempotency_key}"
+                self._tx.write("erased_events")[key] = {
+                    "event_id": event.id,
+                    "source_adapter": event.source_adapter,
+                    "source_event_id": event.source_event_id,
+                    "erased_at": at,
+                }
+        return removed + ErasedRows(events=self._remove("events", event_ids))
+
+    async def erase_events(
+        self, team_id: str, project_id: str, event_ids: Sequence[str], *, at: datetime
+    ) -> ErasedRows:
+        table = self._tx.read("events")
+        events = [
+            table[i]
+            for i in dict.fromkeys(event_ids)
+            if i in table and self._mine(table[i], team_id, project_id)
+        ]
+        if not events:
+            return ErasedRows()
+        return self._erase(team_id, project_id, events, at=at)
+
+    async def erase_session(
+        self, team_id: str, project_id: str, session_id: str, *, at: datetime
+    ) -> ErasedRows:
+        session = self._tx.read("sessions").get(session_id)
+        if session is None or not self._mine(session, team_id, project_id):
+            return ErasedRows()
+        events = [
+            e
+            for e in self._tx.read("events").values()
+            if self._mine(e, team_id, project_id) and e.server_session_id == session_id
+        ]
+        removed = self._erase(team_id, project_id, events, at=at, session_id=session_id)
+        return removed + ErasedRows(sessions=self._remove("sessions", [session_id]))
+
+    async def erased_keys(
+        self, team_id: str, project_id: str, idempotency_keys: Sequence[str]
+    ) -> set[str]:
+        table = self._tx.read("erased_events")
+        return {k for k in idempotency_keys if f"{team_id}\x00{project_id}\x00{k}" in table}
+
+    async def mark_project_deleted(self, team_id: str, project_id: str, *, at: datetime) -> bool:
+        project = self._tx.read("projects").get(project_id)
+        if project is None or project.team_id != team_id or _deleted(self._tx, project_id):
+            return False
+        self._tx.write("deleted_projects")[project_id] = (at, None)
+        self._tx.write("projects")[project_id] = attrs.evolve(project, updated_at=at)
+        for job in list(self._tx.read("jobs").values()):
+            if self._mine(job, team_id, project_id) and job.status in (
+                JobStatus.QUEUED,
+                JobStatus.PROCESSING,
+            ):
+                self._tx.write("jobs")[job.id] = attrs.evolve(
+                    job,
+                    status=JobStatus.CANCELLED,
+                    cancelled_at=at,
+                    locked_at=None,
+                    locked_by=None,
+                    next_attempt_at=None,
+                    updated_at=at,
+                )
+        return True
+
+    async def project_deleted_at(self, team_id: str, project_id: str) -> datetime | None:
+        project = self._tx.read("projects").get(project_id)
+        marked = self._tx.read("deleted_projects").get(project_id)
+        if project is None or project.team_id != team_id or marked is None:
+            return None
+        deleted_at: datetime = marked[0]
+        return deleted_at
+
+    async def projects_to_purge(self, *, limit: int = 100) -> Sequence[tuple[str, str]]:
+        projects = self._tx.read("projects")
+        pending = sorted(
+            (deleted_at, pid)
+            for pid, (deleted_at, purged_at) in self._tx.read("deleted_projects").items()
+            if purged_at is None
+        )
+        return [(projects[pid].team_id, pid) for _, pid in pending[:limit]]
+
+    async def purge_project(
+        self, team_id: str, project_id: str, *, limit: int, at: datetime
+    ) -> ErasedRows:
+        marked = self._tx.read("deleted_projects").get(project_id)
+        project = self._tx.read("projects").get(project_id)
+        if marked is None or project is None or project.team_id != team_id:
+            return ErasedRows()
+        limit = max(limit, 1)
+        done = self._purge_step(team_id, project_id, limit)
+        if done.total == 0 and marked[1] is None:
+            self._tx.write("deleted_projects")[project_id] = (marked[0], at)
+        return done
+
+    def _first(self, table: str, team_id: str, project_id: str, limit: int) -> list[str]:
+        rows = self._tx.read(table).values()
+        return sorted(r.id for r in rows if self._mine(r, team_id, project_id))[:limit]
+
+    def _purge_step(self, team_id: str, project_id: str, limit: int) -> ErasedRows:
+        observations = set(self._first("observations", team_id, project_id, limit))
+        if observations:
+            passages = [
+                k for k, p in self._tx.read("passages").items() if p.observation_id in observations
+            ][:limit]
+            if passages:
+                ids = {str(int(k) + 1) for k in passages}
+                vectors = [k for k in self._tx.read("vectors") if k.split(":", 1)[0] in ids]
+                return ErasedRows(
+                    vectors=self._remove("vectors", vectors),
+                    passages=self._remove("passages", passages),
+                )
+            links = sorted(
+                k for k, s in self._tx.read("sources").items() if s.observation_id in observations
+            )[:limit]
+            if links:
+                return ErasedRows(sources=self._remove("sources", links))
+            return ErasedRows(observations=self._remove("observations", observations))
+        jobs = set(self._first("jobs", team_id, project_id, limit))
+        if jobs:
+            logged = sorted(
+                k for k, e in self._tx.read("job_events").items() if e.generation_job_id in jobs
+            )[:limit]
+            if logged:
+                return ErasedRows(job_events=self._remove("job_events", logged))
+            return ErasedRows(jobs=self._remove("jobs", jobs))
+        for table, field in (("events", "events"), ("sessions", "sessions")):
+            found = self._first(table, team_id, project_id, limit)
+            if found:
+                return ErasedRows(**{field: self._remove(table, found)})
+        prefix = f"{team_id}\x00{project_id}\x00"
+        keys = sorted(k for k in self._tx.read("erased_events") if k.startswith(prefix))[:limit]
+        return ErasedRows(tombstones=self._remove("erased_events", keys))
+
+
 class InMemoryUnitOfWork:
     def __init__(self, tx: _Tx) -> None:
         self.teams = _Teams(tx)
@@ -845,6 +1105,7 @@ class InMemoryUnitOfWork:
         self.search = _SearchIndex(tx)
         self.audit = _Audit(tx)
         self.vectors = _SearchVectors(tx)
+        self.erasure = _Erasure(tx)
 
 
 class InMemoryStorage:
@@ -879,6 +1140,8 @@ class InMemoryStorage:
                     continue
                 if PROJECT_SETTING in tx.read("projects")[event.project_id].metadata:
                     continue  # built with the server's settings, not the project's own
+                if _deleted(tx, event.project_id) or _erased_key(tx, event):
+                    continue  # being erased, or an erased event's key
                 if item.key_id is not None:
                     key = tx.read("api_keys").get(item.key_id)
                     if key is None or not key.is_usable(datetime.now(UTC)):
@@ -903,6 +1166,8 @@ class InMemoryStorage:
                     _require_project(tx, o.team_id, o.project_id)
                     _require_session(tx, o.team_id, o.project_id, o.server_session_id)
                 except NotFound:
+                    continue
+                if _deleted(tx, o.project_id):
                     continue
                 if item.key_id is not None:
                     key = tx.read("api_keys").get(item.key_id)

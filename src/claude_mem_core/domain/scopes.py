@@ -5,9 +5,16 @@ them: ``memories:read`` opens every read, ``memories:write`` every write, ``*`` 
 The fine scopes a hook key carries only narrow: each opens its own routes and nothing
 else (``observations:read``: observations, search and context; ``jobs:read``: job status;
 ``jobs:write``: retry and cancel; ``events:write``: event ingest; ``sessions:write``:
-session start, end and summarize). ``admin`` and ``memories:admin`` open no route by
-themselves; with a scope that lists jobs they add the stored payloads
+session start, end and summarize). ``admin`` and ``memories:admin`` open no read or write
+route by themselves; with a scope that lists jobs they add the stored payloads
 (``include=payload``). docs/security.md has the table, route by route.
+
+Erasing (``services/erase.py``: an event, a session, a whole project) is :data:`Need.ERASE`,
+opened by the ``erase`` scope, by ``*`` (which the wire treats as every scope) and by the
+two operator scopes ``admin`` and ``memories:admin`` (erasing is an operator's act, as
+reading stored job payloads is). ``memories:write`` does not open it: a key that can write
+history (a hook key, a client's) must not be able to destroy it. A key without any of them
+gets the refusal every missing scope gets (:func:`require`, ``Forbidden``).
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ class Need(enum.StrEnum):
     OPERATE_JOBS = "operate_jobs"
     ADMIN = "admin"
     MCP = "mcp"  # the /mcp endpoint: a key that can use one of its (read) tools
+    ERASE = "erase"  # erase an event, a session or a project with what was derived from it
 
 
 ALL = "*"
 ADMIN_SCOPES = frozenset({ALL, "admin", "memories:admin"})
+ERASE_SCOPE = "erase"
 
 KNOWN_SCOPES = frozenset(
     {
@@ -47,6 +56,7 @@ KNOWN_SCOPES = frozenset(
         "observations:read",
         "jobs:read",
         "jobs:write",
+        ERASE_SCOPE,
     }
 )
 
@@ -66,6 +76,7 @@ SATISFIED_BY: dict[Need, tuple[str, ...]] = {
     Need.OPERATE_JOBS: (ALL, "memories:write", "jobs:write"),
     Need.ADMIN: (ALL, "admin", "memories:admin"),
     Need.MCP: (ALL, "memories:read", "observations:read", "jobs:read"),
+    Need.ERASE: (ALL, ERASE_SCOPE, "admin", "memories:admin"),
 }
 
 

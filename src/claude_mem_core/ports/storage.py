@@ -16,6 +16,11 @@ Rules every adapter keeps (the contract suite checks them):
 * ``JobRepository.compare_and_set`` writes a new job row only if the stored row still has the
   expected status, attempts and lock owner, so concurrent claims have exactly one winner.
 * Records come back equal to what was written (timestamps are millisecond-precise UTC).
+* A project marked deleted (``ErasureRepository.mark_project_deleted``) is missing to
+  ``projects.get`` / ``find_by_name`` / ``list`` and to the by-id reads of its events,
+  sessions, jobs and observations, and its search finds nothing, from the moment the mark
+  commits; its rows are then purged in bounded batches
+  (``ErasureRepository.purge_project``).
 """
 
 from __future__ import annotations
@@ -119,6 +124,8 @@ class TeamRepository(Protocol):
 
 
 class ProjectRepository(Protocol):
+    """Projects of a team. A project marked deleted is not found by any of these reads."""
+
     async def add(self, project: Project) -> None:
         """Insert; raises ``NotFound`` when the team does not exist."""
 
@@ -349,7 +356,8 @@ class SearchIndexRepository(Protocol):
         hits are returned; on PostgreSQL in the search's own statement (no extra round
         trip). Raises ``Forbidden``, with nothing written, when ``audit.api_key_id`` names
         a key that is missing, revoked or expired, and ``NotFound`` when the project is not
-        the team's (an audit row always names a project of its team)."""
+        the team's (an audit row always names a project of its team). A project marked
+        deleted finds nothing (its statistics went with the mark)."""
 
 
 @frozen(kw_only=True)
@@ -384,7 +392,7 @@ class SearchVectorRepository(Protocol):
         """Passages without a vector of ``model``, by ascending id above ``after``, at most
         ``limit``: of the team's project (``team_id`` and ``project_id``), of the team's
         projects (``team_id`` alone) or of every project (neither: for the backfill); only
-        those of ``observation_ids`` when given."""
+        those of ``observation_ids`` when given. Never those of a project marked deleted."""
 
     async def count_missing(
         self, model: str, *, team_id: str | None = None, project_id: str | None = None
@@ -420,6 +428,104 @@ class AuditRepository(Protocol):
         self, team_id: str, *, action: str | None = None, page: Page = Page()
     ) -> tuple[Sequence[AuditEntry], int]:
         """Newest first."""
+
+
+@frozen(kw_only=True)
+class ErasedRows:
+    """How many rows an erase removed, by kind. ``passages`` and ``vectors`` are search
+    passages and their embeddings; ``sources`` the observations' source links;
+    ``statistics`` rows of a purged project's search statistics; ``tombstones`` the
+    remembered keys of a purged project's erased events."""
+
+    events: int = 0
+    sessions: int = 0
+    observations: int = 0
+    sources: int = 0
+    passages: int = 0
+    vectors: int = 0
+    jobs: int = 0
+    job_events: int = 0
+    statistics: int = 0
+    tombstones: int = 0
+
+    def __add__(self, other: ErasedRows) -> ErasedRows:
+        mine, theirs = self.as_dict(), other.as_dict()
+        return ErasedRows(**{name: mine[name] + theirs[name] for name in mine})
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "events": self.events,
+            "sessions": self.sessions,
+            "observations": self.observations,
+            "sources": self.sources,
+            "passages": self.passages,
+            "vectors": self.vectors,
+            "jobs": self.jobs,
+            "job_events": self.job_events,
+            "statistics": self.statistics,
+            "tombstones": self.tombstones,
+        }
+
+    @property
+    def total(self) -> int:
+        return sum(self.as_dict().values())
+
+
+class ErasureRepository(Protocol):
+    """Erasing stored rows and everything derived from them (``services/erase.py``).
+
+    *Derived from an event*: an observation linked to it by a source row (an observation
+    made from several events goes when any of them is erased), an observation made by one
+    of its generation jobs, and every summary of its session (a summary is made from the
+    session's events). An erased observation takes its source links, its search passages
+    (the statistics, ``search_stats`` and ``search_terms``, are decremented exactly: the
+    passage and token counts and each term's document frequency; the bounds ``min_length``,
+    ``max_passages`` and ``max_tf`` stay, still valid, possibly loose) and their vectors.
+    Nothing here changes a job's status: the caller does that through ``jobs``.
+    """
+
+    async def erase_events(
+        self, team_id: str, project_id: str, event_ids: Sequence[str], *, at: datetime
+    ) -> ErasedRows:
+        """Remove these events of this project (ids of another scope are ignored), the
+        observations derived from them, and their generation jobs with the jobs' logs.
+        Each erased event that had a ``source_event_id`` is remembered (dated ``at``) by
+        its idempotency key, which :meth:`erased_keys` then finds."""
+
+    async def erase_session(
+        self, team_id: str, project_id: str, session_id: str, *, at: datetime
+    ) -> ErasedRows:
+        """Remove the session (of this project; another's is ignored) with its events as
+        :meth:`erase_events` does, every observation of the session (memories written
+        into it too), the session's other jobs (its summary job) and their logs."""
+
+    async def erased_keys(
+        self, team_id: str, project_id: str, idempotency_keys: Sequence[str]
+    ) -> set[str]:
+        """Which of these event idempotency keys belong to erased events of the project."""
+
+    async def mark_project_deleted(self, team_id: str, project_id: str, *, at: datetime) -> bool:
+        """Mark the project deleted (False when it is not the team's, or marked already).
+        From the commit on it is missing to reads and refuses writes (see the module
+        docstring); its search statistics are removed (its search finds nothing) and its
+        queued and processing jobs cancelled, so no worker stores results for it."""
+
+    async def project_deleted_at(self, team_id: str, project_id: str) -> datetime | None:
+        """When the project was marked deleted; None if it is not (or does not exist)."""
+
+    async def projects_to_purge(self, *, limit: int = 100) -> Sequence[tuple[str, str]]:
+        """Unscoped, for resuming purges: (team id, project id) of projects marked
+        deleted and not purged yet, oldest mark first."""
+
+    async def purge_project(
+        self, team_id: str, project_id: str, *, limit: int, at: datetime
+    ) -> ErasedRows:
+        """Remove at most ``limit`` rows of one table of a project marked deleted
+        (dependents before what they depend on; a passage's vectors go with it) and
+        return what went. Once nothing is left but the project row (which stays, marked,
+        with its audit trail and revoked keys) it answers all zero and records the project
+        as purged at ``at`` (:meth:`projects_to_purge` then leaves it out). Does nothing
+        for a project that is not marked deleted."""
 
 
 class UnitOfWork(Protocol):
@@ -461,6 +567,9 @@ class UnitOfWork(Protocol):
     @property
     def vectors(self) -> SearchVectorRepository: ...
 
+    @property
+    def erasure(self) -> ErasureRepository: ...
+
 
 class Storage(Protocol):
     """A storage backend. Adapters: in-memory, SQLAlchemy on SQLite and Postgres."""
@@ -474,12 +583,13 @@ class Storage(Protocol):
         its own (on PostgreSQL, one statement); return the ids of the events written.
 
         An item is left out, with nothing written for it, when its event's idempotency key
-        is stored already (also by an earlier item of ``items``), when its project is not
-        its team's, when its session is missing or of another project, when its project's
-        metadata holds its own redaction setting (``domain.redaction.PROJECT_SETTING``:
-        the items are built with the server's), or when its ``key_id`` names a key that
-        is missing, revoked or expired. Callers give those to the ordinary path
-        (``events.add``), which tells a replay from an error.
+        is stored already (also by an earlier item of ``items``) or is the key of an
+        erased event (``ErasureRepository.erased_keys``), when its project is not its
+        team's or is marked deleted, when its session is missing or of another project,
+        when its project's metadata holds its own redaction setting
+        (``domain.redaction.PROJECT_SETTING``: the items are built with the server's), or
+        when its ``key_id`` names a key that is missing, revoked or expired. Callers give
+        those to the ordinary path (``events.add``), which tells a replay from an error.
         """
 
     async def add_fresh_memories(self, items: Sequence[FreshMemory]) -> set[str]:
@@ -488,10 +598,10 @@ class Storage(Protocol):
         written. The search statistics count exactly the passages written.
 
         An item is left out, with nothing written for it, when its project is not its
-        team's, when its session is missing or of another project, or when its ``key_id``
-        names a key that is missing, revoked or expired. Callers give those to the ordinary
-        path (``add_memory``), which answers each with its error. A value the backend
-        refuses raises, with nothing written.
+        team's or is marked deleted, when its session is missing or of another project, or
+        when its ``key_id`` names a key that is missing, revoked or expired. Callers give
+        those to the ordinary path (``add_memory``), which answers each with its error. A
+        value the backend refuses raises, with nothing written.
         """
 
     async def check_schema(self) -> None:
@@ -506,6 +616,8 @@ class Storage(Protocol):
 __all__ = [
     "ApiKeyRepository",
     "AuditRepository",
+    "ErasedRows",
+    "ErasureRepository",
     "EventRepository",
     "Evidence",
     "FreshEvent",

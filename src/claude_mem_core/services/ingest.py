@@ -19,7 +19,7 @@ from claude_mem_core.domain.models import (
     Project,
 )
 from claude_mem_core.domain.scopes import Need, require
-from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput, NotFound
+from claude_mem_core.errors import EventConflict, FieldIssue, Gone, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags_in_json
 from claude_mem_core.ports.clock import truncate_ms
 from claude_mem_core.ports.storage import UnitOfWork
@@ -274,12 +274,30 @@ async def _ingest_one(
     event, created = await uow.events.add(attempt)
     if not created and conflicts(event, attempt):
         raise _Conflicts([(-1, event, item)])
+    if created:
+        await _refuse_erased(uow, [(-1, event)])
     job: GenerationJob | None = None
     job_created = False
     if generate:
         made = await outbox.create_event_job(uow, deps, caller, event, source=job_source)
         job, job_created = made.job, made.created
     return event, job, created, job_created
+
+
+async def _refuse_erased(uow: UnitOfWork, written: Sequence[tuple[int, AgentEvent]]) -> None:
+    """Raise ``Gone`` (the unit of work then rolls back) when one of the events just
+    inserted replays an erased event's ``sourceEventId`` (``services/erase.py``). Checked
+    after the insert, in its transaction: an erase committed meanwhile is seen too."""
+    replayable = [(n, e) for n, e in written if e.source_event_id is not None]
+    scopes = dict.fromkeys((e.team_id, e.project_id) for _, e in replayable)
+    for team_id, project_id in scopes:
+        mine = [(n, e) for n, e in replayable if (e.team_id, e.project_id) == (team_id, project_id)]
+        erased = await uow.erasure.erased_keys(
+            team_id, project_id, [e.idempotency_key for _, e in mine]
+        )
+        for n, event in mine:
+            if event.idempotency_key in erased:
+                raise Gone(source_event_id=event.source_event_id, index=n if n >= 0 else None)
 
 
 def received_details(event: AgentEvent, job: GenerationJob | None, created: bool) -> dict[str, Any]:
@@ -306,7 +324,8 @@ async def ingest_event(
 
     A replay (same ``source_event_id``) with the payload it was first sent with answers
     the stored event; with another payload it raises ``EventConflict`` (and is audited
-    as ``event.conflict``), changing nothing."""
+    as ``event.conflict``), changing nothing. A replay of an erased event raises ``Gone``,
+    storing nothing."""
     require(caller.scopes, Need.WRITE_EVENTS)
     issues = validate(item)
     if issues:
@@ -344,7 +363,8 @@ async def ingest_batch(
     generate: bool = True,
     job_source: str = "http_post_v1_events_batch",
 ) -> list[IngestedEvent]:
-    """Store up to ``max_batch`` events all-or-nothing, in input order."""
+    """Store up to ``max_batch`` events all-or-nothing, in input order (one that replays
+    an erased event refuses the whole batch: ``Gone``, with its index)."""
     require(caller.scopes, Need.WRITE_EVENTS)
     limit = deps.options.max_batch
     if not items:
@@ -412,6 +432,7 @@ async def _write_batch(
         ]
         if found:
             raise _Conflicts(found)
+        await _refuse_erased(uow, [(n, e) for n, (e, created) in enumerate(stored) if created])
         batch_jobs: list[GenerationJob | None] = [None] * len(stored)
         if generate:
             made = await uow.jobs.add_many(

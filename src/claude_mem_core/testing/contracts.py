@@ -43,6 +43,7 @@ from claude_mem_core.domain.passages import event_passages, observation_passage
 from claude_mem_core.domain.tokens import parse_query
 from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, Storage
+from claude_mem_core.testing.erase_contracts import ErasureContract
 
 LOGICAL_TABLES = (
     "teams",
@@ -208,8 +209,9 @@ class Factory:
         return JobEvent(**fields)
 
 
-class StorageContract:
-    """Behaviour every :class:`Storage` adapter promises. See the module docstring."""
+class StorageContract(ErasureContract):
+    """Behaviour every :class:`Storage` adapter promises. See the module docstring (and
+    :mod:`~claude_mem_core.testing.erase_contracts`, whose tests it inherits)."""
 
     @pytest.fixture
     def make(self) -> Factory:

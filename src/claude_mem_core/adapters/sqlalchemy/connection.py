@@ -24,9 +24,10 @@ class _Db:
     """The connection of one unit of work, with error translation at the boundary.
 
     ``scoped`` remembers the (kind, id, team, project) of rows this unit of work has
-    already read or checked: scopes never change and rows are never deleted through the
-    port, so a second check of the same parent in one transaction would be a wasted round
-    trip (the foreign keys still guard the parent's existence at insert time).
+    already read or checked: scopes never change and rows are deleted only by an erase
+    (which empties it), so a second check of the same parent in one transaction would be
+    a wasted round trip (the foreign keys still guard the parent's existence at insert
+    time).
     """
 
     def __init__(self, conn: AsyncConnection, dialect_name: str, driver: Any | None = None) -> None:

@@ -36,6 +36,7 @@ from claude_mem_core.adapters.sqlalchemy.rows import (
     _observation_values,
     _source_values,
 )
+from claude_mem_core.adapters.sqlalchemy.scopes import _by_scope
 from claude_mem_core.domain.models import AgentEvent
 from claude_mem_core.domain.redaction import PROJECT_SETTING
 from claude_mem_core.ports.storage import FreshEvent, FreshMemory, UnitOfWork
@@ -44,8 +45,9 @@ from claude_mem_core.ports.storage import FreshEvent, FreshMemory, UnitOfWork
 def _pg_fresh_events(names: Mapping[str, Sequence[str]]) -> sa.TextClause:
     """PostgreSQL: :meth:`SqlAlchemyStorage.add_fresh_events` as ONE statement.
 
-    Data-modifying CTEs: the events go in unless their key is taken, their project or
-    session is out of scope, or the API key they are written under no longer works; the
+    Data-modifying CTEs: the events go in unless their key is taken (or is an erased
+    event's), their project or session is out of scope (or the project is being erased),
+    or the API key they are written under no longer works; the
     jobs, job-log entries and audit rows go in only for the events that did (each row
     names its event in ``fresh_event``). Run on its own, the
     statement is its own transaction: an item's rows are written all together or not at
@@ -77,9 +79,13 @@ def _pg_fresh_events(names: Mapping[str, Sequence[str]]) -> sa.TextClause:
         f"WITH ev AS (INSERT INTO {quote(e.name)} ({targets(e)}) SELECT {values(e)} "
         f"FROM {_pg_recordset(e, names[e.name], 'events', 'fresh_key')} "
         f"WHERE EXISTS (SELECT 1 FROM {quote(t.projects.name)} AS p "
-        "WHERE p.id = r.project_id AND p.team_id = r.team_id "
+        "WHERE p.id = r.project_id AND p.team_id = r.team_id AND p.deleted_at IS NULL "
         # A project with its own ingest settings: the event was built with the server's.
         f"AND (p.metadata -> '{PROJECT_SETTING}') IS NULL) "
+        # An erased event's key: the ordinary path refuses it (``errors.Gone``).
+        f"AND NOT EXISTS (SELECT 1 FROM {quote(t.erased_events.name)} AS x "
+        "WHERE x.team_id = r.team_id AND x.project_id = r.project_id "
+        "AND x.idempotency_key = r.idempotency_key) "
         # The key the event is written under must still work now, checked in the very
         # statement that writes (callers may have taken the key from a cache).
         "AND (r.fresh_key IS NULL OR EXISTS ("
@@ -194,7 +200,7 @@ def _pg_fresh_memories() -> sa.TextClause:
     return sa.text(
         "WITH chk AS MATERIALIZED (SELECT c.id, ("
         f"EXISTS (SELECT 1 FROM {quote(t.projects.name)} AS p "
-        "WHERE p.id = c.project_id AND p.team_id = c.team_id) "
+        "WHERE p.id = c.project_id AND p.team_id = c.team_id AND p.deleted_at IS NULL) "
         "AND (c.key_id IS NULL OR EXISTS ("
         f"SELECT 1 FROM {quote(t.api_keys.name)} AS k WHERE k.id = c.key_id "
         "AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now()))) "
@@ -224,6 +230,14 @@ async def add_fresh_events_sqlite(
     written: set[str] = set()
     async with unit_of_work as uow:
         db = cast(EventRepo, uow.events)._db
+        # Keys of erased events, one read per project for the group (only events with a
+        # source event id can replay one).
+        erased: dict[tuple[str, str], set[str]] = {}
+        for scope, group in _by_scope(
+            [i.event for i in items if i.event.source_event_id is not None]
+        ).items():
+            keys = [e.idempotency_key for e in group]
+            erased[scope] = await uow.erasure.erased_keys(*scope, keys)
         for item in items:
             event = item.event
             project = await uow.projects.get(event.team_id, event.project_id)
@@ -237,6 +251,8 @@ async def add_fresh_events_sqlite(
                 key = await uow.api_keys.get_unscoped(item.key_id)
                 if key is None or not key.is_usable(datetime.now(UTC)):
                     continue
+            if event.idempotency_key in erased.get((event.team_id, event.project_id), ()):
+                continue  # an erased event's key: the ordinary path refuses it
             inserted = await db.run(
                 db.sql.event_insert,
                 _event_values(event),

@@ -103,14 +103,19 @@ class ObservationRepo:
     async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None:
         c = t.observations.c
         stmt = self._db.select(t.observations).where(
-            c.id == observation_id, c.team_id == team_id, c.project_id == project_id
+            c.id == observation_id,
+            c.team_id == team_id,
+            c.project_id == project_id,
+            t.live_project(t.observations),
         )
         row = await self._db.one_or_none(stmt)
         return _observation(row) if row else None
 
     async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
         c = t.observations.c
-        stmt = self._db.select(t.observations).where(c.id == observation_id, c.team_id == team_id)
+        stmt = self._db.select(t.observations).where(
+            c.id == observation_id, c.team_id == team_id, t.live_project(t.observations)
+        )
         row = await self._db.one_or_none(stmt)
         return _observation(row) if row else None
 

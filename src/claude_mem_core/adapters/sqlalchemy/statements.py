@@ -41,10 +41,15 @@ class _Statements:
         def exists(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             return sa.select(sa.literal(1)).select_from(table).where(*where).limit(1)
 
-        self.project_get = select(p).where(p.c.id == _p("id"), p.c.team_id == _p("team_id"))
+        # A project marked deleted (being erased) is missing, and so are its rows read by id.
+        self.project_get = select(p).where(
+            p.c.id == _p("id"), p.c.team_id == _p("team_id"), p.c.deleted_at.is_(None)
+        )
         self.api_key_by_hash = select(k).where(k.c.key_hash == _p("key_hash"))
         self.api_key_by_id = select(k).where(k.c.id == _p("id"))
-        self.session_get = select(ss).where(ss.c.id == _p("id"), ss.c.team_id == _p("team_id"))
+        self.session_get = select(ss).where(
+            ss.c.id == _p("id"), ss.c.team_id == _p("team_id"), t.live_project(ss)
+        )
         self.session_in_scope = exists(
             ss,
             ss.c.id == _p("id"),
@@ -65,7 +70,9 @@ class _Statements:
         self.event_set_metadata = (
             sa.update(e).where(e.c.id == _p("w_id")).values(metadata=_p("metadata"))
         )
-        self.event_get = select(e).where(e.c.id == _p("id"), e.c.team_id == _p("team_id"))
+        self.event_get = select(e).where(
+            e.c.id == _p("id"), e.c.team_id == _p("team_id"), t.live_project(e)
+        )
         self.events_many = select(e).where(
             e.c.team_id == _p("team_id"),
             e.c.project_id == _p("project_id"),
@@ -93,7 +100,9 @@ class _Statements:
             j.c.team_id == _p("team_id"),
             j.c.project_id == _p("project_id"),
         )
-        self.job_get = select(j).where(j.c.id == _p("id"), j.c.team_id == _p("team_id"))
+        self.job_get = select(j).where(
+            j.c.id == _p("id"), j.c.team_id == _p("team_id"), t.live_project(j)
+        )
         self.job_get_unscoped = select(j).where(j.c.id == _p("id"))
         # The SET clause comes from the parameters named like columns; the guard's
         # parameters are prefixed so they never collide with them.

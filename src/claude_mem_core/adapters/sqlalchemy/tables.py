@@ -144,6 +144,11 @@ projects = sa.Table(
     sa.Column("name", sa.Text, nullable=False),
     _json("metadata"),
     *_created_updated(),
+    # Erasing a project (revision 0010) marks it deleted at once (it is then missing to
+    # every read, see ``live_project``), then purges its rows in batches and records when
+    # that ended. The row stays, with its audit trail.
+    _ts("deleted_at", nullable=True),
+    _ts("purged_at", nullable=True),
     # Target of every composite "project belongs to team" foreign key.
     sa.UniqueConstraint("id", "team_id"),
     sa.Index("idx_projects_team", "team_id", "id"),
@@ -516,6 +521,32 @@ observation_generation_job_events = sa.Table(
     ),
     sa.Index("idx_observation_job_events_job_created", "generation_job_id", "created_at"),
 )
+
+# The idempotency keys of erased events (revision 0010): a replay of one (same team,
+# project, source and ``sourceEventId``) is refused instead of storing the content again.
+# No content: the key is a hash of those ids; the source ids are kept to say which.
+erased_events = sa.Table(
+    "erased_events",
+    metadata,
+    sa.Column("team_id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, primary_key=True),
+    sa.Column("idempotency_key", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("source_adapter", sa.Text, nullable=False),
+    sa.Column("source_event_id", sa.Text, nullable=True),
+    _ts("erased_at", default_now=True),
+    _project_scope_fk("erased_events"),
+)
+
+
+def live_project(table: sa.Table) -> sa.ColumnElement[bool]:
+    """True for a row of ``table`` (with ``team_id`` and ``project_id``) whose project is
+    not marked deleted: a lookup of the project's primary key in the same statement."""
+    p = projects.c
+    return ~sa.exists().where(
+        p.id == table.c.project_id, p.team_id == table.c.team_id, p.deleted_at.is_not(None)
+    )
+
 
 # What differs on SQLite; see include_object.
 _POSTGRES_ONLY = {("index", PASSAGE_TERMS_INDEX), ("index", PASSAGE_HIGH_IMPACT_INDEX)}

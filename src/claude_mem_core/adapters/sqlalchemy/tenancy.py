@@ -73,7 +73,7 @@ class ProjectRepo:
         c = t.projects.c
         stmt = (
             self._db.select(t.projects)
-            .where(c.team_id == team_id, c.name == name)
+            .where(c.team_id == team_id, c.name == name, c.deleted_at.is_(None))
             .order_by(c.created_at, c.id)
             .limit(1)
         )
@@ -82,9 +82,10 @@ class ProjectRepo:
 
     async def list(self, team_id: str, page: Page) -> tuple[Sequence[Project], int]:
         c = t.projects.c
-        stmt = self._db.select(t.projects).where(c.team_id == team_id).order_by(c.created_at, c.id)
+        live = (c.team_id == team_id, c.deleted_at.is_(None))
+        stmt = self._db.select(t.projects).where(*live).order_by(c.created_at, c.id)
         rows = await self._db.all(_page(stmt, page))
-        return [_project(r) for r in rows], await self._db.count(t.projects, c.team_id == team_id)
+        return [_project(r) for r in rows], await self._db.count(t.projects, *live)
 
 
 class ApiKeyRepo:

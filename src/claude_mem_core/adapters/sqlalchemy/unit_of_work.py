@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy.audit import AuditRepo
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
+from claude_mem_core.adapters.sqlalchemy.erasure import ErasureRepo
 from claude_mem_core.adapters.sqlalchemy.events import EventRepo
 from claude_mem_core.adapters.sqlalchemy.jobs import JobEventRepo, JobRepo
 from claude_mem_core.adapters.sqlalchemy.observations import ObservationRepo, SourceRepo
@@ -40,6 +41,7 @@ class SqlAlchemyUnitOfWork:
         self.search = SearchIndexRepo(db)
         self.audit = AuditRepo(db)
         self.vectors = SearchVectorRepo(db)
+        self.erasure = ErasureRepo(db)
 
 
 class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):

@@ -25,7 +25,11 @@ class SearchVectorRepo:
         model: str, team_id: str | None, project_id: str | None
     ) -> list[sa.ColumnElement[bool]]:
         p, v = t.search_passages.c, t.search_vectors.c
-        where = [~sa.exists().where(v.passage_id == p.id, v.model == model)]
+        where = [
+            ~sa.exists().where(v.passage_id == p.id, v.model == model),
+            # A project being erased sends nothing more to an embedder.
+            t.live_project(t.search_passages),
+        ]
         if team_id is not None:
             where.append(p.team_id == team_id)
         if project_id is not None:
