@@ -502,7 +502,7 @@ async def bench_loop(
     """/healthz latency while costly bodies near the 5 MB limit are ingested (many short
     strings with private blocks and keys: stripping and redaction work linear in size),
     sent as single events and then as one-event batches."""
-    from claude_mem_http.schemas import MAX_BODY_BYTES
+    from claude_mem_http.wire.schemas import MAX_BODY_BYTES
 
     notes = ["<private>x</private>", "AKIAIOSFODNN7EXAMPLE"] * ((MAX_BODY_BYTES - 4096) // 48)
     result: dict[str, Any] = {"bodies": args.loop_bodies}

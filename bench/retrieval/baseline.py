@@ -56,7 +56,7 @@ def evaluate(
     questions: Sequence[Question], *, transcripts_dir: Path = TRANSCRIPTS_DIR
 ) -> tuple[Metrics, tuple[Outcome, ...]]:
     """Plain BM25 over each transcript's raw events, one in-memory FTS5 table each."""
-    from claude_mem_http.transcript_import import parse_transcript
+    from claude_mem_http.client.transcript_import import parse_transcript
 
     outcomes: list[Outcome] = []
     for session in sessions_of(questions):

@@ -5,8 +5,8 @@
 
 Each transcript under ``transcripts/`` (sources in ``transcripts/SOURCES.md``) is imported
 the way ``claude-mem import claude-code`` imports one: its lines are parsed and mapped by
-:func:`claude_mem_http.transcript_import.parse_transcript` and replayed through
-:func:`~claude_mem_http.transcript_import.replay` into the embedded memory, one project per
+:func:`claude_mem_http.client.transcript_import.parse_transcript` and replayed through
+:func:`~claude_mem_http.client.transcript_import.replay` into the embedded memory, one project per
 transcript. Generation then runs in this process with the offline provider (no API key is
 read or needed) until no job is left.
 
@@ -322,7 +322,7 @@ async def import_transcript(backend: Any, path: Path, *, out: TextIO) -> tuple[A
     """Replay one transcript as ``claude-mem import claude-code`` does, into a project named
     after the file. Returns the project's scope and the number of events replayed."""
     from claude_mem_core import Scope
-    from claude_mem_http.transcript_import import Progress, parse_transcript, replay
+    from claude_mem_http.client.transcript_import import Progress, parse_transcript, replay
 
     transcript = parse_transcript(path)
     project = path.stem
@@ -360,7 +360,7 @@ async def evaluate(
 ) -> Report:
     """Import the questions' transcripts into the memory at ``url``, generate, ask, score."""
     from claude_mem_core import PipelineOptions, open_memory
-    from claude_mem_http.backends import LocalBackend
+    from claude_mem_http.client.backends import LocalBackend
 
     if limit < 1:
         raise ValueError("limit must be at least 1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from claude_mem_core.cli import main
+from claude_mem_worker.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["worker", *sys.argv[1:]]))
+    sys.exit(main())

@@ -27,8 +27,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from claude_mem_core.cli.commands import Commands
+from claude_mem_core.cli.kit import Parser, positive, run
 from claude_mem_core.errors import ClaudeMemError, SchemaNotReady, StorageError
 
 log = logging.getLogger("claude_mem.worker")
@@ -137,3 +139,37 @@ async def run_worker(args: argparse.Namespace) -> int:
         await broker.shutdown()
         log.debug("closed")
     return EXIT_OK
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=positive,
+        default=None,
+        help="jobs processed at once (default CLAUDE_MEM_WORKER_CONCURRENCY or 8)",
+    )
+    parser.set_defaults(handler=run_worker)
+
+
+def register(commands: Commands) -> None:
+    """Add ``claude-mem worker`` and its alias ``claude-mem server worker start`` (entry
+    point ``worker`` of the ``claude_mem.cli`` group)."""
+    worker = commands.add(
+        "worker", help="run the generation worker in the foreground", after="serve"
+    )
+    _add_options(worker)
+    alias = commands.add("worker", help="server worker start", under="server")
+    actions = alias.add_subparsers(dest="worker_action", required=True, parser_class=Parser)
+    start = actions.add_parser("start")
+    start.add_argument("--concurrency", type=positive, default=None)
+    start.set_defaults(handler=run_worker)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m claude_mem_worker [--concurrency N]``: ``claude-mem worker`` on its own."""
+    parser = Parser(prog="claude-mem worker")
+    _add_options(parser)
+    return run(parser, argv)

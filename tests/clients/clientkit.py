@@ -22,7 +22,7 @@ from claude_mem_core.facade import Memory
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.testing import databases
 from claude_mem_core.testing.fakes import ScriptedProvider
-from claude_mem_http.app import create_app
+from claude_mem_http.server.app import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -14,7 +14,7 @@ from clientkit import ServerFactory, Tenant, base_url
 
 from claude_mem_core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from claude_mem_core.facade import Memory
-from claude_mem_http.client import (
+from claude_mem_http.client.http_client import (
     ClaudeMemClient,
     RequestRejected,
     RouteUnsupported,
@@ -184,7 +184,7 @@ async def test_recent_memories_and_get_memory(
 async def test_recent_memories_on_a_server_without_the_route(
     start_server: ServerFactory, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from claude_mem_http import routes
+    from claude_mem_http.server import routes
 
     older = [r for r in routes.ROUTES if not r[1].startswith("/v1/memories/")]
     monkeypatch.setattr(routes, "ROUTES", older)

@@ -28,8 +28,9 @@ from clientkit import (
     rows,
 )
 
-from claude_mem_http import hook_mapping as hm
-from claude_mem_http.hooks import HookConfig, Spool, hook_main, run_hook
+from claude_mem_http.client import hook_mapping as hm
+from claude_mem_http.client.hooks import HookConfig, hook_main, run_hook
+from claude_mem_http.client.spool import Spool
 
 SID = "0f6a3c2e-5b7d-4e61-9a51-2d8c1f3e7b90"
 TURN = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop", "SessionEnd")
@@ -193,7 +194,7 @@ async def test_session_start_against_an_older_server_searches_the_project_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from claude_mem_core.domain.models import Scope
-    from claude_mem_http import routes
+    from claude_mem_http.server import routes
 
     older = [r for r in routes.ROUTES if not r[1].startswith("/v1/memories/")]
     monkeypatch.setattr(routes, "ROUTES", older)
@@ -292,7 +293,7 @@ async def test_a_hanging_server_never_blocks_the_hook(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "claude_mem_http.hooks",
+        "claude_mem_http.client.hooks",
         "SessionStart",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -335,7 +336,7 @@ async def test_embedded_session_start_injects_the_newest_observations(
 ) -> None:
     from claude_mem_core.config import Settings
     from claude_mem_core.facade import open_memory_from_settings
-    from claude_mem_http.backends import LocalBackend
+    from claude_mem_http.client.backends import LocalBackend
 
     env = embedded_env(embedded_data_dir, CLAUDE_MEM_CONTEXT_OBSERVATIONS="2")
     async with open_memory_from_settings(Settings.from_env(env), queue=False) as memory:
@@ -366,7 +367,7 @@ async def test_a_misspelled_event_names_the_valid_ones_and_exits_1(data_dir: Pat
 
 def test_a_misspelled_event_exits_1_from_the_command_line(data_dir: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "claude_mem_http.hooks", "SesionStart"],
+        [sys.executable, "-m", "claude_mem_http.client.hooks", "SesionStart"],
         input="{}",
         capture_output=True,
         text=True,

@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from clientkit import FIXTURES, Tenant, base_url, count, embedded_env, hook_payload, rows
 
-from claude_mem_http import hook_mapping as hm
-from claude_mem_http.hooks import hook_main
-from claude_mem_http.transcript_import import cmd_import, parse_transcript
+from claude_mem_http.client import hook_mapping as hm
+from claude_mem_http.client.hooks import hook_main
+from claude_mem_http.client.transcript_import import cmd_import, parse_transcript
 
 TRANSCRIPT = FIXTURES / "transcript.jsonl"
 SID = "7c1d2e3f-4a5b-4c6d-8e9f-0a1b2c3d4e5f"

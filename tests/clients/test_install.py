@@ -14,7 +14,7 @@ from clientkit import db_path, embedded_env
 from claude_mem_core.config import Settings
 from claude_mem_core.domain.scopes import HOOK_SCOPES
 from claude_mem_core.facade import open_memory_from_settings
-from claude_mem_http import install
+from claude_mem_http.client import install
 
 THEIRS = {
     "model": "opus",
@@ -70,7 +70,7 @@ async def test_install_merges_is_idempotent_and_uninstall_removes_only_ours(
     assert hooks["PostToolUse"][0] == THEIRS["hooks"]["PostToolUse"][0]
     ours = hooks["PostToolUse"][1]
     assert ours["matcher"] == "*"
-    assert ours["hooks"][0]["command"].endswith("-m claude_mem_http.hooks PostToolUse")
+    assert ours["hooks"][0]["command"].endswith("-m claude_mem_http.client.hooks PostToolUse")
     assert hooks["SessionStart"][0]["matcher"] == "startup|resume|clear|compact"
 
     stored_path = embedded_data_dir / "settings.json"
@@ -135,6 +135,23 @@ def test_merge_updates_a_stale_entry_in_place() -> None:
     assert install.merge_hooks(settings, prefix="/opt/cm/bin/claude-mem hook") == []
 
 
+def test_entries_of_the_former_hook_module_are_replaced_and_removed() -> None:
+    """Hooks installed before the runner moved (``-m claude_mem_http.hooks``) keep running
+    (test below); installing again rewrites them to the new path, uninstalling removes
+    them."""
+    former = "/usr/bin/python3 -m claude_mem_http.hooks PostToolUse"
+    settings: dict[str, Any] = {
+        "hooks": {"PostToolUse": [{"hooks": [{"type": "command", "command": former}]}]}
+    }
+    assert install.is_ours({"type": "command", "command": former})
+    assert not install.is_ours({"type": "command", "command": "python -m claude_mem_http.hooksx"})
+    assert "PostToolUse" in install.merge_hooks(settings)
+    (entry,) = settings["hooks"]["PostToolUse"]
+    assert entry["hooks"][0]["command"].endswith("-m claude_mem_http.client.hooks PostToolUse")
+    settings = {"hooks": {"Stop": [{"hooks": [{"type": "command", "command": former}]}]}}
+    assert install.remove_hooks(settings) == ["Stop"]
+
+
 def test_malformed_claude_settings_are_never_overwritten(tmp_path: Path) -> None:
     from claude_mem_core.errors import ConfigurationError
 
@@ -142,3 +159,27 @@ def test_malformed_claude_settings_are_never_overwritten(tmp_path: Path) -> None
     bad.write_text("{oops")
     with pytest.raises(ConfigurationError):
         install.read_json_object(bad)
+
+
+def test_the_former_hook_module_path_still_runs_the_hook() -> None:
+    """Settings written by an earlier install run ``python -m claude_mem_http.hooks``: it
+    must answer exactly as the runner does, or the agent's events would be dropped."""
+    import subprocess
+    import sys
+
+    def run(module: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", module, "NoSuchEvent"],
+            input="{}",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    former, current = run("claude_mem_http.hooks"), run("claude_mem_http.client.hooks")
+    assert current.returncode == 1 and "SessionStart" in current.stderr
+    assert (former.returncode, former.stdout, former.stderr) == (
+        current.returncode,
+        current.stdout,
+        current.stderr,
+    )

@@ -15,8 +15,8 @@ from clientkit import embedded_env
 
 from claude_mem_core.config import Settings
 from claude_mem_core.facade import open_memory_from_settings
-from claude_mem_http.backends import LocalBackend
-from claude_mem_http.mcp_server import READ_TOOLS, TOOLS, build_mcp_server
+from claude_mem_http.client.backends import LocalBackend
+from claude_mem_http.mcp.server import READ_TOOLS, TOOLS, build_mcp_server
 
 
 @pytest.fixture
@@ -145,7 +145,7 @@ async def test_stdio_round_trip(embedded_data_dir: Path, tmp_path: Path) -> None
 
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "claude_mem_http.mcp_server"],
+        args=["-m", "claude_mem_http.mcp.stdio"],
         env={**os.environ, **embedded_env(embedded_data_dir, CLAUDE_MEM_PROJECT="webapp")},
         cwd=str(tmp_path),
     )
@@ -165,8 +165,8 @@ async def test_http_mount_serves_read_tools_to_key_holders(
     from mcp.client.streamable_http import streamable_http_client
 
     from claude_mem_core.domain.models import Scope
-    from claude_mem_http.app import create_app
-    from claude_mem_http.mcp_server import mount_mcp
+    from claude_mem_http.mcp.streamable_http import mount_mcp
+    from claude_mem_http.server.app import create_app
 
     scope = Scope(team_id=tenant.team, project_id=tenant.project)
     await memory.add_memory(scope, "The queue is taskiq on Redis streams.")
@@ -211,7 +211,7 @@ async def test_http_mount_applies_each_tools_scope(
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    from claude_mem_http.app import create_app
+    from claude_mem_http.server.app import create_app
 
     srv = await aiohttp_server(create_app(memory, background_generation=False))
     url = str(srv.make_url("/mcp"))

@@ -453,7 +453,7 @@ def healthcheck_command() -> str:
 
 
 def test_healthcheck_path_is_a_route() -> None:
-    from claude_mem_http.app import create_app
+    from claude_mem_http.server.app import create_app
 
     paths = set(re.findall(r"127\.0\.0\.1:\{port\}(/[\w/-]+)", healthcheck_command()))
     assert paths == {"/healthz"}
@@ -484,7 +484,7 @@ async def _run_healthcheck(env: dict[str, str]) -> int:
 
 
 async def test_healthcheck_command_against_the_app(aiohttp_server: Any, tmp_path: Path) -> None:
-    from claude_mem_http.app import create_app
+    from claude_mem_http.server.app import create_app
 
     memory = Memory(storage=InMemoryStorage(), queue=None, provider=ScriptedProvider())
     try:

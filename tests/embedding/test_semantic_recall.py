@@ -418,7 +418,7 @@ async def test_with_embeddings_off_nothing_is_embedded_and_results_are_bm25(
 async def test_http_reports_semantic_recall_and_memories_do_not_wait_for_the_embedder(
     mem: Memory, plain: Memory, fake: FakeEmbeddingsServer, aiohttp_client: Any
 ) -> None:
-    from claude_mem_http.app import create_app
+    from claude_mem_http.server.app import create_app
 
     scope = await _scope(mem)
     issued = await mem.create_api_key(
@@ -458,7 +458,7 @@ async def test_http_reports_semantic_recall_and_memories_do_not_wait_for_the_emb
 async def test_the_server_that_generates_also_backfills(
     mem: Memory, fake: FakeEmbeddingsServer, aiohttp_client: Any
 ) -> None:
-    from claude_mem_http.app import create_app
+    from claude_mem_http.server.app import create_app
 
     scope = await _scope(mem)
     await mem.add_memory(scope, "Backups run at 02:00 UTC")

@@ -36,7 +36,7 @@ from claude_mem_core.adapters.sqlalchemy.tables import metadata
 from claude_mem_core.facade import Memory
 from claude_mem_core.testing import databases
 from claude_mem_core.testing.fakes import ScriptedProvider
-from claude_mem_http.app import create_app
+from claude_mem_http.server.app import create_app
 
 AUDIT_TABLE = "audit_log"
 

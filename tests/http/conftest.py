@@ -18,7 +18,7 @@ from claude_mem_core.domain.scopes import HOOK_SCOPES
 from claude_mem_core.facade import Memory
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.testing.fakes import ScriptedProvider
-from claude_mem_http.app import create_app
+from claude_mem_http.server.app import create_app
 
 # -- backends and the world ---------------------------------------------------------------
 

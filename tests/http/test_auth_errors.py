@@ -13,8 +13,8 @@ import pytest
 from httpkit import Api, AppFactory, World, audit_rows, event_body
 
 from claude_mem_core.facade import Memory
-from claude_mem_http.auth import parse_bearer
-from claude_mem_http.middlewares import valid_request_id
+from claude_mem_http.server.auth import parse_bearer
+from claude_mem_http.server.middlewares import valid_request_id
 
 WRITE_ROUTES = [
     ("/v1/sessions/start", {"projectId": "p"}),
@@ -231,7 +231,7 @@ async def test_storage_down_is_503(
 
 
 async def test_local_dev_mode(make_api: AppFactory, memory: Memory) -> None:
-    from claude_mem_http.app import settings_for_memory
+    from claude_mem_http.server.app import settings_for_memory
 
     settings = attrs.evolve(
         settings_for_memory(memory), auth_mode="local-dev", allow_local_dev_bypass=True

@@ -14,7 +14,7 @@ from claude_mem_core.adapters.offline_provider import OfflineProvider
 from claude_mem_core.facade import Memory
 from claude_mem_core.services import ingest
 from claude_mem_core.testing.fakes import ScriptedProvider
-from claude_mem_http.app import create_app
+from claude_mem_http.server.app import create_app
 
 # The core's ingest validation must accept the compat adapter name (api.md §4.1); until it
 # does, the observation route answers 400 and these tests are expected to fail.

@@ -22,9 +22,9 @@ from multidict import MultiDict
 from claude_mem_core import errors
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.facade import Memory
-from claude_mem_http import schemas
-from claude_mem_http.app import create_app
-from claude_mem_http.serving import AppRunner
+from claude_mem_http.server.app import create_app
+from claude_mem_http.server.serving import AppRunner
+from claude_mem_http.wire import schemas
 
 
 @pytest.fixture
@@ -303,7 +303,7 @@ async def test_a_body_near_the_size_limit_never_holds_the_loop(
     its events and encoding the answer run off the event loop, and a full garbage
     collection its allocations set off is short, so /healthz keeps answering within a
     fraction of a second."""
-    from claude_mem_http.schemas import MAX_BODY_BYTES
+    from claude_mem_http.wire.schemas import MAX_BODY_BYTES
 
     # Many short strings: the walk over them, not their length, is what costs.
     notes = ["<private>x</private>", "AKIAIOSFODNN7EXAMPLE"] * ((MAX_BODY_BYTES - 4096) // 48)

@@ -18,8 +18,9 @@ from claude_mem_core.adapters.taskiq_queue import TaskiqQueue
 from claude_mem_core.errors import QueueError, StorageUnavailable
 from claude_mem_core.facade import Memory
 from claude_mem_core.testing.fakes import ScriptedProvider
-from claude_mem_http import health, openapi
-from claude_mem_http.app import create_app
+from claude_mem_http.server import health
+from claude_mem_http.server.app import create_app
+from claude_mem_http.wire import openapi
 
 
 async def test_healthz(api: Api) -> None:
@@ -93,7 +94,7 @@ async def test_openapi_document_is_served_and_current(api: Api) -> None:
     assert reply.status == 200 and reply.body == openapi.DOCUMENT
     on_disk = json.loads(DOC_PATH.read_text(encoding="utf-8"))
     assert on_disk == openapi.DOCUMENT, (
-        "docs/openapi.json is stale: run python -m claude_mem_http.openapi docs/openapi.json"
+        "docs/openapi.json is stale: run python -m claude_mem_http.wire.openapi docs/openapi.json"
     )
     assert OPENAPI["openapi"].startswith("3.1")
 

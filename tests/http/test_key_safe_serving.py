@@ -25,7 +25,7 @@ from httpkit import World
 from test_hardening import raw_request
 
 from claude_mem_core.facade import Memory
-from claude_mem_http.app import create_app
+from claude_mem_http.server.app import create_app
 
 
 @pytest.fixture

@@ -37,8 +37,8 @@ from claude_mem_core.facade import Memory
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.testing import databases
 from claude_mem_core.testing.fakes import ScriptedProvider
-from claude_mem_http import openapi
-from claude_mem_http.app import create_app
+from claude_mem_http.server.app import create_app
+from claude_mem_http.wire import openapi
 
 pytestmark = pytest.mark.sqlite
 

@@ -17,7 +17,7 @@ from httpkit import Api, AppFactory, World, event_body
 from claude_mem_core.domain.scopes import KNOWN_SCOPES
 from claude_mem_core.facade import Memory
 from claude_mem_core.services.key_lookup import KeyUsage
-from claude_mem_http.app import settings_for_memory
+from claude_mem_http.server.app import settings_for_memory
 
 SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 NO_KEY = "no key needed"
@@ -186,7 +186,7 @@ async def test_local_dev_bypass_needs_every_condition(make_api: AppFactory, memo
 
 def test_the_bypass_opt_in_is_read_from_the_environment() -> None:
     from claude_mem_core.config import Settings
-    from claude_mem_http.auth import local_dev_bypass
+    from claude_mem_http.server.auth import local_dev_bypass
 
     # Outside a container whatever machine runs the test (it may itself be one).
     def settings(env: dict[str, str]) -> Settings:

@@ -9,7 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from claude_mem_http.middlewares import choose_request_id, new_request_id
+from claude_mem_http.server.middlewares import choose_request_id, new_request_id
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -20,7 +20,7 @@ from claude_mem_core.adapters.taskiq_queue import TaskiqQueue
 from claude_mem_core.facade import Memory
 from claude_mem_core.adapters.memory import InMemoryStorage
 from claude_mem_core.adapters.offline_provider import OfflineProvider
-from claude_mem_http.app import create_app
+from claude_mem_http.server.app import create_app
 
 async def main():
     queue = TaskiqQueue.from_url("redis://127.0.0.1:1/0", prefix="cmtest_footprint")

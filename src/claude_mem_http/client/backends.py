@@ -2,7 +2,7 @@
 transcript import.
 
 * :class:`RemoteBackend` speaks HTTP to a claude-mem server through
-  :class:`~claude_mem_http.client.ClaudeMemClient`; projects are server project ids.
+  :class:`~claude_mem_http.client.http_client.ClaudeMemClient`; projects are server project ids.
 * :class:`LocalBackend` calls the core services in-process on a :class:`Memory`'s ports,
   as a given :class:`Caller`: the whole local team (embedded mode, a SQLite file, no
   server) or an API key's caller (the MCP app mounted in the HTTP server). In embedded
@@ -21,8 +21,8 @@ from typing import Any, Protocol, cast
 from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.services import admin, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
-from claude_mem_http import schemas
-from claude_mem_http.client import ClaudeMemClient
+from claude_mem_http.client.http_client import ClaudeMemClient
+from claude_mem_http.wire import schemas
 
 LOCAL_TEAM = "local"
 
@@ -168,7 +168,7 @@ class RemoteBackend:
 
     async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
         """GET /v1/memories/recent; a server without that route raises
-        :class:`~claude_mem_http.client.RouteUnsupported` (callers may fall back to
+        :class:`~claude_mem_http.client.http_client.RouteUnsupported` (callers may fall back to
         :meth:`context`)."""
         body = await self.client.recent_memories(self.project(project), limit=limit)
         return cast(list[dict[str, Any]], list(body.get("memories") or []))

@@ -12,10 +12,12 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from claude_mem_core.cli.commands import Commands
+from claude_mem_core.cli.kit import positive
 from claude_mem_core.config import Settings
 from claude_mem_core.errors import ConfigurationError, SchemaNotReady, StorageUnavailable
-from claude_mem_http.app import create_app
-from claude_mem_http.serving import AppRunner
+from claude_mem_http.server.app import create_app
+from claude_mem_http.server.serving import AppRunner
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -88,4 +90,12 @@ async def serve(args: argparse.Namespace) -> int:
         await runner.cleanup()
 
 
-__all__ = ["serve", "settings_from_args"]
+def register(commands: Commands) -> None:
+    """Add ``claude-mem serve`` (entry point ``serve`` of the ``claude_mem.cli`` group)."""
+    parser = commands.add("serve", help="run the HTTP server", after="migrate")
+    parser.add_argument("--host", help="bind address (default CLAUDE_MEM_SERVER_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=positive, help="port (default CLAUDE_MEM_SERVER_PORT)")
+    parser.set_defaults(handler=serve)
+
+
+__all__ = ["register", "serve", "settings_from_args"]

@@ -5,7 +5,7 @@ aiohttp answers a request it cannot parse (a header holding a control character,
 line longer than 8190 bytes, ...) itself, before any middleware runs: its 400 body quotes
 the offending line, and it logs the parser's exception, whose message quotes it too. That
 line is often ``Authorization: Bearer <key>``: the raw API key would be sent back and
-written to the log. :class:`KeySafeApplication` (what :func:`~claude_mem_http.app.create_app`
+written to the log. :class:`KeySafeApplication` (what :func:`~claude_mem_http.server.app.create_app`
 builds) answers such a request with the app's JSON error body instead and logs only the
 kind of error, never the request's text. It does so in ``Application._make_handler``, the
 one step every way of serving an application goes through (``AppRunner``, and so
@@ -27,8 +27,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 
-from claude_mem_http import schemas
-from claude_mem_http.middlewares import REQUEST_ID_HEADER, new_request_id
+from claude_mem_http.server.middlewares import REQUEST_ID_HEADER, new_request_id
+from claude_mem_http.wire import schemas
 
 log = logging.getLogger("claude_mem.http")
 

@@ -1,6 +1,6 @@
-"""The OpenAPI 3.1 document of every route, served at ``/v1/openapi.json``.
+"""The OpenAPI 3.1 document of every route, served at ``/v1/openapi.json`` by the server.
 
-``docs/openapi.json`` is this document written out (``python -m claude_mem_http.openapi
+``docs/openapi.json`` is this document written out (``python -m claude_mem_http.wire.openapi
 docs/openapi.json``); a test keeps the two identical and checks real responses against it.
 """
 
@@ -11,10 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from claude_mem_core.services.ingest import MAX_EPOCH_MS, MAX_IDENTIFIER_LENGTH
-from claude_mem_http.middlewares import json_response
 
 Schema = dict[str, Any]
 
@@ -1128,14 +1125,6 @@ def build() -> dict[str, Any]:
 
 
 DOCUMENT = build()
-
-
-async def serve_document(request: web.Request) -> web.StreamResponse:
-    return json_response(DOCUMENT)
-
-
-def setup(app: web.Application) -> None:
-    app.router.add_get("/v1/openapi.json", serve_document)
 
 
 def render() -> str:

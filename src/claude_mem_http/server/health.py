@@ -12,8 +12,8 @@ from aiohttp import web
 from claude_mem_core import migrations
 from claude_mem_core.errors import ClaudeMemError
 from claude_mem_core.ports.queue import EVENT_LANE, SUMMARY_LANE
-from claude_mem_http.keys import RUNTIME, Runtime
-from claude_mem_http.middlewares import json_response
+from claude_mem_http.server.middlewares import json_response
+from claude_mem_http.server.state import RUNTIME, Runtime
 
 PING_TIMEOUT_S = 2.0
 LANES = (("event", EVENT_LANE), ("summary", SUMMARY_LANE))

@@ -6,7 +6,7 @@ Install does two things, both idempotent:
    ``--scope user``, ``./.claude/settings.json`` for ``--scope project``). The file is
    merged, never replaced: other keys and other hooks stay as they are; an entry of ours
    that is already there is updated in place, not duplicated. Our entries are recognised by
-   their command (``-m claude_mem_http.hooks`` or ``claude-mem hook``).
+   their command (``-m claude_mem_http.client.hooks`` or ``claude-mem hook``).
 2. Issues an API key with the hook scopes (events:write, sessions:write, observations:read,
    jobs:read) for the configured database (the one ``claude-mem serve`` uses), bound to one
    team and project, and stores it in ``<data dir>/settings.json`` with the project id (and
@@ -30,13 +30,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from claude_mem_core.cli.commands import Commands
 from claude_mem_core.domain.scopes import HOOK_SCOPES
 from claude_mem_core.errors import ClaudeMemError, ConfigurationError, Forbidden, NotFound
-from claude_mem_http.hook_mapping import HOOK_EVENTS
-from claude_mem_http.hooks import data_dir_from
+from claude_mem_http.client.hook_mapping import HOOK_EVENTS
+from claude_mem_http.client.hooks import data_dir_from
 
-HOOK_MODULE = "claude_mem_http.hooks"
-OUR_MARKERS = (f"-m {HOOK_MODULE}", "claude-mem hook ")
+HOOK_MODULE = "claude_mem_http.client.hooks"
+# Where the hook runner lived before the package was split into server/wire/client/mcp:
+# entries an older install wrote still count as ours, so installing again replaces them and
+# uninstalling removes them.
+FORMER_HOOK_MODULE = "claude_mem_http.hooks"
+OUR_MARKERS = (f"-m {HOOK_MODULE} ", f"-m {FORMER_HOOK_MODULE} ", "claude-mem hook ")
 CLAUDE_HOOK_TIMEOUT_S = 10  # Claude Code's own kill timer; ours (2 s) is well inside it
 MATCHERS: dict[str, str | None] = {
     "SessionStart": "startup|resume|clear|compact",
@@ -355,9 +360,10 @@ async def cmd_uninstall(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``install claude-code`` and ``uninstall claude-code``."""
-    install = subparsers.add_parser("install", help="connect an agent to claude-mem")
+def register_install(commands: Commands) -> None:
+    """Add ``claude-mem install claude-code`` (entry point ``install`` of the
+    ``claude_mem.cli`` group)."""
+    install = commands.add("install", help="connect an agent to claude-mem", after="hook")
     targets = install.add_subparsers(dest="target", required=True)
     cc = targets.add_parser("claude-code", help="register the Claude Code hooks and a hook key")
     cc.add_argument("--scope", choices=("user", "project"), default="user")
@@ -370,11 +376,16 @@ def register(subparsers: Any) -> None:
     cc.add_argument("--no-key", action="store_true", help="only register the hooks")
     cc.add_argument(
         "--hook-command",
-        help="command prefix the hooks run (default: this Python with -m claude_mem_http.hooks)",
+        help=f"command prefix the hooks run (default: this Python with -m {HOOK_MODULE})",
     )
     cc.set_defaults(handler=cmd_install)
 
-    uninstall = subparsers.add_parser("uninstall", help="disconnect an agent from claude-mem")
+
+def register_uninstall(commands: Commands) -> None:
+    """Add ``claude-mem uninstall claude-code`` (entry point ``uninstall``)."""
+    uninstall = commands.add(
+        "uninstall", help="disconnect an agent from claude-mem", after="install"
+    )
     targets = uninstall.add_subparsers(dest="target", required=True)
     cc = targets.add_parser("claude-code", help="remove our Claude Code hooks")
     cc.add_argument("--scope", choices=("user", "project"), default="user")
@@ -382,4 +393,4 @@ def register(subparsers: Any) -> None:
     cc.set_defaults(handler=cmd_uninstall)
 
 
-__all__ = ["merge_hooks", "register", "remove_hooks"]
+__all__ = ["merge_hooks", "register_install", "register_uninstall", "remove_hooks"]

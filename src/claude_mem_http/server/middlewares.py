@@ -32,8 +32,8 @@ from claude_mem_core.errors import (
     Unauthorized,
 )
 from claude_mem_core.services.ingest import off_loop
-from claude_mem_http import schemas
-from claude_mem_http.keys import REQUEST_ID
+from claude_mem_http.server.state import REQUEST_ID
+from claude_mem_http.wire import schemas
 
 log = logging.getLogger("claude_mem.http")
 

@@ -1,4 +1,5 @@
-"""The claude-mem MCP server (pipeline.md §6.1) on the ``mcp`` SDK's low-level server.
+"""The claude-mem MCP server (pipeline.md §6.1) on the ``mcp`` SDK's low-level server: its
+tools and :func:`build_mcp_server`.
 
 Tools: ``observation_add``, ``observation_record_event``, ``observation_search``,
 ``observation_context``, ``observation_generation_status``, the aliases ``memory_add``,
@@ -15,12 +16,12 @@ server).
 
 Transports:
 
-* stdio — ``claude-mem mcp`` (:func:`run_stdio`); remote when
+* stdio — ``claude-mem mcp`` (:mod:`claude_mem_http.mcp.stdio`); remote when
   ``CLAUDE_MEM_SERVER_BETA_URL`` is set, else embedded. Nothing but the protocol goes to
   stdout.
-* streamable HTTP inside the aiohttp server — :func:`mount_mcp` adds ``/mcp`` with the
-  read tools only; each request is authenticated with the API key (scope read) and the
-  tools act as that key.
+* streamable HTTP inside the aiohttp server — :func:`~claude_mem_http.mcp.streamable_http.mount_mcp`
+  adds ``/mcp`` with the read tools only; each request is authenticated with the API key
+  (scope read) and the tools act as that key.
 
 The ``mcp`` SDK is imported lazily (it costs about a second), so registering the CLI
 command is free.
@@ -28,14 +29,10 @@ command is free.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import json
 import logging
 import math
-import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from claude_mem_core.domain.scopes import Need, allows
@@ -48,12 +45,11 @@ from claude_mem_core.errors import (
     NotFound,
     Unauthorized,
 )
-from claude_mem_http.backends import Backend, LocalBackend, RemoteBackend
-from claude_mem_http.client import ClaudeMemClient, ServerUnavailable, now_epoch_ms
-from claude_mem_http.schemas import MAX_CONTEXT_TOKENS, RequestInvalid
+from claude_mem_http.client.backends import Backend
+from claude_mem_http.client.http_client import ServerUnavailable, now_epoch_ms
+from claude_mem_http.wire.schemas import MAX_CONTEXT_TOKENS
 
 if TYPE_CHECKING:
-    from aiohttp import web
     from mcp.server.lowlevel import Server
 
 log = logging.getLogger("claude_mem.mcp")
@@ -481,270 +477,4 @@ def build_mcp_server(
     )
 
 
-# -- stdio ------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def backend_from_settings(env: Mapping[str, str] | None = None) -> AsyncIterator[Backend]:
-    """Remote when a server URL is configured, else the embedded memory (default project:
-    ``CLAUDE_MEM_PROJECT`` or the working directory's name)."""
-    from claude_mem_http.hook_mapping import project_name
-    from claude_mem_http.hooks import HookConfig
-
-    config = HookConfig.load(env)
-    if config.mode == "remote":
-        remote = RemoteBackend(
-            ClaudeMemClient(config.server_url or "", config.api_key), config.project_id
-        )
-        try:
-            yield remote
-        finally:
-            await remote.close()
-        return
-    from claude_mem_core.config import Settings
-    from claude_mem_core.facade import open_memory_from_settings
-
-    async with open_memory_from_settings(Settings.from_env(config.env), queue=False) as memory:
-        yield await LocalBackend.embedded(
-            memory, default_project=project_name(os.getcwd(), config.project_override)
-        )
-
-
-async def run_stdio() -> None:
-    from mcp.server.stdio import stdio_server
-
-    logging.getLogger("claude_mem").propagate = False
-    async with backend_from_settings() as backend:
-        server = build_mcp_server(backend)
-        async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
-
-
-async def cmd_mcp(args: argparse.Namespace) -> int:
-    await run_stdio()
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    """Add ``mcp`` (the stdio MCP server)."""
-    parser = subparsers.add_parser("mcp", help="run the MCP server on stdio")
-    parser.set_defaults(handler=cmd_mcp)
-
-
-# -- streamable HTTP inside the aiohttp app ------------------------------------------------------
-
-CALLER_SCOPE_KEY = "claude_mem.caller"
-
-
-MCP_METHODS = ("POST",)
-# Answered 405 (``Allow: POST``) after authentication, as the transport permits: GET would
-# open a stream for messages the server sends on its own, DELETE would end a session, and
-# this server offers neither (it is stateless and only answers requests).
-MCP_REFUSED_METHODS = ("GET", "DELETE")
-
-
-def mount_mcp(app: web.Application, *, path: str = "/mcp") -> None:
-    """Serve the read tools over streamable HTTP at ``path`` of the claude-mem aiohttp app.
-
-    Call before the app starts (e.g. in ``create_app`` after ``routes.setup(app)``). Every
-    request is authenticated like ``/v1`` read routes (a bearer key holding a scope one of
-    the tools needs; local-dev bypass as configured), the tools act as that key's caller,
-    and each tool is listed and allowed only if the key holds its route's scope.
-
-    The ``mcp`` SDK (about 25 MiB of modules) is imported, and its session manager
-    started, on the first authenticated ``/mcp`` request, so a server nobody asks for MCP
-    never loads it. Raises ``ImportError`` now if the SDK is not installed."""
-    import importlib.util
-
-    from aiohttp import web as aio
-
-    from claude_mem_http.auth import authenticate
-    from claude_mem_http.keys import RUNTIME
-
-    if importlib.util.find_spec("mcp") is None:
-        raise ImportError("the 'mcp' extra is not installed")
-    manager = _LazyMcpManager()
-
-    async def lifecycle(_: aio.Application) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            await manager.stop()
-
-    async def handle(request: aio.Request) -> aio.StreamResponse:
-        caller = await authenticate(request, Need.MCP)
-        if request.content_type != "application/json":
-            # A JSON 400 like every other of the server's (the SDK would answer plain text).
-            raise RequestInvalid(
-                FieldIssue(
-                    "",
-                    "an MCP message must be JSON (Content-Type: application/json)",
-                    "content_type",
-                )
-            )
-        deps = request.app[RUNTIME].memory.deps
-        handle_request = await manager.handler()
-        return await _asgi_bridge(
-            request, handle_request, {CALLER_SCOPE_KEY: caller, "claude_mem.deps": deps}
-        )
-
-    async def no_stream(request: aio.Request) -> aio.StreamResponse:
-        await authenticate(request, Need.MCP)  # refusals come first, as on every route
-        # GET opens a stream for messages the server sends on its own; these tools only
-        # answer requests, so there is none to offer (the transport allows a 405 here).
-        # An open stream would be held until the client left, and never carry anything.
-        # DELETE ends a session, and none is kept.
-        raise aio.HTTPMethodNotAllowed(request.method, sorted(MCP_METHODS))
-
-    app.cleanup_ctx.append(lifecycle)
-    for method in MCP_METHODS:
-        app.router.add_route(method, path, handle)
-    for method in MCP_REFUSED_METHODS:
-        app.router.add_route(method, path, no_stream)
-
-
-class _LazyMcpManager:
-    """The streamable-HTTP session manager of the mounted MCP server, built and run on
-    first use and stopped with the app."""
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._handle: Callable[..., Awaitable[None]] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-        self._stopped = False
-
-    async def handler(self) -> Callable[..., Awaitable[None]]:
-        if self._handle is not None:
-            return self._handle
-        async with self._lock:
-            if self._handle is None:
-                self._handle = await self._start()
-        return self._handle
-
-    async def _start(self) -> Callable[..., Awaitable[None]]:
-        if self._stopped:
-            raise RuntimeError("the claude-mem app is shutting down")
-        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-
-        async def backend_for(ctx: Any) -> Backend:
-            request = getattr(ctx, "request", None)
-            scope = getattr(request, "scope", None) or {}
-            caller = scope.get(CALLER_SCOPE_KEY)
-            if caller is None:
-                raise Unauthorized("Missing bearer API key")
-            return LocalBackend(scope["claude_mem.deps"], caller)
-
-        def scopes_of(ctx: Any) -> frozenset[str]:
-            scope = getattr(getattr(ctx, "request", None), "scope", None) or {}
-            caller = scope.get(CALLER_SCOPE_KEY)
-            return frozenset() if caller is None else caller.scopes
-
-        server = build_mcp_server(backend_for, read_only=True, scopes_of=scopes_of)
-        manager = StreamableHTTPSessionManager(app=server, stateless=True, json_response=True)
-        # The manager's task group must live in one task for its whole life (not in the
-        # request's task that happened to start it), so it gets its own.
-        ready = asyncio.Event()
-
-        async def run_manager() -> None:
-            async with manager.run():
-                ready.set()
-                await self._stop.wait()
-
-        task = asyncio.create_task(run_manager(), name="claude-mem-mcp-http")
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            waiter.cancel()
-            task.result()  # re-raise a start-up failure
-            raise RuntimeError("the MCP session manager stopped at start-up")
-        self._task = task
-        return manager.handle_request
-
-    async def stop(self) -> None:
-        self._stopped = True
-        self._stop.set()
-        async with self._lock:
-            task, self._task = self._task, None
-        if task is not None:
-            await task
-
-
-async def _asgi_bridge(
-    request: web.Request, asgi: Callable[..., Awaitable[None]], extra: Mapping[str, Any]
-) -> web.StreamResponse:
-    """Run an ASGI HTTP app for one aiohttp request, streaming its response back."""
-    from aiohttp import web as aio
-
-    body = await request.read()
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": f"{request.version.major}.{request.version.minor}",
-        "method": request.method,
-        "scheme": request.scheme,
-        "path": request.path,
-        "raw_path": request.raw_path.split("?", 1)[0].encode(),
-        "root_path": "",
-        "query_string": request.query_string.encode(),
-        "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()],
-        "client": (request.remote or "", 0),
-        "server": (request.host.split(":")[0], 0),
-        "state": {},
-        **extra,
-    }
-    sent_body = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent_body
-        if not sent_body:
-            sent_body = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        # Nothing more arrives; the wait ends when aiohttp cancels the handler.
-        await asyncio.Event().wait()
-        return {"type": "http.disconnect"}  # pragma: no cover
-
-    response: aio.StreamResponse | None = None
-
-    async def send(message: Mapping[str, Any]) -> None:
-        nonlocal response
-        if message["type"] == "http.response.start":
-            response = aio.StreamResponse(status=int(message["status"]))
-            for key, value in message.get("headers", []):
-                name = key.decode("latin-1")
-                if name.lower() not in ("content-length", "transfer-encoding"):
-                    response.headers.add(name, value.decode("latin-1"))
-            await response.prepare(request)
-        elif message["type"] == "http.response.body" and response is not None:
-            chunk = message.get("body", b"")
-            if chunk:
-                await response.write(chunk)
-            if not message.get("more_body", False):
-                await response.write_eof()
-
-    await asgi(scope, receive, send)
-    if response is None:
-        return aio.Response(status=500)
-    return response
-
-
-__all__ = [
-    "READ_TOOLS",
-    "TOOLS",
-    "backend_from_settings",
-    "build_mcp_server",
-    "call",
-    "mount_mcp",
-    "register",
-    "run_stdio",
-]
-
-
-def main() -> int:
-    """``python -m claude_mem_http.mcp_server``: the stdio server (same as ``claude-mem mcp``)."""
-    asyncio.run(run_stdio())
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+__all__ = ["READ_TOOLS", "TOOLS", "TOOL_NEEDS", "build_mcp_server", "call", "error_text"]

@@ -1,68 +1,29 @@
-"""``claude-mem``: the operator's command line.
-
-Readable tables by default, ``--json`` for scripts. Bad arguments exit 2 with a message;
-a failed operation (not found, conflict, unreachable database) exits 1 with a message that
-says what to do. Never a traceback.
-
-The reference's spellings work too: ``server api-key …``, ``server jobs …``,
-``server worker start``.
+"""The commands core runs by itself: ``migrate``, ``teams``, ``projects``, ``api-key``,
+``jobs``, ``embeddings``, and ``server`` (the reference's spellings ``server api-key …``,
+``server jobs …``; the worker package adds ``server worker start``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TextIO
+from typing import Any
 
-from claude_mem_core.errors import ClaudeMemError, Conflict, InvalidInput, NotFound
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad command-line arguments (exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
-def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: TextIO) -> None:
-    """A plain aligned table; ``-`` for empty cells."""
-    cells = [[("-" if r.get(c) in (None, "") else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    print(
-        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
-        file=out,
-    )
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip(), file=out)
-
-
-def emit(
-    args: argparse.Namespace,
-    payload: Any,
-    *,
-    table: Callable[[], None] | None = None,
-    text: str | None = None,
-) -> None:
-    if args.json or (table is None and text is None):
-        print(json.dumps(payload, indent=2, default=str))
-    elif table is not None:
-        table()
-    else:
-        print(text)
-
+from claude_mem_core.cli.commands import ROOT, Commands
+from claude_mem_core.cli.kit import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Parser,
+    UsageError,
+    emit,
+    iso,
+    non_negative,
+    positive,
+    render_table,
+)
+from claude_mem_core.errors import ClaudeMemError
 
 # -- command implementations --------------------------------------------------------------
 
@@ -406,57 +367,12 @@ async def cmd_embeddings(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.interrupted else EXIT_OK
 
 
-async def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from claude_mem_http.cli import serve
-    except ImportError as exc:  # pragma: no cover - depends on installed extras
-        raise ClaudeMemError(
-            f"the HTTP server needs the 'http' extra: pip install 'claude-mem[http]' ({exc})"
-        ) from exc
-    result: int = await serve(args)
-    return result
-
-
-async def cmd_worker(args: argparse.Namespace) -> int:
-    try:
-        from claude_mem_worker.cli import run_worker
-    except ImportError as exc:  # pragma: no cover - depends on installed extras
-        raise ClaudeMemError(
-            f"the worker needs the 'redis' extra: pip install 'claude-mem[redis]' ({exc})"
-        ) from exc
-    result: int = await run_worker(args)
-    return result
-
-
 # -- parser -----------------------------------------------------------------------------
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
-    return number
-
-
-def _non_negative(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
-    return number
-
-
-Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
-
-
-def _add_api_key(sub: Any) -> None:
-    keys = sub.add_parser("api-key", help="create, list, revoke and rotate API keys")
-    acts = keys.add_subparsers(dest="action", required=True, parser_class=_Parser)
+def _add_api_key(commands: Commands, under: str) -> None:
+    keys = commands.add("api-key", help="create, list, revoke and rotate API keys", under=under)
+    acts = keys.add_subparsers(dest="action", required=True, parser_class=Parser)
     create = acts.add_parser("create", help="create a key (the raw key is shown once)")
     create.add_argument("--team", required=True, help="team id the key is bound to")
     create.add_argument("--project", help="restrict the key to one project")
@@ -471,17 +387,17 @@ def _add_api_key(sub: Any) -> None:
     listing = acts.add_parser("list", help="list keys (hashes are never shown)")
     listing.add_argument("--team")
     listing.add_argument("--project")
-    listing.add_argument("--limit", type=_positive, default=50)
-    listing.add_argument("--offset", type=_non_negative, default=0)
+    listing.add_argument("--limit", type=positive, default=50)
+    listing.add_argument("--offset", type=non_negative, default=0)
     for name, text in (("revoke", "revoke a key"), ("rotate", "replace a key with a new one")):
         act = acts.add_parser(name, help=text)
         act.add_argument("key_id")
     keys.set_defaults(handler=cmd_api_key)
 
 
-def _add_jobs(sub: Any) -> None:
-    jobs_p = sub.add_parser("jobs", help="see, retry and cancel generation jobs")
-    acts = jobs_p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+def _add_jobs(commands: Commands, under: str) -> None:
+    jobs_p = commands.add("jobs", help="see, retry and cancel generation jobs", under=under)
+    acts = jobs_p.add_subparsers(dest="action", required=True, parser_class=Parser)
     for name in ("status", "failed", "retry", "cancel"):
         act = acts.add_parser(name)
         act.add_argument("--team", help="team id (required)")
@@ -489,134 +405,51 @@ def _add_jobs(sub: Any) -> None:
         if name in ("retry", "cancel"):
             act.add_argument("job_id")
         if name == "failed":
-            act.add_argument("--limit", type=_positive, default=20)
+            act.add_argument("--limit", type=positive, default=20)
     jobs_p.set_defaults(handler=cmd_jobs)
 
 
-def _add_worker(sub: Any, name: str = "worker") -> Any:
-    worker = sub.add_parser(name, help="run the generation worker in the foreground")
-    worker.add_argument(
-        "--concurrency",
-        type=_positive,
-        default=None,
-        help="jobs processed at once (default CLAUDE_MEM_WORKER_CONCURRENCY or 8)",
-    )
-    worker.set_defaults(handler=cmd_worker)
-    return worker
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="claude-mem", description="Memory engine for coding agents.")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+def register(commands: Commands) -> None:
+    """Add core's commands, in the order ``--help`` lists them."""
+    migrate = commands.add("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(handler=cmd_migrate)
 
-    serve = sub.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host", help="bind address (default CLAUDE_MEM_SERVER_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=_positive, help="port (default CLAUDE_MEM_SERVER_PORT)")
-    serve.set_defaults(handler=cmd_serve)
-    _add_worker(sub)
-
-    teams = sub.add_parser("teams", help="create and list teams")
-    acts = teams.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    teams = commands.add("teams", help="create and list teams")
+    acts = teams.add_subparsers(dest="action", required=True, parser_class=Parser)
     create = acts.add_parser("create")
     create.add_argument("name")
     listing = acts.add_parser("list")
-    listing.add_argument("--limit", type=_positive, default=50)
-    listing.add_argument("--offset", type=_non_negative, default=0)
+    listing.add_argument("--limit", type=positive, default=50)
+    listing.add_argument("--offset", type=non_negative, default=0)
     teams.set_defaults(handler=cmd_teams)
 
-    projects = sub.add_parser("projects", help="create and list projects")
-    acts = projects.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    projects = commands.add("projects", help="create and list projects")
+    acts = projects.add_subparsers(dest="action", required=True, parser_class=Parser)
     create = acts.add_parser("create")
     create.add_argument("--team", required=True)
     create.add_argument("name")
     listing = acts.add_parser("list")
     listing.add_argument("--team", required=True)
-    listing.add_argument("--limit", type=_positive, default=50)
-    listing.add_argument("--offset", type=_non_negative, default=0)
+    listing.add_argument("--limit", type=positive, default=50)
+    listing.add_argument("--offset", type=non_negative, default=0)
     projects.set_defaults(handler=cmd_projects)
 
-    _add_api_key(sub)
-    _add_jobs(sub)
+    _add_api_key(commands, ROOT)
+    _add_jobs(commands, ROOT)
 
-    embeddings = sub.add_parser(
+    embeddings = commands.add(
         "embeddings", help="semantic recall: embed passages (CLAUDE_MEM_EMBEDDINGS_URL)"
     )
-    acts = embeddings.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    acts = embeddings.add_subparsers(dest="action", required=True, parser_class=Parser)
     backfill = acts.add_parser("backfill", help="embed the passages that have no vector yet")
     backfill.add_argument("--team", help="only this team's passages")
     backfill.add_argument("--project", help="only this project's passages (with --team)")
-    backfill.add_argument("--limit", type=_positive, default=None, help="at most N passages")
+    backfill.add_argument("--limit", type=positive, default=None, help="at most N passages")
     embeddings.set_defaults(handler=cmd_embeddings)
 
-    # The reference's spellings: `server api-key …`, `server jobs …`, `server worker start`.
-    server = sub.add_parser("server", help="aliases: server api-key|jobs|worker start")
-    server_sub = server.add_subparsers(dest="server_command", required=True, parser_class=_Parser)
-    _add_api_key(server_sub)
-    _add_jobs(server_sub)
-    worker_alias = server_sub.add_parser("worker", help="server worker start")
-    worker_acts = worker_alias.add_subparsers(
-        dest="worker_action", required=True, parser_class=_Parser
-    )
-    start = worker_acts.add_parser("start")
-    start.add_argument("--concurrency", type=_positive, default=None)
-    start.set_defaults(handler=cmd_worker)
-    _add_client_commands(sub)
-    return parser
-
-
-def _add_client_commands(sub: Any) -> None:
-    """hook, install/uninstall, mcp and import live with the HTTP client (the 'http' extra)."""
-    try:
-        from claude_mem_http import hooks, install, mcp_server, transcript_import
-    except ImportError:  # pragma: no cover - without the extra these commands do not exist
-        return
-    hooks.register(sub)
-    install.register(sub)
-    mcp_server.register(sub)
-    transcript_import.register(sub)
-
-
-def _json_flag(argv: list[str]) -> tuple[list[str], bool]:
-    # --json is accepted anywhere on the line, not only before the subcommand.
-    return [a for a in argv if a != "--json"], "--json" in argv
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    raw, as_json = _json_flag(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
-    try:
-        args = parser.parse_args(raw)
-        args.json = as_json
-        handler: Handler = args.handler
-        return asyncio.run(handler(args))
-    except UsageError as exc:
-        print(f"{exc}\nRun `claude-mem --help` for usage.", file=sys.stderr)
-        return EXIT_USAGE
-    except InvalidInput as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE
-    except (NotFound, Conflict) as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
-    except ClaudeMemError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # the last line of defence: a message, never a traceback
-        if os.environ.get("CLAUDE_MEM_DEBUG"):
-            raise
-        print(
-            f"error: unexpected {type(exc).__name__}: {exc}\n"
-            "Set CLAUDE_MEM_DEBUG=1 to see the traceback.",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # The reference's spellings: `server api-key …`, `server jobs …`, `server worker start`
+    # (the last added by the worker package).
+    server = commands.add("server", help="aliases: server api-key|jobs|worker start")
+    commands.add_group("server", server, dest="server_command")
+    _add_api_key(commands, "server")
+    _add_jobs(commands, "server")

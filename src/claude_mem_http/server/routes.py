@@ -17,11 +17,11 @@ from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
 from claude_mem_core.services import admin, compat, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
-from claude_mem_http import schemas
-from claude_mem_http.auth import requires
-from claude_mem_http.keys import RUNTIME
-from claude_mem_http.middlewares import BadRequest, json_response, large_json_response
-from claude_mem_http.schemas import RequestInvalid
+from claude_mem_http.server.auth import requires
+from claude_mem_http.server.middlewares import BadRequest, json_response, large_json_response
+from claude_mem_http.server.state import RUNTIME
+from claude_mem_http.wire import schemas
+from claude_mem_http.wire.schemas import RequestInvalid
 
 JOB_PAGE_MAX = jobs.MAX_PAGE
 

@@ -26,7 +26,7 @@ from claude_mem_core.config import Settings
 from claude_mem_core.domain.scopes import Need, allows, missing_scope_message
 from claude_mem_core.errors import Forbidden, Unauthorized
 from claude_mem_core.services.context import Caller
-from claude_mem_http.keys import CALLER, REQUEST_ID, RUNTIME
+from claude_mem_http.server.state import CALLER, REQUEST_ID, RUNTIME
 
 _BEARER = re.compile(r"bearer\s+(.*)", re.IGNORECASE | re.DOTALL)
 LOOPBACK_CLIENTS = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1", "localhost"})

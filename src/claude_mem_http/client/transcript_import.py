@@ -33,11 +33,12 @@ from typing import Any, TextIO
 
 from attrs import define, field
 
+from claude_mem_core.cli.commands import Commands
 from claude_mem_core.errors import ConfigurationError, Conflict, InvalidInput
-from claude_mem_http import hook_mapping as hm
-from claude_mem_http.backends import Backend, LocalBackend, RemoteBackend
-from claude_mem_http.client import ClaudeMemClient
-from claude_mem_http.hooks import HookConfig, spawn_drain
+from claude_mem_http.client import hook_mapping as hm
+from claude_mem_http.client.backends import Backend, LocalBackend, RemoteBackend
+from claude_mem_http.client.hooks import HookConfig, spawn_drain
+from claude_mem_http.client.http_client import ClaudeMemClient
 
 IMPORT_METADATA = {"via": "claude-code-transcript-import"}
 
@@ -355,9 +356,10 @@ async def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``import claude-code PATH.jsonl``."""
-    parser = subparsers.add_parser("import", help="import agent transcripts")
+def register(commands: Commands) -> None:
+    """Add ``claude-mem import claude-code PATH.jsonl`` (entry point ``import`` of the
+    ``claude_mem.cli`` group)."""
+    parser = commands.add("import", help="import agent transcripts", after="mcp")
     targets = parser.add_subparsers(dest="target", required=True)
     cc = targets.add_parser("claude-code", help="replay a Claude Code transcript (JSONL)")
     cc.add_argument("path", help="the session transcript, e.g. ~/.claude/projects/…/<id>.jsonl")

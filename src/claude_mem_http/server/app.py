@@ -23,11 +23,16 @@ from claude_mem_core.config import Settings
 from claude_mem_core.facade import Memory, open_memory_from_settings
 from claude_mem_core.services import admin, embedding, generation
 from claude_mem_core.services.context import Caller
-from claude_mem_http import health, openapi, routes, schemas
-from claude_mem_http.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
-from claude_mem_http.keys import RUNTIME, Runtime
-from claude_mem_http.middlewares import refuse_other_methods, request_middleware
-from claude_mem_http.serving import KeySafeApplication
+from claude_mem_http.server import health, routes
+from claude_mem_http.server.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
+from claude_mem_http.server.middlewares import (
+    json_response,
+    refuse_other_methods,
+    request_middleware,
+)
+from claude_mem_http.server.serving import KeySafeApplication
+from claude_mem_http.server.state import RUNTIME, Runtime
+from claude_mem_http.wire import openapi, schemas
 
 log = logging.getLogger("claude_mem.http")
 
@@ -35,6 +40,11 @@ LOCAL_TEAM = "local"
 LOCAL_PROJECT = "default"
 IDLE_WAIT_S = 1.0
 ERROR_BACKOFF_S = 1.0
+
+
+async def serve_openapi(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/openapi.json``: the document of :mod:`claude_mem_http.wire.openapi`."""
+    return json_response(openapi.DOCUMENT)
 
 
 def settings_for_memory(memory: Memory) -> Settings:
@@ -178,12 +188,12 @@ def create_app(
     health.setup(app)
     routes.setup(app)
     try:
-        from claude_mem_http.mcp_server import mount_mcp
+        from claude_mem_http.mcp.streamable_http import mount_mcp
 
         mount_mcp(app)  # /mcp: read tools, key-authenticated; the SDK loads on first use
     except ImportError:  # the optional 'mcp' extra is not installed
         pass
-    openapi.setup(app)
+    app.router.add_get("/v1/openapi.json", serve_openapi)
     refuse_other_methods(app)  # last: every route is known
     return app
 
