@@ -38,11 +38,13 @@ class Need(enum.StrEnum):
     ADMIN = "admin"
     MCP = "mcp"  # the /mcp endpoint: a key that can use one of its (read) tools
     ERASE = "erase"  # erase an event, a session or a project with what was derived from it
+    READ_METRICS = "read_metrics"  # GET /metrics when the server asks a key for it
 
 
 ALL = "*"
 ADMIN_SCOPES = frozenset({ALL, "admin", "memories:admin"})
 ERASE_SCOPE = "erase"
+METRICS_SCOPE = "metrics:read"
 
 KNOWN_SCOPES = frozenset(
     {
@@ -57,6 +59,7 @@ KNOWN_SCOPES = frozenset(
         "jobs:read",
         "jobs:write",
         ERASE_SCOPE,
+        METRICS_SCOPE,
     }
 )
 
@@ -77,6 +80,8 @@ SATISFIED_BY: dict[Need, tuple[str, ...]] = {
     Need.ADMIN: (ALL, "admin", "memories:admin"),
     Need.MCP: (ALL, "memories:read", "observations:read", "jobs:read"),
     Need.ERASE: (ALL, ERASE_SCOPE, "admin", "memories:admin"),
+    # Operators scrape; the scope opens nothing else, so a Prometheus key reads no memory.
+    Need.READ_METRICS: (ALL, METRICS_SCOPE, "admin", "memories:admin"),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -25,6 +26,8 @@ from claude_mem_core.services import admin, embedding, generation
 from claude_mem_core.services.context import Caller
 from claude_mem_http.server import health, routes
 from claude_mem_http.server.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
+from claude_mem_http.server.metrics import MetricsMode
+from claude_mem_http.server.metrics import setup as setup_metrics
 from claude_mem_http.server.middlewares import (
     json_response,
     refuse_other_methods,
@@ -168,10 +171,12 @@ def create_app(
     *,
     settings: Settings | None = None,
     background_generation: bool | None = None,
+    metrics: MetricsMode | None = None,
 ) -> web.Application:
     """Build the app. Given :class:`Settings`, the app opens and closes its own Memory;
     given a :class:`Memory`, the caller owns it. ``background_generation`` overrides the
-    settings' choice of running generation in this process."""
+    settings' choice of running generation in this process; ``metrics`` overrides
+    ``CLAUDE_MEM_METRICS`` (``GET /metrics``: on, off, or behind a key)."""
     if isinstance(source, Settings):
         memory: Memory | None = None
         chosen = source
@@ -194,6 +199,7 @@ def create_app(
     except ImportError:  # the optional 'mcp' extra is not installed
         pass
     app.router.add_get("/v1/openapi.json", serve_openapi)
+    setup_metrics(app, metrics or MetricsMode.from_env(os.environ))
     refuse_other_methods(app)  # last: every route is known
     return app
 

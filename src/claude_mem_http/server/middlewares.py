@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ from claude_mem_core.errors import (
     Unauthorized,
 )
 from claude_mem_core.services.ingest import off_loop
+from claude_mem_http.server.metrics import METRICS
 from claude_mem_http.server.state import REQUEST_ID
 from claude_mem_http.wire import schemas
 
@@ -162,6 +164,8 @@ def refuse_other_methods(app: web.Application) -> None:
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER))
     request[REQUEST_ID] = request_id
+    metrics = request.app.get(METRICS)
+    started = time.perf_counter()
     response: web.StreamResponse
     try:
         length = request.content_length
@@ -173,6 +177,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception as exc:
         response = error_response(request, exc)
     response.headers[REQUEST_ID_HEADER] = request_id
+    if metrics is not None:
+        metrics.observe(request, response.status, time.perf_counter() - started)
     return response
 
 

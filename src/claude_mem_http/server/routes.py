@@ -18,6 +18,7 @@ from claude_mem_core.services import admin, compat, ingest, jobs, memories, sess
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
 from claude_mem_http.server.auth import requires
+from claude_mem_http.server.metrics import count_ingested
 from claude_mem_http.server.middlewares import BadRequest, json_response, large_json_response
 from claude_mem_http.server.state import RUNTIME
 from claude_mem_http.wire import schemas
@@ -78,6 +79,7 @@ async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse
         result = await writer.ingest(caller, item, generate=generate)
     except EventConflict as conflict:
         return json_response(schemas.event_conflict(conflict), 409)
+    count_ingested(request, int(result.created))
     body, _ = await _event_result(
         deps, caller, result, wait=wait, deadline=time.monotonic() + timeout
     )
@@ -98,6 +100,7 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
         results = await ingest.ingest_batch(deps, caller, items, generate=generate)
     except EventConflict as conflict:
         return json_response(schemas.event_conflict(conflict), 409)
+    count_ingested(request, sum(1 for r in results if r.created))
     deadline = time.monotonic() + timeout
     entries = []
     any_timed_out = False
@@ -414,6 +417,8 @@ async def compat_observations(request: web.Request, caller: Caller) -> web.Strea
         ),
     )
     result = recorded.result
+    if result is not None:
+        count_ingested(request, int(result.created))
     if result is None:
         # Legacy clients expect 2xx: the conflict is a field (the stored event's id).
         conflict = recorded.conflict

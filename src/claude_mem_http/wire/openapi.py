@@ -1012,6 +1012,21 @@ def build() -> dict[str, Any]:
                 tags=["health"],
             )
         },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics, in its text format. Served without a key by default; "
+                "CLAUDE_MEM_METRICS=key asks for a key with metrics:read (or an admin key), "
+                "CLAUDE_MEM_METRICS=off removes the route.",
+                {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                secured=False,
+                tags=["health"],
+            )
+        },
     }
     schemas = dict(SCHEMAS)
     schemas["EventBatchInput"] = {
