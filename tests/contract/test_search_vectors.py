@@ -35,7 +35,7 @@ class TestSqlSchemaCascades:
     async def test_deleting_an_observation_takes_its_vectors_along(self, storage: Storage) -> None:
         assert isinstance(storage, SqlAlchemyStorage)
         helpers, make = _Helpers(), Factory()
-        team, project = await helpers._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         kept = make.observation(project, "Kept: the queue prefix is claude_mem")
         gone = make.observation(project, "Gone: the old cron schedule")
         event = make.event(project, payload={"output": "crontab -l shows the nightly job"})

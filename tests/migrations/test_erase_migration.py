@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from claude_mem_core import migrations
 from claude_mem_core.adapters.sqlalchemy import SqlAlchemyStorage, dialects
-from claude_mem_core.testing import databases
-
-BACKENDS = [
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield databases.sqlite_url(tmp_path / "empty.db")
-        return
-    base = request.getfixturevalue("postgres_base_url")
-    url = await databases.create_postgres_database(base, migrated=False)
-    try:
-        yield url
-    finally:
-        await databases.drop_postgres_database(url)
 
 
 async def _run(url: str, fn: Any) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,37 +15,6 @@ from claude_mem_core.errors import SchemaNotReady
 from claude_mem_core.testing import databases
 
 APP_TABLES = set(tables.metadata.tables)
-BACKENDS = [
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """An empty database of each backend."""
-    if request.param == "sqlite":
-        yield databases.sqlite_url(tmp_path / "empty.db")
-        return
-    base = request.getfixturevalue("postgres_base_url")
-    url = await databases.create_postgres_database(base, migrated=False)
-    try:
-        yield url
-    finally:
-        await databases.drop_postgres_database(url)
-
-
-@pytest.fixture(params=BACKENDS)
-async def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield await databases.migrated_sqlite_url(tmp_path)
-        return
-    base = request.getfixturevalue("postgres_base_url")
-    url = await databases.create_postgres_database(base)
-    try:
-        yield url
-    finally:
-        await databases.drop_postgres_database(url)
 
 
 async def _table_names(url: str) -> set[str]:

@@ -77,6 +77,15 @@ class Factory:
         self.n += 1
         return f"{prefix}-{self.n:05d}", T0 + timedelta(milliseconds=self.n)
 
+    async def stored_tenant(self, storage: Storage) -> tuple[Team, Project]:
+        """A new team and a project of it, stored: where most contract tests start."""
+        team = self.team()
+        project = self.project(team)
+        async with storage.unit_of_work() as uow:
+            await uow.teams.add(team)
+            await uow.projects.add(project)
+        return team, project
+
     def team(self, name: str = "team") -> Team:
         tid, at = self._next("team")
         return Team(id=tid, name=name, created_at=at, updated_at=at)
@@ -217,20 +226,12 @@ class StorageContract(ErasureContract):
     def make(self) -> Factory:
         return Factory()
 
-    async def _tenant(self, storage: Storage, make: Factory) -> tuple[Team, Project]:
-        team = make.team()
-        project = make.project(team)
-        async with storage.unit_of_work() as uow:
-            await uow.teams.add(team)
-            await uow.projects.add(project)
-        return team, project
-
     # -- tenants ---------------------------------------------------------------------
 
     async def test_team_and_project_round_trip(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         other = make.team("other")
         async with storage.unit_of_work() as uow:
             await uow.teams.add(other)
@@ -271,7 +272,7 @@ class StorageContract(ErasureContract):
     async def test_api_key_lookup_by_hash_list_and_revoke(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         team_key = make.key(team, scopes={"memories:read", "memories:write"}, name="ci")
         project_key = make.key(team, project)
         async with storage.unit_of_work() as uow:
@@ -295,7 +296,7 @@ class StorageContract(ErasureContract):
     async def test_api_key_record_use_only_moves_last_used_forward(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, _ = await self._tenant(storage, make)
+        team, _ = await make.stored_tenant(storage)
         key = make.key(team)
         other = make.key(team)
         async with storage.unit_of_work() as uow:
@@ -322,7 +323,7 @@ class StorageContract(ErasureContract):
     async def test_session_add_is_idempotent_by_key_and_by_external_id(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        _, project = await self._tenant(storage, make)
+        _, project = await make.stored_tenant(storage)
         first = make.session(project)
         async with storage.unit_of_work() as uow:
             stored, created = await uow.sessions.add(first)
@@ -344,8 +345,8 @@ class StorageContract(ErasureContract):
     async def test_session_reads_are_team_scoped_and_save_persists(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
-        other, _ = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
+        other, _ = await make.stored_tenant(storage)
         session = make.session(project, metadata={"k": "v"})
         async with storage.unit_of_work() as uow:
             await uow.sessions.add(session)
@@ -376,7 +377,7 @@ class StorageContract(ErasureContract):
     async def test_event_add_is_idempotent_and_merges_metadata(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         event = make.event(project)
         async with storage.unit_of_work() as uow:
             assert await uow.events.add(event) == (event, True)
@@ -400,8 +401,8 @@ class StorageContract(ErasureContract):
     async def test_event_refuses_foreign_project_and_session(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team_a, project_a = await self._tenant(storage, make)
-        _, project_b = await self._tenant(storage, make)
+        team_a, project_a = await make.stored_tenant(storage)
+        _, project_b = await make.stored_tenant(storage)
         sibling = make.project(team_a, "sibling")
         foreign_session = make.session(project_b)
         sibling_session = make.session(sibling)
@@ -423,7 +424,7 @@ class StorageContract(ErasureContract):
     async def test_events_for_session_are_oldest_first_and_scoped(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         session = make.session(project)
         later = make.event(project, session, occurred_at=T0 + timedelta(minutes=5))
         earlier = make.event(project, session, occurred_at=T0 + timedelta(minutes=1))
@@ -444,7 +445,7 @@ class StorageContract(ErasureContract):
     async def _event_job(
         self, storage: Storage, make: Factory, **kw: Any
     ) -> tuple[Team, Project, GenerationJob]:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         event = make.event(project)
         job = make.job(event, **kw)
         async with storage.unit_of_work() as uow:
@@ -529,7 +530,7 @@ class StorageContract(ErasureContract):
     async def test_job_listing_filters_pages_and_counts(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         sibling = make.project(team, "sibling")
         async with storage.unit_of_work() as uow:
             await uow.projects.add(sibling)
@@ -585,7 +586,7 @@ class StorageContract(ErasureContract):
         return rows
 
     async def test_due_jobs_and_expired_leases(self, storage: Storage, make: Factory) -> None:
-        _, project = await self._tenant(storage, make)
+        _, project = await make.stored_tenant(storage)
         rows = await self._queued_jobs(storage, make, project, 3)
         now = T0 + timedelta(hours=1)
         later = machine.transition(
@@ -655,7 +656,7 @@ class StorageContract(ErasureContract):
     async def test_mark_republished_stamps_each_job_once_per_period(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         rows = await self._queued_jobs(storage, make, project, 3)
         # rows[2] is being processed: never stamped.
         claimed = machine.transition(
@@ -727,8 +728,8 @@ class StorageContract(ErasureContract):
     async def test_observation_generation_key_is_idempotent_per_scope(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
-        other_team, other_project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
+        other_team, other_project = await make.stored_tenant(storage)
         first = make.observation(project, "hello", generation_key="generation:v1:j:0:abc")
         async with storage.unit_of_work() as uow:
             assert await uow.observations.add(first) == (first, True)
@@ -766,8 +767,8 @@ class StorageContract(ErasureContract):
     async def test_search_answers_a_question_and_ranks_by_matches(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
-        _, other_project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
+        _, other_project = await make.stored_tenant(storage)
         target = make.observation(
             project,
             "Fixed the login redirect loop in auth/middleware.py by changing the callback "
@@ -809,7 +810,7 @@ class StorageContract(ErasureContract):
     async def test_search_finds_identifiers_whole_and_by_all_their_parts(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         path = make.observation(project, "Changed auth/middleware.py to strip the query")
         snake = make.observation(project, "The redirect_uri must match the registered one")
         camel = make.observation(project, "parseConfig now reads the TOML file")
@@ -833,7 +834,7 @@ class StorageContract(ErasureContract):
     async def test_search_groups_passages_and_returns_the_best_as_evidence(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         edit = make.observation(project, "Ran the test suite", title="Ran tests")
         other = make.observation(project, "Looked at the README", title="Read docs")
         output = "\n".join(
@@ -868,7 +869,7 @@ class StorageContract(ErasureContract):
     async def test_search_normalises_length_and_saturates_frequency(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         filler = " ".join(f"word{n} cache" for n in range(400))
         long = make.observation(project, "The cache TTL decision. " + filler, title="Summary")
         short = make.observation(project, "We decided the cache TTL is 300 seconds", title="TTL")
@@ -883,8 +884,8 @@ class StorageContract(ErasureContract):
     async def test_search_scores_follow_the_model(self, storage: Storage, make: Factory) -> None:
         """Every backend computes domain/ranking.py: scores equal the model's to rounding,
         statistics are per project, and ties go to the newer observation."""
-        team, project = await self._tenant(storage, make)
-        _, elsewhere = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
+        _, elsewhere = await make.stored_tenant(storage)
         words = ["login", "redirect", "cache", "worker", "deploy", "schema", "token", "queue"]
         corpus = [
             make.observation(project, " ".join(words[(n * k) % 8] for k in range(1, n % 5 + 2)))
@@ -922,7 +923,7 @@ class StorageContract(ErasureContract):
         every matching passage of each hit as evidence."""
         import random
 
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         rng = random.Random(7)
         words = "alpha beta gamma delta kappa sigma omega theta lambda zeta".split()
         corpus = [
@@ -980,7 +981,7 @@ class StorageContract(ErasureContract):
         winner's extra passages hold only a common query word, the kind of match a backend
         that prunes (PostgreSQL) skips; its score must still count them, and so it must
         beat the observation whose single passage is a little better than its best."""
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         winner = make.observation(project, "kestrel falcon notes")
         single = make.observation(project, "kestrel falcon")
         common = [make.observation(project, f"harbor note {n}") for n in range(10)]
@@ -1020,7 +1021,7 @@ class StorageContract(ErasureContract):
         """One common word, many passages holding it: where a few hold it often (its
         high-impact passages) they settle the top without the rest being read (PostgreSQL);
         where they are too few, every match is scored. Both give the model's top."""
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         filler = " ".join(f"word{n}" for n in range(60))
         weak = [make.observation(project, f"{filler} {n} cache") for n in range(40)]
         strong = [make.observation(project, f"cache note cache {n} cache") for n in range(7)]
@@ -1056,7 +1057,7 @@ class StorageContract(ErasureContract):
         them high-impact), another says it in one short passage (high-impact, the best
         single passage). Together the three win; a backend that reads the high-impact
         passages first must still read the others, since their observation can win."""
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
 
         def filler(n: int, start: int) -> str:
             return " ".join(f"w{start + i}" for i in range(n))
@@ -1098,7 +1099,7 @@ class StorageContract(ErasureContract):
         """A kind filter keeps the observations of that kind, in the order and with the
         scores they have among all kinds (statistics stay the project's), and the limit
         counts only them: notes that outrank every decision take no decision's place."""
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         notes = [
             make.observation(project, "zebra zebra zebra", kind="note", title="zebra")
             for _ in range(4)
@@ -1127,7 +1128,7 @@ class StorageContract(ErasureContract):
         passage (neither high-impact there); the passage a backend reads first (two words,
         one of them high-impact) scores less. A backend that bounds the pairs it has not
         read must still read this one."""
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
 
         def filler(n: int, start: int) -> str:
             return " ".join(f"w{start + i}" for i in range(n))
@@ -1172,7 +1173,7 @@ class StorageContract(ErasureContract):
         """Many observations hold two common query words; the best answer holds only the
         rare one. A backend that skips single-word matches it judges hopeless must not skip
         this one; those whose words cannot win stay out without changing the answer."""
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         pairs = [make.observation(project, f"deploy cache note {n}") for n in range(40)]
         only_cache = [make.observation(project, f"cache entry {n}") for n in range(40)]
         rare = make.observation(project, "zookeeper", title="zookeeper")
@@ -1221,7 +1222,7 @@ class StorageContract(ErasureContract):
     async def test_observation_listing_is_newest_first(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         made = [make.observation(project, f"note {i}") for i in range(3)]
         async with storage.unit_of_work() as uow:
             for obs in made:
@@ -1234,7 +1235,7 @@ class StorageContract(ErasureContract):
     ) -> None:
         # One generation job writes several observations in the same millisecond: every
         # backend must list them in the same order (newest first, then by id).
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         first = make.observation(project, "note")
         same = [
             attrs.evolve(make.observation(project, f"note {i}"), created_at=first.created_at)
@@ -1252,7 +1253,7 @@ class StorageContract(ErasureContract):
     async def test_event_add_many_is_add_in_order(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         session = make.session(project)
         stored = make.event(project, metadata={"m": 1, "keep": True})
         async with storage.unit_of_work() as uow:
@@ -1287,8 +1288,8 @@ class StorageContract(ErasureContract):
     async def test_event_add_many_is_all_or_nothing_on_a_foreign_session(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        _, project_a = await self._tenant(storage, make)
-        _, project_b = await self._tenant(storage, make)
+        _, project_a = await make.stored_tenant(storage)
+        _, project_b = await make.stored_tenant(storage)
         foreign_session = make.session(project_b)
         async with storage.unit_of_work() as uow:
             await uow.sessions.add(foreign_session)
@@ -1430,7 +1431,7 @@ class StorageContract(ErasureContract):
     async def test_audit_add_many_round_trips(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         entries = [
             AuditEntry(
                 id=f"aud-{i}",
@@ -1455,7 +1456,7 @@ class StorageContract(ErasureContract):
     async def test_audit_entries_round_trip_newest_first(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         entries = [
             AuditEntry(
                 id=f"aud-{i}",

@@ -88,21 +88,13 @@ def _link(
 class ErasureContract:
     """Behaviour of :class:`~claude_mem_core.ports.storage.ErasureRepository`."""
 
-    async def _erase_tenant(self, storage: Storage, make: Factory) -> tuple[Team, Project]:
-        team = make.team()
-        project = make.project(team)
-        async with storage.unit_of_work() as uow:
-            await uow.teams.add(team)
-            await uow.projects.add(project)
-        return team, project
-
     async def _world(self, storage: Storage, make: Factory) -> World:
         """A session with events e1 (with a source event id), e2; e3 outside it; their
         jobs and the session's summary job; observations o1 (of e1), o12 (of e1 and e2),
         o2 (of e2), o3 (of e3), the session's summary, a memory written into the session
         and one outside; every one indexed (and embedded); a sibling project whose
         observation uses e1's marker word."""
-        team, project = await self._erase_tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         sibling = make.project(team, "sibling")
         session = make.session(project)
         words = {"e1": "zebramark", "e2": "yakmark", "e3": "quokkamark"}
@@ -422,7 +414,7 @@ class ErasureContract:
     async def test_fresh_writes_leave_out_erased_keys_and_deleted_projects(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project = await self._erase_tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         doomed = make.project(team, "doomed")
         erased = make.event(project, source_event_id="client-9")
         async with storage.unit_of_work() as uow:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from claude_mem_core.domain.fusion import pack_vector, unpack_vector
-from claude_mem_core.domain.models import Observation, Project, Team
+from claude_mem_core.domain.models import Observation
 from claude_mem_core.domain.passages import event_passages, observation_passage
 from claude_mem_core.ports.storage import PassageText, Storage
 from claude_mem_core.testing.contracts import Factory
@@ -34,14 +34,6 @@ class SearchVectorContract:
     def make(self) -> Factory:
         return Factory()
 
-    async def _tenant(self, storage: Storage, make: Factory) -> tuple[Team, Project]:
-        team = make.team()
-        project = make.project(team)
-        async with storage.unit_of_work() as uow:
-            await uow.teams.add(team)
-            await uow.projects.add(project)
-        return team, project
-
     async def _indexed(
         self,
         storage: Storage,
@@ -61,7 +53,7 @@ class SearchVectorContract:
     async def test_missing_lists_passages_oldest_first_with_their_text(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         first = make.observation(project, "The login redirect loop was fixed")
         second = make.observation(project, "The cache TTL is now five minutes")
         event = make.event(project, payload={"command": "pytest tests/e2e -k login"})
@@ -80,8 +72,8 @@ class SearchVectorContract:
     async def test_missing_pages_by_id_and_filters_by_scope_and_observation(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
-        _, foreign_project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
+        _, foreign_project = await make.stored_tenant(storage)
         mine = [make.observation(project, f"note {n}") for n in range(5)]
         foreign = make.observation(foreign_project, "someone else's note")
         await self._indexed(storage, [*mine, foreign])
@@ -117,7 +109,7 @@ class SearchVectorContract:
     async def test_vectors_round_trip_per_model_and_are_stored_once(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         obs = make.observation(project, "Deploys go through the staging cluster first")
         event = make.event(project, payload={"output": "kubectl rollout status deploy/api"})
         await self._indexed(storage, [obs], {obs.id: [event]})
@@ -150,8 +142,8 @@ class SearchVectorContract:
     async def test_vectors_are_read_in_their_own_scope_only(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
-        other_team, other_project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
+        other_team, other_project = await make.stored_tenant(storage)
         sibling = make.project(team, "sibling")
         async with storage.unit_of_work() as uow:
             await uow.projects.add(sibling)
@@ -175,7 +167,7 @@ class SearchVectorContract:
     async def test_vectors_roll_back_with_their_unit_of_work(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project = await self._tenant(storage, make)
+        team, project = await make.stored_tenant(storage)
         obs = make.observation(project, "Feature flags live in config/flags.yaml")
         await self._indexed(storage, [obs])
         (passage,) = await self._missing(storage)
