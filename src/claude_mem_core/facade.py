@@ -390,14 +390,17 @@ async def open_memory(
     queue_prefix: str | None = None,
     embedder: Embedder | None = None,
     embedding_model: str | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Memory]:
     """Open a memory on a storage URL. SQLite files are migrated on open (``migrate``);
     Postgres must be migrated with ``claude-mem migrate`` first. ``provider`` is a
     :class:`Provider`, a spec such as ``"anthropic:claude-sonnet-4-5"`` or ``"offline"``, or
     None to choose from the API keys in the environment (offline when there are none).
-    ``embedder`` (closed with the memory) turns semantic recall on; see :class:`Memory`."""
+    ``embedder`` (closed with the memory) turns semantic recall on; see :class:`Memory`.
+    ``clock``: what "now" is for the services and the storage adapter alike."""
+    clock = clock or SystemClock()
     try:
-        storage = storage_from_url(url)
+        storage = storage_from_url(url, clock=clock)
     except BaseException:
         if embedder is not None:
             await embedder.aclose()
@@ -427,6 +430,7 @@ async def open_memory(
         options=options,
         embedder=embedder,
         embedding_model=embedding_model,
+        clock=clock,
     )
     try:
         yield memory

@@ -8,6 +8,7 @@ missing dependency names the extra to install.
 from __future__ import annotations
 
 from claude_mem_core.errors import ConfigurationError, MissingExtra
+from claude_mem_core.ports.clock import Clock
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
 
@@ -27,12 +28,14 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def storage_from_url(url: str) -> Storage:
+def storage_from_url(url: str, *, clock: Clock | None = None) -> Storage:
+    """The storage adapter for ``url``; ``clock`` (the one services use) decides in the
+    adapter whether a key has expired."""
     url = normalize_database_url(url.strip())
     if url.startswith("memory://"):
         from claude_mem_core.adapters.memory import InMemoryStorage
 
-        return InMemoryStorage()
+        return InMemoryStorage(clock=clock)
     if url.startswith(("sqlite+aiosqlite://", "postgresql+psycopg://")):
         extra = "sqlite" if url.startswith("sqlite") else "postgres"
         try:
@@ -40,7 +43,7 @@ def storage_from_url(url: str) -> Storage:
         except ImportError as exc:
             raise MissingExtra("SQL storage", extra) from exc
         try:
-            return SqlAlchemyStorage.from_url(url)
+            return SqlAlchemyStorage.from_url(url, clock=clock)
         except ImportError as exc:
             raise MissingExtra("SQL storage", extra) from exc
     raise ConfigurationError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -36,6 +36,7 @@ from claude_mem_core.domain.passages import Origin, Passage
 from claude_mem_core.domain.redaction import PROJECT_SETTING, SERVER_EVENT_METADATA
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.errors import Forbidden, InvalidInput, NotFound
+from claude_mem_core.ports.clock import Clock, SystemClock
 from claude_mem_core.ports.storage import (
     ErasedRows,
     Evidence,
@@ -70,10 +71,12 @@ TABLES = (
 
 
 class _Tables:
-    """The committed state: one dict per table, keyed by id."""
+    """The committed state: one dict per table, keyed by id; and the clock that says
+    whether a key has expired."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.data: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
+        self.clock = clock
 
 
 def _deleted(tx: _Tx, project_id: str) -> bool:
@@ -91,6 +94,9 @@ class _Tx:
     def __init__(self, base: _Tables) -> None:
         self._base = base
         self._written: dict[str, dict[str, Any]] = {}
+
+    def now(self) -> datetime:
+        return self._base.clock.now()
 
     def read(self, table: str) -> dict[str, Any]:
         return self._written.get(table, self._base.data[table])
@@ -749,7 +755,7 @@ class _Audit(_Repo):
             _require_project(self._tx, entry.team_id or "", entry.project_id)
         if entry.api_key_id is not None:
             key = self._tx.read("api_keys").get(entry.api_key_id)
-            if key is None or not key.is_usable(datetime.now(UTC)):
+            if key is None or not key.is_usable(self._tx.now()):
                 return False
         await self.add(entry)
         return True
@@ -1113,8 +1119,8 @@ class InMemoryStorage:
 
     name = "memory"
 
-    def __init__(self) -> None:
-        self._tables = _Tables()
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._tables = _Tables(clock or SystemClock())
         self._lock = asyncio.Lock()
 
     @asynccontextmanager
@@ -1144,7 +1150,7 @@ class InMemoryStorage:
                     continue  # being erased, or an erased event's key
                 if item.key_id is not None:
                     key = tx.read("api_keys").get(item.key_id)
-                    if key is None or not key.is_usable(datetime.now(UTC)):
+                    if key is None or not key.is_usable(tx.now()):
                         continue
                 stored.add(event.idempotency_key)
                 await uow.events.add(event)
@@ -1171,7 +1177,7 @@ class InMemoryStorage:
                     continue
                 if item.key_id is not None:
                     key = tx.read("api_keys").get(item.key_id)
-                    if key is None or not key.is_usable(datetime.now(UTC)):
+                    if key is None or not key.is_usable(tx.now()):
                         continue
                 await uow.observations.add(o)
                 await uow.sources.add(item.source)

@@ -5,7 +5,7 @@ reader's key still works."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 
 from sqlalchemy import exc
 
@@ -48,7 +48,7 @@ class AuditRepo:
         if db.lazy_driver is None:  # SQLite, or a transaction is open: join it, like add
             if entry.api_key_id is not None:
                 row = await db.row(db.sql.api_key_by_id, {"id": entry.api_key_id})
-                if row is None or not _api_key(row).is_usable(datetime.now(UTC)):
+                if row is None or not _api_key(row).is_usable(db.clock.now()):
                     return False
             await self.add(entry)
             return True

@@ -17,6 +17,7 @@ from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy.bulk import _Bulk, _rows_json
 from claude_mem_core.adapters.sqlalchemy.rows import _columns
 from claude_mem_core.adapters.sqlalchemy.statements import _statements
+from claude_mem_core.ports.clock import Clock, SystemClock
 from claude_mem_core.ports.storage import Page
 
 
@@ -30,8 +31,17 @@ class _Db:
     time).
     """
 
-    def __init__(self, conn: AsyncConnection, dialect_name: str, driver: Any | None = None) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        dialect_name: str,
+        driver: Any | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.conn = conn
+        # What "now" is for checks made in Python (a key's expiry on SQLite); SQL that
+        # checks in the database uses the database's clock.
+        self.clock: Clock = clock or SystemClock()
         self.dialect = dialect_name
         self.sql = _statements(dialect_name)
         self.scoped: set[tuple[str, str, str | None, str | None]] = set()

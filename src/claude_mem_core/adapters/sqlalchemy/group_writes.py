@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -224,7 +224,10 @@ _FRESH_MEMORIES: dict[str, sa.TextClause] = {}
 
 
 async def add_fresh_events_sqlite(
-    unit_of_work: AbstractAsyncContextManager[UnitOfWork], items: Sequence[FreshEvent]
+    unit_of_work: AbstractAsyncContextManager[UnitOfWork],
+    items: Sequence[FreshEvent],
+    *,
+    now: datetime,
 ) -> set[str]:
     """:meth:`SqlAlchemyStorage.add_fresh_events` item by item, in one unit of work."""
     written: set[str] = set()
@@ -249,7 +252,7 @@ async def add_fresh_events_sqlite(
                     continue
             if item.key_id is not None:
                 key = await uow.api_keys.get_unscoped(item.key_id)
-                if key is None or not key.is_usable(datetime.now(UTC)):
+                if key is None or not key.is_usable(now):
                     continue
             if event.idempotency_key in erased.get((event.team_id, event.project_id), ()):
                 continue  # an erased event's key: the ordinary path refuses it
@@ -327,11 +330,14 @@ async def add_fresh_events_pg(engine: AsyncEngine, items: Sequence[FreshEvent]) 
 
 
 async def add_fresh_memories_sqlite(
-    unit_of_work: AbstractAsyncContextManager[UnitOfWork], items: Sequence[FreshMemory]
+    unit_of_work: AbstractAsyncContextManager[UnitOfWork],
+    items: Sequence[FreshMemory],
+    *,
+    now: datetime,
 ) -> set[str]:
-    """:meth:`SqlAlchemyStorage.add_fresh_memories` in one unit of work."""
+    """:meth:`SqlAlchemyStorage.add_fresh_memories` in one unit of work; ``now`` (the
+    storage's clock) decides whether a key has expired."""
     written: set[str] = set()
-    now = datetime.now(UTC)
     async with unit_of_work as uow:
         projects: dict[tuple[str, str], bool] = {}
         keys: dict[str, bool] = {}

@@ -40,45 +40,49 @@ from claude_mem_core.adapters.sqlalchemy.group_writes import (
 # are frozen history, so the names they import stay importable from here.
 from claude_mem_core.adapters.sqlalchemy.rows import event_from_row, observation_from_row
 from claude_mem_core.adapters.sqlalchemy.unit_of_work import _UnitOfWorkContext
+from claude_mem_core.ports.clock import Clock, SystemClock
 from claude_mem_core.ports.storage import FreshEvent, FreshMemory, UnitOfWork
 
 
 class SqlAlchemyStorage:
     """:class:`~claude_mem_core.ports.storage.Storage` on PostgreSQL or SQLite."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
         dialect = engine.dialect.name
         if dialect not in (dialects.POSTGRES, dialects.SQLITE):
             raise errors.ConfigurationError(f"unsupported database dialect {dialect!r}")
         self._engine = engine
         self._dialect = dialect
+        self._clock: Clock = clock or SystemClock()
         self.name = "postgres" if dialect == dialects.POSTGRES else "sqlite"
 
     @classmethod
-    def from_url(cls, url: str | URL, **engine_options: Any) -> SqlAlchemyStorage:
+    def from_url(
+        cls, url: str | URL, *, clock: Clock | None = None, **engine_options: Any
+    ) -> SqlAlchemyStorage:
         """Build the engine with :func:`dialects.create_engine` (pool, PRAGMAs, BEGIN IMMEDIATE)."""
-        return cls(dialects.create_engine(url, **engine_options))
+        return cls(dialects.create_engine(url, **engine_options), clock=clock)
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return _UnitOfWorkContext(self._engine, self._dialect)
+        return _UnitOfWorkContext(self._engine, self._dialect, self._clock)
 
     async def add_fresh_events(self, items: Sequence[FreshEvent]) -> set[str]:
         if not items:
             return set()
         if self._dialect == dialects.POSTGRES:
             return await add_fresh_events_pg(self._engine, items)
-        return await add_fresh_events_sqlite(self.unit_of_work(), items)
+        return await add_fresh_events_sqlite(self.unit_of_work(), items, now=self._clock.now())
 
     async def add_fresh_memories(self, items: Sequence[FreshMemory]) -> set[str]:
         if not items:
             return set()
         if self._dialect == dialects.POSTGRES:
             return await add_fresh_memories_pg(self._engine, items)
-        return await add_fresh_memories_sqlite(self.unit_of_work(), items)
+        return await add_fresh_memories_sqlite(self.unit_of_work(), items, now=self._clock.now())
 
     async def check_schema(self) -> None:
         from claude_mem_core import migrations

@@ -23,12 +23,19 @@ from claude_mem_core.adapters.sqlalchemy.search_index import SearchIndexRepo
 from claude_mem_core.adapters.sqlalchemy.sessions import SessionRepo
 from claude_mem_core.adapters.sqlalchemy.tenancy import ApiKeyRepo, ProjectRepo, TeamRepo
 from claude_mem_core.adapters.sqlalchemy.vectors import SearchVectorRepo
+from claude_mem_core.ports.clock import Clock
 from claude_mem_core.ports.storage import UnitOfWork
 
 
 class SqlAlchemyUnitOfWork:
-    def __init__(self, conn: AsyncConnection, dialect_name: str, driver: Any | None = None) -> None:
-        db = _Db(conn, dialect_name, driver)
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        dialect_name: str,
+        driver: Any | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        db = _Db(conn, dialect_name, driver, clock)
         self.teams = TeamRepo(db)
         self.projects = ProjectRepo(db)
         self.api_keys = ApiKeyRepo(db)
@@ -47,9 +54,10 @@ class SqlAlchemyUnitOfWork:
 class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
     """Commit on normal exit, roll back on an exception; the connection always returns."""
 
-    def __init__(self, engine: AsyncEngine, dialect_name: str) -> None:
+    def __init__(self, engine: AsyncEngine, dialect_name: str, clock: Clock | None = None) -> None:
         self._engine = engine
         self._dialect = dialect_name
+        self._clock = clock
         self._conn: AsyncConnection | None = None
         self._driver: Any | None = None
 
@@ -74,7 +82,7 @@ class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
             await conn.close()
             raise
         self._conn, self._driver = conn, driver
-        return SqlAlchemyUnitOfWork(conn, self._dialect, driver)
+        return SqlAlchemyUnitOfWork(conn, self._dialect, driver, self._clock)
 
     async def __aexit__(
         self,
