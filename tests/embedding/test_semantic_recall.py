@@ -451,6 +451,8 @@ async def test_http_reports_semantic_recall_and_memories_do_not_wait_for_the_emb
     assert found.status == 200
     body = await found.json()
     assert [r["content"] for r in body["observations"]] == ["The staging cluster is eu-west"]
+    # On the wire: null until the hit has a vector to compare (BM25 alone ranked it).
+    assert body["observations"][0]["similarity"] is None
     assert API_KEY not in json.dumps(info)
     assert await _missing(mem, scope) == 1  # left for the backfill
 

@@ -43,7 +43,12 @@ async def test_recent_is_newest_first_and_limited(api: Api, world: World, memory
     found = await api.post(
         "/v1/search", {"projectId": world.project, "query": "number"}, key=world.key
     )
-    assert set(found.body["observations"][0]) == set(first) | {"score", "excerpt", "evidence"}
+    assert set(found.body["observations"][0]) == set(first) | {
+        "score",
+        "similarity",
+        "excerpt",
+        "evidence",
+    }
 
     empty = await api.get(
         "/v1/memories/recent", key=world.team_key, params={"projectId": world.sibling, "limit": "1"}

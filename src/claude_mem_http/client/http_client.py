@@ -241,6 +241,7 @@ class SearchHit(Observation):
     """An observation as search and context return it, with its evidence."""
 
     score: float
+    similarity: float | None  # with semantic recall on; None otherwise
     excerpt: str
     evidence: list[Evidence]
 

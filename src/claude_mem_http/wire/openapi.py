@@ -413,6 +413,8 @@ SCHEMAS["SearchHit"] = obj(
     {
         **SCHEMAS["Observation"]["properties"],
         "score": {"type": "number"},
+        # Semantic recall on: the best cosine of the hit's passages with the query; else null.
+        "similarity": {"type": ["number", "null"]},
         "excerpt": STR,
         "evidence": {
             "type": "array",

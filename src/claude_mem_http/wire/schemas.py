@@ -651,6 +651,8 @@ def search_result(r: SearchResult) -> dict[str, Any]:
     return {
         **observation(r.observation),
         "score": r.score,
+        # The best cosine of its passages with the query, when semantic recall is on.
+        "similarity": r.similarity,
         "excerpt": r.excerpt,
         "evidence": [
             {"excerpt": e.text, "eventId": e.event_id, "score": e.score} for e in r.excerpts
