@@ -39,7 +39,7 @@ from attrs import define, frozen
 from claude_mem_core.adapters.taskiq_queue import TaskiqQueue, message_from_kwargs
 from claude_mem_core.config import Settings
 from claude_mem_core.errors import ClaudeMemError, ConfigurationError, SchemaNotReady
-from claude_mem_core.services import debounce, embedding, generation
+from claude_mem_core.services import debounce, embedding, erase, generation
 from claude_mem_core.services.debounce import SessionBatcher
 from claude_mem_core.services.generation import ProcessResult
 
@@ -58,6 +58,10 @@ NOT_REDIS = (
     "  CLAUDE_MEM_REDIS_URL=redis://127.0.0.1:6379/0\n"
     "  CLAUDE_MEM_SERVER_DATABASE_URL=postgresql://…   (the database they share)"
 )
+
+# Purge batches (of erase.PURGE_BATCH rows) one upkeep round runs for erased projects whose
+# purge was cut short; the rest waits for the next round.
+PURGE_BATCHES_PER_ROUND = 20
 
 _OUTCOME_COUNTER = {
     "completed": "completed",
@@ -269,7 +273,7 @@ class WorkerRuntime:
             self.options.reconcile_interval,
             settings.embeddings_model if memory.deps.semantic is not None else "off",
         )
-        await self._reconcile()
+        await self._upkeep_round()
         self._chores.append(asyncio.create_task(self._upkeep(), name="claude-mem-upkeep"))
         if memory.deps.semantic is not None:
             self._chores.append(
@@ -374,7 +378,7 @@ class WorkerRuntime:
                 pass
             now = loop.time()
             if now >= next_reconcile:
-                await self._reconcile()
+                await self._upkeep_round()
                 next_reconcile = loop.time() + self.options.reconcile_interval
             if now >= next_log:
                 log.info("worker %s: %s", self.worker_id, self.counters.line())
@@ -398,3 +402,28 @@ class WorkerRuntime:
         except Exception as exc:  # the database may be down; try again next round
             self.counters.errors += 1
             log.warning("reconciliation failed: %s: %s", type(exc).__name__, exc)
+
+    async def _upkeep_round(self) -> None:
+        await self._reconcile()
+        await self._purge_erased()
+
+    async def _purge_erased(self) -> None:
+        """Go on purging the erased projects whose purge was cut short (a bounded number
+        of batches a round); an error is logged and tried again next round."""
+        assert self.memory is not None
+        try:
+            purged = await erase.purge_pending(
+                self.memory.deps, max_batches=PURGE_BATCHES_PER_ROUND
+            )
+        except Exception as exc:  # the database may be down; try again next round
+            self.counters.errors += 1
+            log.warning("purging erased projects failed: %s: %s", type(exc).__name__, exc)
+            return
+        rows = sum(p.removed.total for p in purged)
+        if rows:
+            log.info(
+                "purged %d row(s) of %d erased project(s); %d finished",
+                rows,
+                len(purged),
+                sum(1 for p in purged if p.complete),
+            )

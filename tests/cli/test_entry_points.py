@@ -24,6 +24,7 @@ HELP_ORDER = [
     "api-key",
     "jobs",
     "embeddings",
+    "erase",
     "server",
     "hook",
     "install",

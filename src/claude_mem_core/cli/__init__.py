@@ -4,7 +4,8 @@ Readable tables by default, ``--json`` for scripts. Bad arguments exit 2 with a 
 a failed operation (not found, conflict, unreachable database) exits 1 with a message that
 says what to do. Never a traceback.
 
-Core's own commands are in :mod:`~claude_mem_core.cli.admin`; the others (``serve``,
+Core's own commands are in :mod:`~claude_mem_core.cli.admin` and
+:mod:`~claude_mem_core.cli.erase`; the others (``serve``,
 ``worker``, ``hook``, ``install``, ``mcp``, ``import`` …) are added by their packages
 through the ``claude_mem.cli`` entry-point group (:mod:`~claude_mem_core.cli.commands`),
 so core imports none of them.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from claude_mem_core.cli import admin
+from claude_mem_core.cli import admin, erase
 from claude_mem_core.cli.commands import Commands, load_entry_points
 from claude_mem_core.cli.kit import Parser, run
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     commands = Commands(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
     admin.register(commands)
+    erase.register(commands)
     load_entry_points(commands)
     commands.arrange()
     return parser

@@ -17,7 +17,7 @@ from attrs import frozen
 
 from claude_mem_core.domain.models import EventSourceAdapter, ServerSession
 from claude_mem_core.domain.scopes import Need, require
-from claude_mem_core.errors import EventConflict
+from claude_mem_core.errors import EventConflict, Gone
 from claude_mem_core.services import ingest, sessions
 from claude_mem_core.services.context import Caller, Deps
 
@@ -40,11 +40,13 @@ class ToolUse:
 @frozen(kw_only=True)
 class RecordedToolUse:
     """``result`` is None when the tool use id was already used with other content:
-    ``conflict`` then names the stored event (these routes answer 2xx only)."""
+    ``conflict`` then names the stored event (these routes answer 2xx only); or when it
+    names an erased event: ``erased`` is then True and nothing is stored."""
 
     session: ServerSession
     result: ingest.IngestedEvent | None
     conflict: EventConflict | None = None
+    erased: bool = False
 
 
 async def record_tool_use(
@@ -87,6 +89,8 @@ async def record_tool_use(
         )
     except EventConflict as conflict:
         return RecordedToolUse(session=session, result=None, conflict=conflict)
+    except Gone:
+        return RecordedToolUse(session=session, result=None, erased=True)
     return RecordedToolUse(session=session, result=result)
 
 

@@ -42,7 +42,7 @@ reuse or vacuum their pages, and backups (docs/your-data.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -59,6 +59,9 @@ from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit_entry, project_visible
 
 ErasedKind = Literal["event", "session", "project"]
+
+PurgeProgress = Callable[[int, ErasedRows], None]
+"""Called after each purge batch with its number (from 1) and the rows it removed."""
 
 # Rows of one table per purge transaction (each batch is short for SQLite's one writer).
 PURGE_BATCH = 500
@@ -262,6 +265,7 @@ async def erase_project(
     purge: bool = True,
     batch_size: int = PURGE_BATCH,
     max_batches: int | None = None,
+    progress: PurgeProgress | None = None,
 ) -> Erasure:
     """Erase a whole project (see the module docstring): mark it deleted, revoke its
     keys and cancel its jobs in one short transaction, then (``purge``) purge its rows in
@@ -269,7 +273,8 @@ async def erase_project(
     done). A project already marked (an erase cut short) is purged on from where it was.
     ``NotFound`` when the project is not the caller's; ``Forbidden`` without
     :data:`Need.ERASE`. A route that answers before the purge ends calls it with
-    ``purge=False`` and then :func:`purge_project` in the background."""
+    ``purge=False`` and then :func:`purge_project` in the background. ``progress`` is
+    called after each purge batch."""
     require(caller.scopes, Need.ERASE)
     now = deps.clock.now()
     if not isinstance(project_id, str) or not project_visible(caller, project_id):
@@ -317,6 +322,7 @@ async def erase_project(
         caller=caller,
         batch_size=batch_size,
         max_batches=max_batches,
+        progress=progress,
     )
     return attrs.evolve(erasure, removed=purged.removed, complete=purged.complete)
 
@@ -329,11 +335,13 @@ async def purge_project(
     caller: Caller | None = None,
     batch_size: int = PURGE_BATCH,
     max_batches: int | None = None,
+    progress: PurgeProgress | None = None,
 ) -> Erasure:
     """Purge the rows of a project marked deleted, ``batch_size`` rows of one table per
     transaction, until none is left (or ``max_batches`` ran); then audit
     ``project.purged`` with the counts (as ``caller``, the system when None). Does nothing
-    for a project that is not marked deleted. Trusted: the caller checked the scope."""
+    for a project that is not marked deleted. Trusted: the caller checked the scope.
+    ``progress`` is called after each batch."""
     removed = ErasedRows()
     batches = 0
     complete = False
@@ -349,6 +357,8 @@ async def purge_project(
             )
         batches += 1
         removed += step
+        if progress is not None:
+            progress(batches, step)
         if step.total == 0:
             complete = True
             break
@@ -394,6 +404,7 @@ __all__ = [
     "PURGE_BATCH",
     "ErasedKind",
     "Erasure",
+    "PurgeProgress",
     "erase_event",
     "erase_project",
     "erase_session",

@@ -25,6 +25,7 @@ from claude_mem_core.errors import (
     ClaudeMemError,
     Conflict,
     Forbidden,
+    Gone,
     InvalidInput,
     NotFound,
     QueueError,
@@ -119,6 +120,8 @@ def error_response(request: web.Request, exc: BaseException) -> web.Response:
         return json_response(schemas.error_body("Forbidden", exc.message), 403)
     if isinstance(exc, NotFound):
         return json_response(schemas.error_body("NotFound", exc.message), 404)
+    if isinstance(exc, Gone):  # a Conflict: before it
+        return json_response(schemas.event_gone(exc), 410)
     if isinstance(exc, Conflict):
         return json_response(schemas.error_body("Conflict", exc.message), 409)
     if isinstance(exc, StorageUnavailable | SchemaNotReady | QueueError):

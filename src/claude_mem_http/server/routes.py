@@ -14,7 +14,7 @@ from aiohttp import web
 
 from claude_mem_core.domain.scopes import Need
 from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
-from claude_mem_core.services import admin, compat, ingest, jobs, memories, sessions
+from claude_mem_core.services import admin, compat, erase, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
 from claude_mem_http.server.auth import requires
@@ -25,6 +25,9 @@ from claude_mem_http.wire import schemas
 from claude_mem_http.wire.schemas import RequestInvalid
 
 JOB_PAGE_MAX = jobs.MAX_PAGE
+# A project erase purges at most this many batches before it answers; a purge left over
+# is finished by the upkeep of whoever generates (the worker, or the embedded loop).
+ERASE_ROUTE_BATCHES = 20
 
 
 def _deps(request: web.Request) -> Deps:
@@ -387,6 +390,33 @@ async def list_projects(request: web.Request, caller: Caller) -> web.StreamRespo
     return json_response({"projects": listed, "total": total, "limit": limit, "offset": offset})
 
 
+# -- erase (docs/your-data.md) -------------------------------------------------------------
+
+
+def _erased(erasure: erase.Erasure, caller: Caller) -> web.StreamResponse:
+    return json_response({"erased": schemas.erasure(erasure), "requestId": caller.request_id})
+
+
+@requires(Need.ERASE)
+async def erase_event(request: web.Request, caller: Caller) -> web.StreamResponse:
+    erased = await erase.erase_event(_deps(request), caller, request.match_info["id"])
+    return _erased(erased, caller)
+
+
+@requires(Need.ERASE)
+async def erase_session(request: web.Request, caller: Caller) -> web.StreamResponse:
+    erased = await erase.erase_session(_deps(request), caller, request.match_info["id"])
+    return _erased(erased, caller)
+
+
+@requires(Need.ERASE)
+async def erase_project(request: web.Request, caller: Caller) -> web.StreamResponse:
+    erased = await erase.erase_project(
+        _deps(request), caller, request.match_info["id"], max_batches=ERASE_ROUTE_BATCHES
+    )
+    return _erased(erased, caller)
+
+
 # -- legacy compat (api.md §4) -------------------------------------------------------------
 
 
@@ -419,6 +449,20 @@ async def compat_observations(request: web.Request, caller: Caller) -> web.Strea
     result = recorded.result
     if result is not None:
         count_ingested(request, int(result.created))
+    if recorded.erased:
+        # The tool use id names an erased event: nothing is stored, and it stays erased.
+        return json_response(
+            {
+                "status": "skipped",
+                "observationCount": 0,
+                "sessionId": recorded.session.id,
+                "serverSessionId": recorded.session.id,
+                "eventId": None,
+                "generationJobId": None,
+                "transport": "skipped",
+                "erased": True,
+            }
+        )
     if result is None:
         # Legacy clients expect 2xx: the conflict is a field (the stored event's id).
         conflict = recorded.conflict
@@ -477,10 +521,12 @@ async def compat_summarize(request: web.Request, caller: Caller) -> web.StreamRe
 ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/sessions/start", start_session),
     ("GET", "/v1/sessions/{id}", get_session),
+    ("DELETE", "/v1/sessions/{id}", erase_session),
     ("POST", "/v1/sessions/{id}/end", end_session),
     ("POST", "/v1/events", post_event),
     ("POST", "/v1/events/batch", post_event_batch),
     ("GET", "/v1/events/{id}", get_event),
+    ("DELETE", "/v1/events/{id}", erase_event),
     ("GET", "/v1/events/{id}/observations", get_event_observations),
     ("POST", "/v1/memories", post_memory),
     ("GET", "/v1/memories/recent", get_recent_memories),  # before /v1/memories/{id}
@@ -494,6 +540,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/teams/{teamId}/jobs", list_team_jobs),
     ("GET", "/v1/projects/{projectId}/jobs", list_project_jobs),
     ("GET", "/v1/projects", list_projects),
+    ("DELETE", "/v1/projects/{id}", erase_project),
     ("POST", "/api/sessions/observations", compat_observations),
     ("POST", "/api/sessions/summarize", compat_summarize),
 ]

@@ -121,6 +121,45 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["error", "message", "eventId", "sourceEventId"],
     ),
+    "EventGone": obj(
+        {
+            "error": {"const": "Gone"},
+            "message": STR,
+            "sourceEventId": {
+                "type": ["string", "null"],
+                "description": "the replayed id: it names an erased event",
+            },
+            "index": {"type": "integer", "description": "the event's position in a batch"},
+        },
+        required=["error", "message", "sourceEventId"],
+    ),
+    "Erasure": obj(
+        {
+            "kind": nstr_in(["event", "session", "project"]),
+            "id": STR,
+            "teamId": STR,
+            "projectId": STR,
+            "erasedAt": {"type": "string", "description": "ISO 8601, UTC"},
+            "erasedAtEpoch": INT,
+            "removed": {
+                "type": "object",
+                "description": "rows removed, by kind (events, sessions, observations, "
+                "sources, passages, vectors, jobs, jobEvents, statistics, tombstones)",
+                "additionalProperties": INT,
+            },
+            "requeuedJobs": {
+                **INT,
+                "description": "running jobs of the session sent back to the queue",
+            },
+            "cancelledJobs": INT,
+            "revokedKeys": {**INT, "description": "a project's keys, revoked"},
+            "complete": {
+                **BOOL,
+                "description": "false while a project's rows are still being purged in "
+                "the background (it is already gone to every read and write)",
+            },
+        }
+    ),
     "ValidationError": obj(
         {
             "error": {"const": "ValidationError"},
@@ -543,6 +582,18 @@ def _refused(allow: str) -> dict[str, Any]:
     }
 
 
+GONE = "EventGone"
+
+
+def _erase_op(summary: str, tag: str) -> dict[str, Any]:
+    return _op(
+        summary,
+        {"200": _ok(obj({"erased": ref("Erasure"), "requestId": STR}), "Erased")},
+        params=[_path_param("id")],
+        tags=[tag],
+    )
+
+
 COMPAT_400 = {
     "description": "Invalid body, or a team key where a project key is required",
     "content": {"application/json": {"schema": {"anyOf": [ref("ValidationError"), ref("Error")]}}},
@@ -608,7 +659,10 @@ def build() -> dict[str, Any]:
                 {"200": _ok(session_body)},
                 params=[_path_param("id")],
                 tags=["sessions"],
-            )
+            ),
+            "delete": _erase_op(
+                "Erase a session, its events and everything derived from them", "sessions"
+            ),
         },
         "/v1/sessions/{id}/end": {
             "post": _op(
@@ -633,6 +687,7 @@ def build() -> dict[str, Any]:
                     "409": _error(
                         "sourceEventId already used for a different payload", "EventConflict"
                     ),
+                    "410": _error("sourceEventId names an erased event (nothing stored)", GONE),
                 },
                 body="EventInput",
                 params=EVENT_PARAMS,
@@ -658,6 +713,9 @@ def build() -> dict[str, Any]:
                         "(nothing stored)",
                         "EventConflict",
                     ),
+                    "410": _error(
+                        "An event's sourceEventId names an erased event (nothing stored)", GONE
+                    ),
                 },
                 body="EventBatchInput",
                 params=EVENT_PARAMS,
@@ -670,7 +728,12 @@ def build() -> dict[str, Any]:
                 {"200": _ok(obj({"event": ref("Event")}))},
                 params=[_path_param("id")],
                 tags=["events"],
-            )
+            ),
+            "delete": _erase_op(
+                "Erase an event and everything derived from it (its sourceEventId is "
+                "then refused with 410)",
+                "events",
+            ),
         },
         "/v1/events/{id}/observations": {
             "get": _op(
@@ -859,6 +922,13 @@ def build() -> dict[str, Any]:
                 tags=["projects"],
             )
         },
+        "/v1/projects/{id}": {
+            "delete": _erase_op(
+                "Erase a project: gone at once, its rows purged in batches (complete: "
+                "false when the rest is purged in the background)",
+                "projects",
+            )
+        },
         "/api/sessions/observations": {
             "post": _op(
                 "Legacy hook: record one tool use (project key required)",
@@ -866,11 +936,11 @@ def build() -> dict[str, Any]:
                     "200": _ok(
                         obj(
                             {
-                                "status": {"const": "queued"},
+                                "status": nstr_in(["queued", "skipped"]),
                                 "observationCount": INT,
                                 "sessionId": STR,
                                 "serverSessionId": STR,
-                                "eventId": STR,
+                                "eventId": NSTR,
                                 "generationJobId": NSTR,
                                 "transport": nstr_in(TRANSPORTS),
                                 "replayed": {
@@ -882,6 +952,11 @@ def build() -> dict[str, Any]:
                                     "const": True,
                                     "description": "tool_use_id already used for other "
                                     "content; eventId is the stored event (nothing stored)",
+                                },
+                                "erased": {
+                                    "const": True,
+                                    "description": "tool_use_id names an erased event; "
+                                    "status is skipped and nothing is stored",
                                 },
                             },
                             required=[

@@ -25,7 +25,8 @@ from claude_mem_core.domain.models import (
     ServerSession,
 )
 from claude_mem_core.domain.redaction import RECEIVED_DIGEST_KEY
-from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
+from claude_mem_core.errors import EventConflict, FieldIssue, Gone, InvalidInput
+from claude_mem_core.services.erase import Erasure
 from claude_mem_core.services.ingest import (
     MAX_EPOCH_MS,
     MAX_IDENTIFIER_LENGTH,
@@ -686,6 +687,24 @@ def project(p: Project) -> dict[str, Any]:
     }
 
 
+def erasure(e: Erasure) -> dict[str, Any]:
+    """What an erase removed: ids and counts, never content. ``complete`` is False for a
+    project whose rows are still being purged in the background."""
+    return {
+        "kind": e.kind,
+        "id": e.id,
+        "teamId": e.team_id,
+        "projectId": e.project_id,
+        "erasedAt": e.erased_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "erasedAtEpoch": _epoch(e.erased_at),
+        "removed": {_camel(name): n for name, n in e.counts.items()},
+        "requeuedJobs": e.requeued_jobs,
+        "cancelledJobs": e.cancelled_jobs,
+        "revokedKeys": e.revoked_keys,
+        "complete": e.complete,
+    }
+
+
 # -- error bodies -------------------------------------------------------------------------
 
 # Service field names (snake_case) that do not simply camelize to their wire name.
@@ -743,4 +762,14 @@ def event_conflict(conflict: EventConflict) -> dict[str, Any]:
     body["sourceEventId"] = conflict.source_event_id
     if conflict.index is not None:
         body["index"] = conflict.index
+    return body
+
+
+def event_gone(gone: Gone) -> dict[str, Any]:
+    """410 of an event whose ``sourceEventId`` names an erased event: the id replayed (and
+    the position of the event, in a batch). Nothing of the request was stored."""
+    body = error_body("Gone", gone.message)
+    body["sourceEventId"] = gone.source_event_id
+    if gone.index is not None:
+        body["index"] = gone.index
     return body
