@@ -56,7 +56,13 @@ def build_worker(
     broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, runtime.on_startup)
     broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, runtime.on_shutdown)
     tasks.register(broker, runtime)
-    broker.add_middlewares(*middlewares_from_env(env, in_container=settings.in_container))
+    middlewares = middlewares_from_env(env, in_container=settings.in_container)
+    broker.add_middlewares(*middlewares)
+    if middlewares:
+        # After taskiq's middleware set up the metrics directory: ours join its /metrics.
+        from claude_mem_worker.metrics import GenerationMetrics
+
+        runtime.provider_observer = GenerationMetrics().record
     return runtime
 
 

@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -44,6 +44,7 @@ from claude_mem_core.services.debounce import SessionBatcher
 from claude_mem_core.services.generation import ProcessResult
 
 if TYPE_CHECKING:
+    from claude_mem_core.adapters.observed_provider import ProviderCall
     from claude_mem_core.adapters.redis_stream_broker import JobStreamBroker
     from claude_mem_core.facade import Memory
 
@@ -199,6 +200,8 @@ class WorkerRuntime:
         self._stopping = asyncio.Event()
         self._chores: list[asyncio.Task[None]] = []
         self._cutting_off = False
+        # Told of every provider call (the worker's generation metrics), when set.
+        self.provider_observer: Callable[[ProviderCall], None] | None = None
 
     # -- memory -------------------------------------------------------------------------
 
@@ -214,6 +217,10 @@ class WorkerRuntime:
         try:
             await storage.check_schema()
             provider = provider_from_spec(settings.provider, self.env)
+            if self.provider_observer is not None:
+                from claude_mem_core.adapters.observed_provider import ObservedProvider
+
+                provider = ObservedProvider(provider, self.provider_observer)
             embedder = embedder_from_settings(settings)
         except BaseException:
             await storage.close()

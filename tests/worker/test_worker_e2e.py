@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -588,4 +589,10 @@ async def test_the_worker_serves_taskiqs_prometheus_metrics_when_asked(
 
     text = await until(scraped, what="the metrics page")
     assert 'received_tasks_total{task_name="claude_mem.generate"} 1.0' in text
+    # Ours beside taskiq's: the provider call the job made, by provider and purpose.
+    assert re.search(
+        r'claude_mem_generation_duration_seconds_count\{[^}]*provider="offline"'
+        r'[^}]*purpose="observations"[^}]*\} 1\.0',
+        text,
+    ), text
     assert (await worker.stop())[0] == 0

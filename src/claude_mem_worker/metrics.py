@@ -1,0 +1,57 @@
+"""The worker's own Prometheus families, beside taskiq's (``CLAUDE_MEM_WORKER_METRICS_PORT``).
+
+taskiq's middleware counts tasks; these say what the provider did for them, by provider and
+model: call latency, tokens in and out, and failures by kind. They are created after taskiq's
+middleware has set up prometheus-client's multiprocess directory, so the middleware's
+``/metrics`` serves them with its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from claude_mem_core.adapters.observed_provider import ProviderCall
+
+# Seconds: from a local model's quick answer to a long summary by a slow remote one.
+CALL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+
+
+class GenerationMetrics:
+    """Provider calls, tokens and failures, recorded from :class:`ProviderCall` reports."""
+
+    def __init__(self, registry: Any | None = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Histogram
+
+        owner = REGISTRY if registry is None else registry
+        self.calls = Histogram(
+            "claude_mem_generation_duration_seconds",
+            "Provider calls made for generation jobs: time to answer, by provider, model "
+            "and purpose (observations, summary); failed calls included.",
+            ["provider", "model", "purpose"],
+            buckets=CALL_BUCKETS,
+            registry=owner,
+        )
+        self.tokens = Counter(
+            "claude_mem_generation_tokens",
+            "Tokens the provider reported, by provider, model and direction (input, output).",
+            ["provider", "model", "direction"],
+            registry=owner,
+        )
+        self.failures = Counter(
+            "claude_mem_generation_failures",
+            "Provider calls that failed, by provider, model and kind (transient, rate_limit, "
+            "auth, bad_request, context_too_long, unexpected …).",
+            ["provider", "model", "kind"],
+            registry=owner,
+        )
+
+    def record(self, call: ProviderCall) -> None:
+        model = call.model or ""
+        self.calls.labels(call.provider, model, call.purpose).observe(call.seconds)
+        if call.error_kind is not None:
+            self.failures.labels(call.provider, model, call.error_kind).inc()
+            return
+        if call.input_tokens:
+            self.tokens.labels(call.provider, model, "input").inc(call.input_tokens)
+        if call.output_tokens:
+            self.tokens.labels(call.provider, model, "output").inc(call.output_tokens)
