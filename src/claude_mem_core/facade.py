@@ -20,7 +20,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from claude_mem_core.adapters import queue_from_url, storage_from_url
 from claude_mem_core.domain.models import (
@@ -58,6 +58,9 @@ from claude_mem_core.services import (
 from claude_mem_core.services import ingest as ingest_service
 from claude_mem_core.services.context import Caller, Deps, PipelineOptions
 
+if TYPE_CHECKING:
+    from claude_mem_core.adapters.observed_provider import ProviderCall
+
 
 class Memory:
     """The use cases of claude-mem as async methods over one set of ports."""
@@ -75,9 +78,11 @@ class Memory:
         worker_id: str = "embedded",
         embedder: Embedder | None = None,
         embedding_model: str | None = None,
+        provider_observer: Callable[[ProviderCall], None] | None = None,
     ) -> None:
         """``embedder`` turns semantic recall on (off by default); its vectors are stored
-        under ``embedding_model`` (default: the embedder's model). The memory closes it."""
+        under ``embedding_model`` (default: the embedder's model). The memory closes it.
+        ``provider_observer`` is told of every provider call (metrics)."""
         self.deps = Deps(
             storage=storage,
             queue=queue,
@@ -90,6 +95,10 @@ class Memory:
                 else embedding.SemanticRecall(embedder, model=embedding_model)
             ),
         )
+        if provider_observer is not None:
+            from claude_mem_core.adapters.observed_provider import ObservedProvider
+
+            provider = ObservedProvider(provider, provider_observer)
         self.provider = provider
         self.generator = generation.Generator(self.deps, provider, worker_id=worker_id, mode=mode)
         # Queue handler: one job at a time, or a debounced session's jobs together.
@@ -391,6 +400,7 @@ async def open_memory(
     embedder: Embedder | None = None,
     embedding_model: str | None = None,
     clock: Clock | None = None,
+    provider_observer: Callable[[ProviderCall], None] | None = None,
 ) -> AsyncIterator[Memory]:
     """Open a memory on a storage URL. SQLite files are migrated on open (``migrate``);
     Postgres must be migrated with ``claude-mem migrate`` first. ``provider`` is a
@@ -431,6 +441,7 @@ async def open_memory(
         embedder=embedder,
         embedding_model=embedding_model,
         clock=clock,
+        provider_observer=provider_observer,
     )
     try:
         yield memory
@@ -440,7 +451,11 @@ async def open_memory(
 
 @asynccontextmanager
 async def open_memory_from_settings(
-    settings: Any, *, migrate_embedded: bool = True, queue: bool = True
+    settings: Any,
+    *,
+    migrate_embedded: bool = True,
+    queue: bool = True,
+    provider_observer: Callable[[ProviderCall], None] | None = None,
 ) -> AsyncIterator[Memory]:
     """Open the memory a deployment is configured for (see :class:`config.Settings`).
 
@@ -457,6 +472,7 @@ async def open_memory_from_settings(
         queue_prefix=settings.redis_prefix,
         embedder=embedder_from_settings(settings),
         embedding_model=settings.embeddings_model,
+        provider_observer=provider_observer,
     ) as memory:
         yield memory
 

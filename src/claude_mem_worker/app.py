@@ -60,7 +60,7 @@ def build_worker(
     broker.add_middlewares(*middlewares)
     if middlewares:
         # After taskiq's middleware set up the metrics directory: ours join its /metrics.
-        from claude_mem_worker.metrics import GenerationMetrics
+        from claude_mem_core.adapters.generation_metrics import GenerationMetrics
 
         runtime.provider_observer = GenerationMetrics().record
     return runtime

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from httpkit import Api, AppFactory, World, event_body
 
 from claude_mem_core import Memory
+from claude_mem_core.adapters.observed_provider import ProviderCall
 from claude_mem_core.errors import ConfigurationError
-from claude_mem_http.server.metrics import MetricsMode
+from claude_mem_http.server.metrics import HttpMetrics, MetricsMode
 
 pytestmark = pytest.mark.sqlite
 
@@ -158,3 +161,71 @@ def test_processes_sharing_a_multiprocess_directory_add_up(tmp_path: Path) -> No
         text=True,
     )
     assert sample(done.stdout, "claude_mem_events_ingested_total") == 5
+
+
+def test_a_provider_call_is_exposed_with_the_workers_families() -> None:
+    metrics = HttpMetrics()
+    metrics.provider_call(
+        ProviderCall(
+            provider="anthropic",
+            model="claude-test",
+            purpose="summary",
+            seconds=0.2,
+            input_tokens=50,
+            output_tokens=7,
+        )
+    )
+    text = metrics.exposition().decode()
+    labels = {"provider": "anthropic", "model": "claude-test"}
+    assert (
+        sample(text, "claude_mem_generation_duration_seconds_count", **labels, purpose="summary")
+        == 1
+    )
+    assert sample(text, "claude_mem_generation_tokens_total", **labels, direction="input") == 50
+
+
+async def test_the_embedded_server_reports_its_provider_calls(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    """``claude-mem serve`` on the embedded default generates in process: its provider
+    calls show on /metrics, as a worker's do on its own."""
+    from claude_mem_core.config import Settings
+    from claude_mem_http.server.app import create_app
+
+    env = {
+        "CLAUDE_MEM_DATA_DIR": str(tmp_path / "data"),
+        "HOME": str(tmp_path),
+        "CLAUDE_MEM_AUTH_MODE": "local-dev",
+        "CLAUDE_MEM_ALLOW_LOCAL_DEV_BYPASS": "1",
+        "CLAUDE_MEM_DOCKER": "0",
+        "CLAUDE_MEM_SERVER_PROVIDER": "offline",
+    }
+    settings = Settings.from_env(env, dockerenv=tmp_path / "no-dockerenv")
+    client = await aiohttp_client(create_app(settings))
+    projects = await (await client.get("/v1/projects")).json()
+    stored = await client.post(
+        "/v1/events",
+        json={
+            "projectId": projects["projects"][0]["id"],
+            "sourceType": "hook",
+            "eventType": "tool_use",
+            "occurredAtEpoch": 1_760_000_000_000,
+            "payload": {"tool_name": "Edit", "tool_input": {"file_path": "auth.py"}},
+        },
+    )
+    assert stored.status == 201, await stored.text()
+    text = ""
+    for _ in range(200):
+        text = await (await client.get("/metrics")).text()
+        if sample(text, "claude_mem_generation_duration_seconds_count", provider="offline"):
+            break
+        await asyncio.sleep(0.05)
+    assert (
+        sample(
+            text,
+            "claude_mem_generation_duration_seconds_count",
+            provider="offline",
+            purpose="observations",
+        )
+        == 1
+    ), text

@@ -26,7 +26,7 @@ from claude_mem_core.services import admin, embedding, erase, generation
 from claude_mem_core.services.context import Caller
 from claude_mem_http.server import health, routes
 from claude_mem_http.server.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
-from claude_mem_http.server.metrics import MetricsMode
+from claude_mem_http.server.metrics import METRICS, MetricsMode
 from claude_mem_http.server.metrics import setup as setup_metrics
 from claude_mem_http.server.middlewares import (
     json_response,
@@ -139,8 +139,12 @@ def _lifecycle(
         settings = runtime.settings
         async with contextlib.AsyncExitStack() as stack:
             if memory is None:
+                metrics = app.get(METRICS)
                 runtime.memory = await stack.enter_async_context(
-                    open_memory_from_settings(settings)
+                    open_memory_from_settings(
+                        settings,
+                        provider_observer=None if metrics is None else metrics.provider_call,
+                    )
                 )
             else:
                 runtime.memory = memory

@@ -9,7 +9,10 @@ What is counted, and where:
 * searches (``/v1/search``, ``/v1/context``, the compat search) and their latency;
 * at scrape time, from the database and the queue: jobs by status, and messages waiting
   per lane in the broker. A scrape that cannot reach either leaves those gauges out and
-  says so in ``claude_mem_scrape_errors_total`` instead of failing the whole page.
+  says so in ``claude_mem_scrape_errors_total`` instead of failing the whole page;
+* when this process generates (the embedded default), its provider calls: latency, tokens
+  and failures by provider and model, the families a worker reports
+  (:mod:`claude_mem_core.adapters.generation_metrics`).
 
 Several server processes on one host (gunicorn-style workers, ``--workers``) share their
 counters the way prometheus-client does it: set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
@@ -37,6 +40,8 @@ from claude_mem_core.errors import ConfigurationError, MissingExtra
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from claude_mem_core.adapters.generation_metrics import GenerationMetrics
+    from claude_mem_core.adapters.observed_provider import ProviderCall
     from claude_mem_core.facade import Memory
     from claude_mem_core.services.context import Caller
 
@@ -87,6 +92,8 @@ class HttpMetrics:
     def __init__(self, *, multiprocess_dir: str | None = None) -> None:
         prom = _prometheus()
         self.multiprocess_dir = multiprocess_dir
+        # Provider calls, when this process generates (built at the first call).
+        self.generation: GenerationMetrics | None = None
         self._registry: CollectorRegistry = prom.CollectorRegistry(auto_describe=True)
         # In multiprocess mode the values live in the directory's files: the families are
         # not registered anywhere, the scrape collects every process's files instead.
@@ -157,6 +164,14 @@ class HttpMetrics:
         self.latency.labels(route, method).observe(seconds)
         if route in SEARCH_ROUTES:
             self.searches.labels(route).observe(seconds)
+
+    def provider_call(self, call: ProviderCall) -> None:
+        """Record a provider call of embedded generation (same families as a worker's)."""
+        if self.generation is None:
+            from claude_mem_core.adapters.generation_metrics import GenerationMetrics
+
+            self.generation = GenerationMetrics(False if self.multiprocess_dir else self._registry)
+        self.generation.record(call)
 
     def ingested(self, count: int) -> None:
         if count > 0:

@@ -1,9 +1,11 @@
-"""The worker's own Prometheus families, beside taskiq's (``CLAUDE_MEM_WORKER_METRICS_PORT``).
+"""Prometheus families of provider calls: latency, tokens in and out, failures by kind, by
+provider and model. Fed by :class:`~claude_mem_core.adapters.observed_provider.ObservedProvider`
+reports; prometheus-client is imported when they are built.
 
-taskiq's middleware counts tasks; these say what the provider did for them, by provider and
-model: call latency, tokens in and out, and failures by kind. They are created after taskiq's
-middleware has set up prometheus-client's multiprocess directory, so the middleware's
-``/metrics`` serves them with its own.
+The worker builds them after taskiq's Prometheus middleware has set up prometheus-client's
+multiprocess directory, so that middleware's ``/metrics`` serves them beside taskiq's own
+(``CLAUDE_MEM_WORKER_METRICS_PORT``); the HTTP server builds them in its own registry for
+``GET /metrics`` when it generates in process (the embedded default).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ class GenerationMetrics:
     """Provider calls, tokens and failures, recorded from :class:`ProviderCall` reports."""
 
     def __init__(self, registry: Any | None = None) -> None:
+        """``registry``: where the families register; prometheus-client's default one when
+        None, none at all when ``False`` (multiprocess mode collects them from files)."""
         from prometheus_client import REGISTRY, Counter, Histogram
 
-        owner = REGISTRY if registry is None else registry
+        owner = REGISTRY if registry is None else (None if registry is False else registry)
         self.calls = Histogram(
             "claude_mem_generation_duration_seconds",
             "Provider calls made for generation jobs: time to answer, by provider, model "
