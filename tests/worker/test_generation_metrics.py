@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry
 
+from claude_mem_core.adapters.generation_metrics import GenerationMetrics
 from claude_mem_core.adapters.observed_provider import UNEXPECTED, ObservedProvider, ProviderCall
 from claude_mem_core.errors import ProviderError
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
-from claude_mem_core.adapters.generation_metrics import GenerationMetrics
 
 
 class Scripted:
