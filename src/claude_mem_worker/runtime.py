@@ -60,10 +60,6 @@ NOT_REDIS = (
     "  CLAUDE_MEM_SERVER_DATABASE_URL=postgresql://…   (the database they share)"
 )
 
-# Purge batches (of erase.PURGE_BATCH rows) one upkeep round runs for erased projects whose
-# purge was cut short; the rest waits for the next round.
-PURGE_BATCHES_PER_ROUND = 20
-
 _OUTCOME_COUNTER = {
     "completed": "completed",
     "failed": "failed",
@@ -419,18 +415,7 @@ class WorkerRuntime:
         of batches a round); an error is logged and tried again next round."""
         assert self.memory is not None
         try:
-            purged = await erase.purge_pending(
-                self.memory.deps, max_batches=PURGE_BATCHES_PER_ROUND
-            )
+            await erase.continue_purges(self.memory.deps)
         except Exception as exc:  # the database may be down; try again next round
             self.counters.errors += 1
             log.warning("purging erased projects failed: %s: %s", type(exc).__name__, exc)
-            return
-        rows = sum(p.removed.total for p in purged)
-        if rows:
-            log.info(
-                "purged %d row(s) of %d erased project(s); %d finished",
-                rows,
-                len(purged),
-                sum(1 for p in purged if p.complete),
-            )

@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from claude_mem_core.cli import main
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("CLAUDE_MEM_DATA_DIR", str(tmp_path))
-    for name in (
-        "CLAUDE_MEM_SERVER_DATABASE_URL",
-        "CLAUDE_MEM_QUEUE_ENGINE",
-        "CLAUDE_MEM_REDIS_URL",
-        "ANTHROPIC_API_KEY",
-        "OPENAI_API_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,23 +17,6 @@ from claude_mem_core.facade import open_memory_from_settings
 from claude_mem_core.testing.fake_embeddings import FakeEmbeddingsServer
 
 API_KEY = "sk-cli-embeddings-SECRET-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("CLAUDE_MEM_DATA_DIR", str(tmp_path))
-    for name in (
-        "CLAUDE_MEM_SERVER_DATABASE_URL",
-        "CLAUDE_MEM_QUEUE_ENGINE",
-        "CLAUDE_MEM_REDIS_URL",
-        "CLAUDE_MEM_EMBEDDINGS_URL",
-        "CLAUDE_MEM_EMBEDDINGS_MODEL",
-        "CLAUDE_MEM_EMBEDDINGS_API_KEY",
-        "ANTHROPIC_API_KEY",
-        "OPENAI_API_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -16,20 +15,6 @@ from claude_mem_core.config import Settings
 from claude_mem_core.domain.models import Scope
 from claude_mem_core.errors import NotFound
 from claude_mem_core.facade import open_memory_from_settings
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("CLAUDE_MEM_DATA_DIR", str(tmp_path))
-    for name in (
-        "CLAUDE_MEM_SERVER_DATABASE_URL",
-        "CLAUDE_MEM_QUEUE_ENGINE",
-        "CLAUDE_MEM_REDIS_URL",
-        "ANTHROPIC_API_KEY",
-        "OPENAI_API_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
 
 
 class Terminal(io.StringIO):

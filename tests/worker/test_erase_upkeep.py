@@ -19,7 +19,6 @@ from claude_mem_core.facade import Memory
 from claude_mem_core.ports.storage import Page
 from claude_mem_core.services import erase
 from claude_mem_core.services.context import Caller
-from claude_mem_http.server.app import purge_erased
 from claude_mem_worker.app import build_worker
 
 
@@ -70,7 +69,7 @@ async def test_the_worker_upkeep_round_finishes_a_purge_cut_short(
         team, project = await _project_erased_not_purged(memory)
         assert await _pending(memory) == [(team, project)]
 
-        with caplog.at_level(logging.INFO, logger="claude_mem.worker"):
+        with caplog.at_level(logging.INFO, logger="claude_mem.erase"):
             await runtime._upkeep_round()
 
         assert await _pending(memory) == []
@@ -78,7 +77,7 @@ async def test_the_worker_upkeep_round_finishes_a_purge_cut_short(
         assert len(await _purged_audit(memory, team)) == 1
 
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="claude_mem.worker"):
+        with caplog.at_level(logging.INFO, logger="claude_mem.erase"):
             await runtime._upkeep_round()  # nothing left: nothing logged about purging
         assert "purged" not in caplog.text
     finally:
@@ -106,17 +105,20 @@ async def test_a_failing_purge_is_logged_and_left_for_the_next_round(
         await memory.close()
 
 
-async def test_the_embedded_server_finishes_a_purge_cut_short() -> None:
+async def test_a_purge_round_is_bounded_and_finishes_a_purge_cut_short() -> None:
+    """What each upkeep round runs (the worker's, and the embedded server's loop)."""
     memory = Memory(storage=storage_from_url("memory://"), queue=None, provider=OfflineProvider())
     try:
         team, project = await _project_erased_not_purged(memory)
 
-        first = await purge_erased(memory, max_batches=1)  # bounded: one batch a round
+        first = await erase.continue_purges(
+            memory.deps, max_batches=1
+        )  # bounded: one batch a round
         assert first > 0 and await _pending(memory) == [(team, project)]
         while await _pending(memory):
-            await purge_erased(memory, max_batches=1)
+            await erase.continue_purges(memory.deps, max_batches=1)
 
         assert len(await _purged_audit(memory, team)) == 1
-        assert await purge_erased(memory) == 0
+        assert await erase.continue_purges(memory.deps) == 0
     finally:
         await memory.close()

@@ -42,6 +42,7 @@ reuse or vacuum their pages, and backups (docs/your-data.md).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Literal
@@ -65,6 +66,8 @@ PurgeProgress = Callable[[int, ErasedRows], None]
 
 # Rows of one table per purge transaction (each batch is short for SQLite's one writer).
 PURGE_BATCH = 500
+
+log = logging.getLogger("claude_mem.erase")
 
 
 @frozen(kw_only=True)
@@ -387,6 +390,26 @@ async def purge_project(
     return erasure
 
 
+# Purge batches one upkeep round (a worker's, the embedded server's) runs for each erased
+# project whose purge was cut short; the rest waits for the next round.
+PURGE_BATCHES_PER_ROUND = 20
+
+
+async def continue_purges(deps: Deps, *, max_batches: int = PURGE_BATCHES_PER_ROUND) -> int:
+    """One upkeep round of :func:`purge_pending`, bounded, logged when it purged something.
+    Returns the rows purged; errors are the caller's (its next round tries again)."""
+    purged = await purge_pending(deps, max_batches=max_batches)
+    rows = sum(p.removed.total for p in purged)
+    if rows:
+        log.info(
+            "purged %d row(s) of %d erased project(s); %d finished",
+            rows,
+            len(purged),
+            sum(1 for p in purged if p.complete),
+        )
+    return rows
+
+
 async def purge_pending(
     deps: Deps, *, batch_size: int = PURGE_BATCH, max_batches: int | None = None
 ) -> Sequence[Erasure]:
@@ -402,9 +425,11 @@ async def purge_pending(
 
 __all__ = [
     "PURGE_BATCH",
+    "PURGE_BATCHES_PER_ROUND",
     "ErasedKind",
     "Erasure",
     "PurgeProgress",
+    "continue_purges",
     "erase_event",
     "erase_project",
     "erase_session",

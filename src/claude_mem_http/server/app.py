@@ -43,8 +43,6 @@ LOCAL_TEAM = "local"
 LOCAL_PROJECT = "default"
 IDLE_WAIT_S = 1.0
 ERROR_BACKOFF_S = 1.0
-# Purge batches a reconcile round runs for erased projects whose purge is not finished.
-PURGE_BATCHES_PER_ROUND = 20
 
 
 async def serve_openapi(request: web.Request) -> web.StreamResponse:
@@ -64,28 +62,6 @@ def settings_for_memory(memory: Memory) -> Settings:
     )
 
 
-async def purge_erased(memory: Memory, *, max_batches: int = PURGE_BATCHES_PER_ROUND) -> int:
-    """Go on purging erased projects whose purge is not finished (a DELETE answered before
-    it ended, a process stopped midway): at most ``max_batches`` batches a project. Returns
-    the rows purged; an error is logged (the next round tries again)."""
-    try:
-        purged = await erase.purge_pending(memory.deps, max_batches=max_batches)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        log.warning("purging erased projects failed: %s: %s", type(exc).__name__, exc)
-        return 0
-    rows = sum(p.removed.total for p in purged)
-    if rows:
-        log.info(
-            "purged %d row(s) of %d erased project(s); %d finished",
-            rows,
-            len(purged),
-            sum(1 for p in purged if p.complete),
-        )
-    return rows
-
-
 def wants_embedded_generation(settings: Settings) -> bool:
     return (settings.embedded or settings.queue_engine == "memory") and not (
         settings.generation_disabled
@@ -95,7 +71,7 @@ def wants_embedded_generation(settings: Settings) -> bool:
 async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -> None:
     """Consume the in-process queue forever; reconcile the outbox every few seconds so
     rows the queue lost (restart, publish failure, expired lease) are found again, and go
-    on purging erased projects then (:func:`purge_erased`)."""
+    on purging erased projects then (:func:`erase.continue_purges`)."""
     queue = memory.deps.queue
     consume = getattr(queue, "consume", None)
     wait_for_messages = getattr(queue, "wait_for_messages", None)
@@ -105,7 +81,7 @@ async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -
             now = time.monotonic()
             if now >= next_reconcile:
                 await generation.reconcile(memory.deps)
-                await purge_erased(memory)
+                await erase.continue_purges(memory.deps)
                 next_reconcile = now + reconcile_every_s
             if consume is not None:
                 await consume(memory.batcher.handle)
@@ -234,4 +210,4 @@ def create_app(
     return app
 
 
-__all__ = ["create_app", "purge_erased", "run_embedded_generation", "settings_for_memory"]
+__all__ = ["create_app", "run_embedded_generation", "settings_for_memory"]
