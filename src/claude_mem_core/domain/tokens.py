@@ -105,16 +105,14 @@ which cost more than the tokenizing itself.
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
-from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from functools import lru_cache
 from itertools import pairwise
 
 from attrs import frozen
 
-from claude_mem_core.domain.words import STOP_WORDS, stem
+from claude_mem_core.domain.words import STOP_WORDS, spellings_of, stem
 
 __all__ = [
     "JOINERS",
@@ -286,17 +284,28 @@ def index_terms(text: str) -> list[str]:
 def matching_runs(text: str, wanted: Collection[str]) -> list[tuple[int, int, str]]:
     """The runs of ``text`` (plain words, or whole identifiers) holding a term of ``wanted``
     as ``(start, end, first such term)``, in order: what an excerpt marks. Cheaper than
-    :func:`tokenize` (no :class:`Token` per part)."""
-    runs = _known_runs(text)
+    :func:`tokenize` (no :class:`Token` per part).
+
+    Only the runs that can hold a wanted term are analysed: an ASCII run yields a term only
+    if its lower-cased text contains the term or a word the term abbreviates (a stem is a
+    prefix of its word), so one regular-expression scan for those spellings finds every
+    candidate, and most of a text's runs are never looked at."""
+    if not text.isascii():  # NFKC may change what a spelling looks like: analyse every run
+        return _scan_runs(text, _COMPOUND.finditer(text), wanted)
+    probe = _probe_for(frozenset(wanted))
+    if probe is None:
+        return []
+    positions = [m.start() for m in probe.finditer(text.lower())]
+    if not positions:
+        return []
+    return _scan_runs(text, _runs_at(text, positions), wanted)
+
+
+def _scan_runs(
+    text: str, runs: Iterable[re.Match[str]], wanted: Collection[str]
+) -> list[tuple[int, int, str]]:
     found: list[tuple[int, int, str]] = []
-    if runs is not None:
-        for start, end, terms in runs:
-            for term in terms:
-                if term in wanted:
-                    found.append((start, end, term))
-                    break
-        return found
-    for match in _COMPOUND.finditer(text):
+    for match in runs:
         for term in _analyse(match.group())[1]:
             if term in wanted:
                 found.append((match.start(), match.end(), term))
@@ -304,47 +313,36 @@ def matching_runs(text: str, wanted: Collection[str]) -> list[tuple[int, int, st
     return found
 
 
-# Search cuts excerpts from the same observations and passages again and again (a
-# project's best answers come back for many questions). A text seen a second time has its
-# runs kept (512 texts up to a passage's size: a few MB at most), so its next excerpts
-# cost a scan of terms, not a tokenization; a text seen once costs nothing more (measured
-# on loadgen memories: 24 us an excerpt first, 6 us once kept).
-_RUNS_CACHE_MAX_CHARS = 1_500
-_RUNS_CACHE_TEXTS = 512
-_Runs = tuple[tuple[int, int, tuple[str, ...]], ...]
-_kept_runs: OrderedDict[str, _Runs] = OrderedDict()
-_seen_once: OrderedDict[str, None] = OrderedDict()
+def _runs_at(text: str, positions: Sequence[int]) -> Iterator[re.Match[str]]:
+    """The runs of ``text``, cut as a scan from its start cuts them, that contain one of
+    the sorted ``positions``, each once."""
+    scanned = 0  # the end of the last run yielded: a scan may resume there
+    for position in positions:
+        if position < scanned:
+            continue
+        # No run holds whitespace, so a scan starting after a space cuts the runs after
+        # it as a scan from the start does: only the runs of one word are looked at.
+        begin = max(text.rfind(" ", scanned, position) + 1, scanned)
+        for match in _COMPOUND.finditer(text, begin):
+            start, end = match.span()
+            if end <= position:
+                continue
+            if start <= position:
+                yield match
+                scanned = end
+            break
 
 
-_runs_lock = threading.Lock()  # excerpts may be cut from several threads of one process
-
-
-def _known_runs(text: str) -> _Runs | None:
-    """The kept runs of ``text``; kept now if it was seen once before; else None."""
-    if len(text) > _RUNS_CACHE_MAX_CHARS:
+@lru_cache(maxsize=256)
+def _probe_for(wanted: frozenset[str]) -> re.Pattern[str] | None:
+    """A pattern finding, in lower-cased ASCII text, every place a run holding one of
+    ``wanted`` can be: each term, and each word it abbreviates (``cmd`` <- ``command``).
+    Overlapping places are all found (a lookahead), so no run is skipped."""
+    spellings = {s for term in wanted if term for s in spellings_of(term)}
+    if not spellings:
         return None
-    with _runs_lock:
-        return _known_runs_locked(text)
-
-
-def _known_runs_locked(text: str) -> _Runs | None:
-    runs = _kept_runs.get(text)
-    if runs is not None:
-        _kept_runs.move_to_end(text)
-        return runs
-    if _seen_once.pop(text, False) is None:  # second sighting: keep its runs
-        runs = tuple(
-            (match.start(), match.end(), _analyse(match.group())[1])
-            for match in _COMPOUND.finditer(text)
-        )
-        _kept_runs[text] = runs
-        if len(_kept_runs) > _RUNS_CACHE_TEXTS:
-            _kept_runs.popitem(last=False)
-        return runs
-    _seen_once[text] = None
-    if len(_seen_once) > _RUNS_CACHE_TEXTS * 4:
-        _seen_once.popitem(last=False)
-    return None
+    alternatives = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
+    return re.compile(f"(?=(?:{alternatives}))")
 
 
 def parse_query(text: str) -> Query:

@@ -148,3 +148,19 @@ def _abbreviated() -> dict[str, str]:
 
 
 _ABBREVIATED = _abbreviated()
+
+
+def _spellings() -> dict[str, tuple[str, ...]]:
+    table: dict[str, list[str]] = {}
+    for stripped, target in _ABBREVIATED.items():
+        table.setdefault(target, []).append(stripped)
+    return {target: tuple(sorted(words)) for target, words in table.items()}
+
+
+_SPELLINGS = _spellings()
+
+
+def spellings_of(term: str) -> tuple[str, ...]:
+    """What a word holding ``term`` starts with, lower-cased: the term itself (a stem is a
+    prefix of its word) and every word folded onto it ("command" for "cmd")."""
+    return (term, *_SPELLINGS.get(term, ()))
