@@ -74,3 +74,28 @@ def test_distinct_excerpts_never_repeat_and_start_like_excerpt(
         assert found[0] == excerpt(texts[0], query)
     shown = [f for f in found if f is not None]
     assert len(shown) == len(set(shown))
+
+
+def test_a_run_wider_than_the_window_is_shown_cut() -> None:
+    # A long URL or a minified line is one run: it used to crash the excerpt (an index past
+    # the end of the matches) and so the search that found it.
+    text = "see " + "a/" * 300 + "login"
+    found = excerpt(text, parse_query("login"))
+    assert found.startswith("…a/a/")
+    assert len(found) <= EXCERPT_CHARS + 2
+    beside = excerpt("we fixed the login " + text, parse_query("login fixed"))
+    assert beside.startswith("we **fixed** the **login**")
+
+
+@given(
+    st.lists(st.sampled_from(["a", "login", "redirect_uri", "x" * 50, "ok"]), max_size=80),
+    st.sampled_from(["/", "-", ".", " ", "/", "_"]),
+    st.sampled_from(["login", "redirect uri", "ok login", "absent"]),
+)
+def test_long_identifiers_give_bounded_excerpts(
+    pieces: list[str], joiner: str, question: str
+) -> None:
+    text = "start " + joiner.join(pieces) + " end"
+    found = excerpt(text, parse_query(question))
+    assert len(found.replace("**", "")) <= 2 * EXCERPT_CHARS + 2
+    assert distinct_excerpts([text, text], parse_query(question))[0] == found

@@ -29,7 +29,7 @@ def _best_window(spans: list[tuple[int, int, str]], width: int) -> tuple[int, in
     i = 0
     for j, (_, end, term) in enumerate(spans):
         counts[term] = counts.get(term, 0) + 1
-        while end - spans[i][0] > width:
+        while i < j and end - spans[i][0] > width:  # a run wider than ``width`` stays alone
             left = spans[i][2]
             counts[left] -= 1
             if not counts[left]:
@@ -94,6 +94,8 @@ def _excerpt(text: str, wanted: set[str], width: int, *, shown: Sequence[str]) -
     slack = max(width - (last - first), 0)
     start = max(first - slack // 2, 0)
     end = min(max(last, start + width), len(text))
+    if end - start > width:  # one run wider than the window (a long URL): shown cut, unmarked
+        end = _boundary_before(text, start + width, floor=start)
     if start > 0:
         space = text.find(" ", start, first)
         start = space + 1 if space != -1 else start
