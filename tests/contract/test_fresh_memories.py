@@ -218,3 +218,13 @@ async def test_kinds_are_trimmed_and_kept_as_sent(mem: Memory, scope: Scope) -> 
     with pytest.raises(InvalidInput):
         await mem.recent(scope, kind="no spaces")
     await mem.close()
+
+
+async def test_a_memory_with_no_searchable_word_is_stored(mem: Memory, scope: Scope) -> None:
+    # Punctuation only: its passage has no term. SQLite was handed an empty parameter list
+    # for the term rows, which SQLAlchemy deprecates (an error under this suite's warnings).
+    stored = await mem.add_memory(scope, content="!!! ??? --- ...")
+    assert stored.content == "!!! ??? --- ..."
+    assert await mem.search(scope, "anything") == []
+    later = await mem.add_memory(scope, content="the cache ttl is ten minutes")
+    assert [r.observation.id for r in await mem.search(scope, "cache ttl")] == [later.id]

@@ -226,7 +226,8 @@ def add_passages_sync(conn: sa.Connection, passages: Sequence[Passage]) -> None:
     for statement, rows in sqlite_passage_writes(passages):
         if statement is _SQLITE_STATS_UPSERT and not current:
             statement = _SQLITE_STATS_UPSERT_0003
-        conn.execute(statement, rows)
+        if rows:
+            conn.execute(statement, rows)
 
 
 async def add_passages(conn: AsyncConnection, passages: Sequence[Passage]) -> None:
@@ -239,7 +240,8 @@ async def add_passages(conn: AsyncConnection, passages: Sequence[Passage]) -> No
             await driver_sql(conn, PG_ADD_PASSAGES, pg_passage_params(passages), rows=False)
             return
         for statement, params in sqlite_passage_writes(passages):
-            await conn.execute(statement, params)
+            if params:  # a passage with no term has no term rows (a memory of "!!!")
+                await conn.execute(statement, params)
     except (exc.SQLAlchemyError, OSError) as e:
         raise dialects.translate_error(e, not_found="observation must exist in scope") from e
 
