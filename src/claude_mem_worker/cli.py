@@ -13,6 +13,7 @@ worker is stopped.
 Worker settings beyond :class:`Settings` (which holds ``CLAUDE_MEM_RECONCILE_INTERVAL_SECONDS``):
 ``CLAUDE_MEM_WORKER_SHUTDOWN_GRACE_SECONDS`` (default 10),
 ``CLAUDE_MEM_WORKER_STATS_INTERVAL_SECONDS`` (default 30), ``CLAUDE_MEM_LOG_LEVEL``,
+``CLAUDE_MEM_LOG_FORMAT`` (``text``, or ``json`` with the request and trace ids),
 ``CLAUDE_MEM_WORKER_METRICS_PORT`` and ``CLAUDE_MEM_WORKER_METRICS_HOST`` (taskiq's Prometheus
 middleware), and with semantic recall on
 ``CLAUDE_MEM_EMBEDDINGS_INTERVAL_SECONDS`` (default 30: how often passages without a vector
@@ -39,15 +40,13 @@ EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def _configure_logging(env: Mapping[str, str]) -> None:
+    """Text lines on stderr, or JSON ones (``CLAUDE_MEM_LOG_FORMAT=json``)."""
+    from claude_mem_core.logging_setup import configure_logging
+
     root = logging.getLogger()
-    if root.handlers:
-        return
     level = (env.get("CLAUDE_MEM_LOG_LEVEL") or "INFO").strip().upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if not configure_logging(env, level=getattr(logging, level, logging.INFO)):
+        return
     noisy_loggers = (
         "alembic",
         "sqlalchemy",
@@ -72,8 +71,8 @@ async def run_worker(args: argparse.Namespace) -> int:
     from claude_mem_worker.runtime import redact_url
 
     env = os.environ
-    _configure_logging(env)
     try:
+        _configure_logging(env)
         settings = Settings.from_env()
         runtime = build_worker(settings, concurrency=getattr(args, "concurrency", None), env=env)
     except ClaudeMemError as exc:

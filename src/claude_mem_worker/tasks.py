@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 def register(broker: AsyncBroker, runtime: WorkerRuntime) -> None:
     """Register ``claude_mem.generate`` on ``broker``, run by ``runtime``."""
 
+    from taskiq import Context, TaskiqDepends
+
     # Keyword arguments only, unannotated: taskiq's receiver has nothing to re-validate
-    # (the runtime checks the message itself).
+    # (the runtime checks the message itself). The context gives the message's labels
+    # (the trace context travels there).
     @broker.task(task_name=TASK_NAME)
-    async def generate(**message: Any) -> None:
-        await runtime.generate(message)
+    async def generate(context: Any = TaskiqDepends(Context), **message: Any) -> None:
+        await runtime.generate(message, labels=context.message.labels)

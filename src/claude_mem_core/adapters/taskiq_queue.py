@@ -8,8 +8,9 @@ messages and bounded reads (its docstring has the Redis layout). Publishing kick
 code, taskiq middlewares see every message, and a plain taskiq receiver can run it
 (``taskiq worker claude_mem_worker:broker``). The :class:`QueueMessage` fields are the
 task's keyword arguments; routing travels in labels (``queue_name``: the lane's stream,
-``transport_id``, ``delay``), and so does the request id of the request that queued the job
-(``request_id``), never added to the stored payload.
+``transport_id``, ``delay``), and so do the request id of the request that queued the job
+(``request_id``) and, when tracing, the publishing span's context (``traceparent`` …, as
+taskiq's own OpenTelemetry middleware carries it), never added to the stored payload.
 
 The broker, and with it taskiq and pydantic, is built on first use: a process that never
 touches the queue (a server that has not published yet) does not load them.
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 
 from claude_mem_core.errors import QueueError
 from claude_mem_core.ports.queue import LANES, QueueMessage
+from claude_mem_core.ports.tracing import NOOP_TRACER, Attributes, Tracer
 
 if TYPE_CHECKING:  # taskiq (and pydantic) load only when the broker is built
     from taskiq.message import TaskiqMessage
@@ -75,6 +77,23 @@ def message_from_kwargs(kwargs: dict[str, Any]) -> QueueMessage:
     )
 
 
+def message_attributes(message: QueueMessage, destination: str) -> Attributes:
+    """A publish or process span's attributes: where the message goes, and ids."""
+    request_id = message.payload.get("request_id")
+    return {
+        "messaging.system": "redis",
+        "messaging.destination.name": destination,
+        "messaging.message.id": message.transport_id,
+        "claude_mem.job.id": message.job_id,
+        "claude_mem.request_id": request_id if isinstance(request_id, str) else None,
+    }
+
+
+def trace_carrier(labels: dict[str, Any]) -> dict[str, str]:
+    """The trace context among a received message's labels (the text ones)."""
+    return {key: value for key, value in labels.items() if isinstance(value, str)}
+
+
 class TaskiqQueue:
     """:class:`JobQueue` on a :class:`JobStreamBroker` (built, with taskiq, on first use)."""
 
@@ -89,6 +108,11 @@ class TaskiqQueue:
         self.location = location
         self.group = f"{prefix}:workers"
         self._closed = False
+        self.tracer: Tracer = NOOP_TRACER
+
+    def trace_with(self, tracer: Tracer) -> None:
+        """Trace each publish, and carry its context to the worker in the labels."""
+        self.tracer = tracer
 
     @classmethod
     def from_url(
@@ -201,9 +225,6 @@ class TaskiqQueue:
             raise QueueError(f"unknown queue lane {message.lane!r}")
         if not self.broker.started:
             await self.startup()
-        from taskiq.exceptions import SendTaskError
-        from taskiq.kicker import AsyncKicker
-
         labels: dict[str, Any] = {
             "queue_name": self.stream_for(message.lane),
             "transport_id": message.transport_id,
@@ -213,6 +234,23 @@ class TaskiqQueue:
         request_id = message.payload.get("request_id")
         if isinstance(request_id, str):
             labels["request_id"] = request_id
+        if not self.tracer.enabled:
+            await self._kick(message, labels)
+            return
+        stream = labels["queue_name"]
+        with self.tracer.span(
+            f"publish {stream}",
+            message_attributes(message, stream),
+            kind="producer",
+            request_id=request_id if isinstance(request_id, str) else None,
+        ):
+            # Our own labels win: a propagator may not overwrite the routing.
+            await self._kick(message, {**self.tracer.inject(), **labels})
+
+    async def _kick(self, message: QueueMessage, labels: dict[str, Any]) -> None:
+        from taskiq.exceptions import SendTaskError
+        from taskiq.kicker import AsyncKicker
+
         kicker: AsyncKicker[Any, Any] = AsyncKicker(TASK_NAME, self.broker, labels)
         try:
             await kicker.kiq(

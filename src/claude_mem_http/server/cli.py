@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
@@ -16,6 +17,7 @@ from claude_mem_core.cli.commands import Commands
 from claude_mem_core.cli.kit import positive
 from claude_mem_core.config import Settings
 from claude_mem_core.errors import ConfigurationError, SchemaNotReady, StorageUnavailable
+from claude_mem_core.logging_setup import configure_logging, log_format
 from claude_mem_http.server.app import create_app
 from claude_mem_http.server.serving import AppRunner
 
@@ -43,6 +45,8 @@ async def serve(args: argparse.Namespace) -> int:
     """Start the server; return the exit code once a signal asks it to stop."""
     try:
         settings = settings_from_args(args)
+        if log_format(os.environ) == "json":  # the default stays as it was: unconfigured
+            configure_logging(os.environ)
     except ConfigurationError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED

@@ -5,7 +5,9 @@ compat, health, unknown paths): it accepts a well-formed inbound ``X-Request-Id`
 a UUIDv4, maps the core's exceptions to status codes and JSON bodies (nothing else in this
 package builds an error response), and sets the request id header on whatever response
 goes out. (One middleware rather than two: aiohttp wraps each in two more frames per
-request.)
+request.) Log lines written while serving carry the request id; with tracing on
+(``ports/tracing.py``), the request is a server span named after its route template,
+child of the caller's ``traceparent`` if it sent one.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from claude_mem_core.errors import (
     StorageUnavailable,
     Unauthorized,
 )
+from claude_mem_core.logging_setup import request_logged
+from claude_mem_core.ports.tracing import NOOP_TRACER, Tracer
 from claude_mem_core.services.ingest import off_loop
 from claude_mem_http.server.metrics import METRICS
-from claude_mem_http.server.state import REQUEST_ID
+from claude_mem_http.server.state import REQUEST_ID, RUNTIME
 from claude_mem_http.wire import schemas
 
 log = logging.getLogger("claude_mem.http")
@@ -163,10 +167,48 @@ def refuse_other_methods(app: web.Application) -> None:
         resource.add_route("*", refuse)
 
 
+def _tracer(app: web.Application) -> Tracer:
+    runtime = app.get(RUNTIME)
+    if runtime is None or not runtime.started:
+        return NOOP_TRACER
+    return runtime.memory.deps.tracer
+
+
+def _route(request: web.Request) -> str | None:
+    """The route's template (``/v1/events/{id}``): a path may hold ids, a query text."""
+    resource = request.match_info.route.resource
+    return None if resource is None else resource.canonical
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = choose_request_id(request.headers.get(REQUEST_ID_HEADER))
     request[REQUEST_ID] = request_id
+    tracer = _tracer(request.app)
+    with request_logged(request_id):
+        if not tracer.enabled:
+            return await _respond(request, handler, request_id)
+        route = _route(request)
+        with tracer.span_from(
+            request.headers,
+            f"{request.method} {route}" if route else request.method,
+            {
+                "http.request.method": request.method,
+                "http.route": route,
+                "url.scheme": request.scheme,
+                "claude_mem.request_id": request_id,
+            },
+            kind="server",
+            request_id=request_id,
+        ) as span:
+            response = await _respond(request, handler, request_id)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_error(str(response.status))
+            return response
+
+
+async def _respond(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     metrics = request.app.get(METRICS)
     started = time.perf_counter()
     response: web.StreamResponse
