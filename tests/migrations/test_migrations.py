@@ -150,7 +150,11 @@ async def test_fts5_index_follows_the_passages(tmp_path: Path) -> None:
         triggers = set(
             conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
         )
-        assert triggers == {"search_fts_insert", "search_fts_delete"}
+        # (The change feed's triggers, revision 0011, are checked by its own test.)
+        assert {t for t in triggers if t.startswith("search_")} == {
+            "search_fts_insert",
+            "search_fts_delete",
+        }
         conn.execute(sa.text("INSERT INTO teams (id, name) VALUES ('t', 't')"))
         conn.execute(sa.text("INSERT INTO projects (id, team_id, name) VALUES ('p', 't', 'p')"))
         conn.execute(

@@ -14,6 +14,7 @@ from claude_mem_core.errors import ClaudeMemError
 from claude_mem_core.ports.queue import EVENT_LANE, SUMMARY_LANE
 from claude_mem_http.server.middlewares import json_response
 from claude_mem_http.server.state import RUNTIME, Runtime
+from claude_mem_http.server.stream import STREAM_HUB
 
 PING_TIMEOUT_S = 2.0
 LANES = (("event", EVENT_LANE), ("summary", SUMMARY_LANE))
@@ -178,12 +179,29 @@ async def info(request: web.Request) -> web.StreamResponse:
                 "reason": "provider configured",
                 "details": {"provider": runtime.memory.provider.name},
             },
-            "eventBroadcaster": {"status": "disabled", "reason": "not implemented"},
+            "eventBroadcaster": event_broadcaster(request.app),
         },
         "queueLanes": queue["lanes"] if queue_active else [],
         "semanticRecall": semantic_recall(runtime),
     }
     return json_response(body)
+
+
+def event_broadcaster(app: web.Application) -> dict[str, Any]:
+    """The live stream (``GET /v1/stream``): mounted, and how many streams are open."""
+    hub = app.get(STREAM_HUB)
+    if hub is None:
+        return {"status": "disabled", "reason": "the live stream is not mounted"}
+    return {
+        "status": "active",
+        "reason": "live stream at GET /v1/stream (Server-Sent Events)",
+        "details": {
+            "path": "/v1/stream",
+            "clients": len(hub.clients),
+            "heartbeatSeconds": hub.settings.heartbeat_s,
+            "pollSeconds": hub.settings.poll_s,
+        },
+    }
 
 
 def semantic_recall(runtime: Runtime) -> dict[str, Any]:

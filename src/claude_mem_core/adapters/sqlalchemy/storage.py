@@ -40,6 +40,7 @@ from claude_mem_core.adapters.sqlalchemy.group_writes import (
 # are frozen history, so the names they import stay importable from here.
 from claude_mem_core.adapters.sqlalchemy.rows import event_from_row, observation_from_row
 from claude_mem_core.adapters.sqlalchemy.unit_of_work import _UnitOfWorkContext
+from claude_mem_core.ports.change_feed import ChangeFeed
 from claude_mem_core.ports.clock import Clock, SystemClock
 from claude_mem_core.ports.storage import FreshEvent, FreshMemory, UnitOfWork
 
@@ -55,6 +56,7 @@ class SqlAlchemyStorage:
         self._dialect = dialect
         self._clock: Clock = clock or SystemClock()
         self.name = "postgres" if dialect == dialects.POSTGRES else "sqlite"
+        self._change_feed: ChangeFeed | None = None
 
     @classmethod
     def from_url(
@@ -69,6 +71,13 @@ class SqlAlchemyStorage:
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return _UnitOfWorkContext(self._engine, self._dialect, self._clock)
+
+    def change_feed(self) -> ChangeFeed:
+        if self._change_feed is None:
+            from claude_mem_core.adapters.sqlalchemy.change_feed import SqlChangeFeed
+
+            self._change_feed = SqlChangeFeed(self._engine, self._dialect)
+        return self._change_feed
 
     async def add_fresh_events(self, items: Sequence[FreshEvent]) -> set[str]:
         if not items:
