@@ -261,8 +261,10 @@ def _service_markers(request: pytest.FixtureRequest) -> None:
 
 # --------------------------------------------------------------------------- CI: no service skips
 
-_SERVICE_MARKERS = ("postgres", "redis")
-_SERVICE_WORDS = re.compile(r"postgres|psycopg|redis", re.IGNORECASE)
+# Headless Chromium counts as a service too: the browser tests (tests/browser) skip
+# without it, and CI installs it (.ci/run).
+_SERVICE_MARKERS = ("postgres", "redis", "browser")
+_SERVICE_WORDS = re.compile(r"postgres|psycopg|redis|chromium|playwright", re.IGNORECASE)
 _CI_SKIPS_KEY = pytest.StashKey[list[str]]()
 
 
