@@ -379,6 +379,9 @@ def register(commands: Commands) -> None:
         help="local memory: do not start background generation afterwards",
     )
     cc.set_defaults(handler=cmd_import)
+    from claude_mem_http.client.project_transfer import add_import_jsonl  # it imports us
+
+    add_import_jsonl(targets)  # claude-mem import jsonl: a project export
 
 
 __all__ = ["Progress", "Transcript", "parse_transcript", "register", "replay"]
