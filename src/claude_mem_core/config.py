@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 from attrs import frozen
 
+from claude_mem_core.domain.prices import PRICES, parse_price_table
 from claude_mem_core.domain.redaction import DEFAULT_REDACTOR, Redactor, parse_extra_patterns
 from claude_mem_core.errors import ConfigurationError
 from claude_mem_core.services.context import SESSION_POLICIES, PipelineOptions
@@ -92,6 +93,8 @@ class Settings:
     # say otherwise); extra typed detectors: type name -> regular expression.
     redaction_enabled: bool = True
     redaction_patterns: dict[str, str] = attrs.field(factory=dict)
+    # Provider prices (USD per million tokens) over the built-in table: CLAUDE_MEM_PRICES.
+    prices: dict[tuple[str, str], tuple[float, float]] = attrs.field(factory=lambda: dict(PRICES))
 
     @property
     def embedded(self) -> bool:
@@ -119,6 +122,7 @@ class Settings:
             ),
             heartbeat_seconds=self.heartbeat_seconds,
             reconcile_batch=self.reconcile_batch_size,
+            prices=self.prices,
         )
 
     @classmethod
@@ -208,6 +212,7 @@ class Settings:
             embeddings_api_key=_text(get("CLAUDE_MEM_EMBEDDINGS_API_KEY")),
             redaction_enabled=_on_unless_off(get("CLAUDE_MEM_REDACTION"), "CLAUDE_MEM_REDACTION"),
             redaction_patterns=_patterns(get("CLAUDE_MEM_REDACTION_PATTERNS")),
+            prices=_prices(get("CLAUDE_MEM_PRICES")),
         )
 
     def problems(self) -> list[str]:
@@ -275,6 +280,21 @@ def _patterns(value: str | None) -> dict[str, str]:
         return parse_extra_patterns(value)
     except ValueError as e:
         raise ConfigurationError(f"CLAUDE_MEM_REDACTION_PATTERNS {e}") from None
+
+
+def _prices(value: str | None) -> dict[tuple[str, str], tuple[float, float]]:
+    """The built-in price table with CLAUDE_MEM_PRICES (a JSON object) read over it."""
+    table = dict(PRICES)
+    if not (value or "").strip():
+        return table
+    try:
+        raw = json.loads(value or "")
+        if not isinstance(raw, dict):
+            raise ValueError('give a JSON object like {"openai/gpt-4o": [2.5, 10]}')
+        table.update(parse_price_table(raw))
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigurationError(f"CLAUDE_MEM_PRICES: {e}") from None
+    return table
 
 
 def _text(value: str | None) -> str | None:

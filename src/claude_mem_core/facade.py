@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -35,25 +36,30 @@ from claude_mem_core.domain.models import (
     ServerSession,
     Team,
 )
-from claude_mem_core.errors import ConfigurationError
+from claude_mem_core.errors import ConfigurationError, MissingExtra
 from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.embedder import Embedder
 from claude_mem_core.ports.provider import Provider
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
+from claude_mem_core.ports.tracing import NOOP_TRACER, Tracer, tracing_requested
 from claude_mem_core.services import (
     admin,
     debounce,
     embedding,
     erase,
+    export,
     generation,
     group_commit,
     jobs,
     key_lookup,
     memories,
     memory_writer,
+    project_import,
+    retention,
     sessions,
+    usage,
 )
 from claude_mem_core.services import ingest as ingest_service
 from claude_mem_core.services.context import Caller, Deps, PipelineOptions
@@ -79,10 +85,12 @@ class Memory:
         embedder: Embedder | None = None,
         embedding_model: str | None = None,
         provider_observer: Callable[[ProviderCall], None] | None = None,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         """``embedder`` turns semantic recall on (off by default); its vectors are stored
         under ``embedding_model`` (default: the embedder's model). The memory closes it.
-        ``provider_observer`` is told of every provider call (metrics)."""
+        ``provider_observer`` is told of every provider call (metrics). ``tracer`` gets
+        the spans (:func:`tracer_from_env`; none by default)."""
         self.deps = Deps(
             storage=storage,
             queue=queue,
@@ -94,11 +102,17 @@ class Memory:
                 if embedder is None
                 else embedding.SemanticRecall(embedder, model=embedding_model)
             ),
+            tracer=tracer,
         )
-        if provider_observer is not None:
+        if provider_observer is not None or tracer.enabled:
             from claude_mem_core.adapters.observed_provider import ObservedProvider
 
-            provider = ObservedProvider(provider, provider_observer)
+            provider = ObservedProvider(provider, provider_observer, tracer=tracer)
+        if tracer.enabled:
+            tracer.instrument_storage(storage)
+            trace_with = getattr(queue, "trace_with", None)
+            if trace_with is not None:
+                trace_with(tracer)
         self.provider = provider
         self.generator = generation.Generator(self.deps, provider, worker_id=worker_id, mode=mode)
         # Queue handler: one job at a time, or a debounced session's jobs together.
@@ -339,6 +353,69 @@ class Memory:
             self.deps, self._caller(scope), scope.project_id, batch_size=batch_size
         )
 
+    # -- usage --------------------------------------------------------------------------
+
+    async def usage_report(
+        self, scope: Scope, *, days: int = 30, group_by: str = "day"
+    ) -> usage.UsageReport:
+        """What generation cost the scope's project over the last ``days`` days: calls,
+        tokens and estimated US dollars from the token ledger, by ``day``, ``model`` or
+        ``project`` (``services/usage.py``)."""
+        return await usage.report(
+            self.deps,
+            self._caller(scope),
+            project_id=scope.project_id,
+            days=days,
+            group_by=group_by,
+        )
+
+    # -- retention ------------------------------------------------------------------------
+
+    async def set_retention(self, scope: Scope, retain_days: int | None) -> Project:
+        """Keep the scope's project's sessions and events for ``retain_days`` days after
+        their last activity (None: until erased by hand); the sweep erases what is older
+        (``services/retention.py``)."""
+        return await retention.set_retention(
+            self.deps, self._caller(scope), scope.project_id, retain_days
+        )
+
+    async def sweep_retention(
+        self, *, team_id: str | None = None, project_id: str | None = None
+    ) -> list[retention.ProjectSweep]:
+        """One bounded round of the retention sweep over every project with a retention
+        (or the one given); the worker and the embedded server run it every few minutes."""
+        return await retention.sweep(self.deps, team_id=team_id, project_id=project_id)
+
+    # -- export and import ----------------------------------------------------------------
+
+    async def export_project(self, scope: Scope) -> AsyncIterator[str]:
+        """The scope's project as versioned NDJSON, line by line (each ends in a newline),
+        read in pages: memory stays bounded whatever the project's size
+        (``services/export.py``; the format: ``domain/export_format.py``)."""
+        async for line in export.export_project(self.deps, self._caller(scope), scope.project_id):
+            yield line
+
+    async def import_project(
+        self,
+        scope: Scope,
+        lines: AsyncIterable[str | bytes],
+        *,
+        generate: bool = False,
+        progress: project_import.Progress | None = None,
+    ) -> project_import.ImportReport:
+        """Import an export into the scope's project: every line is checked before any is
+        written (a bad one raises ``BadExportLine`` naming it), ids are kept, rows already
+        there are skipped, imported observations are indexed for search; ``generate``
+        queues generation for the imported events (``services/project_import.py``)."""
+        return await project_import.import_project(
+            self.deps,
+            self._caller(scope),
+            scope.project_id,
+            lines,
+            generate=generate,
+            progress=progress,
+        )
+
     # -- in-process generation ----------------------------------------------------------
 
     async def drain(self, *, max_jobs: int | None = None) -> int:
@@ -401,14 +478,18 @@ async def open_memory(
     embedding_model: str | None = None,
     clock: Clock | None = None,
     provider_observer: Callable[[ProviderCall], None] | None = None,
+    tracer: Tracer | None = None,
 ) -> AsyncIterator[Memory]:
     """Open a memory on a storage URL. SQLite files are migrated on open (``migrate``);
     Postgres must be migrated with ``claude-mem migrate`` first. ``provider`` is a
     :class:`Provider`, a spec such as ``"anthropic:claude-sonnet-4-5"`` or ``"offline"``, or
     None to choose from the API keys in the environment (offline when there are none).
     ``embedder`` (closed with the memory) turns semantic recall on; see :class:`Memory`.
-    ``clock``: what "now" is for the services and the storage adapter alike."""
+    ``clock``: what "now" is for the services and the storage adapter alike. ``tracer``:
+    where spans go (default: :func:`tracer_from_env` of ``env``)."""
     clock = clock or SystemClock()
+    if tracer is None:
+        tracer = tracer_from_env(os.environ if env is None else env)
     try:
         storage = storage_from_url(url, clock=clock)
     except BaseException:
@@ -442,6 +523,7 @@ async def open_memory(
         embedding_model=embedding_model,
         clock=clock,
         provider_observer=provider_observer,
+        tracer=tracer,
     )
     try:
         yield memory
@@ -475,6 +557,22 @@ async def open_memory_from_settings(
         provider_observer=provider_observer,
     ) as memory:
         yield memory
+
+
+def tracer_from_env(env: Mapping[str, str], *, service_name: str = "claude-mem") -> Tracer:
+    """OpenTelemetry's tracer when the standard ``OTEL_*`` environment asks for traces
+    (``ports.tracing.tracing_requested``) and the ``otel`` extra is installed; else the
+    no-op tracer (with a warning if only the extra is missing)."""
+    if not tracing_requested(env):
+        return NOOP_TRACER
+    try:
+        from claude_mem_core.adapters.otel_tracing import tracer_from_environment
+    except ImportError:
+        logging.getLogger("claude_mem.tracing").warning(
+            "OTEL_* asks for traces, but %s; no traces", MissingExtra("tracing", "otel")
+        )
+        return NOOP_TRACER
+    return tracer_from_environment(env, service_name=service_name)
 
 
 def embedder_from_settings(settings: Any) -> Embedder | None:

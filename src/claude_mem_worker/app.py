@@ -62,7 +62,7 @@ def build_worker(
         # After taskiq's middleware set up the metrics directory: ours join its /metrics.
         from claude_mem_core.adapters.generation_metrics import GenerationMetrics
 
-        runtime.provider_observer = GenerationMetrics().record
+        runtime.provider_observer = GenerationMetrics(prices=settings.prices).record
     return runtime
 
 

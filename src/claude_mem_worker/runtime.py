@@ -36,10 +36,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import define, frozen
 
-from claude_mem_core.adapters.taskiq_queue import TaskiqQueue, message_from_kwargs
+from claude_mem_core.adapters.taskiq_queue import (
+    TaskiqQueue,
+    message_attributes,
+    message_from_kwargs,
+    trace_carrier,
+)
 from claude_mem_core.config import Settings
 from claude_mem_core.errors import ClaudeMemError, ConfigurationError, SchemaNotReady
-from claude_mem_core.services import debounce, embedding, erase, generation
+from claude_mem_core.logging_setup import request_logged
+from claude_mem_core.ports.queue import QueueMessage
+from claude_mem_core.ports.tracing import NOOP_TRACER
+from claude_mem_core.services import debounce, embedding, erase, generation, retention
 from claude_mem_core.services.debounce import SessionBatcher
 from claude_mem_core.services.generation import ProcessResult
 
@@ -192,6 +200,7 @@ class WorkerRuntime:
         self.memory: Memory | None = None
         self.batcher: SessionBatcher | None = None
         self.counters = Counters()
+        self._retention = retention.RetentionSchedule()
         self.inflight: dict[asyncio.Task[Any], str] = {}
         self._stopping = asyncio.Event()
         self._chores: list[asyncio.Task[None]] = []
@@ -206,18 +215,15 @@ class WorkerRuntime:
         unmigrated database, :class:`StorageError` for an unusable one."""
         from claude_mem_core.adapters import storage_from_url
         from claude_mem_core.adapters.providers import provider_from_spec
-        from claude_mem_core.facade import Memory, embedder_from_settings
+        from claude_mem_core.facade import Memory, embedder_from_settings, tracer_from_env
 
         settings = self.settings
         storage = storage_from_url(settings.database_url)
         try:
             await storage.check_schema()
             provider = provider_from_spec(settings.provider, self.env)
-            if self.provider_observer is not None:
-                from claude_mem_core.adapters.observed_provider import ObservedProvider
-
-                provider = ObservedProvider(provider, self.provider_observer)
             embedder = embedder_from_settings(settings)
+            tracer = tracer_from_env(self.env, service_name="claude-mem-worker")
         except BaseException:
             await storage.close()
             raise
@@ -229,6 +235,8 @@ class WorkerRuntime:
             worker_id=self.worker_id,
             embedder=embedder,
             embedding_model=settings.embeddings_model,
+            provider_observer=self.provider_observer,
+            tracer=tracer,
         )
         self.batcher = SessionBatcher(self.memory.generator)
         return self.memory
@@ -317,8 +325,9 @@ class WorkerRuntime:
 
     # -- the task -----------------------------------------------------------------------
 
-    async def generate(self, kwargs: dict[str, Any]) -> None:
-        """Run the job a ``claude_mem.generate`` message names."""
+    async def generate(self, kwargs: dict[str, Any], labels: dict[str, Any] | None = None) -> None:
+        """Run the job a ``claude_mem.generate`` message names, traced as the child of its
+        publish when ``labels`` carry that context."""
         try:
             message = message_from_kwargs(kwargs)
         except ValueError as exc:
@@ -332,7 +341,7 @@ class WorkerRuntime:
         assert task is not None
         self.inflight[task] = message.job_id
         try:
-            results = await batcher.process(message)
+            results = await self._traced(batcher, message, labels or {})
         except asyncio.CancelledError:
             if not self._cutting_off:
                 raise
@@ -348,6 +357,23 @@ class WorkerRuntime:
         finally:
             self.inflight.pop(task, None)
         self._count(results)
+
+    async def _traced(
+        self, batcher: SessionBatcher, message: QueueMessage, labels: dict[str, Any]
+    ) -> list[ProcessResult]:
+        request_id = labels.get("request_id")
+        with request_logged(request_id if isinstance(request_id, str) else None):
+            tracer = self.memory.deps.tracer if self.memory is not None else NOOP_TRACER
+            if not tracer.enabled:
+                return await batcher.process(message)
+            stream = str(labels.get("queue_name") or self.queue.stream_for(message.lane))
+            with tracer.span_from(
+                trace_carrier(labels),
+                f"process {stream}",
+                message_attributes(message, stream),
+                kind="consumer",
+            ):
+                return await batcher.process(message)
 
     async def _release(self, job_id: str) -> None:
         assert self.memory is not None
@@ -409,6 +435,17 @@ class WorkerRuntime:
     async def _upkeep_round(self) -> None:
         await self._reconcile()
         await self._purge_erased()
+        await self._sweep_retention()
+
+    async def _sweep_retention(self) -> None:
+        """Erase what projects with a retention keep no longer (every few minutes, a
+        bounded round); an error is logged and tried again at the next sweep."""
+        assert self.memory is not None
+        try:
+            await self._retention.run_if_due(self.memory.deps)
+        except Exception as exc:  # the database may be down; try again next sweep
+            self.counters.errors += 1
+            log.warning("retention sweep failed: %s: %s", type(exc).__name__, exc)
 
     async def _purge_erased(self) -> None:
         """Go on purging the erased projects whose purge was cut short (a bounded number

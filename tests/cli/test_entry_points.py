@@ -14,7 +14,7 @@ import pytest
 from claude_mem_core.cli import build_parser, commands, main
 from claude_mem_core.cli.commands import ENTRY_POINT_GROUP
 
-PACKAGE_COMMANDS = {"serve", "worker", "hook", "install", "uninstall", "mcp", "import"}
+PACKAGE_COMMANDS = {"serve", "worker", "hook", "install", "uninstall", "mcp", "import", "export"}
 HELP_ORDER = [
     "migrate",
     "serve",
@@ -25,12 +25,15 @@ HELP_ORDER = [
     "jobs",
     "embeddings",
     "erase",
+    "retention",
+    "usage",
     "server",
     "hook",
     "install",
     "uninstall",
     "mcp",
     "import",
+    "export",
 ]
 
 

@@ -56,7 +56,9 @@ async def test_erase_revision_up_and_down(empty_url: str) -> None:
     tables, columns = await _run(empty_url, _shape)
     assert "erased_events" in tables and {"deleted_at", "purged_at"} <= columns
 
-    # Erase through the storage: one event remembered, one project marked deleted.
+    # Erase through the storage (which speaks the newest schema, so the later revisions go
+    # on too): one event remembered, one project marked deleted.
+    await migrations.upgrade(empty_url)
     at = datetime(2026, 12, 8, tzinfo=UTC)
     storage = SqlAlchemyStorage.from_url(empty_url)
     try:

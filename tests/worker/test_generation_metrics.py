@@ -73,3 +73,27 @@ async def test_calls_tokens_and_failures_are_recorded_by_provider_and_model() ->
     summary = {**labels, "purpose": "summary"}
     assert sample("claude_mem_generation_duration_seconds_count", summary) == 1
     assert provider.name == "anthropic" and provider.model == "claude-test"
+
+
+async def test_cost_is_counted_at_the_price_of_the_model() -> None:
+    registry = CollectorRegistry()
+    metrics = GenerationMetrics(registry, prices={("anthropic", "claude-test"): (2.0, 10.0)})
+    provider = ObservedProvider(Scripted("ok", "ok"), metrics.record)
+    await provider.generate(GenerationRequest(prompt="p"))
+    await provider.generate(GenerationRequest(prompt="p"))
+    labels = {"provider": "anthropic", "model": "claude-test"}
+    spent = registry.get_sample_value("claude_mem_generation_cost_usd_total", labels)
+    assert spent == pytest.approx(2 * (120 * 2.0 + 30 * 10.0) / 1e6)
+
+    unpriced = CollectorRegistry()
+    GenerationMetrics(unpriced, prices={}).record(
+        ProviderCall(
+            provider="anthropic",
+            model="claude-test",
+            purpose="observations",
+            seconds=0.1,
+            input_tokens=10,
+            output_tokens=5,
+        )
+    )
+    assert unpriced.get_sample_value("claude_mem_generation_cost_usd_total", labels) is None

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
 
 from claude_mem_core.domain import ranking
+from claude_mem_core.domain.export_format import Counts
 from claude_mem_core.domain.fusion import pack_vector, unpack_vector
 from claude_mem_core.domain.models import (
     AgentEvent,
@@ -36,7 +37,10 @@ from claude_mem_core.domain.passages import Origin, Passage
 from claude_mem_core.domain.redaction import PROJECT_SETTING, SERVER_EVENT_METADATA
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.errors import Forbidden, InvalidInput, NotFound
+from claude_mem_core.ports.change_feed import ChangeFeed
 from claude_mem_core.ports.clock import Clock, SystemClock
+from claude_mem_core.ports.export_reads import Cursor
+from claude_mem_core.ports.ledger import LedgerEntry, UsageGrouping, UsageRow
 from claude_mem_core.ports.storage import (
     ErasedRows,
     Evidence,
@@ -67,6 +71,8 @@ TABLES = (
     # "<team>\x00<project>\x00<idempotency key>" -> the erased event's ids.
     "deleted_projects",
     "erased_events",
+    # The token ledger (services/usage.py): entry id -> LedgerEntry.
+    "ledger",
 )
 
 
@@ -77,6 +83,11 @@ class _Tables:
     def __init__(self, clock: Clock) -> None:
         self.data: dict[str, dict[str, Any]] = {name: {} for name in TABLES}
         self.clock = clock
+        # The change feed (adapters/memory_change_feed.py): (kind, team, project, row id)
+        # per new event, observation and job status change, appended at commit, so an
+        # entry's serial (its index + 1) is commit order; and who to wake after a commit.
+        self.feed: list[tuple[str, str, str, str]] = []
+        self.on_commit: list[Callable[[], None]] = []
 
 
 def _deleted(tx: _Tx, project_id: str) -> bool:
@@ -107,7 +118,34 @@ class _Tx:
         return self._written[table]
 
     def commit(self) -> None:
+        entries = _feed_entries(self._base.data, self._written)
         self._base.data.update(self._written)
+        if entries:
+            self._base.feed.extend(entries)
+            for wake in tuple(self._base.on_commit):
+                wake()
+
+
+def _feed_entries(
+    before: dict[str, dict[str, Any]], written: dict[str, dict[str, Any]]
+) -> list[tuple[str, str, str, str]]:
+    """The change feed's entries of a commit: rows new to events, jobs and observations,
+    and jobs whose status changed."""
+    entries: list[tuple[str, str, str, str]] = []
+    for table in ("events", "jobs", "observations"):
+        rows = written.get(table)
+        if rows is None:
+            continue
+        old = before[table]
+        for row_id, row in rows.items():
+            prior = old.get(row_id)
+            if prior is not None and (table != "jobs" or prior.status is row.status):
+                continue
+            kind = {"events": "event", "jobs": "job"}.get(table) or (
+                "summary" if row.kind == "summary" else "observation"
+            )
+            entries.append((kind, row.team_id, row.project_id, row_id))
+    return entries
 
 
 class _Repo:
@@ -162,6 +200,16 @@ class _Projects(_Repo):
             key=lambda p: (p.created_at, p.id),
         )
         return _page(rows, page)
+
+    async def set_retention(
+        self, team_id: str, project_id: str, days: int | None, *, at: datetime
+    ) -> Project | None:
+        project = await self.get(team_id, project_id)
+        if project is None:
+            return None
+        changed = attrs.evolve(project, retain_days=days, updated_at=at)
+        self._tx.write("projects")[project_id] = changed
+        return changed
 
 
 def _require_project(tx: _Tx, team_id: str, project_id: str) -> None:
@@ -1035,6 +1083,40 @@ class _Erasure(_Repo):
         deleted_at: datetime = marked[0]
         return deleted_at
 
+    async def retained_projects(self) -> Sequence[tuple[str, str, int]]:
+        return [
+            (p.team_id, p.id, p.retain_days)
+            for p in sorted(self._tx.read("projects").values(), key=lambda p: p.id)
+            if p.retain_days is not None and not _deleted(self._tx, p.id)
+        ]
+
+    async def expired_sessions(
+        self, team_id: str, project_id: str, *, before: datetime, limit: int
+    ) -> Sequence[str]:
+        active = {
+            e.server_session_id
+            for e in self._tx.read("events").values()
+            if self._mine(e, team_id, project_id) and e.created_at >= before
+        }
+        idle = sorted(
+            (s.updated_at, s.id)
+            for s in self._tx.read("sessions").values()
+            if self._mine(s, team_id, project_id) and s.updated_at < before and s.id not in active
+        )
+        return [session_id for _, session_id in idle[:limit]]
+
+    async def expired_loose_events(
+        self, team_id: str, project_id: str, *, before: datetime, limit: int
+    ) -> Sequence[str]:
+        old = sorted(
+            (e.created_at, e.id)
+            for e in self._tx.read("events").values()
+            if self._mine(e, team_id, project_id)
+            and e.server_session_id is None
+            and e.created_at < before
+        )
+        return [event_id for _, event_id in old[:limit]]
+
     async def projects_to_purge(self, *, limit: int = 100) -> Sequence[tuple[str, str]]:
         projects = self._tx.read("projects")
         pending = sorted(
@@ -1097,6 +1179,81 @@ class _Erasure(_Repo):
         return ErasedRows(tombstones=self._remove("erased_events", keys))
 
 
+class _ExportReads(_Repo):
+    """Keyset pages of a project (export) and id lookups (import); sorted per read (this
+    is a fake: the SQL adapters read along an index)."""
+
+    def _after(
+        self,
+        table: str,
+        team_id: str,
+        project_id: str,
+        at: Callable[[Any], datetime],
+        after: Cursor | None,
+        limit: int,
+    ) -> list[Any]:
+        rows = [
+            r
+            for r in self._tx.read(table).values()
+            if r.team_id == team_id and r.project_id == project_id
+        ]
+        rows.sort(key=lambda r: (at(r), r.id))
+        if after is not None:
+            rows = [r for r in rows if (at(r), r.id) > after]
+        return rows[:limit]
+
+    async def counts(self, team_id: str, project_id: str) -> Counts:
+        def count(table: str) -> int:
+            return sum(
+                1
+                for r in self._tx.read(table).values()
+                if r.team_id == team_id and r.project_id == project_id
+            )
+
+        return Counts(
+            sessions=count("sessions"), events=count("events"), observations=count("observations")
+        )
+
+    async def sessions_page(
+        self, team_id: str, project_id: str, *, after: Cursor | None, limit: int
+    ) -> Sequence[ServerSession]:
+        return self._after("sessions", team_id, project_id, lambda r: r.created_at, after, limit)
+
+    async def events_page(
+        self, team_id: str, project_id: str, *, after: Cursor | None, limit: int
+    ) -> Sequence[AgentEvent]:
+        return self._after("events", team_id, project_id, lambda r: r.occurred_at, after, limit)
+
+    async def observations_page(
+        self, team_id: str, project_id: str, *, after: Cursor | None, limit: int
+    ) -> Sequence[Observation]:
+        return self._after(
+            "observations", team_id, project_id, lambda r: r.created_at, after, limit
+        )
+
+    async def sources_of(
+        self, team_id: str, project_id: str, observation_ids: Sequence[str]
+    ) -> Sequence[ObservationSource]:
+        wanted = set(observation_ids)
+        return [
+            s
+            for s in self._tx.read("sources").values()
+            if s.observation_id in wanted and s.team_id == team_id and s.project_id == project_id
+        ]
+
+    async def owners(self, kind: str, ids: Sequence[str]) -> Mapping[str, tuple[str, str]]:
+        table = self._tx.read(_EXPORT_TABLES[kind])
+        return {i: (row.team_id, row.project_id) for i in ids if (row := table.get(i)) is not None}
+
+
+_EXPORT_TABLES = {
+    "session": "sessions",
+    "event": "events",
+    "observation": "observations",
+    "source": "sources",
+}
+
+
 class InMemoryUnitOfWork:
     def __init__(self, tx: _Tx) -> None:
         self.teams = _Teams(tx)
@@ -1112,6 +1269,54 @@ class InMemoryUnitOfWork:
         self.audit = _Audit(tx)
         self.vectors = _SearchVectors(tx)
         self.erasure = _Erasure(tx)
+        self.exports = _ExportReads(tx)
+        self.ledger = _Ledger(tx)
+
+
+class _Ledger(_Repo):
+    async def add(self, entry: LedgerEntry) -> None:
+        if self._tx.read("projects").get(entry.project_id) is None:
+            raise NotFound(f"project {entry.project_id} not found")
+        self._tx.write("ledger")[entry.id] = entry
+
+    async def usage(
+        self,
+        team_id: str,
+        project_id: str | None,
+        *,
+        since: datetime,
+        until: datetime,
+        group_by: UsageGrouping,
+    ) -> Sequence[UsageRow]:
+        sums: dict[str, list[Any]] = {}
+        for e in self._tx.read("ledger").values():
+            if e.team_id != team_id or not since <= e.called_at < until:
+                continue
+            if project_id is not None and e.project_id != project_id:
+                continue
+            if group_by == "project":
+                group = e.project_id
+            elif group_by == "model":
+                group = f"{e.provider}/{e.model or '-'}"
+            else:
+                group = e.called_at.astimezone(UTC).strftime("%Y-%m-%d")
+            row = sums.setdefault(group, [0, 0, 0, 0.0, 0])
+            row[0] += 1
+            row[1] += e.input_tokens or 0
+            row[2] += e.output_tokens or 0
+            row[3] += e.cost_usd or 0.0
+            row[4] += e.cost_usd is None
+        return [
+            UsageRow(
+                group=group,
+                calls=calls,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost_usd=cost,
+                unpriced_calls=unpriced,
+            )
+            for group, (calls, tokens_in, tokens_out, cost, unpriced) in sorted(sums.items())
+        ]
 
 
 class InMemoryStorage:
@@ -1185,6 +1390,11 @@ class InMemoryStorage:
                 await uow.audit.add(item.audit)
                 written.add(o.id)
         return written
+
+    def change_feed(self) -> ChangeFeed:
+        from claude_mem_core.adapters.memory_change_feed import InMemoryChangeFeed
+
+        return InMemoryChangeFeed(self._tables)
 
     def peek(self, table: str) -> dict[str, Any]:
         """Backdoor for contract tests: the committed rows of one table, by id."""

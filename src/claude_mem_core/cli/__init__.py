@@ -4,11 +4,12 @@ Readable tables by default, ``--json`` for scripts. Bad arguments exit 2 with a 
 a failed operation (not found, conflict, unreachable database) exits 1 with a message that
 says what to do. Never a traceback.
 
-Core's own commands are in :mod:`~claude_mem_core.cli.admin` and
-:mod:`~claude_mem_core.cli.erase`; the others (``serve``,
-``worker``, ``hook``, ``install``, ``mcp``, ``import`` …) are added by their packages
-through the ``claude_mem.cli`` entry-point group (:mod:`~claude_mem_core.cli.commands`),
-so core imports none of them.
+Core's own commands are in :mod:`~claude_mem_core.cli.admin`,
+:mod:`~claude_mem_core.cli.erase`, :mod:`~claude_mem_core.cli.retention` and
+:mod:`~claude_mem_core.cli.usage`; the others (``serve``, ``worker``, ``hook``,
+``install``, ``mcp``, ``import`` …) are added by their packages through the
+``claude_mem.cli`` entry-point group (:mod:`~claude_mem_core.cli.commands`), so core
+imports none of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from claude_mem_core.cli import admin, erase
+from claude_mem_core.cli import admin, erase, retention, usage
 from claude_mem_core.cli.commands import Commands, load_entry_points
 from claude_mem_core.cli.kit import Parser, run
 
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = Commands(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
     admin.register(commands)
     erase.register(commands)
+    retention.register(commands)
+    usage.register(commands)
     load_entry_points(commands)
     commands.arrange()
     return parser

@@ -87,7 +87,7 @@ def _show(erased: Any) -> None:
 async def cmd_erase(args: argparse.Namespace) -> int:
     from claude_mem_core.config import Settings
     from claude_mem_core.facade import open_memory_from_settings
-    from claude_mem_core.ports.storage import ErasedRows
+    from claude_mem_core.ports.erasure import ErasedRows
     from claude_mem_core.services import erase
     from claude_mem_core.services.context import Caller
 

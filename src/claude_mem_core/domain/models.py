@@ -113,6 +113,9 @@ class Project:
     team_id: str
     name: str
     metadata: JSONObject = field(factory=dict)
+    # Days its sessions and events are kept after their last activity (None: until erased);
+    # ``services/retention.py`` erases what is older.
+    retain_days: int | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -50,6 +50,10 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.domain.tokens import Query
+from claude_mem_core.ports.change_feed import ChangeFeed
+from claude_mem_core.ports.erasure import ErasedRows, ErasureRepository
+from claude_mem_core.ports.export_reads import ExportReadRepository
+from claude_mem_core.ports.ledger import LedgerRepository
 
 
 @frozen(kw_only=True)
@@ -132,6 +136,12 @@ class ProjectRepository(Protocol):
     async def get(self, team_id: str, project_id: str) -> Project | None: ...
     async def find_by_name(self, team_id: str, name: str) -> Project | None: ...
     async def list(self, team_id: str, page: Page) -> tuple[Sequence[Project], int]: ...
+    async def set_retention(
+        self, team_id: str, project_id: str, days: int | None, *, at: datetime
+    ) -> Project | None:
+        """Set how many days the project keeps its sessions and events (None: until
+        erased); the project as now stored, or None when it is not the team's (or is
+        deleted)."""
 
 
 class ApiKeyRepository(Protocol):
@@ -430,104 +440,6 @@ class AuditRepository(Protocol):
         """Newest first."""
 
 
-@frozen(kw_only=True)
-class ErasedRows:
-    """How many rows an erase removed, by kind. ``passages`` and ``vectors`` are search
-    passages and their embeddings; ``sources`` the observations' source links;
-    ``statistics`` rows of a purged project's search statistics; ``tombstones`` the
-    remembered keys of a purged project's erased events."""
-
-    events: int = 0
-    sessions: int = 0
-    observations: int = 0
-    sources: int = 0
-    passages: int = 0
-    vectors: int = 0
-    jobs: int = 0
-    job_events: int = 0
-    statistics: int = 0
-    tombstones: int = 0
-
-    def __add__(self, other: ErasedRows) -> ErasedRows:
-        mine, theirs = self.as_dict(), other.as_dict()
-        return ErasedRows(**{name: mine[name] + theirs[name] for name in mine})
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "events": self.events,
-            "sessions": self.sessions,
-            "observations": self.observations,
-            "sources": self.sources,
-            "passages": self.passages,
-            "vectors": self.vectors,
-            "jobs": self.jobs,
-            "job_events": self.job_events,
-            "statistics": self.statistics,
-            "tombstones": self.tombstones,
-        }
-
-    @property
-    def total(self) -> int:
-        return sum(self.as_dict().values())
-
-
-class ErasureRepository(Protocol):
-    """Erasing stored rows and everything derived from them (``services/erase.py``).
-
-    *Derived from an event*: an observation linked to it by a source row (an observation
-    made from several events goes when any of them is erased), an observation made by one
-    of its generation jobs, and every summary of its session (a summary is made from the
-    session's events). An erased observation takes its source links, its search passages
-    (the statistics, ``search_stats`` and ``search_terms``, are decremented exactly: the
-    passage and token counts and each term's document frequency; the bounds ``min_length``,
-    ``max_passages`` and ``max_tf`` stay, still valid, possibly loose) and their vectors.
-    Nothing here changes a job's status: the caller does that through ``jobs``.
-    """
-
-    async def erase_events(
-        self, team_id: str, project_id: str, event_ids: Sequence[str], *, at: datetime
-    ) -> ErasedRows:
-        """Remove these events of this project (ids of another scope are ignored), the
-        observations derived from them, and their generation jobs with the jobs' logs.
-        Each erased event that had a ``source_event_id`` is remembered (dated ``at``) by
-        its idempotency key, which :meth:`erased_keys` then finds."""
-
-    async def erase_session(
-        self, team_id: str, project_id: str, session_id: str, *, at: datetime
-    ) -> ErasedRows:
-        """Remove the session (of this project; another's is ignored) with its events as
-        :meth:`erase_events` does, every observation of the session (memories written
-        into it too), the session's other jobs (its summary job) and their logs."""
-
-    async def erased_keys(
-        self, team_id: str, project_id: str, idempotency_keys: Sequence[str]
-    ) -> set[str]:
-        """Which of these event idempotency keys belong to erased events of the project."""
-
-    async def mark_project_deleted(self, team_id: str, project_id: str, *, at: datetime) -> bool:
-        """Mark the project deleted (False when it is not the team's, or marked already).
-        From the commit on it is missing to reads and refuses writes (see the module
-        docstring); its search statistics are removed (its search finds nothing) and its
-        queued and processing jobs cancelled, so no worker stores results for it."""
-
-    async def project_deleted_at(self, team_id: str, project_id: str) -> datetime | None:
-        """When the project was marked deleted; None if it is not (or does not exist)."""
-
-    async def projects_to_purge(self, *, limit: int = 100) -> Sequence[tuple[str, str]]:
-        """Unscoped, for resuming purges: (team id, project id) of projects marked
-        deleted and not purged yet, oldest mark first."""
-
-    async def purge_project(
-        self, team_id: str, project_id: str, *, limit: int, at: datetime
-    ) -> ErasedRows:
-        """Remove at most ``limit`` rows of one table of a project marked deleted
-        (dependents before what they depend on; a passage's vectors go with it) and
-        return what went. Once nothing is left but the project row (which stays, marked,
-        with its audit trail and revoked keys) it answers all zero and records the project
-        as purged at ``at`` (:meth:`projects_to_purge` then leaves it out). Does nothing
-        for a project that is not marked deleted."""
-
-
 class UnitOfWork(Protocol):
     """The repositories of one transaction (read-only attributes)."""
 
@@ -568,7 +480,13 @@ class UnitOfWork(Protocol):
     def vectors(self) -> SearchVectorRepository: ...
 
     @property
+    def ledger(self) -> LedgerRepository: ...
+
+    @property
     def erasure(self) -> ErasureRepository: ...
+
+    @property
+    def exports(self) -> ExportReadRepository: ...
 
 
 class Storage(Protocol):
@@ -603,6 +521,9 @@ class Storage(Protocol):
         those to the ordinary path (``add_memory``), which answers each with its error. A
         value the backend refuses raises, with nothing written.
         """
+
+    def change_feed(self) -> ChangeFeed:
+        """What commits, in an order a reader resumes from (``ports/change_feed.py``)."""
 
     async def check_schema(self) -> None:
         """Raise ``SchemaNotReady`` if the backend is not migrated to the expected head."""

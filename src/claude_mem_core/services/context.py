@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
+from claude_mem_core.domain.prices import PRICES
 from claude_mem_core.domain.redaction import DEFAULT_REDACTOR, Redactor
 from claude_mem_core.domain.scopes import ALL
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
+from claude_mem_core.ports.tracing import NOOP_TRACER, Tracer
 
 if TYPE_CHECKING:
     from claude_mem_core.services.embedding import SemanticRecall
@@ -66,6 +68,8 @@ class PipelineOptions:
     redactor: Redactor = field(default=DEFAULT_REDACTOR, eq=False)
     # Reconciliation republishes at most this many stranded queued jobs per pass.
     reconcile_batch: int = 100
+    # What provider calls cost (``domain/prices.py``; CLAUDE_MEM_PRICES adds or overrides).
+    prices: Mapping[tuple[str, str], tuple[float, float]] = field(default=PRICES, eq=False)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -78,7 +82,8 @@ class PipelineOptions:
 class Deps:
     """The ports a service acts through. ``queue`` is None when nothing consumes jobs yet
     (rows stay ``queued`` until a worker's reconciliation picks them up). ``semantic`` is
-    None unless semantic recall is configured (``services.embedding``)."""
+    None unless semantic recall is configured (``services.embedding``). ``tracer``: spans
+    (``ports/tracing.py``), none by default."""
 
     storage: Storage
     queue: JobQueue | None = None
@@ -87,3 +92,4 @@ class Deps:
     options: PipelineOptions = field(factory=PipelineOptions)
     jitter: Callable[[], float] = field(default=random.random)
     semantic: SemanticRecall | None = None
+    tracer: Tracer = field(default=NOOP_TRACER, eq=False)

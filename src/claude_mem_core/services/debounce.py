@@ -43,7 +43,7 @@ from claude_mem_core.generation import parser, prompt, render
 from claude_mem_core.ports.provider import GenerationRequest
 from claude_mem_core.ports.queue import EVENT_LANE, QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import outbox
+from claude_mem_core.services import outbox, usage
 from claude_mem_core.services.context import Deps
 from claude_mem_core.services.generation import (
     Generator,
@@ -366,6 +366,7 @@ class SessionBatcher:
             except LeaseLost:
                 await self._release_covered(lead, covered, "lost_lease")
                 return [ProcessResult(job_id=lead.id, outcome="lost_lease")]
+            await usage.record_call(deps, claimed, result, purpose="observations")
             parsed = parser.parse_observations(result.text, gen.mode)
             if isinstance(parsed, parser.ParseFailure):
                 return [

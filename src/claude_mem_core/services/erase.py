@@ -54,7 +54,8 @@ from claude_mem_core.domain import jobs as machine
 from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus, Project
 from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import NotFound
-from claude_mem_core.ports.storage import ErasedRows, JobFilter, Page, UnitOfWork
+from claude_mem_core.ports.erasure import ErasedRows
+from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit_entry, project_visible

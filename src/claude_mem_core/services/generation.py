@@ -57,7 +57,7 @@ from claude_mem_core.generation.privacy import strip_tags
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import embedding, outbox
+from claude_mem_core.services import embedding, outbox, usage
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, audit_entry
 
@@ -405,6 +405,9 @@ class Generator:
                 )
             ),
         )
+        await usage.record_call(
+            self.deps, [job], result, purpose="summary" if summary else "observations"
+        )
         if summary:
             parsed_summary = parser.parse_summary(result.text)
             if isinstance(parsed_summary, parser.ParseFailure):
@@ -519,15 +522,20 @@ class Generator:
         the observations (``domain/passages.py``). With semantic recall on, the stored
         observations' passages are then embedded, after that transaction committed (a
         failure there leaves them to the backfill; the job stays completed)."""
-        stored = await self._store(
-            job,
-            drafts,
-            result,
-            private=private,
-            also=also,
-            audit_entries=audit_entries,
-            events=events,
-        )
+        with self.deps.tracer.span(
+            "claude_mem.observations.store",
+            {"claude_mem.job.id": job.id, "claude_mem.observations": len(drafts)},
+        ) as span:
+            stored = await self._store(
+                job,
+                drafts,
+                result,
+                private=private,
+                also=also,
+                audit_entries=audit_entries,
+                events=events,
+            )
+            span.set_attribute("claude_mem.outcome", stored.outcome)
         if stored.observation_ids and self.deps.semantic is not None:
             await embedding.embed_generated(
                 self.deps, job.team_id, job.project_id, stored.observation_ids
@@ -556,7 +564,7 @@ class Generator:
             # after our lease expired, or finished by someone else, and then nothing of ours
             # is written but the claim's audit row.
             done = machine.transition(job, JobStatus.COMPLETED, now=now)
-            usage = result.usage if result else None
+            spent = result.usage if result else None
             completed = outbox.job_event(
                 deps,
                 done,
@@ -567,8 +575,8 @@ class Generator:
                     "observationCount": len(drafts),  # one stored (or found) per draft
                     "privateContentDetected": private or not drafts,
                     "workerId": self.worker_id,
-                    "inputTokens": usage.input_tokens if usage else None,
-                    "outputTokens": usage.output_tokens if usage else None,
+                    "inputTokens": spent.input_tokens if spent else None,
+                    "outputTokens": spent.output_tokens if spent else None,
                 },
             )
             observations = [draft for _, draft in drafts]

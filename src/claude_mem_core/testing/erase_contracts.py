@@ -34,7 +34,8 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import Passage, event_passages, observation_passage
 from claude_mem_core.domain.tokens import parse_query
-from claude_mem_core.ports.storage import ErasedRows, FreshEvent, FreshMemory, Page, Storage
+from claude_mem_core.ports.erasure import ErasedRows
+from claude_mem_core.ports.storage import FreshEvent, FreshMemory, Page, Storage
 
 if TYPE_CHECKING:
     from claude_mem_core.testing.contracts import Backdoor, Factory

@@ -22,9 +22,10 @@ from aiohttp import web
 
 from claude_mem_core.config import Settings
 from claude_mem_core.facade import Memory, open_memory_from_settings
-from claude_mem_core.services import admin, embedding, erase, generation
+from claude_mem_core.services import admin, embedding, erase, generation, retention
 from claude_mem_core.services.context import Caller
-from claude_mem_http.server import health, routes
+from claude_mem_http.server import export_routes, health, routes, viewer
+from claude_mem_http.server import stream as live
 from claude_mem_http.server.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
 from claude_mem_http.server.metrics import METRICS, MetricsMode
 from claude_mem_http.server.metrics import setup as setup_metrics
@@ -71,17 +72,20 @@ def wants_embedded_generation(settings: Settings) -> bool:
 async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -> None:
     """Consume the in-process queue forever; reconcile the outbox every few seconds so
     rows the queue lost (restart, publish failure, expired lease) are found again, and go
-    on purging erased projects then (:func:`erase.continue_purges`)."""
+    on purging erased projects then (:func:`erase.continue_purges`) and, every few
+    minutes, sweeping expired data (:mod:`~claude_mem_core.services.retention`)."""
     queue = memory.deps.queue
     consume = getattr(queue, "consume", None)
     wait_for_messages = getattr(queue, "wait_for_messages", None)
     next_reconcile = 0.0
+    sweeps = retention.RetentionSchedule()
     while True:
         try:
             now = time.monotonic()
             if now >= next_reconcile:
                 await generation.reconcile(memory.deps)
                 await erase.continue_purges(memory.deps)
+                await sweeps.run_if_due(memory.deps)
                 next_reconcile = now + reconcile_every_s
             if consume is not None:
                 await consume(memory.batcher.handle)
@@ -178,11 +182,13 @@ def create_app(
     settings: Settings | None = None,
     background_generation: bool | None = None,
     metrics: MetricsMode | None = None,
+    stream: live.StreamSettings | None = None,
 ) -> web.Application:
     """Build the app. Given :class:`Settings`, the app opens and closes its own Memory;
     given a :class:`Memory`, the caller owns it. ``background_generation`` overrides the
     settings' choice of running generation in this process; ``metrics`` overrides
-    ``CLAUDE_MEM_METRICS`` (``GET /metrics``: on, off, or behind a key)."""
+    ``CLAUDE_MEM_METRICS`` (``GET /metrics``: on, off, or behind a key); ``stream`` the
+    live stream's heartbeat and polling (``CLAUDE_MEM_STREAM_*``)."""
     if isinstance(source, Settings):
         memory: Memory | None = None
         chosen = source
@@ -198,6 +204,8 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle(memory, background_generation))
     health.setup(app)
     routes.setup(app)
+    export_routes.setup(app)  # project export and import (docs/your-data.md)
+    viewer.setup(app)  # /viewer/: the web pages (docs/viewer.md)
     try:
         from claude_mem_http.mcp.streamable_http import mount_mcp
 
@@ -206,6 +214,7 @@ def create_app(
         pass
     app.router.add_get("/v1/openapi.json", serve_openapi)
     setup_metrics(app, metrics or MetricsMode.from_env(os.environ))
+    live.setup(app, stream or live.StreamSettings.from_env(os.environ))  # GET /v1/stream
     refuse_other_methods(app)  # last: every route is known
     return app
 

@@ -14,9 +14,20 @@ from aiohttp import web
 
 from claude_mem_core.domain.scopes import Need
 from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
-from claude_mem_core.services import admin, compat, erase, ingest, jobs, memories, sessions
+from claude_mem_core.services import (
+    admin,
+    compat,
+    erase,
+    ingest,
+    jobs,
+    memories,
+    retention,
+    sessions,
+    usage,
+)
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
+from claude_mem_core.services.usage import MAX_REPORT_DAYS
 from claude_mem_http.server.auth import requires
 from claude_mem_http.server.metrics import count_ingested
 from claude_mem_http.server.middlewares import BadRequest, json_response, large_json_response
@@ -390,6 +401,29 @@ async def list_projects(request: web.Request, caller: Caller) -> web.StreamRespo
     return json_response({"projects": listed, "total": total, "limit": limit, "offset": offset})
 
 
+@requires(Need.ERASE)  # a retention erases what is older: whoever sets it could erase
+async def set_project_retention(request: web.Request, caller: Caller) -> web.StreamResponse:
+    body = await schemas.read_json(request)
+    if not isinstance(body, dict) or "retainDays" not in body:
+        raise InvalidInput.field("retainDays", "is required (a number of days, or null)")
+    project = await retention.set_retention(
+        _deps(request), caller, request.match_info["id"], body["retainDays"]
+    )
+    return json_response({"project": schemas.project(project), "requestId": caller.request_id})
+
+
+@requires(Need.READ_JOBS)  # what the jobs' provider calls cost
+async def get_usage(request: web.Request, caller: Caller) -> web.StreamResponse:
+    report = await usage.report(
+        _deps(request),
+        caller,
+        project_id=schemas.query_one(request.query, "projectId"),
+        days=schemas.query_int(request.query, "days", 30, minimum=1, maximum=MAX_REPORT_DAYS),
+        group_by=schemas.query_one(request.query, "groupBy") or "day",
+    )
+    return json_response({"usage": schemas.usage_report(report), "requestId": caller.request_id})
+
+
 # -- erase (docs/your-data.md) -------------------------------------------------------------
 
 
@@ -541,6 +575,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/projects/{projectId}/jobs", list_project_jobs),
     ("GET", "/v1/projects", list_projects),
     ("DELETE", "/v1/projects/{id}", erase_project),
+    ("PUT", "/v1/projects/{id}/retention", set_project_retention),
+    ("GET", "/v1/usage", get_usage),
     ("POST", "/api/sessions/observations", compat_observations),
     ("POST", "/api/sessions/summarize", compat_summarize),
 ]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from claude_mem_core.services.ingest import MAX_EPOCH_MS, MAX_IDENTIFIER_LENGTH
+from claude_mem_core.services.retention import MAX_RETAIN_DAYS
+from claude_mem_core.services.usage import GROUPINGS, MAX_REPORT_DAYS
 
 Schema = dict[str, Any]
 
@@ -159,6 +161,17 @@ SCHEMAS: dict[str, Schema] = {
                 "the background (it is already gone to every read and write)",
             },
         }
+    ),
+    "ExportLineError": obj(
+        {
+            "error": nstr_in(["ValidationError", "Conflict"]),
+            "message": STR,
+            "line": {**INT, "description": "the line of the body, from 1"},
+            "field": {"type": "string", "description": "the field of that line ('' for all)"},
+            "version": {"description": "the header's version, when it is not supported"},
+            "issues": {"type": "array", "items": {"type": "object"}},
+        },
+        required=["error", "message", "line", "field"],
     ),
     "ValidationError": obj(
         {
@@ -316,11 +329,45 @@ SCHEMAS: dict[str, Schema] = {
             "teamId": STR,
             "name": STR,
             "metadata": OBJ,
+            "retainDays": {
+                **NINT,
+                "description": "days its sessions and events are kept after their last "
+                "activity; null: until erased",
+            },
             "createdAtEpoch": INT,
             "updatedAtEpoch": INT,
         }
     ),
+    "UsageRow": obj(
+        {
+            "group": {
+                **STR,
+                "description": "a UTC day (YYYY-MM-DD), provider/model, project id, or total",
+            },
+            "calls": INT,
+            "inputTokens": INT,
+            "outputTokens": INT,
+            "costUsd": {"type": "number", "description": "the sum of the known estimates"},
+            "unpricedCalls": {**INT, "description": "calls whose cost is not known"},
+        }
+    ),
+    "Usage": obj(
+        {
+            "teamId": STR,
+            "projectId": NSTR,
+            "sinceEpoch": INT,
+            "untilEpoch": INT,
+            "groupBy": {"enum": list(GROUPINGS)},
+            "rows": {"type": "array", "items": ref("UsageRow")},
+            "total": ref("UsageRow"),
+            "pricesAsOf": STR,
+        }
+    ),
     # -- request bodies
+    "RetentionInput": body_obj(
+        {"retainDays": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_RETAIN_DAYS}},
+        ["retainDays"],
+    ),
     "EventInput": body_obj(
         {
             "projectId": identifier(),
@@ -638,6 +685,10 @@ SINCE = {
 _JOB_ID = [_path_param("id")]
 
 
+_STREAM_KIND = "(event|observation|summary|job)"
+STREAM_KINDS_PATTERN = f"^{_STREAM_KIND}(,{_STREAM_KIND})*$"
+
+
 def build() -> dict[str, Any]:
     session_body = obj({"session": ref("Session")})
     job_status_body = obj({"generationJob": ref("JobStatus")})
@@ -929,6 +980,107 @@ def build() -> dict[str, Any]:
                 "projects",
             )
         },
+        "/v1/projects/{id}/export": {
+            "get": _op(
+                "Export the project as versioned NDJSON, streamed: a header line "
+                '(`{"format": "claude-mem-export", "version": 1, ...}`), then every session, '
+                "event and observation (summaries and memories too, with their source links), "
+                "one JSON object a line, in a fixed order. Needs memories:read. "
+                "docs/your-data.md.",
+                {
+                    "200": {
+                        "description": "The project, one JSON object a line",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    }
+                },
+                params=[_path_param("id")],
+                tags=["projects"],
+            )
+        },
+        "/v1/projects/{id}/import": {
+            "post": {
+                **_op(
+                    "Import an export into the project (body: NDJSON, read as a stream; send "
+                    "it chunked). Every line is checked before any is written; ids are kept "
+                    "and rows the project holds already are skipped (importing twice adds "
+                    "nothing). `generate=true` queues generation for the imported events. "
+                    "Needs memories:write. docs/your-data.md.",
+                    {
+                        "200": _ok(
+                            obj(
+                                {
+                                    "imported": obj(
+                                        {
+                                            "projectId": STR,
+                                            "lines": INT,
+                                            "sessions": INT,
+                                            "events": INT,
+                                            "observations": INT,
+                                            "sources": INT,
+                                            "skipped": INT,
+                                            "jobs": INT,
+                                        }
+                                    ),
+                                    "requestId": NSTR,
+                                }
+                            ),
+                            "Imported",
+                        ),
+                        "400": {
+                            "description": "A bad line (`line`, `field`), an export of an "
+                            "unsupported `version`, or a bad parameter (`issues`)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "anyOf": [ref("ExportLineError"), ref("ValidationError")]
+                                    }
+                                }
+                            },
+                        },
+                        "409": _error(
+                            "A line defines an id stored in another project (`line`)",
+                            "ExportLineError",
+                        ),
+                    },
+                    params=[
+                        _path_param("id"),
+                        _query("generate", _FLAG, "queue generation for imported events"),
+                    ],
+                    tags=["projects"],
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                },
+            }
+        },
+        "/v1/projects/{id}/retention": {
+            "put": _op(
+                "Set how many days the project keeps its sessions and events (null: until "
+                "erased); the sweep erases what is older",
+                {"200": _ok(obj({"project": ref("Project"), "requestId": NSTR}))},
+                body="RetentionInput",
+                params=[_path_param("id")],
+                tags=["projects"],
+            )
+        },
+        "/v1/usage": {
+            "get": _op(
+                "Token ledger sums: what generation cost the team or one project, by day, "
+                "model or project",
+                {"200": _ok(obj({"usage": ref("Usage"), "requestId": NSTR}))},
+                params=[
+                    _query("projectId", STR, "one project (a project key: always its own)"),
+                    _query(
+                        "days",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_REPORT_DAYS},
+                        "the last N days (default 30)",
+                    ),
+                    _query("groupBy", {"enum": list(GROUPINGS)}, "default day"),
+                ],
+                tags=["usage"],
+            )
+        },
         "/api/sessions/observations": {
             "post": _op(
                 "Legacy hook: record one tool use (project key required)",
@@ -1087,6 +1239,63 @@ def build() -> dict[str, Any]:
                 {"200": _ok({"type": "object"})},
                 secured=False,
                 tags=["health"],
+            )
+        },
+        "/v1/stream": {
+            "get": _op(
+                "Live stream (Server-Sent Events) of new events, observations, summaries and "
+                "job status changes of the projects the key may read, in commit order. Each "
+                "message: `id: <cursor>`, `event: <kind>`, `data: {kind, projectId, item}` "
+                "(`item`: an Event, an Observation, or a JobStatus). Reconnect with "
+                "`Last-Event-ID` (or `?after=`; the header wins) to resume exactly after it. "
+                "Without a cursor the stream starts now and first sends `: ready <cursor>`; "
+                "`: ping` comments keep it alive. Each kind needs the scope of its read route "
+                "(event: memories:read; observation, summary: observations:read; job: "
+                "jobs:read). docs/stream.md.",
+                {
+                    "200": {
+                        "description": "An endless text/event-stream",
+                        "content": {
+                            "text/event-stream": {
+                                # One message: its cursor, its kind, and the JSON of the item
+                                # (``{"kind", "projectId", "item"}``) as the data line.
+                                "itemSchema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": {
+                                            "type": "string",
+                                            "pattern": "^[0-9]{1,19}-[0-9]{1,19}$",
+                                        },
+                                        "event": {
+                                            "enum": ["event", "observation", "summary", "job"]
+                                        },
+                                        "data": {"type": "string"},
+                                    },
+                                    "required": ["id", "event", "data"],
+                                },
+                            }
+                        },
+                    }
+                },
+                params=[
+                    _query(
+                        "projectId",
+                        nonempty(),
+                        "one project of a team key's team (a project key's own project always)",
+                    ),
+                    _query(
+                        "after",
+                        {"type": "string", "pattern": "^[0-9]{1,19}-[0-9]{1,19}$"},
+                        "resume after this cursor (an `id:` the stream sent)",
+                    ),
+                    _query(
+                        "kinds",
+                        {"type": "string", "pattern": STREAM_KINDS_PATTERN},
+                        "comma-separated kinds: event, observation, summary, job (default: "
+                        "every kind the key may read)",
+                    ),
+                ],
+                tags=["stream"],
             )
         },
         "/metrics": {

@@ -24,8 +24,10 @@ from claude_mem_core.domain.models import (
     Project,
     ServerSession,
 )
+from claude_mem_core.domain.prices import PRICES_AS_OF
 from claude_mem_core.domain.redaction import RECEIVED_DIGEST_KEY
 from claude_mem_core.errors import EventConflict, FieldIssue, Gone, InvalidInput
+from claude_mem_core.ports.ledger import UsageRow
 from claude_mem_core.services.erase import Erasure
 from claude_mem_core.services.ingest import (
     MAX_EPOCH_MS,
@@ -37,6 +39,7 @@ from claude_mem_core.services.ingest import (
 from claude_mem_core.services.memories import MemoryInput, SearchResult
 from claude_mem_core.services.outbox import Transport
 from claude_mem_core.services.sessions import SessionInput
+from claude_mem_core.services.usage import UsageReport
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 # Ids and names (session ids, agent names, tool use ids): keys and labels, not content.
@@ -682,6 +685,8 @@ def project(p: Project) -> dict[str, Any]:
         "teamId": p.team_id,
         "name": p.name,
         "metadata": p.metadata,
+        # Days its sessions and events are kept after their last activity; null: until erased.
+        "retainDays": p.retain_days,
         "createdAtEpoch": _epoch(p.created_at),
         "updatedAtEpoch": _epoch(p.updated_at),
     }
@@ -702,6 +707,31 @@ def erasure(e: Erasure) -> dict[str, Any]:
         "cancelledJobs": e.cancelled_jobs,
         "revokedKeys": e.revoked_keys,
         "complete": e.complete,
+    }
+
+
+def usage_row(r: UsageRow) -> dict[str, Any]:
+    return {
+        "group": r.group,
+        "calls": r.calls,
+        "inputTokens": r.input_tokens,
+        "outputTokens": r.output_tokens,
+        "costUsd": round(r.cost_usd, 6),
+        "unpricedCalls": r.unpriced_calls,
+    }
+
+
+def usage_report(report: UsageReport) -> dict[str, Any]:
+    """Token ledger sums: rows by group, their total, and the date of the price table."""
+    return {
+        "teamId": report.team_id,
+        "projectId": report.project_id,
+        "sinceEpoch": _epoch(report.since),
+        "untilEpoch": _epoch(report.until),
+        "groupBy": report.group_by,
+        "rows": [usage_row(r) for r in report.rows],
+        "total": usage_row(report.total),
+        "pricesAsOf": PRICES_AS_OF,
     }
 
 

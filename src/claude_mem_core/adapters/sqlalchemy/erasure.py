@@ -27,7 +27,7 @@ from sqlalchemy.engine import RowMapping
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
-from claude_mem_core.ports.storage import ErasedRows
+from claude_mem_core.ports.erasure import ErasedRows
 
 # Ids per statement: far below SQLite's and PostgreSQL's limits on bound parameters.
 CHUNK = 500
@@ -414,6 +414,60 @@ class ErasureRepo:
             sa.select(p.deleted_at).where(p.id == project_id, p.team_id == team_id)
         )
         return None if row is None else row["deleted_at"]
+
+    async def retained_projects(self) -> Sequence[tuple[str, str, int]]:
+        p = t.projects.c
+        rows = await self._db.all(
+            sa.select(p.team_id, p.id, p.retain_days)
+            .where(p.retain_days.is_not(None), p.deleted_at.is_(None))
+            .order_by(p.id)
+        )
+        return [(str(r["team_id"]), str(r["id"]), int(r["retain_days"])) for r in rows]
+
+    async def expired_sessions(
+        self, team_id: str, project_id: str, *, before: datetime, limit: int
+    ) -> Sequence[str]:
+        s = t.server_sessions.c
+        e = t.agent_events.c
+        recent = (
+            sa.select(sa.literal(1))
+            .select_from(t.agent_events)
+            .where(
+                e.team_id == team_id,
+                e.project_id == project_id,
+                e.server_session_id == s.id,
+                e.created_at >= before,
+            )
+        )
+        rows = await self._db.all(
+            sa.select(s.id)
+            .where(
+                s.team_id == team_id,
+                s.project_id == project_id,
+                s.updated_at < before,
+                ~recent.exists(),
+            )
+            .order_by(s.updated_at, s.id)
+            .limit(limit)
+        )
+        return [str(r["id"]) for r in rows]
+
+    async def expired_loose_events(
+        self, team_id: str, project_id: str, *, before: datetime, limit: int
+    ) -> Sequence[str]:
+        e = t.agent_events.c
+        rows = await self._db.all(
+            sa.select(e.id)
+            .where(
+                e.team_id == team_id,
+                e.project_id == project_id,
+                e.server_session_id.is_(None),
+                e.created_at < before,
+            )
+            .order_by(e.created_at, e.id)
+            .limit(limit)
+        )
+        return [str(r["id"]) for r in rows]
 
     async def projects_to_purge(self, *, limit: int = 100) -> Sequence[tuple[str, str]]:
         p = t.projects.c

@@ -53,6 +53,7 @@ def _project(r: RowMapping) -> Project:
         team_id=r["team_id"],
         name=r["name"],
         metadata=r["metadata"],
+        retain_days=r.get("retain_days"),
         created_at=r["created_at"],
         updated_at=r["updated_at"],
     )

@@ -149,6 +149,8 @@ projects = sa.Table(
     # that ended. The row stays, with its audit trail.
     _ts("deleted_at", nullable=True),
     _ts("purged_at", nullable=True),
+    # Days its events are kept (revision 0012, ``services/retention.py``); NULL: until erased.
+    sa.Column("retain_days", sa.Integer, nullable=True),
     # Target of every composite "project belongs to team" foreign key.
     sa.UniqueConstraint("id", "team_id"),
     sa.Index("idx_projects_team", "team_id", "id"),
@@ -539,6 +541,27 @@ erased_events = sa.Table(
 )
 
 
+token_ledger = sa.Table(
+    # One row per paid provider call (revision 0013, ``services/usage.py``): ids and numbers.
+    "token_ledger",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("job_id", sa.Text, nullable=True),  # no foreign key: the bill outlives the job
+    sa.Column("job_count", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=True),
+    sa.Column("input_tokens", sa.BigInteger, nullable=True),
+    sa.Column("output_tokens", sa.BigInteger, nullable=True),
+    sa.Column("cost_usd", sa.Float, nullable=True),
+    _ts("called_at"),
+    _project_scope_fk("token_ledger"),
+    sa.Index("idx_token_ledger_scope_time", "team_id", "project_id", "called_at"),
+)
+
+
 def live_project(table: sa.Table) -> sa.ColumnElement[bool]:
     """True for a row of ``table`` (with ``team_id`` and ``project_id``) whose project is
     not marked deleted: a lookup of the project's primary key in the same statement."""
@@ -590,4 +613,30 @@ search_vectors = sa.Table(
     sa.Column("observation_id", sa.Text, nullable=False),
     sa.Column("vector", sa.LargeBinary, nullable=False),
     sa.Index("idx_search_vectors_observation", "observation_id", "model"),
+)
+
+# The change feed (revision 0011, ``ports/change_feed.py``): one row per new event, new
+# observation (``summary`` for a session summary) and job status change, written by
+# triggers in the writing transaction. References only, never content. ``txid`` is the
+# writer's PostgreSQL transaction id (NULL on SQLite, whose serial is commit order):
+# readers order by (txid, position) and take only transactions older than every running
+# one, so nothing can commit behind a position already read.
+change_feed = sa.Table(
+    "change_feed",
+    metadata,
+    sa.Column(
+        "position",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("txid", sa.BigInteger, nullable=True),
+    sa.Column("team_id", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("row_id", sa.Text, nullable=False),
+    _ts("changed_at", default_now=True),
+    sa.Index("idx_change_feed_txid_position", "txid", "position"),
+    # SQLite: AUTOINCREMENT, so a serial is never reused (commit order stays increasing).
+    sqlite_autoincrement=True,
 )

@@ -87,6 +87,19 @@ class ProjectRepo:
         rows = await self._db.all(_page(stmt, page))
         return [_project(r) for r in rows], await self._db.count(t.projects, *live)
 
+    async def set_retention(
+        self, team_id: str, project_id: str, days: int | None, *, at: datetime
+    ) -> Project | None:
+        c = t.projects.c
+        result = await self._db.write(
+            sa.update(t.projects)
+            .where(c.id == project_id, c.team_id == team_id, c.deleted_at.is_(None))
+            .values(retain_days=days, updated_at=at)
+        )
+        if not result.rowcount:
+            return None
+        return await self.get(team_id, project_id)
+
 
 class ApiKeyRepo:
     def __init__(self, db: _Db) -> None:

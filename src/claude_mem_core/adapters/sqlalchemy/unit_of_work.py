@@ -17,7 +17,9 @@ from claude_mem_core.adapters.sqlalchemy.audit import AuditRepo
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.erasure import ErasureRepo
 from claude_mem_core.adapters.sqlalchemy.events import EventRepo
+from claude_mem_core.adapters.sqlalchemy.export_reads import ExportReadRepo
 from claude_mem_core.adapters.sqlalchemy.jobs import JobEventRepo, JobRepo
+from claude_mem_core.adapters.sqlalchemy.ledger import LedgerRepo
 from claude_mem_core.adapters.sqlalchemy.observations import ObservationRepo, SourceRepo
 from claude_mem_core.adapters.sqlalchemy.search_index import SearchIndexRepo
 from claude_mem_core.adapters.sqlalchemy.sessions import SessionRepo
@@ -49,6 +51,8 @@ class SqlAlchemyUnitOfWork:
         self.audit = AuditRepo(db)
         self.vectors = SearchVectorRepo(db)
         self.erasure = ErasureRepo(db)
+        self.ledger = LedgerRepo(db)
+        self.exports = ExportReadRepo(db)
 
 
 class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
