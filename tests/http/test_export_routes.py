@@ -3,6 +3,7 @@ both ways, the scopes that open them, and bad bodies answered 400 naming the lin
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator
 
@@ -144,3 +145,30 @@ async def test_ids_of_another_project_are_a_409(api: Api, world: World, memory: 
     assert reply.body["line"] == 2 and reply.body["field"] == "id"
     _, _, _, text = await _export(api, world.sibling, world.team_key)
     assert text.splitlines()[1:] == []
+
+
+async def test_an_import_larger_than_a_json_body_is_read_with_its_content_length(
+    api: Api, world: World
+) -> None:
+    # The body limit is for bodies read whole; an import is read line by line, so a large
+    # one sent with a Content-Length (not chunked) is taken too, and a JSON route still
+    # refuses the same size.
+    from claude_mem_http.wire.schemas import MAX_BODY_BYTES
+
+    body = await _exported_elsewhere("golf")
+    header, *rest = body.splitlines(keepends=True)
+    padding = " " * (MAX_BODY_BYTES + 1024)  # JSON allows whitespace after the header
+    large = header.rstrip("\n") + padding + "\n" + "".join(rest)
+    reply = await api.call(
+        "POST",
+        f"/v1/projects/{world.project}/import",
+        data=io.BytesIO(large.encode()),  # a known size: sent with a Content-Length
+        key=world.key,
+        content_type=NDJSON,
+    )
+    assert reply.status == 200, reply.body
+    assert reply.body["imported"]["events"] == 3
+    refused = await api.call(
+        "POST", "/v1/memories", data=io.BytesIO(b" " * (MAX_BODY_BYTES + 1024)), key=world.key
+    )
+    assert refused.status == 413

@@ -208,13 +208,27 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
             return response
 
 
+# Routes that read their body as a stream, line by line in bounded memory (a project's
+# import can be far larger than any JSON body): the size limit is for bodies read whole.
+STREAMED_BODY_ROUTES = frozenset({("POST", "/v1/projects/{id}/import")})
+
+
+def _streams_its_body(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return resource is not None and (request.method, resource.canonical) in STREAMED_BODY_ROUTES
+
+
 async def _respond(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     metrics = request.app.get(METRICS)
     started = time.perf_counter()
     response: web.StreamResponse
     try:
         length = request.content_length
-        if length is not None and length > schemas.MAX_BODY_BYTES:
+        if (
+            length is not None
+            and length > schemas.MAX_BODY_BYTES
+            and not _streams_its_body(request)
+        ):
             raise web.HTTPRequestEntityTooLarge(max_size=schemas.MAX_BODY_BYTES, actual_size=length)
         response = await handler(request)
     except asyncio.CancelledError:
