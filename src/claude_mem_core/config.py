@@ -93,6 +93,8 @@ class Settings:
     # say otherwise); extra typed detectors: type name -> regular expression.
     redaction_enabled: bool = True
     redaction_patterns: dict[str, str] = attrs.field(factory=dict)
+    # Hours the change feed behind the live stream keeps its entries.
+    stream_retain_hours: float = 168.0
     # Provider prices (USD per million tokens) over the built-in table: CLAUDE_MEM_PRICES.
     prices: dict[tuple[str, str], tuple[float, float]] = attrs.field(factory=lambda: dict(PRICES))
 
@@ -123,6 +125,7 @@ class Settings:
             heartbeat_seconds=self.heartbeat_seconds,
             reconcile_batch=self.reconcile_batch_size,
             prices=self.prices,
+            stream_retain_seconds=self.stream_retain_hours * 3600,
         )
 
     @classmethod
@@ -213,6 +216,9 @@ class Settings:
             redaction_enabled=_on_unless_off(get("CLAUDE_MEM_REDACTION"), "CLAUDE_MEM_REDACTION"),
             redaction_patterns=_patterns(get("CLAUDE_MEM_REDACTION_PATTERNS")),
             prices=_prices(get("CLAUDE_MEM_PRICES")),
+            stream_retain_hours=_float(
+                get("CLAUDE_MEM_STREAM_RETAIN_HOURS"), 168.0, name="CLAUDE_MEM_STREAM_RETAIN_HOURS"
+            ),
         )
 
     def problems(self) -> list[str]:

@@ -59,6 +59,18 @@ class EventConflict(Conflict):
         self.index = index
 
 
+class CursorExpired(ClaudeMemError):
+    """A stream's cursor is older than what the change feed keeps: resuming there could
+    skip changes, so the client must start again without it. ``field``: where the cursor
+    came from (``Last-Event-ID`` or ``after``). An HTTP layer answers 410."""
+
+    default_message = "The cursor is older than the live stream keeps"
+
+    def __init__(self, field: str, message: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Gone(Conflict):
     """What the request would store was erased and stays erased: an event whose
     ``sourceEventId`` names an erased event of the same project (``services/erase.py``).

@@ -48,6 +48,7 @@ from claude_mem_core.logging_setup import request_logged
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.tracing import NOOP_TRACER
 from claude_mem_core.services import debounce, embedding, erase, generation, retention
+from claude_mem_core.services import stream as stream_service
 from claude_mem_core.services.debounce import SessionBatcher
 from claude_mem_core.services.generation import ProcessResult
 
@@ -201,6 +202,7 @@ class WorkerRuntime:
         self.batcher: SessionBatcher | None = None
         self.counters = Counters()
         self._retention = retention.RetentionSchedule()
+        self._feed_prune = stream_service.FeedPruneSchedule()
         self.inflight: dict[asyncio.Task[Any], str] = {}
         self._stopping = asyncio.Event()
         self._chores: list[asyncio.Task[None]] = []
@@ -436,6 +438,17 @@ class WorkerRuntime:
         await self._reconcile()
         await self._purge_erased()
         await self._sweep_retention()
+        await self._prune_feed()
+
+    async def _prune_feed(self) -> None:
+        """Drop change feed entries older than the live stream keeps (every minute, a
+        bounded round); an error is logged and tried again next time."""
+        assert self.memory is not None
+        try:
+            await self._feed_prune.run_if_due(self.memory.deps)
+        except Exception as exc:  # the database may be down; try again next round
+            self.counters.errors += 1
+            log.warning("change feed pruning failed: %s: %s", type(exc).__name__, exc)
 
     async def _sweep_retention(self) -> None:
         """Erase what projects with a retention keep no longer (every few minutes, a

@@ -284,3 +284,67 @@ async def test_concurrent_writers_committing_out_of_order_never_make_a_reader_sk
         if any(serial[earlier] > serial[later] for earlier in committed[:i])
     )
     assert out_of_order > 0
+
+
+async def test_pruning_drops_old_entries_and_a_cursor_behind_them_is_refused(
+    mem: Memory, scope: Scope
+) -> None:
+    from claude_mem_core.errors import CursorExpired
+
+    # SQLite's CURRENT_TIMESTAMP has whole seconds: leave a second either side of the cut.
+    pause = 1.1 if mem.storage.name == "sqlite" else 0.05
+    old = await mem.ingest(scope, event_type="tool_use", payload={"n": 1})
+    await mem.ingest(scope, event_type="tool_use", payload={"n": 2})
+    await _settled(mem.storage)
+    await asyncio.sleep(pause)
+    cut = datetime.now(UTC)
+    await asyncio.sleep(pause)
+    new = await mem.ingest(scope, event_type="tool_use", payload={"n": 3})
+    feed = mem.storage.change_feed()
+    before = await _all(mem.storage)
+    assert await feed.horizon() == START
+    await stream.check_resumable(mem.deps, START, field="after")  # nothing pruned yet
+
+    assert await feed.prune(before=cut, limit=1) == 1  # bounded
+    pruned = 1 + await feed.prune(before=cut)
+    horizon = await feed.horizon()
+    assert pruned == sum(1 for c in before if c.position <= horizon)
+    remaining = await _all(mem.storage)
+    assert [c.row_id for c in remaining if c.kind is ChangeKind.EVENT] == [new.event.id]
+    assert old.event.id not in {c.row_id for c in remaining}
+    assert horizon >= max(c.position for c in before if c.row_id == old.event.id)
+    assert horizon < min(c.position for c in remaining)
+
+    with pytest.raises(CursorExpired) as refused:
+        await stream.check_resumable(mem.deps, START, field="Last-Event-ID")
+    assert refused.value.field == "Last-Event-ID"
+    await stream.check_resumable(mem.deps, horizon, field="after")  # from the horizon: whole
+    # Nothing older is left; pruning again removes nothing and never lowers the horizon.
+    assert await feed.prune(before=cut) == 0
+    assert await feed.horizon() == horizon
+
+
+async def test_the_upkeep_prunes_what_is_older_than_the_retention_once_a_minute(
+    storage: Storage, scope: Scope
+) -> None:
+    import attrs
+
+    mem = Memory(
+        storage=storage,
+        queue=InProcessQueue(),
+        provider=ScriptedProvider(default=OBSERVATION),
+        options=attrs.evolve(PipelineOptions(), stream_retain_seconds=0.5),
+    )
+    await mem.ingest(scope, event_type="tool_use", payload={"n": 1})
+    await _settled(storage)
+    schedule = stream.FeedPruneSchedule(interval_s=3600)
+    await asyncio.sleep(1.6 if storage.name == "sqlite" else 0.6)  # older than the retention
+    for _ in range(100):  # PostgreSQL: once no older transaction of the cluster runs
+        if await schedule.run_if_due(mem.deps):
+            break
+        schedule = stream.FeedPruneSchedule(interval_s=3600)
+        await asyncio.sleep(0.1)
+    assert await storage.change_feed().horizon() != START
+    await mem.ingest(scope, event_type="tool_use", payload={"n": 2})
+    await asyncio.sleep(1.6 if storage.name == "sqlite" else 0.6)
+    assert await schedule.run_if_due(mem.deps) == 0  # not due again within its interval

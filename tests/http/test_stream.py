@@ -20,7 +20,7 @@ from httpkit import Api, AppFactory, World, event_body
 from claude_mem_core.adapters import storage_from_url
 from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.facade import Memory
-from claude_mem_core.ports.change_feed import ChangeKind
+from claude_mem_core.ports.change_feed import START, ChangeKind
 from claude_mem_core.services import stream as stream_service
 from claude_mem_core.testing.fakes import ScriptedProvider
 from claude_mem_http.server.app import create_app
@@ -366,3 +366,33 @@ async def test_info_reports_the_stream(api: Api, world: World) -> None:
         await _ready(sse)
         info = (await api.get("/v1/info")).body["boundaries"]["eventBroadcaster"]
         assert info["details"]["clients"] == 1
+
+
+async def test_a_cursor_older_than_the_pruned_feed_is_gone(
+    api: Api, world: World, memory: Memory
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    await _post(api, world, 1)
+    feed = memory.storage.change_feed()
+    # Everything written so far is pruned (as if it were older than the retention). On
+    # PostgreSQL only entries below every running transaction of the cluster can go: other
+    # tests' transactions may hold them back a moment.
+    for _ in range(200):
+        while await feed.prune(before=datetime.now(UTC) + timedelta(days=1)):
+            pass
+        if await feed.horizon() != START:
+            break
+        await asyncio.sleep(0.1)
+    for where in ({"params": {"after": "0-0"}}, {"headers": {"Last-Event-ID": "0-0"}}):
+        reply = await api.get("/v1/stream", key=world.key, **where)  # type: ignore[arg-type]
+        assert reply.status == 410, reply.body
+        assert reply.body["error"] == "Gone"
+        assert reply.body["field"] == ("after" if "params" in where else "Last-Event-ID")
+        assert "reconnect without a cursor" in reply.body["message"]
+    # From the horizon itself nothing pruned can be missed: the stream resumes.
+    horizon = (await feed.horizon()).encode()
+    async with open_stream(api.client, world.key, **{"Last-Event-ID": horizon}) as sse:
+        await _post(api, world, 1)
+        got = await sse.until(lambda ms: len(ms) >= 1)
+    assert got[0]["event"] == "event"

@@ -87,6 +87,8 @@ class _Tables:
         # per new event, observation and job status change, appended at commit, so an
         # entry's serial (its index + 1) is commit order; and who to wake after a commit.
         self.feed: list[tuple[str, str, str, str]] = []
+        self.feed_at: list[datetime] = []  # when each entry was committed, for pruning
+        self.feed_pruned = 0  # entries pruned from the front (kept as blanks: serials stay)
         self.on_commit: list[Callable[[], None]] = []
 
 
@@ -122,6 +124,7 @@ class _Tx:
         self._base.data.update(self._written)
         if entries:
             self._base.feed.extend(entries)
+            self._base.feed_at.extend([self._base.clock.now()] * len(entries))
             for wake in tuple(self._base.on_commit):
                 wake()
 

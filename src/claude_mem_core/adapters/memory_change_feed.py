@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 
 from claude_mem_core.adapters.memory import _Tables
 from claude_mem_core.ports.change_feed import Change, ChangeKind, FeedPosition, Record
@@ -14,6 +15,9 @@ _TABLE_OF = {
     ChangeKind.SUMMARY: "observations",
     ChangeKind.JOB: "jobs",
 }
+
+
+_PRUNED = ("", "", "", "")  # an entry pruned: its place kept, so serials do not move
 
 
 class InMemoryChangeFeed:
@@ -39,7 +43,7 @@ class InMemoryChangeFeed:
         # this feed's end finds nothing, as it would in the database it came from.
         changes: list[Change] = []
         feed = self._tables.feed
-        for index in range(after.serial, len(feed)):
+        for index in range(max(after.serial, self._tables.feed_pruned), len(feed)):
             kind_name, team, project, row_id = feed[index]
             kind = ChangeKind(kind_name)
             if team_id is not None and team != team_id:
@@ -61,6 +65,19 @@ class InMemoryChangeFeed:
             if len(changes) >= limit:
                 break
         return changes
+
+    async def prune(self, *, before: datetime, limit: int = 10_000) -> int:
+        tables = self._tables
+        start = tables.feed_pruned
+        end = start
+        while end < len(tables.feed) and end - start < limit and tables.feed_at[end] < before:
+            tables.feed[end] = _PRUNED
+            end += 1
+        tables.feed_pruned = end
+        return end - start
+
+    async def horizon(self) -> FeedPosition:
+        return FeedPosition(0, self._tables.feed_pruned)
 
     def _load(self, kind: ChangeKind, team_id: str, project_id: str, row_id: str) -> Record | None:
         data = self._tables.data

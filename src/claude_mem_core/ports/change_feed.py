@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from attrs import frozen
@@ -94,6 +95,15 @@ class ChangeFeed(Protocol):
         """The first ``limit`` entries after ``after`` in position order, of the team
         (and project) when given (every team's when ``team_id`` is None: for a process's
         one shared reader), of ``kinds`` when given, each with its row loaded."""
+
+    async def prune(self, *, before: datetime, limit: int = 10_000) -> int:
+        """Remove at most ``limit`` of the oldest entries written before ``before`` (only
+        entries a reader can be given already) and raise the horizon to the newest one
+        removed; how many went."""
+
+    async def horizon(self) -> FeedPosition:
+        """The newest position pruned (:data:`START` when nothing was): a reader resuming
+        from a position below it may have missed entries."""
 
     def on_commit(self, wake: Callable[[], None]) -> Callable[[], None]:
         """Call ``wake`` (from the event loop, without awaiting) after this process commits

@@ -68,6 +68,9 @@ class PipelineOptions:
     redactor: Redactor = field(default=DEFAULT_REDACTOR, eq=False)
     # Reconciliation republishes at most this many stranded queued jobs per pass.
     reconcile_batch: int = 100
+    # How long the change feed behind the live stream keeps its entries (a cursor older
+    # than that is refused): CLAUDE_MEM_STREAM_RETAIN_HOURS.
+    stream_retain_seconds: float = 7 * 24 * 3600.0
     # What provider calls cost (``domain/prices.py``; CLAUDE_MEM_PRICES adds or overrides).
     prices: Mapping[tuple[str, str], tuple[float, float]] = field(default=PRICES, eq=False)
 

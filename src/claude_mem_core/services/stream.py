@@ -9,16 +9,24 @@ that names none gets the kinds its key can read.
 A page is read from the database after a position, with each change's row as it is now: a
 row erased since (or of a project marked deleted) is skipped, but the page still ends past
 it, so a reader's position moves on and never returns to it.
+
+The feed is pruned (``FeedPruneSchedule``, in the upkeep loops) of entries older than
+``PipelineOptions.stream_retain_seconds`` (``CLAUDE_MEM_STREAM_RETAIN_HOURS``, a week by
+default); a cursor below what was pruned is refused (``CursorExpired``, HTTP 410), never
+resumed with a silent gap.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 
 from attrs import frozen
 
 from claude_mem_core.domain.scopes import Need, allows, missing_scope_message
-from claude_mem_core.errors import Forbidden, InvalidInput
+from claude_mem_core.errors import CursorExpired, Forbidden, InvalidInput
 from claude_mem_core.ports.change_feed import ALL_KINDS, Change, ChangeKind, FeedPosition
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, require_project
@@ -32,6 +40,11 @@ KIND_NEEDS: dict[ChangeKind, Need] = {
 }
 KINDS_RULE = "must be a comma-separated list of: " + ", ".join(k.value for k in ChangeKind)
 PAGE_LIMIT = 200
+# The feed's upkeep: at most this many entries removed a round, a round at most this often.
+PRUNE_BATCH = 10_000
+PRUNE_INTERVAL_S = 60.0
+
+log = logging.getLogger("claude_mem.stream")
 
 
 @frozen(kw_only=True)
@@ -111,6 +124,39 @@ async def open_stream(
     return StreamFilter(team_id=caller.team_id, project_id=scope_project, kinds=wanted)
 
 
+async def check_resumable(deps: Deps, after: FeedPosition, *, field: str) -> None:
+    """Refuse a cursor below the feed's horizon (entries after it may have been pruned:
+    resuming there could skip changes): ``CursorExpired`` naming ``field``."""
+    horizon = await deps.storage.change_feed().horizon()
+    if after < horizon:
+        raise CursorExpired(
+            field,
+            f"{field} is older than the live stream keeps (its changes were pruned after "
+            f"{deps.options.stream_retain_seconds / 3600:g} hours): reconnect without a "
+            "cursor, and reload what you show",
+        )
+
+
+class FeedPruneSchedule:
+    """Prunes the change feed of entries older than the options' retention, at most every
+    :data:`PRUNE_INTERVAL_S` (one per upkeep loop), bounded per round."""
+
+    def __init__(self, interval_s: float = PRUNE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._next = 0.0
+
+    async def run_if_due(self, deps: Deps) -> int:
+        now = time.monotonic()
+        if now < self._next:
+            return 0
+        self._next = now + self.interval_s
+        before = deps.clock.now() - timedelta(seconds=deps.options.stream_retain_seconds)
+        pruned = await deps.storage.change_feed().prune(before=before, limit=PRUNE_BATCH)
+        if pruned:
+            log.info("pruned %d change feed entries older than %s", pruned, before.isoformat())
+        return pruned
+
+
 async def start_position(deps: Deps) -> FeedPosition:
     """Where a stream without a cursor starts: only what commits from now on."""
     return await deps.storage.change_feed().head()
@@ -135,8 +181,12 @@ async def read_page(
 __all__ = [
     "KIND_NEEDS",
     "PAGE_LIMIT",
+    "PRUNE_BATCH",
+    "PRUNE_INTERVAL_S",
+    "FeedPruneSchedule",
     "StreamFilter",
     "StreamPage",
+    "check_resumable",
     "open_stream",
     "parse_kinds",
     "read_page",

@@ -23,6 +23,7 @@ from aiohttp import web
 from claude_mem_core.config import Settings
 from claude_mem_core.facade import Memory, open_memory_from_settings
 from claude_mem_core.services import admin, embedding, erase, generation, retention
+from claude_mem_core.services import stream as stream_service
 from claude_mem_core.services.context import Caller
 from claude_mem_http.server import export_routes, health, routes, viewer
 from claude_mem_http.server import stream as live
@@ -79,6 +80,7 @@ async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -
     wait_for_messages = getattr(queue, "wait_for_messages", None)
     next_reconcile = 0.0
     sweeps = retention.RetentionSchedule()
+    feed_prunes = stream_service.FeedPruneSchedule()
     while True:
         try:
             now = time.monotonic()
@@ -86,6 +88,7 @@ async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -
                 await generation.reconcile(memory.deps)
                 await erase.continue_purges(memory.deps)
                 await sweeps.run_if_due(memory.deps)
+                await feed_prunes.run_if_due(memory.deps)
                 next_reconcile = now + reconcile_every_s
             if consume is not None:
                 await consume(memory.batcher.handle)

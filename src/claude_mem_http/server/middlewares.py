@@ -26,6 +26,7 @@ from aiohttp import web
 from claude_mem_core.errors import (
     ClaudeMemError,
     Conflict,
+    CursorExpired,
     Forbidden,
     Gone,
     InvalidInput,
@@ -124,6 +125,10 @@ def error_response(request: web.Request, exc: BaseException) -> web.Response:
         return json_response(schemas.error_body("Forbidden", exc.message), 403)
     if isinstance(exc, NotFound):
         return json_response(schemas.error_body("NotFound", exc.message), 404)
+    if isinstance(exc, CursorExpired):
+        body = schemas.error_body("Gone", exc.message)
+        body["field"] = exc.field
+        return json_response(body, 410)
     if isinstance(exc, Gone):  # a Conflict: before it
         return json_response(schemas.event_gone(exc), 410)
     if isinstance(exc, Conflict):

@@ -251,7 +251,8 @@ class StreamHub:
 STREAM_HUB: web.AppKey[StreamHub] = web.AppKey("claude_mem_stream_hub", StreamHub)
 
 
-def _cursor(request: web.Request) -> FeedPosition | None:
+def _cursor(request: web.Request) -> tuple[FeedPosition, str] | None:
+    """The cursor to resume after, and where it came from (the header wins)."""
     header = request.headers.get(CURSOR_HEADER)
     field, raw = (CURSOR_HEADER, header) if header is not None else ("after", None)
     if header is None:
@@ -259,7 +260,7 @@ def _cursor(request: web.Request) -> FeedPosition | None:
     if raw is None:
         return None
     try:
-        return FeedPosition.decode(raw, field=field)
+        return FeedPosition.decode(raw, field=field), field
     except InvalidInput as bad:
         raise RequestInvalid(FieldIssue(field, bad.issues[0].message, "invalid")) from None
 
@@ -287,10 +288,14 @@ async def _still_allowed(request: web.Request, caller: Caller) -> bool:
 async def get_stream(request: web.Request, caller: Caller) -> web.StreamResponse:
     project_id = schemas.query_one(request.query, "projectId")
     kinds = _kinds(request)
-    cursor = _cursor(request)
+    resume = _cursor(request)
     hub = request.app[STREAM_HUB]
     deps: Deps = request.app[RUNTIME].memory.deps
     where = await stream.open_stream(deps, caller, project_id=project_id, kinds=kinds)
+    cursor = None
+    if resume is not None:
+        cursor, field = resume
+        await stream.check_resumable(deps, cursor, field=field)  # pruned past it: 410
     client = await hub.register(where, deps)
     try:
         position = cursor if cursor is not None else await stream.start_position(deps)

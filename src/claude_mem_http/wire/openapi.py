@@ -1275,7 +1275,19 @@ def build() -> dict[str, Any]:
                                 },
                             }
                         },
-                    }
+                    },
+                    "410": {
+                        "description": "The cursor is older than the feed keeps (pruned "
+                        "after CLAUDE_MEM_STREAM_RETAIN_HOURS): start again without it",
+                        "content": {
+                            "application/json": {
+                                "schema": obj(
+                                    {"error": {"const": "Gone"}, "message": STR, "field": STR},
+                                    ["error", "message", "field"],
+                                )
+                            }
+                        },
+                    },
                 },
                 params=[
                     _query(

@@ -15,6 +15,7 @@ wake-up only costs the reader one empty read.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.rows import _columns, _event, _job, _observation
-from claude_mem_core.ports.change_feed import Change, ChangeKind, FeedPosition, Record
+from claude_mem_core.ports.change_feed import START, Change, ChangeKind, FeedPosition, Record
 
 _WROTE = "claude_mem_feed_wrote"
 
@@ -106,6 +107,44 @@ class SqlChangeFeed:
                 )
             )
         return changes
+
+    async def prune(self, *, before: datetime, limit: int = 10_000) -> int:
+        f = t.change_feed.c
+        h = t.change_feed_horizon.c
+        oldest = sa.select(f.position).where(f.changed_at < before)
+        if self._postgres:
+            oldest = oldest.where(f.txid < _XMIN).order_by(f.txid, f.position)
+        else:
+            oldest = oldest.order_by(f.position)
+        gone_stmt = (
+            sa.delete(t.change_feed)
+            .where(f.position.in_(oldest.limit(limit).scalar_subquery()))
+            .returning(f.txid, f.position)
+        )
+        try:
+            async with self._engine.begin() as conn:
+                gone = (await conn.execute(gone_stmt)).all()
+                if not gone:
+                    return 0
+                newest = max(FeedPosition(int(txid or 0), int(serial)) for txid, serial in gone)
+                # Only ever raised: of two pruners at once, the later position stays.
+                await conn.execute(
+                    sa.update(t.change_feed_horizon)
+                    .where(
+                        h.id == 1,
+                        sa.tuple_(h.txid, h.serial) < sa.tuple_(newest.txid, newest.serial),
+                    )
+                    .values(txid=newest.txid, serial=newest.serial, pruned_at=before)
+                )
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e) from e
+        return len(gone)
+
+    async def horizon(self) -> FeedPosition:
+        h = t.change_feed_horizon.c
+        async with self._connection() as conn:
+            row = (await conn.execute(sa.select(h.txid, h.serial).where(h.id == 1))).first()
+        return START if row is None else FeedPosition(int(row[0]), int(row[1]))
 
     async def _load(
         self, conn: Any, entries: Sequence[Any]

@@ -640,3 +640,14 @@ change_feed = sa.Table(
     # SQLite: AUTOINCREMENT, so a serial is never reused (commit order stays increasing).
     sqlite_autoincrement=True,
 )
+
+change_feed_horizon = sa.Table(
+    # One row (revision 0014): the newest feed position pruned; a cursor below it may have
+    # missed changes.
+    "change_feed_horizon",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("txid", sa.BigInteger, nullable=False),
+    sa.Column("serial", sa.BigInteger, nullable=False),
+    _ts("pruned_at", nullable=True),
+)

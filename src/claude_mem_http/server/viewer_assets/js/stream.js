@@ -79,6 +79,12 @@ export function openStream({ projectId, onMessage, onState }) {
       onState("refused", message);
       return undefined;
     }
+    if (response.status === 410) {
+      // Away longer than the server keeps changes: start again from now (what was shown
+      // stays; the views reload what they list when asked).
+      lastId = null;
+      return retry();
+    }
     if (!response.ok || !response.body) return retry();
     // A fresh stream is live at its ": ready" comment; a resumed one replays at once.
     if (resuming) onState("live");
