@@ -10,8 +10,9 @@ queue, generation off, as the side-by-side bench runs it) and, in interleaved ro
 * ``watching``: ``--clients`` streams of the ingesting project, each reading every new
   event as it commits (the fan-out's cost: every event is sent to every client).
 
-Each round posts ``--events`` events at ``--concurrency`` and measures the rate; the
-table gives the median rate per setting and its ratio to ``none``. Streams are read by
+Each round posts ``--events`` events at ``--concurrency`` and measures the rate (after an
+``ANALYZE``, as the side-by-side bench does: a fresh database's statistics go stale as it
+grows); the table gives the median rate per setting and its ratio to ``none``. Streams are read by
 this process (aiohttp), so a slow reader here is what a slow client is there.
 """
 
@@ -31,6 +32,7 @@ import aiohttp
 
 from bench.http import (
     DEFAULT_REDIS_URL,
+    analyze,
     bench_ingest,
     cli,
     free_port,
@@ -103,6 +105,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for round_number in range(args.rounds):
                 order = SETTINGS if round_number % 2 == 0 else tuple(reversed(SETTINGS))
                 for setting in order:
+                    # Statistics as after a minute of autovacuum: the tables grow by a round
+                    # each time, and stale plans would slow later rounds whatever the setting.
+                    await analyze(database_url)
                     streams = None
                     if setting != "none":
                         watched = project["id"] if setting == "watching" else other["id"]
