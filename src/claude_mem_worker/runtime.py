@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -436,36 +436,16 @@ class WorkerRuntime:
 
     async def _upkeep_round(self) -> None:
         await self._reconcile()
-        await self._purge_erased()
-        await self._sweep_retention()
-        await self._prune_feed()
-
-    async def _prune_feed(self) -> None:
-        """Drop change feed entries older than the live stream keeps (every minute, a
-        bounded round); an error is logged and tried again next time."""
         assert self.memory is not None
+        deps = self.memory.deps
+        # Each bounded, each on its own: a failure is logged and tried again next round.
+        await self._guarded("purging erased projects", erase.continue_purges(deps))
+        await self._guarded("retention sweep", self._retention.run_if_due(deps))
+        await self._guarded("change feed pruning", self._feed_prune.run_if_due(deps))
+
+    async def _guarded(self, what: str, step: Awaitable[object]) -> None:
         try:
-            await self._feed_prune.run_if_due(self.memory.deps)
+            await step
         except Exception as exc:  # the database may be down; try again next round
             self.counters.errors += 1
-            log.warning("change feed pruning failed: %s: %s", type(exc).__name__, exc)
-
-    async def _sweep_retention(self) -> None:
-        """Erase what projects with a retention keep no longer (every few minutes, a
-        bounded round); an error is logged and tried again at the next sweep."""
-        assert self.memory is not None
-        try:
-            await self._retention.run_if_due(self.memory.deps)
-        except Exception as exc:  # the database may be down; try again next sweep
-            self.counters.errors += 1
-            log.warning("retention sweep failed: %s: %s", type(exc).__name__, exc)
-
-    async def _purge_erased(self) -> None:
-        """Go on purging the erased projects whose purge was cut short (a bounded number
-        of batches a round); an error is logged and tried again next round."""
-        assert self.memory is not None
-        try:
-            await erase.continue_purges(self.memory.deps)
-        except Exception as exc:  # the database may be down; try again next round
-            self.counters.errors += 1
-            log.warning("purging erased projects failed: %s: %s", type(exc).__name__, exc)
+            log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
