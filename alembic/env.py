@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from alembic import context
 
 from claude_mem_core.adapters.sqlalchemy import dialects
-from claude_mem_core.adapters.sqlalchemy.tables import include_name, make_include_object, metadata
+from claude_mem_core.adapters.sqlalchemy.schema_compare import include_name, make_include_object
+from claude_mem_core.adapters.sqlalchemy.tables import metadata
 
 config = context.config
 

@@ -8,7 +8,7 @@ Create Date: 2027-01-11
 one (project, provider, model, input and output tokens, the cost estimated from
 ``domain/prices.py``, the job or jobs it was made for), so ``GET /v1/usage`` and
 ``claude-mem usage`` can say what generation cost. Ids and numbers only, no content: an
-erased job's rows stay (they are the bill), and go with their project when it is purged.
+erased job's rows stay (they are the bill), as an erased project's do (its row stays too).
 
 Downgrading drops the ledger.
 """

@@ -1,7 +1,8 @@
 """A state machine of ingest, generation (the offline provider), session ends and erases of
 events, sessions and a project: whatever the order, no stored row, search hit, event or
-observation listing holds anything of what was erased, and a replay of an erased event is
-refused. Each event carries a word of its own, so "its content" is "that word anywhere".
+observation listing, export line or live stream message holds anything of what was
+erased, and a replay of an erased event is refused. Each event carries a word of its own,
+so "its content" is "that word anywhere".
 
 Runs on every storage backend (few examples: each step reads every stored row)."""
 
@@ -218,6 +219,26 @@ def make_machine(url: str) -> type[RuleBasedStateMachine]:
             assert not [w for w in self.erased_words if w in listed]
             for word in sorted(self.erased_words)[-3:]:
                 assert self.call(self.mem.search(self.scope, word)) == []
+            # Nor is anything of it in an export of the project, or in what the live
+            # stream sends (the change feed's rows as it reads them).
+            exported = self.call(self._export())
+            assert not [w for w in self.erased_words if w in exported]
+            streamed = self.call(self._streamed())
+            assert not [w for w in self.erased_words if w in streamed]
+
+        async def _export(self) -> str:
+            return "".join([line async for line in self.mem.export_project(self.scope)])
+
+        async def _streamed(self) -> str:
+            from claude_mem_core.ports.change_feed import START
+
+            feed = self.mem.storage.change_feed()
+            sent: list[str] = []
+            after = START
+            while page := await feed.read(after, team_id=self.scope.team_id, limit=200):
+                sent.extend(repr(c.record) for c in page if c.record is not None)
+                after = page[-1].position
+            return "\n".join(sent)
 
         async def _session_events(self, session: str) -> list[Any]:
             async with self.mem.storage.unit_of_work() as uow:

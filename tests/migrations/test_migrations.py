@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from claude_mem_core import migrations
-from claude_mem_core.adapters.sqlalchemy import SqlAlchemyStorage, dialects, tables
+from claude_mem_core.adapters.sqlalchemy import SqlAlchemyStorage, dialects, schema_compare, tables
 from claude_mem_core.errors import SchemaNotReady
 from claude_mem_core.testing import databases
 
@@ -80,8 +80,8 @@ async def test_metadata_matches_the_migrated_database(migrated_url: str) -> None
             conn,
             opts={
                 "compare_type": True,
-                "include_name": tables.include_name,
-                "include_object": tables.make_include_object(conn.dialect.name),
+                "include_name": schema_compare.include_name,
+                "include_object": schema_compare.make_include_object(conn.dialect.name),
             },
         )
         with warnings.catch_warnings():

@@ -6,7 +6,7 @@ filtered out of its comparison by :func:`include_object`: ``observations.content
 (a generated tsvector on PostgreSQL, an unused NULL column on SQLite) and its GIN index
 (PostgreSQL only). SQLite's full-text index
 is the ``observations_fts`` FTS5 table plus its triggers, which exist only in the migration
-(``include_name`` keeps autogenerate from trying to drop them).
+(``schema_compare.include_name`` keeps autogenerate from trying to drop them).
 
 Composite foreign keys such as ``(project_id, team_id) -> projects(id, team_id)`` make the
 database itself prove that a child row's project belongs to its team.
@@ -569,29 +569,6 @@ def live_project(table: sa.Table) -> sa.ColumnElement[bool]:
     return ~sa.exists().where(
         p.id == table.c.project_id, p.team_id == table.c.team_id, p.deleted_at.is_not(None)
     )
-
-
-# What differs on SQLite; see include_object.
-_POSTGRES_ONLY = {("index", PASSAGE_TERMS_INDEX), ("index", PASSAGE_HIGH_IMPACT_INDEX)}
-
-
-def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """Alembic filter for reflected names: the FTS5 table and its shadow tables are
-    managed by the migration, not by this metadata."""
-    return not (type_ == "table" and name is not None and name.startswith(FTS_TABLE))
-
-
-def make_include_object(dialect_name: str) -> Any:
-    """Alembic filter hiding the GIN index of passages from the SQLite comparison."""
-
-    def include_object(
-        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-    ) -> bool:
-        if dialect_name != "postgresql" and (type_, name) in _POSTGRES_ONLY:
-            return False
-        return include_name(name, type_, None)
-
-    return include_object
 
 
 # Optional semantic recall: one embedding per passage and model (vectors of different models

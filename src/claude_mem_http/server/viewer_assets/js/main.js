@@ -19,6 +19,9 @@ const state = {
   projectId: null,
   stream: null,
   active: "live",
+  // Bumped by every sign-in and sign-out: a sign-in still awaiting the server when the user
+  // signs out (or in again) must not go on and choose a project for a session that ended.
+  session: 0,
 };
 
 function setLiveStatus(kind, detail) {
@@ -109,8 +112,9 @@ function showSignedOut(message) {
   $("api-key").value = "";
 }
 
-async function showSignedIn() {
+async function showSignedIn(session) {
   const projects = await get(`/v1/projects${query({ limit: 500 })}`);
+  if (session !== state.session) return;
   const picker = $("project");
   picker.replaceChildren(
     ...projects.projects.map((p) => el("option", { value: p.id }, `${p.name} (${p.id.slice(0, 8)})`)),
@@ -120,6 +124,7 @@ async function showSignedIn() {
   $("app").hidden = false;
   showError($("sign-in-error"), "");
   await jobs.learnScopes();
+  if (session !== state.session) return;
   if (!projects.projects.length) {
     picker.append(el("option", { value: "" }, "no project"));
     showError($("live-error"), "This key sees no project yet.");
@@ -145,9 +150,11 @@ async function signIn(event) {
     return;
   }
   storeKey(key);
+  const session = ++state.session;
   try {
-    await showSignedIn();
+    await showSignedIn(session);
   } catch (exc) {
+    if (session !== state.session) return;
     forgetKey();
     const why =
       exc.status === 401 || exc.status === 403
@@ -159,6 +166,7 @@ async function signIn(event) {
 }
 
 function signOut() {
+  state.session += 1;
   forgetKey();
   sessionStorage.removeItem(PROJECT_SLOT);
   for (const view of Object.values(VIEWS)) {
@@ -179,7 +187,9 @@ function start() {
     if (view.init) view.init(() => state.projectId);
   }
   if (storedKey()) {
-    showSignedIn().catch((exc) => {
+    const session = ++state.session;
+    showSignedIn(session).catch((exc) => {
+      if (session !== state.session) return;
       forgetKey();
       showSignedOut(`Signed out: ${exc.describe ? exc.describe() : exc.message}`);
     });
