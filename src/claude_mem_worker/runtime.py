@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -47,8 +47,7 @@ from claude_mem_core.errors import ClaudeMemError, ConfigurationError, SchemaNot
 from claude_mem_core.logging_setup import request_logged
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.tracing import NOOP_TRACER
-from claude_mem_core.services import debounce, embedding, erase, generation, retention
-from claude_mem_core.services import stream as stream_service
+from claude_mem_core.services import debounce, embedding, generation, upkeep
 from claude_mem_core.services.debounce import SessionBatcher
 from claude_mem_core.services.generation import ProcessResult
 
@@ -201,8 +200,7 @@ class WorkerRuntime:
         self.memory: Memory | None = None
         self.batcher: SessionBatcher | None = None
         self.counters = Counters()
-        self._retention = retention.RetentionSchedule()
-        self._feed_prune = stream_service.FeedPruneSchedule()
+        self._upkeep_steps = upkeep.Upkeep()
         self.inflight: dict[asyncio.Task[Any], str] = {}
         self._stopping = asyncio.Event()
         self._chores: list[asyncio.Task[None]] = []
@@ -437,15 +435,4 @@ class WorkerRuntime:
     async def _upkeep_round(self) -> None:
         await self._reconcile()
         assert self.memory is not None
-        deps = self.memory.deps
-        # Each bounded, each on its own: a failure is logged and tried again next round.
-        await self._guarded("purging erased projects", erase.continue_purges(deps))
-        await self._guarded("retention sweep", self._retention.run_if_due(deps))
-        await self._guarded("change feed pruning", self._feed_prune.run_if_due(deps))
-
-    async def _guarded(self, what: str, step: Awaitable[object]) -> None:
-        try:
-            await step
-        except Exception as exc:  # the database may be down; try again next round
-            self.counters.errors += 1
-            log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+        self.counters.errors += await self._upkeep_steps.run(self.memory.deps)

@@ -97,7 +97,7 @@ async def test_a_failing_purge_is_logged_and_left_for_the_next_round(
             raise OSError("database unreachable")
 
         monkeypatch.setattr(erase, "purge_pending", down)
-        with caplog.at_level(logging.WARNING, logger="claude_mem.worker"):
+        with caplog.at_level(logging.WARNING, logger="claude_mem.upkeep"):
             await runtime._upkeep_round()
         assert "purging erased projects failed: OSError" in caplog.text
         assert runtime.counters.errors == 1

@@ -1,9 +1,10 @@
 """Use cases: keep a project's agent data for a number of days, then erase it.
 
 A project may have a retention (``retain_days``, set with :func:`set_retention`). The
-sweep (:func:`sweep`, run by the worker's upkeep and the embedded server's loop every
-:data:`SWEEP_INTERVAL_S`, or by ``claude-mem retention run``) erases, through the erase
-use cases of ``services/erase.py`` and so with their tombstones and cascades:
+sweep (:func:`sweep`, run every five minutes by the upkeep of the worker and of the
+embedded server, ``services/upkeep.py``, or by ``claude-mem retention run``) erases,
+through the erase use cases of ``services/erase.py`` and so with their tombstones and
+cascades:
 
 * each **session** of the project with no activity for that many days (not updated since,
   and no event of it received since) with its events, observations, summaries and jobs;
@@ -23,7 +24,6 @@ adds one ``retention.swept`` row per project, with counts.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 
 from attrs import frozen
@@ -39,8 +39,6 @@ RETENTION_ACTOR = "system:retention"
 # The longest retention accepted (a century): beyond it, "keep forever" is what is meant.
 MAX_RETAIN_DAYS = 36_500
 SESSIONS_PER_ROUND = 50
-# The upkeep loops call :func:`continue_retention` often; the sweep runs at most this often.
-SWEEP_INTERVAL_S = 300.0
 
 log = logging.getLogger("claude_mem.retention")
 
@@ -180,41 +178,29 @@ async def _sweep_project(
     return result
 
 
-class RetentionSchedule:
-    """When the next sweep is due, for the upkeep loops (one per process)."""
-
-    def __init__(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self._next = 0.0
-
-    async def run_if_due(self, deps: Deps) -> int:
-        """Sweep if the interval has passed since the last sweep; rows erased. Errors are
-        the caller's (its next round tries again, after the interval)."""
-        now = time.monotonic()
-        if now < self._next:
-            return 0
-        self._next = now + self.interval_s
-        swept = await sweep(deps)
-        rows = sum(s.rows for s in swept)
-        if rows:
-            log.info(
-                "retention erased %d session(s), %d event(s) (%d rows) in %d project(s)",
-                sum(s.sessions for s in swept),
-                sum(s.events for s in swept),
-                rows,
-                sum(1 for s in swept if s.sessions or s.events),
-            )
-        return rows
+async def sweep_all(deps: Deps) -> int:
+    """One bounded round over every project with a retention, logged when it erased
+    something (the upkeep's step, ``services/upkeep.py``); rows erased."""
+    swept = await sweep(deps)
+    rows = sum(s.rows for s in swept)
+    if rows:
+        log.info(
+            "retention erased %d session(s), %d event(s) (%d rows) in %d project(s)",
+            sum(s.sessions for s in swept),
+            sum(s.events for s in swept),
+            rows,
+            sum(1 for s in swept if s.sessions or s.events),
+        )
+    return rows
 
 
 __all__ = [
     "MAX_RETAIN_DAYS",
     "RETENTION_ACTOR",
     "SESSIONS_PER_ROUND",
-    "SWEEP_INTERVAL_S",
     "ProjectSweep",
-    "RetentionSchedule",
     "parse_retain_days",
     "set_retention",
     "sweep",
+    "sweep_all",
 ]

@@ -10,7 +10,7 @@ A page is read from the database after a position, with each change's row as it 
 row erased since (or of a project marked deleted) is skipped, but the page still ends past
 it, so a reader's position moves on and never returns to it.
 
-The feed is pruned (``FeedPruneSchedule``, in the upkeep loops) of entries older than
+The feed is pruned (``prune_feed``, a step of ``services/upkeep.py``) of entries older than
 ``PipelineOptions.stream_retain_seconds`` (``CLAUDE_MEM_STREAM_RETAIN_HOURS``, a week by
 default); a cursor below what was pruned is refused (``CursorExpired``, HTTP 410), never
 resumed with a silent gap.
@@ -19,7 +19,6 @@ resumed with a silent gap.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
@@ -40,9 +39,8 @@ KIND_NEEDS: dict[ChangeKind, Need] = {
 }
 KINDS_RULE = "must be a comma-separated list of: " + ", ".join(k.value for k in ChangeKind)
 PAGE_LIMIT = 200
-# The feed's upkeep: at most this many entries removed a round, a round at most this often.
+# The feed's upkeep removes at most this many entries a round.
 PRUNE_BATCH = 10_000
-PRUNE_INTERVAL_S = 60.0
 
 log = logging.getLogger("claude_mem.stream")
 
@@ -137,24 +135,14 @@ async def check_resumable(deps: Deps, after: FeedPosition, *, field: str) -> Non
         )
 
 
-class FeedPruneSchedule:
-    """Prunes the change feed of entries older than the options' retention, at most every
-    :data:`PRUNE_INTERVAL_S` (one per upkeep loop), bounded per round."""
-
-    def __init__(self, interval_s: float = PRUNE_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self._next = 0.0
-
-    async def run_if_due(self, deps: Deps) -> int:
-        now = time.monotonic()
-        if now < self._next:
-            return 0
-        self._next = now + self.interval_s
-        before = deps.clock.now() - timedelta(seconds=deps.options.stream_retain_seconds)
-        pruned = await deps.storage.change_feed().prune(before=before, limit=PRUNE_BATCH)
-        if pruned:
-            log.info("pruned %d change feed entries older than %s", pruned, before.isoformat())
-        return pruned
+async def prune_feed(deps: Deps) -> int:
+    """Remove feed entries older than the options' retention (at most
+    :data:`PRUNE_BATCH`; the upkeep's step, ``services/upkeep.py``); how many went."""
+    before = deps.clock.now() - timedelta(seconds=deps.options.stream_retain_seconds)
+    pruned = await deps.storage.change_feed().prune(before=before, limit=PRUNE_BATCH)
+    if pruned:
+        log.info("pruned %d change feed entries older than %s", pruned, before.isoformat())
+    return pruned
 
 
 async def start_position(deps: Deps) -> FeedPosition:
@@ -182,13 +170,12 @@ __all__ = [
     "KIND_NEEDS",
     "PAGE_LIMIT",
     "PRUNE_BATCH",
-    "PRUNE_INTERVAL_S",
-    "FeedPruneSchedule",
     "StreamFilter",
     "StreamPage",
     "check_resumable",
     "open_stream",
     "parse_kinds",
+    "prune_feed",
     "read_page",
     "start_position",
 ]

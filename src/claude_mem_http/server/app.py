@@ -22,8 +22,7 @@ from aiohttp import web
 
 from claude_mem_core.config import Settings
 from claude_mem_core.facade import Memory, open_memory_from_settings
-from claude_mem_core.services import admin, embedding, erase, generation, retention
-from claude_mem_core.services import stream as stream_service
+from claude_mem_core.services import admin, embedding, generation, upkeep
 from claude_mem_core.services.context import Caller
 from claude_mem_http.server import export_routes, health, routes, viewer
 from claude_mem_http.server import stream as live
@@ -72,23 +71,20 @@ def wants_embedded_generation(settings: Settings) -> bool:
 
 async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -> None:
     """Consume the in-process queue forever; reconcile the outbox every few seconds so
-    rows the queue lost (restart, publish failure, expired lease) are found again, and go
-    on purging erased projects then (:func:`erase.continue_purges`) and, every few
-    minutes, sweeping expired data (:mod:`~claude_mem_core.services.retention`)."""
+    rows the queue lost (restart, publish failure, expired lease) are found again, and run
+    the upkeep then (:mod:`~claude_mem_core.services.upkeep`: purges of erased projects,
+    the retention sweep, pruning the change feed)."""
     queue = memory.deps.queue
     consume = getattr(queue, "consume", None)
     wait_for_messages = getattr(queue, "wait_for_messages", None)
     next_reconcile = 0.0
-    sweeps = retention.RetentionSchedule()
-    feed_prunes = stream_service.FeedPruneSchedule()
+    steps = upkeep.Upkeep()
     while True:
         try:
             now = time.monotonic()
             if now >= next_reconcile:
                 await generation.reconcile(memory.deps)
-                await erase.continue_purges(memory.deps)
-                await sweeps.run_if_due(memory.deps)
-                await feed_prunes.run_if_due(memory.deps)
+                await steps.run(memory.deps)
                 next_reconcile = now + reconcile_every_s
             if consume is not None:
                 await consume(memory.batcher.handle)
