@@ -8,8 +8,9 @@ stream short: the header's ``counts`` let a reader notice.
 
 The import reads its body as a stream (never whole), checks every line before writing any
 (``services/project_import.py``) and answers 200 with what it added, 400 naming the bad
-line and field, or 409 for an id of another project. A body is sent chunked: one with a
-``Content-Length`` is held to the server's body limit like every other route's.
+line and field, or 409 for an id of another project. The server's body limit is for bodies
+read whole, so it does not apply here (``STREAMED_BODY_ROUTES`` in ``middlewares.py``):
+an import may be sent chunked or with a ``Content-Length`` of any size.
 """
 
 from __future__ import annotations
