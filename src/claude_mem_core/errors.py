@@ -7,6 +7,8 @@ The HTTP, MCP and CLI layers map these to status codes and exit codes in one pla
 
 from __future__ import annotations
 
+from claude_mem_core.distribution import install_hint
+
 
 class ClaudeMemError(Exception):
     """Base class of every error raised by claude-mem."""
@@ -184,7 +186,7 @@ class MissingExtra(ConfigurationError):
     """An adapter needs an optional dependency that is not installed."""
 
     def __init__(self, what: str, extra: str) -> None:
-        super().__init__(f"{what} needs the '{extra}' extra: pip install 'claude-mem[{extra}]'")
+        super().__init__(f"{what} needs the '{extra}' extra: {install_hint(extra)}")
         self.extra = extra
 
 

@@ -135,7 +135,7 @@ def test_a_command_whose_extra_is_missing_says_what_to_install_and_exits_2(
         out, err = capsys.readouterr()
         assert out == ""
         assert err.startswith(
-            "error: `claude-mem fancy` needs the 'fancy' extra: pip install 'claude-mem[fancy]'"
+            "error: `claude-mem fancy` needs the 'fancy' extra: pip install 'claude-mem-py[fancy]'"
         )
         assert "No module named" in err and "Traceback" not in err
     # The other commands still work.
@@ -150,7 +150,7 @@ def test_several_extras_are_named_together(
 ) -> None:
     extra_entry_points.append(fake("fancy", "cmem_fake_needs_sdk:register [http,mcp]"))
     assert main(["fancy"]) == 2
-    assert "needs the extras 'http', 'mcp': pip install 'claude-mem[http,mcp]'" in (
+    assert "needs the extras 'http', 'mcp': pip install 'claude-mem-py[http,mcp]'" in (
         capsys.readouterr().err
     )
 

@@ -93,7 +93,7 @@ def test_without_the_extra_the_noop_tracer_is_used_and_said(
     with caplog.at_level(logging.WARNING, logger="claude_mem.tracing"):
         tracer = tracer_from_env({"OTEL_TRACES_EXPORTER": "otlp"})
     assert tracer is NOOP_TRACER
-    assert "pip install 'claude-mem[otel]'" in caplog.text
+    assert "pip install 'claude-mem-py[otel]'" in caplog.text
 
 
 SERVICE_SCRIPT = """

@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind as OtelSpanKind
 from opentelemetry.trace import Status, StatusCode
 
+from claude_mem_core.distribution import install_hint
 from claude_mem_core.errors import ConfigurationError
 from claude_mem_core.ports.tracing import (
     NOOP_TRACER,
@@ -314,7 +315,7 @@ def exporters_from_env(env: Mapping[str, str]) -> list[SpanExporter]:
         if not found:
             raise ConfigurationError(
                 f"OTEL_TRACES_EXPORTER names {name!r}, which no installed package provides "
-                "(pip install 'claude-mem[otel]' brings otlp and console)"
+                "(" + install_hint("otel") + " brings otlp and console)"
             )
         exporter_class = next(iter(found)).load()
         exporters.append(exporter_class())

@@ -28,6 +28,7 @@ from claude_mem_core.cli.kit import (
     Handler,
     Parser,
 )
+from claude_mem_core.distribution import DISTRIBUTION
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -138,7 +139,7 @@ def load_entry_points(
 
 
 def _missing_extra(entry: metadata.EntryPoint, exc: ImportError) -> str:
-    distribution = entry.dist.name if entry.dist is not None else "claude-mem"
+    distribution = entry.dist.name if entry.dist is not None else DISTRIBUTION
     extras = list(entry.extras)
     what = f"`claude-mem {entry.name}`"
     if not extras:

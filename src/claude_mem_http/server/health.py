@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from claude_mem_core import migrations
+from claude_mem_core.distribution import installed_version
 from claude_mem_core.errors import ClaudeMemError
 from claude_mem_core.ports.queue import EVENT_LANE, SUMMARY_LANE
 from claude_mem_http.server.middlewares import json_response
@@ -24,12 +25,7 @@ RUNTIME_NAME = "server-beta"
 
 
 def version() -> str:
-    try:
-        from importlib.metadata import version as dist_version
-
-        return dist_version("claude-mem")
-    except Exception:  # not installed as a distribution
-        return "development"
+    return installed_version()
 
 
 async def _probe(check: Any) -> str:
