@@ -7,10 +7,11 @@
             server_session_id=started["session"]["id"], payload={...},
         )
 
-Every method returns the route's JSON body, typed with the ``TypedDict`` shapes below (keys
-spelled as on the wire). Errors map onto the core hierarchy: 400 → :class:`InvalidInput`
-(with ``issues``), 401 → :class:`Unauthorized`, 403 → :class:`Forbidden`, 404 →
-:class:`NotFound` (its subclass :class:`RouteUnsupported` when
+Every method returns the route's JSON body, typed with the ``TypedDict`` shapes of
+:mod:`claude_mem_http.client.shapes` (keys spelled as on the wire). Errors
+(:mod:`claude_mem_http.client.errors`) map onto the core hierarchy: 400 →
+:class:`InvalidInput` (with ``issues``), 401 → :class:`Unauthorized`, 403 →
+:class:`Forbidden`, 404 → :class:`NotFound` (its subclass :class:`RouteUnsupported` when
 :meth:`ClaudeMemClient.recent_memories` meets a server without that route), 409 →
 :class:`Conflict`. A call that may succeed later (connection refused, timeout, 429, 5xx)
 raises :class:`ServerUnavailable`; callers that must not lose data (the hooks) spool on
@@ -30,19 +31,35 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
 
-from claude_mem_core.errors import (
-    ClaudeMemError,
-    Conflict,
-    FieldIssue,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    Unauthorized,
+from claude_mem_core.errors import InvalidInput, NotFound, Unauthorized
+from claude_mem_http.client.errors import (
+    InvalidResponse,
+    RequestRejected,
+    RouteUnsupported,
+    ServerUnavailable,
+    error_for,
+)
+from claude_mem_http.client.shapes import (
+    CancelBody,
+    ContextBody,
+    EndSessionBody,
+    EventBatchBody,
+    EventBody,
+    EventObservationsBody,
+    JobBody,
+    JobPageBody,
+    MemoryBody,
+    ProjectPageBody,
+    RecentMemoriesBody,
+    RetryBody,
+    SearchBody,
+    SessionBody,
+    SourceType,
 )
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -51,261 +68,6 @@ DEFAULT_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 5.0
 USER_AGENT = "claude-mem-python-client/1"
 PROJECT_NOT_FOUND = "Project not found"
-
-SourceType = Literal["hook", "worker", "provider", "server", "api"]
-FailureKind = Literal["transport", "timeout", "http_error"]
-
-# -- errors -------------------------------------------------------------------------------
-
-
-class ServerUnavailable(ClaudeMemError):
-    """The server could not be reached or answered 429/5xx: trying again later may work.
-
-    ``kind`` is ``transport`` (connection failed), ``timeout`` or ``http_error`` (with
-    ``status``); ``retry_after`` is the server's hint in seconds, when it gave one."""
-
-    default_message = "claude-mem server unavailable"
-
-    def __init__(
-        self,
-        message: str | None = None,
-        *,
-        kind: FailureKind = "transport",
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
-        self.retry_after = retry_after
-
-
-class RequestRejected(ClaudeMemError):
-    """A 4xx answer with no more specific meaning (e.g. 413, 405); not worth retrying."""
-
-    default_message = "request rejected by the claude-mem server"
-
-    def __init__(self, message: str | None = None, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class RouteUnsupported(NotFound):
-    """A 404 because the server does not serve the route at all (an older server), not
-    because the thing asked for is missing."""
-
-    default_message = "route not served by this claude-mem server"
-
-
-class InvalidResponse(ClaudeMemError):
-    """A 2xx answer whose body is not the JSON the route promises."""
-
-    default_message = "invalid response from the claude-mem server"
-
-
-# -- wire shapes --------------------------------------------------------------------------
-
-
-class Session(TypedDict):
-    id: str
-    projectId: str
-    teamId: str
-    externalSessionId: str | None
-    contentSessionId: str | None
-    agentId: str | None
-    agentType: str | None
-    platformSource: str | None
-    generationStatus: str
-    metadata: dict[str, Any]
-    startedAtEpoch: int | None
-    endedAtEpoch: int | None
-    lastGeneratedAtEpoch: int | None
-    createdAtEpoch: int
-    updatedAtEpoch: int
-
-
-class Event(TypedDict):
-    id: str
-    projectId: str
-    teamId: str
-    serverSessionId: str | None
-    sourceAdapter: str
-    sourceEventId: str | None
-    eventType: str
-    payload: Any
-    metadata: dict[str, Any]
-    occurredAtEpoch: int
-    receivedAtEpoch: int
-    createdAtEpoch: int
-
-
-class JobSummary(TypedDict):
-    id: str
-    status: str
-    bullmqJobId: str | None
-    sourceType: str
-    sourceId: str
-    transport: str
-    createdAtEpoch: int
-    updatedAtEpoch: int
-    attempts: NotRequired[int]
-    maxAttempts: NotRequired[int]
-
-
-class JobStatus(TypedDict):
-    id: str
-    projectId: str
-    teamId: str
-    sourceType: str
-    sourceId: str
-    agentEventId: str | None
-    serverSessionId: str | None
-    jobType: str
-    status: str
-    bullmqJobId: str | None
-    attempts: int
-    maxAttempts: int
-    nextAttemptAtEpoch: int | None
-    completedAtEpoch: int | None
-    failedAtEpoch: int | None
-    cancelledAtEpoch: int | None
-    lastError: dict[str, Any] | None
-    createdAtEpoch: int
-    updatedAtEpoch: int
-
-
-class JobListEntry(TypedDict):
-    id: str
-    projectId: str
-    teamId: str
-    sourceType: str
-    sourceId: str
-    status: str
-    attempts: int
-    maxAttempts: int
-    createdAtEpoch: int
-    completedAtEpoch: int | None
-    failedAtEpoch: int | None
-    lastError: dict[str, Any] | None
-    payload: NotRequired[dict[str, Any]]
-
-
-class Observation(TypedDict):
-    id: str
-    projectId: str
-    teamId: str
-    serverSessionId: str | None
-    kind: str
-    content: str
-    metadata: dict[str, Any]
-    createdAtEpoch: int
-    updatedAtEpoch: int
-
-
-class SessionBody(TypedDict):
-    session: Session
-
-
-class EndSessionBody(TypedDict):
-    session: Session
-    generationJob: NotRequired[JobSummary]
-
-
-class EventBody(TypedDict):
-    event: Event
-    generationJob: NotRequired[JobSummary | None]
-    waitTimedOut: NotRequired[bool]
-
-
-class EventBatchBody(TypedDict):
-    events: list[EventBody]
-    waitTimedOut: NotRequired[bool]
-
-
-class EventObservationsBody(TypedDict):
-    eventId: str
-    observations: list[dict[str, Any]]
-
-
-class MemoryBody(TypedDict):
-    memory: Observation
-
-
-class Evidence(TypedDict):
-    excerpt: str
-    eventId: str | None
-    score: float
-
-
-class SearchHit(Observation):
-    """An observation as search and context return it, with its evidence."""
-
-    score: float
-    similarity: float | None  # with semantic recall on; None otherwise
-    excerpt: str
-    evidence: list[Evidence]
-
-
-class SearchBody(TypedDict):
-    observations: list[SearchHit]
-
-
-class RecentMemoriesBody(TypedDict):
-    memories: list[Observation]
-
-
-class ContextBody(TypedDict):
-    observations: list[SearchHit]
-    context: str
-
-
-class JobBody(TypedDict):
-    generationJob: JobStatus
-
-
-class JobPageBody(TypedDict):
-    jobs: list[JobListEntry]
-    total: int
-    limit: int
-    offset: int
-    requestId: NotRequired[str]
-
-
-class RetryBody(TypedDict):
-    generationJob: JobStatus
-    retriedCount: int
-    alreadyQueued: bool
-    requestId: str | None
-
-
-class CancelBody(TypedDict):
-    generationJob: JobStatus
-    alreadyCancelled: bool
-    requestId: str | None
-
-
-class ProjectPageBody(TypedDict):
-    projects: list[dict[str, Any]]
-    total: int
-    limit: int
-    offset: int
-
-
-class EventInput(TypedDict, total=False):
-    """One element of a batch, as sent (``projectId``, ``sourceType``, ``eventType`` and
-    ``occurredAtEpoch`` are required by the server)."""
-
-    projectId: str
-    sourceType: SourceType
-    eventType: str
-    occurredAtEpoch: int
-    serverSessionId: str | None
-    contentSessionId: str | None
-    memorySessionId: str | None
-    sourceEventId: str | None
-    payload: Any
-    metadata: dict[str, Any]
-
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -327,59 +89,6 @@ def _segment(value: str, what: str) -> str:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-def _issues(body: Any) -> list[FieldIssue]:
-    found: list[FieldIssue] = []
-    raw = body.get("issues") if isinstance(body, dict) else None
-    for item in raw if isinstance(raw, list) else []:
-        if not isinstance(item, dict):
-            continue
-        path = item.get("path")
-        dotted = ".".join(str(p) for p in path) if isinstance(path, list) else str(path or "")
-        found.append(
-            FieldIssue(dotted, str(item.get("message") or "invalid"), str(item.get("code") or ""))
-        )
-    return found
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def error_for(
-    method: str, path: str, status: int, body: Any, headers: Mapping[str, str]
-) -> Exception:
-    """The exception a non-2xx answer means (see the module docstring)."""
-    message = body.get("message") if isinstance(body, dict) else None
-    if not isinstance(message, str) or not message:
-        text = body if isinstance(body, str) else json.dumps(body)[:200]
-        message = f"{method} {path} returned {status}: {text[:200]}"
-    if status == 400:
-        issues = _issues(body)
-        return InvalidInput(issues or message, message if issues else None)
-    if status == 401:
-        return Unauthorized(message)
-    if status == 403:
-        return Forbidden(message)
-    if status == 404:
-        return NotFound(message)
-    if status == 409:
-        return Conflict(message)
-    if status == 429 or status >= 500:
-        return ServerUnavailable(
-            f"{method} {path} returned {status}: {message}",
-            kind="http_error",
-            status=status,
-            retry_after=_retry_after(headers),
-        )
-    return RequestRejected(message, status=status)
 
 
 # -- the client ----------------------------------------------------------------------------
