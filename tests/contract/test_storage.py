@@ -46,7 +46,7 @@ class TestStorage(StorageContract):
     async def test_advance_writes_a_job_step_all_or_nothing(
         self, storage: Storage, backdoor: Backdoor, make: Factory
     ) -> None:
-        team, project, job = await self._event_job(storage, make)
+        team, project, job = await make.stored_event_job(storage)
         now = T0 + timedelta(seconds=5)
         claimed = machine.transition(job, JobStatus.PROCESSING, now=now, worker_id="w")
         processing = make.job_event(claimed, event_type=JobEventType.PROCESSING)
@@ -153,7 +153,7 @@ class TestStorage(StorageContract):
     async def test_advance_after_a_write_joins_or_declines(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, _, job = await self._event_job(storage, make)
+        team, _, job = await make.stored_event_job(storage)
         claimed = machine.transition(job, JobStatus.PROCESSING, now=T0, worker_id="w")
         event = make.job_event(claimed, event_type=JobEventType.PROCESSING)
         with pytest.raises(RuntimeError):
@@ -169,7 +169,7 @@ class TestStorage(StorageContract):
     async def test_get_unscoped_with_event_reads_the_job_and_its_event(
         self, storage: Storage, make: Factory
     ) -> None:
-        team, project, job = await self._event_job(storage, make)
+        team, project, job = await make.stored_event_job(storage)
         async with storage.unit_of_work() as uow:
             (event,) = await uow.events.get_many(team.id, project.id, [job.source_id])
             assert await uow.jobs.get_unscoped_with_event(job.id) == (job, event)
