@@ -41,11 +41,11 @@ def test_unknown_queue_url_is_refused() -> None:
 def test_missing_sql_extra_names_it(url: str, extra: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # None in sys.modules makes the import fail as if the package were not installed.
     monkeypatch.setitem(sys.modules, "claude_mem_core.adapters.sqlalchemy", None)
-    with pytest.raises(MissingExtra, match=rf"pip install 'claude-mem\[{extra}\]'"):
+    with pytest.raises(MissingExtra, match=rf"pip install 'claude-mem-py\[{extra}\]'"):
         storage_from_url(url)
 
 
 def test_missing_redis_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "claude_mem_core.adapters.taskiq_queue", None)
-    with pytest.raises(MissingExtra, match=r"claude-mem\[redis\]"):
+    with pytest.raises(MissingExtra, match=r"claude-mem-py\[redis\]"):
         queue_from_url("redis://127.0.0.1:6379/0")
