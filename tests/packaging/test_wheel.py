@@ -69,9 +69,7 @@ def test_the_wheel_is_named_after_the_distribution_and_carries_the_migrations(
     assert "serve = claude_mem_http.server.cli:register" in text
 
 
-def test_a_clean_virtualenv_with_the_wheel_migrates_and_serves(
-    wheel: Path, tmp_path: Path
-) -> None:
+def test_a_clean_virtualenv_with_the_wheel_migrates_and_serves(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     python = venv / "bin" / "python"
     uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
