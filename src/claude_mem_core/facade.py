@@ -37,6 +37,7 @@ from claude_mem_core.domain.models import (
     Team,
 )
 from claude_mem_core.errors import ConfigurationError, MissingExtra
+from claude_mem_core.facade_budgets import BudgetMethods
 from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.embedder import Embedder
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
     from claude_mem_core.adapters.observed_provider import ProviderCall
 
 
-class Memory:
+class Memory(BudgetMethods):
     """The use cases of claude-mem as async methods over one set of ports."""
 
     def __init__(

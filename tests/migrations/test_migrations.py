@@ -389,13 +389,16 @@ async def test_abbreviation_upgrade_reindexes_passages_written_with_old_terms(
     finally:
         await engine.dispose()
 
-    storage = SqlAlchemyStorage.from_url(empty_url)
-    try:
-        async with storage.unit_of_work() as uow:
-            before_hits = await uow.search.search("t", "p", parse_query(by_code), limit=5)
-    finally:
-        await storage.close()
-    assert before_hits == []  # the stored term is the word; the query's is the abbreviation
+    # Today's search cannot read this schema (later revisions add observation columns), so
+    # what it would match is checked on the terms: the stored term is the word, and the
+    # query's is the abbreviation (neither it whole nor all of its parts are stored).
+    def stored_terms(conn: sa.Connection) -> set[str]:
+        return set(str(conn.execute(sa.text("SELECT terms FROM search_passages")).scalar()).split())
+
+    held = await _sync_call(empty_url, stored_terms)
+    assert not any(
+        t.term in held or (t.parts and set(t.parts) <= held) for t in parse_query(by_code).terms
+    )
 
     await migrations.upgrade(empty_url)
     storage = SqlAlchemyStorage.from_url(empty_url)

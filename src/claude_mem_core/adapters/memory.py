@@ -14,6 +14,11 @@ from typing import Any, TypeVar
 
 import attrs
 
+from claude_mem_core.adapters.memory_budgets import (
+    BUDGET_TABLES,
+    MemoryBudgets,
+    MemoryProviderPauses,
+)
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.export_format import Counts
 from claude_mem_core.domain.fusion import pack_vector, unpack_vector
@@ -73,6 +78,8 @@ TABLES = (
     "erased_events",
     # The token ledger (services/usage.py): entry id -> LedgerEntry.
     "ledger",
+    # Budgets and provider pauses (adapters/memory_budgets.py).
+    *BUDGET_TABLES,
 )
 
 
@@ -485,10 +492,12 @@ class _Jobs(_Repo):
         passages: Sequence[Passage] = (),
     ) -> bool | None:
         keys = {(o.team_id, o.project_id, o.generation_key) for o in observations}
+        prints = {(o.team_id, o.project_id, o.fingerprint) for o in observations}
         if any(
             (o.team_id, o.project_id, o.generation_key) in keys
+            or (o.team_id, o.project_id, o.fingerprint) in prints
             for o in self._tx.read("observations").values()
-            if o.generation_key is not None
+            if o.generation_key is not None or o.fingerprint is not None
         ):
             return None  # a clash: the caller goes the long way, which finds the stored rows
         written = await self.compare_and_set(expected, new, event=event)
@@ -614,16 +623,26 @@ class _Observations(_Repo):
                 or job.project_id != observation.project_id
             ):
                 raise NotFound("Generation job not found")
-        if observation.generation_key is not None:
-            for existing in self._tx.read("observations").values():
-                if (
-                    existing.generation_key == observation.generation_key
-                    and existing.team_id == observation.team_id
-                    and existing.project_id == observation.project_id
-                ):
-                    return existing, False
+        scoped = self._scoped(o.team_id, o.project_id)
+        # A replay (same generation key) first, then the same fact (same fingerprint).
+        for name in ("generation_key", "fingerprint"):
+            value = getattr(o, name)
+            stored = [e for e in scoped if value is not None and getattr(e, name) == value]
+            if stored:
+                return stored[0], False
         self._tx.write("observations")[observation.id] = observation
         return observation, True
+
+    async def add_occurrences(
+        self, team_id: str, project_id: str, counts: Mapping[str, int]
+    ) -> None:
+        table = self._tx.read("observations")
+        for observation_id, n in counts.items():
+            o = table.get(observation_id)
+            if o is not None and o.team_id == team_id and o.project_id == project_id:
+                self._tx.write("observations")[o.id] = attrs.evolve(
+                    o, occurrences=o.occurrences + n
+                )
 
     async def add_many(
         self, observations: Sequence[Observation]
@@ -1274,6 +1293,8 @@ class InMemoryUnitOfWork:
         self.erasure = _Erasure(tx)
         self.exports = _ExportReads(tx)
         self.ledger = _Ledger(tx)
+        self.budgets = MemoryBudgets(tx)
+        self.provider_pauses = MemoryProviderPauses(tx)
 
 
 class _Ledger(_Repo):

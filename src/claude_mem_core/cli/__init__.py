@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from claude_mem_core.cli import admin, erase, retention, usage
+from claude_mem_core.cli import admin, budget, erase, retention, usage
 from claude_mem_core.cli.commands import Commands, load_entry_points
 from claude_mem_core.cli.kit import Parser, run
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.register(commands)
     retention.register(commands)
     usage.register(commands)
+    budget.register(commands)
     load_entry_points(commands)
     commands.arrange()
     return parser

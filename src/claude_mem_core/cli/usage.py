@@ -8,6 +8,7 @@ import argparse
 import sys
 from typing import Any
 
+from claude_mem_core.cli.budget import describe, status_payload
 from claude_mem_core.cli.commands import Commands
 from claude_mem_core.cli.kit import EXIT_OK, emit, iso, positive, render_table
 
@@ -27,7 +28,7 @@ async def cmd_usage(args: argparse.Namespace) -> int:
     from claude_mem_core.config import Settings
     from claude_mem_core.domain.prices import PRICES_AS_OF
     from claude_mem_core.facade import open_memory_from_settings
-    from claude_mem_core.services import usage
+    from claude_mem_core.services import budgets, usage
     from claude_mem_core.services.context import Caller
 
     caller = Caller(team_id=args.team, actor_id="system:cli")
@@ -35,6 +36,9 @@ async def cmd_usage(args: argparse.Namespace) -> int:
         report = await usage.report(
             memory.deps, caller, project_id=args.project, days=args.days, group_by=args.by
         )
+        status = None
+        if report.project_id is not None:
+            status = await budgets.status(memory.deps, caller, report.project_id)
     payload = {
         "teamId": report.team_id,
         "projectId": report.project_id,
@@ -53,9 +57,12 @@ async def cmd_usage(args: argparse.Namespace) -> int:
             for r in (*report.rows, report.total)
         ],
         "pricesAsOf": PRICES_AS_OF,
+        "budget": status_payload(status),
     }
 
     def show() -> None:
+        if status is not None:
+            print(describe(status))
         if not report.rows:
             print(f"No provider calls in the last {args.days} day(s).")
             return

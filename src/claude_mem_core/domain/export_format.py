@@ -187,6 +187,11 @@ def observation_record(
         "metadata": observation.metadata,
         "createdAt": timestamp(observation.created_at),
         "updatedAt": timestamp(observation.updated_at),
+        # Dedup and supersession (optional on import: exports before them lack them).
+        "fingerprint": observation.fingerprint,
+        "occurrences": observation.occurrences,
+        "supersededBy": observation.superseded_by,
+        "supersededAt": timestamp(observation.superseded_at),
         "sources": [_source_record(s) for s in ordered],
     }
 
@@ -289,6 +294,13 @@ class _Fields:
     def optional_moment(self, name: str) -> datetime | None:
         return None if self.value.get(name) is None else self.moment(name)
 
+    def count(self, name: str) -> int:
+        """A positive integer, 1 when absent."""
+        value = self.value.get(name, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise self.fail(name, "must be a positive integer")
+        return value
+
     def mapping(self, name: str) -> dict[str, Any]:
         value = self.value.get(name, {})
         if not isinstance(value, dict):
@@ -320,7 +332,8 @@ _EVENT_FIELDS = {
 _OBSERVATION_FIELDS = {
     "type", "id", "sessionId", "kind", "observationType", "title", "subtitle", "narrative",
     "facts", "concepts", "filesRead", "filesModified", "content", "generationKey", "metadata",
-    "createdAt", "updatedAt", "sources",
+    "createdAt", "updatedAt", "fingerprint", "occurrences", "supersededBy", "supersededAt",
+    "sources",
 }  # fmt: skip
 _SOURCE_FIELDS = {"id", "sourceType", "sourceId", "metadata", "createdAt"}
 _SESSION_STATUSES = [s.value for s in SessionGenerationStatus]
@@ -434,6 +447,10 @@ def _observation(f: _Fields, team_id: str, project_id: str) -> ImportedObservati
         metadata=f.mapping("metadata"),
         created_at=f.moment("createdAt"),
         updated_at=f.moment("updatedAt"),
+        fingerprint=f.optional_text("fingerprint"),
+        occurrences=f.count("occurrences"),
+        superseded_by=f.optional_text("supersededBy"),
+        superseded_at=f.optional_moment("supersededAt"),
     )
     raw = f.value.get("sources", [])
     if not isinstance(raw, list):

@@ -269,6 +269,13 @@ class Observation:
     created_by_job_id: str | None = None
     created_at: datetime
     updated_at: datetime
+    # Generated observations only (``domain/fingerprint.py``): equal fingerprints in one
+    # project are stored once, and ``occurrences`` counts how often the fact was generated.
+    fingerprint: str | None = None
+    occurrences: int = 1
+    # The newer observation that replaced this one, and when (history stays readable).
+    superseded_by: str | None = None
+    superseded_at: datetime | None = None
 
 
 @frozen(kw_only=True)

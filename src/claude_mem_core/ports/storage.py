@@ -50,6 +50,7 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.domain.tokens import Query
+from claude_mem_core.ports.budgets import BudgetRepository, ProviderPauseRepository
 from claude_mem_core.ports.change_feed import ChangeFeed
 from claude_mem_core.ports.erasure import ErasedRows, ErasureRepository
 from claude_mem_core.ports.export_reads import ExportReadRepository
@@ -303,13 +304,21 @@ class JobEventRepository(Protocol):
 
 class ObservationRepository(Protocol):
     async def add(self, observation: Observation) -> tuple[Observation, bool]:
-        """Insert, or return the stored observation with the same (team, project,
-        generation key) unchanged."""
+        """Insert, or return unchanged the stored observation with the same (team, project,
+        generation key) (a replay), else the one with the same (team, project, fingerprint)
+        (the same fact again; ``domain/fingerprint.py``). Race-safe: of two units of work
+        adding one fingerprint at once, one inserts and the other gets its row."""
 
     async def add_many(
         self, observations: Sequence[Observation]
     ) -> Sequence[tuple[Observation, bool]]:
         """``add`` for each observation in order; one result each, in input order."""
+
+    async def add_occurrences(
+        self, team_id: str, project_id: str, counts: Mapping[str, int]
+    ) -> None:
+        """Add ``counts[id]`` to each of these observations' ``occurrences`` (an atomic
+        increment, so concurrent writers never lose one). Unknown ids are ignored."""
 
     async def get(
         self, team_id: str, project_id: str, observation_id: str
@@ -481,6 +490,12 @@ class UnitOfWork(Protocol):
 
     @property
     def ledger(self) -> LedgerRepository: ...
+
+    @property
+    def budgets(self) -> BudgetRepository: ...
+
+    @property
+    def provider_pauses(self) -> ProviderPauseRepository: ...
 
     @property
     def erasure(self) -> ErasureRepository: ...

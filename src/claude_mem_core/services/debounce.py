@@ -43,7 +43,7 @@ from claude_mem_core.generation import parser, prompt, render
 from claude_mem_core.ports.provider import GenerationRequest
 from claude_mem_core.ports.queue import EVENT_LANE, QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import outbox, usage
+from claude_mem_core.services import outbox, provider_gate, usage
 from claude_mem_core.services.context import Deps
 from claude_mem_core.services.generation import (
     Generator,
@@ -230,6 +230,11 @@ async def release_held(deps: Deps, job_id: str, *, worker_id: str) -> int:
 # -- debounce: one provider call per session window ---------------------------------------
 
 
+async def _probe_tokens() -> int:
+    """A batch's first call in a budget period is estimated before its prompt is built."""
+    return provider_gate.PROBE_TOKENS
+
+
 class SessionBatcher:
     """Queue handler that coalesces a debounced session's queued event jobs.
 
@@ -284,8 +289,14 @@ class SessionBatcher:
         now = deps.clock.now()
         results: list[ProcessResult] = []
         claimed: list[GenerationJob] = []
+        held: list[GenerationJob] = []
         async with deps.storage.unit_of_work() as uow:
-            for job in jobs:
+            # One provider call for the batch: one pass of the gate, before any claim.
+            gate = await provider_gate.admit(
+                uow, deps, gen.provider, jobs[0], prompt_tokens=_probe_tokens
+            )
+            ticket = gate.ticket if isinstance(gate, provider_gate.Admit) else None
+            for job in jobs if isinstance(gate, provider_gate.Admit) else ():
                 current = await uow.jobs.get(job.team_id, job.id)
                 if current is None:
                     continue
@@ -300,11 +311,29 @@ class SessionBatcher:
                 taken = await gen.claim(uow, current, now)
                 if taken is not None:
                     claimed.append(taken)
+            if isinstance(gate, provider_gate.Hold):
+                for job in jobs:
+                    current = await uow.jobs.get(job.team_id, job.id)
+                    if current is not None:
+                        done = await provider_gate.hold(
+                            uow, deps, current, gate, worker_id=gen.worker_id
+                        )
+                        held += [done] if done is not None else []
+            if not claimed:
+                await provider_gate.release(uow, ticket)
+        if isinstance(gate, provider_gate.Busy):
+            await outbox.publish(deps, jobs[0], delay=gate.retry_in)
+            return [ProcessResult(job_id=job.id, outcome="busy") for job in jobs]
+        if isinstance(gate, provider_gate.Hold):
+            for job in held:
+                await provider_gate.publish_held(deps, job)
+            return [ProcessResult(job_id=job.id, outcome="held", error=gate.reason) for job in jobs]
         if not claimed:
             return results
         try:
-            return results + await self._generate(claimed)
+            return results + await self._generate(claimed, ticket)
         except ProviderError as exc:
+            await provider_gate.note_failure(deps, gen.provider, ticket, exc)
             for job in claimed:
                 results.append(
                     await gen.record_failure(
@@ -312,11 +341,17 @@ class SessionBatcher:
                     )
                 )
         except ClaudeMemError as exc:
+            await provider_gate.release_now(deps, ticket)
             for job in claimed:
                 results.append(await gen.record_failure(job, str(exc), "unknown", False))
+        except BaseException:
+            await provider_gate.release_now(deps, ticket)
+            raise
         return results
 
-    async def _generate(self, claimed: list[GenerationJob]) -> list[ProcessResult]:
+    async def _generate(
+        self, claimed: list[GenerationJob], ticket: provider_gate.Ticket | None = None
+    ) -> list[ProcessResult]:
         gen = self.generator
         deps = self.deps
         lead, covered = claimed[0], claimed[1:]
@@ -346,6 +381,7 @@ class SessionBatcher:
             covered_results.extend(await self._complete_covered(uow, lead, covered, ids))
 
         if build.skipped_all or not events:
+            await provider_gate.release_now(deps, ticket)
             lead_result = await gen.persist(
                 lead, [], None, private=build.had_private_content, also=complete_covered
             )
@@ -364,9 +400,10 @@ class SessionBatcher:
                     ),
                 )
             except LeaseLost:
+                await provider_gate.release_now(deps, ticket)
                 await self._release_covered(lead, covered, "lost_lease")
                 return [ProcessResult(job_id=lead.id, outcome="lost_lease")]
-            await usage.record_call(deps, claimed, result, purpose="observations")
+            await usage.record_call(deps, claimed, result, purpose="observations", ticket=ticket)
             parsed = parser.parse_observations(result.text, gen.mode)
             if isinstance(parsed, parser.ParseFailure):
                 return [

@@ -36,6 +36,7 @@ from attrs import frozen
 
 from claude_mem_core.domain import jobs as machine
 from claude_mem_core.domain import keys
+from claude_mem_core.domain.fingerprint import fingerprint
 from claude_mem_core.domain.models import (
     AgentEvent,
     AuditEntry,
@@ -57,14 +58,21 @@ from claude_mem_core.generation.privacy import strip_tags
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import embedding, outbox, usage
+from claude_mem_core.services import dedup, embedding, outbox, provider_gate, usage
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, audit_entry
 
 log = logging.getLogger("claude_mem.generation")
 
 Outcome = Literal[
-    "completed", "skipped", "retry_scheduled", "failed", "missing", "busy", "lost_lease"
+    "completed",
+    "skipped",
+    "retry_scheduled",
+    "failed",
+    "missing",
+    "busy",
+    "lost_lease",
+    "held",  # left queued by the provider gate (a budget spent, a provider's pause)
 ]
 
 
@@ -182,6 +190,8 @@ class Generator:
         now = deps.clock.now()
         events: Sequence[AgentEvent] = ()
         project_name: str | None = None
+        ticket: provider_gate.Ticket | None = None
+        held: GenerationJob | None = None
         async with deps.storage.unit_of_work() as uow:
             # The job's event is read with it: it never changes (and is only used once the
             # job is claimed).
@@ -195,19 +205,32 @@ class Generator:
                     return ProcessResult(job_id=job_id, outcome="skipped")
                 await self.fail_now(uow, job, refusal, classification=refusal)
                 return ProcessResult(job_id=job_id, outcome="failed", error=refusal)
-            claimed = await self.claim(uow, job, now, audit_now=False, alone=True)
+            # Before the claim, so that a held job uses up no attempt (services/provider_gate).
+            gate = await self._gate(uow, job, event)
+            if not isinstance(gate, provider_gate.Admit):
+                held = await self._hold(uow, job, gate)
+                claimed = None
+            else:
+                ticket = gate.ticket
+                claimed = await self.claim(uow, job, now, audit_now=False, alone=ticket is None)
+                if claimed is None:
+                    await provider_gate.release(uow, ticket)
             if claimed is not None:
                 events, project_name = await self.inputs(uow, claimed, event=event)
+        if not isinstance(gate, provider_gate.Admit):
+            return await self._after_hold(job, gate, held)
         if claimed is None:
             status = job.status
             outcome: Outcome = "skipped" if status.terminal else "busy"
             return ProcessResult(job_id=job_id, outcome=outcome)
         pending = (self.processing_audit(claimed, now),)
         try:
-            return await self._generate(claimed, events, project_name, pending)
+            return await self._generate(claimed, events, project_name, pending, ticket)
         except LeaseLost:
+            await provider_gate.release_now(deps, ticket)
             return await self.lost_claim(claimed, pending)
         except ProviderError as exc:
+            await provider_gate.note_failure(deps, self.provider, ticket, exc)
             return await self.record_failure(
                 claimed,
                 str(exc),
@@ -217,9 +240,64 @@ class Generator:
                 audit_entries=pending,
             )
         except ClaudeMemError as exc:
+            await provider_gate.release_now(deps, ticket)
             return await self.record_failure(
                 claimed, str(exc), "unknown", False, audit_entries=pending
             )
+        except BaseException:
+            await provider_gate.release_now(deps, ticket)
+            raise
+
+    async def _gate(
+        self, uow: UnitOfWork, job: GenerationJob, event: AgentEvent | None
+    ) -> provider_gate.Decision:
+        """The provider gate for ``job`` when it is about to be claimed; admitted without
+        a look otherwise (the claim will decline it)."""
+        claimable = job.status is JobStatus.QUEUED or (
+            job.status is JobStatus.PROCESSING
+            and machine.lease_expired(
+                job, now=self.deps.clock.now(), lease_seconds=self.deps.options.lease_seconds
+            )
+        )
+        if not claimable or not provider_gate.gated(self.provider):
+            return provider_gate.Admit()
+
+        async def prompt_tokens() -> int:
+            if event is None or job.source_type is SourceType.SESSION_SUMMARY:
+                return provider_gate.PROBE_TOKENS
+            build = prompt.build_observation_prompt(
+                [event],
+                project_id=job.project_id,
+                team_id=job.team_id,
+                job_id=job.id,
+                server_session_id=job.server_session_id,
+                project_name=await self.project_name(uow, job.team_id, job.project_id),
+                mode=self.mode,
+            )
+            return len(build.prompt) // 4
+
+        return await provider_gate.admit(
+            uow, self.deps, self.provider, job, prompt_tokens=prompt_tokens
+        )
+
+    async def _hold(
+        self, uow: UnitOfWork, job: GenerationJob, gate: provider_gate.Decision
+    ) -> GenerationJob | None:
+        if isinstance(gate, provider_gate.Hold):
+            return await provider_gate.hold(uow, self.deps, job, gate, worker_id=self.worker_id)
+        return None
+
+    async def _after_hold(
+        self, job: GenerationJob, gate: provider_gate.Decision, held: GenerationJob | None
+    ) -> ProcessResult:
+        """Wake a held job at its hold's end; try a busy one again shortly."""
+        if isinstance(gate, provider_gate.Busy):
+            await outbox.publish(self.deps, job, delay=gate.retry_in)
+            return ProcessResult(job_id=job.id, outcome="busy")
+        if held is not None:
+            await provider_gate.publish_held(self.deps, held)
+        reason = gate.reason if isinstance(gate, provider_gate.Hold) else None
+        return ProcessResult(job_id=job.id, outcome="held", error=reason)
 
     async def refusal(
         self, uow: UnitOfWork, job: GenerationJob, payload: dict[str, Any]
@@ -377,6 +455,7 @@ class Generator:
         events: Sequence[AgentEvent],
         project_name: str | None,
         pending: Sequence[AuditEntry],
+        ticket: provider_gate.Ticket | None = None,
     ) -> ProcessResult:
         summary = job.source_type is SourceType.SESSION_SUMMARY
         build = (prompt.build_summary_prompt if summary else prompt.build_observation_prompt)(
@@ -390,6 +469,7 @@ class Generator:
         )
         if build.skipped_all or not events:
             # Nothing left to send after privacy stripping: no provider call at all.
+            await provider_gate.release_now(self.deps, ticket)
             return await self.persist(
                 job, [], None, private=build.had_private_content, audit_entries=pending
             )
@@ -406,7 +486,11 @@ class Generator:
             ),
         )
         await usage.record_call(
-            self.deps, [job], result, purpose="summary" if summary else "observations"
+            self.deps,
+            [job],
+            result,
+            purpose="summary" if summary else "observations",
+            ticket=ticket,
         )
         if summary:
             parsed_summary = parser.parse_summary(result.text)
@@ -476,6 +560,9 @@ class Generator:
             created_by_job_id=job.id,
             created_at=now,
             updated_at=now,
+            fingerprint=fingerprint(
+                type=item.type, title=item.title, facts=item.facts, narrative=item.narrative
+            ),
         )
 
     def _draft_summary(
@@ -559,6 +646,7 @@ class Generator:
         model = result.model if result else None
         caller = caller_for(job)
         entries = list(audit_entries)
+        drafts = dedup.unique_drafts(drafts)
         async with deps.storage.unit_of_work() as uow:
             # Complete first: the compare-and-set fails if the job was cancelled, reclaimed
             # after our lease expired, or finished by someone else, and then nothing of ours
@@ -610,6 +698,10 @@ class Generator:
                 return ProcessResult(job_id=job.id, outcome="lost_lease")
             added = await uow.observations.add_many(observations)
             stored = [obs for obs, _ in added]
+            # The same fact stored already: one more occurrence, and the link below.
+            repeated = dedup.repeats(observations, added)
+            if repeated:
+                await uow.observations.add_occurrences(job.team_id, job.project_id, repeated)
             ids = [obs.id for obs in stored]
             # Only new rows are indexed: a replay finds its observations indexed already.
             await uow.search.add(passages_for([obs for obs, new in added if new], events))

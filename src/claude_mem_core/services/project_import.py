@@ -322,20 +322,32 @@ class _Writer:
         added = await uow.observations.add_many(observations)
         links: list[ObservationSource] = []
         new: list[tuple[Any, list[ObservationSource]]] = []
-        for record, (stored, created) in zip(records, added, strict=True):
+        repeated: dict[str, int] = {}
+        for record, observation, (stored, created) in zip(
+            records, observations, added, strict=True
+        ):
             self._note(record.observation.id, stored.id, created, "observations")
-            if not created:
+            # The same fact as a stored observation (its fingerprint; not a replay of
+            # this row): its sources link to that one, and its occurrences add up.
+            merged = not created and stored.generation_key != observation.generation_key
+            if not created and not merged:
                 continue
             sources = [
                 _evolve(
                     s,
+                    observation_id=stored.id,
                     source_id=self._as_stored(s.source_id),
                     agent_event_id=self._as_stored(s.agent_event_id),
                 )
                 for s in record.sources
             ]
             links += sources
-            new.append((stored, sources))
+            if merged:
+                repeated[stored.id] = repeated.get(stored.id, 0) + observation.occurrences
+            else:
+                new.append((stored, sources))
+        if repeated:
+            await uow.observations.add_occurrences(self.team_id, self.project_id, repeated)
         event_ids = list(
             dict.fromkeys(s.agent_event_id for s in links if s.agent_event_id is not None)
         )

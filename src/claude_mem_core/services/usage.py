@@ -28,6 +28,7 @@ from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.ports.ledger import LedgerEntry, UsageGrouping, UsageRow
 from claude_mem_core.ports.provider import GenerationResult
+from claude_mem_core.services import provider_gate
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import project_visible
 
@@ -39,12 +40,19 @@ log = logging.getLogger("claude_mem.usage")
 
 
 async def record_call(
-    deps: Deps, jobs: Sequence[GenerationJob], result: GenerationResult, *, purpose: str
+    deps: Deps,
+    jobs: Sequence[GenerationJob],
+    result: GenerationResult,
+    *,
+    purpose: str,
+    ticket: provider_gate.Ticket | None = None,
 ) -> LedgerEntry | None:
     """Write the ledger row of one provider call made for ``jobs`` (one, or a batch of
-    one session's). None, and nothing written, for a provider that sends no bill. A
-    failed write is logged, never raised: the call's answer must still be stored."""
+    one session's), and settle the call's budget reservation (``ticket``) in the same
+    transaction. None, and nothing written, for a provider that sends no bill. A failed
+    write is logged, never raised: the call's answer must still be stored."""
     if not jobs or result.provider.casefold() in FREE_PROVIDERS:
+        await provider_gate.release_now(deps, ticket)
         return None
     first = jobs[0]
     entry = LedgerEntry(
@@ -70,8 +78,12 @@ async def record_call(
     try:
         async with deps.storage.unit_of_work() as uow:
             await uow.ledger.add(entry)
+            await provider_gate.settle(uow, deps, ticket, result)
     except Exception as exc:  # the project may be erased meanwhile; the answer goes on
         log.warning("token ledger row not written: %s: %s", type(exc).__name__, exc)
+        if ticket is not None:
+            ticket.done = False  # rolled back with the ledger row: still reserved
+            await provider_gate.release_now(deps, ticket)
         return None
     return entry
 

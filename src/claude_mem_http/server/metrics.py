@@ -149,6 +149,22 @@ class HttpMetrics:
             registry=owner,
             **gauge_mode,
         )
+        self.held_jobs = prom.Gauge(
+            "claude_mem_jobs_held",
+            "Queued jobs held back from the provider, by reason (budget: the project's "
+            "budget is spent; rate_limit: the provider asked every worker to wait).",
+            ["reason"],
+            registry=owner,
+            **gauge_mode,
+        )
+        self.budget_remaining = prom.Gauge(
+            "claude_mem_budget_remaining",
+            "What remains of each project budget in its current period, by project and "
+            "unit (tokens, usd).",
+            ["project", "unit"],
+            registry=owner,
+            **gauge_mode,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HttpMetrics:
@@ -192,6 +208,7 @@ class HttpMetrics:
         else:
             for status in JobStatus:
                 self.jobs.labels(status.value).set(counts.get(status, 0))
+        await self._refresh_budgets(memory)
         queue = memory.deps.queue
         if queue is None:
             return
@@ -203,6 +220,26 @@ class HttpMetrics:
         else:
             for lane, waiting in depth.items():
                 self.queue_depth.labels(lane).set(waiting)
+
+    async def _refresh_budgets(self, memory: Memory) -> None:
+        from claude_mem_core.domain.budgets import HELD_REASONS
+        from claude_mem_core.services.budgets import overview
+
+        try:
+            statuses, held = await asyncio.wait_for(overview(memory.deps), SCRAPE_TIMEOUT_S)
+        except Exception as exc:
+            self.scrape_errors.labels("budgets").inc()
+            log.warning("metrics: budgets unavailable (%s)", type(exc).__name__)
+            return
+        for reason in HELD_REASONS:
+            self.held_jobs.labels(reason).set(held.get(reason, 0))
+        self.budget_remaining.clear()  # a cleared budget's series goes away
+        for status in statuses:
+            project = status.budget.project_id
+            if status.remaining_tokens is not None:
+                self.budget_remaining.labels(project, "tokens").set(status.remaining_tokens)
+            if status.remaining_usd is not None:
+                self.budget_remaining.labels(project, "usd").set(status.remaining_usd)
 
     def exposition(self) -> bytes:
         prom = _prometheus()

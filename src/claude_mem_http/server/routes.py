@@ -16,6 +16,7 @@ from claude_mem_core.domain.scopes import Need
 from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
 from claude_mem_core.services import (
     admin,
+    budgets,
     compat,
     erase,
     ingest,
@@ -421,7 +422,28 @@ async def get_usage(request: web.Request, caller: Caller) -> web.StreamResponse:
         days=schemas.query_int(request.query, "days", 30, minimum=1, maximum=MAX_REPORT_DAYS),
         group_by=schemas.query_one(request.query, "groupBy") or "day",
     )
-    return json_response({"usage": schemas.usage_report(report), "requestId": caller.request_id})
+    budget = None
+    if report.project_id is not None:
+        budget = await budgets.status(_deps(request), caller, report.project_id)
+    return json_response(
+        {"usage": schemas.usage_report(report, budget), "requestId": caller.request_id}
+    )
+
+
+@requires(Need.ADMIN)  # a budget decides what the team pays for
+async def set_project_budget(request: web.Request, caller: Caller) -> web.StreamResponse:
+    body = await schemas.read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidInput.field("tokenLimit", "the body must be an object with the limits")
+    status = await budgets.set_budget(
+        _deps(request),
+        caller,
+        request.match_info["id"],
+        period=body.get("period", "month"),
+        token_limit=body.get("tokenLimit"),
+        usd_limit=body.get("usdLimit"),
+    )
+    return json_response({"budget": schemas.budget_status(status), "requestId": caller.request_id})
 
 
 # -- erase (docs/your-data.md) -------------------------------------------------------------
@@ -577,6 +599,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("DELETE", "/v1/projects/{id}", erase_project),
     ("PUT", "/v1/projects/{id}/retention", set_project_retention),
     ("GET", "/v1/usage", get_usage),
+    ("PUT", "/v1/projects/{id}/budget", set_project_budget),
     ("POST", "/api/sessions/observations", compat_observations),
     ("POST", "/api/sessions/summarize", compat_summarize),
 ]

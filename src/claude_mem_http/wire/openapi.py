@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from claude_mem_core.domain.budgets import PERIODS
+from claude_mem_core.services.budgets import MAX_TOKENS, MAX_USD
 from claude_mem_core.services.ingest import MAX_EPOCH_MS, MAX_IDENTIFIER_LENGTH
 from claude_mem_core.services.retention import MAX_RETAIN_DAYS
 from claude_mem_core.services.usage import GROUPINGS, MAX_REPORT_DAYS
@@ -21,6 +23,8 @@ STR: Schema = {"type": "string"}
 NSTR: Schema = {"type": ["string", "null"]}
 INT: Schema = {"type": "integer"}
 NINT: Schema = {"type": ["integer", "null"]}
+NUM: Schema = {"type": "number"}
+NNUM: Schema = {"type": ["number", "null"]}
 BOOL: Schema = {"type": "boolean"}
 OBJ: Schema = {"type": "object"}
 NOBJ: Schema = {"type": ["object", "null"]}
@@ -250,6 +254,12 @@ SCHEMAS: dict[str, Schema] = {
             "failedAtEpoch": NINT,
             "cancelledAtEpoch": NINT,
             "lastError": NOBJ,
+            "heldReason": {
+                "type": ["string", "null"],
+                "enum": ["budget", "rate_limit", None],
+                "description": "why a queued job waits for its next attempt: its project's "
+                "budget is spent, or its provider asked every worker to wait; null otherwise",
+            },
             "createdAtEpoch": INT,
             "updatedAtEpoch": INT,
         }
@@ -268,6 +278,12 @@ SCHEMAS: dict[str, Schema] = {
             "completedAtEpoch": NINT,
             "failedAtEpoch": NINT,
             "lastError": NOBJ,
+            "heldReason": {
+                "type": ["string", "null"],
+                "enum": ["budget", "rate_limit", None],
+                "description": "why a queued job waits for its next attempt: its project's "
+                "budget is spent, or its provider asked every worker to wait; null otherwise",
+            },
             "payload": OBJ,
         },
         required=[
@@ -283,6 +299,7 @@ SCHEMAS: dict[str, Schema] = {
             "completedAtEpoch",
             "failedAtEpoch",
             "lastError",
+            "heldReason",
         ],
     ),
     "Session": obj(
@@ -321,6 +338,17 @@ SCHEMAS: dict[str, Schema] = {
             "metadata": OBJ,
             "createdAtEpoch": INT,
             "updatedAtEpoch": INT,
+            "occurrences": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "How many times this fact was generated: the same generated "
+                "observation from another event is stored once, linked to each event",
+            },
+            "supersededBy": {
+                **NSTR,
+                "description": "The newer observation that replaced this one, or null",
+            },
+            "supersededAtEpoch": NINT,
         }
     ),
     "Project": obj(
@@ -361,9 +389,35 @@ SCHEMAS: dict[str, Schema] = {
             "rows": {"type": "array", "items": ref("UsageRow")},
             "total": ref("UsageRow"),
             "pricesAsOf": STR,
+            "budget": {"oneOf": [ref("Budget"), {"type": "null"}]},
+        }
+    ),
+    "Budget": obj(
+        {
+            "period": {"enum": list(PERIODS)},
+            "tokenLimit": NINT,
+            "usdLimit": NNUM,
+            "periodStartEpoch": INT,
+            "periodEndEpoch": INT,
+            "spentTokens": INT,
+            "spentUsd": NUM,
+            "reservedTokens": {**INT, "description": "estimates of calls in flight"},
+            "reservedUsd": NUM,
+            "remainingTokens": NINT,
+            "remainingUsd": NNUM,
+            "calls": {**INT, "description": "calls settled in this period"},
+            "exhausted": BOOL,
         }
     ),
     # -- request bodies
+    "BudgetInput": body_obj(
+        {
+            "period": {"enum": list(PERIODS), "description": "UTC day or month (default month)"},
+            "tokenLimit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS},
+            "usdLimit": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_USD},
+        },
+        [],
+    ),
     "RetentionInput": body_obj(
         {"retainDays": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_RETAIN_DAYS}},
         ["retainDays"],
@@ -1060,6 +1114,26 @@ def build() -> dict[str, Any]:
                 "erased); the sweep erases what is older",
                 {"200": _ok(obj({"project": ref("Project"), "requestId": NSTR}))},
                 body="RetentionInput",
+                params=[_path_param("id")],
+                tags=["projects"],
+            )
+        },
+        "/v1/projects/{id}/budget": {
+            "put": _op(
+                "Set the project's budget per UTC day or month, in tokens and/or estimated US "
+                "dollars (both limits null: no budget); jobs it held run at once if the "
+                "change lets them",
+                {
+                    "200": _ok(
+                        obj(
+                            {
+                                "budget": {"oneOf": [ref("Budget"), {"type": "null"}]},
+                                "requestId": NSTR,
+                            }
+                        )
+                    )
+                },
+                body="BudgetInput",
                 params=[_path_param("id")],
                 tags=["projects"],
             )

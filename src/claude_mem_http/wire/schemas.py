@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiMapping
 
+from claude_mem_core.domain.budgets import held_reason
 from claude_mem_core.domain.models import (
     AgentEvent,
     GenerationJob,
@@ -28,6 +29,7 @@ from claude_mem_core.domain.prices import PRICES_AS_OF
 from claude_mem_core.domain.redaction import RECEIVED_DIGEST_KEY
 from claude_mem_core.errors import EventConflict, FieldIssue, Gone, InvalidInput
 from claude_mem_core.ports.ledger import UsageRow
+from claude_mem_core.services.budgets import BudgetStatus
 from claude_mem_core.services.erase import Erasure
 from claude_mem_core.services.ingest import (
     MAX_EPOCH_MS,
@@ -589,6 +591,7 @@ def job_status(job: GenerationJob) -> dict[str, Any]:
         "failedAtEpoch": epoch(job.failed_at),
         "cancelledAtEpoch": epoch(job.cancelled_at),
         "lastError": _last_error(job),
+        "heldReason": held_reason(job),
         "createdAtEpoch": _epoch(job.created_at),
         "updatedAtEpoch": _epoch(job.updated_at),
     }
@@ -608,6 +611,7 @@ def job_list_entry(job: GenerationJob, *, include_payload: bool = False) -> dict
         "completedAtEpoch": epoch(job.completed_at),
         "failedAtEpoch": epoch(job.failed_at),
         "lastError": _last_error(job),
+        "heldReason": held_reason(job),
     }
     if include_payload and isinstance(job.payload, dict):
         entry["payload"] = job.payload
@@ -647,6 +651,10 @@ def observation(o: Observation) -> dict[str, Any]:
         "metadata": o.metadata,
         "createdAtEpoch": _epoch(o.created_at),
         "updatedAtEpoch": _epoch(o.updated_at),
+        # Our additions: how often the fact was generated, and what replaced it.
+        "occurrences": o.occurrences,
+        "supersededBy": o.superseded_by,
+        "supersededAtEpoch": epoch(o.superseded_at),
     }
 
 
@@ -721,8 +729,9 @@ def usage_row(r: UsageRow) -> dict[str, Any]:
     }
 
 
-def usage_report(report: UsageReport) -> dict[str, Any]:
-    """Token ledger sums: rows by group, their total, and the date of the price table."""
+def usage_report(report: UsageReport, budget: BudgetStatus | None = None) -> dict[str, Any]:
+    """Token ledger sums: rows by group, their total, the date of the price table, and the
+    project's budget (null without one, or for a team-wide report)."""
     return {
         "teamId": report.team_id,
         "projectId": report.project_id,
@@ -732,6 +741,29 @@ def usage_report(report: UsageReport) -> dict[str, Any]:
         "rows": [usage_row(r) for r in report.rows],
         "total": usage_row(report.total),
         "pricesAsOf": PRICES_AS_OF,
+        "budget": budget_status(budget),
+    }
+
+
+def budget_status(status: BudgetStatus | None) -> dict[str, Any] | None:
+    """A project's budget and its current UTC period (null: no budget)."""
+    if status is None:
+        return None
+    b, p = status.budget, status.period
+    return {
+        "period": b.period,
+        "tokenLimit": b.token_limit,
+        "usdLimit": b.usd_limit,
+        "periodStartEpoch": _epoch(p.start),
+        "periodEndEpoch": _epoch(status.period_end),
+        "spentTokens": p.spent_tokens,
+        "spentUsd": round(p.spent_usd, 6),
+        "reservedTokens": p.reserved_tokens,
+        "reservedUsd": round(p.reserved_usd, 6),
+        "remainingTokens": status.remaining_tokens,
+        "remainingUsd": None if status.remaining_usd is None else round(status.remaining_usd, 6),
+        "calls": p.calls,
+        "exhausted": status.exhausted,
     }
 
 

@@ -98,10 +98,8 @@ BULK_JOB_EVENTS = _Bulk(
         " WHERE s.generation_job_id = r.generation_job_id)"
     },
 )
-BULK_OBSERVATIONS = _Bulk(
-    t.observations,
-    "ON CONFLICT (team_id, project_id, generation_key) WHERE generation_key IS NOT NULL DO NOTHING",
-)
+# Either unique key (generation key, fingerprint) taken: the caller reads the stored row.
+BULK_OBSERVATIONS = _Bulk(t.observations, "ON CONFLICT DO NOTHING")
 BULK_SOURCES = _Bulk(
     t.observation_sources, "ON CONFLICT (observation_id, source_type, source_id) DO NOTHING"
 )

@@ -237,8 +237,11 @@ class JobRepo:
                 "team_id": team,
                 "project_id": project,
                 "keys": [o.generation_key for o in group],
+                "fingerprints": [o.fingerprint for o in group],
             }
-            if await db.rows(db.sql.observations_by_keys, params):
+            if await db.rows(db.sql.observations_by_keys, params) or await db.rows(
+                db.sql.observations_by_fingerprints, params
+            ):
                 return None
         written = await self.compare_and_set(expected, new, event=event)
         if written:

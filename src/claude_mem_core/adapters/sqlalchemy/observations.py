@@ -1,10 +1,11 @@
-"""The observation repository (adds idempotent by generation key, scoped reads, the
+"""The observation repository (adds idempotent by generation key and deduplicated by
+fingerprint, occurrence counts, scoped reads, the
 observations of a source or a job) and the observation-source links (``SourceRepo``), whose
 repeats merge their metadata into the stored link's."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,8 +39,9 @@ class ObservationRepo:
     async def add_many(
         self, observations: Sequence[Observation]
     ) -> Sequence[tuple[Observation, bool]]:
-        """One multi-row insert; rows it did not insert (same generation key as a stored
-        row, or as an earlier row of ``observations``) are answered with the stored row."""
+        """One multi-row insert; rows it did not insert (same generation key, or same
+        fingerprint, as a stored row or an earlier row of ``observations``) are answered
+        with the stored row."""
         if len(observations) <= 1:
             return [await self.add(observation) for observation in observations]
         db = self._db
@@ -54,28 +56,11 @@ class ObservationRepo:
             bulk=BULK_OBSERVATIONS,
             not_found="project_id must belong to team_id",
         )
-        stored: dict[tuple[str, str, str | None], Observation] = {}
-        for (team, project), group in _by_scope(
-            [o for o in observations if o.id not in inserted]
-        ).items():
-            params = {
-                "team_id": team,
-                "project_id": project,
-                "keys": list({o.generation_key for o in group}),
-            }
-            for row in await db.rows(db.sql.observations_by_keys, params):
-                stored[(team, project, row["generation_key"])] = _observation(row)
-        results: list[tuple[Observation, bool]] = []
-        for observation in observations:
-            if observation.id in inserted:
-                results.append((observation, True))
-                continue
-            key = (observation.team_id, observation.project_id, observation.generation_key)
-            existing = stored.get(key)
-            if existing is None:  # pragma: no cover - the conflict target guarantees a row
-                raise errors.Conflict(f"observation {observation.id} conflicts with a stored one")
-            results.append((existing, False))
-        return results
+        stored = await self._stored([o for o in observations if o.id not in inserted])
+        return [
+            (observation, True) if observation.id in inserted else (stored[observation.id], False)
+            for observation in observations
+        ]
 
     async def add(self, observation: Observation) -> tuple[Observation, bool]:
         db = self._db
@@ -84,21 +69,63 @@ class ObservationRepo:
         await _check_job_scope(db, observation.created_by_job_id, team, project)
         values = _observation_values(observation)
         not_found = "project_id must belong to team_id"
-        if observation.generation_key is None:
+        if observation.generation_key is None and observation.fingerprint is None:
             await db.run(db.sql.observation_insert, values, not_found=not_found)
             return observation, True
         result = await db.run(db.sql.observation_insert_ignore, values, not_found=not_found)
         if result.first() is not None:
             return observation, True
-        params = {
-            "team_id": team,
-            "project_id": project,
-            "generation_key": observation.generation_key,
-        }
-        row = await db.row(db.sql.observation_by_key, params)
-        if row is None:  # pragma: no cover - the conflict target guarantees a row
-            raise errors.Conflict(f"observation {observation.id} conflicts with a stored one")
-        return _observation(row), False
+        return (await self._stored([observation]))[observation.id], False
+
+    async def _stored(self, pending: Sequence[Observation]) -> dict[str, Observation]:
+        """The stored row each of ``pending`` (not inserted) clashed with, by id: the one
+        with its generation key (a replay), else the one with its fingerprint."""
+        db = self._db
+        found: dict[str, Observation] = {}
+        for (team, project), group in _by_scope(pending).items():
+            scope = {"team_id": team, "project_id": project}
+            keys = list({o.generation_key for o in group if o.generation_key is not None})
+            by_key = {
+                row["generation_key"]: _observation(row)
+                for row in (
+                    await db.rows(db.sql.observations_by_keys, {**scope, "keys": keys})
+                    if keys
+                    else ()
+                )
+            }
+            rest = [o for o in group if o.generation_key not in by_key]
+            prints = list({o.fingerprint for o in rest if o.fingerprint is not None})
+            by_print = {
+                row["fingerprint"]: _observation(row)
+                for row in (
+                    await db.rows(
+                        db.sql.observations_by_fingerprints, {**scope, "fingerprints": prints}
+                    )
+                    if prints
+                    else ()
+                )
+            }
+            for o in group:
+                existing = by_key.get(o.generation_key) or by_print.get(o.fingerprint)
+                if existing is None:  # pragma: no cover - a unique index guarantees a row
+                    raise errors.Conflict(f"observation {o.id} conflicts with a stored one")
+                found[o.id] = existing
+        return found
+
+    async def add_occurrences(
+        self, team_id: str, project_id: str, counts: Mapping[str, int]
+    ) -> None:
+        o = t.observations
+        for observation_id, n in sorted(counts.items()):
+            await self._db.execute(
+                sa.update(o)
+                .where(
+                    o.c.id == observation_id,
+                    o.c.team_id == team_id,
+                    o.c.project_id == project_id,
+                )
+                .values(occurrences=o.c.occurrences + n)
+            )
 
     async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None:
         c = t.observations.c

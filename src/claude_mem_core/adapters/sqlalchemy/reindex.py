@@ -13,6 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 
 BATCH = 500  # observations read, and their passages written, per round trip
+# Observation columns of later revisions: the reindexing revisions (0008, 0009) run before
+# they exist, and passages do not depend on them.
+_ADDED_AFTER_REINDEX = frozenset({"fingerprint", "occurrences", "superseded_by", "superseded_at"})
 
 
 def rebuild_search_index(bind: sa.Connection) -> int:
@@ -44,7 +47,7 @@ def index_observations(bind: sa.Connection) -> int:
     while True:
         rows = (
             bind.execute(
-                sa.select(observations)
+                sa.select(*(c for c in observations.c if c.key not in _ADDED_AFTER_REINDEX))
                 .where(observations.c.id > last)
                 .order_by(observations.c.id)
                 .limit(BATCH)

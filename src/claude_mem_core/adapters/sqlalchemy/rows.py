@@ -178,6 +178,11 @@ def _observation(r: RowMapping) -> Observation:
         created_by_job_id=r["created_by_job_id"],
         created_at=r["created_at"],
         updated_at=r["updated_at"],
+        # Absent from reads of the reindexing revisions, which run before revision 0016.
+        fingerprint=r.get("fingerprint"),
+        occurrences=r.get("occurrences", 1),
+        superseded_by=r.get("superseded_by"),
+        superseded_at=r.get("superseded_at"),
     )
 
 
@@ -316,6 +321,10 @@ def _observation_values(observation: Observation) -> dict[str, Any]:
         "created_by_job_id": observation.created_by_job_id,
         "created_at": observation.created_at,
         "updated_at": observation.updated_at,
+        "fingerprint": observation.fingerprint,
+        "occurrences": observation.occurrences,
+        "superseded_by": observation.superseded_by,
+        "superseded_at": observation.superseded_at,
     }
 
 

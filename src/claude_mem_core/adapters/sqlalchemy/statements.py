@@ -132,12 +132,9 @@ class _Statements:
         )
 
         self.observation_insert = sa.insert(o).returning(o.c.id)
-        self.observation_insert_ignore = dialects.insert_ignore(
-            dialect,
-            o,
-            index_elements=["team_id", "project_id", "generation_key"],
-            index_where=o.c.generation_key.is_not(None),
-        )
+        # No conflict target: a generation key (a replay) or a fingerprint (the same fact
+        # again, revision 0016) taken by a stored row; the caller reads which.
+        self.observation_insert_ignore = dialects.insert_ignore(dialect, o)
         self.observation_by_key = select(o).where(
             o.c.team_id == _p("team_id"),
             o.c.project_id == _p("project_id"),
@@ -147,6 +144,11 @@ class _Statements:
             o.c.team_id == _p("team_id"),
             o.c.project_id == _p("project_id"),
             o.c.generation_key.in_(sa.bindparam("keys", expanding=True)),
+        )
+        self.observations_by_fingerprints = select(o).where(
+            o.c.team_id == _p("team_id"),
+            o.c.project_id == _p("project_id"),
+            o.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
         )
 
         self.source_insert = dialects.insert_ignore(

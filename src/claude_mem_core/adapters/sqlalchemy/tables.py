@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from claude_mem_core.adapters.sqlalchemy import budget_tables
+
 # Names are part of the schema (alembic compares and drops by name), so every constraint
 # gets a deterministic one. All rendered names stay within PostgreSQL's 63 characters.
 NAMING_CONVENTION: dict[str, str] = {
@@ -360,6 +362,11 @@ observations = sa.Table(
         nullable=True,
     ),
     *_created_updated(),
+    # Revision 0016: dedup (``domain/fingerprint.py``, NULL never dedups) and supersession.
+    sa.Column("fingerprint", sa.Text, nullable=True),
+    sa.Column("occurrences", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("superseded_by", sa.Text, nullable=True),
+    _ts("superseded_at", nullable=True),
     # ``kind``: any kind string (revision 0004 dropped the check of the three known kinds).
     # Target of the sources' composite foreign key.
     sa.UniqueConstraint("id", "project_id", "team_id"),
@@ -372,6 +379,15 @@ observations = sa.Table(
         unique=True,
         postgresql_where=sa.text("generation_key IS NOT NULL"),
         sqlite_where=sa.text("generation_key IS NOT NULL"),
+    ),
+    sa.Index(
+        "idx_observations_fingerprint_scope",
+        "team_id",
+        "project_id",
+        "fingerprint",
+        unique=True,
+        postgresql_where=sa.text("fingerprint IS NOT NULL"),
+        sqlite_where=sa.text("fingerprint IS NOT NULL"),
     ),
     sa.Index("idx_observations_project_session", "project_id", "server_session_id", "created_at"),
     sa.Index("idx_observations_team_project", "team_id", "project_id", "created_at"),
@@ -560,6 +576,10 @@ token_ledger = sa.Table(
     _project_scope_fk("token_ledger"),
     sa.Index("idx_token_ledger_scope_time", "team_id", "project_id", "called_at"),
 )
+
+# Budgets and provider pauses (revision 0015): defined in their own module, on this metadata.
+_budget_tables = budget_tables.define(metadata, _ts, _project_scope_fk, UTCDateTime)
+project_budgets, budget_periods, provider_pauses = _budget_tables
 
 
 def live_project(table: sa.Table) -> sa.ColumnElement[bool]:

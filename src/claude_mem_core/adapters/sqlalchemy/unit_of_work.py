@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy.audit import AuditRepo
+from claude_mem_core.adapters.sqlalchemy.budgets import BudgetRepo, ProviderPauseRepo
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.erasure import ErasureRepo
 from claude_mem_core.adapters.sqlalchemy.events import EventRepo
@@ -52,6 +53,8 @@ class SqlAlchemyUnitOfWork:
         self.vectors = SearchVectorRepo(db)
         self.erasure = ErasureRepo(db)
         self.ledger = LedgerRepo(db)
+        self.budgets = BudgetRepo(db)
+        self.provider_pauses = ProviderPauseRepo(db)
         self.exports = ExportReadRepo(db)
 
 

@@ -1,0 +1,152 @@
+"""Budgets and provider pauses of the in-memory storage (``ports/budgets.py``). The
+storage's one lock serialises units of work, so a reservation's check and write are
+atomic as the SQL adapters' guarded UPDATE is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import attrs
+
+from claude_mem_core.domain.budgets import held_reason
+from claude_mem_core.ports.budgets import Budget, BudgetPeriod, Reservation
+
+
+class _Tx(Protocol):
+    """The in-memory unit of work's view of the tables (``adapters/memory.py``)."""
+
+    def read(self, table: str) -> dict[str, Any]: ...
+
+    def write(self, table: str) -> dict[str, Any]: ...
+
+
+# The tables these repositories add to the in-memory storage.
+BUDGET_TABLES = ("budgets", "budget_periods", "provider_pauses")
+
+
+def _key(team_id: str, project_id: str) -> str:
+    return f"{team_id}\x00{project_id}"
+
+
+def _period_key(team_id: str, project_id: str, start: datetime) -> str:
+    return f"{team_id}\x00{project_id}\x00{start.isoformat()}"
+
+
+class MemoryBudgets:
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+
+    def _live(self, team_id: str, project_id: str) -> bool:
+        project = self._tx.read("projects").get(project_id)
+        return (
+            project is not None
+            and project.team_id == team_id
+            and project_id not in self._tx.read("deleted_projects")
+        )
+
+    async def get(self, team_id: str, project_id: str) -> Budget | None:
+        budget: Budget | None = self._tx.read("budgets").get(_key(team_id, project_id))
+        return budget
+
+    async def put(self, budget: Budget) -> bool:
+        if not self._live(budget.team_id, budget.project_id):
+            return False
+        self._tx.write("budgets")[_key(budget.team_id, budget.project_id)] = budget
+        return True
+
+    async def clear(self, team_id: str, project_id: str) -> bool:
+        key = _key(team_id, project_id)
+        if key not in self._tx.read("budgets"):
+            return False
+        del self._tx.write("budgets")[key]
+        return True
+
+    async def period(self, team_id: str, project_id: str, start: datetime) -> BudgetPeriod:
+        row: BudgetPeriod | None = self._tx.read("budget_periods").get(
+            _period_key(team_id, project_id, start)
+        )
+        return row or BudgetPeriod(team_id=team_id, project_id=project_id, start=start)
+
+    async def reserve(
+        self, budget: Budget, start: datetime, *, tokens: int, usd: float, alone: bool
+    ) -> bool:
+        row = await self.period(budget.team_id, budget.project_id, start)
+        if alone and row.in_flight > 0:
+            return False
+        if (
+            budget.token_limit is not None
+            and row.spent_tokens + row.reserved_tokens + tokens > budget.token_limit
+        ):
+            return False
+        if budget.usd_limit is not None and row.spent_usd + row.reserved_usd + usd > (
+            budget.usd_limit
+        ):
+            return False
+        self._store(
+            row,
+            reserved_tokens=row.reserved_tokens + tokens,
+            reserved_usd=row.reserved_usd + usd,
+            in_flight=row.in_flight + 1,
+        )
+        return True
+
+    async def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
+        row = await self._reserved(reservation)
+        self._store(
+            row,
+            reserved_tokens=max(row.reserved_tokens - reservation.tokens, 0),
+            reserved_usd=max(row.reserved_usd - reservation.usd, 0.0),
+            in_flight=max(row.in_flight - 1, 0),
+            spent_tokens=row.spent_tokens + tokens,
+            spent_usd=row.spent_usd + usd,
+            calls=row.calls + 1,
+        )
+
+    async def release(self, reservation: Reservation) -> None:
+        row = await self._reserved(reservation)
+        self._store(
+            row,
+            reserved_tokens=max(row.reserved_tokens - reservation.tokens, 0),
+            reserved_usd=max(row.reserved_usd - reservation.usd, 0.0),
+            in_flight=max(row.in_flight - 1, 0),
+        )
+
+    async def _reserved(self, reservation: Reservation) -> BudgetPeriod:
+        return await self.period(reservation.team_id, reservation.project_id, reservation.start)
+
+    def _store(self, row: BudgetPeriod, **changes: Any) -> None:
+        if not self._live(row.team_id, row.project_id):
+            return
+        key = _period_key(row.team_id, row.project_id, row.start)
+        self._tx.write("budget_periods")[key] = attrs.evolve(row, **changes)
+
+    async def list_all(self, *, limit: int) -> Sequence[Budget]:
+        rows = [b for b in self._tx.read("budgets").values() if self._live(b.team_id, b.project_id)]
+        rows.sort(key=lambda b: (b.team_id, b.project_id))
+        return rows[:limit]
+
+    async def held_jobs(self) -> Mapping[str, int]:
+        counts: dict[str, int] = {}
+        for job in self._tx.read("jobs").values():
+            reason = held_reason(job)
+            if reason is not None:
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+
+class MemoryProviderPauses:
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+
+    async def pause(self, provider: str, until: datetime, *, now: datetime) -> datetime:
+        stored: datetime | None = self._tx.read("provider_pauses").get(provider)
+        if stored is None or stored < until:
+            self._tx.write("provider_pauses")[provider] = until
+            return until
+        return stored
+
+    async def paused_until(self, provider: str, *, now: datetime) -> datetime | None:
+        until: datetime | None = self._tx.read("provider_pauses").get(provider)
+        return until if until is not None and until > now else None

@@ -1,0 +1,213 @@
+"""Budgets and provider pauses on SQL (``ports/budgets.py``).
+
+A reservation is one guarded UPDATE of the period's counter row: PostgreSQL re-checks its
+WHERE on the row's newest version after waiting for a concurrent writer's lock, and
+SQLite has one writer at a time, so of N workers reserving at once exactly those whose
+estimates fit are let through."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+
+from claude_mem_core.adapters.sqlalchemy import dialects
+from claude_mem_core.adapters.sqlalchemy import tables as t
+from claude_mem_core.adapters.sqlalchemy.connection import _Db
+from claude_mem_core.domain.budgets import HELD_REASONS
+from claude_mem_core.domain.models import JobStatus
+from claude_mem_core.ports.budgets import Budget, BudgetPeriod, Reservation
+
+_PERIOD_KEY = ("team_id", "project_id", "period_start")
+
+
+def _budget(r: RowMapping) -> Budget:
+    return Budget(
+        team_id=r["team_id"],
+        project_id=r["project_id"],
+        period=r["period"],
+        token_limit=r["token_limit"],
+        usd_limit=r["usd_limit"],
+        updated_at=r["updated_at"],
+    )
+
+
+class BudgetRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def get(self, team_id: str, project_id: str) -> Budget | None:
+        c = t.project_budgets.c
+        row = await self._db.one_or_none(
+            self._db.select(t.project_budgets).where(
+                c.team_id == team_id, c.project_id == project_id
+            )
+        )
+        return _budget(row) if row is not None else None
+
+    async def put(self, budget: Budget) -> bool:
+        p = t.projects.c
+        live = await self._db.exists(
+            t.projects,
+            p.id == budget.project_id,
+            p.team_id == budget.team_id,
+            p.deleted_at.is_(None),
+        )
+        if not live:
+            return False
+        values = {
+            "team_id": budget.team_id,
+            "project_id": budget.project_id,
+            "period": budget.period,
+            "token_limit": budget.token_limit,
+            "usd_limit": budget.usd_limit,
+            "updated_at": budget.updated_at,
+        }
+        stmt = dialects.insert(self._db.dialect, t.project_budgets).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["team_id", "project_id"],
+            set_={k: v for k, v in values.items() if k not in ("team_id", "project_id")},
+        )
+        await self._db.write(stmt, not_found=f"project {budget.project_id} not found")
+        return True
+
+    async def clear(self, team_id: str, project_id: str) -> bool:
+        c = t.project_budgets.c
+        result = await self._db.write(
+            sa.delete(t.project_budgets).where(c.team_id == team_id, c.project_id == project_id)
+        )
+        return bool(result.rowcount)
+
+    def _where(self, team_id: str, project_id: str, start: datetime) -> list[Any]:
+        c = t.budget_periods.c
+        return [c.team_id == team_id, c.project_id == project_id, c.period_start == start]
+
+    async def period(self, team_id: str, project_id: str, start: datetime) -> BudgetPeriod:
+        row = await self._db.one_or_none(
+            self._db.select(t.budget_periods).where(*self._where(team_id, project_id, start))
+        )
+        if row is None:
+            return BudgetPeriod(team_id=team_id, project_id=project_id, start=start)
+        return BudgetPeriod(
+            team_id=team_id,
+            project_id=project_id,
+            start=start,
+            spent_tokens=int(row["spent_tokens"]),
+            spent_usd=float(row["spent_usd"]),
+            reserved_tokens=int(row["reserved_tokens"]),
+            reserved_usd=float(row["reserved_usd"]),
+            in_flight=int(row["in_flight"]),
+            calls=int(row["calls"]),
+        )
+
+    async def reserve(
+        self, budget: Budget, start: datetime, *, tokens: int, usd: float, alone: bool
+    ) -> bool:
+        c = t.budget_periods.c
+        await self._db.write(
+            dialects.insert(self._db.dialect, t.budget_periods)
+            .values(team_id=budget.team_id, project_id=budget.project_id, period_start=start)
+            .on_conflict_do_nothing(index_elements=list(_PERIOD_KEY)),
+            not_found=f"project {budget.project_id} not found",
+        )
+        guards = self._where(budget.team_id, budget.project_id, start)
+        if alone:
+            guards.append(c.in_flight == 0)
+        if budget.token_limit is not None:
+            guards.append(c.spent_tokens + c.reserved_tokens + tokens <= budget.token_limit)
+        if budget.usd_limit is not None:
+            guards.append(c.spent_usd + c.reserved_usd + usd <= budget.usd_limit)
+        result = await self._db.write(
+            sa.update(t.budget_periods)
+            .where(*guards)
+            .values(
+                reserved_tokens=c.reserved_tokens + tokens,
+                reserved_usd=c.reserved_usd + usd,
+                in_flight=c.in_flight + 1,
+            )
+        )
+        return result.rowcount == 1
+
+    async def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
+        c = t.budget_periods.c
+        await self._db.write(
+            sa.update(t.budget_periods)
+            .where(*self._where(reservation.team_id, reservation.project_id, reservation.start))
+            .values(
+                reserved_tokens=self._floor(c.reserved_tokens - reservation.tokens),
+                reserved_usd=self._floor(c.reserved_usd - reservation.usd),
+                in_flight=self._floor(c.in_flight - 1),
+                spent_tokens=c.spent_tokens + tokens,
+                spent_usd=c.spent_usd + usd,
+                calls=c.calls + 1,
+            )
+        )
+
+    async def release(self, reservation: Reservation) -> None:
+        c = t.budget_periods.c
+        await self._db.write(
+            sa.update(t.budget_periods)
+            .where(*self._where(reservation.team_id, reservation.project_id, reservation.start))
+            .values(
+                reserved_tokens=self._floor(c.reserved_tokens - reservation.tokens),
+                reserved_usd=self._floor(c.reserved_usd - reservation.usd),
+                in_flight=self._floor(c.in_flight - 1),
+            )
+        )
+
+    def _floor(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``value`` but never below zero (SQLite's two-argument max is PostgreSQL's
+        greatest)."""
+        if self._db.dialect == dialects.POSTGRES:
+            return sa.func.greatest(value, 0)
+        return sa.func.max(value, 0)
+
+    async def list_all(self, *, limit: int) -> Sequence[Budget]:
+        c = t.project_budgets.c
+        rows = await self._db.all(
+            self._db.select(t.project_budgets)
+            .where(t.live_project(t.project_budgets))
+            .order_by(c.team_id, c.project_id)
+            .limit(limit)
+        )
+        return [_budget(r) for r in rows]
+
+    async def held_jobs(self) -> Mapping[str, int]:
+        j = t.observation_generation_jobs.c
+        reason = j.last_error["heldReason"].as_string().label("reason")
+        rows = await self._db.all(
+            sa.select(reason, sa.func.count().label("n"))
+            .where(j.status == JobStatus.QUEUED.value, reason.in_(HELD_REASONS))
+            .group_by(reason)
+        )
+        return {str(r["reason"]): int(r["n"]) for r in rows}
+
+
+class ProviderPauseRepo:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def pause(self, provider: str, until: datetime, *, now: datetime) -> datetime:
+        c = t.provider_pauses.c
+        stmt = dialects.insert(self._db.dialect, t.provider_pauses).values(
+            provider=provider, paused_until=until, updated_at=now
+        )
+        # A later pause already stored wins (two workers answered 429 at once).
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["provider"],
+            set_={"paused_until": until, "updated_at": now},
+            where=c.paused_until < until,
+        )
+        await self._db.write(stmt)
+        stored = await self._db.one_or_none(sa.select(c.paused_until).where(c.provider == provider))
+        return stored["paused_until"] if stored is not None else until
+
+    async def paused_until(self, provider: str, *, now: datetime) -> datetime | None:
+        c = t.provider_pauses.c
+        row = await self._db.one_or_none(
+            sa.select(c.paused_until).where(c.provider == provider, c.paused_until > now)
+        )
+        return row["paused_until"] if row is not None else None

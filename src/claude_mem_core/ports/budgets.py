@@ -1,0 +1,115 @@
+"""The budget ports (``services/budgets.py``, ``services/provider_gate.py``): a project's
+budget and its per-period counters, and the pause a provider asked of every worker. Part
+of the storage's unit of work (``uow.budgets``, ``uow.provider_pauses``).
+
+Exactness rests on :meth:`BudgetRepository.reserve`: one atomic step (a guarded UPDATE on
+SQL, under the lock in memory) that adds an estimate to the period's reservations only if
+what is spent, what is reserved and the estimate stay within every limit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from attrs import frozen
+
+from claude_mem_core.domain.budgets import Period
+
+
+@frozen(kw_only=True)
+class Budget:
+    """A project's limit per UTC ``period``: tokens (input + output) and/or estimated US
+    dollars; at least one is set."""
+
+    team_id: str
+    project_id: str
+    period: Period
+    token_limit: int | None = None
+    usd_limit: float | None = None
+    updated_at: datetime
+
+
+@frozen(kw_only=True)
+class BudgetPeriod:
+    """A project's counters in the period starting at ``start``: settled calls (their
+    tokens and estimated cost) and what calls in flight have reserved."""
+
+    team_id: str
+    project_id: str
+    start: datetime
+    spent_tokens: int = 0
+    spent_usd: float = 0.0
+    reserved_tokens: int = 0
+    reserved_usd: float = 0.0
+    in_flight: int = 0
+    calls: int = 0
+
+
+@frozen(kw_only=True)
+class Reservation:
+    """What one call reserved in one period (settled or released there, even after the
+    period rolled over)."""
+
+    team_id: str
+    project_id: str
+    start: datetime
+    tokens: int
+    usd: float
+
+
+class BudgetRepository(Protocol):
+    async def get(self, team_id: str, project_id: str) -> Budget | None: ...
+
+    async def put(self, budget: Budget) -> bool:
+        """Set (insert or replace) the project's budget; False if the project is not the
+        team's (or is being erased)."""
+
+    async def clear(self, team_id: str, project_id: str) -> bool:
+        """Remove the project's budget; True if there was one."""
+
+    async def period(self, team_id: str, project_id: str, start: datetime) -> BudgetPeriod:
+        """The counters of the period starting at ``start`` (zeros if none yet)."""
+
+    async def reserve(
+        self,
+        budget: Budget,
+        start: datetime,
+        *,
+        tokens: int,
+        usd: float,
+        alone: bool,
+    ) -> bool:
+        """Atomically add ``tokens``/``usd`` to the period's reservations (and one call in
+        flight) if spent + reserved + these stay within each limit of ``budget`` and, when
+        ``alone``, no other call is in flight. False (nothing written) otherwise."""
+
+    async def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
+        """The call of ``reservation`` returned: its reservation becomes what it spent."""
+
+    async def release(self, reservation: Reservation) -> None:
+        """The call of ``reservation`` was not made or reported nothing: forget it."""
+
+    async def list_all(self, *, limit: int) -> Sequence[Budget]:
+        """Every project's budget (of live projects), at most ``limit`` (for metrics)."""
+
+    async def held_jobs(self) -> Mapping[str, int]:
+        """Queued jobs held, by reason (``budget``, ``rate_limit``), for the metrics."""
+
+
+class ProviderPauseRepository(Protocol):
+    async def pause(self, provider: str, until: datetime, *, now: datetime) -> datetime:
+        """Ask every worker to leave ``provider`` alone until ``until`` (a later pause
+        already stored wins); returns the pause now stored."""
+
+    async def paused_until(self, provider: str, *, now: datetime) -> datetime | None:
+        """The end of ``provider``'s pause if it is later than ``now``."""
+
+
+__all__ = [
+    "Budget",
+    "BudgetPeriod",
+    "BudgetRepository",
+    "ProviderPauseRepository",
+    "Reservation",
+]

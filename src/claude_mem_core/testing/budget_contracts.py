@@ -1,0 +1,108 @@
+"""The contract of the budget ports (``ports/budgets.py``) that every storage adapter
+passes (memory, SQLite, PostgreSQL): a budget per project, a reservation that refuses to
+pass a limit, settle and release, and a provider pause that only grows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from claude_mem_core.domain.models import Project, Team
+from claude_mem_core.ports.budgets import Budget, Reservation
+from claude_mem_core.ports.storage import Storage
+
+AT = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+async def _project(storage: Storage) -> tuple[str, str]:
+    async with storage.unit_of_work() as uow:
+        await uow.teams.add(Team(id="t-budget", name="acme", created_at=AT, updated_at=AT))
+        await uow.projects.add(
+            Project(id="p-budget", team_id="t-budget", name="app", created_at=AT, updated_at=AT)
+        )
+    return "t-budget", "p-budget"
+
+
+class BudgetContract:
+    """Mix into a test class that has a ``storage`` fixture."""
+
+    async def test_a_budget_is_set_replaced_and_cleared(self, storage: Storage) -> None:
+        team, project = await _project(storage)
+        budget = Budget(
+            team_id=team, project_id=project, period="day", token_limit=10, updated_at=AT
+        )
+        async with storage.unit_of_work() as uow:
+            assert await uow.budgets.put(budget)
+            assert not await uow.budgets.put(
+                Budget(
+                    team_id="other", project_id=project, period="day", token_limit=1, updated_at=AT
+                )
+            )
+        async with storage.unit_of_work() as uow:
+            assert await uow.budgets.get(team, project) == budget
+            await uow.budgets.put(
+                Budget(
+                    team_id=team, project_id=project, period="month", usd_limit=2.5, updated_at=AT
+                )
+            )
+        async with storage.unit_of_work() as uow:
+            stored = await uow.budgets.get(team, project)
+            assert stored is not None
+            assert (stored.period, stored.token_limit, stored.usd_limit) == ("month", None, 2.5)
+            assert [b.project_id for b in await uow.budgets.list_all(limit=10)] == [project]
+            assert await uow.budgets.clear(team, project)
+            assert not await uow.budgets.clear(team, project)
+        async with storage.unit_of_work() as uow:
+            assert await uow.budgets.get(team, project) is None
+
+    async def test_reservations_never_pass_a_limit(self, storage: Storage) -> None:
+        team, project = await _project(storage)
+        budget = Budget(
+            team_id=team,
+            project_id=project,
+            period="day",
+            token_limit=100,
+            usd_limit=1.0,
+            updated_at=AT,
+        )
+        async with storage.unit_of_work() as uow:
+            await uow.budgets.put(budget)
+            assert await uow.budgets.reserve(budget, AT, tokens=60, usd=0.1, alone=True)
+            # Alone: not while another call is in flight, even if it fits.
+            assert not await uow.budgets.reserve(budget, AT, tokens=10, usd=0.1, alone=True)
+            assert await uow.budgets.reserve(budget, AT, tokens=40, usd=0.1, alone=False)
+            assert not await uow.budgets.reserve(budget, AT, tokens=1, usd=0.0, alone=False)
+        first = Reservation(team_id=team, project_id=project, start=AT, tokens=60, usd=0.1)
+        second = Reservation(team_id=team, project_id=project, start=AT, tokens=40, usd=0.1)
+        async with storage.unit_of_work() as uow:
+            await uow.budgets.settle(first, tokens=50, usd=0.2)
+            await uow.budgets.release(second)
+            period = await uow.budgets.period(team, project, AT)
+        assert (period.spent_tokens, period.reserved_tokens, period.in_flight, period.calls) == (
+            50,
+            0,
+            0,
+            1,
+        )
+        assert period.spent_usd == 0.2 and period.reserved_usd == 0.0
+        async with storage.unit_of_work() as uow:
+            # 50 spent: 50 more fit, 51 do not; the dollar limit guards too.
+            assert not await uow.budgets.reserve(budget, AT, tokens=51, usd=0.0, alone=False)
+            assert not await uow.budgets.reserve(budget, AT, tokens=1, usd=0.9, alone=False)
+            assert await uow.budgets.reserve(budget, AT, tokens=50, usd=0.8, alone=False)
+            # Another period has its own counter.
+            tomorrow = AT + timedelta(days=1)
+            assert await uow.budgets.reserve(budget, tomorrow, tokens=100, usd=0.0, alone=True)
+
+    async def test_a_pause_only_grows_and_ends(self, storage: Storage) -> None:
+        later, sooner = AT + timedelta(seconds=30), AT + timedelta(seconds=10)
+        async with storage.unit_of_work() as uow:
+            assert await uow.provider_pauses.paused_until("anthropic", now=AT) is None
+            assert await uow.provider_pauses.pause("anthropic", later, now=AT) == later
+        async with storage.unit_of_work() as uow:
+            assert await uow.provider_pauses.pause("anthropic", sooner, now=AT) == later
+            assert await uow.provider_pauses.paused_until("anthropic", now=AT) == later
+            assert await uow.provider_pauses.paused_until("openai", now=AT) is None
+            assert await uow.provider_pauses.paused_until("anthropic", now=later) is None
+
+
+__all__ = ["BudgetContract"]

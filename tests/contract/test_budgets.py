@@ -1,0 +1,280 @@
+"""Budgets and the shared provider pause (issue #16, item 4) with N concurrent workers, on
+every storage backend: a budget of K tokens lets exactly the calls within K reach the
+provider, held jobs stay queued without using an attempt and run in the next period or
+when the budget is raised; a 429 with retry-after is waited out by every worker."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from claude_mem_core import Memory, Scope
+from claude_mem_core.adapters.inprocess_queue import InProcessQueue
+from claude_mem_core.domain.budgets import held_reason
+from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
+from claude_mem_core.errors import InvalidInput, ProviderError
+from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
+from claude_mem_core.ports.storage import JobFilter, Page, Storage
+from claude_mem_core.services.generation import Generator
+from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
+
+OBSERVATION = """<observation>
+  <type>change</type>
+  <title>Edited the redirect check</title>
+  <narrative>One edit to the auth middleware.</narrative>
+</observation>"""
+
+COST = 1_000  # tokens per call: 700 in, 300 out (more than the prompt, ~500)
+
+
+class ConstantCost(ScriptedProvider):
+    """A paid provider whose every call costs :data:`COST` tokens, and takes a moment (so
+    concurrent workers overlap)."""
+
+    name = "anthropic"
+
+    def __init__(self) -> None:
+        super().__init__(default=OBSERVATION, model="claude-sonnet-4-5-20250929")
+        self.in_flight = self.most_at_once = 0
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            await asyncio.sleep(0.03)
+        finally:
+            self.in_flight -= 1
+        if self.script:
+            reply = self.script.popleft()
+            if isinstance(reply, ProviderError):
+                raise reply
+        return GenerationResult(
+            text=OBSERVATION,
+            provider=self.name,
+            model=self.model,
+            usage=Usage(input_tokens=700, output_tokens=300),
+        )
+
+
+START = datetime(2026, 6, 14, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def provider() -> ConstantCost:
+    return ConstantCost()
+
+
+@pytest.fixture
+async def mem(storage: Storage, clock: FixedClock, provider: ConstantCost) -> Memory:
+    return Memory(storage=storage, queue=InProcessQueue(), provider=provider, clock=clock)
+
+
+async def _queued(mem: Memory, scope: Scope, n: int) -> list[str]:
+    for i in range(n):
+        await mem.ingest(
+            scope,
+            event_type="tool_use",
+            payload={"tool_name": "Edit", "tool_input": {"file_path": f"src/f{i}.py"}},
+        )
+    return [job.id for job in await _jobs(mem, scope)]
+
+
+async def _jobs(mem: Memory, scope: Scope) -> list[GenerationJob]:
+    async with mem.deps.storage.unit_of_work() as uow:
+        rows, _ = await uow.jobs.list(
+            JobFilter(team_id=scope.team_id, project_id=scope.project_id), Page(limit=500)
+        )
+    return list(rows)
+
+
+async def _run_workers(mem: Memory, provider: ConstantCost, job_ids: list[str], n: int) -> None:
+    """``n`` workers, each its own Generator, take the jobs concurrently until each job
+    was either processed or held (a job refused as busy goes back in the pile)."""
+    pile = list(job_ids)
+
+    async def worker(i: int) -> None:
+        gen = Generator(mem.deps, provider, worker_id=f"worker-{i}")
+        while pile:
+            job_id = pile.pop(0)
+            result = await gen.process(job_id)
+            if result.outcome == "busy":
+                pile.append(job_id)
+                await asyncio.sleep(0.002)
+
+    await asyncio.gather(*(worker(i) for i in range(n)))
+
+
+@pytest.mark.parametrize(("limit", "workers"), [(10_500, 4), (10_000, 6)])
+async def test_a_budget_of_k_tokens_lets_exactly_the_calls_within_k_through(
+    mem: Memory, provider: ConstantCost, limit: int, workers: int
+) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    await mem.set_budget(scope, period="month", token_limit=limit)
+    job_ids = await _queued(mem, scope, 14)
+
+    await _run_workers(mem, provider, job_ids, workers)
+
+    assert len(provider.requests) == limit // COST
+    assert provider.most_at_once > 1  # the workers did call at the same time
+    jobs = await _jobs(mem, scope)
+    held = [j for j in jobs if j.status is JobStatus.QUEUED]
+    assert len([j for j in jobs if j.status is JobStatus.COMPLETED]) == limit // COST
+    assert len(held) == 14 - limit // COST
+    next_month = datetime(2026, 7, 1, tzinfo=UTC)
+    for job in held:
+        assert held_reason(job) == "budget"
+        assert job.attempts == 0  # holding uses up no attempt
+        assert job.next_attempt_at == next_month
+    status = await mem.budget(scope)
+    assert status is not None
+    assert status.period.spent_tokens == COST * (limit // COST)
+    assert (status.period.reserved_tokens, status.period.in_flight) == (0, 0)
+    assert status.remaining_tokens == limit - COST * (limit // COST)
+    report = await mem.usage_report(scope, days=1)
+    assert report.total.calls == limit // COST  # the ledger agrees
+
+
+async def test_a_held_job_logs_one_event_and_resumes_in_the_next_period(
+    mem: Memory, provider: ConstantCost, clock: FixedClock
+) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    await mem.set_budget(scope, period="day", token_limit=2_500)
+    await _queued(mem, scope, 4)
+    await mem.drain()
+    assert len(provider.requests) == 2
+    held = [j for j in await _jobs(mem, scope) if j.status is JobStatus.QUEUED]
+    assert len(held) == 2
+    # Delivered again while still held (a duplicate message): no second event, no call.
+    gen = Generator(mem.deps, provider, worker_id="again")
+    assert (await gen.process(held[0].id)).outcome == "held"
+    await mem.drain()
+    assert len(provider.requests) == 2
+    for job in held:
+        async with mem.deps.storage.unit_of_work() as uow:
+            events = await uow.job_events.list(scope.team_id, job.id)
+        holds = [e for e in events if e.details.get("heldReason") == "budget"]
+        assert len(holds) == 1
+        assert holds[0].event_type is JobEventType.RETRY_SCHEDULED
+        assert holds[0].status_after is JobStatus.QUEUED
+        assert holds[0].details["nextAttemptAt"] == "2026-06-15T00:00:00Z"
+
+    clock.advance(12 * 3600)  # midnight UTC: a new day, a new budget
+    await mem.drain()
+    assert len(provider.requests) == 4
+    jobs = await _jobs(mem, scope)
+    assert all(j.status is JobStatus.COMPLETED and j.attempts == 1 for j in jobs)
+
+
+async def test_raising_or_clearing_the_budget_runs_held_jobs_now(
+    mem: Memory, provider: ConstantCost
+) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    await mem.set_budget(scope, period="month", token_limit=1_000)
+    await _queued(mem, scope, 4)
+    await mem.drain()
+    assert len(provider.requests) == 1
+
+    await mem.set_budget(scope, period="month", token_limit=3_000)  # two more calls
+    await mem.drain()
+    assert len(provider.requests) == 3
+    remaining = [j for j in await _jobs(mem, scope) if j.status is JobStatus.QUEUED]
+    assert [held_reason(j) for j in remaining] == ["budget"]
+
+    await mem.clear_budget(scope)
+    assert await mem.budget(scope) is None
+    await mem.drain()
+    assert len(provider.requests) == 4
+    assert all(j.status is JobStatus.COMPLETED for j in await _jobs(mem, scope))
+
+
+async def test_a_budget_in_dollars_holds_too(mem: Memory, provider: ConstantCost) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    per_call = (700 * 3.0 + 300 * 15.0) / 1e6  # list price of the model
+    await mem.set_budget(scope, period="day", usd_limit=per_call * 2.5)
+    await _queued(mem, scope, 5)
+    await mem.drain()
+    assert len(provider.requests) == 2
+    status = await mem.budget(scope)
+    assert status is not None and status.remaining_usd == pytest.approx(per_call * 0.5)
+
+
+async def test_budgets_are_per_project(mem: Memory, provider: ConstantCost) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    _, other = await mem.ensure_project("acme", "other")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    free = Scope(team_id=team.id, project_id=other.id)
+    await mem.set_budget(scope, period="day", token_limit=1_000)
+    await _queued(mem, scope, 2)
+    await _queued(mem, free, 3)
+    await mem.drain()
+    assert len(provider.requests) == 4
+    assert await mem.budget(free) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"period": "week", "token_limit": 10}, "period"),
+        ({"token_limit": -1}, "tokenLimit"),
+        ({"token_limit": 1.5}, "tokenLimit"),
+        ({"usd_limit": 0}, "usdLimit"),
+        ({"usd_limit": "5"}, "usdLimit"),
+    ],
+)
+async def test_bad_budgets_name_the_field(
+    mem: Memory, kwargs: dict[str, object], field: str
+) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    with pytest.raises(InvalidInput) as raised:
+        await mem.set_budget(scope, **kwargs)  # type: ignore[arg-type]
+    assert raised.value.issues[0].path == field
+
+
+async def test_a_429_with_retry_after_is_waited_out_by_every_worker(
+    mem: Memory, provider: ConstantCost, clock: FixedClock
+) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    job_ids = await _queued(mem, scope, 4)
+    provider.script.append(ProviderError("slow down", kind="rate_limit", retry_after=30))
+    workers = [Generator(mem.deps, provider, worker_id=f"w{i}") for i in range(3)]
+
+    first = await workers[0].process(job_ids[0])
+    assert first.outcome == "retry_scheduled"  # the job that got the 429 counts its try
+    calls = len(provider.requests)
+    for i, job_id in enumerate(job_ids[1:], start=1):
+        result = await workers[i % 3].process(job_id)
+        assert result.outcome == "held"
+    assert len(provider.requests) == calls  # nobody called while paused
+    paused_until = START + timedelta(seconds=30)
+    for job in await _jobs(mem, scope):
+        if job.id == job_ids[0]:
+            assert job.attempts == 1
+            continue
+        assert (job.status, job.attempts, held_reason(job)) == (
+            JobStatus.QUEUED,
+            0,
+            "rate_limit",
+        )
+        assert job.next_attempt_at == paused_until
+
+    clock.advance(29)
+    assert (await workers[2].process(job_ids[1])).outcome == "held"
+    assert len(provider.requests) == calls
+    clock.advance(1)
+    results = [await workers[i % 3].process(j) for i, j in enumerate(job_ids)]
+    assert [r.outcome for r in results] == ["completed"] * 4
+    assert len(provider.requests) == calls + 4
