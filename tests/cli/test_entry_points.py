@@ -27,6 +27,7 @@ HELP_ORDER = [
     "erase",
     "retention",
     "usage",
+    "budget",
     "server",
     "hook",
     "install",
