@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, target
 from hypothesis import strategies as st
 
-from claude_mem_core.adapters.offline_provider import (
+from claude_mem_core.adapters.offline_facts import (
     COMMAND_CHARS,
     DIFF_SIDE_CHARS,
     DIFF_SIDE_LINES,
@@ -29,8 +29,8 @@ from claude_mem_core.adapters.offline_provider import (
     VALUE_CHARS,
     WRITE_HEAD_CHARS,
     WRITE_HEAD_LINES,
-    OfflineProvider,
 )
+from claude_mem_core.adapters.offline_provider import OfflineProvider
 from claude_mem_core.domain.models import AgentEvent
 from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.generation.parser import (
