@@ -1,0 +1,559 @@
+"""The OpenAPI document's components: every request and response shape, by name."""
+
+from __future__ import annotations
+
+from claude_mem_core.domain.budgets import PERIODS
+from claude_mem_core.services.budgets import MAX_TOKENS, MAX_USD
+from claude_mem_core.services.ingest import MAX_EPOCH_MS
+from claude_mem_core.services.retention import MAX_RETAIN_DAYS
+from claude_mem_core.services.usage import GROUPINGS
+from claude_mem_http.wire.json_schema import (
+    ANY,
+    BOOL,
+    INT,
+    JOB_STATUSES,
+    JSON_VALUE,
+    KIND_PATTERN,
+    NINT,
+    NNUM,
+    NOBJ,
+    NSTR,
+    NTEXT,
+    NUM,
+    OBJ,
+    SOURCE_TYPES,
+    STR,
+    TEXT,
+    TRANSPORTS,
+    Schema,
+    body_obj,
+    identifier,
+    json_object,
+    nonempty,
+    nstr_in,
+    obj,
+    ref,
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "JsonValue": {
+        "description": "Any JSON value; no string in it (nor any object key) holds a NUL",
+        "anyOf": [
+            {"type": ["null", "boolean", "number"]},
+            TEXT,
+            {"type": "array", "items": JSON_VALUE},
+            json_object(),
+        ],
+    },
+    "Error": obj({"error": STR, "message": STR}, closed=False),
+    "EventConflict": obj(
+        {
+            "error": {"const": "Conflict"},
+            "message": STR,
+            "eventId": {"type": "string", "description": "the stored event"},
+            "sourceEventId": NSTR,
+            "index": {"type": "integer", "description": "the attempt's position in a batch"},
+        },
+        required=["error", "message", "eventId", "sourceEventId"],
+    ),
+    "EventGone": obj(
+        {
+            "error": {"const": "Gone"},
+            "message": STR,
+            "sourceEventId": {
+                "type": ["string", "null"],
+                "description": "the replayed id: it names an erased event",
+            },
+            "index": {"type": "integer", "description": "the event's position in a batch"},
+        },
+        required=["error", "message", "sourceEventId"],
+    ),
+    "Erasure": obj(
+        {
+            "kind": nstr_in(["event", "session", "project"]),
+            "id": STR,
+            "teamId": STR,
+            "projectId": STR,
+            "erasedAt": {"type": "string", "description": "ISO 8601, UTC"},
+            "erasedAtEpoch": INT,
+            "removed": {
+                "type": "object",
+                "description": "rows removed, by kind (events, sessions, observations, "
+                "sources, passages, vectors, jobs, jobEvents, statistics, tombstones)",
+                "additionalProperties": INT,
+            },
+            "requeuedJobs": {
+                **INT,
+                "description": "running jobs of the session sent back to the queue",
+            },
+            "cancelledJobs": INT,
+            "revokedKeys": {**INT, "description": "a project's keys, revoked"},
+            "complete": {
+                **BOOL,
+                "description": "false while a project's rows are still being purged in "
+                "the background (it is already gone to every read and write)",
+            },
+        }
+    ),
+    "ExportLineError": obj(
+        {
+            "error": nstr_in(["ValidationError", "Conflict"]),
+            "message": STR,
+            "line": {**INT, "description": "the line of the body, from 1"},
+            "field": {"type": "string", "description": "the field of that line ('' for all)"},
+            "version": {"description": "the header's version, when it is not supported"},
+            "issues": {"type": "array", "items": {"type": "object"}},
+        },
+        required=["error", "message", "line", "field"],
+    ),
+    "ValidationError": obj(
+        {
+            "error": {"const": "ValidationError"},
+            "message": STR,
+            "issues": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "path": {"type": "array", "items": {"type": ["string", "integer"]}},
+                        "message": STR,
+                        "code": STR,
+                    }
+                ),
+            },
+        }
+    ),
+    "Event": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "serverSessionId": NSTR,
+            "sourceAdapter": STR,
+            "sourceEventId": NSTR,
+            "eventType": STR,
+            "payload": ANY,
+            "metadata": OBJ,
+            "occurredAtEpoch": INT,
+            "receivedAtEpoch": INT,
+            "createdAtEpoch": INT,
+        }
+    ),
+    "JobSummary": obj(
+        {
+            "id": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "bullmqJobId": NSTR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "transport": nstr_in(TRANSPORTS),
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "JobWaitStatus": obj(
+        {
+            "id": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "transport": nstr_in(TRANSPORTS),
+            "bullmqJobId": NSTR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "attempts": INT,
+            "maxAttempts": INT,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "JobStatus": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "agentEventId": NSTR,
+            "serverSessionId": NSTR,
+            "jobType": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "bullmqJobId": NSTR,
+            "attempts": INT,
+            "maxAttempts": INT,
+            "nextAttemptAtEpoch": NINT,
+            "completedAtEpoch": NINT,
+            "failedAtEpoch": NINT,
+            "cancelledAtEpoch": NINT,
+            "lastError": NOBJ,
+            "heldReason": {
+                "type": ["string", "null"],
+                "enum": ["budget", "rate_limit", None],
+                "description": "why a queued job waits for its next attempt: its project's "
+                "budget is spent, or its provider asked every worker to wait; null otherwise",
+            },
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "JobListEntry": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "sourceType": nstr_in(SOURCE_TYPES),
+            "sourceId": STR,
+            "status": nstr_in(JOB_STATUSES),
+            "attempts": INT,
+            "maxAttempts": INT,
+            "createdAtEpoch": INT,
+            "completedAtEpoch": NINT,
+            "failedAtEpoch": NINT,
+            "lastError": NOBJ,
+            "heldReason": {
+                "type": ["string", "null"],
+                "enum": ["budget", "rate_limit", None],
+                "description": "why a queued job waits for its next attempt: its project's "
+                "budget is spent, or its provider asked every worker to wait; null otherwise",
+            },
+            "payload": OBJ,
+        },
+        required=[
+            "id",
+            "projectId",
+            "teamId",
+            "sourceType",
+            "sourceId",
+            "status",
+            "attempts",
+            "maxAttempts",
+            "createdAtEpoch",
+            "completedAtEpoch",
+            "failedAtEpoch",
+            "lastError",
+            "heldReason",
+        ],
+    ),
+    "Session": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "externalSessionId": NSTR,
+            "contentSessionId": NSTR,
+            "agentId": NSTR,
+            "agentType": NSTR,
+            "platformSource": NSTR,
+            "generationStatus": nstr_in(["idle", "processing", "completed", "failed"]),
+            "metadata": OBJ,
+            "startedAtEpoch": INT,
+            "endedAtEpoch": NINT,
+            "lastGeneratedAtEpoch": NINT,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "Observation": obj(
+        {
+            "id": STR,
+            "projectId": STR,
+            "teamId": STR,
+            "serverSessionId": NSTR,
+            "kind": {
+                "type": ["string", "null"],
+                "description": "observation, summary, manual, or the kind a memory was "
+                "written with (decision, note…)",
+            },
+            "type": NSTR,
+            "title": NSTR,
+            "content": STR,
+            "metadata": OBJ,
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+            "occurrences": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "How many times this fact was generated: the same generated "
+                "observation from another event is stored once, linked to each event",
+            },
+            "supersededBy": {
+                **NSTR,
+                "description": "The newer observation that replaced this one, or null",
+            },
+            "supersededAtEpoch": NINT,
+        }
+    ),
+    "Project": obj(
+        {
+            "id": STR,
+            "teamId": STR,
+            "name": STR,
+            "metadata": OBJ,
+            "retainDays": {
+                **NINT,
+                "description": "days its sessions and events are kept after their last "
+                "activity; null: until erased",
+            },
+            "createdAtEpoch": INT,
+            "updatedAtEpoch": INT,
+        }
+    ),
+    "UsageRow": obj(
+        {
+            "group": {
+                **STR,
+                "description": "a UTC day (YYYY-MM-DD), provider/model, project id, or total",
+            },
+            "calls": INT,
+            "inputTokens": INT,
+            "outputTokens": INT,
+            "costUsd": {"type": "number", "description": "the sum of the known estimates"},
+            "unpricedCalls": {**INT, "description": "calls whose cost is not known"},
+        }
+    ),
+    "Usage": obj(
+        {
+            "teamId": STR,
+            "projectId": NSTR,
+            "sinceEpoch": INT,
+            "untilEpoch": INT,
+            "groupBy": {"enum": list(GROUPINGS)},
+            "rows": {"type": "array", "items": ref("UsageRow")},
+            "total": ref("UsageRow"),
+            "pricesAsOf": STR,
+            "budget": {"oneOf": [ref("Budget"), {"type": "null"}]},
+        }
+    ),
+    "Budget": obj(
+        {
+            "period": {"enum": list(PERIODS)},
+            "tokenLimit": NINT,
+            "usdLimit": NNUM,
+            "periodStartEpoch": INT,
+            "periodEndEpoch": INT,
+            "spentTokens": INT,
+            "spentUsd": NUM,
+            "reservedTokens": {**INT, "description": "estimates of calls in flight"},
+            "reservedUsd": NUM,
+            "remainingTokens": NINT,
+            "remainingUsd": NNUM,
+            "calls": {**INT, "description": "calls settled in this period"},
+            "exhausted": BOOL,
+        }
+    ),
+    # -- request bodies
+    "BudgetInput": body_obj(
+        {
+            "period": {"enum": list(PERIODS), "description": "UTC day or month (default month)"},
+            "tokenLimit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS},
+            "usdLimit": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": MAX_USD},
+        },
+        [],
+    ),
+    "RetentionInput": body_obj(
+        {"retainDays": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_RETAIN_DAYS}},
+        ["retainDays"],
+    ),
+    "EventInput": body_obj(
+        {
+            "projectId": identifier(),
+            "sourceType": nstr_in(["hook", "worker", "provider", "server", "api"]),
+            "eventType": identifier(),
+            "occurredAtEpoch": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_EPOCH_MS,
+                "description": "milliseconds since the Unix epoch, at most the end of 9999",
+            },
+            "serverSessionId": identifier(True),
+            "sourceEventId": identifier(True),
+            "contentSessionId": nonempty(True),
+            "memorySessionId": nonempty(True),
+            "payload": JSON_VALUE,
+            "metadata": json_object(True),
+        },
+        required=["projectId", "sourceType", "eventType", "occurredAtEpoch"],
+    ),
+    "SessionStartInput": body_obj(
+        {
+            "projectId": nonempty(),
+            "externalSessionId": nonempty(True),
+            "contentSessionId": nonempty(True),
+            "agentId": nonempty(True),
+            "agentType": nonempty(True),
+            "platformSource": nonempty(True),
+            "metadata": json_object(True),
+        },
+        required=["projectId"],
+    ),
+    "MemoryInput": body_obj(
+        {
+            "projectId": nonempty(),
+            "content": nonempty(),
+            "kind": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": KIND_PATTERN,
+                "description": "Any kind (default manual): 1 to 64 letters, digits, "
+                "'_', '-', '.', ':' or '/', surrounding whitespace removed; stored and "
+                "returned as sent",
+            },
+            "serverSessionId": nonempty(True),
+            "title": nonempty(True),
+            "type": nonempty(True),
+            "metadata": json_object(True),
+        },
+        required=["projectId", "content"],
+    ),
+    "SearchInput": body_obj(
+        {
+            "projectId": nonempty(),
+            "query": nonempty(),
+            "limit": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 100,
+                "default": 20,
+                "description": "null or absent: the default",
+            },
+            "kind": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": KIND_PATTERN,
+                "description": "Only observations of this kind (a memory's kind as written, "
+                "or observation, summary, manual); null or absent: every kind",
+            },
+        },
+        required=["projectId", "query"],
+    ),
+    "ContextInput": body_obj(
+        {
+            "projectId": nonempty(),
+            "query": nonempty(),
+            "limit": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 50,
+                "default": 10,
+                "description": "null or absent: the default",
+            },
+            "maxTokens": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "maximum": 1_000_000,
+                "description": "Budget of the context text (about 4 characters a token): "
+                "titles and matching excerpts of the best observations while they fit. "
+                "Without it (or null), the contents joined by a blank line.",
+            },
+        },
+        required=["projectId", "query"],
+    ),
+    "CompatObservationInput": body_obj(
+        {
+            "contentSessionId": nonempty(),
+            "tool_name": nonempty(),
+            "tool_input": JSON_VALUE,
+            "tool_response": JSON_VALUE,
+            "cwd": NTEXT,
+            "agentId": NTEXT,
+            "agentType": NTEXT,
+            "platformSource": NTEXT,
+            "tool_use_id": NTEXT,
+            "toolUseId": NTEXT,
+        },
+        required=["contentSessionId", "tool_name"],
+    ),
+    "CompatSummarizeInput": body_obj(
+        {
+            "contentSessionId": nonempty(),
+            "last_assistant_message": {
+                **NTEXT,
+                "description": "Stored as the session's closing assistant_message event "
+                "(needs the right to write events); its summary is written from it too.",
+            },
+            "agentId": NTEXT,
+            "platformSource": NTEXT,
+        },
+        required=["contentSessionId"],
+    ),
+}
+
+# A search hit: the observation's wire fields, plus the evidence (our addition).
+SCHEMAS["SearchHit"] = obj(
+    {
+        **SCHEMAS["Observation"]["properties"],
+        "score": {"type": "number"},
+        # Semantic recall on: the best cosine of the hit's passages with the query; else null.
+        "similarity": {"type": ["number", "null"]},
+        "excerpt": STR,
+        "evidence": {
+            "type": "array",
+            "items": obj({"excerpt": STR, "eventId": NSTR, "score": {"type": "number"}}),
+        },
+    }
+)
+
+SCHEMAS["ObservationWithSource"] = obj(
+    {
+        **SCHEMAS["Observation"]["properties"],
+        "generationKey": NSTR,
+        "createdByJobId": NSTR,
+        "source": obj(
+            {
+                "id": STR,
+                "sourceType": nstr_in([*SOURCE_TYPES, "manual"]),
+                "sourceId": STR,
+                "generationJobId": NSTR,
+                "createdAtEpoch": INT,
+            }
+        ),
+    }
+)
+
+_EVENT_RESULT = obj(
+    {
+        "event": ref("Event"),
+        "replayed": {
+            **BOOL,
+            "description": "true when the event was stored before (an idempotent replay: "
+            "nothing new is stored); `transport` then says what this request did with its "
+            "job, e.g. queued_only when it was not published again",
+        },
+        "generationJob": {"oneOf": [ref("JobSummary"), ref("JobWaitStatus"), {"type": "null"}]},
+        "waitTimedOut": {"const": True},
+    },
+    required=["event", "replayed"],
+)
+SCHEMAS["EventResult"] = _EVENT_RESULT
+
+_JOB_PAGE = obj(
+    {
+        "jobs": {"type": "array", "items": ref("JobListEntry")},
+        "total": INT,
+        "limit": INT,
+        "offset": INT,
+        "requestId": STR,
+    },
+    required=["jobs", "total", "limit", "offset"],
+)
+SCHEMAS["JobPage"] = _JOB_PAGE
+
+_HEALTH_QUEUE = obj(
+    {
+        "engine": nstr_in(["memory", "taskiq", "disabled"]),
+        "status": nstr_in(["ok", "error", "disabled"]),
+        "lanes": {
+            "type": "array",
+            "items": obj(
+                {"kind": STR, "name": STR, "waiting": INT, "unavailable": BOOL},
+            ),
+        },
+        # Only with the Redis queue: the reference's object, without host, port or prefix.
+        "redis": obj(
+            {
+                "status": nstr_in(["ok", "error"]),
+                "mode": nstr_in(["external", "managed", "docker"]),
+            }
+        ),
+    },
+    required=["engine", "status", "lanes"],
+)
