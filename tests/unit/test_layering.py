@@ -78,7 +78,6 @@ STILL_TOO_LONG = {
     "claude_mem_core/adapters/memory.py",  # the in-memory storage, every repository in one
     "claude_mem_core/adapters/sqlalchemy/search.py",  # full-text search SQL, both dialects
     "claude_mem_core/services/generation.py",  # the generation use case
-    "claude_mem_http/wire/schemas.py",  # the wire shapes
 }
 
 

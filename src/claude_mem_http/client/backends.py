@@ -22,7 +22,7 @@ from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.services import admin, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_http.client.http_client import ClaudeMemClient
-from claude_mem_http.wire import schemas
+from claude_mem_http.wire import responses
 
 LOCAL_TEAM = "local"
 
@@ -246,7 +246,7 @@ class LocalBackend:
             metadata=dict(metadata or {}),
         )
         started = await sessions.start_session(self.deps, self.caller, item)
-        return {"session": schemas.session(started.session)}
+        return {"session": responses.session(started.session)}
 
     async def record_event(
         self, project: str | None, event: Mapping[str, Any], *, generate: bool = True
@@ -268,9 +268,9 @@ class LocalBackend:
         result = await ingest.ingest_event(
             self.deps, self.caller, item, generate=generate, job_source="python_client"
         )
-        body: dict[str, Any] = {"event": schemas.event(result.event)}
+        body: dict[str, Any] = {"event": responses.event(result.event)}
         if result.job is not None:
-            body["generationJob"] = schemas.job_summary(result.job, result.transport)
+            body["generationJob"] = responses.job_summary(result.job, result.transport)
         return body
 
     async def end_session(self, session_id: str) -> dict[str, Any]:
@@ -278,8 +278,8 @@ class LocalBackend:
             self.deps, self.caller, session_id, job_source="python_client"
         )
         return {
-            "session": schemas.session(ended.session),
-            "generationJob": schemas.job_summary(ended.job, ended.transport),
+            "session": responses.session(ended.session),
+            "generationJob": responses.job_summary(ended.job, ended.transport),
         }
 
     async def add_memory(
@@ -301,7 +301,7 @@ class LocalBackend:
             metadata=dict(metadata or {}),
         )
         stored = await memories.add_memory(self.deps, self.caller, item)
-        return {"memory": schemas.observation(stored)}
+        return {"memory": responses.observation(stored)}
 
     async def search(self, project: str | None, query: str, limit: int | None) -> dict[str, Any]:
         found = await memories.search(
@@ -311,7 +311,7 @@ class LocalBackend:
             query=query,
             limit=20 if limit is None else limit,
         )
-        return {"observations": [schemas.search_result(r) for r in found]}
+        return {"observations": [responses.search_result(r) for r in found]}
 
     async def context(
         self, project: str | None, query: str, limit: int | None, max_tokens: int | None = None
@@ -325,7 +325,7 @@ class LocalBackend:
             max_tokens=max_tokens,
         )
         return {
-            "observations": [schemas.search_result(r) for r in built.results],
+            "observations": [responses.search_result(r) for r in built.results],
             "context": built.context,
         }
 
@@ -333,7 +333,7 @@ class LocalBackend:
         found = await memories.recent(
             self.deps, self.caller, project_id=await self.project(project), limit=limit
         )
-        return [schemas.observation(o) for o in found]
+        return [responses.observation(o) for o in found]
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         if not isinstance(job_id, str) or not job_id.strip():
@@ -342,7 +342,7 @@ class LocalBackend:
             job = await jobs.get_job(self.deps, self.caller, job_id)
         except NotFound:
             raise NotFound("Generation job not found") from None
-        return {"generationJob": schemas.job_status(job)}
+        return {"generationJob": responses.job_status(job)}
 
     async def close(self) -> None:
         if self._on_close is not None:

@@ -41,7 +41,7 @@ from claude_mem_core.ports.tracing import NOOP_TRACER, Tracer
 from claude_mem_core.services.ingest import off_loop
 from claude_mem_http.server.metrics import METRICS
 from claude_mem_http.server.state import REQUEST_ID, RUNTIME
-from claude_mem_http.wire import schemas
+from claude_mem_http.wire import responses, schemas
 
 log = logging.getLogger("claude_mem.http")
 
@@ -96,16 +96,16 @@ _COMPAT_500 = {
 def _http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
     status = exc.status
     if status == 404:
-        body = schemas.error_body("NotFound", f"Cannot {request.method} {request.path}")
+        body = responses.error_body("NotFound", f"Cannot {request.method} {request.path}")
     elif status == 405:
-        body = schemas.error_body("MethodNotAllowed", f"Cannot {request.method} {request.path}")
+        body = responses.error_body("MethodNotAllowed", f"Cannot {request.method} {request.path}")
     elif status == 413:
-        body = schemas.error_body(
+        body = responses.error_body(
             "PayloadTooLarge",
             f"request body exceeds {schemas.MAX_BODY_BYTES} bytes",
         )
     else:
-        body = schemas.error_body((exc.reason or "Error").replace(" ", ""), exc.reason or "")
+        body = responses.error_body((exc.reason or "Error").replace(" ", ""), exc.reason or "")
     response = json_response(body, status)
     allow = exc.headers.get("Allow")
     if allow is not None:
@@ -116,27 +116,27 @@ def _http_exception(request: web.Request, exc: web.HTTPException) -> web.Respons
 def error_response(request: web.Request, exc: BaseException) -> web.Response:
     """The response for an exception raised while handling ``request``."""
     if isinstance(exc, InvalidInput):
-        return json_response(schemas.validation_body(exc), 400)
+        return json_response(responses.validation_body(exc), 400)
     if isinstance(exc, BadRequest):
-        return json_response(schemas.error_body("BadRequest", exc.message), 400)
+        return json_response(responses.error_body("BadRequest", exc.message), 400)
     if isinstance(exc, Unauthorized):
-        return json_response(schemas.error_body("Unauthorized", exc.message), 401)
+        return json_response(responses.error_body("Unauthorized", exc.message), 401)
     if isinstance(exc, Forbidden):
-        return json_response(schemas.error_body("Forbidden", exc.message), 403)
+        return json_response(responses.error_body("Forbidden", exc.message), 403)
     if isinstance(exc, NotFound):
-        return json_response(schemas.error_body("NotFound", exc.message), 404)
+        return json_response(responses.error_body("NotFound", exc.message), 404)
     if isinstance(exc, CursorExpired):
-        body = schemas.error_body("Gone", exc.message)
+        body = responses.error_body("Gone", exc.message)
         body["field"] = exc.field
         return json_response(body, 410)
     if isinstance(exc, Gone):  # a Conflict: before it
-        return json_response(schemas.event_gone(exc), 410)
+        return json_response(responses.event_gone(exc), 410)
     if isinstance(exc, Conflict):
-        return json_response(schemas.error_body("Conflict", exc.message), 409)
+        return json_response(responses.error_body("Conflict", exc.message), 409)
     if isinstance(exc, StorageUnavailable | SchemaNotReady | QueueError):
         log.warning("%s %s: dependency unavailable: %s", request.method, request.path, exc)
         return json_response(
-            schemas.error_body(
+            responses.error_body(
                 "ServiceUnavailable", "A storage or queue dependency is unavailable"
             ),
             503,
@@ -147,7 +147,7 @@ def error_response(request: web.Request, exc: BaseException) -> web.Response:
     compat = _COMPAT_500.get(request.path)
     if compat is not None:
         return json_response(compat, 500)
-    return json_response(schemas.error_body("InternalError", "Internal server error"), 500)
+    return json_response(responses.error_body("InternalError", "Internal server error"), 500)
 
 
 def refuse_other_methods(app: web.Application) -> None:

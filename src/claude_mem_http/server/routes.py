@@ -33,7 +33,7 @@ from claude_mem_http.server.auth import requires
 from claude_mem_http.server.metrics import count_ingested
 from claude_mem_http.server.middlewares import BadRequest, json_response, large_json_response
 from claude_mem_http.server.state import RUNTIME
-from claude_mem_http.wire import schemas
+from claude_mem_http.wire import responses, schemas
 from claude_mem_http.wire.schemas import RequestInvalid
 
 JOB_PAGE_MAX = jobs.MAX_PAGE
@@ -66,18 +66,18 @@ async def _event_result(
 ) -> tuple[dict[str, Any], bool]:
     # ``replayed``: the event was stored before (same idempotency key); the transport
     # then says what this request did with its job, not whether the event was accepted.
-    body: dict[str, Any] = {"event": schemas.event(result.event), "replayed": not result.created}
+    body: dict[str, Any] = {"event": responses.event(result.event), "replayed": not result.created}
     timed_out = False
     if wait:
         if result.job is None:
             body["generationJob"] = None
         else:
             job, timed_out = await jobs.wait_for_job(deps, caller, result.job, deadline=deadline)
-            body["generationJob"] = schemas.job_wait_status(job, result.transport)
+            body["generationJob"] = responses.job_wait_status(job, result.transport)
             if timed_out:
                 body["waitTimedOut"] = True
     elif result.job is not None:
-        body["generationJob"] = schemas.job_summary(result.job, result.transport)
+        body["generationJob"] = responses.job_summary(result.job, result.transport)
     return body, timed_out
 
 
@@ -93,7 +93,7 @@ async def post_event(request: web.Request, caller: Caller) -> web.StreamResponse
     try:
         result = await writer.ingest(caller, item, generate=generate)
     except EventConflict as conflict:
-        return json_response(schemas.event_conflict(conflict), 409)
+        return json_response(responses.event_conflict(conflict), 409)
     count_ingested(request, int(result.created))
     body, _ = await _event_result(
         deps, caller, result, wait=wait, deadline=time.monotonic() + timeout
@@ -114,7 +114,7 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
     try:
         results = await ingest.ingest_batch(deps, caller, items, generate=generate)
     except EventConflict as conflict:
-        return json_response(schemas.event_conflict(conflict), 409)
+        return json_response(responses.event_conflict(conflict), 409)
     count_ingested(request, sum(1 for r in results if r.created))
     deadline = time.monotonic() + timeout
     entries = []
@@ -134,7 +134,7 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
 @requires(Need.READ_EVENTS)
 async def get_event(request: web.Request, caller: Caller) -> web.StreamResponse:
     event = await memories.get_event(_deps(request), caller, request.match_info["id"])
-    return json_response({"event": schemas.event(event)})
+    return json_response({"event": responses.event(event)})
 
 
 @requires(Need.READ)
@@ -144,7 +144,7 @@ async def get_event_observations(request: web.Request, caller: Caller) -> web.St
     return json_response(
         {
             "eventId": event_id,
-            "observations": [schemas.observation_with_source(o, s) for o, s in pairs],
+            "observations": [responses.observation_with_source(o, s) for o, s in pairs],
         }
     )
 
@@ -157,14 +157,14 @@ async def start_session(request: web.Request, caller: Caller) -> web.StreamRespo
     item = schemas.parse_session_start(await schemas.read_json(request))
     started = await sessions.start_session(_deps(request), caller, item)
     return json_response(
-        {"session": schemas.session(started.session)}, 201 if started.created else 200
+        {"session": responses.session(started.session)}, 201 if started.created else 200
     )
 
 
 @requires(Need.READ_SESSIONS)
 async def get_session(request: web.Request, caller: Caller) -> web.StreamResponse:
     found = await sessions.get_session(_deps(request), caller, request.match_info["id"])
-    return json_response({"session": schemas.session(found)})
+    return json_response({"session": responses.session(found)})
 
 
 @requires(Need.WRITE_SESSIONS)
@@ -172,8 +172,8 @@ async def end_session(request: web.Request, caller: Caller) -> web.StreamRespons
     ended = await sessions.end_session(_deps(request), caller, request.match_info["id"])
     return json_response(
         {
-            "session": schemas.session(ended.session),
-            "generationJob": schemas.job_summary(ended.job, ended.transport),
+            "session": responses.session(ended.session),
+            "generationJob": responses.job_summary(ended.job, ended.transport),
         }
     )
 
@@ -185,7 +185,7 @@ async def end_session(request: web.Request, caller: Caller) -> web.StreamRespons
 async def post_memory(request: web.Request, caller: Caller) -> web.StreamResponse:
     item = schemas.parse_memory(await schemas.read_json(request))
     memory = await request.app[RUNTIME].memory.memory_writer.add(caller, item)
-    return json_response({"memory": schemas.observation(memory)}, 201)
+    return json_response({"memory": responses.observation(memory)}, 201)
 
 
 @requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
@@ -196,7 +196,7 @@ async def post_search(request: web.Request, caller: Caller) -> web.StreamRespons
     found = await memories.search(
         _deps(request), caller, project_id=project_id, query=query, limit=limit, kind=kind
     )
-    return json_response({"observations": [schemas.search_result(r) for r in found]})
+    return json_response({"observations": [responses.search_result(r) for r in found]})
 
 
 @requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
@@ -214,7 +214,7 @@ async def post_context(request: web.Request, caller: Caller) -> web.StreamRespon
     )
     return json_response(
         {
-            "observations": [schemas.search_result(r) for r in built.results],
+            "observations": [responses.search_result(r) for r in built.results],
             "context": built.context,
         }
     )
@@ -239,13 +239,13 @@ async def get_recent_memories(request: web.Request, caller: Caller) -> web.Strea
     found = await memories.recent(
         _deps(request), caller, project_id=project_id, limit=limit, kind=kind
     )
-    return json_response({"memories": [schemas.observation(o) for o in found]})
+    return json_response({"memories": [responses.observation(o) for o in found]})
 
 
 @requires(Need.READ)
 async def get_memory(request: web.Request, caller: Caller) -> web.StreamResponse:
     found = await memories.get_memory(_deps(request), caller, request.match_info["id"])
-    return json_response({"memory": schemas.observation(found)})
+    return json_response({"memory": responses.observation(found)})
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ def _includes(request: web.Request) -> set[str]:
 
 def _job_page(page: jobs.JobPage, *, include_payload: bool = False) -> dict[str, Any]:
     return {
-        "jobs": [schemas.job_list_entry(j, include_payload=include_payload) for j in page.jobs],
+        "jobs": [responses.job_list_entry(j, include_payload=include_payload) for j in page.jobs],
         "total": page.total,
         "limit": page.limit,
         "offset": page.offset,
@@ -360,7 +360,7 @@ async def list_project_jobs(request: web.Request, caller: Caller) -> web.StreamR
 @requires(Need.READ_JOBS)
 async def get_job(request: web.Request, caller: Caller) -> web.StreamResponse:
     job = await jobs.get_job(_deps(request), caller, request.match_info["id"])
-    return json_response({"generationJob": schemas.job_status(job)})
+    return json_response({"generationJob": responses.job_status(job)})
 
 
 @requires(Need.OPERATE_JOBS)
@@ -368,7 +368,7 @@ async def retry_job(request: web.Request, caller: Caller) -> web.StreamResponse:
     outcome = await jobs.retry_job(_deps(request), caller, request.match_info["id"])
     return json_response(
         {
-            "generationJob": schemas.job_status(outcome.job),
+            "generationJob": responses.job_status(outcome.job),
             "retriedCount": outcome.retried_count,
             "alreadyQueued": outcome.already_queued,
             "requestId": caller.request_id,
@@ -381,7 +381,7 @@ async def cancel_job(request: web.Request, caller: Caller) -> web.StreamResponse
     outcome = await jobs.cancel_job(_deps(request), caller, request.match_info["id"])
     return json_response(
         {
-            "generationJob": schemas.job_status(outcome.job),
+            "generationJob": responses.job_status(outcome.job),
             "alreadyCancelled": outcome.already_cancelled,
             "requestId": caller.request_id,
         }
@@ -398,7 +398,7 @@ async def list_projects(request: web.Request, caller: Caller) -> web.StreamRespo
     rows, total = await admin.list_visible_projects(
         request.app[RUNTIME].memory.deps, caller, limit=limit, offset=offset
     )
-    listed = [schemas.project(p) for p in rows]
+    listed = [responses.project(p) for p in rows]
     return json_response({"projects": listed, "total": total, "limit": limit, "offset": offset})
 
 
@@ -410,7 +410,7 @@ async def set_project_retention(request: web.Request, caller: Caller) -> web.Str
     project = await retention.set_retention(
         _deps(request), caller, request.match_info["id"], body["retainDays"]
     )
-    return json_response({"project": schemas.project(project), "requestId": caller.request_id})
+    return json_response({"project": responses.project(project), "requestId": caller.request_id})
 
 
 @requires(Need.READ_JOBS)  # what the jobs' provider calls cost
@@ -426,7 +426,7 @@ async def get_usage(request: web.Request, caller: Caller) -> web.StreamResponse:
     if report.project_id is not None:
         budget = await budgets.status(_deps(request), caller, report.project_id)
     return json_response(
-        {"usage": schemas.usage_report(report, budget), "requestId": caller.request_id}
+        {"usage": responses.usage_report(report, budget), "requestId": caller.request_id}
     )
 
 
@@ -443,14 +443,16 @@ async def set_project_budget(request: web.Request, caller: Caller) -> web.Stream
         token_limit=body.get("tokenLimit"),
         usd_limit=body.get("usdLimit"),
     )
-    return json_response({"budget": schemas.budget_status(status), "requestId": caller.request_id})
+    return json_response(
+        {"budget": responses.budget_status(status), "requestId": caller.request_id}
+    )
 
 
 # -- erase (docs/your-data.md) -------------------------------------------------------------
 
 
 def _erased(erasure: erase.Erasure, caller: Caller) -> web.StreamResponse:
-    return json_response({"erased": schemas.erasure(erasure), "requestId": caller.request_id})
+    return json_response({"erased": responses.erasure(erasure), "requestId": caller.request_id})
 
 
 @requires(Need.ERASE)

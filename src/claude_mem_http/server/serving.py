@@ -28,7 +28,7 @@ from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 
 from claude_mem_http.server.middlewares import REQUEST_ID_HEADER, new_request_id
-from claude_mem_http.wire import schemas
+from claude_mem_http.wire import responses
 
 log = logging.getLogger("claude_mem.http")
 
@@ -59,7 +59,7 @@ class _RequestHandler(web_protocol.RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("a response was already sent on this connection")
         response = web.json_response(
-            schemas.error_body("BadRequest", MALFORMED_MESSAGE), status=status
+            responses.error_body("BadRequest", MALFORMED_MESSAGE), status=status
         )
         response.headers[REQUEST_ID_HEADER] = new_request_id()
         response.force_close()

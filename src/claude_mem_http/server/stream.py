@@ -38,7 +38,7 @@ from claude_mem_core.services.context import Caller, Deps
 from claude_mem_http.server.auth import parse_bearer, requires
 from claude_mem_http.server.middlewares import REQUEST_ID_HEADER
 from claude_mem_http.server.state import REQUEST_ID, RUNTIME
-from claude_mem_http.wire import schemas
+from claude_mem_http.wire import responses, schemas
 from claude_mem_http.wire.schemas import RequestInvalid
 
 log = logging.getLogger("claude_mem.http.stream")
@@ -84,11 +84,11 @@ def item(change: Change) -> dict[str, Any]:
     """The change's row in the JSON its read route returns."""
     record = change.record
     if isinstance(record, AgentEvent):
-        return schemas.event(record)
+        return responses.event(record)
     if isinstance(record, GenerationJob):
-        return schemas.job_status(record)
+        return responses.job_status(record)
     assert record is not None
-    return schemas.observation(record)
+    return responses.observation(record)
 
 
 def message(change: Change) -> bytes:
