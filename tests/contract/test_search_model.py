@@ -22,7 +22,7 @@ from claude_mem_core.adapters import storage_from_url
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.passages import event_passages, observation_passage
 from claude_mem_core.domain.tokens import parse_query
-from claude_mem_core.testing.contracts import Factory
+from claude_mem_core.testing.contracts import T0, Factory
 
 WORDS = ["cache", "redirect", "login", "worker", "redirect_uri", "schema", "token", "queue"]
 # Filler makes long texts where a query word is said once (not high-impact) beside short
@@ -45,15 +45,23 @@ queries = st.lists(
 )
 
 
-def _model(passages: list[Any], query_text: str) -> dict[str, list[float]]:
-    """Each matching observation's passage scores, over every passage of the project."""
+def _model(
+    passages: list[Any], query_text: str, superseded: frozenset[str] | set[str] = frozenset()
+) -> dict[str, list[float]]:
+    """Each matching observation's passage scores, over every passage of the project
+    (a superseded observation's weighted by ``ranking.SUPERSEDED_WEIGHT``)."""
     query = parse_query(query_text)
     strings = ranking.query_strings(query)
     idfs = {s: ranking.idf(len(passages), sum(1 for p in passages if s in p.tf)) for s in strings}
     scores: dict[str, list[float]] = {}
     for p in passages:
         score = ranking.passage_score(
-            query, p.tf, p.length, idfs=idfs, event=p.event_id is not None
+            query,
+            p.tf,
+            p.length,
+            idfs=idfs,
+            event=p.event_id is not None,
+            weight=ranking.SUPERSEDED_WEIGHT if p.observation_id in superseded else 1.0,
         )
         if score > 0:
             scores.setdefault(p.observation_id, []).append(score)
@@ -71,16 +79,21 @@ async def _check(url: str, corpus: list[tuple[str, list[str]]], asked: list[Any]
         async with storage.unit_of_work() as uow:
             await uow.teams.add(team)
             await uow.projects.add(project)
-            for content, outputs in corpus:
-                obs = make.observation(project, content, title=content[:24])
+            for n, (content, outputs) in enumerate(corpus):
+                # Every third observation is about one subject: all but the newest of them
+                # are superseded, their scores weighted (pruning must stay exact).
+                subject = "v1:model" if n % 3 == 0 else None
+                obs = make.observation(project, content, title=content[:24], subject=subject)
                 events = [make.event(project, payload={"output": text}) for text in outputs]
                 written = [observation_passage(obs), *event_passages(obs, events)]
                 await uow.observations.add(obs)
                 await uow.search.add(written)
                 passages.extend(written)
+            marked = await uow.observations.supersede(team.id, project.id, ["v1:model"], at=T0)
+        superseded = {old for old, _ in marked}
         for words, limit in asked:
             text = " ".join(words)
-            scores = _model(passages, text)
+            scores = _model(passages, text, superseded)
             expected = sorted(
                 (ranking.observation_score(v) for v in scores.values()), reverse=True
             )[:limit]

@@ -7,13 +7,14 @@ work copies a table the first time it writes to it, so an exception rolls everyt
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
 
+from claude_mem_core.adapters import memory_supersession as supersession
 from claude_mem_core.adapters.memory_budgets import (
     BUDGET_TABLES,
     MemoryBudgets,
@@ -649,6 +650,17 @@ class _Observations(_Repo):
     ) -> Sequence[tuple[Observation, bool]]:
         return [await self.add(observation) for observation in observations]
 
+    async def supersede(
+        self, team_id: str, project_id: str, subjects: Collection[str], *, at: datetime
+    ) -> Sequence[tuple[str, str]]:
+        return supersession.supersede(self._tx, team_id, project_id, subjects, at=at)
+
+    async def lock_subjects(self, team_id: str, project_id: str, subjects: Collection[str]) -> None:
+        return None  # units of work are serial here
+
+    async def weigh(self, team_id: str, project_id: str, observation_ids: Sequence[str]) -> None:
+        return None  # a passage's weight is read from its observation (memory_supersession)
+
     def _scoped(self, team_id: str, project_id: str) -> list[Observation]:
         return [
             o
@@ -792,6 +804,7 @@ class _SearchIndex(_Repo):
                 passage.length,
                 idfs=idfs,
                 event=passage.origin is Origin.EVENT,
+                weight=supersession.weight(observations[passage.observation_id]),
             )
             if score > 0:
                 matched.setdefault(passage.observation_id, []).append((score, n, passage))
@@ -1030,6 +1043,7 @@ class _Erasure(_Repo):
             ):
                 observations.add(o.id)
         removed = self._remove_observations(observations)
+        supersession.restore(self._tx, team_id, project_id, observations, at=at)
         removed += self._remove_jobs(derived_jobs | (summary_jobs if session_id else set()))
         for event in events:
             if event.source_event_id is not None:

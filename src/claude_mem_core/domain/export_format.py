@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from claude_mem_core.domain import keys
 from claude_mem_core.domain.models import (
@@ -37,6 +37,7 @@ from claude_mem_core.domain.models import (
     ServerSession,
     SessionGenerationStatus,
 )
+from claude_mem_core.domain.supersession import subject_of
 from claude_mem_core.errors import FieldIssue, InvalidInput
 
 FORMAT = "claude-mem-export"
@@ -452,6 +453,8 @@ def _observation(f: _Fields, team_id: str, project_id: str) -> ImportedObservati
         superseded_by=f.optional_text("supersededBy"),
         superseded_at=f.optional_moment("supersededAt"),
     )
+    # Not exported: recomputed from the fields, so later observations can supersede it.
+    observation = evolve(observation, subject=subject_of(observation))
     raw = f.value.get("sources", [])
     if not isinstance(raw, list):
         raise f.fail("sources", "must be a list")

@@ -276,6 +276,9 @@ class Observation:
     # The newer observation that replaced this one, and when (history stays readable).
     superseded_by: str | None = None
     superseded_at: datetime | None = None
+    # Generated observations that modified files (``domain/supersession.py``): the key of
+    # what they are about; a newer one of the same subject supersedes this one.
+    subject: str | None = None
 
 
 @frozen(kw_only=True)

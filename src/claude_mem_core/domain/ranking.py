@@ -27,7 +27,9 @@ project:
 * An observation scores its best passage's score plus :data:`SUPPORT_WEIGHT` times each of
   its next best (at most :data:`EVIDENCE_PASSAGES` passages count): an observation whose own
   words and whose events both answer is better evidenced than one lucky passage, and
-  counting so few passages keeps a long session from winning by size. Observations rank by
+  counting so few passages keeps a long session from winning by size. A superseded
+  observation's passages count :data:`SUPERSEDED_WEIGHT` of their score (a passage's
+  ``weight``): current facts first. Observations rank by
   score, then newer ``updated_at``, then id in byte order. The passages that counted are
   the hit's evidence.
 """
@@ -54,6 +56,12 @@ EVENT_FACTOR = 0.8
 EVIDENCE_PASSAGES = 3
 # The share of its second and third best passages' scores an observation adds to its best.
 SUPPORT_WEIGHT = 0.3
+# A superseded observation's passages' scores are multiplied by this (``domain/
+# supersession.py``): history stays findable, the current fact ranks first. Below 1, so
+# the bounds PostgreSQL prunes with (computed unweighted) still hold.
+# 0.98: on the retrieval eval every lower factor tried (0.5-0.95) ranks at least one
+# question's answer lower; at 0.98 no metric gets worse (docs/performance.md).
+SUPERSEDED_WEIGHT = 0.98
 
 
 def idf(total: int | float, df: int | float) -> float:
@@ -97,8 +105,11 @@ def passage_score(
     *,
     idfs: Mapping[str, float],
     event: bool,
+    weight: float = 1.0,
 ) -> float:
-    """The passage's score (0 when it matches no query term), as every backend computes it."""
+    """The passage's score (0 when it matches no query term), as every backend computes it:
+    ``weight`` is the passage's ranking weight (:data:`SUPERSEDED_WEIGHT` for a superseded
+    observation's), multiplied last."""
     norm = _norm(length)
     counted = matched_strings(query, tf)
     score = 0.0
@@ -106,7 +117,7 @@ def passage_score(
         if s in counted:
             f = tf[s]
             score += idfs[s] * f * (K1 + 1.0) / (f + norm)
-    return score * EVENT_FACTOR if event else score
+    return (score * EVENT_FACTOR if event else score) * weight
 
 
 def observation_score(passage_scores: Iterable[float]) -> float:

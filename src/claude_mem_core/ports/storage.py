@@ -25,7 +25,7 @@ Rules every adapter keeps (the contract suite checks them):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
@@ -319,6 +319,26 @@ class ObservationRepository(Protocol):
     ) -> None:
         """Add ``counts[id]`` to each of these observations' ``occurrences`` (an atomic
         increment, so concurrent writers never lose one). Unknown ids are ignored."""
+
+    async def supersede(
+        self, team_id: str, project_id: str, subjects: Collection[str], *, at: datetime
+    ) -> Sequence[tuple[str, str]]:
+        """Apply the supersession rule (``domain/supersession.py``) to these subjects: of
+        each one's current observations, all but the newest (``created_at``, then id) are
+        marked superseded by it at ``at``, and their passages weigh
+        ``ranking.SUPERSEDED_WEIGHT`` in search. Race-safe: units of work storing
+        observations of one subject at once end with one current observation. Answers the
+        (superseded id, current id) pairs marked, sorted."""
+
+    async def lock_subjects(self, team_id: str, project_id: str, subjects: Collection[str]) -> None:
+        """Hold these subjects until the unit of work ends, so that no other one applies
+        the rule to them meanwhile. Taken before the unit of work's other writes (a lock
+        taken after row locks could close a cycle with an erase); ``supersede`` takes them
+        too, for a caller that wrote nothing else."""
+
+    async def weigh(self, team_id: str, project_id: str, observation_ids: Sequence[str]) -> None:
+        """Set these observations' passages' search weight from whether each is
+        superseded (an import writes superseded observations as they were)."""
 
     async def get(
         self, team_id: str, project_id: str, observation_id: str

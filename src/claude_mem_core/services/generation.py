@@ -58,7 +58,14 @@ from claude_mem_core.generation.privacy import strip_tags
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import dedup, embedding, outbox, provider_gate, usage
+from claude_mem_core.services import (
+    dedup,
+    embedding,
+    outbox,
+    provider_gate,
+    supersession,
+    usage,
+)
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, audit_entry
 
@@ -646,8 +653,11 @@ class Generator:
         model = result.model if result else None
         caller = caller_for(job)
         entries = list(audit_entries)
-        drafts = dedup.unique_drafts(drafts)
+        drafts = supersession.with_subjects(dedup.unique_drafts(drafts))
         async with deps.storage.unit_of_work() as uow:
+            # Before any other write (services/supersession.py); PostgreSQL then goes the
+            # long way below, in this transaction, instead of one statement of its own.
+            await supersession.lock(uow, job.team_id, job.project_id, [d for _, d in drafts])
             # Complete first: the compare-and-set fails if the job was cancelled, reclaimed
             # after our lease expired, or finished by someone else, and then nothing of ours
             # is written but the claim's audit row.
@@ -688,6 +698,7 @@ class Generator:
                 if written is False:
                     return ProcessResult(job_id=job.id, outcome="lost_lease")
                 if written:
+                    await supersession.apply(uow, job.team_id, job.project_id, observations, at=now)
                     return ProcessResult(
                         job_id=job.id,
                         outcome="completed",
@@ -704,7 +715,10 @@ class Generator:
                 await uow.observations.add_occurrences(job.team_id, job.project_id, repeated)
             ids = [obs.id for obs in stored]
             # Only new rows are indexed: a replay finds its observations indexed already.
-            await uow.search.add(passages_for([obs for obs, new in added if new], events))
+            inserted = [obs for obs, new in added if new]
+            await uow.search.add(passages_for(inserted, events))
+            # A newer fact about the same files marks the older ones (not a dedup's row).
+            await supersession.apply(uow, job.team_id, job.project_id, inserted, at=now)
             await uow.sources.add_many(self._sources(job, drafts, stored, provider, caller, now))
             entries += self._created_audit(job, drafts, stored, provider, model, caller)
             if also is not None:

@@ -363,6 +363,10 @@ class _Writer:
             ]
             passages += passages_for([observation], made_from)
         await uow.search.add(passages)
+        # A superseded observation's passages rank lower (domain/supersession.py).
+        superseded = [o.id for o, _ in new if o.superseded_by is not None]
+        if superseded:
+            await uow.observations.weigh(self.team_id, self.project_id, superseded)
         await uow.sources.add_many(links)
         self.sources += len(links)
 

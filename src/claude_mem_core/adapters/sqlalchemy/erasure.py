@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from claude_mem_core.adapters.sqlalchemy import dialects
+from claude_mem_core.adapters.sqlalchemy import dialects, supersession
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.ports.erasure import ErasedRows
@@ -315,6 +315,8 @@ class ErasureRepo:
                     )
                 )
             )
+        # Supersession (adapters/sqlalchemy/supersession.py): subjects locked before writing,
+        await supersession.lock_subjects_of(self._db, team_id, project_id, sorted(observations))
         removed = await self._remove_observations(team_id, project_id, sorted(observations))
         # A session's own jobs (its summary job) go with the session, not with an event.
         removed += await self._remove_jobs(
@@ -327,6 +329,8 @@ class ErasureRepo:
             erased_events += await self._delete(
                 t.agent_events, e.id.in_(chunk), e.team_id == team_id, e.project_id == project_id
             )
+        # and what the removed observations superseded is current again.
+        await supersession.restore(self._db, team_id, project_id, sorted(observations), at=at)
         # Rows this unit of work checked may be gone now: check them again if named.
         self._db.scoped.clear()
         return removed + ErasedRows(events=erased_events)

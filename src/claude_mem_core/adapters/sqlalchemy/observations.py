@@ -5,12 +5,14 @@ repeats merge their metadata into the stored link's."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from claude_mem_core import errors
+from claude_mem_core.adapters.sqlalchemy import supersession
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.bulk import BULK_OBSERVATIONS, BULK_SOURCES
 from claude_mem_core.adapters.sqlalchemy.connection import _Db, _page
@@ -126,6 +128,17 @@ class ObservationRepo:
                 )
                 .values(occurrences=o.c.occurrences + n)
             )
+
+    async def supersede(
+        self, team_id: str, project_id: str, subjects: Collection[str], *, at: datetime
+    ) -> Sequence[tuple[str, str]]:
+        return await supersession.supersede(self._db, team_id, project_id, subjects, at=at)
+
+    async def lock_subjects(self, team_id: str, project_id: str, subjects: Collection[str]) -> None:
+        await supersession.lock(self._db, team_id, project_id, subjects)
+
+    async def weigh(self, team_id: str, project_id: str, observation_ids: Sequence[str]) -> None:
+        await supersession.weigh(self._db, team_id, project_id, observation_ids)
 
     async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None:
         c = t.observations.c

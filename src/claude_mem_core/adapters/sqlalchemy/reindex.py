@@ -15,7 +15,9 @@ import sqlalchemy as sa
 BATCH = 500  # observations read, and their passages written, per round trip
 # Observation columns of later revisions: the reindexing revisions (0008, 0009) run before
 # they exist, and passages do not depend on them.
-_ADDED_AFTER_REINDEX = frozenset({"fingerprint", "occurrences", "superseded_by", "superseded_at"})
+_ADDED_AFTER_REINDEX = frozenset(
+    {"fingerprint", "occurrences", "superseded_by", "superseded_at", "subject"}
+)
 
 
 def rebuild_search_index(bind: sa.Connection) -> int:

@@ -183,6 +183,7 @@ def _observation(r: RowMapping) -> Observation:
         occurrences=r.get("occurrences", 1),
         superseded_by=r.get("superseded_by"),
         superseded_at=r.get("superseded_at"),
+        subject=r.get("subject"),
     )
 
 
@@ -325,6 +326,7 @@ def _observation_values(observation: Observation) -> dict[str, Any]:
         "occurrences": observation.occurrences,
         "superseded_by": observation.superseded_by,
         "superseded_at": observation.superseded_at,
+        "subject": observation.subject,
     }
 
 

@@ -305,10 +305,12 @@ MAX_CACHED_SHAPES = 2_000
 
 
 def _scored(source: str, score: str) -> str:
-    """The passages of ``source`` (with frequencies ``f0 …``) with their positive scores."""
+    """The passages of ``source`` (with frequencies ``f0 …``) with their positive scores,
+    each multiplied by its passage's weight last (as ``ranking.passage_score`` does)."""
     return (
         f"SELECT id, observation_id, score FROM (SELECT c.id, c.observation_id, "
-        f"{score} * {_EVENT} AS score FROM {source} c CROSS JOIN w) AS s WHERE score > 0"
+        f"{score} * {_EVENT} * c.weight AS score FROM {source} c CROSS JOIN w) AS s "
+        "WHERE score > 0"
     )
 
 
@@ -366,7 +368,7 @@ def _ranking_sql(
   WHERE b.score >= coalesce((SELECT score FROM cut), 0)
   ORDER BY b.score DESC, o.updated_at DESC, o.id{byte_order} LIMIT {param("limit")}
 ), top_passages AS MATERIALIZED (
-  SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
+  SELECT p.id, p.observation_id, p.origin, p.length, p.weight, {lookups}
   FROM search_passages p JOIN top ON top.observation_id = p.observation_id WHERE {matches}
 ), evidence AS (
   SELECT s.observation_id, s.id, s.score,
@@ -523,7 +525,9 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool
     alone reads its high-impact passages, not every passage holding it. Where a term was
     skipped and an observation may have several passages, every observation that was read
     is completed with all its matching passages (through its own index), so the ranking is
-    exact; every observation returned has its matching passages as evidence.
+    exact; every observation returned has its matching passages as evidence. A passage's
+    weight (at most 1: ``ranking.SUPERSEDED_WEIGHT``) is in every score, θ's included, and
+    only lowers it, so the unweighted bounds still hold.
     """
     lookups = ", ".join(f"(p.tf ->> %(s{i})s)::float8 AS f{i}" for i in range(count))
     joins = " ".join(f"LEFT JOIN d AS d{i} ON d{i}.term = %(s{i})s" for i in range(count))
@@ -564,7 +568,10 @@ def _pg_search_sql(count: int, terms: Shape, audited: bool = False, kinded: bool
     score = _score_sql(terms, count, "w.idf{i}")
     scope = "p.team_id = %(team_id)s AND p.project_id = %(project_id)s"
     matches = f"{scope} AND p.terms @@ %(tsquery)s::tsquery"
-    select = f"SELECT p.id, p.observation_id, p.origin, p.length, {lookups} FROM search_passages p"
+    select = (
+        f"SELECT p.id, p.observation_id, p.origin, p.length, p.weight, {lookups} "
+        "FROM search_passages p"
+    )
     ranked = _ranking_sql(
         score,
         lookups,
@@ -675,7 +682,7 @@ def _sqlite_search_sql(count: int, terms: Shape, kinded: bool = False) -> sa.Tex
     )
     return sa.text(f"""
 WITH w AS (SELECT 1 AS scored_once), cand AS MATERIALIZED (
-  SELECT p.id, p.observation_id, p.origin, p.length, {lookups}
+  SELECT p.id, p.observation_id, p.origin, p.length, p.weight, {lookups}
   FROM search_passages p WHERE {matches}
 ), {ranked}""").columns(
         sa.column("score", sa.Float),

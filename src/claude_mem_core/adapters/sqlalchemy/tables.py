@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from claude_mem_core.adapters.sqlalchemy import budget_tables
+from claude_mem_core.adapters.sqlalchemy import budget_tables, feed_tables
 
 # Names are part of the schema (alembic compares and drops by name), so every constraint
 # gets a deterministic one. All rendered names stay within PostgreSQL's 63 characters.
@@ -367,6 +367,7 @@ observations = sa.Table(
     sa.Column("occurrences", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Column("superseded_by", sa.Text, nullable=True),
     _ts("superseded_at", nullable=True),
+    sa.Column("subject", sa.Text, nullable=True),  # revision 0017 (domain/supersession.py)
     # ``kind``: any kind string (revision 0004 dropped the check of the three known kinds).
     # Target of the sources' composite foreign key.
     sa.UniqueConstraint("id", "project_id", "team_id"),
@@ -391,6 +392,12 @@ observations = sa.Table(
     ),
     sa.Index("idx_observations_project_session", "project_id", "server_session_id", "created_at"),
     sa.Index("idx_observations_team_project", "team_id", "project_id", "created_at"),
+    sa.Index(
+        "idx_observations_subject_scope",
+        *("team_id", "project_id", "subject"),
+        postgresql_where=sa.text("subject IS NOT NULL"),
+        sqlite_where=sa.text("subject IS NOT NULL"),
+    ),
     sa.Index("idx_observations_job", "created_by_job_id"),
 )
 
@@ -420,6 +427,8 @@ search_passages = sa.Table(
     # PostgreSQL: the terms whose factor reaches ranking.HIGH_IMPACT, GIN-indexed, so a
     # query can find its best passages without reading every match (NULL on SQLite).
     sa.Column("terms_hi", postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"), nullable=True),
+    # Multiplied into the passage's score: ranking.SUPERSEDED_WEIGHT when superseded (0017).
+    sa.Column("weight", sa.Float, nullable=False, server_default=sa.text("1.0")),
     sa.CheckConstraint(_in("origin", PASSAGE_ORIGINS), name="origin"),
     sa.ForeignKeyConstraint(
         ["observation_id", "project_id", "team_id"],
@@ -612,39 +621,5 @@ search_vectors = sa.Table(
     sa.Index("idx_search_vectors_observation", "observation_id", "model"),
 )
 
-# The change feed (revision 0011, ``ports/change_feed.py``): one row per new event, new
-# observation (``summary`` for a session summary) and job status change, written by
-# triggers in the writing transaction. References only, never content. ``txid`` is the
-# writer's PostgreSQL transaction id (NULL on SQLite, whose serial is commit order):
-# readers order by (txid, position) and take only transactions older than every running
-# one, so nothing can commit behind a position already read.
-change_feed = sa.Table(
-    "change_feed",
-    metadata,
-    sa.Column(
-        "position",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("txid", sa.BigInteger, nullable=True),
-    sa.Column("team_id", sa.Text, nullable=False),
-    sa.Column("project_id", sa.Text, nullable=False),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("row_id", sa.Text, nullable=False),
-    _ts("changed_at", default_now=True),
-    sa.Index("idx_change_feed_txid_position", "txid", "position"),
-    # SQLite: AUTOINCREMENT, so a serial is never reused (commit order stays increasing).
-    sqlite_autoincrement=True,
-)
-
-change_feed_horizon = sa.Table(
-    # One row (revision 0014): the newest feed position pruned; a cursor below it may have
-    # missed changes.
-    "change_feed_horizon",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("txid", sa.BigInteger, nullable=False),
-    sa.Column("serial", sa.BigInteger, nullable=False),
-    _ts("pruned_at", nullable=True),
-)
+# The change feed (revision 0011) and its horizon (0014): in their own module, on this metadata.
+change_feed, change_feed_horizon = feed_tables.define(metadata, _ts)
