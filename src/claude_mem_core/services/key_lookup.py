@@ -53,6 +53,8 @@ class KeyUsage:
     _pending: dict[str, datetime] = field(factory=dict, init=False)
     _written: dict[str, float] = field(factory=dict, init=False)  # key id -> when
     _writer: asyncio.Task[None] | None = field(default=None, init=False)
+    # The write under way, if any: it runs on even when the writer is stopped (see flush).
+    _inflight: asyncio.Future[None] | None = field(default=None, init=False)
 
     def record(self, key_id: str, at: datetime) -> None:
         """Note a use; never blocks and never fails."""
@@ -68,6 +70,11 @@ class KeyUsage:
         if writer is not None and not writer.done():
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            # A write already under way finishes: cancelled while its connection is being
+            # opened, it would abandon that connection unclosed (aiosqlite warns of it).
+            await asyncio.gather(inflight, return_exceptions=True)
         if self._pending:
             batch, self._pending = self._pending, {}
             try:
@@ -84,21 +91,30 @@ class KeyUsage:
                 await asyncio.sleep(max(wake - now, 0.0))
                 continue
             batch = {k: self._pending.pop(k) for k in due}
+            self._inflight = write = asyncio.ensure_future(self._write_or_keep(batch))
             try:
-                await self._write(batch)
-            except BaseException as e:
-                self._keep(batch)  # for the next try, or for flush() if cancelled
-                if not isinstance(e, Exception):
-                    raise
+                # Shielded: stopping the writer (flush) lets the write finish; flush waits.
+                await asyncio.shield(write)
+            except Exception:
                 log.warning("could not record the last use of %d API key(s)", len(batch))
                 await asyncio.sleep(USAGE_RETRY_S)
                 continue
+            finally:
+                if write.done() and self._inflight is write:
+                    self._inflight = None
             written = self.monotonic()
             for key_id in batch:
                 self._written[key_id] = written
             # Forget keys not written for a whole interval: their next use is written at once.
             for key_id in [k for k, w in self._written.items() if written - w >= self.interval_s]:
                 del self._written[key_id]
+
+    async def _write_or_keep(self, batch: dict[str, datetime]) -> None:
+        try:
+            await self._write(batch)
+        except BaseException:
+            self._keep(batch)  # for the next try, or for flush()
+            raise
 
     def _keep(self, batch: dict[str, datetime]) -> None:
         for key_id, at in batch.items():  # the newest use wins
