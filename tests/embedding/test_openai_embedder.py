@@ -510,7 +510,7 @@ def test_factory_needs_a_model() -> None:
 
 def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openai", None)
-    with pytest.raises(MissingExtra, match=r"claude-mem\[openai\]"):
+    with pytest.raises(MissingExtra, match=r"claude-mem-py\[openai\]"):
         embedder_from_url("http://127.0.0.1:1/v1", api_key=None, model=MODEL)
 
 

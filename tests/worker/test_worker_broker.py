@@ -100,7 +100,7 @@ def test_metrics_without_prometheus_client_name_the_extra(
 ) -> None:
     # None in sys.modules makes the package look not installed.
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(MissingExtra, match=r"claude-mem\[metrics\]"):
+    with pytest.raises(MissingExtra, match=r"claude-mem-py\[metrics\]"):
         middlewares_from_env({"CLAUDE_MEM_WORKER_METRICS_PORT": "9100"}, in_container=False)
 
 
