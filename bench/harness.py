@@ -291,7 +291,10 @@ async def seed_observations(
     and their search passages and statistics through the adapter's own statement."""
     import psycopg
 
-    from claude_mem_core.adapters.sqlalchemy.search import PG_ADD_PASSAGES, pg_passage_params
+    from claude_mem_core.adapters.sqlalchemy.passage_writes import (
+        PG_ADD_PASSAGES,
+        pg_passage_params,
+    )
     from claude_mem_core.domain.models import Observation
     from claude_mem_core.domain.passages import observation_passage
 

@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from claude_mem_core.adapters.sqlalchemy import dialects
-from claude_mem_core.adapters.sqlalchemy import search as search_sql
+from claude_mem_core.adapters.sqlalchemy import dialects, passage_writes
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.bulk import (
     _PG_DIALECT,
@@ -156,7 +155,7 @@ def _pg_advance() -> sa.TextClause:
         + ", "
         + insert("aa", t.audit_log, "audit_always", "true")
         + ", "
-        + search_sql.pg_passage_ctes(":passages", ":passage_stats", ":passage_terms", won)
+        + passage_writes.pg_passage_ctes(":passages", ":passage_stats", ":passage_terms", won)
         + " SELECT (SELECT count(*) FROM upd) AS updated"
     )
 
@@ -181,7 +180,7 @@ def _pg_fresh_memories() -> sa.TextClause:
     ``chk`` tells, for each memory, whether its project is its team's, its session (if
     any) is of that project, and the API key it is written under still works. Only if
     every memory passes are the observations, their sources, their audit rows and their
-    search passages (with the statistics, :func:`search_sql.pg_passage_ctes`) written:
+    search passages (with the statistics, :func:`passage_writes.pg_passage_ctes`) written:
     the statistics are computed for the whole group beforehand, so the group goes in whole
     or not at all, and the caller writes the memories that passed again without the
     others. The answer is ``chk``: each memory's id and verdict.
@@ -215,7 +214,7 @@ def _pg_fresh_memories() -> sa.TextClause:
         + ", "
         + insert("au", t.audit_log, "audit")
         + ", "
-        + search_sql.pg_passage_ctes(":passages", ":passage_stats", ":passage_terms", won)
+        + passage_writes.pg_passage_ctes(":passages", ":passage_stats", ":passage_terms", won)
         + " SELECT id, ok FROM chk"
     )
 
@@ -391,7 +390,7 @@ async def add_fresh_memories_pg(engine: AsyncEngine, items: Sequence[FreshMemory
             "observations": _rows_json([_observation_values(i.observation) for i in remaining]),
             "sources": _rows_json([_source_values(i.source) for i in remaining]),
             "audit": _rows_json([_audit_values(i.audit) for i in remaining]),
-            **search_sql.pg_passage_params([p for i in remaining for p in i.passages]),
+            **passage_writes.pg_passage_params([p for i in remaining for p in i.passages]),
         }
         try:
             async with engine.connect() as conn:

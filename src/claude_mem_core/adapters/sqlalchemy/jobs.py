@@ -14,8 +14,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import RowMapping
 
 from claude_mem_core import errors
-from claude_mem_core.adapters.sqlalchemy import dialects
-from claude_mem_core.adapters.sqlalchemy import search as search_sql
+from claude_mem_core.adapters.sqlalchemy import dialects, passage_writes
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.audit import AuditRepo
 from claude_mem_core.adapters.sqlalchemy.bulk import BULK_JOB_EVENTS, BULK_JOBS, _rows_json
@@ -293,7 +292,7 @@ class JobRepo:
             "sources": _rows_json([_source_values(s) for s in sources]),
             "audit": _rows_json([_audit_values(a) for a in audit]),
             "audit_always": _rows_json([_audit_values(a) for a in audit_always]),
-            **search_sql.pg_passage_params(passages),
+            **passage_writes.pg_passage_params(passages),
         }
         # Autocommit (nothing written yet): the statement is its own transaction, and a
         # failed one leaves nothing behind, neither written nor aborted.

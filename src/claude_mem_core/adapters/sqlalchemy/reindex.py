@@ -37,8 +37,8 @@ def index_observations(bind: sa.Connection) -> int:
     # The metadata's tables read rows with their types (JSON, UTC timestamps) as the
     # adapter does.
     from claude_mem_core.adapters.sqlalchemy import tables
+    from claude_mem_core.adapters.sqlalchemy.passage_writes import add_passages_sync
     from claude_mem_core.adapters.sqlalchemy.rows import event_from_row, observation_from_row
-    from claude_mem_core.adapters.sqlalchemy.search import add_passages_sync
     from claude_mem_core.domain.passages import passages_for
 
     observations = tables.observations

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from claude_mem_core import errors
-from claude_mem_core.adapters.sqlalchemy import dialects
+from claude_mem_core.adapters.sqlalchemy import dialects, passage_writes
 from claude_mem_core.adapters.sqlalchemy import search as search_sql
 from claude_mem_core.adapters.sqlalchemy.audit import AuditRepo
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
@@ -30,7 +30,7 @@ class SearchIndexRepo:
         if not passages:
             return
         await self._db.begin_writes()
-        await search_sql.add_passages(self._db.conn, passages)
+        await passage_writes.add_passages(self._db.conn, passages)
 
     async def search(
         self,
