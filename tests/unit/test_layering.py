@@ -74,8 +74,7 @@ LONGEST_MODULE = 650
 SRC = Path(__file__).resolve().parents[2] / "src"
 # The modules still longer than that today, each waiting to be split (issue 14). The list
 # only shrinks: a module split below the limit must be taken off it (the test says so).
-STILL_TOO_LONG = {
-}
+STILL_TOO_LONG: set[str] = set()
 
 
 def _line_counts() -> dict[str, int]:

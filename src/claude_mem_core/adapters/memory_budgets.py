@@ -15,7 +15,7 @@ from claude_mem_core.ports.budgets import Budget, BudgetPeriod, Reservation
 
 
 class _Tx(Protocol):
-    """The in-memory unit of work's view of the tables (``adapters/memory.py``)."""
+    """The in-memory unit of work's view of the tables (``adapters/memory_state.py``)."""
 
     def read(self, table: str) -> dict[str, Any]: ...
 

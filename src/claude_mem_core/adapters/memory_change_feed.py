@@ -1,12 +1,12 @@
 """The change feed of the in-memory storage: the entries its commits append
-(``_Tables.feed``), read with the rows as they are now."""
+(``Tables.feed``), read with the rows as they are now."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
-from claude_mem_core.adapters.memory import _Tables
+from claude_mem_core.adapters.memory_state import Tables
 from claude_mem_core.ports.change_feed import Change, ChangeKind, FeedPosition, Record
 
 _TABLE_OF = {
@@ -24,7 +24,7 @@ class InMemoryChangeFeed:
     """One writer at a time (the storage's lock), so an entry's serial is commit order;
     ``txid`` is always 0."""
 
-    def __init__(self, tables: _Tables) -> None:
+    def __init__(self, tables: Tables) -> None:
         self._tables = tables
 
     async def head(self) -> FeedPosition:
