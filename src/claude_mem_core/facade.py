@@ -58,6 +58,7 @@ from claude_mem_core.services import (
     memories,
     memory_writer,
     project_import,
+    reconcile,
     retention,
     sessions,
     usage,
@@ -424,7 +425,7 @@ class Memory(BudgetMethods):
         jobs were processed. Jobs waiting on a retry backoff are left for later."""
         processed = 0
         while max_jobs is None or processed < max_jobs:
-            report = await generation.reconcile(self.deps, republish_after_seconds=0.0)
+            report = await reconcile.reconcile(self.deps, republish_after_seconds=0.0)
             del report
             queue = self.deps.queue
             consume = getattr(queue, "consume", None)

@@ -17,7 +17,7 @@ events:
   and released to ``queued`` (not counted as an attempt) and published again, so any
   worker takes them now rather than after their lease.
 
-Upkeep, every ``reconcile_interval`` seconds (and at start): :func:`generation.reconcile`
+Upkeep, every ``reconcile_interval`` seconds (and at start): :func:`reconcile.reconcile`
 republishes due ``queued`` rows whose wake-up was lost and returns expired leases; the
 counters are logged every ``log_interval``; with semantic recall on, passages without a
 vector are embedded every ``embed_interval`` (:func:`embedding.run_backfill`).
@@ -47,9 +47,9 @@ from claude_mem_core.errors import ClaudeMemError, ConfigurationError, SchemaNot
 from claude_mem_core.logging_setup import request_logged
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.tracing import NOOP_TRACER
-from claude_mem_core.services import debounce, embedding, generation, upkeep
+from claude_mem_core.services import debounce, embedding, reconcile, upkeep
 from claude_mem_core.services.debounce import SessionBatcher
-from claude_mem_core.services.generation import ProcessResult
+from claude_mem_core.services.job_outcome import ProcessResult
 
 if TYPE_CHECKING:
     from claude_mem_core.adapters.observed_provider import ProviderCall
@@ -416,7 +416,7 @@ class WorkerRuntime:
     async def _reconcile(self) -> None:
         assert self.memory is not None
         try:
-            report = await generation.reconcile(
+            report = await reconcile.reconcile(
                 self.memory.deps, republish_after_seconds=self.republish_after
             )
             self.counters.reconciled += report.republished

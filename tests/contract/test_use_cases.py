@@ -399,7 +399,7 @@ async def test_context_within_a_token_budget(mem: Memory, scope: Scope) -> None:
 
 async def test_reconcile_returns_expired_leases_and_republishes(mem: Memory, scope: Scope) -> None:
     from claude_mem_core.domain import jobs as machine
-    from claude_mem_core.services.generation import reconcile
+    from claude_mem_core.services.reconcile import reconcile
 
     ev = await mem.ingest(scope, event_type="tool_use")
     assert ev.job is not None

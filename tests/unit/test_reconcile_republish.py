@@ -17,7 +17,7 @@ from claude_mem_core import Memory, Scope
 from claude_mem_core.adapters.memory import InMemoryStorage
 from claude_mem_core.domain.models import GenerationJob
 from claude_mem_core.ports.queue import QueueMessage
-from claude_mem_core.services import generation
+from claude_mem_core.services import reconcile
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
 
@@ -82,7 +82,7 @@ async def test_each_stranded_job_is_republished_at_most_once_per_lease() -> None
         clock.advance(PASS_EVERY / 2)
         deps = memory.deps if n % 2 == 0 else other
         before = sum(queue.published.values())
-        report = await generation.reconcile(deps, republish_after_seconds=LEASE)
+        report = await reconcile.reconcile(deps, republish_after_seconds=LEASE)
         per_pass.append(sum(queue.published.values()) - before)
         assert report.republished == per_pass[-1]
     assert max(per_pass) <= BATCH
@@ -111,7 +111,7 @@ async def test_two_reconcilers_racing_publish_a_job_once() -> None:
     queue.published.clear()
     clock.advance(LEASE + 1)
     reports = [
-        await generation.reconcile(memory.deps, republish_after_seconds=LEASE) for _ in range(3)
+        await reconcile.reconcile(memory.deps, republish_after_seconds=LEASE) for _ in range(3)
     ]
     assert [r.republished for r in reports] == [10, 0, 0]
     assert set(queue.published.values()) == {1}

@@ -20,7 +20,7 @@ from claude_mem_core.adapters.memory import InMemoryStorage
 from claude_mem_core.domain.models import JobStatus
 from claude_mem_core.errors import StorageUnavailable
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult
-from claude_mem_core.services import generation
+from claude_mem_core.services import reconcile
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.services.generation import Generator
 
@@ -81,7 +81,7 @@ async def test_a_call_slower_than_several_leases_is_never_taken_over() -> None:
     stalled = 0
     while not running.done():
         await asyncio.sleep(LEASE / 4)
-        report = await generation.reconcile(memory.deps, republish_after_seconds=0.0)
+        report = await reconcile.reconcile(memory.deps, republish_after_seconds=0.0)
         stalled += report.released + report.failed
         if not running.done():
             others.append((await other.process(job_id)).outcome)

@@ -45,13 +45,9 @@ from claude_mem_core.ports.queue import EVENT_LANE, QueueMessage
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox, provider_gate, usage
 from claude_mem_core.services.context import Deps
-from claude_mem_core.services.generation import (
-    Generator,
-    LeaseLost,
-    ProcessResult,
-    caller_for,
-    holding_lease,
-)
+from claude_mem_core.services.generation import Generator
+from claude_mem_core.services.job_outcome import ProcessResult, caller_for
+from claude_mem_core.services.leases import LeaseLost, holding_lease
 from claude_mem_core.services.tenancy import audit
 
 log = logging.getLogger("claude_mem.debounce")

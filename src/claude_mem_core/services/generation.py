@@ -21,153 +21,54 @@ same step runs statement by statement, with ``ON CONFLICT`` reads of the stored 
 The claim's audit row (``generation_job.processing``, dated at the claim) is written with
 the job's outcome, in the same multi-row insert as the others, not in the claim's
 transaction: the job event log records the claim itself at once.
+
+The other steps live beside this module: ``services/leases.py`` (the lease kept while the
+provider call runs), ``services/generation_persist.py`` (drafting and storing the results),
+``services/job_outcome.py`` (what a job ends in) and ``services/reconcile.py`` (work the
+queue lost).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar
-
-from attrs import frozen
+from typing import Any
 
 from claude_mem_core.domain import jobs as machine
-from claude_mem_core.domain import keys
-from claude_mem_core.domain.fingerprint import fingerprint
 from claude_mem_core.domain.models import (
     AgentEvent,
     AuditEntry,
     GenerationJob,
     JobEventType,
     JobStatus,
-    Observation,
-    ObservationKind,
-    ObservationSource,
-    ObservationSourceType,
     SessionGenerationStatus,
     SourceType,
 )
-from claude_mem_core.domain.passages import passages_for
 from claude_mem_core.errors import ClaudeMemError, ProviderError
 from claude_mem_core.generation import parser, prompt, render
 from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.generation.privacy import strip_tags
-from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider
+from claude_mem_core.ports.provider import GenerationRequest, Provider
 from claude_mem_core.ports.queue import QueueMessage
-from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import (
-    dedup,
-    embedding,
-    outbox,
-    provider_gate,
-    supersession,
-    usage,
+from claude_mem_core.ports.storage import UnitOfWork
+from claude_mem_core.services import outbox, provider_gate, usage
+from claude_mem_core.services.context import Deps
+from claude_mem_core.services.generation_persist import GenerationPersistence
+from claude_mem_core.services.job_outcome import (
+    Outcome,
+    ProcessResult,
+    caller_for,
+    is_summary,
+    set_summary_status,
 )
-from claude_mem_core.services.context import Caller, Deps
+from claude_mem_core.services.leases import LeaseLost, holding_lease
 from claude_mem_core.services.tenancy import audit, audit_entry
 
 log = logging.getLogger("claude_mem.generation")
 
-Outcome = Literal[
-    "completed",
-    "skipped",
-    "retry_scheduled",
-    "failed",
-    "missing",
-    "busy",
-    "lost_lease",
-    "held",  # left queued by the provider gate (a budget spent, a provider's pause)
-]
 
-
-AlsoInTransaction = Callable[[UnitOfWork, list[str]], Awaitable[None]]
-
-T = TypeVar("T")
-
-
-class LeaseLost(Exception):
-    """The claim of a job was lost while its provider call ran (cancelled, released or
-    taken over by another worker): its results must not be written."""
-
-
-async def holding_lease(deps: Deps, jobs: Sequence[GenerationJob], work: Awaitable[T]) -> T:
-    """Run ``work`` (a provider call) while renewing the lease of the claimed ``jobs``
-    every ``heartbeat_interval`` seconds, so a slow call is never taken over from a live
-    worker, while a dead worker's job is taken over one lease after its last beat.
-
-    Each renewal is fenced (:meth:`JobRepository.renew_lease`): when the first job's claim
-    is found lost, ``work`` is cancelled and :class:`LeaseLost` raised. A renewal that
-    fails (the database is briefly unreachable) is tried again at the next beat."""
-    task = asyncio.ensure_future(work)
-    stop = asyncio.Event()
-    lost = False
-    beat = deps.options.heartbeat_interval
-
-    async def keep() -> None:
-        nonlocal lost
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=beat)
-            if stop.is_set():
-                return
-            try:
-                now = deps.clock.now()
-                async with deps.storage.unit_of_work() as uow:
-                    held = [await uow.jobs.renew_lease(job, now=now) for job in jobs]
-            except ClaudeMemError as exc:
-                log.warning("could not renew the lease of job %s: %s", jobs[0].id, exc)
-                continue
-            if not held[0]:
-                log.warning("job %s: claim lost while generating; discarding", jobs[0].id)
-                lost = True
-                task.cancel()
-                return
-
-    keeper = asyncio.create_task(keep(), name=f"claude-mem-lease-{jobs[0].id}")
-    try:
-        return await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if lost and (current is None or not current.cancelling()):
-            raise LeaseLost(jobs[0].id) from None
-        raise
-    finally:
-        # Stopped between beats, not cancelled mid-renewal (the query would be cancelled
-        # on the server, which can take a while).
-        stop.set()
-        if not task.done():
-            task.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
-
-
-@frozen(kw_only=True)
-class ProcessResult:
-    job_id: str
-    outcome: Outcome
-    observation_ids: tuple[str, ...] = ()
-    error: str | None = None
-
-
-def caller_for(job: GenerationJob) -> Caller:
-    """The caller a job acts for: the key, actor and request recorded when it was queued."""
-    payload = job.payload
-    return Caller(
-        team_id=job.team_id,
-        project_id=job.project_id,
-        api_key_id=payload.get("api_key_id")
-        if isinstance(payload.get("api_key_id"), str)
-        else None,
-        actor_id=payload.get("actor_id") if isinstance(payload.get("actor_id"), str) else None,
-        request_id=payload.get("request_id")
-        if isinstance(payload.get("request_id"), str)
-        else None,
-    )
-
-
-class Generator:
+class Generator(GenerationPersistence):
     """Processes generation jobs with one provider. Stateless between jobs.
 
     ``process`` runs one job end to end. Its steps (``refusal``, ``claim``, ``fail_now``,
@@ -396,7 +297,7 @@ class Generator:
             self.deps, claimed, JobEventType.PROCESSING, {"workerId": self.worker_id}
         )
         written = None
-        if alone and not audit_now and not _is_summary(claimed):
+        if alone and not audit_now and not is_summary(claimed):
             # The claim is this unit of work's last write: one call (one statement, no
             # transaction of its own on PostgreSQL); None sends it the usual way.
             written = await uow.jobs.advance(current, claimed, event=logged)
@@ -406,7 +307,7 @@ class Generator:
             return None
         if audit_now:
             await uow.audit.add(self.processing_audit(claimed, now))
-        await _set_summary_status(uow, claimed, SessionGenerationStatus.PROCESSING, now)
+        await set_summary_status(uow, claimed, SessionGenerationStatus.PROCESSING, now)
         return claimed
 
     def processing_audit(self, claimed: GenerationJob, at: datetime) -> AuditEntry:
@@ -532,324 +433,6 @@ class Generator:
             events=events,
         )
 
-    def _metadata(self, result: GenerationResult, index: int) -> dict[str, Any]:
-        return {
-            "provider": result.provider,
-            "model": result.model,
-            "parsedObservationIndex": index,
-            "usage": {
-                "inputTokens": result.usage.input_tokens,
-                "outputTokens": result.usage.output_tokens,
-            },
-        }
-
-    def draft_observation(
-        self, job: GenerationJob, index: int, item: Any, content: str, result: GenerationResult
-    ) -> tuple[int, Observation]:
-        now = self.deps.clock.now()
-        return index, Observation(
-            id=self.deps.ids.new_id(),
-            team_id=job.team_id,
-            project_id=job.project_id,
-            server_session_id=job.server_session_id,
-            kind=ObservationKind.OBSERVATION,
-            type=item.type,
-            title=item.title,
-            subtitle=item.subtitle,
-            narrative=item.narrative,
-            facts=item.facts,
-            concepts=item.concepts,
-            files_read=item.files_read,
-            files_modified=item.files_modified,
-            content=content,
-            generation_key=keys.generation_key(job.id, index, content),
-            metadata=self._metadata(result, index),
-            created_by_job_id=job.id,
-            created_at=now,
-            updated_at=now,
-            fingerprint=fingerprint(
-                type=item.type, title=item.title, facts=item.facts, narrative=item.narrative
-            ),
-        )
-
-    def _draft_summary(
-        self, job: GenerationJob, summary: Any, content: str, result: GenerationResult
-    ) -> tuple[int, Observation]:
-        now = self.deps.clock.now()
-        fields = {
-            name: getattr(summary, name)
-            for name in ("request", "investigated", "learned", "completed", "next_steps", "notes")
-        }
-        return 0, Observation(
-            id=self.deps.ids.new_id(),
-            team_id=job.team_id,
-            project_id=job.project_id,
-            server_session_id=job.server_session_id,
-            kind=ObservationKind.SUMMARY,
-            type="summary",
-            title=fields["request"],
-            narrative=fields["learned"],
-            content=content,
-            generation_key=keys.generation_key(job.id, 0, content),
-            metadata={**fields, **self._metadata(result, 0)},
-            created_by_job_id=job.id,
-            created_at=now,
-            updated_at=now,
-        )
-
-    async def persist(
-        self,
-        job: GenerationJob,
-        drafts: list[tuple[int, Observation]],
-        result: GenerationResult | None,
-        *,
-        private: bool,
-        also: AlsoInTransaction | None = None,
-        audit_entries: Sequence[AuditEntry] = (),
-        events: Sequence[AgentEvent] = (),
-    ) -> ProcessResult:
-        """Store the drafts and complete ``job`` in one transaction, if this worker still
-        holds it. ``also`` runs in that same transaction once the job is completed, with the
-        stored observation ids (batching uses it to complete the jobs a batch covered).
-        ``audit_entries`` (the claim's, when it was deferred) are written in any case.
-        ``events``: what the drafts were made from; their text is indexed for search with
-        the observations (``domain/passages.py``). With semantic recall on, the stored
-        observations' passages are then embedded, after that transaction committed (a
-        failure there leaves them to the backfill; the job stays completed)."""
-        with self.deps.tracer.span(
-            "claude_mem.observations.store",
-            {"claude_mem.job.id": job.id, "claude_mem.observations": len(drafts)},
-        ) as span:
-            stored = await self._store(
-                job,
-                drafts,
-                result,
-                private=private,
-                also=also,
-                audit_entries=audit_entries,
-                events=events,
-            )
-            span.set_attribute("claude_mem.outcome", stored.outcome)
-        if stored.observation_ids and self.deps.semantic is not None:
-            await embedding.embed_generated(
-                self.deps, job.team_id, job.project_id, stored.observation_ids
-            )
-        return stored
-
-    async def _store(
-        self,
-        job: GenerationJob,
-        drafts: list[tuple[int, Observation]],
-        result: GenerationResult | None,
-        *,
-        private: bool,
-        also: AlsoInTransaction | None,
-        audit_entries: Sequence[AuditEntry],
-        events: Sequence[AgentEvent],
-    ) -> ProcessResult:
-        deps = self.deps
-        now = deps.clock.now()
-        provider = result.provider if result else self.provider.name
-        model = result.model if result else None
-        caller = caller_for(job)
-        entries = list(audit_entries)
-        drafts = supersession.with_subjects(dedup.unique_drafts(drafts))
-        async with deps.storage.unit_of_work() as uow:
-            # Before any other write (services/supersession.py); PostgreSQL then goes the
-            # long way below, in this transaction, instead of one statement of its own.
-            await supersession.lock(uow, job.team_id, job.project_id, [d for _, d in drafts])
-            # Complete first: the compare-and-set fails if the job was cancelled, reclaimed
-            # after our lease expired, or finished by someone else, and then nothing of ours
-            # is written but the claim's audit row.
-            done = machine.transition(job, JobStatus.COMPLETED, now=now)
-            spent = result.usage if result else None
-            completed = outbox.job_event(
-                deps,
-                done,
-                JobEventType.COMPLETED,
-                {
-                    "provider": provider,
-                    "model": model,
-                    "observationCount": len(drafts),  # one stored (or found) per draft
-                    "privateContentDetected": private or not drafts,
-                    "workerId": self.worker_id,
-                    "inputTokens": spent.input_tokens if spent else None,
-                    "outputTokens": spent.output_tokens if spent else None,
-                },
-            )
-            observations = [draft for _, draft in drafts]
-            if also is None and not _is_summary(job):
-                # Nothing else goes into this transaction: the whole step in one call (one
-                # statement on PostgreSQL); None when it cannot, e.g. a generation key is
-                # stored already, and then the long way below finds the stored rows.
-                written = await uow.jobs.advance(
-                    job,
-                    done,
-                    event=completed,
-                    observations=observations,
-                    sources=self._sources(job, drafts, observations, provider, caller, now),
-                    audit=[
-                        *self._created_audit(job, drafts, observations, provider, model, caller),
-                        self._completed_audit(job, [o.id for o in observations], provider, model),
-                    ],
-                    audit_always=entries,
-                    passages=passages_for(observations, events),
-                )
-                if written is False:
-                    return ProcessResult(job_id=job.id, outcome="lost_lease")
-                if written:
-                    await supersession.apply(uow, job.team_id, job.project_id, observations, at=now)
-                    return ProcessResult(
-                        job_id=job.id,
-                        outcome="completed",
-                        observation_ids=tuple(o.id for o in observations),
-                    )
-            if not await uow.jobs.compare_and_set(job, done, event=completed):
-                await uow.audit.add_many(entries)
-                return ProcessResult(job_id=job.id, outcome="lost_lease")
-            added = await uow.observations.add_many(observations)
-            stored = [obs for obs, _ in added]
-            # The same fact stored already: one more occurrence, and the link below.
-            repeated = dedup.repeats(observations, added)
-            if repeated:
-                await uow.observations.add_occurrences(job.team_id, job.project_id, repeated)
-            ids = [obs.id for obs in stored]
-            # Only new rows are indexed: a replay finds its observations indexed already.
-            inserted = [obs for obs, new in added if new]
-            await uow.search.add(passages_for(inserted, events))
-            # A newer fact about the same files marks the older ones (not a dedup's row).
-            await supersession.apply(uow, job.team_id, job.project_id, inserted, at=now)
-            await uow.sources.add_many(self._sources(job, drafts, stored, provider, caller, now))
-            entries += self._created_audit(job, drafts, stored, provider, model, caller)
-            if also is not None:
-                await also(uow, ids)
-            entries.append(self._completed_audit(job, ids, provider, model))
-            await uow.audit.add_many(entries)
-            await _set_summary_status(uow, job, SessionGenerationStatus.COMPLETED, now)
-            if _is_summary(job) and self.deps.options.session_policy == "end-of-session":
-                await self._complete_covered_event_jobs(uow, job, now)
-        return ProcessResult(job_id=job.id, outcome="completed", observation_ids=tuple(ids))
-
-    def _sources(
-        self,
-        job: GenerationJob,
-        drafts: Sequence[tuple[int, Observation]],
-        stored: Sequence[Observation],
-        provider: str,
-        caller: Caller,
-        now: datetime,
-    ) -> list[ObservationSource]:
-        """The source link of each stored observation (of the draft at the same place)."""
-        source_type = (
-            ObservationSourceType.SESSION_SUMMARY
-            if job.source_type is SourceType.SESSION_SUMMARY
-            else ObservationSourceType.AGENT_EVENT
-        )
-        return [
-            ObservationSource(
-                id=self.deps.ids.new_id(),
-                observation_id=obs.id,
-                team_id=job.team_id,
-                project_id=job.project_id,
-                source_type=source_type,
-                source_id=job.source_id,
-                agent_event_id=job.agent_event_id,
-                generation_job_id=job.id,
-                metadata={
-                    "provider": provider,
-                    "parsedObservationIndex": index,
-                    "source_adapter": job.payload.get("source_adapter"),
-                    "actor_id": caller.actor_id,
-                    "api_key_id": caller.api_key_id,
-                },
-                created_at=now,
-            )
-            for (index, _), obs in zip(drafts, stored, strict=True)
-        ]
-
-    def _created_audit(
-        self,
-        job: GenerationJob,
-        drafts: Sequence[tuple[int, Observation]],
-        stored: Sequence[Observation],
-        provider: str,
-        model: str | None,
-        caller: Caller,
-    ) -> list[AuditEntry]:
-        return [
-            audit_entry(
-                self.deps,
-                caller,
-                "observation.created",
-                project_id=job.project_id,
-                resource_id=obs.id,
-                details={
-                    "generationJobId": job.id,
-                    "sourceType": job.source_type.value,
-                    "sourceId": job.source_id,
-                    "provider": provider,
-                    "model": model,
-                    "kind": str(obs.kind),
-                    "parsedObservationIndex": index,
-                },
-            )
-            for (index, _), obs in zip(drafts, stored, strict=True)
-        ]
-
-    def _completed_audit(
-        self, job: GenerationJob, ids: list[str], provider: str, model: str | None
-    ) -> AuditEntry:
-        return audit_entry(
-            self.deps,
-            caller_for(job),
-            "generation_job.completed",
-            project_id=job.project_id,
-            resource_id=job.id,
-            details={
-                "generationJobId": job.id,
-                "provider": provider,
-                "model": model,
-                "observationCount": len(ids),
-                "observationIds": ids,
-                "sourceType": job.source_type.value,
-            },
-        )
-
-    async def _complete_covered_event_jobs(
-        self, uow: UnitOfWork, summary: GenerationJob, now: datetime
-    ) -> None:
-        """Under end-of-session, a session's event jobs wait for its summary, which covers
-        them: they end completed (with a job event saying by what), not queued forever."""
-        waiting, _ = await uow.jobs.list(
-            JobFilter(
-                team_id=summary.team_id,
-                project_id=summary.project_id,
-                status=JobStatus.QUEUED,
-                source_type=SourceType.AGENT_EVENT,
-            ),
-            Page(limit=500),
-        )
-        for event_job in waiting:
-            if event_job.server_session_id != summary.server_session_id:
-                continue
-            claimed = machine.transition(
-                event_job, JobStatus.PROCESSING, now=now, worker_id=self.worker_id
-            )
-            done = machine.transition(claimed, JobStatus.COMPLETED, now=now)
-            if await uow.jobs.compare_and_set(event_job, done):
-                await outbox.append_job_event(
-                    uow,
-                    self.deps,
-                    done,
-                    JobEventType.COMPLETED,
-                    {
-                        "source": "covered_by_summary",
-                        "summaryJobId": summary.id,
-                        "observationCount": 0,
-                        "workerId": self.worker_id,
-                    },
-                )
-
     async def lost_claim(
         self, job: GenerationJob, audit_entries: Sequence[AuditEntry] = ()
     ) -> ProcessResult:
@@ -907,7 +490,7 @@ class Generator:
                 uow, deps, target, event_type, {**error, "workerId": self.worker_id}
             )
             if target.status is JobStatus.FAILED:
-                await _set_summary_status(
+                await set_summary_status(
                     uow, job, SessionGenerationStatus.FAILED, now, error=reason
                 )
         if target.status is JobStatus.QUEUED:
@@ -915,114 +498,3 @@ class Generator:
             return ProcessResult(job_id=job.id, outcome="retry_scheduled", error=reason)
         log.warning("generation job %s failed (%s): %s", job.id, classification, reason)
         return ProcessResult(job_id=job.id, outcome="failed", error=reason)
-
-
-def _is_summary(job: GenerationJob) -> bool:
-    return job.source_type is SourceType.SESSION_SUMMARY and job.server_session_id is not None
-
-
-async def _set_summary_status(
-    uow: UnitOfWork,
-    job: GenerationJob,
-    status: SessionGenerationStatus,
-    now: datetime,
-    *,
-    error: str | None = None,
-) -> None:
-    """A summary job's progress is its session's generation status; other jobs have none."""
-    if _is_summary(job) and job.server_session_id is not None:
-        await uow.sessions.set_generation_status(
-            job.team_id, job.project_id, job.server_session_id, status, now=now, error=error
-        )
-
-
-@frozen(kw_only=True)
-class ReconcileReport:
-    republished: int = 0
-    released: int = 0
-    failed: int = 0
-
-
-async def reconcile(
-    deps: Deps,
-    *,
-    republish_after_seconds: float = 30.0,
-    limit: int = 500,
-    batch: int | None = None,
-) -> ReconcileReport:
-    """Find work the queue lost: queued rows that are due and not published for
-    ``republish_after_seconds`` are published again; processing rows whose lease expired
-    go back to queued (or fail when out of attempts). The database is the source of
-    truth, the queue only delivers.
-
-    Each republished row is stamped (``next_attempt_at``) in the same transaction, by a
-    guarded write that only one of several racing reconcilers wins, so a stranded job is
-    published at most once per ``republish_after_seconds`` however many workers
-    reconcile and however often; at most ``batch`` (``PipelineOptions.reconcile_batch``)
-    rows a pass, the rest in the next passes."""
-    now = deps.clock.now()
-    lease = timedelta(seconds=deps.options.lease_seconds)
-    untouched_since = now - timedelta(seconds=max(republish_after_seconds, 0.0))
-    batch = deps.options.reconcile_batch if batch is None else batch
-    republish: list[GenerationJob] = []
-    released = failed = 0
-    async with deps.storage.unit_of_work() as uow:
-        # Queued rows are listed as due at ``untouched_since``: one republished (or given
-        # a retry time) since then is not listed, so it cannot crowd the others out.
-        due = await uow.jobs.list_due(
-            now=untouched_since, lease_expired_before=now - lease, limit=limit
-        )
-        stranded: list[GenerationJob] = []
-        for job in due:
-            if job.status is JobStatus.PROCESSING:
-                new = machine.release_expired(job, now=now)
-                if not await uow.jobs.compare_and_set(job, new):
-                    continue
-                await outbox.append_job_event(
-                    uow,
-                    deps,
-                    new,
-                    JobEventType.QUEUED if new.status is JobStatus.QUEUED else JobEventType.FAILED,
-                    {"source": "reconcile_lease_expired", "lockedBy": job.locked_by},
-                )
-                await audit(
-                    uow,
-                    deps,
-                    caller_for(job),
-                    "generation_job.stalled",
-                    project_id=job.project_id,
-                    resource_id=job.id,
-                    details={
-                        "lockedBy": job.locked_by,
-                        "attempts": job.attempts,
-                        "statusAfter": new.status.value,
-                    },
-                )
-                if new.status is JobStatus.QUEUED:
-                    released += 1
-                    republish.append(new)
-                else:
-                    failed += 1
-                continue
-            if _held_by_policy(deps, job):
-                continue
-            last_touch = job.next_attempt_at or job.updated_at
-            if last_touch <= untouched_since and len(stranded) < batch:
-                stranded.append(job)
-        if stranded:
-            won = await uow.jobs.mark_republished(
-                [job.id for job in stranded], now=now, untouched_since=untouched_since
-            )
-            republish += [job for job in stranded if job.id in won]
-    # One round trip for all of them (a waiting job's marker keeps it from doubling).
-    sent = await outbox.publish_many(deps, [(job, 0.0) for job in republish]) if republish else {}
-    published = sum(1 for state in sent.values() if state == "enqueued")
-    return ReconcileReport(republished=published, released=released, failed=failed)
-
-
-def _held_by_policy(deps: Deps, job: GenerationJob) -> bool:
-    return (
-        deps.options.session_policy == "end-of-session"
-        and job.source_type is SourceType.AGENT_EVENT
-        and job.server_session_id is not None
-    )

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from claude_mem_core.config import Settings
 from claude_mem_core.facade import Memory, open_memory_from_settings
-from claude_mem_core.services import admin, embedding, generation, upkeep
+from claude_mem_core.services import admin, embedding, reconcile, upkeep
 from claude_mem_core.services.context import Caller
 from claude_mem_http.server import export_routes, health, routes, viewer
 from claude_mem_http.server import stream as live
@@ -83,7 +83,7 @@ async def run_embedded_generation(memory: Memory, *, reconcile_every_s: float) -
         try:
             now = time.monotonic()
             if now >= next_reconcile:
-                await generation.reconcile(memory.deps)
+                await reconcile.reconcile(memory.deps)
                 await steps.run(memory.deps)
                 next_reconcile = now + reconcile_every_s
             if consume is not None:
