@@ -2,7 +2,7 @@
 
 Generated observations whose fingerprints are equal are stored once per project (team and
 project scope): a second one only links its source event to the stored row and counts
-one more occurrence (``services/generation.py``, the unique index of revision 0016).
+one more occurrence (``services/generation_persist.py``, the unique index of revision 0016).
 
 What it covers, and why:
 
