@@ -43,6 +43,13 @@ async def test_two_workers_generating_one_fact_store_one_observation(
     assert results[0].observation_ids == results[1].observation_ids == (obs["id"],)
     links = [r for r in await backdoor.rows("sources") if r["observation_id"] == obs["id"]]
     assert sorted(r["source_id"] for r in links) == sorted(j.agent_event_id for j in jobs)
+    # The audit says what happened: one row made, one fact seen again.
+    actions = sorted(
+        r["action"]
+        for r in await backdoor.rows("audit")
+        if r["resource_id"] == obs["id"] and r["action"].startswith("observation.")
+    )
+    assert actions == ["observation.created", "observation.repeated"]
     # A memory with the same words is its own row: memories are stored as sent.
     for _ in range(2):
         await mem.add_memory(scope, title=obs["title"], content=obs["content"])

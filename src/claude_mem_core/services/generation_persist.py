@@ -7,7 +7,7 @@ Generator`; ``services.debounce`` calls its public steps (``draft_observation``,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -241,7 +241,9 @@ class GenerationPersistence:
             # A newer fact about the same files marks the older ones (not a dedup's row).
             await supersession.apply(uow, job.team_id, job.project_id, inserted, at=now)
             await uow.sources.add_many(self._sources(job, drafts, stored, provider, caller, now))
-            entries += self._created_audit(job, drafts, stored, provider, model, caller)
+            entries += self._created_audit(
+                job, drafts, stored, provider, model, caller, repeated=set(repeated)
+            )
             if also is not None:
                 await also(uow, ids)
             entries.append(self._completed_audit(job, ids, provider, model))
@@ -296,12 +298,17 @@ class GenerationPersistence:
         provider: str,
         model: str | None,
         caller: Caller,
+        *,
+        repeated: Set[str] = frozenset(),
     ) -> list[AuditEntry]:
+        """One row per stored observation: ``observation.created``, or
+        ``observation.repeated`` when the draft matched a stored fact (dedup: no new row,
+        one more occurrence), so the audit never claims a row was made that was not."""
         return [
             audit_entry(
                 self.deps,
                 caller,
-                "observation.created",
+                "observation.repeated" if obs.id in repeated else "observation.created",
                 project_id=job.project_id,
                 resource_id=obs.id,
                 details={
