@@ -31,6 +31,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse
 import asyncio
+import itertools
 import os
 import secrets
 import signal
@@ -38,6 +39,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from claude_mem_core import EventInput, Memory, Scope
 from claude_mem_core.adapters.inprocess_queue import InProcessQueue
@@ -60,6 +63,15 @@ OBSERVATION = (
     "<observation><type>change</type><title>Edited a file</title>"
     "<narrative>The bench edited a file.</narrative></observation>"
 )
+_REPLIES = itertools.count()
+
+
+def _distinct_reply(body: Mapping[str, Any]) -> str:
+    """A different fact per call, as a model's answers about different events are: the same
+    text for every job would measure dedup folding them all into one row instead."""
+    return OBSERVATION.replace("a file", f"file {next(_REPLIES)}")
+
+
 REDIS_URL = os.environ.get("CLAUDE_MEM_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
@@ -144,7 +156,7 @@ async def bench_redis(
     proc: subprocess.Popen[bytes] | None = None
     log = Path(tempfile.mkdtemp(prefix="cmbench_")) / "worker.log"
     try:
-        async with FakeLLMServer(default_text=OBSERVATION, record=False) as fake:
+        async with FakeLLMServer(default_text=_distinct_reply, record=False) as fake:
             team, project = await mem.ensure_project("bench", "redis")
             scope = Scope(team_id=team.id, project_id=project.id)
             env = {
