@@ -19,6 +19,7 @@ import attrs
 from attrs import frozen
 
 from claude_mem_core.domain.prices import PRICES, parse_price_table
+from claude_mem_core.domain.rate_limits import NO_LIMITS, RateLimits, parse_rpm
 from claude_mem_core.domain.redaction import DEFAULT_REDACTOR, Redactor, parse_extra_patterns
 from claude_mem_core.errors import ConfigurationError
 from claude_mem_core.services.context import SESSION_POLICIES, PipelineOptions
@@ -97,6 +98,8 @@ class Settings:
     stream_retain_hours: float = 168.0
     # Provider prices (USD per million tokens) over the built-in table: CLAUDE_MEM_PRICES.
     prices: dict[tuple[str, str], tuple[float, float]] = attrs.field(factory=lambda: dict(PRICES))
+    # Calls per minute per paid provider, shared by every worker: CLAUDE_MEM_PROVIDER_RPM.
+    provider_rpm: RateLimits = NO_LIMITS
 
     @property
     def embedded(self) -> bool:
@@ -126,6 +129,7 @@ class Settings:
             reconcile_batch=self.reconcile_batch_size,
             prices=self.prices,
             stream_retain_seconds=self.stream_retain_hours * 3600,
+            provider_rpm=self.provider_rpm,
         )
 
     @classmethod
@@ -216,6 +220,7 @@ class Settings:
             redaction_enabled=_on_unless_off(get("CLAUDE_MEM_REDACTION"), "CLAUDE_MEM_REDACTION"),
             redaction_patterns=_patterns(get("CLAUDE_MEM_REDACTION_PATTERNS")),
             prices=_prices(get("CLAUDE_MEM_PRICES")),
+            provider_rpm=_rpm(get("CLAUDE_MEM_PROVIDER_RPM")),
             stream_retain_hours=_float(
                 get("CLAUDE_MEM_STREAM_RETAIN_HOURS"), 168.0, name="CLAUDE_MEM_STREAM_RETAIN_HOURS"
             ),
@@ -301,6 +306,15 @@ def _prices(value: str | None) -> dict[tuple[str, str], tuple[float, float]]:
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         raise ConfigurationError(f"CLAUDE_MEM_PRICES: {e}") from None
     return table
+
+
+def _rpm(value: str | None) -> RateLimits:
+    try:
+        return parse_rpm(value)
+    except ValueError as e:
+        raise ConfigurationError(
+            f"CLAUDE_MEM_PROVIDER_RPM: {e} (write e.g. 120, or anthropic=50,openai=500)"
+        ) from None
 
 
 def _text(value: str | None) -> str | None:

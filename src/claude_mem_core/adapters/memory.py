@@ -12,7 +12,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from claude_mem_core.adapters.memory_budgets import MemoryBudgets, MemoryProviderPauses
+from claude_mem_core.adapters.memory_budgets import (
+    MemoryBudgets,
+    MemoryProviderPauses,
+    MemoryProviderRates,
+)
 from claude_mem_core.adapters.memory_change_feed import InMemoryChangeFeed
 from claude_mem_core.adapters.memory_erasure import MemoryErasure, erased_key
 from claude_mem_core.adapters.memory_events import MemoryEvents, MemorySessions
@@ -63,6 +67,7 @@ class InMemoryUnitOfWork:
         self.ledger = MemoryLedger(tx)
         self.budgets = MemoryBudgets(tx)
         self.provider_pauses = MemoryProviderPauses(tx)
+        self.provider_rates = MemoryProviderRates(tx)
 
 
 class InMemoryStorage:

@@ -1,11 +1,12 @@
-"""Budgets and provider pauses of the in-memory storage (``ports/budgets.py``). The
-storage's one lock serialises units of work, so a reservation's check and write are
-atomic as the SQL adapters' guarded UPDATE is."""
+"""Budgets, provider pauses and provider rate windows of the in-memory storage
+(``ports/budgets.py``). The storage's one lock serialises units of work, so a
+reservation's (or a rate window's) check and write are atomic as the SQL adapters'
+guarded UPDATE is."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import attrs
@@ -23,7 +24,7 @@ class _Tx(Protocol):
 
 
 # The tables these repositories add to the in-memory storage.
-BUDGET_TABLES = ("budgets", "budget_periods", "provider_pauses")
+BUDGET_TABLES = ("budgets", "budget_periods", "provider_pauses", "provider_rates")
 
 
 def _key(team_id: str, project_id: str) -> str:
@@ -150,3 +151,32 @@ class MemoryProviderPauses:
     async def paused_until(self, provider: str, *, now: datetime) -> datetime | None:
         until: datetime | None = self._tx.read("provider_pauses").get(provider)
         return until if until is not None and until > now else None
+
+
+# Windows older than this before the one being counted are forgotten.
+RATE_WINDOWS_KEPT = timedelta(hours=1)
+
+
+class MemoryProviderRates:
+    """Rows: "<provider>\x00<window start>" -> (provider, window start, calls)."""
+
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+
+    async def take(self, provider: str, window: datetime, *, limit: int) -> bool:
+        key = f"{provider}\x00{window.isoformat()}"
+        counted = await self.calls(provider, window)
+        if counted >= limit:
+            return False
+        rows = self._tx.write("provider_rates")
+        if counted == 0:
+            horizon = window - RATE_WINDOWS_KEPT
+            for old, (name, start, _) in list(rows.items()):
+                if name == provider and start < horizon:
+                    del rows[old]
+        rows[key] = (provider, window, counted + 1)
+        return True
+
+    async def calls(self, provider: str, window: datetime) -> int:
+        row = self._tx.read("provider_rates").get(f"{provider}\x00{window.isoformat()}")
+        return int(row[2]) if row is not None else 0

@@ -1,6 +1,7 @@
 """The budget ports (``services/budgets.py``, ``services/provider_gate.py``): a project's
-budget and its per-period counters, and the pause a provider asked of every worker. Part
-of the storage's unit of work (``uow.budgets``, ``uow.provider_pauses``).
+budget and its per-period counters, the pause a provider asked of every worker, and the
+calls per minute counted against a provider's rate limit. Part of the storage's unit of
+work (``uow.budgets``, ``uow.provider_pauses``, ``uow.provider_rates``).
 
 Exactness rests on :meth:`BudgetRepository.reserve`: one atomic step (a guarded UPDATE on
 SQL, under the lock in memory) that adds an estimate to the period's reservations only if
@@ -106,10 +107,24 @@ class ProviderPauseRepository(Protocol):
         """The end of ``provider``'s pause if it is later than ``now``."""
 
 
+class ProviderRateRepository(Protocol):
+    """Calls started per provider and minute window, shared by every worker
+    (``domain/rate_limits.py``)."""
+
+    async def take(self, provider: str, window: datetime, *, limit: int) -> bool:
+        """Atomically count one call of ``provider`` in the window starting at ``window``
+        if fewer than ``limit`` were counted there; False (nothing written) otherwise.
+        Windows an hour older than ``window`` may be forgotten on the way."""
+
+    async def calls(self, provider: str, window: datetime) -> int:
+        """The calls counted for ``provider`` in the window starting at ``window``."""
+
+
 __all__ = [
     "Budget",
     "BudgetPeriod",
     "BudgetRepository",
     "ProviderPauseRepository",
+    "ProviderRateRepository",
     "Reservation",
 ]

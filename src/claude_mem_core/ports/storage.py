@@ -50,7 +50,11 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.domain.tokens import Query
-from claude_mem_core.ports.budgets import BudgetRepository, ProviderPauseRepository
+from claude_mem_core.ports.budgets import (
+    BudgetRepository,
+    ProviderPauseRepository,
+    ProviderRateRepository,
+)
 from claude_mem_core.ports.change_feed import ChangeFeed
 from claude_mem_core.ports.erasure import ErasedRows, ErasureRepository
 from claude_mem_core.ports.export_reads import ExportReadRepository
@@ -516,6 +520,9 @@ class UnitOfWork(Protocol):
 
     @property
     def provider_pauses(self) -> ProviderPauseRepository: ...
+
+    @property
+    def provider_rates(self) -> ProviderRateRepository: ...
 
     @property
     def erasure(self) -> ErasureRepository: ...

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from attrs import field, frozen
 
 from claude_mem_core.domain.prices import PRICES
+from claude_mem_core.domain.rate_limits import NO_LIMITS, RateLimits
 from claude_mem_core.domain.redaction import DEFAULT_REDACTOR, Redactor
 from claude_mem_core.domain.scopes import ALL
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
@@ -73,6 +74,9 @@ class PipelineOptions:
     stream_retain_seconds: float = 7 * 24 * 3600.0
     # What provider calls cost (``domain/prices.py``; CLAUDE_MEM_PRICES adds or overrides).
     prices: Mapping[tuple[str, str], tuple[float, float]] = field(default=PRICES, eq=False)
+    # Calls per minute each paid provider may get from all workers together
+    # (``domain/rate_limits.py``): CLAUDE_MEM_PROVIDER_RPM; none by default.
+    provider_rpm: RateLimits = NO_LIMITS
 
     @property
     def heartbeat_interval(self) -> float:

@@ -1,12 +1,17 @@
-"""The gate every paid provider call passes: a provider's shared pause, then the project's
-budget. Used by the generation use case (``services/generation.py``) and by debounce's
-batches (``services/debounce.py``), before the job is claimed, so a held job never uses
-up an attempt.
+"""The gate every paid provider call passes: a provider's shared pause, the project's
+budget, then the provider's calls per minute. Used by the generation use case
+(``services/generation.py``) and by debounce's batches (``services/debounce.py``), before
+the job is claimed, so a held job never uses up an attempt.
 
 * **Pause.** A 429 with ``retry-after`` pauses the provider for every worker until then
   (:func:`note_failure`, stored in ``provider_pauses``). A job that meets the pause stays
   ``queued`` with its next attempt at the pause's end (``heldReason: "rate_limit"``); only
   the job that got the 429 counts a failed attempt, as the wire's retry rules say.
+* **Rate limit.** With ``CLAUDE_MEM_PROVIDER_RPM`` set, a call is counted against the
+  provider's calls of the current UTC minute (``ProviderRateRepository.take``, one
+  guarded UPDATE, after the budget's reservation), so all workers together never start
+  more than the limit in a minute. A job over it stays ``queued`` until the next minute
+  (``heldReason: "rate_limit"``, as for a pause), using no attempt.
 * **Budget.** Before the call, :func:`admit` reserves an *estimate* of the call's tokens
   (and dollars) against the project's counter of the current UTC period, atomically
   (``BudgetRepository.reserve``); after the call, :func:`settle` replaces it by what the
@@ -35,6 +40,7 @@ from typing import Any
 from attrs import define, frozen
 
 from claude_mem_core.domain import budgets as rules
+from claude_mem_core.domain import rate_limits as rates
 from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
 from claude_mem_core.domain.prices import FREE_PROVIDERS, estimate_cost
 from claude_mem_core.errors import ProviderError
@@ -128,7 +134,9 @@ async def admit(
     prompt_tokens: Callable[[], Awaitable[int]],
 ) -> Decision:
     """May ``job``'s call to ``provider`` be made now? Reserves its estimate when the
-    project has a budget (in ``uow``: release it there if the job is then not claimed)."""
+    project has a budget (in ``uow``: release it there if the job is then not claimed),
+    and counts the call when the provider has a rate limit (a count is not given back:
+    a job then not claimed leaves the minute's limit under-used, never exceeded)."""
     if not gated(provider):
         return Admit()
     now = deps.clock.now()
@@ -140,6 +148,43 @@ async def admit(
             f"provider {provider.name} asked to wait until {_iso(paused)}",
             {"provider": provider.name},
         )
+    decision = await _budget(uow, provider, job, now, prompt_tokens)
+    if not isinstance(decision, Admit):
+        return decision
+    return await _rate(uow, deps, provider, decision, now)
+
+
+async def _rate(
+    uow: UnitOfWork, deps: Deps, provider: Provider, admitted: Admit, now: datetime
+) -> Decision:
+    """Count the call against the provider's calls per minute (after the budget, so a
+    call the budget refuses uses no slot); over the limit, release what the budget
+    reserved and hold the job until the next window."""
+    limit = deps.options.provider_rpm.limit_for(provider.name)
+    if limit is None:
+        return admitted
+    name = provider.name.casefold()
+    window = rates.window_start(now)
+    if await uow.provider_rates.take(name, window, limit=limit):
+        return admitted
+    await release(uow, admitted.ticket)
+    until = rates.next_window(now)
+    return Hold(
+        "rate_limit",
+        until,
+        f"provider {provider.name} had its {limit} calls of the minute; next at {_iso(until)}",
+        {"provider": provider.name, "callsPerMinute": limit, "windowStart": _iso(window)},
+    )
+
+
+async def _budget(
+    uow: UnitOfWork,
+    provider: Provider,
+    job: GenerationJob,
+    now: datetime,
+    prompt_tokens: Callable[[], Awaitable[int]],
+) -> Decision:
+    """Reserve the call's estimate against the project's budget, if it has one."""
     budget = await uow.budgets.get(job.team_id, job.project_id)
     if budget is None:
         return Admit()

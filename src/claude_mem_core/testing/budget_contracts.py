@@ -1,9 +1,11 @@
 """The contract of the budget ports (``ports/budgets.py``) that every storage adapter
 passes (memory, SQLite, PostgreSQL): a budget per project, a reservation that refuses to
-pass a limit, settle and release, and a provider pause that only grows."""
+pass a limit, settle and release, a provider pause that only grows, and a provider's
+calls per minute that never pass their limit."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from claude_mem_core.domain.models import Project, Team
@@ -103,6 +105,47 @@ class BudgetContract:
             assert await uow.provider_pauses.paused_until("anthropic", now=AT) == later
             assert await uow.provider_pauses.paused_until("openai", now=AT) is None
             assert await uow.provider_pauses.paused_until("anthropic", now=later) is None
+
+    async def test_a_rate_window_counts_up_to_its_limit(self, storage: Storage) -> None:
+        minute = AT + timedelta(minutes=1)
+        async with storage.unit_of_work() as uow:
+            assert [await uow.provider_rates.take("anthropic", AT, limit=2) for _ in range(3)] == [
+                True,
+                True,
+                False,
+            ]
+            # Each provider and each window has its own count.
+            assert await uow.provider_rates.take("openai", AT, limit=1)
+            assert await uow.provider_rates.take("anthropic", minute, limit=2)
+        async with storage.unit_of_work() as uow:
+            assert await uow.provider_rates.calls("anthropic", AT) == 2
+            assert await uow.provider_rates.calls("anthropic", minute) == 1
+            assert await uow.provider_rates.calls("gemini", AT) == 0
+            # A lower limit (the setting changed) refuses, a higher one lets more in.
+            assert not await uow.provider_rates.take("anthropic", AT, limit=1)
+            assert await uow.provider_rates.take("anthropic", AT, limit=3)
+
+    async def test_concurrent_units_of_work_never_pass_a_rate_limit(self, storage: Storage) -> None:
+        async def one() -> bool:
+            async with storage.unit_of_work() as uow:
+                return await uow.provider_rates.take("anthropic", AT, limit=3)
+
+        taken = await asyncio.gather(*(one() for _ in range(8)))
+        assert sorted(taken) == [False] * 5 + [True] * 3
+        async with storage.unit_of_work() as uow:
+            assert await uow.provider_rates.calls("anthropic", AT) == 3
+
+    async def test_old_rate_windows_are_forgotten(self, storage: Storage) -> None:
+        later = AT + timedelta(hours=2)
+        async with storage.unit_of_work() as uow:
+            assert await uow.provider_rates.take("anthropic", AT, limit=1)
+            assert await uow.provider_rates.take("openai", AT, limit=1)
+        async with storage.unit_of_work() as uow:
+            # The first count in a new window forgets the provider's windows of long ago.
+            assert await uow.provider_rates.take("anthropic", later, limit=1)
+        async with storage.unit_of_work() as uow:
+            assert await uow.provider_rates.calls("anthropic", AT) == 0
+            assert await uow.provider_rates.calls("openai", AT) == 1  # not another provider's
 
 
 __all__ = ["BudgetContract"]

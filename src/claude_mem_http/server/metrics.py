@@ -152,7 +152,8 @@ class HttpMetrics:
         self.held_jobs = prom.Gauge(
             "claude_mem_jobs_held",
             "Queued jobs held back from the provider, by reason (budget: the project's "
-            "budget is spent; rate_limit: the provider asked every worker to wait).",
+            "budget is spent; rate_limit: the provider asked every worker to wait, or its "
+            "calls of the minute are used up).",
             ["reason"],
             registry=owner,
             **gauge_mode,

@@ -5,7 +5,9 @@ metadata by ``tables.py`` (which stays short by calling :func:`define`):
 * ``budget_periods``: a counter row per project and period: spent, reserved by calls in
   flight, calls settled (``BudgetRepository.reserve`` guards its UPDATE on them);
 * ``provider_pauses``: until when a provider asked every worker to wait (a 429 with
-  ``retry-after``).
+  ``retry-after``);
+* ``provider_rate_windows`` (revision 0019, :func:`define_rates`): the calls started per
+  provider and UTC minute (``ProviderRateRepository.take`` guards its UPDATE on them).
 """
 
 from __future__ import annotations
@@ -63,3 +65,16 @@ def define(
         ts("updated_at"),
     )
     return project_budgets, budget_periods, provider_pauses
+
+
+def define_rates(
+    metadata: sa.MetaData, timestamp: Callable[[], sa.types.TypeEngine[Any]]
+) -> sa.Table:
+    """``provider_rate_windows`` on ``metadata`` (no project: a limit is the provider's)."""
+    return sa.Table(
+        "provider_rate_windows",
+        metadata,
+        sa.Column("provider", sa.Text, primary_key=True),
+        sa.Column("window_start", timestamp(), primary_key=True),
+        sa.Column("calls", sa.Integer, nullable=False, server_default="0"),
+    )

@@ -589,6 +589,7 @@ token_ledger = sa.Table(
 # Budgets and provider pauses (revision 0015): defined in their own module, on this metadata.
 _budget_tables = budget_tables.define(metadata, _ts, _project_scope_fk, UTCDateTime)
 project_budgets, budget_periods, provider_pauses = _budget_tables
+provider_rate_windows = budget_tables.define_rates(metadata, UTCDateTime)  # revision 0019
 
 
 def live_project(table: sa.Table) -> sa.ColumnElement[bool]:

@@ -22,6 +22,7 @@ from claude_mem_core.adapters.sqlalchemy.export_reads import ExportReadRepo
 from claude_mem_core.adapters.sqlalchemy.jobs import JobEventRepo, JobRepo
 from claude_mem_core.adapters.sqlalchemy.ledger import LedgerRepo
 from claude_mem_core.adapters.sqlalchemy.observations import ObservationRepo, SourceRepo
+from claude_mem_core.adapters.sqlalchemy.provider_rates import ProviderRateRepo
 from claude_mem_core.adapters.sqlalchemy.search_index import SearchIndexRepo
 from claude_mem_core.adapters.sqlalchemy.sessions import SessionRepo
 from claude_mem_core.adapters.sqlalchemy.tenancy import ApiKeyRepo, ProjectRepo, TeamRepo
@@ -55,6 +56,7 @@ class SqlAlchemyUnitOfWork:
         self.ledger = LedgerRepo(db)
         self.budgets = BudgetRepo(db)
         self.provider_pauses = ProviderPauseRepo(db)
+        self.provider_rates = ProviderRateRepo(db)
         self.exports = ExportReadRepo(db)
 
 
