@@ -51,6 +51,12 @@ class MemoryBudgets:
         budget: Budget | None = self._tx.read("budgets").get(_key(team_id, project_id))
         return budget
 
+    async def gate_reads(
+        self, team_id: str, project_id: str, provider: str, *, now: datetime
+    ) -> tuple[Budget | None, datetime | None]:
+        budget = await self.get(team_id, project_id)
+        return budget, await MemoryProviderPauses(self._tx).paused_until(provider, now=now)
+
     async def put(self, budget: Budget) -> bool:
         if not self._live(budget.team_id, budget.project_id):
             return False

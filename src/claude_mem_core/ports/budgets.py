@@ -62,6 +62,13 @@ class Reservation:
 class BudgetRepository(Protocol):
     async def get(self, team_id: str, project_id: str) -> Budget | None: ...
 
+    async def gate_reads(
+        self, team_id: str, project_id: str, provider: str, *, now: datetime
+    ) -> tuple[Budget | None, datetime | None]:
+        """The project's budget and the provider's pause (its end, when later than
+        ``now``), read together: what the provider gate reads before every paid call, in
+        one statement where the backend can."""
+
     async def put(self, budget: Budget) -> bool:
         """Set (insert or replace) the project's budget; False if the project is not the
         team's (or is being erased)."""

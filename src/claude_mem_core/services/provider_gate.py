@@ -140,7 +140,9 @@ async def admit(
     if not gated(provider):
         return Admit()
     now = deps.clock.now()
-    paused = await uow.provider_pauses.paused_until(provider.name, now=now)
+    budget, paused = await uow.budgets.gate_reads(
+        job.team_id, job.project_id, provider.name, now=now
+    )
     if paused is not None:
         return Hold(
             "rate_limit",
@@ -148,7 +150,7 @@ async def admit(
             f"provider {provider.name} asked to wait until {_iso(paused)}",
             {"provider": provider.name},
         )
-    decision = await _budget(uow, provider, job, now, prompt_tokens)
+    decision = await _budget(uow, provider, job, budget, now, prompt_tokens)
     if not isinstance(decision, Admit):
         return decision
     return await _rate(uow, deps, provider, decision, now)
@@ -181,11 +183,11 @@ async def _budget(
     uow: UnitOfWork,
     provider: Provider,
     job: GenerationJob,
+    budget: Budget | None,
     now: datetime,
     prompt_tokens: Callable[[], Awaitable[int]],
 ) -> Decision:
-    """Reserve the call's estimate against the project's budget, if it has one."""
-    budget = await uow.budgets.get(job.team_id, job.project_id)
+    """Reserve the call's estimate against the project's ``budget``, if it has one."""
     if budget is None:
         return Admit()
     start = rules.period_start(now, budget.period)

@@ -106,6 +106,42 @@ class BudgetContract:
             assert await uow.provider_pauses.paused_until("openai", now=AT) is None
             assert await uow.provider_pauses.paused_until("anthropic", now=later) is None
 
+    async def test_the_gate_reads_budget_and_pause_together(self, storage: Storage) -> None:
+        team, project = await _project(storage)
+        until = AT + timedelta(seconds=30)
+        budget = Budget(
+            team_id=team, project_id=project, period="month", usd_limit=5.0, updated_at=AT
+        )
+        async with storage.unit_of_work() as uow:
+            # Neither: one answer with both empty (the project has no budget row).
+            assert await uow.budgets.gate_reads(team, project, "anthropic", now=AT) == (
+                None,
+                None,
+            )
+            await uow.provider_pauses.pause("anthropic", until, now=AT)
+        async with storage.unit_of_work() as uow:
+            assert await uow.budgets.gate_reads(team, project, "anthropic", now=AT) == (
+                None,
+                until,
+            )
+            await uow.budgets.put(budget)
+        async with storage.unit_of_work() as uow:
+            assert await uow.budgets.gate_reads(team, project, "anthropic", now=AT) == (
+                budget,
+                until,
+            )
+            # Another provider is not paused; a pause that ended is none; another
+            # project's budget is not this one's.
+            assert await uow.budgets.gate_reads(team, project, "openai", now=AT) == (budget, None)
+            assert await uow.budgets.gate_reads(team, project, "anthropic", now=until) == (
+                budget,
+                None,
+            )
+            assert await uow.budgets.gate_reads("other", project, "anthropic", now=AT) == (
+                None,
+                until,
+            )
+
     async def test_a_rate_window_counts_up_to_its_limit(self, storage: Storage) -> None:
         minute = AT + timedelta(minutes=1)
         async with storage.unit_of_work() as uow:

@@ -35,6 +35,27 @@ def _budget(r: RowMapping) -> Budget:
     )
 
 
+def _gate_reads() -> sa.Select[Any]:
+    """Before every paid call: the project's budget and the provider's pause, in one
+    statement (one row whether or not the project has a budget). Built once: the gate
+    runs it for every job."""
+    b, pauses = t.project_budgets.c, t.provider_pauses.c
+    now = sa.bindparam("now", type_=pauses.paused_until.type)
+    paused = (
+        sa.select(pauses.paused_until)
+        .where(pauses.provider == sa.bindparam("provider"), pauses.paused_until > now)
+        .scalar_subquery()
+    )
+    one = sa.select(sa.literal(1).label("one")).subquery("one")
+    on = sa.and_(b.team_id == sa.bindparam("team_id"), b.project_id == sa.bindparam("project_id"))
+    return sa.select(paused.label("paused"), *t.project_budgets.columns).select_from(
+        one.outerjoin(t.project_budgets, on)
+    )
+
+
+_GATE_READS = _gate_reads()
+
+
 class BudgetRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
@@ -47,6 +68,16 @@ class BudgetRepo:
             )
         )
         return _budget(row) if row is not None else None
+
+    async def gate_reads(
+        self, team_id: str, project_id: str, provider: str, *, now: datetime
+    ) -> tuple[Budget | None, datetime | None]:
+        params = {"team_id": team_id, "project_id": project_id, "provider": provider, "now": now}
+        row = (await self._db.run(_GATE_READS, params)).mappings().one_or_none()
+        if row is None:  # pragma: no cover - the outer join always gives one row
+            return None, None
+        budget = _budget(row) if row["team_id"] is not None else None
+        return budget, row["paused"]
 
     async def put(self, budget: Budget) -> bool:
         p = t.projects.c
