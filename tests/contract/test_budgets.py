@@ -18,6 +18,7 @@ from claude_mem_core.errors import InvalidInput, ProviderError
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
 from claude_mem_core.ports.storage import JobFilter, Page, Storage
 from claude_mem_core.services.generation import Generator
+from claude_mem_core.testing.concurrent_workers import process_concurrently
 from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
 
 OBSERVATION = """<observation>
@@ -95,23 +96,6 @@ async def _jobs(mem: Memory, scope: Scope) -> list[GenerationJob]:
     return list(rows)
 
 
-async def _run_workers(mem: Memory, provider: ConstantCost, job_ids: list[str], n: int) -> None:
-    """``n`` workers, each its own Generator, take the jobs concurrently until each job
-    was either processed or held (a job refused as busy goes back in the pile)."""
-    pile = list(job_ids)
-
-    async def worker(i: int) -> None:
-        gen = Generator(mem.deps, provider, worker_id=f"worker-{i}")
-        while pile:
-            job_id = pile.pop(0)
-            result = await gen.process(job_id)
-            if result.outcome == "busy":
-                pile.append(job_id)
-                await asyncio.sleep(0.002)
-
-    await asyncio.gather(*(worker(i) for i in range(n)))
-
-
 @pytest.mark.parametrize(("limit", "workers"), [(10_500, 4), (10_000, 6)])
 async def test_a_budget_of_k_tokens_lets_exactly_the_calls_within_k_through(
     mem: Memory, provider: ConstantCost, limit: int, workers: int
@@ -121,7 +105,7 @@ async def test_a_budget_of_k_tokens_lets_exactly_the_calls_within_k_through(
     await mem.set_budget(scope, period="month", token_limit=limit)
     job_ids = await _queued(mem, scope, 14)
 
-    await _run_workers(mem, provider, job_ids, workers)
+    await process_concurrently(mem.deps, provider, job_ids, workers)
 
     assert len(provider.requests) == limit // COST
     assert provider.most_at_once > 1  # the workers did call at the same time

@@ -21,6 +21,7 @@ from claude_mem_core.ports.storage import JobFilter, Page, Storage
 from claude_mem_core.services import debounce
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.services.generation import Generator
+from claude_mem_core.testing.concurrent_workers import process_concurrently
 from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
 
 OBSERVATION = """<observation>
@@ -93,23 +94,6 @@ async def _jobs(mem: Memory, scope: Scope) -> list[GenerationJob]:
     return list(rows)
 
 
-async def _run_workers(mem: Memory, provider: SlowProvider, job_ids: list[str], n: int) -> None:
-    """``n`` workers, each its own Generator, take the jobs concurrently until each was
-    processed or held (a job refused as busy goes back in the pile)."""
-    pile = list(job_ids)
-
-    async def worker(i: int) -> None:
-        gen = Generator(mem.deps, provider, worker_id=f"worker-{i}")
-        while pile:
-            job_id = pile.pop(0)
-            result = await gen.process(job_id)
-            if result.outcome == "busy":
-                pile.append(job_id)
-                await asyncio.sleep(0.002)
-
-    await asyncio.gather(*(worker(i) for i in range(n)))
-
-
 @pytest.mark.parametrize(("limit", "workers"), [(3, 4), (5, 6)])
 async def test_k_calls_a_minute_whatever_the_number_of_workers(
     storage: Storage, clock: FixedClock, limit: int, workers: int
@@ -118,7 +102,7 @@ async def test_k_calls_a_minute_whatever_the_number_of_workers(
     mem = _memory(storage, clock, provider, str(limit))
     scope, job_ids = await _queued(mem, 12)
 
-    await _run_workers(mem, provider, job_ids, workers)
+    await process_concurrently(mem.deps, provider, job_ids, workers)
 
     assert len(provider.requests) == limit
     assert provider.most_at_once > 1  # the workers did call at the same time
@@ -131,14 +115,14 @@ async def test_k_calls_a_minute_whatever_the_number_of_workers(
 
     # Still within the minute: nothing more is called.
     clock.advance(29)
-    await _run_workers(mem, provider, [j.id for j in held], workers)
+    await process_concurrently(mem.deps, provider, [j.id for j in held], workers)
     assert len(provider.requests) == limit
 
     # Each new minute lets the next K through, until every job is done.
     for minute in range(1, math.ceil(12 / limit)):
         clock.advance(60 if minute > 1 else 1)
         pending = [j.id for j in await _jobs(mem, scope) if j.status is JobStatus.QUEUED]
-        await _run_workers(mem, provider, pending, workers)
+        await process_concurrently(mem.deps, provider, pending, workers)
         assert len(provider.requests) == min(12, limit * (minute + 1))
     jobs = await _jobs(mem, scope)
     assert all(j.status is JobStatus.COMPLETED and j.attempts == 1 for j in jobs)
@@ -176,7 +160,7 @@ async def test_a_call_the_rate_limit_refuses_gives_its_budget_back(
     mem = _memory(storage, clock, provider, "2")
     scope, job_ids = await _queued(mem, 5)
     await mem.set_budget(scope, period="day", token_limit=1_000_000)
-    await _run_workers(mem, provider, job_ids, 4)
+    await process_concurrently(mem.deps, provider, job_ids, 4)
     assert len(provider.requests) == 2
     status = await mem.budget(scope)
     assert status is not None
@@ -249,7 +233,7 @@ async def test_limits_are_per_provider_and_free_providers_are_never_held(
         provider = SlowProvider(name)
         mem = _memory(storage, clock, provider, "openai=1")
         scope, job_ids = await _queued(mem, 3)
-        await _run_workers(mem, provider, job_ids, 2)
+        await process_concurrently(mem.deps, provider, job_ids, 2)
         assert len(provider.requests) == 3, name
         assert all(j.status is JobStatus.COMPLETED for j in await _jobs(mem, scope))
         clock.advance(timedelta(hours=1).total_seconds())
@@ -257,7 +241,7 @@ async def test_limits_are_per_provider_and_free_providers_are_never_held(
     provider = SlowProvider("ollama")
     mem = _memory(storage, clock, provider, "1")  # every paid provider: not a free one
     _, job_ids = await _queued(mem, 3)
-    await _run_workers(mem, provider, job_ids, 2)
+    await process_concurrently(mem.deps, provider, job_ids, 2)
     assert len(provider.requests) == 3
 
 
