@@ -79,19 +79,7 @@ async def set_weight(
 async def weigh(db: _Db, team_id: str, project_id: str, observation_ids: Sequence[str]) -> None:
     """Set these observations' passages' weight from whether each is superseded."""
     o = t.observations.c
-    superseded: set[str] = set()
-    for chunk in _chunks(sorted(set(observation_ids))):
-        superseded.update(
-            row["id"]
-            for row in await db.all(
-                sa.select(o.id).where(
-                    o.id.in_(chunk),
-                    o.team_id == team_id,
-                    o.project_id == project_id,
-                    o.superseded_by.is_not(None),
-                )
-            )
-        )
+    superseded = await _set_among(db, team_id, project_id, observation_ids, o.id, o.superseded_by)
     await set_weight(db, team_id, project_id, sorted(superseded), ranking.SUPERSEDED_WEIGHT)
     rest = sorted(set(observation_ids) - superseded)
     await set_weight(db, team_id, project_id, rest, 1.0)
@@ -145,19 +133,7 @@ async def lock_subjects_of(
     if db.dialect != dialects.POSTGRES:
         return
     o = t.observations.c
-    subjects: set[str] = set()
-    for chunk in _chunks(sorted(set(observation_ids))):
-        subjects.update(
-            row["subject"]
-            for row in await db.all(
-                sa.select(o.subject).where(
-                    o.id.in_(chunk),
-                    o.team_id == team_id,
-                    o.project_id == project_id,
-                    o.subject.is_not(None),
-                )
-            )
-        )
+    subjects = await _set_among(db, team_id, project_id, observation_ids, o.subject, o.subject)
     await lock(db, team_id, project_id, subjects)
 
 
@@ -188,3 +164,28 @@ async def restore(
         )
     await set_weight(db, team_id, project_id, ids, 1.0)
     await supersede(db, team_id, project_id, subjects, at=at)
+
+
+async def _set_among(
+    db: _Db,
+    team_id: str,
+    project_id: str,
+    observation_ids: Sequence[str],
+    value: sa.ColumnElement[Any],
+    present: sa.ColumnElement[Any],
+) -> set[str]:
+    """``value`` of those of the project's observations in ``observation_ids`` whose
+    ``present`` column is set, read in chunks of ids."""
+    o = t.observations.c
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(observation_ids))):
+        rows = await db.all(
+            sa.select(value.label("value")).where(
+                o.id.in_(chunk),
+                o.team_id == team_id,
+                o.project_id == project_id,
+                present.is_not(None),
+            )
+        )
+        found.update(row["value"] for row in rows)
+    return found
