@@ -364,8 +364,10 @@ class SearchStorageContract:
             return " ".join(f"w{start + i}" for i in range(n))
 
         strong = make.observation(project, f"cache {filler(10, 0)}", title=None)
-        weak = make.observation(project, f"cache {filler(28, 100)}", title=None)
-        outputs = [f"cache {filler(28, 200 + 50 * k)}" for k in range(2)]
+        # Past a third of the pivot length (150), a word said once is not high-impact
+        # (ranking.term_factor < HIGH_IMPACT with k1 2.0); at ten words it is.
+        weak = make.observation(project, f"cache {filler(60, 100)}", title=None)
+        outputs = [f"cache {filler(60, 200 + 70 * k)}" for k in range(2)]
         events = {weak.id: [make.event(project, payload={"output": out}) for out in outputs]}
         others = [
             make.observation(project, filler(30, 500 + 40 * k), title=None) for k in range(20)
@@ -434,7 +436,8 @@ class SearchStorageContract:
         def filler(n: int, start: int) -> str:
             return " ".join(f"w{start + i}" for i in range(n))
 
-        best = make.observation(project, f"kestrel falcon {filler(30, 0)}", title=None)
+        # Long enough that a word said once is not high-impact (see the test above).
+        best = make.observation(project, f"kestrel falcon {filler(55, 0)}", title=None)
         first = make.observation(project, f"kestrel kestrel heron {filler(30, 100)}", title=None)
         herons = [
             make.observation(project, f"heron {filler(5, 200 + 10 * k)}", title=None)
