@@ -1,7 +1,8 @@
 """Budgets and the shared provider pause (issue #16, item 4) with N concurrent workers, on
 every storage backend: a budget of K tokens lets exactly the calls within K reach the
 provider, held jobs stay queued without using an attempt and run in the next period or
-when the budget is raised; a 429 with retry-after is waited out by every worker."""
+when the budget is raised; a 429 with retry-after is waited out by every worker; a
+worker killed mid-call does not keep its reservation once its lease expires."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
 from claude_mem_core.errors import InvalidInput, ProviderError
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
 from claude_mem_core.ports.storage import JobFilter, Page, Storage
+from claude_mem_core.services import provider_gate
 from claude_mem_core.services.generation import Generator
+from claude_mem_core.services.reconcile import reconcile
 from claude_mem_core.testing.concurrent_workers import process_concurrently
 from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
 
@@ -262,3 +265,76 @@ async def test_a_429_with_retry_after_is_waited_out_by_every_worker(
     results = [await workers[i % 3].process(j) for i, j in enumerate(job_ids)]
     assert [r.outcome for r in results] == ["completed"] * 4
     assert len(provider.requests) == calls + 4
+
+
+async def _die_mid_call(mem: Memory, provider: ConstantCost, job_id: str) -> None:
+    """A worker passes the gate and claims ``job_id`` (one commit, as ``process`` does),
+    then is killed before its provider call returns: nothing settles or releases."""
+    gen = Generator(mem.deps, provider, worker_id="killed")
+    async with mem.deps.storage.unit_of_work() as uow:
+        job = await uow.jobs.get_unscoped(job_id)
+        assert job is not None
+        gate = await provider_gate.admit(
+            uow, mem.deps, provider, job, prompt_tokens=lambda: _tokens(500)
+        )
+        assert isinstance(gate, provider_gate.Admit) and gate.ticket is not None
+        assert await gen.claim(uow, job, mem.deps.clock.now()) is not None
+
+
+async def _tokens(n: int) -> int:
+    return n
+
+
+@pytest.mark.parametrize("rescuer", ["reconcile", "another_worker"])
+async def test_a_killed_workers_reservation_is_given_back_when_its_lease_expires(
+    mem: Memory, provider: ConstantCost, clock: FixedClock, rescuer: str
+) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    await mem.set_budget(scope, period="month", token_limit=3_000)
+    dead, other = await _queued(mem, scope, 2)
+    await _die_mid_call(mem, provider, dead)
+
+    status = await mem.budget(scope)
+    assert status is not None
+    assert (status.period.reserved_tokens, status.period.in_flight) == (500, 1)
+    # The period's first call runs alone: while the dead call counts, nothing else runs.
+    assert (await Generator(mem.deps, provider, worker_id="w").process(other)).outcome == "busy"
+
+    clock.advance(mem.deps.options.lease_seconds + 1)
+    if rescuer == "reconcile":
+        report = await reconcile(mem.deps, republish_after_seconds=3600)
+        assert report.released == 1
+        status = await mem.budget(scope)
+        assert status is not None
+        assert (status.period.reserved_tokens, status.period.in_flight) == (0, 0)
+        await mem.drain()
+    else:
+        # The next worker delivered the job takes it over: it gives the dead call's
+        # reservation back before reserving its own, in the same transaction.
+        result = await Generator(mem.deps, provider, worker_id="next").process(dead)
+        assert result.outcome == "completed"
+        await Generator(mem.deps, provider, worker_id="next").process(other)
+
+    assert len(provider.requests) == 2
+    jobs = {job.id: job for job in await _jobs(mem, scope)}
+    assert jobs[dead].status is JobStatus.COMPLETED and jobs[other].status is JobStatus.COMPLETED
+    status = await mem.budget(scope)
+    assert status is not None
+    assert (status.period.spent_tokens, status.period.calls) == (2 * COST, 2)
+    assert (status.period.reserved_tokens, status.period.in_flight) == (0, 0)
+    assert status.remaining_tokens == 1_000  # the dead call took nothing for good
+
+
+async def test_erasing_a_project_removes_its_reservations(
+    mem: Memory, provider: ConstantCost
+) -> None:
+    team, project = await mem.ensure_project("acme", "app")
+    scope = Scope(team_id=team.id, project_id=project.id)
+    await mem.set_budget(scope, period="month", token_limit=3_000)
+    (dead,) = await _queued(mem, scope, 1)
+    await _die_mid_call(mem, provider, dead)
+
+    await mem.erase_project(scope)
+    async with mem.deps.storage.unit_of_work() as uow:
+        assert not await uow.budgets.release_for_job(dead)  # its row went with the project

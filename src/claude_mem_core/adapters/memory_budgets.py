@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import attrs
 
 from claude_mem_core.domain.budgets import held_reason
+from claude_mem_core.domain.models import JobStatus
 from claude_mem_core.ports.budgets import Budget, BudgetPeriod, Reservation
 
 
@@ -24,7 +25,13 @@ class _Tx(Protocol):
 
 
 # The tables these repositories add to the in-memory storage.
-BUDGET_TABLES = ("budgets", "budget_periods", "provider_pauses", "provider_rates")
+BUDGET_TABLES = (
+    "budgets",
+    "budget_periods",
+    "budget_reservations",
+    "provider_pauses",
+    "provider_rates",
+)
 
 
 def _key(team_id: str, project_id: str) -> str:
@@ -77,8 +84,22 @@ class MemoryBudgets:
         return row or BudgetPeriod(team_id=team_id, project_id=project_id, start=start)
 
     async def reserve(
-        self, budget: Budget, start: datetime, *, tokens: int, usd: float, alone: bool
+        self,
+        budget: Budget,
+        start: datetime,
+        *,
+        job_id: str,
+        tokens: int,
+        usd: float,
+        alone: bool,
+        at: datetime,
     ) -> bool:
+        held: Reservation | None = self._tx.read("budget_reservations").get(job_id)
+        if held is not None:
+            job = self._tx.read("jobs").get(job_id)
+            if job is not None and job.status is JobStatus.PROCESSING:
+                return False  # another worker's call of this job holds it
+            await self.release_for_job(job_id)  # stale: its release failed
         row = await self.period(budget.team_id, budget.project_id, start)
         if alone and row.in_flight > 0:
             return False
@@ -97,31 +118,62 @@ class MemoryBudgets:
             reserved_usd=row.reserved_usd + usd,
             in_flight=row.in_flight + 1,
         )
+        self._tx.write("budget_reservations")[job_id] = Reservation(
+            job_id=job_id,
+            team_id=budget.team_id,
+            project_id=budget.project_id,
+            start=start,
+            tokens=tokens,
+            usd=usd,
+        )
         return True
 
+    def _take(self, job_id: str) -> Reservation | None:
+        """Remove and return job ``job_id``'s reservation (the lock makes it once)."""
+        held: Reservation | None = self._tx.read("budget_reservations").get(job_id)
+        if held is not None:
+            del self._tx.write("budget_reservations")[job_id]
+        return held
+
     async def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
-        row = await self._reserved(reservation)
+        held = self._take(reservation.job_id)
+        start = held.start if held is not None else reservation.start
+        row = await self.period(reservation.team_id, reservation.project_id, start)
         self._store(
             row,
-            reserved_tokens=max(row.reserved_tokens - reservation.tokens, 0),
-            reserved_usd=max(row.reserved_usd - reservation.usd, 0.0),
-            in_flight=max(row.in_flight - 1, 0),
+            reserved_tokens=max(row.reserved_tokens - (held.tokens if held else 0), 0),
+            reserved_usd=max(row.reserved_usd - (held.usd if held else 0.0), 0.0),
+            in_flight=max(row.in_flight - (1 if held else 0), 0),
             spent_tokens=row.spent_tokens + tokens,
             spent_usd=row.spent_usd + usd,
             calls=row.calls + 1,
         )
 
-    async def release(self, reservation: Reservation) -> None:
-        row = await self._reserved(reservation)
+    async def release(self, reservation: Reservation) -> bool:
+        return await self.release_for_job(reservation.job_id)
+
+    async def release_for_job(self, job_id: str) -> bool:
+        held = self._take(job_id)
+        if held is None:
+            return False
+        row = await self.period(held.team_id, held.project_id, held.start)
         self._store(
             row,
-            reserved_tokens=max(row.reserved_tokens - reservation.tokens, 0),
-            reserved_usd=max(row.reserved_usd - reservation.usd, 0.0),
+            reserved_tokens=max(row.reserved_tokens - held.tokens, 0),
+            reserved_usd=max(row.reserved_usd - held.usd, 0.0),
             in_flight=max(row.in_flight - 1, 0),
         )
+        return True
 
-    async def _reserved(self, reservation: Reservation) -> BudgetPeriod:
-        return await self.period(reservation.team_id, reservation.project_id, reservation.start)
+    async def transfer(self, reservation: Reservation, job_id: str) -> Reservation:
+        if job_id == reservation.job_id:
+            return reservation
+        await self.release_for_job(job_id)
+        held = self._take(reservation.job_id)
+        moved = attrs.evolve(held or reservation, job_id=job_id)
+        if held is not None:
+            self._tx.write("budget_reservations")[job_id] = moved
+        return moved
 
     def _store(self, row: BudgetPeriod, **changes: Any) -> None:
         if not self._live(row.team_id, row.project_id):

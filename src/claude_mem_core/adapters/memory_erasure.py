@@ -230,6 +230,13 @@ class MemoryErasure(Repo):
         if marked is None or project is None or project.team_id != team_id:
             return ErasedRows()
         limit = max(limit, 1)
+        # Reservations of its calls in flight (numbers; the project's budget is moot now).
+        held = [
+            k
+            for k, r in self._tx.read("budget_reservations").items()
+            if r.team_id == team_id and r.project_id == project_id
+        ]
+        self._remove("budget_reservations", held)
         done = self._purge_step(team_id, project_id, limit)
         if done.total == 0 and marked[1] is None:
             self._tx.write("deleted_projects")[project_id] = (marked[0], at)

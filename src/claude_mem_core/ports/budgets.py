@@ -5,7 +5,10 @@ work (``uow.budgets``, ``uow.provider_pauses``, ``uow.provider_rates``).
 
 Exactness rests on :meth:`BudgetRepository.reserve`: one atomic step (a guarded UPDATE on
 SQL, under the lock in memory) that adds an estimate to the period's reservations only if
-what is spent, what is reserved and the estimate stay within every limit."""
+what is spent, what is reserved and the estimate stay within every limit. Each reservation
+is also a row of its own, keyed by the job whose call it is, so the reservation of a job
+whose worker died (its lease expired) can be given back (:meth:`release_for_job`), and a
+second settle or release of the same call changes nothing."""
 
 from __future__ import annotations
 
@@ -49,9 +52,10 @@ class BudgetPeriod:
 
 @frozen(kw_only=True)
 class Reservation:
-    """What one call reserved in one period (settled or released there, even after the
-    period rolled over)."""
+    """What the call of job ``job_id`` reserved in one period (settled or released there,
+    even after the period rolled over)."""
 
+    job_id: str
     team_id: str
     project_id: str
     start: datetime
@@ -84,19 +88,35 @@ class BudgetRepository(Protocol):
         budget: Budget,
         start: datetime,
         *,
+        job_id: str,
         tokens: int,
         usd: float,
         alone: bool,
+        at: datetime,
     ) -> bool:
         """Atomically add ``tokens``/``usd`` to the period's reservations (and one call in
         flight) if spent + reserved + these stay within each limit of ``budget`` and, when
-        ``alone``, no other call is in flight. False (nothing written) otherwise."""
+        ``alone``, no other call is in flight, and record it as job ``job_id``'s (made
+        ``at``). False
+        (nothing written) otherwise, or when the job already holds a reservation that
+        another worker's call may be using (its job is ``processing``); one the job still
+        holds while not processing (a release that failed) is given back first."""
 
     async def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
-        """The call of ``reservation`` returned: its reservation becomes what it spent."""
+        """The call of ``reservation`` returned: what it spent is counted and its
+        reservation, if its job still holds it, is given back (only once)."""
 
-    async def release(self, reservation: Reservation) -> None:
-        """The call of ``reservation`` was not made or reported nothing: forget it."""
+    async def release(self, reservation: Reservation) -> bool:
+        """The call of ``reservation`` was not made or reported nothing: give back its
+        reservation if its job still holds it (True), else nothing (False)."""
+
+    async def release_for_job(self, job_id: str) -> bool:
+        """Give back the reservation job ``job_id`` holds, if any (its worker's lease
+        expired: the call will never be settled). True if there was one."""
+
+    async def transfer(self, reservation: Reservation, job_id: str) -> Reservation:
+        """Make ``reservation`` job ``job_id``'s (a batch's call, reserved for its first
+        job, made by another it claimed)."""
 
     async def list_all(self, *, limit: int) -> Sequence[Budget]:
         """Every project's budget (of live projects), at most ``limit`` (for metrics)."""

@@ -317,6 +317,8 @@ class SessionBatcher:
                         held += [done] if done is not None else []
             if not claimed:
                 await provider_gate.release(uow, ticket)
+            else:
+                await provider_gate.transfer(uow, ticket, claimed[0].id)
         if isinstance(gate, provider_gate.Busy):
             await outbox.publish(deps, jobs[0], delay=gate.retry_in)
             return [ProcessResult(job_id=job.id, outcome="busy") for job in jobs]

@@ -113,6 +113,15 @@ class Generator(GenerationPersistence):
                     return ProcessResult(job_id=job_id, outcome="skipped")
                 await self.fail_now(uow, job, refusal, classification=refusal)
                 return ProcessResult(job_id=job_id, outcome="failed", error=refusal)
+            if job.status is JobStatus.PROCESSING and machine.lease_expired(
+                job, now=now, lease_seconds=deps.options.lease_seconds
+            ):
+                # Its worker died: release the job (and give back its call's reservation)
+                # before the gate reserves for it again.
+                taken_over = await self.take_over(uow, job, now)
+                if taken_over is None:
+                    return ProcessResult(job_id=job_id, outcome="busy")
+                job = taken_over
             # Before the claim, so that a held job uses up no attempt (services/provider_gate).
             gate = await self._gate(uow, job, event)
             if not isinstance(gate, provider_gate.Admit):
@@ -273,18 +282,9 @@ class Generator(GenerationPersistence):
         if current.status is JobStatus.PROCESSING:
             if not machine.lease_expired(current, now=now, lease_seconds=lease):
                 return None  # another worker holds a live lease
-            released = machine.release_expired(current, now=now)
-            if not await uow.jobs.compare_and_set(current, released):
+            released = await self.take_over(uow, current, now)
+            if released is None:
                 return None
-            await outbox.append_job_event(
-                uow,
-                self.deps,
-                released,
-                JobEventType.RETRY_SCHEDULED
-                if released.status is JobStatus.QUEUED
-                else JobEventType.FAILED,
-                {"source": "lease_expired", "workerId": self.worker_id},
-            )
             current = released
         if current.status is not JobStatus.QUEUED or not machine.can_transition(
             current, JobStatus.PROCESSING
@@ -309,6 +309,27 @@ class Generator(GenerationPersistence):
             await uow.audit.add(self.processing_audit(claimed, now))
         await set_summary_status(uow, claimed, SessionGenerationStatus.PROCESSING, now)
         return claimed
+
+    async def take_over(
+        self, uow: UnitOfWork, job: GenerationJob, now: Any
+    ) -> GenerationJob | None:
+        """Release ``job``, whose lease expired, back to queued (or failed, out of
+        attempts), and give back the reservation its dead worker's call held. None if
+        another worker changed it first."""
+        released = machine.release_expired(job, now=now)
+        if not await uow.jobs.compare_and_set(job, released):
+            return None
+        await uow.budgets.release_for_job(job.id)
+        await outbox.append_job_event(
+            uow,
+            self.deps,
+            released,
+            JobEventType.RETRY_SCHEDULED
+            if released.status is JobStatus.QUEUED
+            else JobEventType.FAILED,
+            {"source": "lease_expired", "workerId": self.worker_id},
+        )
+        return released
 
     def processing_audit(self, claimed: GenerationJob, at: datetime) -> AuditEntry:
         """The audit row of a claim (``generation_job.processing``), dated ``at``."""

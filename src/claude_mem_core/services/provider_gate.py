@@ -27,6 +27,11 @@ the job is claimed, so a held job never uses up an attempt.
   A reservation refused because the period is spent (spent + estimate over a limit)
   holds the job until the next period (``heldReason: "budget"``); one refused only
   because calls in flight reserved the rest is tried again shortly.
+  Each reservation is recorded as its job's (a batch's as its lead's), so a worker that
+  dies mid-call does not keep it: when the job's lease expires, reconciliation (or the
+  worker taking the job over) gives it back in the same transaction as the job's
+  release, and a settle or release that comes after (the worker was only slow) gives
+  nothing back twice.
 """
 
 from __future__ import annotations
@@ -198,10 +203,13 @@ async def _budget(
         prompt_tokens=(await prompt_tokens()) if probe else 0,
         provider=provider,
     )
-    if await uow.budgets.reserve(budget, start, tokens=tokens, usd=usd, alone=alone):
+    if await uow.budgets.reserve(
+        budget, start, job_id=job.id, tokens=tokens, usd=usd, alone=alone, at=now
+    ):
         return Admit(
             Ticket(
                 Reservation(
+                    job_id=job.id,
                     team_id=job.team_id,
                     project_id=job.project_id,
                     start=start,
@@ -272,6 +280,15 @@ async def publish_held(deps: Deps, job: GenerationJob) -> None:
     await outbox.publish(deps, job, delay=delay)
 
 
+async def transfer(uow: UnitOfWork, ticket: Ticket | None, job_id: str) -> None:
+    """Make ``ticket``'s reservation job ``job_id``'s, in ``uow``: a batch reserves for its
+    first job, and when another job leads it, the lead's lease is the one whose expiry
+    must give the reservation back."""
+    if ticket is None or ticket.done or ticket.reservation.job_id == job_id:
+        return
+    ticket.reservation = await uow.budgets.transfer(ticket.reservation, job_id)
+
+
 async def release(uow: UnitOfWork, ticket: Ticket | None) -> None:
     """Forget ``ticket``'s reservation (the call was not made), in ``uow``."""
     if ticket is not None and not ticket.done:
@@ -281,7 +298,7 @@ async def release(uow: UnitOfWork, ticket: Ticket | None) -> None:
 
 async def release_now(deps: Deps, ticket: Ticket | None) -> None:
     """:func:`release` in a unit of work of its own; a failure is logged (the reservation
-    then holds its estimate until the period ends)."""
+    is then given back when the job is next reserved for, or its lease expires)."""
     if ticket is None or ticket.done:
         return
     try:
@@ -348,4 +365,5 @@ __all__ = [
     "release",
     "release_now",
     "settle",
+    "transfer",
 ]

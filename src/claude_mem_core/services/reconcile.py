@@ -56,6 +56,8 @@ async def reconcile(
                 new = machine.release_expired(job, now=now)
                 if not await uow.jobs.compare_and_set(job, new):
                     continue
+                # Its worker died mid-call: the call's reservation will never be settled.
+                await uow.budgets.release_for_job(job.id)
                 await outbox.append_job_event(
                     uow,
                     deps,

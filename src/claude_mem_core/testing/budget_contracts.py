@@ -1,12 +1,16 @@
 """The contract of the budget ports (``ports/budgets.py``) that every storage adapter
 passes (memory, SQLite, PostgreSQL): a budget per project, a reservation that refuses to
-pass a limit, settle and release, a provider pause that only grows, and a provider's
+pass a limit, settle and release (each given back once, by the job it is for), a
+provider pause that only grows, and a provider's
 calls per minute that never pass their limit."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
 
 from claude_mem_core.domain.models import Project, Team
 from claude_mem_core.ports.budgets import Budget, Reservation
@@ -22,6 +26,11 @@ async def _project(storage: Storage) -> tuple[str, str]:
             Project(id="p-budget", team_id="t-budget", name="app", created_at=AT, updated_at=AT)
         )
     return "t-budget", "p-budget"
+
+
+def _job(job_id: str) -> dict[str, Any]:
+    """The job a reservation is for, and when it is made."""
+    return {"job_id": job_id, "at": AT}
 
 
 class BudgetContract:
@@ -68,13 +77,25 @@ class BudgetContract:
         )
         async with storage.unit_of_work() as uow:
             await uow.budgets.put(budget)
-            assert await uow.budgets.reserve(budget, AT, tokens=60, usd=0.1, alone=True)
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=60, usd=0.1, alone=True, **_job("a")
+            )
             # Alone: not while another call is in flight, even if it fits.
-            assert not await uow.budgets.reserve(budget, AT, tokens=10, usd=0.1, alone=True)
-            assert await uow.budgets.reserve(budget, AT, tokens=40, usd=0.1, alone=False)
-            assert not await uow.budgets.reserve(budget, AT, tokens=1, usd=0.0, alone=False)
-        first = Reservation(team_id=team, project_id=project, start=AT, tokens=60, usd=0.1)
-        second = Reservation(team_id=team, project_id=project, start=AT, tokens=40, usd=0.1)
+            assert not await uow.budgets.reserve(
+                budget, AT, tokens=10, usd=0.1, alone=True, **_job("x")
+            )
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=40, usd=0.1, alone=False, **_job("b")
+            )
+            assert not await uow.budgets.reserve(
+                budget, AT, tokens=1, usd=0.0, alone=False, **_job("x")
+            )
+        first = Reservation(
+            job_id="a", team_id=team, project_id=project, start=AT, tokens=60, usd=0.1
+        )
+        second = Reservation(
+            job_id="b", team_id=team, project_id=project, start=AT, tokens=40, usd=0.1
+        )
         async with storage.unit_of_work() as uow:
             await uow.budgets.settle(first, tokens=50, usd=0.2)
             await uow.budgets.release(second)
@@ -88,12 +109,158 @@ class BudgetContract:
         assert period.spent_usd == 0.2 and period.reserved_usd == 0.0
         async with storage.unit_of_work() as uow:
             # 50 spent: 50 more fit, 51 do not; the dollar limit guards too.
-            assert not await uow.budgets.reserve(budget, AT, tokens=51, usd=0.0, alone=False)
-            assert not await uow.budgets.reserve(budget, AT, tokens=1, usd=0.9, alone=False)
-            assert await uow.budgets.reserve(budget, AT, tokens=50, usd=0.8, alone=False)
+            assert not await uow.budgets.reserve(
+                budget, AT, tokens=51, usd=0.0, alone=False, **_job("c")
+            )
+            assert not await uow.budgets.reserve(
+                budget, AT, tokens=1, usd=0.9, alone=False, **_job("c")
+            )
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=50, usd=0.8, alone=False, **_job("c")
+            )
             # Another period has its own counter.
             tomorrow = AT + timedelta(days=1)
-            assert await uow.budgets.reserve(budget, tomorrow, tokens=100, usd=0.0, alone=True)
+            assert await uow.budgets.reserve(
+                budget, tomorrow, tokens=100, usd=0.0, alone=True, **_job("d")
+            )
+
+    async def test_a_reservation_is_given_back_once(self, storage: Storage) -> None:
+        team, project = await _project(storage)
+        budget = Budget(
+            team_id=team, project_id=project, period="day", token_limit=100, updated_at=AT
+        )
+        first = Reservation(
+            job_id="a", team_id=team, project_id=project, start=AT, tokens=30, usd=0.0
+        )
+        second = attrs.evolve(first, job_id="b", tokens=40)
+        async with storage.unit_of_work() as uow:
+            await uow.budgets.put(budget)
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=30, usd=0.0, alone=True, **_job("a")
+            )
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=40, usd=0.0, alone=False, **_job("b")
+            )
+        async with storage.unit_of_work() as uow:
+            assert await uow.budgets.release(first)
+            # Released twice (a late release by a worker thought dead): nothing more
+            # goes, and the other call's reservation is untouched.
+            assert not await uow.budgets.release(first)
+            assert not await uow.budgets.release_for_job("a")
+            period = await uow.budgets.period(team, project, AT)
+        assert (period.reserved_tokens, period.in_flight) == (40, 1)
+        async with storage.unit_of_work() as uow:
+            await uow.budgets.settle(second, tokens=35, usd=0.0)
+            assert not await uow.budgets.release(second)  # settled: nothing to give back
+            period = await uow.budgets.period(team, project, AT)
+        assert (period.spent_tokens, period.reserved_tokens, period.in_flight, period.calls) == (
+            35,
+            0,
+            0,
+            1,
+        )
+
+    async def test_a_jobs_reservation_is_released_by_its_id(self, storage: Storage) -> None:
+        team, project = await _project(storage)
+        budget = Budget(
+            team_id=team, project_id=project, period="day", token_limit=100, updated_at=AT
+        )
+        yesterday = AT - timedelta(days=1)
+        async with storage.unit_of_work() as uow:
+            await uow.budgets.put(budget)
+            assert await uow.budgets.reserve(
+                budget, yesterday, tokens=70, usd=0.0, alone=True, **_job("old")
+            )
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=50, usd=0.0, alone=True, **_job("j")
+            )
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=20, usd=0.0, alone=False, **_job("k")
+            )
+            # The estimate fits no more: 50 + 20 reserved of 100.
+            assert not await uow.budgets.reserve(
+                budget, AT, tokens=31, usd=0.0, alone=False, **_job("m")
+            )
+        async with storage.unit_of_work() as uow:
+            assert await uow.budgets.release_for_job("j")
+            assert not await uow.budgets.release_for_job("j")
+            assert not await uow.budgets.release_for_job("never-reserved")
+            # A reservation of an earlier period goes back to that period's counters.
+            assert await uow.budgets.release_for_job("old")
+        async with storage.unit_of_work() as uow:
+            today = await uow.budgets.period(team, project, AT)
+            before = await uow.budgets.period(team, project, yesterday)
+            assert (today.reserved_tokens, today.in_flight) == (20, 1)
+            assert (before.reserved_tokens, before.in_flight) == (0, 0)
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=31, usd=0.0, alone=False, **_job("m")
+            )
+            # The released call did report after all (its worker was only slow): what it
+            # spent counts, and no reservation is taken off twice.
+            late = Reservation(
+                job_id="j", team_id=team, project_id=project, start=AT, tokens=50, usd=0.0
+            )
+            await uow.budgets.settle(late, tokens=45, usd=0.0)
+            today = await uow.budgets.period(team, project, AT)
+        assert (today.spent_tokens, today.calls, today.reserved_tokens, today.in_flight) == (
+            45,
+            1,
+            51,
+            2,
+        )
+
+    async def test_a_job_holds_one_reservation(self, storage: Storage) -> None:
+        team, project = await _project(storage)
+        budget = Budget(
+            team_id=team, project_id=project, period="day", token_limit=100, updated_at=AT
+        )
+        async with storage.unit_of_work() as uow:
+            await uow.budgets.put(budget)
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=60, usd=0.0, alone=True, **_job("j")
+            )
+        async with storage.unit_of_work() as uow:
+            # Reserved again for the same job, which is not processing (its release
+            # failed): the kept reservation is given back first, so this one fits.
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=70, usd=0.0, alone=True, **_job("j")
+            )
+            period = await uow.budgets.period(team, project, AT)
+            assert (period.reserved_tokens, period.in_flight) == (70, 1)
+            # A batch's reservation moves to its lead.
+            held = Reservation(
+                job_id="j", team_id=team, project_id=project, start=AT, tokens=70, usd=0.0
+            )
+            moved = await uow.budgets.transfer(held, "lead")
+            assert moved.job_id == "lead"
+            assert not await uow.budgets.release_for_job("j")
+            assert await uow.budgets.release_for_job("lead")
+            period = await uow.budgets.period(team, project, AT)
+        assert (period.reserved_tokens, period.in_flight) == (0, 0)
+
+    async def test_racing_releases_give_back_once(self, storage: Storage) -> None:
+        team, project = await _project(storage)
+        budget = Budget(
+            team_id=team, project_id=project, period="day", token_limit=1_000, updated_at=AT
+        )
+        async with storage.unit_of_work() as uow:
+            await uow.budgets.put(budget)
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=60, usd=0.0, alone=True, **_job("j")
+            )
+            assert await uow.budgets.reserve(
+                budget, AT, tokens=25, usd=0.0, alone=False, **_job("k")
+            )
+
+        async def release() -> bool:
+            async with storage.unit_of_work() as uow:
+                return await uow.budgets.release_for_job("j")
+
+        released = await asyncio.gather(*(release() for _ in range(4)))
+        assert sorted(released) == [False, False, False, True]
+        async with storage.unit_of_work() as uow:
+            period = await uow.budgets.period(team, project, AT)
+        assert (period.reserved_tokens, period.in_flight) == (25, 1)
 
     async def test_a_pause_only_grows_and_ends(self, storage: Storage) -> None:
         later, sooner = AT + timedelta(seconds=30), AT + timedelta(seconds=10)

@@ -7,7 +7,9 @@ metadata by ``tables.py`` (which stays short by calling :func:`define`):
 * ``provider_pauses``: until when a provider asked every worker to wait (a 429 with
   ``retry-after``);
 * ``provider_rate_windows`` (revision 0019, :func:`define_rates`): the calls started per
-  provider and UTC minute (``ProviderRateRepository.take`` guards its UPDATE on them).
+  provider and UTC minute (``ProviderRateRepository.take`` guards its UPDATE on them);
+* ``budget_reservations`` (revision 0020, :func:`define_reservations`): what each call in
+  flight reserved, keyed by its job, so a dead worker's reservation can be given back.
 """
 
 from __future__ import annotations
@@ -77,4 +79,26 @@ def define_rates(
         sa.Column("provider", sa.Text, primary_key=True),
         sa.Column("window_start", timestamp(), primary_key=True),
         sa.Column("calls", sa.Integer, nullable=False, server_default="0"),
+    )
+
+
+def define_reservations(
+    metadata: sa.MetaData,
+    ts: Callable[[str], sa.Column[Any]],
+    scope_fk: Callable[[str], sa.ForeignKeyConstraint],
+    timestamp: Callable[[], sa.types.TypeEngine[Any]],
+) -> sa.Table:
+    """``budget_reservations`` on ``metadata``: one row per call in flight (no foreign key
+    to the job: a job erased mid-call is still settled by its worker)."""
+    return sa.Table(
+        "budget_reservations",
+        metadata,
+        sa.Column("job_id", sa.Text, primary_key=True),
+        sa.Column("team_id", sa.Text, nullable=False),
+        sa.Column("project_id", sa.Text, nullable=False),
+        sa.Column("period_start", timestamp(), nullable=False),
+        sa.Column("tokens", sa.BigInteger, nullable=False),
+        sa.Column("usd", sa.Float, nullable=False),
+        ts("reserved_at"),
+        scope_fk("budget_reservations"),
     )

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
@@ -135,9 +136,19 @@ class BudgetRepo:
         )
 
     async def reserve(
-        self, budget: Budget, start: datetime, *, tokens: int, usd: float, alone: bool
+        self,
+        budget: Budget,
+        start: datetime,
+        *,
+        job_id: str,
+        tokens: int,
+        usd: float,
+        alone: bool,
+        at: datetime,
     ) -> bool:
         c = t.budget_periods.c
+        # A reservation the job kept while not processing (its release failed) is stale.
+        await self._give_back(job_id, unless_processing=True)
         await self._db.write(
             dialects.insert(self._db.dialect, t.budget_periods)
             .values(team_id=budget.team_id, project_id=budget.project_id, period_start=start)
@@ -160,34 +171,123 @@ class BudgetRepo:
                 in_flight=c.in_flight + 1,
             )
         )
-        return result.rowcount == 1
+        if result.rowcount != 1:
+            return False
+        r = t.budget_reservations.c
+        row = dict(
+            job_id=job_id,
+            team_id=budget.team_id,
+            project_id=budget.project_id,
+            period_start=start,
+            tokens=tokens,
+            usd=usd,
+            reserved_at=at,
+        )
+        recorded = await self._db.write(
+            dialects.insert(self._db.dialect, t.budget_reservations)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["job_id"])
+            .returning(r.job_id)  # a row back: this INSERT made it
+        )
+        if recorded.first() is not None:
+            return True
+        # Another worker's call of this job reserved meanwhile (a duplicate delivery):
+        # take back what was just added; that worker's claim wins.
+        await self._counters(budget.team_id, budget.project_id, start, tokens, usd, 1)
+        return False
+
+    async def _give_back(
+        self, job_id: str, *, unless_processing: bool = False
+    ) -> RowMapping | None:
+        """Delete job ``job_id``'s reservation row and take what it held off its period's
+        counters, in one step each: the DELETE locks the row, so of two racing releases
+        only one gets it back (and subtracts). The row deleted, or None."""
+        r = t.budget_reservations.c
+        stmt = sa.delete(t.budget_reservations).where(r.job_id == job_id)
+        if unless_processing:
+            j = t.observation_generation_jobs.c
+            processing = sa.exists().where(j.id == job_id, j.status == JobStatus.PROCESSING.value)
+            stmt = stmt.where(~processing)
+        held = await self._db.write(
+            stmt.returning(r.team_id, r.project_id, r.period_start, r.tokens, r.usd)
+        )
+        row = held.mappings().one_or_none()
+        if row is not None:
+            await self._counters(
+                row["team_id"],
+                row["project_id"],
+                row["period_start"],
+                int(row["tokens"]),
+                float(row["usd"]),
+                1,
+            )
+        return row
+
+    async def _counters(
+        self,
+        team_id: str,
+        project_id: str,
+        start: datetime,
+        tokens: int,
+        usd: float,
+        in_flight: int,
+        **spent: Any,
+    ) -> None:
+        """Take ``tokens``/``usd`` and ``in_flight`` calls off the period's reservations
+        (never below zero), adding ``spent`` (column: amount) to its spent counters."""
+        c = t.budget_periods.c
+        await self._db.write(
+            sa.update(t.budget_periods)
+            .where(*self._where(team_id, project_id, start))
+            .values(
+                reserved_tokens=self._floor(c.reserved_tokens - tokens),
+                reserved_usd=self._floor(c.reserved_usd - usd),
+                in_flight=self._floor(c.in_flight - in_flight),
+                **{name: c[name] + amount for name, amount in spent.items()},
+            )
+        )
 
     async def settle(self, reservation: Reservation, *, tokens: int, usd: float) -> None:
-        c = t.budget_periods.c
-        await self._db.write(
-            sa.update(t.budget_periods)
-            .where(*self._where(reservation.team_id, reservation.project_id, reservation.start))
-            .values(
-                reserved_tokens=self._floor(c.reserved_tokens - reservation.tokens),
-                reserved_usd=self._floor(c.reserved_usd - reservation.usd),
-                in_flight=self._floor(c.in_flight - 1),
-                spent_tokens=c.spent_tokens + tokens,
-                spent_usd=c.spent_usd + usd,
-                calls=c.calls + 1,
-            )
+        r = t.budget_reservations.c
+        held = await self._db.write(
+            sa.delete(t.budget_reservations)
+            .where(r.job_id == reservation.job_id)
+            .returning(r.period_start, r.tokens, r.usd)
+        )
+        row = held.mappings().one_or_none()
+        # Released already (its lease expired meanwhile): what it spent still counts.
+        back_tokens, back_usd, back_calls = (
+            (int(row["tokens"]), float(row["usd"]), 1) if row is not None else (0, 0.0, 0)
+        )
+        await self._counters(
+            reservation.team_id,
+            reservation.project_id,
+            row["period_start"] if row is not None else reservation.start,
+            back_tokens,
+            back_usd,
+            back_calls,
+            spent_tokens=tokens,
+            spent_usd=usd,
+            calls=1,
         )
 
-    async def release(self, reservation: Reservation) -> None:
-        c = t.budget_periods.c
+    async def release(self, reservation: Reservation) -> bool:
+        return await self._give_back(reservation.job_id) is not None
+
+    async def release_for_job(self, job_id: str) -> bool:
+        return await self._give_back(job_id) is not None
+
+    async def transfer(self, reservation: Reservation, job_id: str) -> Reservation:
+        if job_id == reservation.job_id:
+            return reservation
+        await self._give_back(job_id)
+        r = t.budget_reservations.c
         await self._db.write(
-            sa.update(t.budget_periods)
-            .where(*self._where(reservation.team_id, reservation.project_id, reservation.start))
-            .values(
-                reserved_tokens=self._floor(c.reserved_tokens - reservation.tokens),
-                reserved_usd=self._floor(c.reserved_usd - reservation.usd),
-                in_flight=self._floor(c.in_flight - 1),
-            )
+            sa.update(t.budget_reservations)
+            .where(r.job_id == reservation.job_id)
+            .values(job_id=job_id)
         )
+        return attrs.evolve(reservation, job_id=job_id)
 
     def _floor(self, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """``value`` but never below zero (SQLite's two-argument max is PostgreSQL's

@@ -500,6 +500,11 @@ class ErasureRepo:
         stats = await self._delete(
             t.search_stats, st.team_id == team_id, st.project_id == project_id
         )
+        # Reservations of its calls in flight (numbers; the project's budget is moot now).
+        br = t.budget_reservations.c
+        await self._delete(
+            t.budget_reservations, br.team_id == team_id, br.project_id == project_id
+        )
         done = await self._purge_step(team_id, project_id, limit)
         if stats:
             done += ErasedRows(statistics=stats)

@@ -590,6 +590,9 @@ token_ledger = sa.Table(
 _budget_tables = budget_tables.define(metadata, _ts, _project_scope_fk, UTCDateTime)
 project_budgets, budget_periods, provider_pauses = _budget_tables
 provider_rate_windows = budget_tables.define_rates(metadata, UTCDateTime)  # revision 0019
+budget_reservations = budget_tables.define_reservations(  # revision 0020
+    metadata, _ts, _project_scope_fk, UTCDateTime
+)
 
 
 def live_project(table: sa.Table) -> sa.ColumnElement[bool]:
