@@ -18,10 +18,8 @@ def install_hint(*extras: str) -> str:
 def installed_version() -> str:
     """This distribution's version, or ``development`` when run from a source tree that
     was never installed."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - part of the standard library since 3.8
-        return "development"
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(DISTRIBUTION)
     except PackageNotFoundError:

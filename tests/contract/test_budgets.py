@@ -14,14 +14,18 @@ import pytest
 from claude_mem_core import Memory, Scope
 from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.domain.budgets import held_reason
-from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
+from claude_mem_core.domain.models import JobEventType, JobStatus
 from claude_mem_core.errors import InvalidInput, ProviderError
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
-from claude_mem_core.ports.storage import JobFilter, Page, Storage
+from claude_mem_core.ports.storage import Storage
 from claude_mem_core.services import provider_gate
 from claude_mem_core.services.generation import Generator
 from claude_mem_core.services.reconcile import reconcile
-from claude_mem_core.testing.concurrent_workers import process_concurrently
+from claude_mem_core.testing.concurrent_workers import (
+    process_concurrently,
+    project_jobs,
+    queue_edits,
+)
 from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
 
 OBSERVATION = """<observation>
@@ -81,24 +85,6 @@ async def mem(storage: Storage, clock: FixedClock, provider: ConstantCost) -> Me
     return Memory(storage=storage, queue=InProcessQueue(), provider=provider, clock=clock)
 
 
-async def _queued(mem: Memory, scope: Scope, n: int) -> list[str]:
-    for i in range(n):
-        await mem.ingest(
-            scope,
-            event_type="tool_use",
-            payload={"tool_name": "Edit", "tool_input": {"file_path": f"src/f{i}.py"}},
-        )
-    return [job.id for job in await _jobs(mem, scope)]
-
-
-async def _jobs(mem: Memory, scope: Scope) -> list[GenerationJob]:
-    async with mem.deps.storage.unit_of_work() as uow:
-        rows, _ = await uow.jobs.list(
-            JobFilter(team_id=scope.team_id, project_id=scope.project_id), Page(limit=500)
-        )
-    return list(rows)
-
-
 @pytest.mark.parametrize(("limit", "workers"), [(10_500, 4), (10_000, 6)])
 async def test_a_budget_of_k_tokens_lets_exactly_the_calls_within_k_through(
     mem: Memory, provider: ConstantCost, limit: int, workers: int
@@ -106,13 +92,13 @@ async def test_a_budget_of_k_tokens_lets_exactly_the_calls_within_k_through(
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
     await mem.set_budget(scope, period="month", token_limit=limit)
-    job_ids = await _queued(mem, scope, 14)
+    job_ids = await queue_edits(mem, scope, 14)
 
     await process_concurrently(mem.deps, provider, job_ids, workers)
 
     assert len(provider.requests) == limit // COST
     assert provider.most_at_once > 1  # the workers did call at the same time
-    jobs = await _jobs(mem, scope)
+    jobs = await project_jobs(mem, scope)
     held = [j for j in jobs if j.status is JobStatus.QUEUED]
     assert len([j for j in jobs if j.status is JobStatus.COMPLETED]) == limit // COST
     assert len(held) == 14 - limit // COST
@@ -136,10 +122,10 @@ async def test_a_held_job_logs_one_event_and_resumes_in_the_next_period(
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
     await mem.set_budget(scope, period="day", token_limit=2_500)
-    await _queued(mem, scope, 4)
+    await queue_edits(mem, scope, 4)
     await mem.drain()
     assert len(provider.requests) == 2
-    held = [j for j in await _jobs(mem, scope) if j.status is JobStatus.QUEUED]
+    held = [j for j in await project_jobs(mem, scope) if j.status is JobStatus.QUEUED]
     assert len(held) == 2
     # Delivered again while still held (a duplicate message): no second event, no call.
     gen = Generator(mem.deps, provider, worker_id="again")
@@ -158,7 +144,7 @@ async def test_a_held_job_logs_one_event_and_resumes_in_the_next_period(
     clock.advance(12 * 3600)  # midnight UTC: a new day, a new budget
     await mem.drain()
     assert len(provider.requests) == 4
-    jobs = await _jobs(mem, scope)
+    jobs = await project_jobs(mem, scope)
     assert all(j.status is JobStatus.COMPLETED and j.attempts == 1 for j in jobs)
 
 
@@ -168,21 +154,21 @@ async def test_raising_or_clearing_the_budget_runs_held_jobs_now(
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
     await mem.set_budget(scope, period="month", token_limit=1_000)
-    await _queued(mem, scope, 4)
+    await queue_edits(mem, scope, 4)
     await mem.drain()
     assert len(provider.requests) == 1
 
     await mem.set_budget(scope, period="month", token_limit=3_000)  # two more calls
     await mem.drain()
     assert len(provider.requests) == 3
-    remaining = [j for j in await _jobs(mem, scope) if j.status is JobStatus.QUEUED]
+    remaining = [j for j in await project_jobs(mem, scope) if j.status is JobStatus.QUEUED]
     assert [held_reason(j) for j in remaining] == ["budget"]
 
     await mem.clear_budget(scope)
     assert await mem.budget(scope) is None
     await mem.drain()
     assert len(provider.requests) == 4
-    assert all(j.status is JobStatus.COMPLETED for j in await _jobs(mem, scope))
+    assert all(j.status is JobStatus.COMPLETED for j in await project_jobs(mem, scope))
 
 
 async def test_a_budget_in_dollars_holds_too(mem: Memory, provider: ConstantCost) -> None:
@@ -190,7 +176,7 @@ async def test_a_budget_in_dollars_holds_too(mem: Memory, provider: ConstantCost
     scope = Scope(team_id=team.id, project_id=project.id)
     per_call = (700 * 3.0 + 300 * 15.0) / 1e6  # list price of the model
     await mem.set_budget(scope, period="day", usd_limit=per_call * 2.5)
-    await _queued(mem, scope, 5)
+    await queue_edits(mem, scope, 5)
     await mem.drain()
     assert len(provider.requests) == 2
     status = await mem.budget(scope)
@@ -203,8 +189,8 @@ async def test_budgets_are_per_project(mem: Memory, provider: ConstantCost) -> N
     scope = Scope(team_id=team.id, project_id=project.id)
     free = Scope(team_id=team.id, project_id=other.id)
     await mem.set_budget(scope, period="day", token_limit=1_000)
-    await _queued(mem, scope, 2)
-    await _queued(mem, free, 3)
+    await queue_edits(mem, scope, 2)
+    await queue_edits(mem, free, 3)
     await mem.drain()
     assert len(provider.requests) == 4
     assert await mem.budget(free) is None
@@ -235,7 +221,7 @@ async def test_a_429_with_retry_after_is_waited_out_by_every_worker(
 ) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
-    job_ids = await _queued(mem, scope, 4)
+    job_ids = await queue_edits(mem, scope, 4)
     provider.script.append(ProviderError("slow down", kind="rate_limit", retry_after=30))
     workers = [Generator(mem.deps, provider, worker_id=f"w{i}") for i in range(3)]
 
@@ -247,7 +233,7 @@ async def test_a_429_with_retry_after_is_waited_out_by_every_worker(
         assert result.outcome == "held"
     assert len(provider.requests) == calls  # nobody called while paused
     paused_until = START + timedelta(seconds=30)
-    for job in await _jobs(mem, scope):
+    for job in await project_jobs(mem, scope):
         if job.id == job_ids[0]:
             assert job.attempts == 1
             continue
@@ -292,7 +278,7 @@ async def test_a_killed_workers_reservation_is_given_back_when_its_lease_expires
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
     await mem.set_budget(scope, period="month", token_limit=3_000)
-    dead, other = await _queued(mem, scope, 2)
+    dead, other = await queue_edits(mem, scope, 2)
     await _die_mid_call(mem, provider, dead)
 
     status = await mem.budget(scope)
@@ -317,7 +303,7 @@ async def test_a_killed_workers_reservation_is_given_back_when_its_lease_expires
         await Generator(mem.deps, provider, worker_id="next").process(other)
 
     assert len(provider.requests) == 2
-    jobs = {job.id: job for job in await _jobs(mem, scope)}
+    jobs = {job.id: job for job in await project_jobs(mem, scope)}
     assert jobs[dead].status is JobStatus.COMPLETED and jobs[other].status is JobStatus.COMPLETED
     status = await mem.budget(scope)
     assert status is not None
@@ -332,7 +318,7 @@ async def test_erasing_a_project_removes_its_reservations(
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
     await mem.set_budget(scope, period="month", token_limit=3_000)
-    (dead,) = await _queued(mem, scope, 1)
+    (dead,) = await queue_edits(mem, scope, 1)
     await _die_mid_call(mem, provider, dead)
 
     await mem.erase_project(scope)

@@ -17,11 +17,15 @@ from claude_mem_core.domain.budgets import held_reason
 from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
 from claude_mem_core.domain.rate_limits import RateLimits, parse_rpm
 from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
-from claude_mem_core.ports.storage import JobFilter, Page, Storage
+from claude_mem_core.ports.storage import Storage
 from claude_mem_core.services import debounce
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.services.generation import Generator
-from claude_mem_core.testing.concurrent_workers import process_concurrently
+from claude_mem_core.testing.concurrent_workers import (
+    process_concurrently,
+    project_jobs,
+    queue_edits,
+)
 from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
 
 OBSERVATION = """<observation>
@@ -77,21 +81,7 @@ def _memory(storage: Storage, clock: FixedClock, provider: SlowProvider, rpm: st
 async def _queued(mem: Memory, n: int) -> tuple[Scope, list[str]]:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
-    for i in range(n):
-        await mem.ingest(
-            scope,
-            event_type="tool_use",
-            payload={"tool_name": "Edit", "tool_input": {"file_path": f"src/f{i}.py"}},
-        )
-    return scope, [job.id for job in await _jobs(mem, scope)]
-
-
-async def _jobs(mem: Memory, scope: Scope) -> list[GenerationJob]:
-    async with mem.deps.storage.unit_of_work() as uow:
-        rows, _ = await uow.jobs.list(
-            JobFilter(team_id=scope.team_id, project_id=scope.project_id), Page(limit=500)
-        )
-    return list(rows)
+    return scope, await queue_edits(mem, scope, n)
 
 
 @pytest.mark.parametrize(("limit", "workers"), [(3, 4), (5, 6)])
@@ -106,7 +96,7 @@ async def test_k_calls_a_minute_whatever_the_number_of_workers(
 
     assert len(provider.requests) == limit
     assert provider.most_at_once > 1  # the workers did call at the same time
-    held = [j for j in await _jobs(mem, scope) if j.status is JobStatus.QUEUED]
+    held = [j for j in await project_jobs(mem, scope) if j.status is JobStatus.QUEUED]
     assert len(held) == 12 - limit
     for job in held:
         assert held_reason(job) == "rate_limit"
@@ -121,10 +111,10 @@ async def test_k_calls_a_minute_whatever_the_number_of_workers(
     # Each new minute lets the next K through, until every job is done.
     for minute in range(1, math.ceil(12 / limit)):
         clock.advance(60 if minute > 1 else 1)
-        pending = [j.id for j in await _jobs(mem, scope) if j.status is JobStatus.QUEUED]
+        pending = [j.id for j in await project_jobs(mem, scope) if j.status is JobStatus.QUEUED]
         await process_concurrently(mem.deps, provider, pending, workers)
         assert len(provider.requests) == min(12, limit * (minute + 1))
-    jobs = await _jobs(mem, scope)
+    jobs = await project_jobs(mem, scope)
     assert all(j.status is JobStatus.COMPLETED and j.attempts == 1 for j in jobs)
 
 
@@ -235,7 +225,7 @@ async def test_limits_are_per_provider_and_free_providers_are_never_held(
         scope, job_ids = await _queued(mem, 3)
         await process_concurrently(mem.deps, provider, job_ids, 2)
         assert len(provider.requests) == 3, name
-        assert all(j.status is JobStatus.COMPLETED for j in await _jobs(mem, scope))
+        assert all(j.status is JobStatus.COMPLETED for j in await project_jobs(mem, scope))
         clock.advance(timedelta(hours=1).total_seconds())
 
     provider = SlowProvider("ollama")

@@ -1,12 +1,15 @@
 """Several workers at once, in one process: for tests of what must hold whatever the number
-of workers (budgets, rate limits, dedup races)."""
+of workers (budgets, rate limits, dedup races), and the jobs they work on."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
+from claude_mem_core.domain.models import GenerationJob, Scope
+from claude_mem_core.facade import Memory
 from claude_mem_core.ports.provider import Provider
+from claude_mem_core.ports.storage import JobFilter, Page
 from claude_mem_core.services.context import Deps
 from claude_mem_core.services.generation import Generator
 
@@ -32,3 +35,24 @@ async def process_concurrently(
                 await asyncio.sleep(BUSY_PAUSE_S)
 
     await asyncio.gather(*(work(i) for i in range(workers)))
+
+
+async def queue_edits(memory: Memory, scope: Scope, n: int) -> list[str]:
+    """Ingest ``n`` Edit tool uses (of ``src/f<i>.py``) in ``scope``; the ids of every job
+    of the project afterwards."""
+    for i in range(n):
+        await memory.ingest(
+            scope,
+            event_type="tool_use",
+            payload={"tool_name": "Edit", "tool_input": {"file_path": f"src/f{i}.py"}},
+        )
+    return [job.id for job in await project_jobs(memory, scope)]
+
+
+async def project_jobs(memory: Memory, scope: Scope) -> list[GenerationJob]:
+    """The jobs of ``scope``'s project as stored now (at most 500)."""
+    async with memory.deps.storage.unit_of_work() as uow:
+        rows, _ = await uow.jobs.list(
+            JobFilter(team_id=scope.team_id, project_id=scope.project_id), Page(limit=500)
+        )
+    return list(rows)
