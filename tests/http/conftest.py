@@ -100,8 +100,10 @@ async def world(memory: Memory) -> World:
 
 @pytest.fixture
 async def make_api(
-    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], memory: Memory
+    memory: Memory, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
 ) -> AppFactory:
+    # ``memory`` first: fixtures end in reverse order, so the app stops (its stream poller
+    # too) before the storage closes, as in the server.
     async def make(**kwargs: Any) -> Api:
         kwargs.setdefault("background_generation", False)
         app: web.Application = create_app(memory, **kwargs)

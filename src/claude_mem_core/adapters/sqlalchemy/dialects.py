@@ -84,6 +84,27 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+async def close_engine(engine: AsyncEngine) -> None:
+    """Close ``engine`` for good: its idle connections now, one still in use when it comes
+    back, and a later caller gets ``StorageUnavailable``.
+
+    ``AsyncEngine.dispose`` alone is not enough: it only swaps in a fresh pool, so a late
+    caller (a poller still running while the app stops) would open a connection there that
+    nobody closes, and a connection checked out during the dispose is returned to the old
+    pool and left open; both are finalised unclosed later, in whatever code runs then."""
+
+    def refuse(*_: object) -> None:
+        raise errors.StorageUnavailable("the storage was closed")
+
+    def close_on_return(_dbapi_connection: object, record: Any) -> None:
+        if record is not None:
+            record.invalidate()  # closes the driver connection
+
+    event.listen(engine.sync_engine, "do_connect", refuse)
+    event.listen(engine.sync_engine.pool, "checkin", close_on_return)
+    await engine.dispose()
+
+
 def _idle_connection_alive(driver_connection: Any) -> bool:
     """Whether an idle pooled psycopg connection is still usable, without a round trip.
 

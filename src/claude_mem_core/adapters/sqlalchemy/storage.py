@@ -114,7 +114,7 @@ class SqlAlchemyStorage:
             raise error from e
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await dialects.close_engine(self._engine)
 
 
 __all__ = ["SqlAlchemyStorage", "event_from_row", "observation_from_row"]
