@@ -6,7 +6,6 @@ worker killed mid-call does not keep its reservation once its lease expires."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,55 +15,22 @@ from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.domain.budgets import held_reason
 from claude_mem_core.domain.models import JobEventType, JobStatus
 from claude_mem_core.errors import InvalidInput, ProviderError
-from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
 from claude_mem_core.ports.storage import Storage
 from claude_mem_core.services import provider_gate
 from claude_mem_core.services.generation import Generator
 from claude_mem_core.services.reconcile import reconcile
 from claude_mem_core.testing.concurrent_workers import (
+    CALL_INPUT_TOKENS,
+    CALL_OUTPUT_TOKENS,
+    SlowPaidProvider,
     process_concurrently,
     project_jobs,
     queue_edits,
 )
-from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
+from claude_mem_core.testing.fakes import FixedClock
 
-OBSERVATION = """<observation>
-  <type>change</type>
-  <title>Edited the redirect check</title>
-  <narrative>One edit to the auth middleware.</narrative>
-</observation>"""
-
-COST = 1_000  # tokens per call: 700 in, 300 out (more than the prompt, ~500)
-
-
-class ConstantCost(ScriptedProvider):
-    """A paid provider whose every call costs :data:`COST` tokens, and takes a moment (so
-    concurrent workers overlap)."""
-
-    name = "anthropic"
-
-    def __init__(self) -> None:
-        super().__init__(default=OBSERVATION, model="claude-sonnet-4-5-20250929")
-        self.in_flight = self.most_at_once = 0
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        self.requests.append(request)
-        self.in_flight += 1
-        self.most_at_once = max(self.most_at_once, self.in_flight)
-        try:
-            await asyncio.sleep(0.03)
-        finally:
-            self.in_flight -= 1
-        if self.script:
-            reply = self.script.popleft()
-            if isinstance(reply, ProviderError):
-                raise reply
-        return GenerationResult(
-            text=OBSERVATION,
-            provider=self.name,
-            model=self.model,
-            usage=Usage(input_tokens=700, output_tokens=300),
-        )
+# Tokens per call of the provider (more than the prompt, ~500).
+COST = CALL_INPUT_TOKENS + CALL_OUTPUT_TOKENS
 
 
 START = datetime(2026, 6, 14, 12, tzinfo=UTC)
@@ -76,18 +42,18 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def provider() -> ConstantCost:
-    return ConstantCost()
+def provider() -> SlowPaidProvider:
+    return SlowPaidProvider()
 
 
 @pytest.fixture
-async def mem(storage: Storage, clock: FixedClock, provider: ConstantCost) -> Memory:
+async def mem(storage: Storage, clock: FixedClock, provider: SlowPaidProvider) -> Memory:
     return Memory(storage=storage, queue=InProcessQueue(), provider=provider, clock=clock)
 
 
 @pytest.mark.parametrize(("limit", "workers"), [(10_500, 4), (10_000, 6)])
 async def test_a_budget_of_k_tokens_lets_exactly_the_calls_within_k_through(
-    mem: Memory, provider: ConstantCost, limit: int, workers: int
+    mem: Memory, provider: SlowPaidProvider, limit: int, workers: int
 ) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
@@ -117,7 +83,7 @@ async def test_a_budget_of_k_tokens_lets_exactly_the_calls_within_k_through(
 
 
 async def test_a_held_job_logs_one_event_and_resumes_in_the_next_period(
-    mem: Memory, provider: ConstantCost, clock: FixedClock
+    mem: Memory, provider: SlowPaidProvider, clock: FixedClock
 ) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
@@ -149,7 +115,7 @@ async def test_a_held_job_logs_one_event_and_resumes_in_the_next_period(
 
 
 async def test_raising_or_clearing_the_budget_runs_held_jobs_now(
-    mem: Memory, provider: ConstantCost
+    mem: Memory, provider: SlowPaidProvider
 ) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
@@ -171,10 +137,10 @@ async def test_raising_or_clearing_the_budget_runs_held_jobs_now(
     assert all(j.status is JobStatus.COMPLETED for j in await project_jobs(mem, scope))
 
 
-async def test_a_budget_in_dollars_holds_too(mem: Memory, provider: ConstantCost) -> None:
+async def test_a_budget_in_dollars_holds_too(mem: Memory, provider: SlowPaidProvider) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
-    per_call = (700 * 3.0 + 300 * 15.0) / 1e6  # list price of the model
+    per_call = (CALL_INPUT_TOKENS * 3.0 + CALL_OUTPUT_TOKENS * 15.0) / 1e6  # list price
     await mem.set_budget(scope, period="day", usd_limit=per_call * 2.5)
     await queue_edits(mem, scope, 5)
     await mem.drain()
@@ -183,7 +149,7 @@ async def test_a_budget_in_dollars_holds_too(mem: Memory, provider: ConstantCost
     assert status is not None and status.remaining_usd == pytest.approx(per_call * 0.5)
 
 
-async def test_budgets_are_per_project(mem: Memory, provider: ConstantCost) -> None:
+async def test_budgets_are_per_project(mem: Memory, provider: SlowPaidProvider) -> None:
     team, project = await mem.ensure_project("acme", "app")
     _, other = await mem.ensure_project("acme", "other")
     scope = Scope(team_id=team.id, project_id=project.id)
@@ -217,7 +183,7 @@ async def test_bad_budgets_name_the_field(
 
 
 async def test_a_429_with_retry_after_is_waited_out_by_every_worker(
-    mem: Memory, provider: ConstantCost, clock: FixedClock
+    mem: Memory, provider: SlowPaidProvider, clock: FixedClock
 ) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
@@ -253,7 +219,7 @@ async def test_a_429_with_retry_after_is_waited_out_by_every_worker(
     assert len(provider.requests) == calls + 4
 
 
-async def _die_mid_call(mem: Memory, provider: ConstantCost, job_id: str) -> None:
+async def _die_mid_call(mem: Memory, provider: SlowPaidProvider, job_id: str) -> None:
     """A worker passes the gate and claims ``job_id`` (one commit, as ``process`` does),
     then is killed before its provider call returns: nothing settles or releases."""
     gen = Generator(mem.deps, provider, worker_id="killed")
@@ -273,7 +239,7 @@ async def _tokens(n: int) -> int:
 
 @pytest.mark.parametrize("rescuer", ["reconcile", "another_worker"])
 async def test_a_killed_workers_reservation_is_given_back_when_its_lease_expires(
-    mem: Memory, provider: ConstantCost, clock: FixedClock, rescuer: str
+    mem: Memory, provider: SlowPaidProvider, clock: FixedClock, rescuer: str
 ) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
@@ -313,7 +279,7 @@ async def test_a_killed_workers_reservation_is_given_back_when_its_lease_expires
 
 
 async def test_erasing_a_project_removes_its_reservations(
-    mem: Memory, provider: ConstantCost
+    mem: Memory, provider: SlowPaidProvider
 ) -> None:
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)

@@ -5,7 +5,6 @@ the next minute, and run then."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -16,51 +15,21 @@ from claude_mem_core.adapters.inprocess_queue import InProcessQueue
 from claude_mem_core.domain.budgets import held_reason
 from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
 from claude_mem_core.domain.rate_limits import RateLimits, parse_rpm
-from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Usage
 from claude_mem_core.ports.storage import Storage
 from claude_mem_core.services import debounce
 from claude_mem_core.services.context import PipelineOptions
 from claude_mem_core.services.generation import Generator
 from claude_mem_core.testing.concurrent_workers import (
+    SlowPaidProvider,
     process_concurrently,
     project_jobs,
     queue_edits,
 )
-from claude_mem_core.testing.fakes import FixedClock, ScriptedProvider
-
-OBSERVATION = """<observation>
-  <type>change</type>
-  <title>Edited the redirect check</title>
-  <narrative>One edit to the auth middleware.</narrative>
-</observation>"""
+from claude_mem_core.testing.fakes import FixedClock
 
 # Half a minute in: the next window starts at 12:01:00, not a minute from now.
 START = datetime(2026, 6, 14, 12, 0, 30, tzinfo=UTC)
 NEXT_MINUTE = datetime(2026, 6, 14, 12, 1, tzinfo=UTC)
-
-
-class SlowProvider(ScriptedProvider):
-    """A provider whose every call takes a moment (so concurrent workers overlap)."""
-
-    def __init__(self, name: str = "anthropic") -> None:
-        super().__init__(default=OBSERVATION, model="claude-sonnet-4-5-20250929")
-        self.name = name
-        self.in_flight = self.most_at_once = 0
-
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        self.requests.append(request)
-        self.in_flight += 1
-        self.most_at_once = max(self.most_at_once, self.in_flight)
-        try:
-            await asyncio.sleep(0.03)
-        finally:
-            self.in_flight -= 1
-        return GenerationResult(
-            text=OBSERVATION,
-            provider=self.name,
-            model=self.model,
-            usage=Usage(input_tokens=700, output_tokens=300),
-        )
 
 
 @pytest.fixture
@@ -68,7 +37,7 @@ def clock() -> FixedClock:
     return FixedClock(START)
 
 
-def _memory(storage: Storage, clock: FixedClock, provider: SlowProvider, rpm: str) -> Memory:
+def _memory(storage: Storage, clock: FixedClock, provider: SlowPaidProvider, rpm: str) -> Memory:
     return Memory(
         storage=storage,
         queue=InProcessQueue(),
@@ -88,7 +57,7 @@ async def _queued(mem: Memory, n: int) -> tuple[Scope, list[str]]:
 async def test_k_calls_a_minute_whatever_the_number_of_workers(
     storage: Storage, clock: FixedClock, limit: int, workers: int
 ) -> None:
-    provider = SlowProvider()
+    provider = SlowPaidProvider()
     mem = _memory(storage, clock, provider, str(limit))
     scope, job_ids = await _queued(mem, 12)
 
@@ -119,7 +88,7 @@ async def test_k_calls_a_minute_whatever_the_number_of_workers(
 
 
 async def test_a_held_job_says_why_in_one_event(storage: Storage, clock: FixedClock) -> None:
-    provider = SlowProvider()
+    provider = SlowPaidProvider()
     mem = _memory(storage, clock, provider, "anthropic=2")
     scope, job_ids = await _queued(mem, 3)
     gen = Generator(mem.deps, provider, worker_id="w")
@@ -146,7 +115,7 @@ async def test_a_held_job_says_why_in_one_event(storage: Storage, clock: FixedCl
 async def test_a_call_the_rate_limit_refuses_gives_its_budget_back(
     storage: Storage, clock: FixedClock
 ) -> None:
-    provider = SlowProvider()
+    provider = SlowPaidProvider()
     mem = _memory(storage, clock, provider, "2")
     scope, job_ids = await _queued(mem, 5)
     await mem.set_budget(scope, period="day", token_limit=1_000_000)
@@ -161,7 +130,7 @@ async def test_a_call_the_rate_limit_refuses_gives_its_budget_back(
 async def test_a_spent_budget_holds_before_the_rate_limit_counts(
     storage: Storage, clock: FixedClock
 ) -> None:
-    provider = SlowProvider()
+    provider = SlowPaidProvider()
     mem = _memory(storage, clock, provider, "3")
     scope, job_ids = await _queued(mem, 4)
     await mem.set_budget(scope, period="day", token_limit=1_000)
@@ -177,7 +146,7 @@ async def test_a_spent_budget_holds_before_the_rate_limit_counts(
 async def test_a_debounced_batch_is_one_call_of_the_minute(
     storage: Storage, clock: FixedClock
 ) -> None:
-    provider = SlowProvider()
+    provider = SlowPaidProvider()
     mem = _memory(storage, clock, provider, "anthropic=1")
     team, project = await mem.ensure_project("acme", "app")
     scope = Scope(team_id=team.id, project_id=project.id)
@@ -220,7 +189,7 @@ async def test_limits_are_per_provider_and_free_providers_are_never_held(
     storage: Storage, clock: FixedClock
 ) -> None:
     for name in ("anthropic", "ollama"):
-        provider = SlowProvider(name)
+        provider = SlowPaidProvider(name)
         mem = _memory(storage, clock, provider, "openai=1")
         scope, job_ids = await _queued(mem, 3)
         await process_concurrently(mem.deps, provider, job_ids, 2)
@@ -228,7 +197,7 @@ async def test_limits_are_per_provider_and_free_providers_are_never_held(
         assert all(j.status is JobStatus.COMPLETED for j in await project_jobs(mem, scope))
         clock.advance(timedelta(hours=1).total_seconds())
 
-    provider = SlowProvider("ollama")
+    provider = SlowPaidProvider("ollama")
     mem = _memory(storage, clock, provider, "1")  # every paid provider: not a free one
     _, job_ids = await _queued(mem, 3)
     await process_concurrently(mem.deps, provider, job_ids, 2)

@@ -28,6 +28,10 @@ async def _project(storage: Storage) -> tuple[str, str]:
     return "t-budget", "p-budget"
 
 
+def _daily_tokens(team: str, project: str, limit: int) -> Budget:
+    return Budget(team_id=team, project_id=project, period="day", token_limit=limit, updated_at=AT)
+
+
 def _job(job_id: str) -> dict[str, Any]:
     """The job a reservation is for, and when it is made."""
     return {"job_id": job_id, "at": AT}
@@ -38,9 +42,7 @@ class BudgetContract:
 
     async def test_a_budget_is_set_replaced_and_cleared(self, storage: Storage) -> None:
         team, project = await _project(storage)
-        budget = Budget(
-            team_id=team, project_id=project, period="day", token_limit=10, updated_at=AT
-        )
+        budget = _daily_tokens(team, project, 10)
         async with storage.unit_of_work() as uow:
             assert await uow.budgets.put(budget)
             assert not await uow.budgets.put(
@@ -126,9 +128,7 @@ class BudgetContract:
 
     async def test_a_reservation_is_given_back_once(self, storage: Storage) -> None:
         team, project = await _project(storage)
-        budget = Budget(
-            team_id=team, project_id=project, period="day", token_limit=100, updated_at=AT
-        )
+        budget = _daily_tokens(team, project, 100)
         first = Reservation(
             job_id="a", team_id=team, project_id=project, start=AT, tokens=30, usd=0.0
         )
@@ -162,9 +162,7 @@ class BudgetContract:
 
     async def test_a_jobs_reservation_is_released_by_its_id(self, storage: Storage) -> None:
         team, project = await _project(storage)
-        budget = Budget(
-            team_id=team, project_id=project, period="day", token_limit=100, updated_at=AT
-        )
+        budget = _daily_tokens(team, project, 100)
         yesterday = AT - timedelta(days=1)
         async with storage.unit_of_work() as uow:
             await uow.budgets.put(budget)
@@ -211,9 +209,7 @@ class BudgetContract:
 
     async def test_a_job_holds_one_reservation(self, storage: Storage) -> None:
         team, project = await _project(storage)
-        budget = Budget(
-            team_id=team, project_id=project, period="day", token_limit=100, updated_at=AT
-        )
+        budget = _daily_tokens(team, project, 100)
         async with storage.unit_of_work() as uow:
             await uow.budgets.put(budget)
             assert await uow.budgets.reserve(
@@ -240,9 +236,7 @@ class BudgetContract:
 
     async def test_racing_releases_give_back_once(self, storage: Storage) -> None:
         team, project = await _project(storage)
-        budget = Budget(
-            team_id=team, project_id=project, period="day", token_limit=1_000, updated_at=AT
-        )
+        budget = _daily_tokens(team, project, 1_000)
         async with storage.unit_of_work() as uow:
             await uow.budgets.put(budget)
             assert await uow.budgets.reserve(

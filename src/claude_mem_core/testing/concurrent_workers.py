@@ -7,11 +7,56 @@ import asyncio
 from collections.abc import Sequence
 
 from claude_mem_core.domain.models import GenerationJob, Scope
+from claude_mem_core.errors import ProviderError
 from claude_mem_core.facade import Memory
-from claude_mem_core.ports.provider import Provider
+from claude_mem_core.ports.provider import GenerationRequest, GenerationResult, Provider, Usage
 from claude_mem_core.ports.storage import JobFilter, Page
 from claude_mem_core.services.context import Deps
 from claude_mem_core.services.generation import Generator
+from claude_mem_core.testing.fakes import ScriptedProvider
+
+EDIT_OBSERVATION = """<observation>
+  <type>change</type>
+  <title>Edited the redirect check</title>
+  <narrative>One edit to the auth middleware.</narrative>
+</observation>"""
+
+# What every call of a :class:`SlowPaidProvider` costs (more than the prompt, ~500 tokens).
+CALL_INPUT_TOKENS = 700
+CALL_OUTPUT_TOKENS = 300
+CALL_SECONDS = 0.03
+
+
+class SlowPaidProvider(ScriptedProvider):
+    """A paid provider (``name``) whose every call takes :data:`CALL_SECONDS`, so concurrent
+    workers overlap, and costs :data:`CALL_INPUT_TOKENS` + :data:`CALL_OUTPUT_TOKENS`; a
+    ``ProviderError`` in its script is raised by the next call. ``most_at_once``: the most
+    calls that were in flight together."""
+
+    def __init__(self, name: str = "anthropic") -> None:
+        super().__init__(default=EDIT_OBSERVATION, model="claude-sonnet-4-5-20250929")
+        self.name = name
+        self.in_flight = self.most_at_once = 0
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            await asyncio.sleep(CALL_SECONDS)
+        finally:
+            self.in_flight -= 1
+        if self.script:
+            reply = self.script.popleft()
+            if isinstance(reply, ProviderError):
+                raise reply
+        return GenerationResult(
+            text=EDIT_OBSERVATION,
+            provider=self.name,
+            model=self.model,
+            usage=Usage(input_tokens=CALL_INPUT_TOKENS, output_tokens=CALL_OUTPUT_TOKENS),
+        )
+
 
 # How long a worker waits before taking again a job another worker held a moment ago.
 BUSY_PAUSE_S = 0.002
