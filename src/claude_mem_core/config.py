@@ -51,6 +51,18 @@ def _int(value: str | None, default: int, *, name: str, minimum: int = 1) -> int
     return parsed
 
 
+SEARCH_SNAPSHOT_POSTINGS_ENV = "CLAUDE_MEM_SEARCH_SNAPSHOT_POSTINGS"
+
+
+def search_snapshot_postings(env: Mapping[str, str]) -> int | None:
+    """How many postings PostgreSQL's search snapshots may hold in memory (None: the
+    adapter's default; 0: search in SQL only)."""
+    value = env.get(SEARCH_SNAPSHOT_POSTINGS_ENV)
+    if value is None or not value.strip():
+        return None
+    return _int(value, 0, name=SEARCH_SNAPSHOT_POSTINGS_ENV, minimum=0)
+
+
 def _float(value: str | None, default: float, *, name: str) -> float:
     if value is None or not value.strip():
         return default

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from claude_mem_core.adapters import queue_from_url, storage_from_url
+from claude_mem_core.config import search_snapshot_postings
 from claude_mem_core.domain.models import (
     AgentEvent,
     ApiKey,
@@ -493,7 +494,11 @@ async def open_memory(
     if tracer is None:
         tracer = tracer_from_env(os.environ if env is None else env)
     try:
-        storage = storage_from_url(url, clock=clock)
+        storage = storage_from_url(
+            url,
+            clock=clock,
+            search_snapshot_postings=search_snapshot_postings(os.environ if env is None else env),
+        )
     except BaseException:
         if embedder is not None:
             await embedder.aclose()

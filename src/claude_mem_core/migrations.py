@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # The newest revision in alembic/versions. Bump it with every new migration (a test checks
 # that it matches the scripts), so check_schema needs no file access at run time.
-HEAD_REVISION = "0020"
+HEAD_REVISION = "0021"
 
 MIGRATE_HINT = "run `claude-mem migrate`"
 

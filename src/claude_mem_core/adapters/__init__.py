@@ -28,9 +28,12 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def storage_from_url(url: str, *, clock: Clock | None = None) -> Storage:
+def storage_from_url(
+    url: str, *, clock: Clock | None = None, search_snapshot_postings: int | None = None
+) -> Storage:
     """The storage adapter for ``url``; ``clock`` (the one services use) decides in the
-    adapter whether a key has expired."""
+    adapter whether a key has expired; ``search_snapshot_postings``: PostgreSQL's search
+    snapshots' budget (``SqlAlchemyStorage``)."""
     url = normalize_database_url(url.strip())
     if url.startswith("memory://"):
         from claude_mem_core.adapters.memory import InMemoryStorage
@@ -43,7 +46,9 @@ def storage_from_url(url: str, *, clock: Clock | None = None) -> Storage:
         except ImportError as exc:
             raise MissingExtra("SQL storage", extra) from exc
         try:
-            return SqlAlchemyStorage.from_url(url, clock=clock)
+            return SqlAlchemyStorage.from_url(
+                url, clock=clock, search_snapshot_postings=search_snapshot_postings
+            )
         except ImportError as exc:
             raise MissingExtra("SQL storage", extra) from exc
     raise ConfigurationError(

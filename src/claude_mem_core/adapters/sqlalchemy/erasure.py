@@ -27,6 +27,7 @@ from sqlalchemy.engine import RowMapping
 from claude_mem_core.adapters.sqlalchemy import dialects, supersession
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
+from claude_mem_core.adapters.sqlalchemy.passage_writes import change_stamp
 from claude_mem_core.ports.erasure import ErasedRows
 
 # Ids per statement: far below SQLite's and PostgreSQL's limits on bound parameters.
@@ -217,6 +218,7 @@ class ErasureRepo:
                         tokens=max(tokens, 0),
                         min_length=min(int(r["min_length"]) for r in rows),
                         max_passages=max(int(r["max_passages"]) for r in rows),
+                        changes=change_stamp(db.dialect),
                     )
                 )
         df = Counter(term for p in passages for term in (p["tf"] or {}))

@@ -22,6 +22,7 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from claude_mem_core.adapters.sqlalchemy import dialects
+from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.driver import driver_sql
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.passages import Passage
@@ -98,27 +99,72 @@ _PASSAGE_COLUMNS = "team_id, project_id, observation_id, origin, event_id, ordin
 _PASSAGE_COLUMNS += "length, tf, terms, terms_hi"
 
 
-def pg_passage_ctes(passages: str, stats: str, terms: str, when: str) -> str:
+# The id of the writing transaction: a ``search_stats`` row's change stamp (revision 0021).
+PG_CHANGE_STAMP = "pg_current_xact_id()::text::bigint"
+
+
+def change_stamp(dialect: str) -> sa.ColumnElement[int]:
+    """The change stamp a writer sets on the statistics row it writes (0 on SQLite, which
+    has no snapshot to tell)."""
+    if dialect == dialects.POSTGRES:
+        return sa.literal_column(PG_CHANGE_STAMP, sa.BigInteger)
+    return sa.literal(0, sa.BigInteger)
+
+
+async def touch_statistics(db_execute: Any, team_id: str, project_id: str, dialect: str) -> None:
+    """Stamp one of the project's statistics rows (the lowest shard): a write that changes
+    how passages score without adding or removing any (their weights)."""
+    if dialect != dialects.POSTGRES:
+        return
+    st = t.search_stats.c
+    lowest = (
+        sa.select(sa.func.min(st.shard))
+        .where(st.team_id == team_id, st.project_id == project_id)
+        .scalar_subquery()
+    )
+    await db_execute(
+        sa.update(t.search_stats)
+        .where(st.team_id == team_id, st.project_id == project_id, st.shard == lowest)
+        .values(changes=change_stamp(dialect))
+    )
+
+
+def pg_passage_ctes(passages: str, stats: str, terms: str, when: str, *, revision: int = 21) -> str:
     """The data-modifying CTEs (``pa``, ``pa_stats``, ``pa_terms``) that write passages and
     count them in the statistics, given the SQL of their JSON parameters
     (:func:`pg_passage_params`; rows read over the tables' own row types) and a condition
     (``when``): for :func:`add_passages`, and for a job's step in one statement
-    (``JobRepo.advance``). Kept short: psycopg caches the conversion of statements up to
-    4 kB only."""
+    (``JobRepo.advance``). The statistics row written takes the transaction's change
+    stamp. ``revision``: the schema written to (older ones for migrations that reindex).
+    Kept short: psycopg caches the conversion of statements up to 4 kB only."""
 
     def rows(table: str, param: str) -> str:
         return f"json_populate_recordset(NULL::{table}, CAST({param} AS json)) WHERE {when}"
 
-    return (
-        f"pa AS (INSERT INTO search_passages ({_PASSAGE_COLUMNS}) SELECT {_PASSAGE_COLUMNS} "
-        f"FROM {rows('search_passages', passages)} RETURNING 1), "
-        f"pa_stats AS (INSERT INTO search_stats SELECT * FROM {rows('search_stats', stats)} "
-        "ON CONFLICT (team_id, project_id, shard) DO UPDATE SET "
+    columns = "team_id, project_id, shard, passages, tokens, min_length"
+    values = columns
+    updates = (
         "passages = search_stats.passages + excluded.passages, "
         "tokens = search_stats.tokens + excluded.tokens, "
-        "min_length = least(search_stats.min_length, excluded.min_length), "
-        "max_passages = greatest(search_stats.max_passages, excluded.max_passages) "
-        "RETURNING 1), "
+        "min_length = least(search_stats.min_length, excluded.min_length)"
+    )
+    passage_columns = _PASSAGE_COLUMNS
+    if revision >= 5:
+        columns += ", max_passages"
+        values += ", max_passages"
+        updates += ", max_passages = greatest(search_stats.max_passages, excluded.max_passages)"
+    else:
+        passage_columns = passage_columns.replace(", terms_hi", "")
+    if revision >= 21:
+        columns += ", changes"
+        values += f", {PG_CHANGE_STAMP}"
+        updates += ", changes = excluded.changes"
+    return (
+        f"pa AS (INSERT INTO search_passages ({passage_columns}) SELECT {passage_columns} "
+        f"FROM {rows('search_passages', passages)} RETURNING 1), "
+        f"pa_stats AS (INSERT INTO search_stats ({columns}) SELECT {values} "
+        f"FROM {rows('search_stats', stats)} "
+        f"ON CONFLICT (team_id, project_id, shard) DO UPDATE SET {updates} RETURNING 1), "
         f"pa_terms AS (INSERT INTO search_terms SELECT * FROM {rows('search_terms', terms)} "
         "ON CONFLICT (team_id, project_id, term, shard) DO UPDATE SET "
         "df = search_terms.df + excluded.df, "
@@ -142,15 +188,14 @@ def pg_passage_params(passages: Sequence[Passage]) -> dict[str, Any]:
     }
 
 
-PG_ADD_PASSAGES = (
-    "WITH "
-    + pg_passage_ctes("%(passages)s", "%(passage_stats)s", "%(passage_terms)s", "true")
-    + " SELECT count(*) FROM pa"
-)
-# The same on revision 0003's schema (its own migration writes passages with it).
-_PG_ADD_PASSAGES_0003 = PG_ADD_PASSAGES.replace(
-    ", max_passages = greatest(search_stats.max_passages, excluded.max_passages) ", " "
-).replace(", terms_hi", "")
+def _pg_add_passages(revision: int = 21) -> str:
+    ctes = pg_passage_ctes(
+        "%(passages)s", "%(passage_stats)s", "%(passage_terms)s", "true", revision=revision
+    )
+    return f"WITH {ctes} SELECT count(*) FROM pa"
+
+
+PG_ADD_PASSAGES = _pg_add_passages()
 
 _SQLITE_PASSAGE_INSERT = sa.text(
     "INSERT INTO search_passages (team_id, project_id, observation_id, origin, event_id, "
@@ -200,11 +245,12 @@ def add_passages_sync(conn: sa.Connection, passages: Sequence[Passage]) -> None:
     (``search_stats.max_passages``, ``search_passages.terms_hi``)."""
     if not passages:
         return
-    current = "max_passages" in {c["name"] for c in sa.inspect(conn).get_columns("search_stats")}
+    present = {c["name"] for c in sa.inspect(conn).get_columns("search_stats")}
+    current = "max_passages" in present
     if conn.dialect.name == dialects.POSTGRES:
         # Rows are read over the table's own row type: a key it lacks is ignored.
-        sql = PG_ADD_PASSAGES if current else _PG_ADD_PASSAGES_0003
-        conn.exec_driver_sql(sql, pg_passage_params(passages))
+        revision = 21 if "changes" in present else 5 if current else 3
+        conn.exec_driver_sql(_pg_add_passages(revision), pg_passage_params(passages))
         return
     for statement, rows in sqlite_passage_writes(passages):
         if statement is _SQLITE_STATS_UPSERT and not current:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+from sqlalchemy import exc
 
 from claude_mem_core import errors
 from claude_mem_core.adapters.sqlalchemy import dialects, passage_writes
@@ -21,10 +22,14 @@ from claude_mem_core.domain.passages import Passage
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.ports.storage import SearchHit
 
+if TYPE_CHECKING:  # numpy is only imported where PostgreSQL is used
+    from claude_mem_core.adapters.sqlalchemy.resident_search import ResidentSearch
+
 
 class SearchIndexRepo:
-    def __init__(self, db: _Db) -> None:
+    def __init__(self, db: _Db, resident: ResidentSearch | None = None) -> None:
         self._db = db
+        self._resident = resident
 
     async def add(self, passages: Sequence[Passage]) -> None:
         if not passages:
@@ -58,17 +63,22 @@ class SearchIndexRepo:
         # stays in autocommit (see _Db._before), so the statement, audit row included, is
         # its own transaction, committed when it returns.
         try:
-            found, audited = await search_sql.search(
-                self._db.conn,
-                team_id,
-                project_id,
-                query,
-                max(limit, 0),
-                audit=values,
-                kind=kind,
+            answered = await self._resident_search(
+                team_id, project_id, query, max(limit, 0), values, kind
             )
+            if answered is None:
+                answered = await search_sql.search(
+                    self._db.conn,
+                    team_id,
+                    project_id,
+                    query,
+                    max(limit, 0),
+                    audit=values,
+                    kind=kind,
+                )
         except errors.NotFound as e:
             raise errors.NotFound("Project not found") from e
+        found, audited = answered
         hits = [
             SearchHit(
                 observation=_observation(row),  # type: ignore[arg-type]
@@ -90,3 +100,27 @@ class SearchIndexRepo:
         if audited is False:
             raise errors.Forbidden("Invalid API key or insufficient scope")
         return hits
+
+    async def _resident_search(
+        self,
+        team_id: str,
+        project_id: str,
+        query: Query,
+        limit: int,
+        audit: dict[str, Any] | None,
+        kind: str | None,
+    ) -> tuple[search_sql.Found, bool | None] | None:
+        """Through the project's snapshot in memory (PostgreSQL), when there is a current
+        one and this unit of work has not written (its own writes are not in any
+        snapshot); None: search in SQL."""
+        resident = self._resident
+        if resident is None or self._db.lazy_driver is None or limit <= 0:
+            return None
+        if "\x00" in team_id or "\x00" in project_id or query.is_empty:
+            return None
+        try:
+            return await resident.search(
+                self._db.conn, team_id, project_id, query, limit, audit=audit, kind=kind
+            )
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found="project_id must belong to team_id") from e

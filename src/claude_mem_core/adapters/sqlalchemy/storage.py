@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
@@ -44,11 +44,23 @@ from claude_mem_core.ports.change_feed import ChangeFeed
 from claude_mem_core.ports.clock import Clock, SystemClock
 from claude_mem_core.ports.storage import FreshEvent, FreshMemory, UnitOfWork
 
+if TYPE_CHECKING:
+    from claude_mem_core.adapters.sqlalchemy.resident_search import ResidentSearch
+
 
 class SqlAlchemyStorage:
     """:class:`~claude_mem_core.ports.storage.Storage` on PostgreSQL or SQLite."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock | None = None,
+        search_snapshot_postings: int | None = None,
+    ) -> None:
+        """``search_snapshot_postings``: PostgreSQL only, how many postings the search
+        snapshots held in memory may hold together (``resident_search``; None: its
+        default, 0: search in SQL only)."""
         dialect = engine.dialect.name
         if dialect not in (dialects.POSTGRES, dialects.SQLITE):
             raise errors.ConfigurationError(f"unsupported database dialect {dialect!r}")
@@ -57,20 +69,32 @@ class SqlAlchemyStorage:
         self._clock: Clock = clock or SystemClock()
         self.name = "postgres" if dialect == dialects.POSTGRES else "sqlite"
         self._change_feed: ChangeFeed | None = None
+        self.resident_search = _resident_search(engine, dialect, search_snapshot_postings)
 
     @classmethod
     def from_url(
-        cls, url: str | URL, *, clock: Clock | None = None, **engine_options: Any
+        cls,
+        url: str | URL,
+        *,
+        clock: Clock | None = None,
+        search_snapshot_postings: int | None = None,
+        **engine_options: Any,
     ) -> SqlAlchemyStorage:
         """Build the engine with :func:`dialects.create_engine` (pool, PRAGMAs, BEGIN IMMEDIATE)."""
-        return cls(dialects.create_engine(url, **engine_options), clock=clock)
+        return cls(
+            dialects.create_engine(url, **engine_options),
+            clock=clock,
+            search_snapshot_postings=search_snapshot_postings,
+        )
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return _UnitOfWorkContext(self._engine, self._dialect, self._clock)
+        return _UnitOfWorkContext(
+            self._engine, self._dialect, self._clock, resident=self.resident_search
+        )
 
     def change_feed(self) -> ChangeFeed:
         if self._change_feed is None:
@@ -114,7 +138,25 @@ class SqlAlchemyStorage:
             raise error from e
 
     async def close(self) -> None:
+        if self.resident_search is not None:
+            await self.resident_search.close()
         await dialects.close_engine(self._engine)
+
+
+def _resident_search(
+    engine: AsyncEngine, dialect: str, postings: int | None
+) -> ResidentSearch | None:
+    """PostgreSQL's search snapshots, unless turned off (or numpy is missing: the
+    ``postgres`` extra brings it)."""
+    if dialect != dialects.POSTGRES or postings == 0:
+        return None
+    try:
+        from claude_mem_core.adapters.sqlalchemy.resident_search import ResidentSearch
+    except ImportError:
+        return None
+    if postings is None:
+        return ResidentSearch(engine)
+    return ResidentSearch(engine, budget=postings)
 
 
 __all__ = ["SqlAlchemyStorage", "event_from_row", "observation_from_row"]

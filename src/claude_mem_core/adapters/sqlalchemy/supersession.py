@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
+from claude_mem_core.adapters.sqlalchemy.passage_writes import touch_statistics
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.supersession import current
 
@@ -61,10 +62,12 @@ async def lock(db: _Db, team_id: str, project_id: str, subjects: Collection[str]
 async def set_weight(
     db: _Db, team_id: str, project_id: str, observation_ids: Sequence[str], weight: float
 ) -> None:
-    """Set the ranking weight of these observations' passages."""
+    """Set the ranking weight of these observations' passages (and stamp the project's
+    statistics when one changed: search snapshots must see it)."""
     p = t.search_passages.c
+    changed = 0
     for chunk in _chunks(sorted(set(observation_ids))):
-        await db.execute(
+        result = await db.execute(
             sa.update(t.search_passages)
             .where(
                 p.observation_id.in_(chunk),
@@ -74,6 +77,9 @@ async def set_weight(
             )
             .values(weight=weight)
         )
+        changed += max(int(result.rowcount or 0), 0)
+    if changed:
+        await touch_statistics(db.execute, team_id, project_id, db.dialect)
 
 
 async def weigh(db: _Db, team_id: str, project_id: str, observation_ids: Sequence[str]) -> None:

@@ -456,6 +456,9 @@ search_stats = sa.Table(
     # The most passages one observation has: how much an observation's next best passages
     # can add to its best (ranking.observation_score), which bounds PostgreSQL's pruning.
     sa.Column("max_passages", sa.BigInteger, nullable=False, server_default=sa.text("1")),
+    # PostgreSQL: the id of the last transaction that wrote this row, so the sum over a
+    # project's rows changes with any write (a search snapshot's check, revision 0021).
+    sa.Column("changes", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     _project_scope_fk("search_stats"),
 )
 

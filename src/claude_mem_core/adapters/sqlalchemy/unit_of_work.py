@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -30,6 +30,9 @@ from claude_mem_core.adapters.sqlalchemy.vectors import SearchVectorRepo
 from claude_mem_core.ports.clock import Clock
 from claude_mem_core.ports.storage import UnitOfWork
 
+if TYPE_CHECKING:
+    from claude_mem_core.adapters.sqlalchemy.resident_search import ResidentSearch
+
 
 class SqlAlchemyUnitOfWork:
     def __init__(
@@ -38,6 +41,7 @@ class SqlAlchemyUnitOfWork:
         dialect_name: str,
         driver: Any | None = None,
         clock: Clock | None = None,
+        resident: ResidentSearch | None = None,
     ) -> None:
         db = _Db(conn, dialect_name, driver, clock)
         self.teams = TeamRepo(db)
@@ -49,7 +53,7 @@ class SqlAlchemyUnitOfWork:
         self.job_events = JobEventRepo(db)
         self.observations = ObservationRepo(db)
         self.sources = SourceRepo(db)
-        self.search = SearchIndexRepo(db)
+        self.search = SearchIndexRepo(db, resident)
         self.audit = AuditRepo(db)
         self.vectors = SearchVectorRepo(db)
         self.erasure = ErasureRepo(db)
@@ -63,7 +67,15 @@ class SqlAlchemyUnitOfWork:
 class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
     """Commit on normal exit, roll back on an exception; the connection always returns."""
 
-    def __init__(self, engine: AsyncEngine, dialect_name: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        dialect_name: str,
+        clock: Clock | None = None,
+        *,
+        resident: ResidentSearch | None = None,
+    ) -> None:
+        self._resident = resident
         self._engine = engine
         self._dialect = dialect_name
         self._clock = clock
@@ -91,7 +103,7 @@ class _UnitOfWorkContext(AbstractAsyncContextManager[UnitOfWork]):
             await conn.close()
             raise
         self._conn, self._driver = conn, driver
-        return SqlAlchemyUnitOfWork(conn, self._dialect, driver, self._clock)
+        return SqlAlchemyUnitOfWork(conn, self._dialect, driver, self._clock, self._resident)
 
     async def __aexit__(
         self,

@@ -1,0 +1,214 @@
+"""One project's search statistics held in the server's memory, ranked with numpy.
+
+PostgreSQL spends most of a search visiting postings inside one large statement (about
+10 ms of its CPU a query at 20k memories, docs/performance.md). This is the same model
+(:mod:`claude_mem_core.domain.ranking`) over arrays: each term's postings (passage
+positions and weighted frequencies), each passage's length factor, event factor, weight
+and observation, each observation's kind and ``updated_at``. Scores are computed with the
+same operations in the same order as :func:`ranking.passage_score` and
+:func:`ranking.observation_score`, so they equal the in-memory adapter's bit for bit, and
+PostgreSQL's to rounding.
+
+It holds numbers and ids only: no text. The rows and evidence a search returns are read
+from the database by id (:mod:`claude_mem_core.adapters.sqlalchemy.resident_search`),
+together with the project's change stamp, which says whether this snapshot is still the
+project's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from claude_mem_core.domain import ranking
+from claude_mem_core.domain.tokens import Query
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
+# The project's change stamp: (sum of the statistics rows' change stamps, passages, rows).
+Version = tuple[int, int, int]
+
+
+@attrs.frozen
+class Posting:
+    """A term's passages (positions in the snapshot, ascending) and weighted frequencies."""
+
+    at: Ints
+    frequency: Floats
+
+
+@attrs.frozen
+class RankedHit:
+    observation_id: str
+    score: float
+    # The passages that counted, best first: (passage id, passage score).
+    evidence: tuple[tuple[int, float], ...]
+
+
+@attrs.frozen
+class ProjectSnapshot:
+    """One project's passages and observations as of ``version``."""
+
+    version: Version
+    passage_ids: Ints  # ascending
+    passage_observation: Ints  # position in observation_ids
+    passage_norm: Floats  # ranking's K1 * (1 - B + B * length / PIVOT_LENGTH)
+    passage_event: Floats  # ranking.EVENT_FACTOR or 1.0
+    passage_weight: Floats
+    observation_ids: tuple[str, ...]
+    observation_kind: Ints  # a code of kind_codes
+    kind_codes: dict[str, int]
+    observation_updated: Ints  # microseconds since the epoch
+    postings: dict[str, Posting]
+
+    @property
+    def passages(self) -> int:
+        return len(self.passage_ids)
+
+    @property
+    def size(self) -> int:
+        """Postings and passages held: what a memory budget counts."""
+        return sum(len(p.at) for p in self.postings.values()) + self.passages
+
+    def rank(self, query: Query, limit: int, *, kind: str | None = None) -> list[RankedHit]:
+        """The best ``limit`` observations, as every backend ranks them."""
+        strings = ranking.query_strings(query)
+        if not strings or limit <= 0 or not self.passages:
+            return []
+        lists = [self.postings.get(s) for s in strings]
+        if all(p is None for p in lists):
+            return []
+        # Candidates through a mark per passage: cheaper than sorting the postings.
+        mark = np.zeros(self.passages, dtype=bool)
+        for posting in lists:
+            if posting is not None:
+                mark[posting.at] = True
+        candidates = np.flatnonzero(mark)
+        if kind is not None:
+            code = self.kind_codes.get(kind)
+            if code is None:
+                return []
+            candidates = candidates[
+                self.observation_kind[self.passage_observation[candidates]] == code
+            ]
+            if not len(candidates):
+                return []
+        slot = np.full(self.passages, -1, dtype=np.int64)
+        slot[candidates] = np.arange(len(candidates))
+        width = len(candidates)
+        present = np.zeros((len(strings), width), dtype=bool)
+        frequency = np.zeros((len(strings), width), dtype=np.float64)
+        for i, posting in enumerate(lists):
+            if posting is not None:
+                at = slot[posting.at]
+                kept = at >= 0
+                present[i, at[kept]] = True
+                frequency[i, at[kept]] = posting.frequency[kept]
+        counted = self._counted(query, strings, present)
+        norm = self.passage_norm[candidates]
+        total = float(self.passages)
+        score = np.zeros(width, dtype=np.float64)
+        k1_plus = ranking.K1 + 1.0
+        for i, posting in enumerate(lists):  # query order: every backend adds in one order
+            if posting is None:
+                continue
+            idf = ranking.idf(total, float(len(posting.at)))
+            f = frequency[i]
+            score = score + np.where(counted[i], idf * f * k1_plus / (f + norm), 0.0)
+        score = score * self.passage_event[candidates] * self.passage_weight[candidates]
+        matched = score > 0
+        return self._top(candidates[matched], score[matched], limit)
+
+    @staticmethod
+    def _counted(
+        query: Query, strings: Sequence[str], present: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.bool_]:
+        """Per string and candidate: does it count (``ranking.matched_strings``)?"""
+        index = {s: i for i, s in enumerate(strings)}
+        gate = np.zeros_like(present)
+        for term in query.terms:
+            whole = index[term.term]
+            matches = present[whole].copy()
+            if term.parts:
+                matches |= np.logical_and.reduce([present[index[p]] for p in term.parts])
+            for s in dict.fromkeys((term.term, *term.parts)):
+                gate[index[s]] |= matches
+        return gate & present
+
+    def _top(self, at: Ints, score: Floats, limit: int) -> list[RankedHit]:
+        if not len(at):
+            return []
+        observation = self.passage_observation[at]
+        at, score, observation = self._reachable(at, score, observation, limit)
+        passage_id = self.passage_ids[at]
+        # By observation, then score descending, then passage id (SQL's and Python's order).
+        order = np.lexsort((passage_id, -score, observation))
+        observation, score, passage_id = observation[order], score[order], passage_id[order]
+        starts = np.flatnonzero(np.r_[True, observation[1:] != observation[:-1]])
+        ends = np.r_[starts[1:], len(observation)]
+        total = score[starts].copy()
+        for nth in range(1, ranking.EVIDENCE_PASSAGES):  # added one at a time, best first
+            has = starts + nth < ends
+            support = np.where(has, score[np.minimum(starts + nth, len(score) - 1)], 0.0)
+            total = np.where(has, total + ranking.SUPPORT_WEIGHT * support, total)
+        groups = np.arange(len(starts))
+        if len(groups) > limit:
+            # Every group scoring at least the limit-th best, ties at the cut included.
+            cut = np.partition(total, len(total) - limit)[len(total) - limit]
+            near = total >= cut
+            groups, total = groups[near], total[near]
+        owners = observation[starts]
+        ids, updated = self.observation_ids, self.observation_updated
+        chosen = sorted(
+            zip(groups.tolist(), total.tolist(), strict=True),
+            key=lambda g: (-g[1], -int(updated[owners[g[0]]]), ids[owners[g[0]]]),
+        )[:limit]
+        hits = []
+        for group, value in chosen:
+            start = int(starts[group])
+            stop = min(int(ends[group]), start + ranking.EVIDENCE_PASSAGES)
+            evidence = tuple((int(passage_id[n]), float(score[n])) for n in range(start, stop))
+            hits.append(RankedHit(ids[owners[group]], value, evidence))
+        return hits
+
+    @staticmethod
+    def _reachable(
+        at: Ints, score: Floats, observation: Ints, limit: int
+    ) -> tuple[Ints, Floats, Ints]:
+        """The passages of the observations that can reach the top ``limit``.
+
+        An observation scores at least its best passage, and at most that times
+        :data:`_MOST_SUPPORT`. The best passages (a few per observation wanted) give a
+        lower bound θ of the limit-th observation score; an observation whose best passage
+        is below θ / ``_MOST_SUPPORT`` cannot reach it, and none of its passages are
+        grouped (grouping sorts, the rest does not)."""
+        wanted = limit * ranking.EVIDENCE_PASSAGES
+        if len(score) <= 4 * wanted:
+            return at, score, observation
+        head = np.argpartition(score, len(score) - wanted)[len(score) - wanted :]
+        best: dict[int, float] = {}
+        for o, s in zip(observation[head].tolist(), score[head].tolist(), strict=True):
+            if s > best.get(o, 0.0):
+                best[o] = s
+        if len(best) < limit:
+            return at, score, observation
+        theta = sorted(best.values(), reverse=True)[limit - 1]
+        # A margin for rounding: the bound is exact in real numbers, not in floats.
+        floor = theta / _MOST_SUPPORT * (1.0 - 1e-9)
+        owners = np.zeros(int(observation.max()) + 1, dtype=bool)
+        owners[observation[score >= floor]] = True
+        keep = owners[observation]
+        return at[keep], score[keep], observation[keep]
+
+
+# What an observation's next best passages can add to its best, at most.
+_MOST_SUPPORT = 1.0 + ranking.SUPPORT_WEIGHT * (ranking.EVIDENCE_PASSAGES - 1)
+
+
+def norm_of(lengths: Floats) -> Floats:
+    """``ranking._norm`` over an array, with the same operations."""
+    return ranking.K1 * (1.0 - ranking.B + ranking.B * lengths / ranking.PIVOT_LENGTH)
