@@ -7,6 +7,7 @@ Each test uses two storages on one database: ``sql`` searches with the statement
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -19,7 +20,11 @@ from hypothesis import strategies as st
 
 from claude_mem_core import errors
 from claude_mem_core.adapters.sqlalchemy import SqlAlchemyStorage
-from claude_mem_core.adapters.sqlalchemy.resident_search import ResidentSearch
+from claude_mem_core.adapters.sqlalchemy.resident_search import (
+    MIN_REFRESH_SECONDS,
+    WRITE_NUDGE_SECONDS,
+    ResidentSearch,
+)
 from claude_mem_core.domain.models import AuditEntry, Observation, Project, Team
 from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.domain.tokens import parse_query
@@ -167,6 +172,22 @@ async def test_the_snapshot_ranks_as_the_statement_does(
     for kind in KINDS:
         await world.observe(sql, project, [_sentence(rng) for _ in range(rng.randint(0, 25))], kind)
     await _loaded(resident, project)
+    await _compare(sql, resident, project, rng)
+    # Then more writes and new weights, which the snapshot takes in without a full load.
+    added = await world.observe(sql, project, [_sentence(rng) for _ in range(rng.randint(1, 9))])
+    heavier = rng.sample(added, rng.randint(0, len(added)))
+    await _reweigh(sql, project, [o.id for o in heavier])
+    index = _index(resident)
+    loads = index.loads
+    await _search(resident, project, WORDS[0])  # finds it stale: brought up to date soon
+    await _settled(resident)
+    assert index.loads == loads  # read only what changed
+    await _compare(sql, resident, project, rng)
+
+
+async def _compare(
+    sql: SqlAlchemyStorage, resident: SqlAlchemyStorage, project: Project, rng: random.Random
+) -> None:
     before = _index(resident).answered
     for _ in range(8):
         query = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
@@ -179,6 +200,24 @@ async def test_the_snapshot_ranks_as_the_statement_does(
     assert _index(resident).answered == before + 8  # every one through the snapshot
 
 
+async def _reweigh(storage: SqlAlchemyStorage, project: Project, ids: list[str]) -> None:
+    from claude_mem_core.adapters.sqlalchemy import supersession
+    from claude_mem_core.domain import ranking
+
+    async with storage.unit_of_work() as uow:
+        db = uow.search._db  # type: ignore[attr-defined]
+        await db.begin_writes()
+        await supersession.set_weight(
+            db, project.team_id, project.id, ids, ranking.SUPERSEDED_WEIGHT
+        )
+
+
+async def _settled(storage: SqlAlchemyStorage) -> None:
+    """Wait until the loads due (a stale snapshot's, a write's nudge) have run."""
+    await asyncio.sleep(max(MIN_REFRESH_SECONDS, WRITE_NUDGE_SECONDS) + 0.1)
+    await _index(storage).wait_loaded()
+
+
 async def test_a_write_after_the_snapshot_is_found_at_once(
     sql: SqlAlchemyStorage, resident: SqlAlchemyStorage
 ) -> None:
@@ -187,17 +226,29 @@ async def test_a_write_after_the_snapshot_is_found_at_once(
     await world.observe(sql, project, ["login redirect fixed in auth/middleware.py"] * 3)
     await _loaded(resident, project)
     [new] = await world.observe(sql, project, ["the quokka deploy broke the login"])
+    index = _index(resident)
+    answered, refreshes = index.answered, index.refreshes
     found = await _search(resident, project, "quokka")
     assert [h.observation.id for h in found] == [new.id]
-    # The stale snapshot is reloaded in the background, and then answers again.
-    await _index(resident).wait_loaded()
-    index = _index(resident)
-    index.found_stale((project.team_id, project.id), index.usable((project.team_id, project.id)))
-    index._entries[(project.team_id, project.id)].next_load = 0.0
-    assert index.usable((project.team_id, project.id)) is None
-    await index.wait_loaded()
-    answered = index.answered
+    assert index.answered == answered  # the stale snapshot did not answer
+    # It is brought up to date from what changed, and then answers again.
+    await _settled(resident)
+    assert index.refreshes == refreshes + 1
     assert [h.observation.id for h in await _search(resident, project, "quokka")] == [new.id]
+    assert index.answered == answered + 1
+
+
+async def test_writes_here_keep_a_searched_project_warm(resident: SqlAlchemyStorage) -> None:
+    world = World()
+    project = await world.tenant(resident)
+    await world.observe(resident, project, ["ibis cache ttl"])
+    await _loaded(resident, project)
+    [new] = await world.observe(resident, project, ["ibis lock timeout"])
+    await _settled(resident)  # no search in between: the write asked for the refresh
+    index = _index(resident)
+    answered = index.answered
+    found = await _search(resident, project, "ibis timeout")
+    assert found[0].observation.id == new.id
     assert index.answered == answered + 1
 
 
@@ -216,6 +267,13 @@ async def test_an_erased_observation_is_never_returned(
         )
     found = await _search(resident, project, "zebra")
     assert [h.observation.id for h in found] == [kept.id]
+    index = _index(resident)
+    loads = index.loads
+    await _settled(resident)  # a removal is only seen by reading the project whole
+    assert index.loads == loads + 1
+    answered = index.answered
+    assert [h.observation.id for h in await _search(resident, project, "zebra")] == [kept.id]
+    assert index.answered == answered + 1
 
 
 async def test_a_project_being_erased_finds_nothing(

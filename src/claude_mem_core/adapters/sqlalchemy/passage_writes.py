@@ -155,12 +155,15 @@ def pg_passage_ctes(passages: str, stats: str, terms: str, when: str, *, revisio
         updates += ", max_passages = greatest(search_stats.max_passages, excluded.max_passages)"
     else:
         passage_columns = passage_columns.replace(", terms_hi", "")
+    passage_values = passage_columns
     if revision >= 21:
+        passage_columns += ", changed"
+        passage_values += f", {PG_CHANGE_STAMP}"
         columns += ", changes"
         values += f", {PG_CHANGE_STAMP}"
         updates += ", changes = excluded.changes"
     return (
-        f"pa AS (INSERT INTO search_passages ({passage_columns}) SELECT {passage_columns} "
+        f"pa AS (INSERT INTO search_passages ({passage_columns}) SELECT {passage_values} "
         f"FROM {rows('search_passages', passages)} RETURNING 1), "
         f"pa_stats AS (INSERT INTO search_stats ({columns}) SELECT {values} "
         f"FROM {rows('search_stats', stats)} "

@@ -17,7 +17,7 @@ project's state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 import numpy as np
@@ -50,11 +50,28 @@ class RankedHit:
 
 
 @attrs.frozen
+class ChangedPassage:
+    """A passage written, or reweighted, since a snapshot was taken."""
+
+    id: int
+    observation_id: str
+    event: bool
+    length: int
+    weight: float
+    kind: str
+    updated: int  # the observation's updated_at, microseconds since the epoch
+    frequencies: Mapping[str, float]
+
+
+@attrs.frozen
 class ProjectSnapshot:
-    """One project's passages and observations as of ``version``."""
+    """One project's passages and observations as of ``version``; ``xmin``: the oldest
+    transaction still running when it was read (what changed after it has a ``changed``
+    stamp at least that)."""
 
     version: Version
-    passage_ids: Ints  # ascending
+    xmin: int
+    passage_ids: Ints
     passage_observation: Ints  # position in observation_ids
     passage_norm: Floats  # ranking's K1 * (1 - B + B * length / PIVOT_LENGTH)
     passage_event: Floats  # ranking.EVENT_FACTOR or 1.0
@@ -64,6 +81,8 @@ class ProjectSnapshot:
     kind_codes: dict[str, int]
     observation_updated: Ints  # microseconds since the epoch
     postings: dict[str, Posting]
+    passage_at: dict[int, int] = attrs.field(eq=False, repr=False)
+    observation_at: dict[str, int] = attrs.field(eq=False, repr=False)
 
     @property
     def passages(self) -> int:
@@ -73,6 +92,88 @@ class ProjectSnapshot:
     def size(self) -> int:
         """Postings and passages held: what a memory budget counts."""
         return sum(len(p.at) for p in self.postings.values()) + self.passages
+
+    def updated(
+        self, changed: Sequence[ChangedPassage], version: Version, xmin: int
+    ) -> ProjectSnapshot | None:
+        """This snapshot with ``changed`` applied (new passages appended, weights set), as
+        of ``version``; None when that does not account for the project's passages (some
+        were removed: only a full load can tell which)."""
+        weights = self.passage_weight.copy()
+        fresh: list[ChangedPassage] = []
+        for passage in changed:
+            at = self.passage_at.get(passage.id)
+            if at is None:
+                fresh.append(passage)
+            else:
+                weights[at] = passage.weight
+        if self.passages + len(fresh) != version[1]:
+            return None
+        passage_at = dict(self.passage_at)
+        observation_at = dict(self.observation_at)
+        kind_codes = dict(self.kind_codes)
+        new_observations: list[str] = []
+        kinds: list[int] = []
+        updated: list[int] = []
+        owners: list[int] = []
+        terms: dict[str, tuple[list[int], list[float]]] = {}
+        for n, passage in enumerate(fresh, start=self.passages):
+            passage_at[passage.id] = n
+            owner = observation_at.get(passage.observation_id)
+            if owner is None:
+                owner = observation_at[passage.observation_id] = len(observation_at)
+                new_observations.append(passage.observation_id)
+                kinds.append(kind_codes.setdefault(passage.kind, len(kind_codes)))
+                updated.append(passage.updated)
+            owners.append(owner)
+            for term, f in passage.frequencies.items():
+                entry = terms.setdefault(term, ([], []))
+                entry[0].append(n)
+                entry[1].append(f)
+        postings = dict(self.postings)
+        for term, (positions, frequency) in terms.items():
+            old = postings.get(term)
+            added = Posting(
+                np.array(positions, dtype=np.int64), np.array(frequency, dtype=np.float64)
+            )
+            postings[term] = (
+                added
+                if old is None
+                else Posting(
+                    np.concatenate([old.at, added.at]),
+                    np.concatenate([old.frequency, added.frequency]),
+                )
+            )
+        lengths = np.array([p.length for p in fresh], dtype=np.float64)
+        event = np.array([p.event for p in fresh], dtype=bool)
+        return ProjectSnapshot(
+            version=version,
+            xmin=xmin,
+            passage_ids=np.concatenate(
+                [self.passage_ids, np.array([p.id for p in fresh], dtype=np.int64)]
+            ),
+            passage_observation=np.concatenate(
+                [self.passage_observation, np.array(owners, dtype=np.int64)]
+            ),
+            passage_norm=np.concatenate([self.passage_norm, norm_of(lengths)]),
+            passage_event=np.concatenate(
+                [self.passage_event, np.where(event, ranking.EVENT_FACTOR, 1.0)]
+            ),
+            passage_weight=np.concatenate(
+                [weights, np.array([p.weight for p in fresh], dtype=np.float64)]
+            ),
+            observation_ids=self.observation_ids + tuple(new_observations),
+            observation_kind=np.concatenate(
+                [self.observation_kind, np.array(kinds, dtype=np.int64)]
+            ),
+            kind_codes=kind_codes,
+            observation_updated=np.concatenate(
+                [self.observation_updated, np.array(updated, dtype=np.int64)]
+            ),
+            postings=postings,
+            passage_at=passage_at,
+            observation_at=observation_at,
+        )
 
     def rank(self, query: Query, limit: int, *, kind: str | None = None) -> list[RankedHit]:
         """The best ``limit`` observations, as every backend ranks them."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from claude_mem_core.adapters.sqlalchemy import search as search_sql
 from claude_mem_core.adapters.sqlalchemy.driver import driver_sql
 from claude_mem_core.adapters.sqlalchemy.resident_index import (
+    ChangedPassage,
     Ints,
     Posting,
     ProjectSnapshot,
@@ -53,20 +55,27 @@ Scope = tuple[str, str]
 
 # Postings (and passages) held across all snapshots: about 12 bytes each.
 DEFAULT_BUDGET = 8_000_000
-# A snapshot found stale is reloaded after at least this long, and after four times its
-# last load's duration: a project written to continuously is searched in SQL.
-MIN_RELOAD_SECONDS = 1.0
+# A snapshot found stale is brought up to date after at least this long, and after four
+# times its last load's duration: a project written to without pause costs little.
+MIN_REFRESH_SECONDS = 0.2
+# After a write here, a snapshot of the project is brought up to date this much later (a
+# burst of writes costs one refresh).
+WRITE_NUDGE_SECONDS = 0.5
 
 _VERSION_SQL = (
     "SELECT coalesce(sum(changes), 0)::bigint, coalesce(sum(passages), 0)::bigint, "
-    "count(*)::bigint FROM search_stats WHERE team_id = :team_id AND project_id = :project_id"
+    "count(*)::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    "FROM search_stats WHERE team_id = :team_id AND project_id = :project_id"
 )
-_PASSAGES_SQL = (
+_PASSAGE_COLUMNS = (
     "SELECT p.id, p.observation_id, p.origin = 'event', p.length, p.weight, o.kind, "
-    "o.updated_at FROM search_passages p JOIN observations o ON o.id = p.observation_id "
+    "o.updated_at{more} FROM search_passages p JOIN observations o ON o.id = p.observation_id "
     "AND o.team_id = p.team_id AND o.project_id = p.project_id "
-    "WHERE p.team_id = :team_id AND p.project_id = :project_id ORDER BY p.id"
+    "WHERE p.team_id = :team_id AND p.project_id = :project_id"
 )
+_PASSAGES_SQL = _PASSAGE_COLUMNS.format(more="") + " ORDER BY p.id"
+# What changed since a snapshot: through the (project, changed) index.
+_CHANGED_SQL = _PASSAGE_COLUMNS.format(more=", p.tf::text") + " AND p.changed >= :since"
 # Each term's passage ids and frequencies as packed big-endian arrays: a few rows of
 # bytes instead of one Python object per posting.
 _POSTINGS_SQL = (
@@ -111,7 +120,7 @@ class _Passages:
 
 
 async def _rows(
-    conn: AsyncConnection, sql: str, scope: Mapping[str, str], batch: int
+    conn: AsyncConnection, sql: str, scope: Mapping[str, Any], batch: int
 ) -> AsyncIterator[Sequence[Any]]:
     """The rows of ``sql``, converted in batches; the loop runs between batches, so a
     large project's load never holds it long. (Read whole, not through a server-side
@@ -138,6 +147,11 @@ def _posting(passage_ids: Ints, packed_ids: bytes, packed_frequencies: bytes) ->
     return Posting(at=at[known].astype(np.int64), frequency=frequency[known])
 
 
+async def _stamp(conn: AsyncConnection, scope: Mapping[str, str]) -> tuple[Version, int]:
+    row = (await conn.execute(sa.text(_VERSION_SQL), scope)).one()
+    return (int(row[0]), int(row[1]), int(row[2])), int(row[3])
+
+
 async def load_snapshot(engine: AsyncEngine, team_id: str, project_id: str) -> ProjectSnapshot:
     """The project's snapshot, read in one REPEATABLE READ transaction."""
     scope = {"team_id": team_id, "project_id": project_id}
@@ -146,8 +160,7 @@ async def load_snapshot(engine: AsyncEngine, team_id: str, project_id: str) -> P
     async with engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
-            stamp = (await conn.execute(sa.text(_VERSION_SQL), scope)).one()
-            version: Version = (int(stamp[0]), int(stamp[1]), int(stamp[2]))
+            version, xmin = await _stamp(conn, scope)
             # No statistics: nothing written yet, or a project being erased (its
             # statistics go first, its passages later), which finds nothing, as in SQL.
             if version[2]:
@@ -164,6 +177,7 @@ async def load_snapshot(engine: AsyncEngine, team_id: str, project_id: str) -> P
     kind_codes: dict[str, int] = {}
     return ProjectSnapshot(
         version=version,
+        xmin=xmin,
         passage_ids=passage_ids,
         passage_observation=np.array(passages.owner, dtype=np.int64),
         passage_norm=norm_of(np.array(passages.lengths, dtype=np.float64)),
@@ -176,7 +190,41 @@ async def load_snapshot(engine: AsyncEngine, team_id: str, project_id: str) -> P
         kind_codes=kind_codes,
         observation_updated=np.array(passages.updated, dtype=np.int64),
         postings=postings,
+        passage_at={pid: n for n, pid in enumerate(passages.ids)},
+        observation_at=passages.observation_at,
     )
+
+
+async def refresh_snapshot(
+    engine: AsyncEngine, snapshot: ProjectSnapshot, team_id: str, project_id: str
+) -> ProjectSnapshot | None:
+    """``snapshot`` brought up to date by reading only the passages written or reweighted
+    since it was read; None when only a full load can (passages were removed)."""
+    scope = {"team_id": team_id, "project_id": project_id}
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            version, xmin = await _stamp(conn, scope)
+            if version == snapshot.version:
+                return snapshot
+            if not version[2] or version[1] < snapshot.passages:
+                return None
+            changed = [
+                ChangedPassage(
+                    id=pid,
+                    observation_id=oid,
+                    event=bool(is_event),
+                    length=length,
+                    weight=float(weight),
+                    kind=kind,
+                    updated=_micros(at),
+                    frequencies=json.loads(tf),
+                )
+                async for pid, oid, is_event, length, weight, kind, at, tf in _rows(
+                    conn, _CHANGED_SQL, {**scope, "since": snapshot.xmin}, 2000
+                )
+            ]
+    return snapshot.updated(changed, version, xmin)
 
 
 @attrs.define
@@ -187,6 +235,8 @@ class _Entry:
     # When a reload may start (monotonic seconds), and how long the last load took.
     next_load: float = 0.0
     load_seconds: float = 0.0
+    # A load is scheduled for later.
+    nudged: bool = False
 
 
 class ResidentSearch:
@@ -201,6 +251,9 @@ class ResidentSearch:
         # Searches answered through a snapshot, and those a stale one sent to SQL.
         self.answered = 0
         self.found_changed = 0
+        # Snapshots read whole, and brought up to date from what changed.
+        self.loads = 0
+        self.refreshes = 0
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -222,10 +275,32 @@ class ResidentSearch:
         entry = self._entries.get(scope)
         if entry is not None and entry.snapshot is snapshot:
             entry.stale = True
-            entry.next_load = time.monotonic() + max(MIN_RELOAD_SECONDS, 4 * entry.load_seconds)
+            entry.next_load = time.monotonic() + max(MIN_REFRESH_SECONDS, 4 * entry.load_seconds)
+            self._maybe_load(scope, entry)
+
+    def written(self, team_id: str, project_id: str) -> None:
+        """Passages of the project were written here: bring a snapshot of it up to date
+        soon (a project searched before is kept warm while it is written to)."""
+        scope = (team_id, project_id)
+        entry = self._entries.get(scope)
+        if entry is None or entry.snapshot is None or entry.nudged or self._closed:
+            return
+        entry.nudged = True
+        asyncio.get_running_loop().call_later(WRITE_NUDGE_SECONDS, self._nudge, scope, entry)
+
+    def _nudge(self, scope: Scope, entry: _Entry) -> None:
+        entry.nudged = False
+        if self._entries.get(scope) is entry:
+            self._maybe_load(scope, entry)
 
     def _maybe_load(self, scope: Scope, entry: _Entry) -> None:
-        if entry.loading is not None or self._closed or time.monotonic() < entry.next_load:
+        if entry.loading is not None or self._closed:
+            return
+        wait = entry.next_load - time.monotonic()
+        if wait > 0:
+            if not entry.nudged:  # try again when due
+                entry.nudged = True
+                asyncio.get_running_loop().call_later(wait, self._nudge, scope, entry)
             return
         entry.loading = asyncio.get_running_loop().create_task(
             self._load(scope, entry), name=f"claude-mem resident load {scope[1]}"
@@ -234,7 +309,14 @@ class ResidentSearch:
     async def _load(self, scope: Scope, entry: _Entry) -> None:
         started = time.monotonic()
         try:
-            snapshot = await load_snapshot(self._engine, *scope)
+            snapshot = None
+            if entry.snapshot is not None:
+                snapshot = await refresh_snapshot(self._engine, entry.snapshot, *scope)
+                if snapshot is not None:
+                    self.refreshes += 1
+            if snapshot is None:
+                snapshot = await load_snapshot(self._engine, *scope)
+                self.loads += 1
         except asyncio.CancelledError:
             raise
         except Exception:  # the SQL path keeps answering; try again later

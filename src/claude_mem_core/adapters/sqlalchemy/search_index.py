@@ -36,6 +36,9 @@ class SearchIndexRepo:
             return
         await self._db.begin_writes()
         await passage_writes.add_passages(self._db.conn, passages)
+        if self._resident is not None:
+            for team_id, project_id in {(p.team_id, p.project_id) for p in passages}:
+                self._resident.written(team_id, project_id)
 
     async def search(
         self,

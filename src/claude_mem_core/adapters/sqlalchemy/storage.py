@@ -114,7 +114,13 @@ class SqlAlchemyStorage:
         if not items:
             return set()
         if self._dialect == dialects.POSTGRES:
-            return await add_fresh_memories_pg(self._engine, items)
+            written = await add_fresh_memories_pg(self._engine, items)
+            if self.resident_search is not None:
+                for item in items:
+                    self.resident_search.written(
+                        item.observation.team_id, item.observation.project_id
+                    )
+            return written
         return await add_fresh_memories_sqlite(self.unit_of_work(), items, now=self._clock.now())
 
     async def check_schema(self) -> None:

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
-from claude_mem_core.adapters.sqlalchemy.passage_writes import touch_statistics
+from claude_mem_core.adapters.sqlalchemy.passage_writes import change_stamp, touch_statistics
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.supersession import current
 
@@ -75,7 +75,7 @@ async def set_weight(
                 p.project_id == project_id,
                 p.weight != weight,
             )
-            .values(weight=weight)
+            .values(weight=weight, changed=change_stamp(db.dialect))
         )
         changed += max(int(result.rowcount or 0), 0)
     if changed:

@@ -429,6 +429,9 @@ search_passages = sa.Table(
     sa.Column("terms_hi", postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"), nullable=True),
     # Multiplied into the passage's score: ranking.SUPERSEDED_WEIGHT when superseded (0017).
     sa.Column("weight", sa.Float, nullable=False, server_default=sa.text("1.0")),
+    # PostgreSQL: the id of the transaction that wrote the passage or last changed its
+    # weight, so a search snapshot reads only what changed (revision 0021).
+    sa.Column("changed", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     sa.CheckConstraint(_in("origin", PASSAGE_ORIGINS), name="origin"),
     sa.ForeignKeyConstraint(
         ["observation_id", "project_id", "team_id"],
@@ -439,6 +442,7 @@ search_passages = sa.Table(
     sa.Index("idx_search_passages_observation", "observation_id"),
     sa.Index(PASSAGE_TERMS_INDEX, "terms", postgresql_using="gin"),
     sa.Index(PASSAGE_HIGH_IMPACT_INDEX, "terms_hi", postgresql_using="gin"),
+    sa.Index("idx_search_passages_changed", "team_id", "project_id", "changed"),
 )
 
 # Statistics of a project's passages, kept as passages are written: sums (and the least
