@@ -35,7 +35,7 @@ Version = tuple[int, int, int]
 
 @attrs.frozen
 class Posting:
-    """A term's passages (positions in the snapshot, ascending) and weighted frequencies."""
+    """A term's passages (positions in the snapshot) and their weighted frequencies."""
 
     at: Ints
     frequency: Floats
