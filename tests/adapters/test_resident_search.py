@@ -286,8 +286,13 @@ async def test_a_project_being_erased_finds_nothing(
     async with sql.unit_of_work() as uow:
         assert await uow.erasure.mark_project_deleted(project.team_id, project.id, at=T0)
     assert await _search(resident, project, "walrus") == []
-    await _index(resident).wait_loaded()  # a snapshot loaded now holds nothing either
+    index = _index(resident)
+    loads = index.loads
+    await _settled(resident)  # a snapshot read now holds nothing either
+    assert index.loads == loads + 1
+    answered = index.answered
     assert await _search(resident, project, "walrus") == []
+    assert index.answered == answered + 1
 
 
 async def test_a_changed_weight_changes_the_stamp(
