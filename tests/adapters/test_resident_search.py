@@ -371,3 +371,29 @@ async def test_a_project_over_the_budget_is_searched_in_sql(pg_url: str) -> None
         assert _index(small).answered == 0
     finally:
         await small.close()
+
+
+async def test_the_least_recently_searched_snapshot_makes_room(pg_url: str) -> None:
+    world = World()
+    probe = SqlAlchemyStorage.from_url(pg_url)
+    try:
+        first = await world.tenant(probe)
+        await world.observe(probe, first, ["kiwi"])
+        await _loaded(probe, first)
+        size = _index(probe).usable((first.team_id, first.id)).size  # type: ignore[union-attr]
+    finally:
+        await probe.close()
+    # Room for one such snapshot, not two.
+    small = SqlAlchemyStorage.from_url(pg_url, search_snapshot_postings=size + 1)
+    try:
+        second = await world.tenant(small)
+        await world.observe(small, second, ["kiwi"])
+        await _loaded(small, first)
+        await _loaded(small, second)
+        index = _index(small)
+        assert index._entries[(second.team_id, second.id)].snapshot is not None
+        assert index._entries[(first.team_id, first.id)].snapshot is None
+        found = await _search(small, first, "kiwi")  # still answered, in SQL meanwhile
+        assert [h.observation.content for h in found] == ["kiwi"]
+    finally:
+        await small.close()

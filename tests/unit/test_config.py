@@ -149,3 +149,15 @@ def test_lease_heartbeat_and_reconcile_batch_are_configurable(tmp_path: Path) ->
         Settings.from_env(
             {"CLAUDE_MEM_DATA_DIR": str(tmp_path), "CLAUDE_MEM_JOB_HEARTBEAT_SECONDS": "0"}
         )
+
+
+def test_the_search_snapshot_budget_is_read_and_checked() -> None:
+    from claude_mem_core.config import SEARCH_SNAPSHOT_POSTINGS_ENV, search_snapshot_postings
+
+    assert search_snapshot_postings({}) is None
+    assert search_snapshot_postings({SEARCH_SNAPSHOT_POSTINGS_ENV: " "}) is None
+    assert search_snapshot_postings({SEARCH_SNAPSHOT_POSTINGS_ENV: "0"}) == 0
+    assert search_snapshot_postings({SEARCH_SNAPSHOT_POSTINGS_ENV: "1000"}) == 1000
+    for bad in ("-1", "many"):
+        with pytest.raises(ConfigurationError, match=SEARCH_SNAPSHOT_POSTINGS_ENV):
+            search_snapshot_postings({SEARCH_SNAPSHOT_POSTINGS_ENV: bad})

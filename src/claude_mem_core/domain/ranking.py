@@ -140,7 +140,13 @@ def observation_score(passage_scores: Iterable[float]) -> float:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def epoch_micros(at: datetime) -> int:
+    """``at`` in microseconds since the epoch: the precision databases store, and the tie
+    order of :func:`score_order`."""
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
 def score_order(score: float, updated_at: datetime, observation_id: str) -> tuple[float, int, str]:
     """Sort key: score descending, newer first (to the microsecond, as databases store it),
     then id (code points = UTF-8 byte order)."""
-    return (-score, -((updated_at - _EPOCH) // timedelta(microseconds=1)), observation_id)
+    return (-score, -epoch_micros(updated_at), observation_id)

@@ -22,7 +22,6 @@ from sqlalchemy import exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from claude_mem_core.adapters.sqlalchemy import dialects
-from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.driver import driver_sql
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.passages import Passage
@@ -109,24 +108,6 @@ def change_stamp(dialect: str) -> sa.ColumnElement[int]:
     if dialect == dialects.POSTGRES:
         return sa.literal_column(PG_CHANGE_STAMP, sa.BigInteger)
     return sa.literal(0, sa.BigInteger)
-
-
-async def touch_statistics(db_execute: Any, team_id: str, project_id: str, dialect: str) -> None:
-    """Stamp one of the project's statistics rows (the lowest shard): a write that changes
-    how passages score without adding or removing any (their weights)."""
-    if dialect != dialects.POSTGRES:
-        return
-    st = t.search_stats.c
-    lowest = (
-        sa.select(sa.func.min(st.shard))
-        .where(st.team_id == team_id, st.project_id == project_id)
-        .scalar_subquery()
-    )
-    await db_execute(
-        sa.update(t.search_stats)
-        .where(st.team_id == team_id, st.project_id == project_id, st.shard == lowest)
-        .values(changes=change_stamp(dialect))
-    )
 
 
 def pg_passage_ctes(passages: str, stats: str, terms: str, when: str, *, revision: int = 21) -> str:

@@ -27,7 +27,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -62,9 +61,13 @@ MIN_REFRESH_SECONDS = 0.2
 # burst of writes costs one refresh).
 WRITE_NUDGE_SECONDS = 0.5
 
+# A project's change stamp (resident_index.Version), over its statistics rows.
+_STAMP = (
+    "coalesce(sum(changes), 0)::bigint AS c, coalesce(sum(passages), 0)::bigint AS n, "
+    "count(*)::bigint AS r"
+)
 _VERSION_SQL = (
-    "SELECT coalesce(sum(changes), 0)::bigint, coalesce(sum(passages), 0)::bigint, "
-    "count(*)::bigint, pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
+    f"SELECT {_STAMP}, pg_snapshot_xmin(pg_current_snapshot())::text::bigint "
     "FROM search_stats WHERE team_id = :team_id AND project_id = :project_id"
 )
 _PASSAGE_COLUMNS = (
@@ -87,14 +90,6 @@ _POSTINGS_SQL = (
     "WHERE p.team_id = :team_id AND p.project_id = :project_id GROUP BY e.key"
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(at: datetime) -> int:
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return (at - _EPOCH) // timedelta(microseconds=1)
-
 
 @attrs.define
 class _Passages:
@@ -113,7 +108,7 @@ class _Passages:
         if position is None:
             position = self.observation_at[oid] = len(self.kinds)
             self.kinds.append(kind)
-            self.updated.append(_micros(at))
+            self.updated.append(ranking.epoch_micros(at))
         self.ids.append(pid)
         self.owner.append(position)
         self.event.append(bool(is_event))
@@ -219,7 +214,7 @@ async def refresh_snapshot(
                     length=length,
                     weight=float(weight),
                     kind=kind,
-                    updated=_micros(at),
+                    updated=ranking.epoch_micros(at),
                     frequencies=json.loads(tf),
                 )
                 async for pid, oid, is_event, length, weight, kind, at, tf in _rows(
@@ -250,9 +245,8 @@ class ResidentSearch:
         self._entries: OrderedDict[Scope, _Entry] = OrderedDict()
         self._too_large: set[Scope] = set()
         self._closed = False
-        # Searches answered through a snapshot, and those a stale one sent to SQL.
+        # Searches answered through a snapshot.
         self.answered = 0
-        self.found_changed = 0
         # Snapshots read whole, and brought up to date from what changed.
         self.loads = 0
         self.refreshes = 0
@@ -391,7 +385,6 @@ class ResidentSearch:
         wanted = sum(len(h.evidence) for h in hits)
         if not fresh or len(rows) != wanted:
             # Changed since the snapshot (the audit row was not written): search in SQL.
-            self.found_changed += 1
             self.found_stale(scope, snapshot)
             return None
         self.answered += 1
@@ -400,24 +393,15 @@ class ResidentSearch:
 
 _FETCH_COLUMNS = "p.text, p.event_id, " + search_sql._PG_COLUMNS
 
-_FETCH_HEAD = """WITH v AS (
-  SELECT coalesce(sum(changes), 0)::bigint AS c, coalesce(sum(passages), 0)::bigint AS n,
-         count(*)::bigint AS r
-  FROM search_stats WHERE team_id = %(team_id)s AND project_id = %(project_id)s
+_FETCH_HEAD = f"""WITH v AS (
+  SELECT {_STAMP} FROM search_stats
+  WHERE team_id = %(team_id)s AND project_id = %(project_id)s
 ), fresh AS (
   SELECT c = %(v_changes)s AND n = %(v_passages)s AND r = %(v_rows)s AS ok FROM v
 )"""
 
-_FETCH_AUDIT = """, aud AS (
-  INSERT INTO audit_log (id, team_id, project_id, actor_id, api_key_id, action,
-    resource_type, resource_id, details, created_at)
-  SELECT %(audit_id)s, %(team_id)s, %(project_id)s, %(actor_id)s, %(api_key_id)s::text,
-    %(action)s, %(resource_type)s, %(resource_id)s, %(details)s::jsonb,
-    %(created_at)s::timestamptz
-  WHERE (SELECT ok FROM fresh) AND (%(api_key_id)s::text IS NULL OR EXISTS (
-    SELECT 1 FROM api_keys AS k WHERE k.id = %(api_key_id)s::text AND k.revoked_at IS NULL
-    AND (k.expires_at IS NULL OR k.expires_at > now())))
-  RETURNING 1
+_FETCH_AUDIT = f""", aud AS (
+  {search_sql.pg_audit_insert("%(details)s::jsonb", "SELECT ok FROM fresh")}
 )"""
 
 _FETCH_TAIL = """, res AS (

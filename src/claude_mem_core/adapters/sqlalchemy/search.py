@@ -273,20 +273,29 @@ def _pg_tsquery_templates(count: int, terms: Shape) -> tuple[tuple[str, str], ..
 # result count and ids in rank order; nothing is written when the caller's key no longer
 # works (``audited`` is then 0 and the read is refused). One row always comes back, so
 # that ``audited`` is seen when nothing matched.
+def pg_audit_insert(details: str, when: str = "true") -> str:
+    """The read's audit row, inserted by a search statement (psycopg parameters: the
+    values of ``_audit_values``, ``id`` as ``audit_id``): ``details`` is its SQL; nothing
+    is inserted unless ``when`` holds and the caller's key still works."""
+    return f"""INSERT INTO audit_log (id, team_id, project_id, actor_id, api_key_id, action,
+    resource_type, resource_id, details, created_at)
+  SELECT %(audit_id)s, %(team_id)s, %(project_id)s, %(actor_id)s, %(api_key_id)s::text,
+    %(action)s, %(resource_type)s, %(resource_id)s, {details}, %(created_at)s::timestamptz
+  WHERE ({when}) AND (%(api_key_id)s::text IS NULL OR EXISTS (SELECT 1 FROM api_keys AS k
+    WHERE k.id = %(api_key_id)s::text AND k.revoked_at IS NULL
+    AND (k.expires_at IS NULL OR k.expires_at > now())))
+  RETURNING 1"""
+
+
+_PG_AUDIT_DETAILS = """%(details)s::jsonb || jsonb_build_object(
+      'resultCount', (SELECT count(*) FROM top), 'observationIds', coalesce((SELECT
+      jsonb_agg(observation_id ORDER BY score DESC, updated_at DESC, observation_id COLLATE "C")
+      FROM top), '[]'::jsonb))"""
+
 _PG_AUDITED_TAIL = f""", res AS ({
     _result_sql(lambda n: f"%({n})s", ' COLLATE "C"', _PG_COLUMNS, numbered=True)
 }), aud AS (
-  INSERT INTO audit_log (id, team_id, project_id, actor_id, api_key_id, action,
-    resource_type, resource_id, details, created_at)
-  SELECT %(audit_id)s, %(team_id)s, %(project_id)s, %(actor_id)s, %(api_key_id)s::text,
-    %(action)s, %(resource_type)s, %(resource_id)s, %(details)s::jsonb || jsonb_build_object(
-      'resultCount', (SELECT count(*) FROM top), 'observationIds', coalesce((SELECT
-      jsonb_agg(observation_id ORDER BY score DESC, updated_at DESC, observation_id COLLATE "C")
-      FROM top), '[]'::jsonb)), %(created_at)s::timestamptz
-  WHERE %(api_key_id)s::text IS NULL OR EXISTS (SELECT 1 FROM api_keys AS k
-    WHERE k.id = %(api_key_id)s::text AND k.revoked_at IS NULL
-    AND (k.expires_at IS NULL OR k.expires_at > now()))
-  RETURNING 1
+  {pg_audit_insert(_PG_AUDIT_DETAILS)}
 )
 SELECT (SELECT count(*) FROM aud) AS audited, res.* FROM (SELECT 1) AS one
 LEFT JOIN res ON true ORDER BY res.rn"""

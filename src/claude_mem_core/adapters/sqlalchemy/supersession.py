@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
-from claude_mem_core.adapters.sqlalchemy.passage_writes import change_stamp, touch_statistics
+from claude_mem_core.adapters.sqlalchemy.passage_writes import change_stamp
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.supersession import current
 
@@ -78,8 +78,20 @@ async def set_weight(
             .values(weight=weight, changed=change_stamp(db.dialect))
         )
         changed += max(int(result.rowcount or 0), 0)
-    if changed:
-        await touch_statistics(db.execute, team_id, project_id, db.dialect)
+    if changed and db.dialect == dialects.POSTGRES:
+        # No passage was added or removed: stamp one statistics row (the lowest shard) so
+        # the project's change stamp moves all the same.
+        st = t.search_stats.c
+        lowest = (
+            sa.select(sa.func.min(st.shard))
+            .where(st.team_id == team_id, st.project_id == project_id)
+            .scalar_subquery()
+        )
+        await db.execute(
+            sa.update(t.search_stats)
+            .where(st.team_id == team_id, st.project_id == project_id, st.shard == lowest)
+            .values(changes=change_stamp(db.dialect))
+        )
 
 
 async def weigh(db: _Db, team_id: str, project_id: str, observation_ids: Sequence[str]) -> None:
