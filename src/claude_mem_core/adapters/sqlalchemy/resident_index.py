@@ -83,6 +83,14 @@ class ProjectSnapshot:
     postings: dict[str, Posting]
     passage_at: dict[int, int] = attrs.field(eq=False, repr=False)
     observation_at: dict[str, int] = attrs.field(eq=False, repr=False)
+    # Per observation: the most its score can be, as a multiple of its best passage's.
+    observation_support: Floats = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        counts = np.bincount(self.passage_observation, minlength=len(self.observation_ids))
+        others = np.minimum(counts, ranking.EVIDENCE_PASSAGES) - 1
+        support = 1.0 + ranking.SUPPORT_WEIGHT * np.maximum(others, 0)
+        object.__setattr__(self, "observation_support", support)
 
     @property
     def passages(self) -> int:
@@ -183,21 +191,46 @@ class ProjectSnapshot:
         lists = [self.postings.get(s) for s in strings]
         if all(p is None for p in lists):
             return []
+        if any(term.parts for term in query.terms):
+            candidates, score = self._gated_scores(query, strings, lists)
+        else:
+            candidates, score = self._plain_scores(lists)
+        if kind is not None:
+            code = self.kind_codes.get(kind)
+            if code is None:
+                return []
+            of_kind = self.observation_kind[self.passage_observation[candidates]] == code
+            candidates, score = candidates[of_kind], score[of_kind]
+        score = score * self.passage_event[candidates] * self.passage_weight[candidates]
+        matched = score > 0
+        return self._top(candidates[matched], score[matched], limit)
+
+    def _plain_scores(self, lists: Sequence[Posting | None]) -> tuple[Ints, Floats]:
+        """Every string of a query of plain words counts wherever it is: each posting adds
+        its terms in query order (adding nothing where a string is absent is exact, so
+        the sums equal ``ranking.passage_score``'s)."""
+        total = float(self.passages)
+        k1_plus = ranking.K1 + 1.0
+        score = np.zeros(self.passages, dtype=np.float64)
+        for posting in lists:
+            if posting is not None:
+                f = posting.frequency
+                idf = ranking.idf(total, float(len(posting.at)))
+                score[posting.at] += idf * f * k1_plus / (f + self.passage_norm[posting.at])
+        candidates = np.flatnonzero(score)
+        return candidates, score[candidates]
+
+    def _gated_scores(
+        self, query: Query, strings: Sequence[str], lists: Sequence[Posting | None]
+    ) -> tuple[Ints, Floats]:
+        """Scores when a term has parts: a part counts only where the whole term or all
+        its parts are (``ranking.matched_strings``)."""
         # Candidates through a mark per passage: cheaper than sorting the postings.
         mark = np.zeros(self.passages, dtype=bool)
         for posting in lists:
             if posting is not None:
                 mark[posting.at] = True
         candidates = np.flatnonzero(mark)
-        if kind is not None:
-            code = self.kind_codes.get(kind)
-            if code is None:
-                return []
-            candidates = candidates[
-                self.observation_kind[self.passage_observation[candidates]] == code
-            ]
-            if not len(candidates):
-                return []
         slot = np.full(self.passages, -1, dtype=np.int64)
         slot[candidates] = np.arange(len(candidates))
         width = len(candidates)
@@ -206,9 +239,8 @@ class ProjectSnapshot:
         for i, posting in enumerate(lists):
             if posting is not None:
                 at = slot[posting.at]
-                kept = at >= 0
-                present[i, at[kept]] = True
-                frequency[i, at[kept]] = posting.frequency[kept]
+                present[i, at] = True
+                frequency[i, at] = posting.frequency
         counted = self._counted(query, strings, present)
         norm = self.passage_norm[candidates]
         total = float(self.passages)
@@ -220,9 +252,7 @@ class ProjectSnapshot:
             idf = ranking.idf(total, float(len(posting.at)))
             f = frequency[i]
             score = score + np.where(counted[i], idf * f * k1_plus / (f + norm), 0.0)
-        score = score * self.passage_event[candidates] * self.passage_weight[candidates]
-        matched = score > 0
-        return self._top(candidates[matched], score[matched], limit)
+        return candidates, score
 
     @staticmethod
     def _counted(
@@ -276,17 +306,17 @@ class ProjectSnapshot:
             hits.append(RankedHit(ids[owners[group]], value, evidence))
         return hits
 
-    @staticmethod
     def _reachable(
-        at: Ints, score: Floats, observation: Ints, limit: int
+        self, at: Ints, score: Floats, observation: Ints, limit: int
     ) -> tuple[Ints, Floats, Ints]:
         """The passages of the observations that can reach the top ``limit``.
 
-        An observation scores at least its best passage, and at most that times
-        :data:`_MOST_SUPPORT`. The best passages (a few per observation wanted) give a
-        lower bound θ of the limit-th observation score; an observation whose best passage
-        is below θ / ``_MOST_SUPPORT`` cannot reach it, and none of its passages are
-        grouped (grouping sorts, the rest does not)."""
+        An observation scores at least its best passage, and at most that times its
+        ``observation_support`` (1 for an observation of one passage: a memory, most
+        summaries). The best passages (a few per observation wanted) give a lower bound θ
+        of the limit-th observation score; an observation whose best passage times its
+        support is below θ cannot reach it, and none of its passages are grouped (grouping
+        sorts, the rest does not)."""
         wanted = limit * ranking.EVIDENCE_PASSAGES
         if len(score) <= 4 * wanted:
             return at, score, observation
@@ -299,15 +329,11 @@ class ProjectSnapshot:
             return at, score, observation
         theta = sorted(best.values(), reverse=True)[limit - 1]
         # A margin for rounding: the bound is exact in real numbers, not in floats.
-        floor = theta / _MOST_SUPPORT * (1.0 - 1e-9)
+        floor = theta * (1.0 - 1e-9)
         owners = np.zeros(int(observation.max()) + 1, dtype=bool)
-        owners[observation[score >= floor]] = True
+        owners[observation[score * self.observation_support[observation] >= floor]] = True
         keep = owners[observation]
         return at[keep], score[keep], observation[keep]
-
-
-# What an observation's next best passages can add to its best, at most.
-_MOST_SUPPORT = 1.0 + ranking.SUPPORT_WEIGHT * (ranking.EVIDENCE_PASSAGES - 1)
 
 
 def norm_of(lengths: Floats) -> Floats:
