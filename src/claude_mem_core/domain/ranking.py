@@ -99,8 +99,11 @@ def term_factor(f: float, length: int | float) -> float:
 
 
 def high_impact_terms(tf: Mapping[str, float], length: int) -> list[str]:
-    """The terms of a passage whose factor reaches :data:`HIGH_IMPACT`, sorted."""
-    return sorted(s for s, f in tf.items() if term_factor(f, length) >= HIGH_IMPACT)
+    """The terms of a passage whose factor reaches :data:`HIGH_IMPACT`, sorted (the
+    factor computed as :func:`term_factor` does, with the passage's norm computed once)."""
+    norm = _norm(length)
+    k1_plus = K1 + 1.0
+    return sorted(s for s, f in tf.items() if f * k1_plus / (f + norm) >= HIGH_IMPACT)
 
 
 def passage_score(

@@ -36,7 +36,10 @@ def _lexeme(term: str) -> str:
 
 
 def tsvector_literal(terms: Sequence[str]) -> str:
-    return " ".join(_lexeme(term) for term in terms)
+    every = "".join(terms)
+    if "'" in every or "\\" in every:  # rare: escape each term as it needs
+        return " ".join(_lexeme(term) for term in terms)
+    return "'" + "' '".join(terms) + "'" if terms else ""
 
 
 def passage_rows(passages: Sequence[Passage], *, postgres: bool) -> list[dict[str, Any]]:
@@ -72,7 +75,8 @@ def statistics(passages: Sequence[Passage]) -> tuple[list[dict[str, Any]], list[
     bound scores: see :func:`_pg_search_sql`). An observation's passages are written
     together, once (when it is stored), so the count of one write is the observation's."""
     projects: dict[tuple[str, str], dict[str, Any]] = {}
-    terms: dict[tuple[str, str, str], dict[str, Any]] = {}
+    # Per project, per term: [document frequency, largest weighted frequency].
+    counts: dict[tuple[str, str], dict[str, list[float]]] = {}
     per_observation = Counter((p.team_id, p.project_id, p.observation_id) for p in passages)
     for p in passages:
         scope = (p.team_id, p.project_id)
@@ -80,18 +84,26 @@ def statistics(passages: Sequence[Passage]) -> tuple[list[dict[str, Any]], list[
         if row is None:
             row = projects[scope] = {"team_id": p.team_id, "project_id": p.project_id}
             row.update(passages=0, tokens=0, min_length=p.length, max_passages=1)
+            counts[scope] = {}
         row["passages"] += 1
         row["tokens"] += p.length
         row["min_length"] = min(row["min_length"], p.length)
         row["max_passages"] = max(row["max_passages"], per_observation[(*scope, p.observation_id)])
+        of_scope = counts[scope]
         for term, f in p.tf.items():
-            entry = terms.get((*scope, term))
+            entry = of_scope.get(term)
             if entry is None:
-                entry = terms[(*scope, term)] = {"team_id": p.team_id, "project_id": p.project_id}
-                entry.update(term=term, df=0, max_tf=f)
-            entry["df"] += 1
-            entry["max_tf"] = max(entry["max_tf"], f)
-    return [projects[k] for k in sorted(projects)], [terms[k] for k in sorted(terms)]
+                of_scope[term] = [1, f]
+            else:
+                entry[0] += 1
+                if f > entry[1]:
+                    entry[1] = f
+    term_rows = [
+        {"team_id": team_id, "project_id": project_id, "term": term, "df": int(df), "max_tf": f}
+        for team_id, project_id in sorted(counts)
+        for term, (df, f) in sorted(counts[(team_id, project_id)].items())
+    ]
+    return [projects[k] for k in sorted(projects)], term_rows
 
 
 _PASSAGE_COLUMNS = "team_id, project_id, observation_id, origin, event_id, ordinal, text, "
