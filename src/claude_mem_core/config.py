@@ -85,6 +85,8 @@ class Settings:
     provider: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # HTTP server processes sharing the port (``serve --workers``; PostgreSQL and Redis).
+    server_workers: int = 1
     auth_mode: str = "api-key"
     allow_local_dev_bypass: bool = False
     generation_disabled: bool = False
@@ -198,6 +200,9 @@ class Settings:
             provider=get("CLAUDE_MEM_SERVER_PROVIDER") or None,
             host=get("CLAUDE_MEM_SERVER_HOST") or "127.0.0.1",
             port=_int(get("CLAUDE_MEM_SERVER_PORT"), DEFAULT_PORT, name="CLAUDE_MEM_SERVER_PORT"),
+            server_workers=_int(
+                get("CLAUDE_MEM_SERVER_WORKERS"), 1, name="CLAUDE_MEM_SERVER_WORKERS"
+            ),
             auth_mode=auth,
             allow_local_dev_bypass=_flag(get("CLAUDE_MEM_ALLOW_LOCAL_DEV_BYPASS")),
             generation_disabled=_flag(get("CLAUDE_MEM_GENERATION_DISABLED")),

@@ -14,11 +14,12 @@ import attrs
 from aiohttp import web
 
 from claude_mem_core.cli.commands import Commands
-from claude_mem_core.cli.kit import positive
+from claude_mem_core.cli.kit import EXIT_USAGE, positive
 from claude_mem_core.config import Settings
 from claude_mem_core.errors import ConfigurationError, SchemaNotReady, StorageUnavailable
 from claude_mem_core.logging_setup import configure_logging, log_format
 from claude_mem_http.server.app import create_app
+from claude_mem_http.server.processes import supervise, watch_supervisor, workers_problem
 from claude_mem_http.server.serving import AppRunner
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -50,6 +51,14 @@ async def serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
+    workers: int = getattr(args, "workers", None) or settings.server_workers
+    problem = workers_problem(settings, workers)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if workers > 1:
+        return await supervise(settings, workers)
+    supervisor: int | None = getattr(args, "supervisor", None)
     runner = AppRunner(create_app(settings), handle_signals=False, access_log=None)
     try:
         await runner.setup()
@@ -71,7 +80,10 @@ async def serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        # A worker of ``--workers N`` shares the port with its siblings.
+        site = web.TCPSite(
+            runner, settings.host, settings.port, reuse_port=True if supervisor else None
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -85,7 +97,10 @@ async def serve(args: argparse.Namespace) -> int:
             f"claude-mem listening on {_url(settings.host, settings.port)} ({mode})",
             flush=True,
         )
+        watching = asyncio.ensure_future(watch_supervisor(supervisor, stop)) if supervisor else None
         await stop.wait()
+        if watching is not None:
+            watching.cancel()
         print("claude-mem shutting down", flush=True)
         return EXIT_OK
     finally:
@@ -99,6 +114,14 @@ def register(commands: Commands) -> None:
     parser = commands.add("serve", help="run the HTTP server", after="migrate")
     parser.add_argument("--host", help="bind address (default CLAUDE_MEM_SERVER_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=positive, help="port (default CLAUDE_MEM_SERVER_PORT)")
+    parser.add_argument(
+        "--workers",
+        type=positive,
+        help="server processes sharing the port (default CLAUDE_MEM_SERVER_WORKERS or 1; "
+        "more than 1 needs PostgreSQL and the Redis queue)",
+    )
+    # Set by a supervising ``serve --workers N`` on the processes it starts: its pid.
+    parser.add_argument("--supervisor", type=positive, help=argparse.SUPPRESS)
     parser.set_defaults(handler=serve)
 
 
