@@ -459,6 +459,24 @@ def test_an_error_line_at_the_end_of_a_20kb_output_is_kept() -> None:
     assert error in observation_content(observation)
 
 
+def test_source_locations_cited_in_a_long_output_are_kept() -> None:
+    # A secret scanner, a linter or a compiler says *where* on a line of its own.
+    lines = [f"remote: checking object {i}" for i in range(300)]
+    located = {
+        120: "remote:            path: tests/test_redaction.py:32",
+        200: "  --> src/claude_mem_core/config.py:118:5",
+        250: r"C:\Users\dev\repo\app\main.ts:7:1 - warning TS6133",
+    }
+    for index, line in located.items():
+        lines[index] = line
+    lines[150] = "see https://example.com:8443/docs for details"
+    output = one(tool("Bash", {"command": "git push"}, "\n".join(lines))).facts[1]
+    kept = output.splitlines()
+    assert all(line in kept for line in located.values())
+    assert lines[150] not in kept  # a URL's port is not a source location
+    assert "remote: checking object 100" not in kept
+
+
 def test_error_lines_in_the_middle_of_a_long_output_are_kept() -> None:
     lines = [f"step {i} ok" for i in range(1_000)]
     errors = {

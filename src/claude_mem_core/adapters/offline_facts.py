@@ -130,6 +130,8 @@ _ERROR_LINE = re.compile(
     r"|(?i:\bexit(?:ed with)? (?:code|status)[:=]?\s*-?[1-9])"
     r"|(?i:non-zero exit)"
     r"|(?i:command not found|no such file or directory|permission denied|segmentation fault)"
+    # A source location, path:line[:column] (compilers, test runners, linters, scanners).
+    r"|(?<![:/\\\w.-])(?:[A-Za-z]:)?[\w.-]*[/\\][\w./\\-]*\.\w+:\d+\b"
 )
 
 
