@@ -4,51 +4,17 @@ configured database, unsafe settings, clean exit on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")}
-    return {
-        **keep,
-        "HOME": str(tmp_path),
-        "CLAUDE_MEM_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONPATH": str(SRC),
-        **extra,
-    }
-
-
-async def _spawn(tmp_path: Path, *args: str, **env: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "claude_mem_core.cli",
-        "serve",
-        *args,
-        env=_env(tmp_path, **env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+from serve_process import free_port, spawn_serve
 
 
 async def test_embedded_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = await _spawn(tmp_path, "--port", str(port))
+    port = free_port()
+    proc = await spawn_serve(tmp_path, "--port", str(port))
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -73,7 +39,9 @@ async def test_embedded_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> No
 
 async def test_unmigrated_configured_database_is_refused(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'configured.db'}"
-    proc = await _spawn(tmp_path, "--port", str(_free_port()), CLAUDE_MEM_SERVER_DATABASE_URL=url)
+    proc = await spawn_serve(
+        tmp_path, "--port", str(free_port()), CLAUDE_MEM_SERVER_DATABASE_URL=url
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert "claude-mem migrate" in err.decode()
@@ -90,6 +58,6 @@ async def test_unmigrated_configured_database_is_refused(tmp_path: Path) -> None
 async def test_unsafe_settings_are_refused(
     tmp_path: Path, args: list[str], env: dict[str, str], needle: str
 ) -> None:
-    proc = await _spawn(tmp_path, *args, "--port", str(_free_port()), **env)
+    proc = await spawn_serve(tmp_path, *args, "--port", str(free_port()), **env)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode != 0 and needle in err.decode()

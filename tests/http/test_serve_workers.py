@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,40 +15,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from serve_process import free_port, spawn_serve
 
 from claude_mem_core.testing.databases import create_postgres_database, drop_postgres_database
 
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL")}
-    return {
-        **keep,
-        "HOME": str(tmp_path),
-        "CLAUDE_MEM_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONPATH": str(SRC),
-        **extra,
-    }
-
 
 async def _spawn(tmp_path: Path, *args: str, **env: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "claude_mem_core.cli",
-        "serve",
-        *args,
-        env=_env(tmp_path, **env),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    return await spawn_serve(tmp_path, *args, stdout=asyncio.subprocess.DEVNULL, **env)
 
 
 def _children(pid: int) -> set[int]:
@@ -142,7 +114,7 @@ async def test_a_worker_failing_at_start_stops_the_supervisor(
 
 
 async def test_workers_are_refused_on_the_embedded_default(tmp_path: Path) -> None:
-    proc = await _spawn(tmp_path, "--workers", "2", "--port", str(_free_port()))
+    proc = await _spawn(tmp_path, "--workers", "2", "--port", str(free_port()))
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert "PostgreSQL" in err.decode() and "CLAUDE_MEM_QUEUE_ENGINE=redis" in err.decode()
@@ -150,7 +122,7 @@ async def test_workers_are_refused_on_the_embedded_default(tmp_path: Path) -> No
 
 
 async def test_a_bad_workers_setting_names_the_variable(tmp_path: Path) -> None:
-    proc = await _spawn(tmp_path, "--port", str(_free_port()), CLAUDE_MEM_SERVER_WORKERS="several")
+    proc = await _spawn(tmp_path, "--port", str(free_port()), CLAUDE_MEM_SERVER_WORKERS="several")
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert "CLAUDE_MEM_SERVER_WORKERS" in err.decode() and "Traceback" not in err.decode()
@@ -161,7 +133,7 @@ async def test_a_bad_workers_setting_names_the_variable(tmp_path: Path) -> None:
 async def test_workers_share_the_port_a_dead_one_is_replaced_and_sigterm_stops_all(
     tmp_path: Path, shared_storage: dict[str, str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     proc = await _spawn(tmp_path, "--workers", "2", "--port", str(port), **shared_storage)
     try:
         await _healthy(port)
@@ -192,7 +164,7 @@ async def test_workers_share_the_port_a_dead_one_is_replaced_and_sigterm_stops_a
 async def test_workers_stop_when_their_supervisor_is_killed(
     tmp_path: Path, shared_storage: dict[str, str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     proc = await _spawn(tmp_path, "--workers", "2", "--port", str(port), **shared_storage)
     workers: set[int] = set()
     try:

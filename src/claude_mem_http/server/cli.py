@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from typing import Any
 
@@ -19,7 +17,12 @@ from claude_mem_core.config import Settings
 from claude_mem_core.errors import ConfigurationError, SchemaNotReady, StorageUnavailable
 from claude_mem_core.logging_setup import configure_logging, log_format
 from claude_mem_http.server.app import create_app
-from claude_mem_http.server.processes import supervise, watch_supervisor, workers_problem
+from claude_mem_http.server.processes import (
+    stop_on_signals,
+    supervise,
+    watch_supervisor,
+    workers_problem,
+)
 from claude_mem_http.server.serving import AppRunner
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -73,40 +76,37 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
     try:
-        # A worker of ``--workers N`` shares the port with its siblings.
-        site = web.TCPSite(
-            runner, settings.host, settings.port, reuse_port=True if supervisor else None
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            print(
-                f"error: cannot listen on {_url(settings.host, settings.port)}: {exc.strerror}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
-        mode = "embedded" if settings.embedded else settings.queue_engine
-        print(
-            f"claude-mem listening on {_url(settings.host, settings.port)} ({mode})",
-            flush=True,
-        )
-        watching = asyncio.ensure_future(watch_supervisor(supervisor, stop)) if supervisor else None
-        await stop.wait()
-        if watching is not None:
-            watching.cancel()
-        print("claude-mem shutting down", flush=True)
-        return EXIT_OK
+        with stop_on_signals(stop):
+            return await _listen(runner, settings, stop, supervisor)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         await runner.cleanup()
+
+
+async def _listen(
+    runner: AppRunner, settings: Settings, stop: asyncio.Event, supervisor: int | None
+) -> int:
+    """Serve on the configured address until ``stop``; a worker of ``--workers N`` shares
+    the port with its siblings and stops when its supervisor is gone."""
+    site = web.TCPSite(
+        runner, settings.host, settings.port, reuse_port=True if supervisor else None
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {_url(settings.host, settings.port)}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    mode = "embedded" if settings.embedded else settings.queue_engine
+    print(f"claude-mem listening on {_url(settings.host, settings.port)} ({mode})", flush=True)
+    watching = asyncio.ensure_future(watch_supervisor(supervisor, stop)) if supervisor else None
+    await stop.wait()
+    if watching is not None:
+        watching.cancel()
+    print("claude-mem shutting down", flush=True)
+    return EXIT_OK
 
 
 def register(commands: Commands) -> None:

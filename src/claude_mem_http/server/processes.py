@@ -22,7 +22,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from claude_mem_core.config import Settings
 
@@ -71,6 +71,22 @@ def worker_command(settings: Settings, supervisor: int) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Within it, SIGTERM and SIGINT set ``stop`` (where the loop can take signals)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 async def supervise(settings: Settings, workers: int) -> int:
     """Run ``workers`` server processes until a signal asks them to stop; the exit code."""
     env = dict(os.environ)
@@ -78,51 +94,56 @@ async def supervise(settings: Settings, workers: int) -> int:
     if not (env.get("PROMETHEUS_MULTIPROC_DIR") or "").strip():
         metrics_dir = tempfile.mkdtemp(prefix="claude-mem-metrics-")
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    command = worker_command(settings, os.getpid())
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
     running: dict[int, tuple[asyncio.subprocess.Process, float]] = {}
     try:
-        for slot in range(workers):
-            running[slot] = (await _start(command, env), time.monotonic())
-        print(f"claude-mem supervising {workers} server processes", flush=True)
-        while not stop.is_set():
-            exited = await _first_exit(running, stop)
-            if exited is None:
-                break
-            slot, code = exited
-            _, started = running.pop(slot)
-            if time.monotonic() - started < STARTUP_SECONDS and code > 0:
-                print(
-                    f"error: server process {slot + 1} of {workers} exited at start "
-                    f"(code {code}); stopping",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return EXIT_FAILED
-            print(
-                f"claude-mem server process {slot + 1} of {workers} exited (code {code}); "
-                "starting another",
-                file=sys.stderr,
-                flush=True,
+        with stop_on_signals(stop):
+            return await _keep_running(
+                worker_command(settings, os.getpid()), env, workers, running, stop
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RESTART_DELAY_SECONDS)
-            if not stop.is_set():
-                running[slot] = (await _start(command, env), time.monotonic())
-        print("claude-mem shutting down", flush=True)
-        return EXIT_OK
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
         await _stop_all([process for process, _ in running.values()])
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+async def _keep_running(
+    command: Sequence[str],
+    env: dict[str, str],
+    workers: int,
+    running: dict[int, tuple[asyncio.subprocess.Process, float]],
+    stop: asyncio.Event,
+) -> int:
+    """Start the workers into ``running`` and replace those that die, until ``stop``."""
+    for slot in range(workers):
+        running[slot] = (await _start(command, env), time.monotonic())
+    print(f"claude-mem supervising {workers} server processes", flush=True)
+    while not stop.is_set():
+        exited = await _first_exit(running, stop)
+        if exited is None:
+            break
+        slot, code = exited
+        _, started = running.pop(slot)
+        if time.monotonic() - started < STARTUP_SECONDS and code > 0:
+            print(
+                f"error: server process {slot + 1} of {workers} exited at start "
+                f"(code {code}); stopping",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_FAILED
+        print(
+            f"claude-mem server process {slot + 1} of {workers} exited (code {code}); "
+            "starting another",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RESTART_DELAY_SECONDS)
+        if not stop.is_set():
+            running[slot] = (await _start(command, env), time.monotonic())
+    print("claude-mem shutting down", flush=True)
+    return EXIT_OK
 
 
 async def _start(command: Sequence[str], env: dict[str, str]) -> asyncio.subprocess.Process:
@@ -175,4 +196,10 @@ async def watch_supervisor(supervisor: int, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), PARENT_CHECK_SECONDS)
 
 
-__all__ = ["supervise", "watch_supervisor", "worker_command", "workers_problem"]
+__all__ = [
+    "stop_on_signals",
+    "supervise",
+    "watch_supervisor",
+    "worker_command",
+    "workers_problem",
+]
