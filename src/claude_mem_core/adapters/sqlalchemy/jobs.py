@@ -40,6 +40,7 @@ from claude_mem_core.adapters.sqlalchemy.scopes import (
 )
 from claude_mem_core.adapters.sqlalchemy.search_index import SearchIndexRepo
 from claude_mem_core.adapters.sqlalchemy.statements import _p
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted, of_tenant
 from claude_mem_core.domain.models import (
     AgentEvent,
     AuditEntry,
@@ -51,6 +52,7 @@ from claude_mem_core.domain.models import (
     SourceType,
 )
 from claude_mem_core.domain.passages import Passage
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.storage import JobFilter, Page
 
 _SEQ_RETRIES = 5
@@ -318,9 +320,7 @@ class JobRepo:
     @staticmethod
     def _filter(where: JobFilter) -> list[sa.ColumnElement[bool]]:
         c = t.observation_generation_jobs.c
-        clauses: list[sa.ColumnElement[bool]] = [c.team_id == where.team_id]
-        if where.project_id is not None:
-            clauses.append(c.project_id == where.project_id)
+        clauses = [admitted(TenantScope(where.team_id, where.project_id), c)]
         if where.status is not None:
             clauses.append(c.status == where.status.value)
         if where.source_type is not None:
@@ -415,8 +415,7 @@ class JobRepo:
             return set()
         c = t.observation_generation_jobs.c
         stmt = sa.select(c.agent_event_id).where(
-            c.team_id == team_id,
-            c.project_id == project_id,
+            of_tenant(team_id, project_id, c),
             c.source_type == SourceType.AGENT_EVENT.value,
             c.status == JobStatus.COMPLETED.value,
             c.agent_event_id.in_(list(set(event_ids))),

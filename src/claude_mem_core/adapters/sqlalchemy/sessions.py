@@ -13,6 +13,7 @@ from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.rows import _merge, _session
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.domain.models import ServerSession, SessionGenerationStatus
 
 
@@ -77,7 +78,7 @@ class SessionRepo:
     ) -> ServerSession | None:
         c = t.server_sessions.c
         stmt = self._db.select(t.server_sessions).where(
-            c.team_id == team_id, c.project_id == project_id, c.idempotency_key == key
+            of_tenant(team_id, project_id, c), c.idempotency_key == key
         )
         row = await self._db.one_or_none(stmt)
         return _session(row) if row else None
@@ -111,7 +112,7 @@ class SessionRepo:
         error: str | None = None,
     ) -> None:
         s = t.server_sessions
-        where = (s.c.id == session_id, s.c.team_id == team_id, s.c.project_id == project_id)
+        where = (s.c.id == session_id, of_tenant(team_id, project_id, s.c))
         values: dict[str, Any] = {"generation_status": status.value, "updated_at": now}
         if status is SessionGenerationStatus.COMPLETED:
             values["last_generated_at"] = now
