@@ -16,7 +16,7 @@ from claude_mem_core.domain.models import AuditEntry
 from claude_mem_core.domain.passages import Origin, Passage
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.errors import Forbidden, NotFound
-from claude_mem_core.ports.storage import Evidence, PassageText, SearchHit
+from claude_mem_core.ports.search import Evidence, PassageText, SearchHit
 
 
 class MemorySearchIndex(Repo):

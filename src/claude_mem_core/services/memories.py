@@ -24,7 +24,8 @@ from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.domain.tokens import Query, parse_query
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags
-from claude_mem_core.ports.storage import FreshMemory, Page, SearchHit
+from claude_mem_core.ports.search import SearchHit
+from claude_mem_core.ports.storage import FreshMemory, Page
 from claude_mem_core.services import embedding
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, audit_entry, project_visible, require_project

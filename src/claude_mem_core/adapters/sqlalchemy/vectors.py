@@ -13,7 +13,7 @@ from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted, of_tenant
 from claude_mem_core.domain.fusion import pack_vector, unpack_vector
 from claude_mem_core.domain.tenancy import TenantScope
-from claude_mem_core.ports.storage import PassageText
+from claude_mem_core.ports.search import PassageText
 
 
 class SearchVectorRepo:
