@@ -1,7 +1,8 @@
 """The tenancy rule has one statement in Python (``TenantScope.admits``) and one in SQL
-(``tenant_filter.admitted``): for any rows and any scope, both select the same rows, on
-SQLite and on PostgreSQL. NULL team or project ids are among the rows (team-less audit
-rows, team-wide keys), since that is where SQL's three-valued logic could part ways."""
+(``tenant_filter.admitted``, and ``bound`` for statements built once): for any rows and any
+scope, they select the same rows, on SQLite and on PostgreSQL. NULL team or project ids
+are among the rows (team-less audit rows, team-wide keys), since that is where SQL's
+three-valued logic could part ways."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted, of_tenant
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted, bound, of_tenant
 from claude_mem_core.domain.tenancy import TenantScope
 
 TEAMS = ["team-a", "team-b", "team-c"]
@@ -52,7 +53,10 @@ def connection(request: pytest.FixtureRequest) -> Iterator[sa.Connection]:
 
 
 def _selected(
-    conn: sa.Connection, rows: list[tuple[str | None, str | None]], where: sa.ColumnElement[bool]
+    conn: sa.Connection,
+    rows: list[tuple[str | None, str | None]],
+    where: sa.ColumnElement[bool],
+    params: dict[str, str] | None = None,
 ) -> set[int]:
     conn.execute(sa.delete(rows_table))
     if rows:
@@ -60,7 +64,8 @@ def _selected(
             sa.insert(rows_table),
             [{"id": i, "team_id": t, "project_id": p} for i, (t, p) in enumerate(rows)],
         )
-    found = {int(i) for i in conn.execute(sa.select(rows_table.c.id).where(where)).scalars()}
+    stmt = sa.select(rows_table.c.id).where(where)
+    found = {int(i) for i in conn.execute(stmt, params or {}).scalars()}
     conn.rollback()
     return found
 
@@ -71,6 +76,13 @@ def test_sql_clause_selects_the_rows_the_predicate_admits(
 ) -> None:
     expected = {i for i, (team, project) in enumerate(rows) if scope.admits(team, project)}
     assert _selected(connection, rows, admitted(scope, rows_table.c)) == expected
+    if scope.team_id is not None:  # a statement built once always names a team
+        params = {"team_id": scope.team_id}
+        if scope.project_id is not None:
+            params["project_id"] = scope.project_id
+        project = None if scope.project_id is None else "project_id"
+        clause = bound(rows_table.c, project=project)
+        assert _selected(connection, rows, clause, params) == expected
 
 
 @given(rows=rows_of, team=st.sampled_from(TEAMS), project=st.sampled_from(PROJECTS))

@@ -25,7 +25,7 @@ class MemoryErasure(Repo):
     statistics are counted at query time here, so removing passages is enough."""
 
     def _mine(self, row: Any, team_id: str, project_id: str) -> bool:
-        return bool(in_scope(row, team_id, project_id))
+        return in_scope(row, team_id, project_id)
 
     def _remove(self, table: str, keys: Any) -> int:
         keys = [k for k in keys if k in self._tx.read(table)]

@@ -39,7 +39,7 @@ class MemorySessions(Repo):
 
     async def get(self, team_id: str, session_id: str) -> ServerSession | None:
         session: ServerSession | None = self._tx.read("sessions").get(session_id)
-        if session is None or session.team_id != team_id:
+        if session is None or not in_scope(session, team_id):
             return None
         return None if is_deleted(self._tx, session.project_id) else session
 

@@ -241,7 +241,7 @@ class MemoryJobEvents(Repo):
         rows = [
             e
             for e in self._tx.read("job_events").values()
-            if e.team_id == team_id and e.generation_job_id == job_id
+            if in_scope(e, team_id) and e.generation_job_id == job_id
         ]
         # Insertion order breaks created_at ties: dicts keep it.
         order = {eid: n for n, eid in enumerate(self._tx.read("job_events"))}

@@ -313,7 +313,7 @@ class JobRepo:
         c = t.observation_generation_jobs.c
         await self._db.execute(
             sa.update(t.observation_generation_jobs)
-            .where(c.id == job.id, c.team_id == job.team_id, c.project_id == job.project_id)
+            .where(c.id == job.id, of_tenant(job.team_id, job.project_id, c))
             .values(payload=job.payload, updated_at=job.updated_at)
         )
 
@@ -367,8 +367,7 @@ class JobRepo:
             sa.update(t.observation_generation_jobs)
             .where(
                 c.id == job.id,
-                c.team_id == job.team_id,
-                c.project_id == job.project_id,
+                of_tenant(job.team_id, job.project_id, c),
                 c.status == JobStatus.PROCESSING.value,
                 c.attempts == job.attempts,
                 locked_by,
@@ -401,8 +400,8 @@ class JobRepo:
     async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
         """Every status is present, zero when no job has it."""
         c = t.observation_generation_jobs.c
-        where = [] if team_id is None else [c.team_id == team_id]
-        stmt = sa.select(c.status, sa.func.count().label("n")).where(*where).group_by(c.status)
+        where = admitted(TenantScope(team_id), c)
+        stmt = sa.select(c.status, sa.func.count().label("n")).where(where).group_by(c.status)
         counts = dict.fromkeys(JobStatus, 0)
         for row in await self._db.all(stmt):
             counts[JobStatus(row["status"])] = int(row["n"])
@@ -472,7 +471,7 @@ class JobEventRepo:
         je = t.observation_generation_job_events
         stmt = (
             self._db.select(je)
-            .where(je.c.team_id == team_id, je.c.generation_job_id == job_id)
+            .where(admitted(TenantScope(team_id), je.c), je.c.generation_job_id == job_id)
             .order_by(je.c.created_at, je.c.seq)
         )
         return [_job_event(r) for r in await self._db.all(stmt)]

@@ -48,14 +48,14 @@ class SessionRepo:
         )
         if result.first() is not None:
             return session, True
-        scope = (s.c.team_id == session.team_id, s.c.project_id == session.project_id)
+        scope = of_tenant(session.team_id, session.project_id, s.c)
         natural_keys = []
         if session.idempotency_key is not None:
             natural_keys.append(s.c.idempotency_key == session.idempotency_key)
         if session.external_session_id is not None:
             natural_keys.append(s.c.external_session_id == session.external_session_id)
         for key in natural_keys:
-            row = await self._db.one_or_none(self._db.select(s).where(*scope, key))
+            row = await self._db.one_or_none(self._db.select(s).where(scope, key))
             if row is not None:
                 return _session(row), False
         if not await self._db.exists(
@@ -89,8 +89,7 @@ class SessionRepo:
             sa.update(t.server_sessions)
             .where(
                 c.id == session.id,
-                c.team_id == session.team_id,
-                c.project_id == session.project_id,
+                of_tenant(session.team_id, session.project_id, c),
             )
             .values(
                 ended_at=session.ended_at,
