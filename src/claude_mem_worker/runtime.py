@@ -215,7 +215,8 @@ class WorkerRuntime:
         unmigrated database, :class:`StorageError` for an unusable one."""
         from claude_mem_core.adapters import storage_from_url
         from claude_mem_core.adapters.providers import provider_from_spec
-        from claude_mem_core.facade import Memory, embedder_from_settings, tracer_from_env
+        from claude_mem_core.facade import Memory
+        from claude_mem_core.facade_wiring import embedder_from_settings, tracer_from_env
 
         settings = self.settings
         storage = storage_from_url(settings.database_url)

@@ -28,7 +28,7 @@ from claude_mem_core.adapters.sqlalchemy.resident_search import (
 from claude_mem_core.domain.models import AuditEntry, Observation, Project, Team
 from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.domain.tokens import parse_query
-from claude_mem_core.ports.storage import SearchHit
+from claude_mem_core.ports.search import SearchHit
 from claude_mem_core.testing import databases
 
 pytestmark = pytest.mark.postgres

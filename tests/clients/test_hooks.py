@@ -29,7 +29,8 @@ from clientkit import (
 )
 
 from claude_mem_http.client import hook_mapping as hm
-from claude_mem_http.client.hooks import HookConfig, hook_main, run_hook
+from claude_mem_http.client.hook_config import HookConfig
+from claude_mem_http.client.hooks import hook_main, run_hook
 from claude_mem_http.client.spool import Spool
 
 SID = "0f6a3c2e-5b7d-4e61-9a51-2d8c1f3e7b90"

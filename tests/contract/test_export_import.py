@@ -358,7 +358,9 @@ async def test_export_import_export_is_the_identity(
         source, target_mem = memories
         scope = await _new_scope(source, "t", "p")
         for n, (external, events, notes) in enumerate(project):
-            started = await source.start_session(scope, external_session_id=external or None)
+            # A blank id is refused as input (sessions._validate): the project has none then.
+            external_id = external if external and external.strip() else None
+            started = await source.start_session(scope, external_session_id=external_id)
             for m, (event_type, payload, with_id) in enumerate(events):
                 await source.ingest(
                     scope,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from claude_mem_core.domain.models import Observation
 from claude_mem_core.errors import ProviderError
-from claude_mem_core.ports.storage import SearchHit
+from claude_mem_core.ports.search import SearchHit
 from claude_mem_core.services import embedding
 from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMIT
 

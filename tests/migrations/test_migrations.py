@@ -10,7 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from claude_mem_core import migrations
-from claude_mem_core.adapters.sqlalchemy import SqlAlchemyStorage, dialects, schema_compare, tables
+from claude_mem_core.adapters.sqlalchemy import (
+    SqlAlchemyStorage,
+    dialects,
+    schema_compare,
+    search_tables,
+    tables,
+)
 from claude_mem_core.errors import SchemaNotReady
 from claude_mem_core.testing import databases
 
@@ -123,7 +129,7 @@ async def test_gin_index_exists_and_serves_search(postgres_base_url: str) -> Non
                     "SELECT indexdef FROM pg_indexes "
                     "WHERE tablename = 'search_passages' AND indexname = :name"
                 ),
-                {"name": tables.PASSAGE_TERMS_INDEX},
+                {"name": search_tables.PASSAGE_TERMS_INDEX},
             ).scalar_one_or_none()
             conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
             plan = "\n".join(
@@ -137,7 +143,7 @@ async def test_gin_index_exists_and_serves_search(postgres_base_url: str) -> Non
 
         indexdef, plan = await _sync_call(url, inspect)
         assert indexdef is not None and "USING gin (terms)" in indexdef
-        assert tables.PASSAGE_TERMS_INDEX in plan
+        assert search_tables.PASSAGE_TERMS_INDEX in plan
     finally:
         await databases.drop_postgres_database(url)
 

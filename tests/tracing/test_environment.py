@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from claude_mem_core.adapters.otel_tracing import exporters_from_env
 from claude_mem_core.errors import ConfigurationError
-from claude_mem_core.facade import tracer_from_env
+from claude_mem_core.facade_wiring import tracer_from_env
 from claude_mem_core.ports.tracing import NOOP_TRACER, tracing_requested
 
 
@@ -99,7 +99,7 @@ def test_without_the_extra_the_noop_tracer_is_used_and_said(
 SERVICE_SCRIPT = """
 import sys
 from opentelemetry import trace
-from claude_mem_core.facade import tracer_from_env
+from claude_mem_core.facade_wiring import tracer_from_env
 if sys.argv[1] == "app":  # the application installed its own provider first
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from claude_mem_core.adapters.memory_state import Tables
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.change_feed import Change, ChangeKind, FeedPosition, Record
 
 _TABLE_OF = {
@@ -42,13 +43,12 @@ class InMemoryChangeFeed:
         # A cursor of another backend (txid > 0) is read as its serial: a position past
         # this feed's end finds nothing, as it would in the database it came from.
         changes: list[Change] = []
+        scope = TenantScope(team_id, project_id)
         feed = self._tables.feed
         for index in range(max(after.serial, self._tables.feed_pruned), len(feed)):
             kind_name, team, project, row_id = feed[index]
             kind = ChangeKind(kind_name)
-            if team_id is not None and team != team_id:
-                continue
-            if project_id is not None and project != project_id:
+            if not scope.admits(team, project):
                 continue
             if kinds is not None and kind not in kinds:
                 continue

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from claude_mem_core.adapters import memory_supersession as supersession
-from claude_mem_core.adapters.memory_state import Repo, Tx, is_deleted
+from claude_mem_core.adapters.memory_state import Repo, Tx, in_scope, is_deleted
 from claude_mem_core.domain.models import AgentEvent, JobStatus, ObservationSourceType, SourceType
 from claude_mem_core.ports.storage import ErasedRows
 
@@ -25,7 +25,7 @@ class MemoryErasure(Repo):
     statistics are counted at query time here, so removing passages is enough."""
 
     def _mine(self, row: Any, team_id: str, project_id: str) -> bool:
-        return bool(row.team_id == team_id and row.project_id == project_id)
+        return in_scope(row, team_id, project_id)
 
     def _remove(self, table: str, keys: Any) -> int:
         keys = [k for k in keys if k in self._tx.read(table)]
@@ -234,7 +234,7 @@ class MemoryErasure(Repo):
         held = [
             k
             for k, r in self._tx.read("budget_reservations").items()
-            if r.team_id == team_id and r.project_id == project_id
+            if in_scope(r, team_id, project_id)
         ]
         self._remove("budget_reservations", held)
         done = self._purge_step(team_id, project_id, limit)

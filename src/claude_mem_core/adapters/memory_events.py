@@ -7,7 +7,13 @@ from datetime import datetime
 
 import attrs
 
-from claude_mem_core.adapters.memory_state import Repo, is_deleted, require_project, require_session
+from claude_mem_core.adapters.memory_state import (
+    Repo,
+    in_scope,
+    is_deleted,
+    require_project,
+    require_session,
+)
 from claude_mem_core.domain.models import AgentEvent, ServerSession, SessionGenerationStatus
 from claude_mem_core.domain.redaction import SERVER_EVENT_METADATA
 
@@ -33,7 +39,7 @@ class MemorySessions(Repo):
 
     async def get(self, team_id: str, session_id: str) -> ServerSession | None:
         session: ServerSession | None = self._tx.read("sessions").get(session_id)
-        if session is None or session.team_id != team_id:
+        if session is None or not in_scope(session, team_id):
             return None
         return None if is_deleted(self._tx, session.project_id) else session
 
@@ -41,7 +47,7 @@ class MemorySessions(Repo):
         self, team_id: str, project_id: str, key: str
     ) -> ServerSession | None:
         for s in self._tx.read("sessions").values():
-            if s.team_id == team_id and s.project_id == project_id and s.idempotency_key == key:
+            if in_scope(s, team_id, project_id) and s.idempotency_key == key:
                 found: ServerSession = s
                 return found
         return None
@@ -100,7 +106,7 @@ class MemoryEvents(Repo):
 
     async def get(self, team_id: str, event_id: str) -> AgentEvent | None:
         event: AgentEvent | None = self._tx.read("events").get(event_id)
-        if event is None or event.team_id != team_id:
+        if event is None or not in_scope(event, team_id):
             return None
         return None if is_deleted(self._tx, event.project_id) else event
 
@@ -109,11 +115,7 @@ class MemoryEvents(Repo):
     ) -> Sequence[AgentEvent]:
         table = self._tx.read("events")
         found = [table.get(i) for i in event_ids]
-        return [
-            e
-            for e in found
-            if e is not None and e.team_id == team_id and e.project_id == project_id
-        ]
+        return [e for e in found if e is not None and in_scope(e, team_id, project_id)]
 
     async def list_for_session(
         self, team_id: str, project_id: str, session_id: str, *, limit: int = 500
@@ -121,9 +123,7 @@ class MemoryEvents(Repo):
         rows = [
             e
             for e in self._tx.read("events").values()
-            if e.team_id == team_id
-            and e.project_id == project_id
-            and e.server_session_id == session_id
+            if in_scope(e, team_id, project_id) and e.server_session_id == session_id
         ]
         rows.sort(key=lambda e: (e.occurred_at, e.created_at, e.id))
         return rows[:limit]

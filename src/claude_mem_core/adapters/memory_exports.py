@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from claude_mem_core.adapters.memory_state import Repo
+from claude_mem_core.adapters.memory_state import Repo, in_scope
 from claude_mem_core.domain.export_format import Counts
 from claude_mem_core.domain.models import AgentEvent, Observation, ObservationSource, ServerSession
 from claude_mem_core.ports.export_reads import Cursor
@@ -26,11 +26,7 @@ class MemoryExportReads(Repo):
         after: Cursor | None,
         limit: int,
     ) -> list[Any]:
-        rows = [
-            r
-            for r in self._tx.read(table).values()
-            if r.team_id == team_id and r.project_id == project_id
-        ]
+        rows = [r for r in self._tx.read(table).values() if in_scope(r, team_id, project_id)]
         rows.sort(key=lambda r: (at(r), r.id))
         if after is not None:
             rows = [r for r in rows if (at(r), r.id) > after]
@@ -38,11 +34,7 @@ class MemoryExportReads(Repo):
 
     async def counts(self, team_id: str, project_id: str) -> Counts:
         def count(table: str) -> int:
-            return sum(
-                1
-                for r in self._tx.read(table).values()
-                if r.team_id == team_id and r.project_id == project_id
-            )
+            return sum(1 for r in self._tx.read(table).values() if in_scope(r, team_id, project_id))
 
         return Counts(
             sessions=count("sessions"), events=count("events"), observations=count("observations")
@@ -72,7 +64,7 @@ class MemoryExportReads(Repo):
         return [
             s
             for s in self._tx.read("sources").values()
-            if s.observation_id in wanted and s.team_id == team_id and s.project_id == project_id
+            if s.observation_id in wanted and in_scope(s, team_id, project_id)
         ]
 
     async def owners(self, kind: str, ids: Sequence[str]) -> Mapping[str, tuple[str, str]]:

@@ -17,6 +17,7 @@ from claude_mem_core.adapters.memory_observations import (
 from claude_mem_core.adapters.memory_search import MemorySearchIndex
 from claude_mem_core.adapters.memory_state import (
     Repo,
+    in_scope,
     is_deleted,
     paged,
     require_project,
@@ -38,8 +39,7 @@ from claude_mem_core.ports.storage import JobFilter, Page
 
 def _job_filter(job: GenerationJob, where: JobFilter) -> bool:
     return (
-        job.team_id == where.team_id
-        and (where.project_id is None or job.project_id == where.project_id)
+        in_scope(job, where.team_id, where.project_id)
         and (where.status is None or job.status is where.status)
         and (where.source_type is None or job.source_type is where.source_type)
         and (where.since is None or job.created_at >= where.since)
@@ -67,7 +67,7 @@ class MemoryJobs(Repo):
 
     async def get(self, team_id: str, job_id: str) -> GenerationJob | None:
         job: GenerationJob | None = self._tx.read("jobs").get(job_id)
-        if job is None or job.team_id != team_id:
+        if job is None or not in_scope(job, team_id):
             return None
         return None if is_deleted(self._tx, job.project_id) else job
 
@@ -209,7 +209,7 @@ class MemoryJobs(Repo):
     async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)
         for job in self._tx.read("jobs").values():
-            if team_id is None or job.team_id == team_id:
+            if in_scope(job, team_id):
                 counts[job.status] += 1
         return counts
 
@@ -220,8 +220,7 @@ class MemoryJobs(Repo):
         return {
             j.agent_event_id
             for j in self._tx.read("jobs").values()
-            if j.team_id == team_id
-            and j.project_id == project_id
+            if in_scope(j, team_id, project_id)
             and j.status is JobStatus.COMPLETED
             and j.agent_event_id in wanted
         }
@@ -242,7 +241,7 @@ class MemoryJobEvents(Repo):
         rows = [
             e
             for e in self._tx.read("job_events").values()
-            if e.team_id == team_id and e.generation_job_id == job_id
+            if in_scope(e, team_id) and e.generation_job_id == job_id
         ]
         # Insertion order breaks created_at ties: dicts keep it.
         order = {eid: n for n, eid in enumerate(self._tx.read("job_events"))}

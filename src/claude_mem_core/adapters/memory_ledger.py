@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from claude_mem_core.adapters.memory_state import Repo
+from claude_mem_core.adapters.memory_state import Repo, in_scope
 from claude_mem_core.errors import NotFound
 from claude_mem_core.ports.ledger import LedgerEntry, UsageGrouping, UsageRow
 
@@ -29,9 +29,7 @@ class MemoryLedger(Repo):
     ) -> Sequence[UsageRow]:
         sums: dict[str, list[Any]] = {}
         for e in self._tx.read("ledger").values():
-            if e.team_id != team_id or not since <= e.called_at < until:
-                continue
-            if project_id is not None and e.project_id != project_id:
+            if not in_scope(e, team_id, project_id) or not since <= e.called_at < until:
                 continue
             if group_by == "project":
                 group = e.project_id

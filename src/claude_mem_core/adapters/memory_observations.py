@@ -11,6 +11,7 @@ import attrs
 from claude_mem_core.adapters import memory_supersession as supersession
 from claude_mem_core.adapters.memory_state import (
     Repo,
+    in_scope,
     is_deleted,
     paged,
     require_project,
@@ -50,7 +51,7 @@ class MemoryObservations(Repo):
         table = self._tx.read("observations")
         for observation_id, n in counts.items():
             o = table.get(observation_id)
-            if o is not None and o.team_id == team_id and o.project_id == project_id:
+            if o is not None and in_scope(o, team_id, project_id):
                 self._tx.write("observations")[o.id] = attrs.evolve(
                     o, occurrences=o.occurrences + n
                 )
@@ -73,20 +74,18 @@ class MemoryObservations(Repo):
 
     def _scoped(self, team_id: str, project_id: str) -> list[Observation]:
         return [
-            o
-            for o in self._tx.read("observations").values()
-            if o.team_id == team_id and o.project_id == project_id
+            o for o in self._tx.read("observations").values() if in_scope(o, team_id, project_id)
         ]
 
     async def get(self, team_id: str, project_id: str, observation_id: str) -> Observation | None:
         obs: Observation | None = self._tx.read("observations").get(observation_id)
-        if obs is None or obs.team_id != team_id or obs.project_id != project_id:
+        if obs is None or not in_scope(obs, team_id, project_id):
             return None
         return None if is_deleted(self._tx, project_id) else obs
 
     async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
         obs: Observation | None = self._tx.read("observations").get(observation_id)
-        if obs is None or obs.team_id != team_id:
+        if obs is None or not in_scope(obs, team_id):
             return None
         return None if is_deleted(self._tx, obs.project_id) else obs
 
@@ -108,7 +107,7 @@ class MemoryObservations(Repo):
             if link.source_type.value != source_type or link.source_id != source_id:
                 continue
             obs = table.get(link.observation_id)
-            if obs is not None and obs.team_id == team_id and obs.project_id == project_id:
+            if obs is not None and in_scope(obs, team_id, project_id):
                 pairs.append((obs, link))
         pairs.sort(key=lambda p: (p[0].created_at, p[0].id))
         return pairs
@@ -171,7 +170,7 @@ class MemoryAudit(Repo):
         rows = [
             a
             for a in table.values()
-            if a.team_id == team_id and (action is None or a.action == action)
+            if in_scope(a, team_id) and (action is None or a.action == action)
         ]
         rows.sort(key=lambda a: (a.created_at, order[a.id]), reverse=True)
         return paged(rows, page)

@@ -9,14 +9,14 @@ import attrs
 
 from claude_mem_core.adapters import memory_supersession as supersession
 from claude_mem_core.adapters.memory_observations import MemoryAudit
-from claude_mem_core.adapters.memory_state import Repo, is_deleted
+from claude_mem_core.adapters.memory_state import Repo, in_scope, is_deleted
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.fusion import pack_vector, unpack_vector
 from claude_mem_core.domain.models import AuditEntry
 from claude_mem_core.domain.passages import Origin, Passage
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.errors import Forbidden, NotFound
-from claude_mem_core.ports.storage import Evidence, PassageText, SearchHit
+from claude_mem_core.ports.search import Evidence, PassageText, SearchHit
 
 
 class MemorySearchIndex(Repo):
@@ -73,9 +73,7 @@ class MemorySearchIndex(Repo):
         scoped = [
             p
             for p in self._tx.read("passages").values()
-            if p.team_id == team_id
-            and p.project_id == project_id
-            and p.observation_id in observations
+            if in_scope(p, team_id, project_id) and p.observation_id in observations
         ]
         if not scoped:
             return []
@@ -126,9 +124,7 @@ class MemorySearchVectors(Repo):
             passage_id = int(key) + 1
             if passage_id <= after:
                 continue
-            if team_id is not None and passage.team_id != team_id:
-                continue
-            if project_id is not None and passage.project_id != project_id:
+            if not in_scope(passage, team_id, project_id):
                 continue
             if is_deleted(self._tx, passage.project_id):
                 continue  # a project being erased sends nothing more to an embedder

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from claude_mem_core.adapters.memory_budgets import BUDGET_TABLES
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.errors import NotFound
 from claude_mem_core.ports.clock import Clock
 from claude_mem_core.ports.storage import Page
@@ -58,6 +59,12 @@ class Tables:
 def is_deleted(tx: Tx, project_id: str) -> bool:
     """Whether the project is marked deleted (being erased): missing to every read."""
     return project_id in tx.read("deleted_projects")
+
+
+def in_scope(row: Any, team_id: str | None, project_id: str | None = None) -> bool:
+    """Whether a stored row (anything with ``team_id`` and ``project_id``) is visible in
+    the scope of ``team_id`` (and ``project_id``): ``TenantScope.admits``, the one rule."""
+    return TenantScope(team_id, project_id).admits(row.team_id, row.project_id)
 
 
 def paged(rows: list[T], page: Page) -> tuple[list[T], int]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from claude_mem_core.adapters.memory_state import in_scope
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.models import Observation
 from claude_mem_core.domain.supersession import current
@@ -28,12 +29,7 @@ def supersede(
     wanted = {s for s in subjects if s}
     groups: dict[str, list[tuple[str, datetime]]] = {}
     for o in tx.read("observations").values():
-        if (
-            o.team_id == team_id
-            and o.project_id == project_id
-            and o.subject in wanted
-            and o.superseded_by is None
-        ):
+        if in_scope(o, team_id, project_id) and o.subject in wanted and o.superseded_by is None:
             groups.setdefault(o.subject, []).append((o.id, o.created_at))
     marked: list[tuple[str, str]] = []
     for rows in groups.values():
@@ -53,7 +49,7 @@ def restore(tx: Any, team_id: str, project_id: str, erased: Iterable[str], *, at
     again = [
         o
         for o in tx.read("observations").values()
-        if o.team_id == team_id and o.project_id == project_id and o.superseded_by in gone
+        if in_scope(o, team_id, project_id) and o.superseded_by in gone
     ]
     for o in again:
         tx.write("observations")[o.id] = attrs.evolve(o, superseded_by=None, superseded_at=None)

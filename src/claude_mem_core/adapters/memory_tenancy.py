@@ -7,7 +7,7 @@ from datetime import datetime
 
 import attrs
 
-from claude_mem_core.adapters.memory_state import Repo, is_deleted, paged, require_project
+from claude_mem_core.adapters.memory_state import Repo, in_scope, is_deleted, paged, require_project
 from claude_mem_core.domain.models import ApiKey, Project, Team
 from claude_mem_core.errors import NotFound
 from claude_mem_core.ports.storage import Page
@@ -94,12 +94,7 @@ class MemoryApiKeys(Repo):
     async def list(
         self, team_id: str | None, project_id: str | None, page: Page
     ) -> tuple[Sequence[ApiKey], int]:
-        rows = [
-            k
-            for k in self._tx.read("api_keys").values()
-            if (team_id is None or k.team_id == team_id)
-            and (project_id is None or k.project_id == project_id)
-        ]
+        rows = [k for k in self._tx.read("api_keys").values() if in_scope(k, team_id, project_id)]
         rows.sort(key=lambda k: (k.created_at, k.id), reverse=True)
         return paged(rows, page)
 

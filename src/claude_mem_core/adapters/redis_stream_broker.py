@@ -19,7 +19,8 @@ stream broker lacks. Layout (``<p>`` = the key prefix, ``CLAUDE_MEM_QUEUE_REDIS_
   job (reconciliation does that) adds nothing. A consumer removes the marker when it
   receives the message. A kick is one Lua script (marker check, marker and ``XADD``
   together: nothing half done); under :meth:`JobStreamBroker.batched` (``publish_many``)
-  the kicks of one event-loop turn go to Redis in one pipelined round trip;
+  the kicks of one event-loop turn go to Redis in one pipelined round trip
+  (``redis_stream_kicks.py``);
 * **acknowledged = deleted** (``XACK`` + ``XDEL``), so a stream holds only messages not yet
   processed; acknowledgements ride along with the next read, or go ``ack_delay`` later;
 * **reading** takes at most as many messages as there are free slots (``capacity`` minus
@@ -40,12 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from attrs import define
@@ -57,6 +58,7 @@ from taskiq.message import BrokerMessage
 from taskiq_redis import RedisStreamBroker
 
 from claude_mem_core.adapters import redis_stream_scripts as scripts
+from claude_mem_core.adapters.redis_stream_kicks import Kick, KickBatcher
 from claude_mem_core.ports.queue import LANES
 
 log = logging.getLogger("claude_mem.queue.redis")
@@ -96,17 +98,6 @@ class StreamEntry:
     transport_id: str | None
     acked: bool = False  # by the receiver: its slot is free
     settled: bool = False  # in Redis (XACK + XDEL sent)
-
-
-@define(slots=True, eq=False)
-class _Kick:
-    sha: str
-    args: list[Any]
-    sent: asyncio.Future[None] | None  # None: sent at once, by the kicking task itself
-
-
-# Set by :meth:`JobStreamBroker.batched`: kicks wait to share a round trip.
-_BATCHED: contextvars.ContextVar[bool] = contextvars.ContextVar("batched_kicks", default=False)
 
 
 class JobStreamBroker(RedisStreamBroker):
@@ -164,8 +155,7 @@ class JobStreamBroker(RedisStreamBroker):
         self._kick_later = self.redis.register_script(scripts.KICK_LATER)
         self._promote = self.redis.register_script(scripts.PROMOTE)
         self._read_now = self.redis.register_script(scripts.READ)
-        self._kicks: list[_Kick] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._batcher = KickBatcher(self._send_kicks)
         # Reading side: messages handed out and not acknowledged, acknowledgements not yet
         # sent, and which lane was found empty lately (read last for EMPTY_LANE_SKIP).
         self._outstanding = 0
@@ -250,50 +240,17 @@ class JobStreamBroker(RedisStreamBroker):
         args = [transport_id, self.waiting_ttl_ms, message.message]
         return self._kick_now.sha, [3, zset, self.marker(transport_id), stream, *args]
 
-    @contextlib.contextmanager
-    def batched(self) -> Iterator[None]:
+    def batched(self) -> AbstractContextManager[None]:
         """Kicks made in this context (and in tasks started from it) during one event-loop
         turn go to Redis together, in one pipelined round trip."""
-        token = _BATCHED.set(True)
-        try:
-            yield
-        finally:
-            _BATCHED.reset(token)
+        return self._batcher.batched()
 
     async def kick(self, message: BrokerMessage) -> None:
         """Send ``message`` (see :meth:`batched` for sending several at once)."""
         sha, args = self._kick_call(message)
-        if not _BATCHED.get():
-            await self._send_kicks([_Kick(sha=sha, args=args, sent=None)])
-            return
-        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._kicks.append(_Kick(sha=sha, args=args, sent=sent))
-        if len(self._kicks) == 1:
-            # Runs after every task already scheduled in this turn has made its kick.
-            sending = asyncio.get_running_loop().create_task(self._send_queued_kicks())
-            self._sending.add(sending)
-            sending.add_done_callback(self._sending.discard)
-        await sent
+        await self._batcher.submit(sha, args)
 
-    async def _send_queued_kicks(self) -> None:
-        kicks, self._kicks = self._kicks, []
-        try:
-            await self._send_kicks(kicks)
-        except Exception as exc:
-            for kick in kicks:
-                if kick.sent is not None and not kick.sent.done():
-                    kick.sent.set_exception(exc)
-        except BaseException:
-            for kick in kicks:
-                if kick.sent is not None:
-                    kick.sent.cancel()
-            raise
-        else:
-            for kick in kicks:
-                if kick.sent is not None and not kick.sent.done():
-                    kick.sent.set_result(None)
-
-    async def _send_kicks(self, kicks: Sequence[_Kick]) -> None:
+    async def _send_kicks(self, kicks: Sequence[Kick]) -> None:
         for attempt in (1, 2):
             try:
                 if len(kicks) == 1:  # a lone kick (one request's job): no pipeline

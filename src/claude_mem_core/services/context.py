@@ -12,6 +12,7 @@ from claude_mem_core.domain.prices import PRICES
 from claude_mem_core.domain.rate_limits import NO_LIMITS, RateLimits
 from claude_mem_core.domain.redaction import DEFAULT_REDACTOR, Redactor
 from claude_mem_core.domain.scopes import ALL
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.clock import Clock, IdSource, SystemClock, UuidSource
 from claude_mem_core.ports.queue import JobQueue
 from claude_mem_core.ports.storage import Storage
@@ -46,6 +47,11 @@ class Caller:
         cls, team_id: str, *, project_id: str | None = None, actor_id: str = "system:embedded"
     ) -> Caller:
         return cls(team_id=team_id, project_id=project_id, actor_id=actor_id)
+
+    @property
+    def scope(self) -> TenantScope:
+        """The rows this caller may see: its team's, and only its project's if it has one."""
+        return TenantScope(self.team_id, self.project_id)
 
 
 SessionPolicy = str  # "per-event" | "debounce" | "end-of-session"

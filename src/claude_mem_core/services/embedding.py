@@ -46,7 +46,7 @@ from attrs import frozen
 from claude_mem_core.domain.fusion import DEFAULT_RRF_K, cosine, reciprocal_rank_fusion
 from claude_mem_core.errors import ClaudeMemError, ConfigurationError, ProviderError
 from claude_mem_core.ports.embedder import Embedder
-from claude_mem_core.ports.storage import PassageText, SearchHit
+from claude_mem_core.ports.search import PassageText, SearchHit
 from claude_mem_core.services.context import Deps
 
 log = logging.getLogger("claude_mem.embedding")

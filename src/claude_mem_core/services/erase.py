@@ -169,7 +169,7 @@ async def erase_event(deps: Deps, caller: Caller, event_id: str) -> Erasure:
     now = deps.clock.now()
     async with deps.storage.unit_of_work() as uow:
         event = await uow.events.get(caller.team_id, event_id)
-        if event is None or not project_visible(caller, event.project_id):
+        if event is None or not caller.scope.admits(event.team_id, event.project_id):
             raise NotFound("Event not found")
         requeued: list[GenerationJob] = []
         cancelled = 0
@@ -219,7 +219,7 @@ async def erase_session(deps: Deps, caller: Caller, session_id: str) -> Erasure:
     now = deps.clock.now()
     async with deps.storage.unit_of_work() as uow:
         session = await uow.sessions.get(caller.team_id, session_id)
-        if session is None or not project_visible(caller, session.project_id):
+        if session is None or not caller.scope.admits(session.team_id, session.project_id):
             raise NotFound("Session not found")
         # Every job of the session goes with it: a worker holding one loses its claim.
         removed = await uow.erasure.erase_session(

@@ -28,7 +28,7 @@ from claude_mem_core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
 from claude_mem_core.services import outbox
 from claude_mem_core.services.context import Caller, Deps
-from claude_mem_core.services.tenancy import audit, project_visible, require_project
+from claude_mem_core.services.tenancy import audit, require_project
 
 MAX_PAGE = 200
 
@@ -57,7 +57,7 @@ class CancelOutcome:
 
 async def _load(uow: UnitOfWork, caller: Caller, job_id: str) -> GenerationJob:
     job = await uow.jobs.get(caller.team_id, job_id)
-    if job is None or not project_visible(caller, job.project_id):
+    if job is None or not caller.scope.admits(job.team_id, job.project_id):
         raise NotFound("Generation job not found")
     return job
 

@@ -24,7 +24,8 @@ from claude_mem_core.domain.scopes import Need, require
 from claude_mem_core.domain.tokens import Query, parse_query
 from claude_mem_core.errors import FieldIssue, InvalidInput, NotFound
 from claude_mem_core.generation.privacy import strip_tags
-from claude_mem_core.ports.storage import FreshMemory, Page, SearchHit
+from claude_mem_core.ports.search import SearchHit
+from claude_mem_core.ports.storage import FreshMemory, Page
 from claude_mem_core.services import embedding
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.tenancy import audit, audit_entry, project_visible, require_project
@@ -391,7 +392,7 @@ async def get_memory(deps: Deps, caller: Caller, memory_id: str) -> Observation:
             found = await uow.observations.get(caller.team_id, caller.project_id, memory_id)
         else:
             found = await uow.observations.get_in_team(caller.team_id, memory_id)
-        if found is None or not project_visible(caller, found.project_id):
+        if found is None or not caller.scope.admits(found.team_id, found.project_id):
             raise NotFound("Memory not found")
         await audit(
             uow,
@@ -410,7 +411,7 @@ async def get_event(deps: Deps, caller: Caller, event_id: str) -> AgentEvent:
     require(caller.scopes, Need.READ_EVENTS)
     async with deps.storage.unit_of_work() as uow:
         event = await uow.events.get(caller.team_id, event_id)
-    if event is None or not project_visible(caller, event.project_id):
+    if event is None or not caller.scope.admits(event.team_id, event.project_id):
         raise NotFound("Event not found")
     return event
 
@@ -421,7 +422,7 @@ async def event_observations(
     require(caller.scopes, Need.READ)
     async with deps.storage.unit_of_work() as uow:
         event = await uow.events.get(caller.team_id, event_id)
-        if event is None or not project_visible(caller, event.project_id):
+        if event is None or not caller.scope.admits(event.team_id, event.project_id):
             raise NotFound("Event not found")
         pairs = await uow.observations.list_for_source(
             caller.team_id, event.project_id, ObservationSourceType.AGENT_EVENT.value, event.id

@@ -125,7 +125,7 @@ async def get_session(deps: Deps, caller: Caller, session_id: str) -> ServerSess
     require(caller.scopes, Need.READ_SESSIONS)
     async with deps.storage.unit_of_work() as uow:
         session = await uow.sessions.get(caller.team_id, session_id)
-    if session is None or not project_visible(caller, session.project_id):
+    if session is None or not caller.scope.admits(session.team_id, session.project_id):
         raise NotFound("Session not found")
     return session
 
@@ -143,7 +143,7 @@ async def end_session(
     now = deps.clock.now()
     async with deps.storage.unit_of_work() as uow:
         session = await uow.sessions.get(caller.team_id, session_id)
-        if session is None or not project_visible(caller, session.project_id):
+        if session is None or not caller.scope.admits(session.team_id, session.project_id):
             raise NotFound("Session not found")
         if session.ended_at is None:
             session = attrs.evolve(session, ended_at=now, updated_at=now)

@@ -25,6 +25,7 @@ from datetime import timedelta
 from attrs import frozen
 
 from claude_mem_core.domain.scopes import Need, allows, missing_scope_message
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.errors import CursorExpired, Forbidden, InvalidInput
 from claude_mem_core.ports.change_feed import ALL_KINDS, Change, ChangeKind, FeedPosition
 from claude_mem_core.services.context import Caller, Deps
@@ -55,11 +56,8 @@ class StreamFilter:
     kinds: frozenset[ChangeKind]
 
     def admits(self, change: Change) -> bool:
-        return (
-            change.team_id == self.team_id
-            and (self.project_id is None or change.project_id == self.project_id)
-            and change.kind in self.kinds
-        )
+        scope = TenantScope(self.team_id, self.project_id)
+        return scope.admits(change.team_id, change.project_id) and change.kind in self.kinds
 
 
 @frozen(kw_only=True)

@@ -1,4 +1,4 @@
-"""Tenant checks shared by the use cases.
+"""Tenant checks shared by the use cases (the rule itself is ``domain/tenancy.py``).
 
 Anything outside the caller's team, or outside a project key's project, is "not found":
 the answer never reveals that the id exists elsewhere.
@@ -16,7 +16,9 @@ from claude_mem_core.services.context import Caller, Deps
 
 
 def project_visible(caller: Caller, project_id: str) -> bool:
-    return caller.project_id is None or caller.project_id == project_id
+    """Whether the caller may see ``project_id`` of its own team (``TenantScope.admits``:
+    the team is the caller's, since every read is by team already)."""
+    return caller.scope.admits(caller.team_id, project_id)
 
 
 async def require_project(uow: UnitOfWork, caller: Caller, project_id: str) -> Project:

@@ -27,10 +27,15 @@ from claude_mem_core.testing.erase_contracts import ErasureContract
 from claude_mem_core.testing.job_contracts import JobStorageContract
 from claude_mem_core.testing.search_contracts import SearchStorageContract
 from claude_mem_core.testing.storage_fixtures import LOGICAL_TABLES, T0, Backdoor, Factory
+from claude_mem_core.testing.tenancy_contracts import TenancyContract
 
 
 class StorageContract(
-    JobStorageContract, SearchStorageContract, BatchWriteContract, ErasureContract
+    JobStorageContract,
+    SearchStorageContract,
+    BatchWriteContract,
+    ErasureContract,
+    TenancyContract,
 ):
     """Behaviour every :class:`Storage` adapter promises. See the module docstring (and
     :mod:`~claude_mem_core.testing.erase_contracts`, whose tests it inherits)."""

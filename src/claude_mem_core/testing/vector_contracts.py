@@ -15,7 +15,8 @@ import pytest
 from claude_mem_core.domain.fusion import pack_vector, unpack_vector
 from claude_mem_core.domain.models import Observation
 from claude_mem_core.domain.passages import event_passages, observation_passage
-from claude_mem_core.ports.storage import PassageText, Storage
+from claude_mem_core.ports.search import PassageText
+from claude_mem_core.ports.storage import Storage
 from claude_mem_core.testing.contracts import Factory
 
 MODEL = "test-embedder"
@@ -28,7 +29,7 @@ def _float32(vector: list[float]) -> list[float]:
 
 
 class SearchVectorContract:
-    """Behaviour of :class:`~claude_mem_core.ports.storage.SearchVectorRepository`."""
+    """Behaviour of :class:`~claude_mem_core.ports.search.SearchVectorRepository`."""
 
     @pytest.fixture
     def make(self) -> Factory:

@@ -33,8 +33,8 @@ from typing import Any
 from claude_mem_core.cli.commands import Commands
 from claude_mem_core.domain.scopes import HOOK_SCOPES
 from claude_mem_core.errors import ClaudeMemError, ConfigurationError, Forbidden, NotFound
+from claude_mem_http.client.hook_config import data_dir_from
 from claude_mem_http.client.hook_mapping import HOOK_EVENTS
-from claude_mem_http.client.hooks import data_dir_from
 
 HOOK_MODULE = "claude_mem_http.client.hooks"
 # Where the hook runner lived before the package was split into server/wire/client/mcp:

@@ -35,7 +35,8 @@ from claude_mem_core.errors import (
     NotFound,
 )
 from claude_mem_http.client.backends import LOCAL_TEAM
-from claude_mem_http.client.hooks import HookConfig, spawn_drain
+from claude_mem_http.client.hook_config import HookConfig
+from claude_mem_http.client.hooks import spawn_drain
 from claude_mem_http.client.transcript_import import Progress
 
 CHUNK_BYTES = 64 * 1024

@@ -37,7 +37,8 @@ from claude_mem_core.cli.commands import Commands
 from claude_mem_core.errors import ConfigurationError, Conflict, InvalidInput
 from claude_mem_http.client import hook_mapping as hm
 from claude_mem_http.client.backends import Backend, LocalBackend, RemoteBackend
-from claude_mem_http.client.hooks import HookConfig, spawn_drain
+from claude_mem_http.client.hook_config import HookConfig
+from claude_mem_http.client.hooks import spawn_drain
 from claude_mem_http.client.http_client import ClaudeMemClient
 
 IMPORT_METADATA = {"via": "claude-code-transcript-import"}

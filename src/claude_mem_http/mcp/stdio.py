@@ -24,8 +24,8 @@ from claude_mem_http.mcp.server import build_mcp_server
 async def backend_from_settings(env: Mapping[str, str] | None = None) -> AsyncIterator[Backend]:
     """Remote when a server URL is configured, else the embedded memory (default project:
     ``CLAUDE_MEM_PROJECT`` or the working directory's name)."""
+    from claude_mem_http.client.hook_config import HookConfig
     from claude_mem_http.client.hook_mapping import project_name
-    from claude_mem_http.client.hooks import HookConfig
 
     config = HookConfig.load(env)
     if config.mode == "remote":

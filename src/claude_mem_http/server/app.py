@@ -24,7 +24,7 @@ from claude_mem_core.config import Settings
 from claude_mem_core.facade import Memory, open_memory_from_settings
 from claude_mem_core.services import admin, embedding, reconcile, upkeep
 from claude_mem_core.services.context import Caller
-from claude_mem_http.server import export_routes, health, routes, viewer
+from claude_mem_http.server import compat_routes, export_routes, health, routes, viewer
 from claude_mem_http.server import stream as live
 from claude_mem_http.server.auth import LOCAL_DEV_ACTOR, LOCAL_DEV_SCOPES, local_dev_bypass
 from claude_mem_http.server.metrics import METRICS, MetricsMode
@@ -203,6 +203,7 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle(memory, background_generation))
     health.setup(app)
     routes.setup(app)
+    compat_routes.setup(app)  # the legacy hook routes (api.md §4)
     export_routes.setup(app)  # project export and import (docs/your-data.md)
     viewer.setup(app)  # /viewer/: the web pages (docs/viewer.md)
     try:

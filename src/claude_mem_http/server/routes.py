@@ -1,4 +1,5 @@
-"""The data routes of api.md §3 and §4: parse, call one service, serialise.
+"""The data routes of api.md §3: parse, call one service, serialise (the legacy routes of
+§4 are ``compat_routes.py``).
 
 Scope and tenancy rules live in the core services; a handler only authenticates (via
 :func:`auth.requires`), reads the request strictly and shapes the answer.
@@ -17,7 +18,6 @@ from claude_mem_core.errors import EventConflict, FieldIssue, InvalidInput
 from claude_mem_core.services import (
     admin,
     budgets,
-    compat,
     erase,
     ingest,
     jobs,
@@ -31,7 +31,7 @@ from claude_mem_core.services.memories import MAX_CONTEXT_LIMIT, MAX_SEARCH_LIMI
 from claude_mem_core.services.usage import MAX_REPORT_DAYS
 from claude_mem_http.server.auth import requires
 from claude_mem_http.server.metrics import count_ingested
-from claude_mem_http.server.middlewares import BadRequest, json_response, large_json_response
+from claude_mem_http.server.middlewares import json_response, large_json_response
 from claude_mem_http.server.state import RUNTIME
 from claude_mem_http.wire import responses, schemas
 from claude_mem_http.wire.schemas import RequestInvalid
@@ -475,107 +475,6 @@ async def erase_project(request: web.Request, caller: Caller) -> web.StreamRespo
     return _erased(erased, caller)
 
 
-# -- legacy compat (api.md §4) -------------------------------------------------------------
-
-
-def _project_key(caller: Caller, route: str) -> str:
-    if caller.project_id is None:
-        raise BadRequest(f"Legacy {route} requires a project-scoped API key")
-    return caller.project_id
-
-
-@requires(Need.WRITE_EVENTS)
-async def compat_observations(request: web.Request, caller: Caller) -> web.StreamResponse:
-    body = schemas.parse_compat_observation(await schemas.read_json(request))
-    project_id = _project_key(caller, "/api/sessions/observations")
-    recorded = await compat.record_tool_use(
-        _deps(request),
-        caller,
-        project_id,
-        compat.ToolUse(
-            content_session_id=body["contentSessionId"],
-            tool_name=body["tool_name"],
-            tool_input=body["tool_input"],
-            tool_response=body["tool_response"],
-            tool_use_id=body["tool_use_id"] or body["toolUseId"],
-            cwd=body["cwd"],
-            agent_id=body["agentId"],
-            agent_type=body["agentType"],
-            platform_source=body["platformSource"],
-        ),
-    )
-    result = recorded.result
-    if result is not None:
-        count_ingested(request, int(result.created))
-    if recorded.erased:
-        # The tool use id names an erased event: nothing is stored, and it stays erased.
-        return json_response(
-            {
-                "status": "skipped",
-                "observationCount": 0,
-                "sessionId": recorded.session.id,
-                "serverSessionId": recorded.session.id,
-                "eventId": None,
-                "generationJobId": None,
-                "transport": "skipped",
-                "erased": True,
-            }
-        )
-    if result is None:
-        # Legacy clients expect 2xx: the conflict is a field (the stored event's id).
-        conflict = recorded.conflict
-        return json_response(
-            {
-                "status": "queued",
-                "observationCount": 0,
-                "sessionId": recorded.session.id,
-                "serverSessionId": recorded.session.id,
-                "eventId": conflict.event_id if conflict is not None else None,
-                "generationJobId": None,
-                "transport": "skipped",
-                "conflict": True,
-            }
-        )
-    return json_response(
-        {
-            "status": "queued",
-            "observationCount": 1,
-            "sessionId": recorded.session.id,
-            "serverSessionId": recorded.session.id,
-            "eventId": result.event.id,
-            "generationJobId": result.job.id if result.job is not None else None,
-            "transport": result.transport,
-            "replayed": not result.created,
-        }
-    )
-
-
-@requires(Need.WRITE_SESSIONS)
-async def compat_summarize(request: web.Request, caller: Caller) -> web.StreamResponse:
-    body = schemas.parse_compat_summarize(await schemas.read_json(request))
-    project_id = _project_key(caller, "/api/sessions/summarize")
-    ended = await compat.summarize(
-        _deps(request),
-        caller,
-        project_id,
-        content_session_id=body["contentSessionId"],
-        agent_id=body["agentId"],
-        platform_source=body["platformSource"],
-        last_assistant_message=body["last_assistant_message"],
-    )
-    if ended is None:
-        return json_response({"status": "skipped", "reason": "subagent_context"})
-    return json_response(
-        {
-            "status": "queued",
-            "sessionId": ended.session.id,
-            "serverSessionId": ended.session.id,
-            "generationJobId": ended.job.id,
-            "transport": ended.transport,
-        }
-    )
-
-
 ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/sessions/start", start_session),
     ("GET", "/v1/sessions/{id}", get_session),
@@ -602,8 +501,6 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("PUT", "/v1/projects/{id}/retention", set_project_retention),
     ("GET", "/v1/usage", get_usage),
     ("PUT", "/v1/projects/{id}/budget", set_project_budget),
-    ("POST", "/api/sessions/observations", compat_observations),
-    ("POST", "/api/sessions/summarize", compat_summarize),
 ]
 
 

@@ -15,7 +15,9 @@ from claude_mem_core.adapters.sqlalchemy.bulk import BULK_AUDIT
 from claude_mem_core.adapters.sqlalchemy.connection import _Db, _page
 from claude_mem_core.adapters.sqlalchemy.driver import driver_sql
 from claude_mem_core.adapters.sqlalchemy.rows import _api_key, _audit, _audit_values
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted
 from claude_mem_core.domain.models import AuditEntry
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.storage import Page
 
 # The audit row of a read on PostgreSQL, run in autocommit: its own transaction, committed
@@ -82,7 +84,7 @@ class AuditRepo:
         self, team_id: str, *, action: str | None = None, page: Page = Page()
     ) -> tuple[Sequence[AuditEntry], int]:
         c = t.audit_log.c
-        where = [c.team_id == team_id]
+        where = [admitted(TenantScope(team_id), c)]
         if action is not None:
             where.append(c.action == action)
         stmt = self._db.select(t.audit_log).where(*where).order_by(c.created_at.desc(), c.id)

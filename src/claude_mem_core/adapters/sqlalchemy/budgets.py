@@ -18,6 +18,7 @@ from sqlalchemy.engine import RowMapping
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.domain.budgets import HELD_REASONS
 from claude_mem_core.domain.models import JobStatus
 from claude_mem_core.ports.budgets import Budget, BudgetPeriod, Reservation
@@ -64,9 +65,7 @@ class BudgetRepo:
     async def get(self, team_id: str, project_id: str) -> Budget | None:
         c = t.project_budgets.c
         row = await self._db.one_or_none(
-            self._db.select(t.project_budgets).where(
-                c.team_id == team_id, c.project_id == project_id
-            )
+            self._db.select(t.project_budgets).where(of_tenant(team_id, project_id, c))
         )
         return _budget(row) if row is not None else None
 
@@ -109,13 +108,13 @@ class BudgetRepo:
     async def clear(self, team_id: str, project_id: str) -> bool:
         c = t.project_budgets.c
         result = await self._db.write(
-            sa.delete(t.project_budgets).where(c.team_id == team_id, c.project_id == project_id)
+            sa.delete(t.project_budgets).where(of_tenant(team_id, project_id, c))
         )
         return bool(result.rowcount)
 
     def _where(self, team_id: str, project_id: str, start: datetime) -> list[Any]:
         c = t.budget_periods.c
-        return [c.team_id == team_id, c.project_id == project_id, c.period_start == start]
+        return [of_tenant(team_id, project_id, c), c.period_start == start]
 
     async def period(self, team_id: str, project_id: str, start: datetime) -> BudgetPeriod:
         row = await self._db.one_or_none(

@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.rows import _columns, _event, _job, _observation
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.change_feed import START, Change, ChangeKind, FeedPosition, Record
 
 _WROTE = "claude_mem_feed_wrote"
@@ -78,10 +80,7 @@ class SqlChangeFeed:
             ).order_by(f.txid, f.position)
         else:
             stmt = stmt.where(f.position > after.serial).order_by(f.position)
-        if team_id is not None:
-            stmt = stmt.where(f.team_id == team_id)
-        if project_id is not None:
-            stmt = stmt.where(f.project_id == project_id)
+        stmt = stmt.where(admitted(TenantScope(team_id, project_id), f))
         if kinds is not None:
             stmt = stmt.where(f.kind.in_(sorted(kinds)))
         async with self._connection() as conn:

@@ -28,6 +28,7 @@ from claude_mem_core.adapters.sqlalchemy import dialects, supersession
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.passage_writes import change_stamp
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.ports.erasure import ErasedRows
 
 # Ids per statement: far below SQLite's and PostgreSQL's limits on bound parameters.
@@ -63,7 +64,7 @@ class ErasureRepo:
         for chunk in _chunks(sorted(set(event_ids))):
             stmt = sa.select(
                 e.id, e.server_session_id, e.idempotency_key, e.source_adapter, e.source_event_id
-            ).where(e.team_id == team_id, e.project_id == project_id, e.id.in_(chunk))
+            ).where(of_tenant(team_id, project_id, e), e.id.in_(chunk))
             found.extend(await self._db.all(stmt))
         return found
 
@@ -77,8 +78,7 @@ class ErasureRepo:
                 await self._ids(
                     sa.select(j.id).where(
                         j.agent_event_id.in_(chunk),
-                        j.team_id == team_id,
-                        j.project_id == project_id,
+                        of_tenant(team_id, project_id, j),
                     )
                 )
             )
@@ -93,8 +93,7 @@ class ErasureRepo:
             found.update(
                 await self._ids(
                     sa.select(j.id).where(
-                        j.team_id == team_id,
-                        j.project_id == project_id,
+                        of_tenant(team_id, project_id, j),
                         j.source_type == _SUMMARY_SOURCE,
                         j.source_id.in_(chunk),
                     )
@@ -121,8 +120,7 @@ class ErasureRepo:
                 await self._ids(
                     sa.select(s.observation_id).where(
                         s.agent_event_id.in_(chunk),
-                        s.team_id == team_id,
-                        s.project_id == project_id,
+                        of_tenant(team_id, project_id, s),
                     )
                 )
             )
@@ -132,8 +130,7 @@ class ErasureRepo:
                     sa.select(s.observation_id).where(
                         s.source_type == _SUMMARY_SOURCE,
                         s.source_id.in_(chunk),
-                        s.team_id == team_id,
-                        s.project_id == project_id,
+                        of_tenant(team_id, project_id, s),
                     )
                 )
             )
@@ -142,8 +139,7 @@ class ErasureRepo:
                 await self._ids(
                     sa.select(o.id).where(
                         o.created_by_job_id.in_(chunk),
-                        o.team_id == team_id,
-                        o.project_id == project_id,
+                        of_tenant(team_id, project_id, o),
                     )
                 )
             )
@@ -171,7 +167,7 @@ class ErasureRepo:
         for chunk in _chunks(sorted(observation_ids)):
             rows = await self._db.all(
                 sa.select(p.id, p.length, p.tf).where(
-                    p.observation_id.in_(chunk), p.team_id == team_id, p.project_id == project_id
+                    p.observation_id.in_(chunk), of_tenant(team_id, project_id, p)
                 )
             )
             removed.extend(rows)
@@ -181,11 +177,10 @@ class ErasureRepo:
             sources += await self._delete(
                 t.observation_sources,
                 s.observation_id.in_(chunk),
-                s.team_id == team_id,
-                s.project_id == project_id,
+                of_tenant(team_id, project_id, s),
             )
             observations += await self._delete(
-                t.observations, o.id.in_(chunk), o.team_id == team_id, o.project_id == project_id
+                t.observations, o.id.in_(chunk), of_tenant(team_id, project_id, o)
             )
         await self._subtract_statistics(team_id, project_id, removed)
         return ErasedRows(
@@ -202,7 +197,7 @@ class ErasureRepo:
             return
         db = self._db
         st, tt = t.search_stats, t.search_terms
-        scope_st = (st.c.team_id == team_id, st.c.project_id == project_id)
+        scope_st = (of_tenant(team_id, project_id, st.c),)
         rows = await db.all(db.locked(sa.select(st).where(*scope_st).order_by(st.c.shard)))
         if rows:
             count = sum(int(r["passages"]) for r in rows) - len(passages)
@@ -223,7 +218,7 @@ class ErasureRepo:
                 )
         df = Counter(term for p in passages for term in (p["tf"] or {}))
         for chunk in _chunks(sorted(df)):
-            scope_tt = (tt.c.team_id == team_id, tt.c.project_id == project_id)
+            scope_tt = (of_tenant(team_id, project_id, tt.c),)
             stored = await db.all(
                 db.locked(
                     sa.select(tt.c.term, tt.c.df, tt.c.max_tf)
@@ -311,8 +306,7 @@ class ErasureRepo:
             observations.update(
                 await self._ids(
                     sa.select(o.id).where(
-                        o.team_id == team_id,
-                        o.project_id == project_id,
+                        of_tenant(team_id, project_id, o),
                         o.server_session_id == session_id,
                     )
                 )
@@ -329,7 +323,7 @@ class ErasureRepo:
         erased_events = 0
         for chunk in _chunks(sorted(event_ids)):
             erased_events += await self._delete(
-                t.agent_events, e.id.in_(chunk), e.team_id == team_id, e.project_id == project_id
+                t.agent_events, e.id.in_(chunk), of_tenant(team_id, project_id, e)
             )
         # and what the removed observations superseded is current again.
         await supersession.restore(self._db, team_id, project_id, sorted(observations), at=at)
@@ -355,12 +349,12 @@ class ErasureRepo:
     ) -> ErasedRows:
         await self._db.begin_writes()
         ss, e = t.server_sessions.c, t.agent_events.c
-        scope = (ss.id == session_id, ss.team_id == team_id, ss.project_id == project_id)
+        scope = (ss.id == session_id, of_tenant(team_id, project_id, ss))
         if not await self._db.exists(t.server_sessions, *scope):
             return ErasedRows()
         event_ids = await self._ids(
             sa.select(e.id).where(
-                e.team_id == team_id, e.project_id == project_id, e.server_session_id == session_id
+                of_tenant(team_id, project_id, e), e.server_session_id == session_id
             )
         )
         events = await self._events(team_id, project_id, event_ids)
@@ -376,8 +370,7 @@ class ErasureRepo:
             found.update(
                 await self._ids(
                     sa.select(x.idempotency_key).where(
-                        x.team_id == team_id,
-                        x.project_id == project_id,
+                        of_tenant(team_id, project_id, x),
                         x.idempotency_key.in_(chunk),
                     )
                 )
@@ -397,12 +390,12 @@ class ErasureRepo:
         # Its search statistics go now (a few rows): its passages score nothing from here
         # on, so a search finds nothing while they are purged.
         st = t.search_stats.c
-        await self._delete(t.search_stats, st.team_id == team_id, st.project_id == project_id)
+        await self._delete(t.search_stats, of_tenant(team_id, project_id, st))
         # Cancelled as the state machine would (domain/jobs.py: queued or processing to
         # cancelled), in one statement: a worker holding one loses its compare-and-set.
         await self._db.execute(
             sa.update(t.observation_generation_jobs)
-            .where(j.team_id == team_id, j.project_id == project_id, j.status.in_(_ACTIVE_JOBS))
+            .where(of_tenant(team_id, project_id, j), j.status.in_(_ACTIVE_JOBS))
             .values(
                 status="cancelled",
                 cancelled_at=at,
@@ -439,8 +432,7 @@ class ErasureRepo:
             sa.select(sa.literal(1))
             .select_from(t.agent_events)
             .where(
-                e.team_id == team_id,
-                e.project_id == project_id,
+                of_tenant(team_id, project_id, e),
                 e.server_session_id == s.id,
                 e.created_at >= before,
             )
@@ -448,8 +440,7 @@ class ErasureRepo:
         rows = await self._db.all(
             sa.select(s.id)
             .where(
-                s.team_id == team_id,
-                s.project_id == project_id,
+                of_tenant(team_id, project_id, s),
                 s.updated_at < before,
                 ~recent.exists(),
             )
@@ -465,8 +456,7 @@ class ErasureRepo:
         rows = await self._db.all(
             sa.select(e.id)
             .where(
-                e.team_id == team_id,
-                e.project_id == project_id,
+                of_tenant(team_id, project_id, e),
                 e.server_session_id.is_(None),
                 e.created_at < before,
             )
@@ -499,14 +489,10 @@ class ErasureRepo:
         # Statistics a write racing the mark may have counted again go at every batch (a
         # few rows), so the project's search stays empty while its passages are purged.
         st = t.search_stats.c
-        stats = await self._delete(
-            t.search_stats, st.team_id == team_id, st.project_id == project_id
-        )
+        stats = await self._delete(t.search_stats, of_tenant(team_id, project_id, st))
         # Reservations of its calls in flight (numbers; the project's budget is moot now).
         br = t.budget_reservations.c
-        await self._delete(
-            t.budget_reservations, br.team_id == team_id, br.project_id == project_id
-        )
+        await self._delete(t.budget_reservations, of_tenant(team_id, project_id, br))
         done = await self._purge_step(team_id, project_id, limit)
         if stats:
             done += ErasedRows(statistics=stats)
@@ -536,7 +522,7 @@ class ErasureRepo:
         def first(table: sa.Table, *where: sa.ColumnElement[bool]) -> sa.Select[Any]:
             return (
                 sa.select(table.c.id)
-                .where(table.c.team_id == team_id, table.c.project_id == project_id, *where)
+                .where(of_tenant(team_id, project_id, table.c), *where)
                 .order_by(table.c.id)
                 .limit(limit)
             )
@@ -579,29 +565,26 @@ class ErasureRepo:
         observation, so none is): statistics, then remembered keys. All zero when the
         project holds nothing any more."""
         st, tt, x = t.search_stats, t.search_terms, t.erased_events
-        stats = await self._delete(st, st.c.team_id == team_id, st.c.project_id == project_id)
+        stats = await self._delete(st, of_tenant(team_id, project_id, st.c))
         terms = await self._ids(
             sa.select(tt.c.term)
-            .where(tt.c.team_id == team_id, tt.c.project_id == project_id)
+            .where(of_tenant(team_id, project_id, tt.c))
             .order_by(tt.c.term)
             .limit(limit)
         )
         if terms:
             stats += await self._delete(
-                tt, tt.c.team_id == team_id, tt.c.project_id == project_id, tt.c.term.in_(terms)
+                tt, of_tenant(team_id, project_id, tt.c), tt.c.term.in_(terms)
             )
         if stats:
             return ErasedRows(statistics=stats)
         keys = await self._ids(
-            sa.select(x.c.idempotency_key)
-            .where(x.c.team_id == team_id, x.c.project_id == project_id)
-            .limit(limit)
+            sa.select(x.c.idempotency_key).where(of_tenant(team_id, project_id, x.c)).limit(limit)
         )
         if keys:
             removed = await self._delete(
                 x,
-                x.c.team_id == team_id,
-                x.c.project_id == project_id,
+                of_tenant(team_id, project_id, x.c),
                 x.c.idempotency_key.in_(keys),
             )
             return ErasedRows(tombstones=removed)

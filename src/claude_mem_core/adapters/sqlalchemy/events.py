@@ -20,6 +20,7 @@ from claude_mem_core.adapters.sqlalchemy.scopes import (
     _check_session_scope,
     _check_session_scopes,
 )
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.domain.models import AgentEvent
 from claude_mem_core.domain.redaction import SERVER_EVENT_METADATA
 
@@ -97,8 +98,7 @@ class EventRepo:
             return event, True
         where = (
             e.c.idempotency_key == event.idempotency_key,
-            e.c.team_id == event.team_id,
-            e.c.project_id == event.project_id,
+            of_tenant(event.team_id, event.project_id, e.c),
         )
         row = await self._db.one_or_none(self._db.locked(self._db.select(e).where(*where)))
         if row is None:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import RowMapping
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.rows import _event, _observation, _session, _source
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.domain.export_format import Counts
 from claude_mem_core.domain.models import AgentEvent, Observation, ObservationSource, ServerSession
 from claude_mem_core.ports.export_reads import Cursor
@@ -48,7 +49,7 @@ class ExportReadRepo:
         to_record: Callable[[RowMapping], Any],
     ) -> list[Any]:
         c = table.c
-        stmt = self._db.select(table).where(c.team_id == team_id, c.project_id == project_id)
+        stmt = self._db.select(table).where(of_tenant(team_id, project_id, c))
         if after is not None:
             at, last_id = after
             # Spelled out rather than a row comparison: both engines then use the index's
@@ -62,7 +63,7 @@ class ExportReadRepo:
             return (
                 sa.select(sa.func.count())
                 .select_from(table)
-                .where(table.c.team_id == team_id, table.c.project_id == project_id)
+                .where(of_tenant(team_id, project_id, table.c))
                 .scalar_subquery()
             )
 
@@ -110,7 +111,7 @@ class ExportReadRepo:
         for start in range(0, len(observation_ids), _IDS_PER_STATEMENT):
             chunk = list(observation_ids[start : start + _IDS_PER_STATEMENT])
             stmt = self._db.select(t.observation_sources).where(
-                c.team_id == team_id, c.project_id == project_id, c.observation_id.in_(chunk)
+                of_tenant(team_id, project_id, c), c.observation_id.in_(chunk)
             )
             found.extend(_source(r) for r in await self._db.all(stmt))
         return found

@@ -40,6 +40,7 @@ from claude_mem_core.adapters.sqlalchemy.scopes import (
 )
 from claude_mem_core.adapters.sqlalchemy.search_index import SearchIndexRepo
 from claude_mem_core.adapters.sqlalchemy.statements import _p
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted, of_tenant
 from claude_mem_core.domain.models import (
     AgentEvent,
     AuditEntry,
@@ -51,6 +52,7 @@ from claude_mem_core.domain.models import (
     SourceType,
 )
 from claude_mem_core.domain.passages import Passage
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.storage import JobFilter, Page
 
 _SEQ_RETRIES = 5
@@ -311,16 +313,14 @@ class JobRepo:
         c = t.observation_generation_jobs.c
         await self._db.execute(
             sa.update(t.observation_generation_jobs)
-            .where(c.id == job.id, c.team_id == job.team_id, c.project_id == job.project_id)
+            .where(c.id == job.id, of_tenant(job.team_id, job.project_id, c))
             .values(payload=job.payload, updated_at=job.updated_at)
         )
 
     @staticmethod
     def _filter(where: JobFilter) -> list[sa.ColumnElement[bool]]:
         c = t.observation_generation_jobs.c
-        clauses: list[sa.ColumnElement[bool]] = [c.team_id == where.team_id]
-        if where.project_id is not None:
-            clauses.append(c.project_id == where.project_id)
+        clauses = [admitted(TenantScope(where.team_id, where.project_id), c)]
         if where.status is not None:
             clauses.append(c.status == where.status.value)
         if where.source_type is not None:
@@ -367,8 +367,7 @@ class JobRepo:
             sa.update(t.observation_generation_jobs)
             .where(
                 c.id == job.id,
-                c.team_id == job.team_id,
-                c.project_id == job.project_id,
+                of_tenant(job.team_id, job.project_id, c),
                 c.status == JobStatus.PROCESSING.value,
                 c.attempts == job.attempts,
                 locked_by,
@@ -401,8 +400,8 @@ class JobRepo:
     async def count_by_status(self, team_id: str | None) -> dict[JobStatus, int]:
         """Every status is present, zero when no job has it."""
         c = t.observation_generation_jobs.c
-        where = [] if team_id is None else [c.team_id == team_id]
-        stmt = sa.select(c.status, sa.func.count().label("n")).where(*where).group_by(c.status)
+        where = admitted(TenantScope(team_id), c)
+        stmt = sa.select(c.status, sa.func.count().label("n")).where(where).group_by(c.status)
         counts = dict.fromkeys(JobStatus, 0)
         for row in await self._db.all(stmt):
             counts[JobStatus(row["status"])] = int(row["n"])
@@ -415,8 +414,7 @@ class JobRepo:
             return set()
         c = t.observation_generation_jobs.c
         stmt = sa.select(c.agent_event_id).where(
-            c.team_id == team_id,
-            c.project_id == project_id,
+            of_tenant(team_id, project_id, c),
             c.source_type == SourceType.AGENT_EVENT.value,
             c.status == JobStatus.COMPLETED.value,
             c.agent_event_id.in_(list(set(event_ids))),
@@ -473,7 +471,7 @@ class JobEventRepo:
         je = t.observation_generation_job_events
         stmt = (
             self._db.select(je)
-            .where(je.c.team_id == team_id, je.c.generation_job_id == job_id)
+            .where(admitted(TenantScope(team_id), je.c), je.c.generation_job_id == job_id)
             .order_by(je.c.created_at, je.c.seq)
         )
         return [_job_event(r) for r in await self._db.all(stmt)]

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.ledger import LedgerEntry, UsageGrouping, UsageRow
 
 
@@ -60,9 +62,11 @@ class LedgerRepo:
     ) -> Sequence[UsageRow]:
         c = t.token_ledger.c
         group = self._group(group_by).label("grp")
-        where = [c.team_id == team_id, c.called_at >= since, c.called_at < until]
-        if project_id is not None:
-            where.append(c.project_id == project_id)
+        where = [
+            admitted(TenantScope(team_id, project_id), c),
+            c.called_at >= since,
+            c.called_at < until,
+        ]
         stmt = (
             sa.select(
                 group,

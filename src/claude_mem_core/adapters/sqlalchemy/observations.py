@@ -30,7 +30,9 @@ from claude_mem_core.adapters.sqlalchemy.scopes import (
     _check_session_scope,
     _check_session_scopes,
 )
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted, of_tenant
 from claude_mem_core.domain.models import Observation, ObservationSource
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.storage import Page
 
 
@@ -123,8 +125,7 @@ class ObservationRepo:
                 sa.update(o)
                 .where(
                     o.c.id == observation_id,
-                    o.c.team_id == team_id,
-                    o.c.project_id == project_id,
+                    of_tenant(team_id, project_id, o.c),
                 )
                 .values(occurrences=o.c.occurrences + n)
             )
@@ -144,8 +145,7 @@ class ObservationRepo:
         c = t.observations.c
         stmt = self._db.select(t.observations).where(
             c.id == observation_id,
-            c.team_id == team_id,
-            c.project_id == project_id,
+            of_tenant(team_id, project_id, c),
             t.live_project(t.observations),
         )
         row = await self._db.one_or_none(stmt)
@@ -154,7 +154,9 @@ class ObservationRepo:
     async def get_in_team(self, team_id: str, observation_id: str) -> Observation | None:
         c = t.observations.c
         stmt = self._db.select(t.observations).where(
-            c.id == observation_id, c.team_id == team_id, t.live_project(t.observations)
+            c.id == observation_id,
+            admitted(TenantScope(team_id), c),
+            t.live_project(t.observations),
         )
         row = await self._db.one_or_none(stmt)
         return _observation(row) if row else None
@@ -163,7 +165,7 @@ class ObservationRepo:
         self, team_id: str, project_id: str, page: Page, *, kind: str | None = None
     ) -> tuple[Sequence[Observation], int]:
         c = t.observations.c
-        where = [c.team_id == team_id, c.project_id == project_id]
+        where = [of_tenant(team_id, project_id, c)]
         if kind is not None:
             where.append(c.kind == kind)
         stmt = self._db.select(t.observations).where(*where).order_by(c.created_at.desc(), c.id)
@@ -179,10 +181,8 @@ class ObservationRepo:
             sa.select(*_columns(o), *source_cols)
             .select_from(o.join(s, s.c.observation_id == o.c.id))
             .where(
-                o.c.team_id == team_id,
-                o.c.project_id == project_id,
-                s.c.team_id == team_id,
-                s.c.project_id == project_id,
+                of_tenant(team_id, project_id, o.c),
+                of_tenant(team_id, project_id, s.c),
                 s.c.source_type == source_type,
                 s.c.source_id == source_id,
             )
@@ -200,7 +200,7 @@ class ObservationRepo:
         c = t.observations.c
         stmt = (
             self._db.select(t.observations)
-            .where(c.team_id == team_id, c.project_id == project_id, c.created_by_job_id == job_id)
+            .where(of_tenant(team_id, project_id, c), c.created_by_job_id == job_id)
             .order_by(c.created_at, c.id)
         )
         return [_observation(r) for r in await self._db.all(stmt)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from claude_mem_core.adapters.sqlalchemy.tables import (
+from claude_mem_core.adapters.sqlalchemy.search_tables import (
     FTS_TABLE,
     PASSAGE_HIGH_IMPACT_INDEX,
     PASSAGE_TERMS_INDEX,

@@ -26,7 +26,7 @@ from claude_mem_core.adapters.sqlalchemy.driver import driver_sql
 from claude_mem_core.adapters.sqlalchemy.passage_writes import _lexeme
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.tokens import Query
-from claude_mem_core.ports.storage import Evidence
+from claude_mem_core.ports.search import Evidence
 
 # A query's shape: each query term as the indexes of its whole and of its parts.
 Shape = tuple[tuple[int, tuple[int, ...]], ...]

@@ -20,7 +20,7 @@ from claude_mem_core.adapters.sqlalchemy.rows import _audit_values, _observation
 from claude_mem_core.domain.models import AuditEntry
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.domain.tokens import Query
-from claude_mem_core.ports.storage import SearchHit
+from claude_mem_core.ports.search import SearchHit
 
 if TYPE_CHECKING:  # numpy is only imported where PostgreSQL is used
     from claude_mem_core.adapters.sqlalchemy.resident_search import ResidentSearch

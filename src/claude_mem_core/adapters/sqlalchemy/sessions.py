@@ -13,6 +13,7 @@ from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.rows import _merge, _session
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.domain.models import ServerSession, SessionGenerationStatus
 
 
@@ -47,14 +48,14 @@ class SessionRepo:
         )
         if result.first() is not None:
             return session, True
-        scope = (s.c.team_id == session.team_id, s.c.project_id == session.project_id)
+        scope = of_tenant(session.team_id, session.project_id, s.c)
         natural_keys = []
         if session.idempotency_key is not None:
             natural_keys.append(s.c.idempotency_key == session.idempotency_key)
         if session.external_session_id is not None:
             natural_keys.append(s.c.external_session_id == session.external_session_id)
         for key in natural_keys:
-            row = await self._db.one_or_none(self._db.select(s).where(*scope, key))
+            row = await self._db.one_or_none(self._db.select(s).where(scope, key))
             if row is not None:
                 return _session(row), False
         if not await self._db.exists(
@@ -77,7 +78,7 @@ class SessionRepo:
     ) -> ServerSession | None:
         c = t.server_sessions.c
         stmt = self._db.select(t.server_sessions).where(
-            c.team_id == team_id, c.project_id == project_id, c.idempotency_key == key
+            of_tenant(team_id, project_id, c), c.idempotency_key == key
         )
         row = await self._db.one_or_none(stmt)
         return _session(row) if row else None
@@ -88,8 +89,7 @@ class SessionRepo:
             sa.update(t.server_sessions)
             .where(
                 c.id == session.id,
-                c.team_id == session.team_id,
-                c.project_id == session.project_id,
+                of_tenant(session.team_id, session.project_id, c),
             )
             .values(
                 ended_at=session.ended_at,
@@ -111,7 +111,7 @@ class SessionRepo:
         error: str | None = None,
     ) -> None:
         s = t.server_sessions
-        where = (s.c.id == session_id, s.c.team_id == team_id, s.c.project_id == project_id)
+        where = (s.c.id == session_id, of_tenant(team_id, project_id, s.c))
         values: dict[str, Any] = {"generation_status": status.value, "updated_at": now}
         if status is SessionGenerationStatus.COMPLETED:
             values["last_generated_at"] = now

@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.rows import _JOB_MUTABLE, _columns
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import bound
 
 
 def _p(name: str) -> sa.BindParameter[Any]:
@@ -43,46 +44,40 @@ class _Statements:
 
         # A project marked deleted (being erased) is missing, and so are its rows read by id.
         self.project_get = select(p).where(
-            p.c.id == _p("id"), p.c.team_id == _p("team_id"), p.c.deleted_at.is_(None)
+            p.c.id == _p("id"), bound(p.c, project=None), p.c.deleted_at.is_(None)
         )
         self.api_key_by_hash = select(k).where(k.c.key_hash == _p("key_hash"))
         self.api_key_by_id = select(k).where(k.c.id == _p("id"))
         self.session_get = select(ss).where(
-            ss.c.id == _p("id"), ss.c.team_id == _p("team_id"), t.live_project(ss)
+            ss.c.id == _p("id"), bound(ss.c, project=None), t.live_project(ss)
         )
         self.session_in_scope = exists(
             ss,
             ss.c.id == _p("id"),
-            ss.c.team_id == _p("team_id"),
-            ss.c.project_id == _p("project_id"),
+            bound(ss.c),
         )
-        self.job_in_scope = exists(
-            j, j.c.id == _p("id"), j.c.team_id == _p("team_id"), j.c.project_id == _p("project_id")
-        )
+        self.job_in_scope = exists(j, j.c.id == _p("id"), bound(j.c))
 
         self.event_insert = dialects.insert_ignore(dialect, e, index_elements=["idempotency_key"])
         events_by_keys = select(e).where(
             e.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)),
-            e.c.team_id == _p("team_id"),
-            e.c.project_id == _p("project_id"),
+            bound(e.c),
         )
         self.events_by_keys_locked = dialects.locked(dialect, events_by_keys)
         self.event_set_metadata = (
             sa.update(e).where(e.c.id == _p("w_id")).values(metadata=_p("metadata"))
         )
         self.event_get = select(e).where(
-            e.c.id == _p("id"), e.c.team_id == _p("team_id"), t.live_project(e)
+            e.c.id == _p("id"), bound(e.c, project=None), t.live_project(e)
         )
         self.events_many = select(e).where(
-            e.c.team_id == _p("team_id"),
-            e.c.project_id == _p("project_id"),
+            bound(e.c),
             e.c.id.in_(sa.bindparam("ids", expanding=True)),
         )
         self.events_of_session = (
             select(e)
             .where(
-                e.c.team_id == _p("team_id"),
-                e.c.project_id == _p("project_id"),
+                bound(e.c),
                 e.c.server_session_id == _p("session_id"),
             )
             .order_by(e.c.occurred_at, e.c.received_at, e.c.id)
@@ -92,24 +87,21 @@ class _Statements:
         self.job_insert = dialects.insert_ignore(dialect, j)
         self.job_by_key = select(j).where(
             j.c.idempotency_key == _p("w_key"),
-            j.c.team_id == _p("w_team_id"),
-            j.c.project_id == _p("w_project_id"),
+            bound(j.c, team="w_team_id", project="w_project_id"),
         )
         self.jobs_by_keys = select(j).where(
             j.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)),
-            j.c.team_id == _p("team_id"),
-            j.c.project_id == _p("project_id"),
+            bound(j.c),
         )
         self.job_get = select(j).where(
-            j.c.id == _p("id"), j.c.team_id == _p("team_id"), t.live_project(j)
+            j.c.id == _p("id"), bound(j.c, project=None), t.live_project(j)
         )
         self.job_get_unscoped = select(j).where(j.c.id == _p("id"))
         # The SET clause comes from the parameters named like columns; the guard's
         # parameters are prefixed so they never collide with them.
         self.job_compare_and_set = sa.update(j).where(
             j.c.id == _p("w_id"),
-            j.c.team_id == _p("w_team_id"),
-            j.c.project_id == _p("w_project_id"),
+            bound(j.c, team="w_team_id", project="w_project_id"),
             j.c.status == _p("w_status"),
             j.c.attempts == _p("w_attempts"),
             j.c.locked_by.is_not_distinct_from(_p("w_locked_by")),
@@ -136,18 +128,15 @@ class _Statements:
         # again, revision 0016) taken by a stored row; the caller reads which.
         self.observation_insert_ignore = dialects.insert_ignore(dialect, o)
         self.observation_by_key = select(o).where(
-            o.c.team_id == _p("team_id"),
-            o.c.project_id == _p("project_id"),
+            bound(o.c),
             o.c.generation_key == _p("generation_key"),
         )
         self.observations_by_keys = select(o).where(
-            o.c.team_id == _p("team_id"),
-            o.c.project_id == _p("project_id"),
+            bound(o.c),
             o.c.generation_key.in_(sa.bindparam("keys", expanding=True)),
         )
         self.observations_by_fingerprints = select(o).where(
-            o.c.team_id == _p("team_id"),
-            o.c.project_id == _p("project_id"),
+            bound(o.c),
             o.c.fingerprint.in_(sa.bindparam("fingerprints", expanding=True)),
         )
 
@@ -158,8 +147,7 @@ class _Statements:
             s.c.observation_id == _p("observation_id"),
             s.c.source_type == _p("source_type"),
             s.c.source_id == _p("source_id"),
-            s.c.team_id == _p("team_id"),
-            s.c.project_id == _p("project_id"),
+            bound(s.c),
         )
         self.source_locked = dialects.locked(dialect, locked_source)
 
@@ -182,8 +170,7 @@ class _Statements:
             sa.update(j)
             .where(
                 j.c.id == _p("w_id"),
-                j.c.team_id == _p("w_team_id"),
-                j.c.project_id == _p("w_project_id"),
+                bound(j.c, team="w_team_id", project="w_project_id"),
                 j.c.status == _p("w_status"),
                 j.c.attempts == _p("w_attempts"),
                 j.c.locked_by.is_not_distinct_from(_p("w_locked_by")),

@@ -31,6 +31,7 @@ from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.passage_writes import change_stamp
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.domain import ranking
 from claude_mem_core.domain.supersession import current
 
@@ -71,8 +72,7 @@ async def set_weight(
             sa.update(t.search_passages)
             .where(
                 p.observation_id.in_(chunk),
-                p.team_id == team_id,
-                p.project_id == project_id,
+                of_tenant(team_id, project_id, p),
                 p.weight != weight,
             )
             .values(weight=weight, changed=change_stamp(db.dialect))
@@ -84,12 +84,12 @@ async def set_weight(
         st = t.search_stats.c
         lowest = (
             sa.select(sa.func.min(st.shard))
-            .where(st.team_id == team_id, st.project_id == project_id)
+            .where(of_tenant(team_id, project_id, st))
             .scalar_subquery()
         )
         await db.execute(
             sa.update(t.search_stats)
-            .where(st.team_id == team_id, st.project_id == project_id, st.shard == lowest)
+            .where(of_tenant(team_id, project_id, st), st.shard == lowest)
             .values(changes=change_stamp(db.dialect))
         )
 
@@ -116,8 +116,7 @@ async def supersede(
     for chunk in _chunks(wanted):
         # Locked: an observation an erase is removing meanwhile is waited for, then skipped.
         current_rows = sa.select(o.id, o.subject, o.created_at).where(
-            o.team_id == team_id,
-            o.project_id == project_id,
+            of_tenant(team_id, project_id, o),
             o.subject.in_(chunk),
             o.superseded_by.is_(None),
         )
@@ -132,8 +131,7 @@ async def supersede(
                 sa.update(t.observations)
                 .where(
                     o.id.in_(chunk),
-                    o.team_id == team_id,
-                    o.project_id == project_id,
+                    of_tenant(team_id, project_id, o),
                     o.superseded_by.is_(None),
                 )
                 .values(superseded_by=keeper, superseded_at=at)
@@ -166,7 +164,7 @@ async def restore(
     for chunk in _chunks(sorted(set(erased))):
         rows += await db.all(
             sa.select(o.id, o.subject).where(
-                o.team_id == team_id, o.project_id == project_id, o.superseded_by.in_(chunk)
+                of_tenant(team_id, project_id, o), o.superseded_by.in_(chunk)
             )
         )
     if not rows:
@@ -177,7 +175,7 @@ async def restore(
     for chunk in _chunks(ids):
         await db.execute(
             sa.update(t.observations)
-            .where(o.id.in_(chunk), o.team_id == team_id, o.project_id == project_id)
+            .where(o.id.in_(chunk), of_tenant(team_id, project_id, o))
             .values(superseded_by=None, superseded_at=None)
         )
     await set_weight(db, team_id, project_id, ids, 1.0)
@@ -200,8 +198,7 @@ async def _set_among(
         rows = await db.all(
             sa.select(value.label("value")).where(
                 o.id.in_(chunk),
-                o.team_id == team_id,
-                o.project_id == project_id,
+                of_tenant(team_id, project_id, o),
                 present.is_not(None),
             )
         )

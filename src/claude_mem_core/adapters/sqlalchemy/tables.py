@@ -14,71 +14,32 @@ database itself prove that a child row's project belongs to its team.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 
-from claude_mem_core.adapters.sqlalchemy import budget_tables, feed_tables
-
-# Names are part of the schema (alembic compares and drops by name), so every constraint
-# gets a deterministic one. All rendered names stay within PostgreSQL's 63 characters.
-NAMING_CONVENTION: dict[str, str] = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-
-FTS_TABLE = "search_fts"
-PASSAGE_TERMS_INDEX = "idx_search_passages_terms"
-PASSAGE_HIGH_IMPACT_INDEX = "idx_search_passages_terms_hi"
-PASSAGE_ORIGINS = ("observation", "event")
-
-
-class UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend.
-
-    PostgreSQL stores ``timestamptz``. SQLite has no timestamp type: SQLAlchemy stores a
-    fixed-width text with microseconds and no offset, so values are normalised to UTC before
-    writing and tagged UTC after reading. Either way a value reads back equal to what was
-    written, and text ordering matches time ordering on SQLite.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        # Naive values are taken as UTC: the domain only ever produces aware UTC datetimes.
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        # Defensive: a raw string can only come from a row written outside SQLAlchemy.
-        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-        if moment.tzinfo is None:
-            return moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
-
-
-# ``none_as_null``: Python ``None`` must be SQL NULL (e.g. ``last_error``), not JSON null.
-JSONType = sa.JSON(none_as_null=True).with_variant(
-    postgresql.JSONB(none_as_null=True), "postgresql"
+from claude_mem_core.adapters.sqlalchemy import (
+    budget_tables,
+    feed_tables,
+    schema_columns,
+    search_tables,
+)
+from claude_mem_core.adapters.sqlalchemy.schema_columns import (
+    EMPTY_ARRAY,
+    UTCDateTime,
+    created_updated,
+    json_column,
+    one_of,
+    project_scope_fk,
+    team_fk,
+    timestamp,
 )
 
-EMPTY_OBJECT = sa.text("'{}'")
-EMPTY_ARRAY = sa.text("'[]'")
+# The whole schema is read from here (alembic, the repositories as ``t.<table>``): its
+# metadata, and the search index's tables, defined in their own module.
+metadata = schema_columns.metadata
+search_passages = search_tables.search_passages
+search_stats = search_tables.search_stats
+search_terms = search_tables.search_terms
+search_vectors = search_tables.search_vectors
 
 JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
 JOB_SOURCE_TYPES = ("agent_event", "session_summary", "observation_reindex")
@@ -95,62 +56,28 @@ JOB_EVENT_TYPES = (
 SESSION_STATUSES = ("idle", "processing", "completed", "failed")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-def _ts(name: str, *, nullable: bool = False, default_now: bool = False) -> sa.Column[datetime]:
-    return sa.Column(
-        name,
-        UTCDateTime(),
-        nullable=nullable,
-        server_default=sa.func.now() if default_now else None,
-    )
-
-
-def _created_updated() -> list[sa.Column[datetime]]:
-    return [_ts("created_at", default_now=True), _ts("updated_at", default_now=True)]
-
-
-def _json(name: str, default: sa.TextClause | None = EMPTY_OBJECT) -> sa.Column[Any]:
-    return sa.Column(name, JSONType, nullable=default is None, server_default=default)
-
-
-def _team_fk(ondelete: str = "CASCADE") -> sa.ForeignKey:
-    return sa.ForeignKey("teams.id", ondelete=ondelete)
-
-
-def _project_scope_fk(table: str, ondelete: str = "CASCADE") -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(
-        ["project_id", "team_id"],
-        ["projects.id", "projects.team_id"],
-        name=f"fk_{table}_project_scope",
-        ondelete=ondelete,
-    )
-
-
 teams = sa.Table(
     "teams",
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False),
-    _json("metadata"),
-    *_created_updated(),
+    json_column("metadata"),
+    *created_updated(),
 )
 
 projects = sa.Table(
     "projects",
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("team_id", sa.Text, team_fk(), nullable=False),
     sa.Column("name", sa.Text, nullable=False),
-    _json("metadata"),
-    *_created_updated(),
+    json_column("metadata"),
+    *created_updated(),
     # Erasing a project (revision 0010) marks it deleted at once (it is then missing to
     # every read, see ``live_project``), then purges its rows in batches and records when
     # that ended. The row stays, with its audit trail.
-    _ts("deleted_at", nullable=True),
-    _ts("purged_at", nullable=True),
+    timestamp("deleted_at", nullable=True),
+    timestamp("purged_at", nullable=True),
     # Days its events are kept (revision 0012, ``services/retention.py``); NULL: until erased.
     sa.Column("retain_days", sa.Integer, nullable=True),
     # Target of every composite "project belongs to team" foreign key.
@@ -161,11 +88,11 @@ projects = sa.Table(
 team_members = sa.Table(
     "team_members",
     metadata,
-    sa.Column("team_id", sa.Text, _team_fk(), primary_key=True),
+    sa.Column("team_id", sa.Text, team_fk(), primary_key=True),
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("role", sa.Text, nullable=False),
-    _json("metadata"),
-    *_created_updated(),
+    json_column("metadata"),
+    *created_updated(),
 )
 
 api_keys = sa.Table(
@@ -173,17 +100,17 @@ api_keys = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("key_hash", sa.Text, nullable=False, unique=True),
-    sa.Column("team_id", sa.Text, _team_fk(), nullable=True),
+    sa.Column("team_id", sa.Text, team_fk(), nullable=True),
     sa.Column("project_id", sa.Text, nullable=True),
     sa.Column("actor_id", sa.Text, nullable=False),
     sa.Column("name", sa.Text, nullable=True),
-    _json("scopes", EMPTY_ARRAY),
-    _ts("revoked_at", nullable=True),
-    _ts("expires_at", nullable=True),
-    _ts("last_used_at", nullable=True),
-    *_created_updated(),
+    json_column("scopes", EMPTY_ARRAY),
+    timestamp("revoked_at", nullable=True),
+    timestamp("expires_at", nullable=True),
+    timestamp("last_used_at", nullable=True),
+    *created_updated(),
     sa.CheckConstraint("project_id IS NULL OR team_id IS NOT NULL", name="project_needs_team"),
-    _project_scope_fk("api_keys"),
+    project_scope_fk("api_keys"),
     sa.Index("idx_api_keys_team_created", "team_id", "created_at"),
 )
 
@@ -191,7 +118,7 @@ audit_log = sa.Table(
     "audit_log",
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("team_id", sa.Text, _team_fk("SET NULL"), nullable=True),
+    sa.Column("team_id", sa.Text, team_fk("SET NULL"), nullable=True),
     sa.Column("project_id", sa.Text, nullable=True),
     sa.Column("actor_id", sa.Text, nullable=True),
     sa.Column(
@@ -200,10 +127,10 @@ audit_log = sa.Table(
     sa.Column("action", sa.Text, nullable=False),
     sa.Column("resource_type", sa.Text, nullable=False),
     sa.Column("resource_id", sa.Text, nullable=True),
-    _json("details"),
-    _ts("created_at", default_now=True),
+    json_column("details"),
+    timestamp("created_at", default_now=True),
     sa.CheckConstraint("project_id IS NULL OR team_id IS NOT NULL", name="project_needs_team"),
-    _project_scope_fk("audit_log", ondelete="SET NULL"),
+    project_scope_fk("audit_log", ondelete="SET NULL"),
     sa.Index("idx_audit_log_scope_created", "project_id", "team_id", "created_at"),
     sa.Index("idx_audit_log_team_created", "team_id", "created_at"),
 )
@@ -213,7 +140,7 @@ server_sessions = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("project_id", sa.Text, nullable=False),
-    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("team_id", sa.Text, team_fk(), nullable=False),
     sa.Column("external_session_id", sa.Text, nullable=True),
     sa.Column("idempotency_key", sa.Text, nullable=True),
     sa.Column("content_session_id", sa.Text, nullable=True),
@@ -221,14 +148,14 @@ server_sessions = sa.Table(
     sa.Column("agent_type", sa.Text, nullable=True),
     sa.Column("platform_source", sa.Text, nullable=True),
     sa.Column("generation_status", sa.Text, nullable=False, server_default=sa.text("'idle'")),
-    _json("metadata"),
-    _ts("started_at", default_now=True),
-    _ts("ended_at", nullable=True),
-    _ts("last_generated_at", nullable=True),
-    *_created_updated(),
-    sa.CheckConstraint(_in("generation_status", SESSION_STATUSES), name="generation_status"),
+    json_column("metadata"),
+    timestamp("started_at", default_now=True),
+    timestamp("ended_at", nullable=True),
+    timestamp("last_generated_at", nullable=True),
+    *created_updated(),
+    sa.CheckConstraint(one_of("generation_status", SESSION_STATUSES), name="generation_status"),
     sa.UniqueConstraint("project_id", "external_session_id"),
-    _project_scope_fk("server_sessions"),
+    project_scope_fk("server_sessions"),
     sa.Index(
         "idx_server_sessions_project_idempotency",
         "project_id",
@@ -244,7 +171,7 @@ agent_events = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("project_id", sa.Text, nullable=False),
-    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("team_id", sa.Text, team_fk(), nullable=False),
     sa.Column(
         "server_session_id",
         sa.Text,
@@ -255,14 +182,14 @@ agent_events = sa.Table(
     sa.Column("source_event_id", sa.Text, nullable=True),
     sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
     sa.Column("event_type", sa.Text, nullable=False),
-    _json("payload"),
-    _json("metadata"),
-    _ts("occurred_at"),
-    _ts("received_at", default_now=True),
-    _ts("created_at", default_now=True),
+    json_column("payload"),
+    json_column("metadata"),
+    timestamp("occurred_at"),
+    timestamp("received_at", default_now=True),
+    timestamp("created_at", default_now=True),
     # Target of the jobs' composite foreign key: "this event is in this scope".
     sa.UniqueConstraint("id", "project_id", "team_id"),
-    _project_scope_fk("agent_events"),
+    project_scope_fk("agent_events"),
     sa.Index("idx_agent_events_project_session", "project_id", "server_session_id", "occurred_at"),
     sa.Index("idx_agent_events_team_project", "team_id", "project_id", "occurred_at"),
 )
@@ -272,7 +199,7 @@ observation_generation_jobs = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("project_id", sa.Text, nullable=False),
-    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("team_id", sa.Text, team_fk(), nullable=False),
     sa.Column("agent_event_id", sa.Text, nullable=True),
     sa.Column("source_type", sa.Text, nullable=False),
     sa.Column("source_id", sa.Text, nullable=False),
@@ -289,17 +216,17 @@ observation_generation_jobs = sa.Table(
     sa.Column("transport_id", sa.Text, nullable=True, unique=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("max_attempts", sa.Integer, nullable=False, server_default=sa.text("3")),
-    _ts("next_attempt_at", nullable=True),
-    _ts("locked_at", nullable=True),
+    timestamp("next_attempt_at", nullable=True),
+    timestamp("locked_at", nullable=True),
     sa.Column("locked_by", sa.Text, nullable=True),
-    _ts("completed_at", nullable=True),
-    _ts("failed_at", nullable=True),
-    _ts("cancelled_at", nullable=True),
-    _json("last_error", None),
-    _json("payload"),
-    *_created_updated(),
-    sa.CheckConstraint(_in("source_type", JOB_SOURCE_TYPES), name="source_type"),
-    sa.CheckConstraint(_in("status", JOB_STATUSES), name="status"),
+    timestamp("completed_at", nullable=True),
+    timestamp("failed_at", nullable=True),
+    timestamp("cancelled_at", nullable=True),
+    json_column("last_error", None),
+    json_column("payload"),
+    *created_updated(),
+    sa.CheckConstraint(one_of("source_type", JOB_SOURCE_TYPES), name="source_type"),
+    sa.CheckConstraint(one_of("status", JOB_STATUSES), name="status"),
     sa.CheckConstraint(
         "(source_type = 'agent_event' AND agent_event_id IS NOT NULL"
         " AND source_id = agent_event_id)"
@@ -315,7 +242,7 @@ observation_generation_jobs = sa.Table(
         name="fk_observation_generation_jobs_event_scope",
         ondelete="CASCADE",
     ),
-    _project_scope_fk("observation_generation_jobs"),
+    project_scope_fk("observation_generation_jobs"),
     sa.Index(
         "idx_observation_jobs_source_scope",
         "team_id",
@@ -336,7 +263,7 @@ observations = sa.Table(
     metadata,
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("project_id", sa.Text, nullable=False),
-    sa.Column("team_id", sa.Text, _team_fk(), nullable=False),
+    sa.Column("team_id", sa.Text, team_fk(), nullable=False),
     sa.Column(
         "server_session_id",
         sa.Text,
@@ -348,30 +275,30 @@ observations = sa.Table(
     sa.Column("title", sa.Text, nullable=True),
     sa.Column("subtitle", sa.Text, nullable=True),
     sa.Column("narrative", sa.Text, nullable=True),
-    _json("facts", EMPTY_ARRAY),
-    _json("concepts", EMPTY_ARRAY),
-    _json("files_read", EMPTY_ARRAY),
-    _json("files_modified", EMPTY_ARRAY),
+    json_column("facts", EMPTY_ARRAY),
+    json_column("concepts", EMPTY_ARRAY),
+    json_column("files_read", EMPTY_ARRAY),
+    json_column("files_modified", EMPTY_ARRAY),
     sa.Column("content", sa.Text, nullable=False),
     sa.Column("generation_key", sa.Text, nullable=True),
-    _json("metadata"),
+    json_column("metadata"),
     sa.Column(
         "created_by_job_id",
         sa.Text,
         sa.ForeignKey("observation_generation_jobs.id", ondelete="SET NULL"),
         nullable=True,
     ),
-    *_created_updated(),
+    *created_updated(),
     # Revision 0016: dedup (``domain/fingerprint.py``, NULL never dedups) and supersession.
     sa.Column("fingerprint", sa.Text, nullable=True),
     sa.Column("occurrences", sa.Integer, nullable=False, server_default=sa.text("1")),
     sa.Column("superseded_by", sa.Text, nullable=True),
-    _ts("superseded_at", nullable=True),
+    timestamp("superseded_at", nullable=True),
     sa.Column("subject", sa.Text, nullable=True),  # revision 0017 (domain/supersession.py)
     # ``kind``: any kind string (revision 0004 dropped the check of the three known kinds).
     # Target of the sources' composite foreign key.
     sa.UniqueConstraint("id", "project_id", "team_id"),
-    _project_scope_fk("observations"),
+    project_scope_fk("observations"),
     sa.Index(
         "idx_observations_generation_key_scope",
         "team_id",
@@ -401,83 +328,6 @@ observations = sa.Table(
     sa.Index("idx_observations_job", "created_by_job_id"),
 )
 
-# Search (domain/passages.py, domain/ranking.py). One row per passage: its weighted term
-# frequencies (``tf``), its length in terms, and its distinct terms (``terms``: a tsvector
-# with a GIN index on PostgreSQL; on SQLite the terms joined by spaces, indexed by the FTS5
-# table ``search_fts`` of the migration, which reads them from here).
-search_passages = sa.Table(
-    "search_passages",
-    metadata,
-    sa.Column(
-        "id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("team_id", sa.Text, nullable=False),
-    sa.Column("project_id", sa.Text, nullable=False),
-    sa.Column("observation_id", sa.Text, nullable=False),
-    sa.Column("origin", sa.Text, nullable=False),
-    sa.Column("event_id", sa.Text, nullable=True),
-    sa.Column("ordinal", sa.Integer, nullable=False, server_default=sa.text("0")),
-    sa.Column("text", sa.Text, nullable=True),
-    sa.Column("length", sa.Integer, nullable=False),
-    _json("tf"),
-    sa.Column("terms", postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"), nullable=False),
-    # PostgreSQL: the terms whose factor reaches ranking.HIGH_IMPACT, GIN-indexed, so a
-    # query can find its best passages without reading every match (NULL on SQLite).
-    sa.Column("terms_hi", postgresql.TSVECTOR().with_variant(sa.Text(), "sqlite"), nullable=True),
-    # Multiplied into the passage's score: ranking.SUPERSEDED_WEIGHT when superseded (0017).
-    sa.Column("weight", sa.Float, nullable=False, server_default=sa.text("1.0")),
-    # PostgreSQL: the id of the transaction that wrote the passage or last changed its
-    # weight, so a search snapshot reads only what changed (revision 0021).
-    sa.Column("changed", sa.BigInteger, nullable=False, server_default=sa.text("0")),
-    sa.CheckConstraint(_in("origin", PASSAGE_ORIGINS), name="origin"),
-    sa.ForeignKeyConstraint(
-        ["observation_id", "project_id", "team_id"],
-        ["observations.id", "observations.project_id", "observations.team_id"],
-        name="fk_search_passages_observation_scope",
-        ondelete="CASCADE",
-    ),
-    sa.Index("idx_search_passages_observation", "observation_id"),
-    sa.Index(PASSAGE_TERMS_INDEX, "terms", postgresql_using="gin"),
-    sa.Index(PASSAGE_HIGH_IMPACT_INDEX, "terms_hi", postgresql_using="gin"),
-    sa.Index("idx_search_passages_changed", "team_id", "project_id", "changed"),
-)
-
-# Statistics of a project's passages, kept as passages are written: sums (and the least
-# length, the largest frequency: they bound a term's score) over ``shard`` rows. Writers
-# spread over a few rows, so concurrent writers of one project seldom wait on one lock.
-search_stats = sa.Table(
-    "search_stats",
-    metadata,
-    sa.Column("team_id", sa.Text, primary_key=True),
-    sa.Column("project_id", sa.Text, primary_key=True),
-    sa.Column("shard", sa.SmallInteger, primary_key=True),
-    sa.Column("passages", sa.BigInteger, nullable=False),
-    sa.Column("tokens", sa.BigInteger, nullable=False),
-    sa.Column("min_length", sa.BigInteger, nullable=False),
-    # The most passages one observation has: how much an observation's next best passages
-    # can add to its best (ranking.observation_score), which bounds PostgreSQL's pruning.
-    sa.Column("max_passages", sa.BigInteger, nullable=False, server_default=sa.text("1")),
-    # PostgreSQL: the id of the last transaction that wrote this row, so the sum over a
-    # project's rows changes with any write (a search snapshot's check, revision 0021).
-    sa.Column("changes", sa.BigInteger, nullable=False, server_default=sa.text("0")),
-    _project_scope_fk("search_stats"),
-)
-
-search_terms = sa.Table(
-    "search_terms",
-    metadata,
-    sa.Column("team_id", sa.Text, primary_key=True),
-    sa.Column("project_id", sa.Text, primary_key=True),
-    sa.Column("term", sa.Text, primary_key=True),
-    sa.Column("shard", sa.SmallInteger, primary_key=True),
-    sa.Column("df", sa.BigInteger, nullable=False),
-    sa.Column("max_tf", sa.Float, nullable=False),
-    _project_scope_fk("search_terms"),
-)
-
 observation_sources = sa.Table(
     "observation_sources",
     metadata,
@@ -494,9 +344,9 @@ observation_sources = sa.Table(
     ),
     sa.Column("source_type", sa.Text, nullable=False),
     sa.Column("source_id", sa.Text, nullable=False),
-    _json("metadata"),
-    _ts("created_at", default_now=True),
-    sa.CheckConstraint(_in("source_type", OBSERVATION_SOURCE_TYPES), name="source_type"),
+    json_column("metadata"),
+    timestamp("created_at", default_now=True),
+    sa.CheckConstraint(one_of("source_type", OBSERVATION_SOURCE_TYPES), name="source_type"),
     sa.CheckConstraint(
         "(source_type = 'agent_event' AND agent_event_id IS NOT NULL"
         " AND agent_event_id = source_id)"
@@ -538,10 +388,10 @@ observation_generation_job_events = sa.Table(
     sa.Column("event_type", sa.Text, nullable=False),
     sa.Column("status_after", sa.Text, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
-    _json("details"),
-    _ts("created_at", default_now=True),
-    sa.CheckConstraint(_in("event_type", JOB_EVENT_TYPES), name="event_type"),
-    sa.CheckConstraint(_in("status_after", JOB_STATUSES), name="status_after"),
+    json_column("details"),
+    timestamp("created_at", default_now=True),
+    sa.CheckConstraint(one_of("event_type", JOB_EVENT_TYPES), name="event_type"),
+    sa.CheckConstraint(one_of("status_after", JOB_STATUSES), name="status_after"),
     sa.UniqueConstraint("generation_job_id", "seq"),
     sa.ForeignKeyConstraint(
         ["generation_job_id", "project_id", "team_id"],
@@ -568,8 +418,8 @@ erased_events = sa.Table(
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("source_adapter", sa.Text, nullable=False),
     sa.Column("source_event_id", sa.Text, nullable=True),
-    _ts("erased_at", default_now=True),
-    _project_scope_fk("erased_events"),
+    timestamp("erased_at", default_now=True),
+    project_scope_fk("erased_events"),
 )
 
 
@@ -588,17 +438,17 @@ token_ledger = sa.Table(
     sa.Column("input_tokens", sa.BigInteger, nullable=True),
     sa.Column("output_tokens", sa.BigInteger, nullable=True),
     sa.Column("cost_usd", sa.Float, nullable=True),
-    _ts("called_at"),
-    _project_scope_fk("token_ledger"),
+    timestamp("called_at"),
+    project_scope_fk("token_ledger"),
     sa.Index("idx_token_ledger_scope_time", "team_id", "project_id", "called_at"),
 )
 
 # Budgets and provider pauses (revision 0015): defined in their own module, on this metadata.
-_budget_tables = budget_tables.define(metadata, _ts, _project_scope_fk, UTCDateTime)
+_budget_tables = budget_tables.define(metadata, timestamp, project_scope_fk, UTCDateTime)
 project_budgets, budget_periods, provider_pauses = _budget_tables
 provider_rate_windows = budget_tables.define_rates(metadata, UTCDateTime)  # revision 0019
 budget_reservations = budget_tables.define_reservations(  # revision 0020
-    metadata, _ts, _project_scope_fk, UTCDateTime
+    metadata, timestamp, project_scope_fk, UTCDateTime
 )
 
 
@@ -611,26 +461,5 @@ def live_project(table: sa.Table) -> sa.ColumnElement[bool]:
     )
 
 
-# Optional semantic recall: one embedding per passage and model (vectors of different models
-# are not comparable), as little-endian float32 bytes (``domain.fusion.pack_vector``; no
-# vector extension needed). The scope columns are copied from the passage when the vector is
-# stored; deleting a passage (or its observation, project or team) takes its vectors along.
-search_vectors = sa.Table(
-    "search_vectors",
-    metadata,
-    sa.Column(
-        "passage_id",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        sa.ForeignKey("search_passages.id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("model", sa.Text, primary_key=True),
-    sa.Column("team_id", sa.Text, nullable=False),
-    sa.Column("project_id", sa.Text, nullable=False),
-    sa.Column("observation_id", sa.Text, nullable=False),
-    sa.Column("vector", sa.LargeBinary, nullable=False),
-    sa.Index("idx_search_vectors_observation", "observation_id", "model"),
-)
-
 # The change feed (revision 0011) and its horizon (0014): in their own module, on this metadata.
-change_feed, change_feed_horizon = feed_tables.define(metadata, _ts)
+change_feed, change_feed_horizon = feed_tables.define(metadata, timestamp)

@@ -11,7 +11,9 @@ import sqlalchemy as sa
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db, _page
 from claude_mem_core.adapters.sqlalchemy.rows import _api_key, _project, _team
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted
 from claude_mem_core.domain.models import ApiKey, Project, Team
+from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.storage import Page
 
 
@@ -136,14 +138,10 @@ class ApiKeyRepo:
         self, team_id: str | None, project_id: str | None, page: Page
     ) -> tuple[Sequence[ApiKey], int]:
         c = t.api_keys.c
-        where: list[sa.ColumnElement[bool]] = []
-        if team_id is not None:
-            where.append(c.team_id == team_id)
-        if project_id is not None:
-            where.append(c.project_id == project_id)
-        stmt = self._db.select(t.api_keys).where(*where).order_by(c.created_at.desc(), c.id)
+        where = admitted(TenantScope(team_id, project_id), c)
+        stmt = self._db.select(t.api_keys).where(where).order_by(c.created_at.desc(), c.id)
         rows = await self._db.all(_page(stmt, page))
-        return [_api_key(r) for r in rows], await self._db.count(t.api_keys, *where)
+        return [_api_key(r) for r in rows], await self._db.count(t.api_keys, where)
 
     async def save(self, key: ApiKey) -> None:
         await self._db.execute(

@@ -10,8 +10,10 @@ import sqlalchemy as sa
 from claude_mem_core.adapters.sqlalchemy import dialects
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.connection import _Db
+from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted, of_tenant
 from claude_mem_core.domain.fusion import pack_vector, unpack_vector
-from claude_mem_core.ports.storage import PassageText
+from claude_mem_core.domain.tenancy import TenantScope
+from claude_mem_core.ports.search import PassageText
 
 
 class SearchVectorRepo:
@@ -25,16 +27,12 @@ class SearchVectorRepo:
         model: str, team_id: str | None, project_id: str | None
     ) -> list[sa.ColumnElement[bool]]:
         p, v = t.search_passages.c, t.search_vectors.c
-        where = [
+        return [
             ~sa.exists().where(v.passage_id == p.id, v.model == model),
             # A project being erased sends nothing more to an embedder.
             t.live_project(t.search_passages),
+            admitted(TenantScope(team_id, project_id), p),
         ]
-        if team_id is not None:
-            where.append(p.team_id == team_id)
-        if project_id is not None:
-            where.append(p.project_id == project_id)
-        return where
 
     async def missing(
         self,
@@ -131,8 +129,7 @@ class SearchVectorRepo:
         stmt = sa.select(v.observation_id, v.vector).where(
             v.observation_id.in_(list(observation_ids)),
             v.model == model,
-            v.team_id == team_id,
-            v.project_id == project_id,
+            of_tenant(team_id, project_id, v),
         )
         found: dict[str, list[list[float]]] = {}
         for r in await self._db.all(stmt):
