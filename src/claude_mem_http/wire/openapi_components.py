@@ -1,4 +1,6 @@
-"""The OpenAPI document's components: every request and response shape, by name."""
+"""The OpenAPI document's components: every request and response shape, by name. The
+response shapes of :mod:`.models` are generated from their classes; the rest (request
+bodies, and the answers not yet given a wire class) are written here."""
 
 from __future__ import annotations
 
@@ -7,24 +9,19 @@ from claude_mem_core.services.budgets import MAX_TOKENS, MAX_USD
 from claude_mem_core.services.ingest import MAX_EPOCH_MS
 from claude_mem_core.services.retention import MAX_RETAIN_DAYS
 from claude_mem_core.services.usage import GROUPINGS
+from claude_mem_http.wire.attrs_schema import component_schemas
 from claude_mem_http.wire.json_schema import (
-    ANY,
     BOOL,
     INT,
-    JOB_STATUSES,
     JSON_VALUE,
     KIND_PATTERN,
     NINT,
     NNUM,
-    NOBJ,
     NSTR,
     NTEXT,
     NUM,
-    OBJ,
-    SOURCE_TYPES,
     STR,
     TEXT,
-    TRANSPORTS,
     Schema,
     body_obj,
     identifier,
@@ -34,6 +31,7 @@ from claude_mem_http.wire.json_schema import (
     obj,
     ref,
 )
+from claude_mem_http.wire.models import RESPONSE_CLASSES
 
 SCHEMAS: dict[str, Schema] = {
     "JsonValue": {
@@ -45,29 +43,8 @@ SCHEMAS: dict[str, Schema] = {
             json_object(),
         ],
     },
-    "Error": obj({"error": STR, "message": STR}, closed=False),
-    "EventConflict": obj(
-        {
-            "error": {"const": "Conflict"},
-            "message": STR,
-            "eventId": {"type": "string", "description": "the stored event"},
-            "sourceEventId": NSTR,
-            "index": {"type": "integer", "description": "the attempt's position in a batch"},
-        },
-        required=["error", "message", "eventId", "sourceEventId"],
-    ),
-    "EventGone": obj(
-        {
-            "error": {"const": "Gone"},
-            "message": STR,
-            "sourceEventId": {
-                "type": ["string", "null"],
-                "description": "the replayed id: it names an erased event",
-            },
-            "index": {"type": "integer", "description": "the event's position in a batch"},
-        },
-        required=["error", "message", "sourceEventId"],
-    ),
+    # The response shapes the server builds from its wire classes, generated from them.
+    **component_schemas(RESPONSE_CLASSES),
     "Erasure": obj(
         {
             "kind": nstr_in(["event", "session", "project"]),
@@ -105,195 +82,6 @@ SCHEMAS: dict[str, Schema] = {
             "issues": {"type": "array", "items": {"type": "object"}},
         },
         required=["error", "message", "line", "field"],
-    ),
-    "ValidationError": obj(
-        {
-            "error": {"const": "ValidationError"},
-            "message": STR,
-            "issues": {
-                "type": "array",
-                "items": obj(
-                    {
-                        "path": {"type": "array", "items": {"type": ["string", "integer"]}},
-                        "message": STR,
-                        "code": STR,
-                    }
-                ),
-            },
-        }
-    ),
-    "Event": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "teamId": STR,
-            "serverSessionId": NSTR,
-            "sourceAdapter": STR,
-            "sourceEventId": NSTR,
-            "eventType": STR,
-            "payload": ANY,
-            "metadata": OBJ,
-            "occurredAtEpoch": INT,
-            "receivedAtEpoch": INT,
-            "createdAtEpoch": INT,
-        }
-    ),
-    "JobSummary": obj(
-        {
-            "id": STR,
-            "status": nstr_in(JOB_STATUSES),
-            "bullmqJobId": NSTR,
-            "sourceType": nstr_in(SOURCE_TYPES),
-            "sourceId": STR,
-            "transport": nstr_in(TRANSPORTS),
-            "createdAtEpoch": INT,
-            "updatedAtEpoch": INT,
-        }
-    ),
-    "JobWaitStatus": obj(
-        {
-            "id": STR,
-            "status": nstr_in(JOB_STATUSES),
-            "transport": nstr_in(TRANSPORTS),
-            "bullmqJobId": NSTR,
-            "sourceType": nstr_in(SOURCE_TYPES),
-            "sourceId": STR,
-            "attempts": INT,
-            "maxAttempts": INT,
-            "createdAtEpoch": INT,
-            "updatedAtEpoch": INT,
-        }
-    ),
-    "JobStatus": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "teamId": STR,
-            "sourceType": nstr_in(SOURCE_TYPES),
-            "sourceId": STR,
-            "agentEventId": NSTR,
-            "serverSessionId": NSTR,
-            "jobType": STR,
-            "status": nstr_in(JOB_STATUSES),
-            "bullmqJobId": NSTR,
-            "attempts": INT,
-            "maxAttempts": INT,
-            "nextAttemptAtEpoch": NINT,
-            "completedAtEpoch": NINT,
-            "failedAtEpoch": NINT,
-            "cancelledAtEpoch": NINT,
-            "lastError": NOBJ,
-            "heldReason": {
-                "type": ["string", "null"],
-                "enum": ["budget", "rate_limit", None],
-                "description": "why a queued job waits for its next attempt: its project's "
-                "budget is spent, or its provider asked every worker to wait; null otherwise",
-            },
-            "createdAtEpoch": INT,
-            "updatedAtEpoch": INT,
-        }
-    ),
-    "JobListEntry": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "teamId": STR,
-            "sourceType": nstr_in(SOURCE_TYPES),
-            "sourceId": STR,
-            "status": nstr_in(JOB_STATUSES),
-            "attempts": INT,
-            "maxAttempts": INT,
-            "createdAtEpoch": INT,
-            "completedAtEpoch": NINT,
-            "failedAtEpoch": NINT,
-            "lastError": NOBJ,
-            "heldReason": {
-                "type": ["string", "null"],
-                "enum": ["budget", "rate_limit", None],
-                "description": "why a queued job waits for its next attempt: its project's "
-                "budget is spent, or its provider asked every worker to wait; null otherwise",
-            },
-            "payload": OBJ,
-        },
-        required=[
-            "id",
-            "projectId",
-            "teamId",
-            "sourceType",
-            "sourceId",
-            "status",
-            "attempts",
-            "maxAttempts",
-            "createdAtEpoch",
-            "completedAtEpoch",
-            "failedAtEpoch",
-            "lastError",
-            "heldReason",
-        ],
-    ),
-    "Session": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "teamId": STR,
-            "externalSessionId": NSTR,
-            "contentSessionId": NSTR,
-            "agentId": NSTR,
-            "agentType": NSTR,
-            "platformSource": NSTR,
-            "generationStatus": nstr_in(["idle", "processing", "completed", "failed"]),
-            "metadata": OBJ,
-            "startedAtEpoch": INT,
-            "endedAtEpoch": NINT,
-            "lastGeneratedAtEpoch": NINT,
-            "createdAtEpoch": INT,
-            "updatedAtEpoch": INT,
-        }
-    ),
-    "Observation": obj(
-        {
-            "id": STR,
-            "projectId": STR,
-            "teamId": STR,
-            "serverSessionId": NSTR,
-            "kind": {
-                "type": ["string", "null"],
-                "description": "observation, summary, manual, or the kind a memory was "
-                "written with (decision, note…)",
-            },
-            "type": NSTR,
-            "title": NSTR,
-            "content": STR,
-            "metadata": OBJ,
-            "createdAtEpoch": INT,
-            "updatedAtEpoch": INT,
-            "occurrences": {
-                "type": "integer",
-                "minimum": 1,
-                "description": "How many times this fact was generated: the same generated "
-                "observation from another event is stored once, linked to each event",
-            },
-            "supersededBy": {
-                **NSTR,
-                "description": "The newer observation that replaced this one, or null",
-            },
-            "supersededAtEpoch": NINT,
-        }
-    ),
-    "Project": obj(
-        {
-            "id": STR,
-            "teamId": STR,
-            "name": STR,
-            "metadata": OBJ,
-            "retainDays": {
-                **NINT,
-                "description": "days its sessions and events are kept after their last "
-                "activity; null: until erased",
-            },
-            "createdAtEpoch": INT,
-            "updatedAtEpoch": INT,
-        }
     ),
     "UsageRow": obj(
         {
@@ -476,38 +264,6 @@ SCHEMAS: dict[str, Schema] = {
         required=["contentSessionId"],
     ),
 }
-
-# A search hit: the observation's wire fields, plus the evidence (our addition).
-SCHEMAS["SearchHit"] = obj(
-    {
-        **SCHEMAS["Observation"]["properties"],
-        "score": {"type": "number"},
-        # Semantic recall on: the best cosine of the hit's passages with the query; else null.
-        "similarity": {"type": ["number", "null"]},
-        "excerpt": STR,
-        "evidence": {
-            "type": "array",
-            "items": obj({"excerpt": STR, "eventId": NSTR, "score": {"type": "number"}}),
-        },
-    }
-)
-
-SCHEMAS["ObservationWithSource"] = obj(
-    {
-        **SCHEMAS["Observation"]["properties"],
-        "generationKey": NSTR,
-        "createdByJobId": NSTR,
-        "source": obj(
-            {
-                "id": STR,
-                "sourceType": nstr_in([*SOURCE_TYPES, "manual"]),
-                "sourceId": STR,
-                "generationJobId": NSTR,
-                "createdAtEpoch": INT,
-            }
-        ),
-    }
-)
 
 _EVENT_RESULT = obj(
     {

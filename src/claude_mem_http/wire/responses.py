@@ -5,7 +5,7 @@ names are camelCase as the reference server spells them."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from claude_mem_core.domain.budgets import held_reason
 from claude_mem_core.domain.models import (
@@ -25,197 +25,239 @@ from claude_mem_core.services.erase import Erasure
 from claude_mem_core.services.memories import SearchResult
 from claude_mem_core.services.outbox import Transport
 from claude_mem_core.services.usage import UsageReport
-from claude_mem_http.wire.schemas import _EPOCH, _MS, RequestInvalid
+from claude_mem_http.wire import models as wire
+from claude_mem_http.wire.converter import camel, epoch_ms, epoch_ms_or_none, to_wire
+from claude_mem_http.wire.schemas import RequestInvalid
 
 # -- responses ----------------------------------------------------------------------------
+#
+# Each builder fills a wire class (:mod:`.models`) from the domain and returns its JSON
+# through the one converter, so the document generated from the same classes describes it.
 
 
 def epoch(value: datetime | None) -> int | None:
-    if value is None:
-        return None
-    return (value - _EPOCH) // _MS
-
-
-def _epoch(value: datetime) -> int:
-    return (value - _EPOCH) // _MS
+    return epoch_ms_or_none(value)
 
 
 def event(e: AgentEvent) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "projectId": e.project_id,
-        "teamId": e.team_id,
-        "serverSessionId": e.server_session_id,
-        "sourceAdapter": e.source_adapter,
-        "sourceEventId": e.source_event_id,
-        "eventType": e.event_type,
-        "payload": e.payload,
+    return cast(dict[str, Any], to_wire(wire_event(e)))
+
+
+def wire_event(e: AgentEvent) -> wire.Event:
+    return wire.Event(
+        id=e.id,
+        project_id=e.project_id,
+        team_id=e.team_id,
+        server_session_id=e.server_session_id,
+        source_adapter=e.source_adapter,
+        source_event_id=e.source_event_id,
+        event_type=e.event_type,
+        payload=e.payload,
         # The received payload's hash stays inside: it was taken before redaction.
-        "metadata": {k: v for k, v in e.metadata.items() if k != RECEIVED_DIGEST_KEY},
-        "occurredAtEpoch": _epoch(e.occurred_at),
-        "receivedAtEpoch": _epoch(e.received_at),
-        "createdAtEpoch": _epoch(e.created_at),
-    }
+        metadata={k: v for k, v in e.metadata.items() if k != RECEIVED_DIGEST_KEY},
+        occurred_at_epoch=epoch_ms(e.occurred_at),
+        received_at_epoch=epoch_ms(e.received_at),
+        created_at_epoch=epoch_ms(e.created_at),
+    )
 
 
 def job_summary(job: GenerationJob, transport: Transport) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "status": job.status.value,
-        "bullmqJobId": job.transport_id,
-        "sourceType": job.source_type.value,
-        "sourceId": job.source_id,
-        "transport": transport,
-        "createdAtEpoch": _epoch(job.created_at),
-        "updatedAtEpoch": _epoch(job.updated_at),
-    }
+    return cast(
+        dict[str, Any],
+        to_wire(
+            wire.JobSummary(
+                id=job.id,
+                status=job.status.value,
+                bullmq_job_id=job.transport_id,
+                source_type=job.source_type.value,
+                source_id=job.source_id,
+                transport=transport,
+                created_at_epoch=epoch_ms(job.created_at),
+                updated_at_epoch=epoch_ms(job.updated_at),
+            )
+        ),
+    )
 
 
 def job_wait_status(job: GenerationJob, transport: Transport) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "status": job.status.value,
-        "transport": transport,
-        "bullmqJobId": job.transport_id,
-        "sourceType": job.source_type.value,
-        "sourceId": job.source_id,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "createdAtEpoch": _epoch(job.created_at),
-        "updatedAtEpoch": _epoch(job.updated_at),
-    }
+    return cast(
+        dict[str, Any],
+        to_wire(
+            wire.JobWaitStatus(
+                id=job.id,
+                status=job.status.value,
+                transport=transport,
+                bullmq_job_id=job.transport_id,
+                source_type=job.source_type.value,
+                source_id=job.source_id,
+                attempts=job.attempts,
+                max_attempts=job.max_attempts,
+                created_at_epoch=epoch_ms(job.created_at),
+                updated_at_epoch=epoch_ms(job.updated_at),
+            )
+        ),
+    )
 
 
 def _last_error(job: GenerationJob) -> dict[str, Any] | None:
     return job.last_error if isinstance(job.last_error, dict) else None
 
 
+def _held_reason(job: GenerationJob) -> wire.HeldReason | None:
+    return cast(wire.HeldReason | None, held_reason(job))
+
+
 def job_status(job: GenerationJob) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "projectId": job.project_id,
-        "teamId": job.team_id,
-        "sourceType": job.source_type.value,
-        "sourceId": job.source_id,
-        "agentEventId": job.agent_event_id,
-        "serverSessionId": job.server_session_id,
-        "jobType": job.job_type.value,
-        "status": job.status.value,
-        "bullmqJobId": job.transport_id,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "nextAttemptAtEpoch": epoch(job.next_attempt_at),
-        "completedAtEpoch": epoch(job.completed_at),
-        "failedAtEpoch": epoch(job.failed_at),
-        "cancelledAtEpoch": epoch(job.cancelled_at),
-        "lastError": _last_error(job),
-        "heldReason": held_reason(job),
-        "createdAtEpoch": _epoch(job.created_at),
-        "updatedAtEpoch": _epoch(job.updated_at),
-    }
+    return cast(
+        dict[str, Any],
+        to_wire(
+            wire.JobStatus(
+                id=job.id,
+                project_id=job.project_id,
+                team_id=job.team_id,
+                source_type=job.source_type.value,
+                source_id=job.source_id,
+                agent_event_id=job.agent_event_id,
+                server_session_id=job.server_session_id,
+                job_type=job.job_type.value,
+                status=job.status.value,
+                bullmq_job_id=job.transport_id,
+                attempts=job.attempts,
+                max_attempts=job.max_attempts,
+                next_attempt_at_epoch=epoch_ms_or_none(job.next_attempt_at),
+                completed_at_epoch=epoch_ms_or_none(job.completed_at),
+                failed_at_epoch=epoch_ms_or_none(job.failed_at),
+                cancelled_at_epoch=epoch_ms_or_none(job.cancelled_at),
+                last_error=_last_error(job),
+                held_reason=_held_reason(job),
+                created_at_epoch=epoch_ms(job.created_at),
+                updated_at_epoch=epoch_ms(job.updated_at),
+            )
+        ),
+    )
 
 
 def job_list_entry(job: GenerationJob, *, include_payload: bool = False) -> dict[str, Any]:
-    entry = {
-        "id": job.id,
-        "projectId": job.project_id,
-        "teamId": job.team_id,
-        "sourceType": job.source_type.value,
-        "sourceId": job.source_id,
-        "status": job.status.value,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "createdAtEpoch": _epoch(job.created_at),
-        "completedAtEpoch": epoch(job.completed_at),
-        "failedAtEpoch": epoch(job.failed_at),
-        "lastError": _last_error(job),
-        "heldReason": held_reason(job),
-    }
-    if include_payload and isinstance(job.payload, dict):
-        entry["payload"] = job.payload
-    return entry
+    payload = job.payload if include_payload and isinstance(job.payload, dict) else None
+    return cast(
+        dict[str, Any],
+        to_wire(
+            wire.JobListEntry(
+                id=job.id,
+                project_id=job.project_id,
+                team_id=job.team_id,
+                source_type=job.source_type.value,
+                source_id=job.source_id,
+                status=job.status.value,
+                attempts=job.attempts,
+                max_attempts=job.max_attempts,
+                created_at_epoch=epoch_ms(job.created_at),
+                completed_at_epoch=epoch_ms_or_none(job.completed_at),
+                failed_at_epoch=epoch_ms_or_none(job.failed_at),
+                last_error=_last_error(job),
+                held_reason=_held_reason(job),
+                payload=payload,
+            )
+        ),
+    )
 
 
 def session(s: ServerSession) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "projectId": s.project_id,
-        "teamId": s.team_id,
-        "externalSessionId": s.external_session_id,
-        "contentSessionId": s.content_session_id,
-        "agentId": s.agent_id,
-        "agentType": s.agent_type,
-        "platformSource": s.platform_source,
-        "generationStatus": s.generation_status.value,
-        "metadata": s.metadata,
-        "startedAtEpoch": _epoch(s.started_at),
-        "endedAtEpoch": epoch(s.ended_at),
-        "lastGeneratedAtEpoch": epoch(s.last_generated_at),
-        "createdAtEpoch": _epoch(s.created_at),
-        "updatedAtEpoch": _epoch(s.updated_at),
-    }
+    return cast(
+        dict[str, Any],
+        to_wire(
+            wire.Session(
+                id=s.id,
+                project_id=s.project_id,
+                team_id=s.team_id,
+                external_session_id=s.external_session_id,
+                content_session_id=s.content_session_id,
+                agent_id=s.agent_id,
+                agent_type=s.agent_type,
+                platform_source=s.platform_source,
+                generation_status=s.generation_status.value,
+                metadata=s.metadata,
+                started_at_epoch=epoch_ms(s.started_at),
+                ended_at_epoch=epoch_ms_or_none(s.ended_at),
+                last_generated_at_epoch=epoch_ms_or_none(s.last_generated_at),
+                created_at_epoch=epoch_ms(s.created_at),
+                updated_at_epoch=epoch_ms(s.updated_at),
+            )
+        ),
+    )
 
 
-def observation(o: Observation) -> dict[str, Any]:
+def _observation_fields(o: Observation) -> dict[str, Any]:
+    """The attributes every observation shape shares (search hits and sourced ones add)."""
     return {
         "id": o.id,
-        "projectId": o.project_id,
-        "teamId": o.team_id,
-        "serverSessionId": o.server_session_id,
+        "project_id": o.project_id,
+        "team_id": o.team_id,
+        "server_session_id": o.server_session_id,
         "kind": str(o.kind),
         "type": o.type,
         "title": o.title,
         "content": o.content,
         "metadata": o.metadata,
-        "createdAtEpoch": _epoch(o.created_at),
-        "updatedAtEpoch": _epoch(o.updated_at),
-        # Our additions: how often the fact was generated, and what replaced it.
+        "created_at_epoch": epoch_ms(o.created_at),
+        "updated_at_epoch": epoch_ms(o.updated_at),
         "occurrences": o.occurrences,
-        "supersededBy": o.superseded_by,
-        "supersededAtEpoch": epoch(o.superseded_at),
+        "superseded_by": o.superseded_by,
+        "superseded_at_epoch": epoch_ms_or_none(o.superseded_at),
     }
+
+
+def observation(o: Observation) -> dict[str, Any]:
+    return cast(dict[str, Any], to_wire(wire.Observation(**_observation_fields(o))))
 
 
 def search_result(r: SearchResult) -> dict[str, Any]:
     """An observation as search returns it: the wire's fields, plus the evidence."""
-    return {
-        **observation(r.observation),
-        "score": r.score,
-        # The best cosine of its passages with the query, when semantic recall is on.
-        "similarity": r.similarity,
-        "excerpt": r.excerpt,
-        "evidence": [
-            {"excerpt": e.text, "eventId": e.event_id, "score": e.score} for e in r.excerpts
+    hit = wire.SearchHit(
+        **_observation_fields(r.observation),
+        score=r.score,
+        similarity=r.similarity,
+        excerpt=r.excerpt,
+        evidence=[
+            wire.Evidence(excerpt=e.text, event_id=e.event_id, score=e.score) for e in r.excerpts
         ],
-    }
+    )
+    return cast(dict[str, Any], to_wire(hit))
 
 
 def observation_with_source(o: Observation, src: ObservationSource) -> dict[str, Any]:
-    return {
-        **observation(o),
-        "generationKey": o.generation_key,
-        "createdByJobId": o.created_by_job_id,
-        "source": {
-            "id": src.id,
-            "sourceType": src.source_type.value,
-            "sourceId": src.source_id,
-            "generationJobId": src.generation_job_id,
-            "createdAtEpoch": _epoch(src.created_at),
-        },
-    }
+    sourced = wire.ObservationWithSource(
+        **_observation_fields(o),
+        generation_key=o.generation_key,
+        created_by_job_id=o.created_by_job_id,
+        source=wire.ObservationSource(
+            id=src.id,
+            source_type=src.source_type.value,
+            source_id=src.source_id,
+            generation_job_id=src.generation_job_id,
+            created_at_epoch=epoch_ms(src.created_at),
+        ),
+    )
+    return cast(dict[str, Any], to_wire(sourced))
 
 
 def project(p: Project) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "teamId": p.team_id,
-        "name": p.name,
-        "metadata": p.metadata,
-        # Days its sessions and events are kept after their last activity; null: until erased.
-        "retainDays": p.retain_days,
-        "createdAtEpoch": _epoch(p.created_at),
-        "updatedAtEpoch": _epoch(p.updated_at),
-    }
+    return cast(
+        dict[str, Any],
+        to_wire(
+            wire.Project(
+                id=p.id,
+                team_id=p.team_id,
+                name=p.name,
+                metadata=p.metadata,
+                # Days its sessions and events are kept after their last activity; null:
+                # until erased.
+                retain_days=p.retain_days,
+                created_at_epoch=epoch_ms(p.created_at),
+                updated_at_epoch=epoch_ms(p.updated_at),
+            )
+        ),
+    )
 
 
 def erasure(e: Erasure) -> dict[str, Any]:
@@ -227,8 +269,8 @@ def erasure(e: Erasure) -> dict[str, Any]:
         "teamId": e.team_id,
         "projectId": e.project_id,
         "erasedAt": e.erased_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "erasedAtEpoch": _epoch(e.erased_at),
-        "removed": {_camel(name): n for name, n in e.counts.items()},
+        "erasedAtEpoch": epoch_ms(e.erased_at),
+        "removed": {camel(name): n for name, n in e.counts.items()},
         "requeuedJobs": e.requeued_jobs,
         "cancelledJobs": e.cancelled_jobs,
         "revokedKeys": e.revoked_keys,
@@ -253,8 +295,8 @@ def usage_report(report: UsageReport, budget: BudgetStatus | None = None) -> dic
     return {
         "teamId": report.team_id,
         "projectId": report.project_id,
-        "sinceEpoch": _epoch(report.since),
-        "untilEpoch": _epoch(report.until),
+        "sinceEpoch": epoch_ms(report.since),
+        "untilEpoch": epoch_ms(report.until),
         "groupBy": report.group_by,
         "rows": [usage_row(r) for r in report.rows],
         "total": usage_row(report.total),
@@ -272,8 +314,8 @@ def budget_status(status: BudgetStatus | None) -> dict[str, Any] | None:
         "period": b.period,
         "tokenLimit": b.token_limit,
         "usdLimit": b.usd_limit,
-        "periodStartEpoch": _epoch(p.start),
-        "periodEndEpoch": _epoch(status.period_end),
+        "periodStartEpoch": epoch_ms(p.start),
+        "periodEndEpoch": epoch_ms(status.period_end),
         "spentTokens": p.spent_tokens,
         "spentUsd": round(p.spent_usd, 6),
         "reservedTokens": p.reserved_tokens,
@@ -295,18 +337,13 @@ _WIRE_NAMES = {
 }
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
 def _segments(path: str, *, translate: bool) -> list[str | int]:
     out: list[str | int] = []
     for segment in path.split(".") if path else []:
         if segment.isdigit():
             out.append(int(segment))
         elif translate:
-            wire = _WIRE_NAMES.get(segment, _camel(segment))
+            wire = _WIRE_NAMES.get(segment, camel(segment))
             if wire is not None:
                 out.append(wire)
         else:
@@ -317,39 +354,41 @@ def _segments(path: str, *, translate: bool) -> list[str | int]:
 def validation_body(exc: InvalidInput) -> dict[str, Any]:
     translate = not isinstance(exc, RequestInvalid)
     issues = [
-        {
-            "path": _segments(issue.path, translate=translate),
-            "message": issue.message,
-            "code": issue.code,
-        }
+        wire.ValidationIssue(
+            path=_segments(issue.path, translate=translate),
+            message=issue.message,
+            code=issue.code,
+        )
         for issue in exc.issues
     ]
     message = "; ".join(
-        f"{'.'.join(str(p) for p in i['path']) or '<body>'}: {i['message']}" for i in issues
+        f"{'.'.join(str(p) for p in i.path) or '<body>'}: {i.message}" for i in issues
     )
-    return {"error": "ValidationError", "message": message, "issues": issues}
+    body = wire.ValidationError(error="ValidationError", message=message, issues=issues)
+    return cast(dict[str, Any], to_wire(body))
 
 
 def error_body(error: str, message: str) -> dict[str, Any]:
-    return {"error": error, "message": message}
+    return cast(dict[str, Any], to_wire(wire.Error(error=error, message=message)))
 
 
 def event_conflict(conflict: EventConflict) -> dict[str, Any]:
     """409 of an event whose ``sourceEventId`` was used for another payload: the stored
     event's id, and the attempt's source id (and position, in a batch)."""
-    body = error_body("Conflict", conflict.message)
-    body["eventId"] = conflict.event_id
-    body["sourceEventId"] = conflict.source_event_id
-    if conflict.index is not None:
-        body["index"] = conflict.index
-    return body
+    body = wire.EventConflict(
+        error="Conflict",
+        message=conflict.message,
+        event_id=conflict.event_id,
+        source_event_id=conflict.source_event_id,
+        index=conflict.index,
+    )
+    return cast(dict[str, Any], to_wire(body))
 
 
 def event_gone(gone: Gone) -> dict[str, Any]:
     """410 of an event whose ``sourceEventId`` names an erased event: the id replayed (and
     the position of the event, in a batch). Nothing of the request was stored."""
-    body = error_body("Gone", gone.message)
-    body["sourceEventId"] = gone.source_event_id
-    if gone.index is not None:
-        body["index"] = gone.index
-    return body
+    body = wire.EventGone(
+        error="Gone", message=gone.message, source_event_id=gone.source_event_id, index=gone.index
+    )
+    return cast(dict[str, Any], to_wire(body))
