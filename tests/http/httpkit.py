@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from claude_mem_core.facade import Memory
 from claude_mem_core.ports.storage import Page
+from claude_mem_http.wire.bodies import ROUTE_BODIES
+from claude_mem_http.wire.converter import from_wire
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 OPENAPI: dict[str, Any] = json.loads(DOC_PATH.read_text(encoding="utf-8"))
@@ -50,15 +52,18 @@ def _template_regex(template: str) -> re.Pattern[str]:
 _TEMPLATES = [(t, _template_regex(t)) for t in OPENAPI["paths"]]
 
 
-def operation_for(method: str, path: str) -> dict[str, Any] | None:
-    exact = OPENAPI["paths"].get(path, {}).get(method.lower())
-    if exact is not None:
-        return dict(exact)
+def template_for(method: str, path: str) -> str | None:
+    if method.lower() in OPENAPI["paths"].get(path, {}):
+        return path
     for template, regex in _TEMPLATES:
-        op = OPENAPI["paths"][template].get(method.lower())
-        if op is not None and regex.match(path):
-            return dict(op)
+        if method.lower() in OPENAPI["paths"][template] and regex.match(path):
+            return template
     return None
+
+
+def operation_for(method: str, path: str) -> dict[str, Any] | None:
+    template = template_for(method, path)
+    return None if template is None else dict(OPENAPI["paths"][template][method.lower()])
 
 
 def check_against_openapi(method: str, path: str, status: int, body: Any) -> None:
@@ -71,6 +76,10 @@ def check_against_openapi(method: str, path: str, status: int, body: Any) -> Non
     assert response is not None, f"{method} {path}: status {status} is not documented"
     schema = response["content"]["application/json"]["schema"]
     jsonschema.Draft202012Validator({"components": OPENAPI["components"], **schema}).validate(body)
+    # The route's wire class reads it back: the class the server and the client share.
+    wire_class = ROUTE_BODIES.get((method.lower(), str(template_for(method, path)), str(status)))
+    if wire_class is not None:
+        from_wire(body, wire_class)  # raises WireMismatch naming the member
 
 
 @attrs.define

@@ -76,10 +76,10 @@ def class_schema(cls: type) -> Schema:
     for field in attrs.fields(cls):
         name = wire_name(field)
         tp = hints[field.name]
-        if omitted_if_none(field):
+        if omitted_if_none(field) and not field.metadata.get("null_is_sent"):
             # Absent rather than null: the member's own type, without the None.
             tp = typing.Union[tuple(a for a in typing.get_args(tp) if a is not type(None))]  # noqa: UP007
-        else:
+        elif not omitted_if_none(field):
             required.append(name)
         properties[name] = {**type_schema(tp), **field.metadata.get("schema", {})}
     schema: Schema = {"type": "object", "properties": properties, "required": required}

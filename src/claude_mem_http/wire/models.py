@@ -32,10 +32,11 @@ def described(text: str, **schema: Any) -> dict[str, Any]:
     return {"schema": {"description": text, **schema}}
 
 
-def optional(description: str | None = None) -> dict[str, Any]:
+def optional(description: str | None = None, *, null_is_sent: bool = False) -> dict[str, Any]:
     """Field metadata: the attribute is left out of the JSON object while None (an optional
-    wire member; its default is None)."""
-    metadata: dict[str, Any] = {"omit_if_none": True}
+    wire member; its default is None). ``null_is_sent``: the server may also send it as
+    null (the document allows both; a decoder reads both as None)."""
+    metadata: dict[str, Any] = {"omit_if_none": True, "null_is_sent": null_is_sent}
     if description is not None:
         metadata["schema"] = {"description": description}
     return metadata

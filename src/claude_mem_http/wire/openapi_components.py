@@ -10,6 +10,7 @@ from claude_mem_core.services.ingest import MAX_EPOCH_MS
 from claude_mem_core.services.retention import MAX_RETAIN_DAYS
 from claude_mem_core.services.usage import GROUPINGS
 from claude_mem_http.wire.attrs_schema import component_schemas
+from claude_mem_http.wire.bodies import BODY_CLASSES
 from claude_mem_http.wire.json_schema import (
     BOOL,
     INT,
@@ -44,7 +45,7 @@ SCHEMAS: dict[str, Schema] = {
         ],
     },
     # The response shapes the server builds from its wire classes, generated from them.
-    **component_schemas(RESPONSE_CLASSES),
+    **component_schemas([*RESPONSE_CLASSES, *BODY_CLASSES]),
     "Erasure": obj(
         {
             "kind": nstr_in(["event", "session", "project"]),
@@ -264,34 +265,6 @@ SCHEMAS: dict[str, Schema] = {
         required=["contentSessionId"],
     ),
 }
-
-_EVENT_RESULT = obj(
-    {
-        "event": ref("Event"),
-        "replayed": {
-            **BOOL,
-            "description": "true when the event was stored before (an idempotent replay: "
-            "nothing new is stored); `transport` then says what this request did with its "
-            "job, e.g. queued_only when it was not published again",
-        },
-        "generationJob": {"oneOf": [ref("JobSummary"), ref("JobWaitStatus"), {"type": "null"}]},
-        "waitTimedOut": {"const": True},
-    },
-    required=["event", "replayed"],
-)
-SCHEMAS["EventResult"] = _EVENT_RESULT
-
-_JOB_PAGE = obj(
-    {
-        "jobs": {"type": "array", "items": ref("JobListEntry")},
-        "total": INT,
-        "limit": INT,
-        "offset": INT,
-        "requestId": STR,
-    },
-    required=["jobs", "total", "limit", "offset"],
-)
-SCHEMAS["JobPage"] = _JOB_PAGE
 
 _HEALTH_QUEUE = obj(
     {

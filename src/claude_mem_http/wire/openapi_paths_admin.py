@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from claude_mem_core.services.usage import GROUPINGS, MAX_REPORT_DAYS
+from claude_mem_http.wire import bodies
+from claude_mem_http.wire.bodies import body_ref
 from claude_mem_http.wire.json_schema import (
     BOOL,
     INT,
@@ -40,12 +42,12 @@ from claude_mem_http.wire.openapi_operations import (
 def admin_paths() -> dict[str, Any]:
     """Jobs, teams and projects, usage and budgets, the compatibility routes, MCP,
     health, the stream and metrics."""
-    job_status_body = obj({"generationJob": ref("JobStatus")})
+    job_status_body = body_ref(bodies.JobBody)
     return {
         "/v1/jobs": {
             "get": _op(
                 "List the caller's generation jobs",
-                {"200": _ok(ref("JobPage"))},
+                {"200": _ok(body_ref(bodies.JobPage))},
                 params=[
                     *PAGE_PARAMS,
                     _query("source_type", nstr_in(SOURCE_TYPES)),
@@ -67,16 +69,7 @@ def admin_paths() -> dict[str, Any]:
             "post": _op(
                 "Requeue a failed or cancelled job",
                 {
-                    "200": _ok(
-                        obj(
-                            {
-                                "generationJob": ref("JobStatus"),
-                                "retriedCount": INT,
-                                "alreadyQueued": BOOL,
-                                "requestId": STR,
-                            }
-                        )
-                    ),
+                    "200": _ok(body_ref(bodies.RetryBody)),
                     "409": _error("The job is processing or completed"),
                 },
                 params=_JOB_ID,
@@ -87,15 +80,7 @@ def admin_paths() -> dict[str, Any]:
             "post": _op(
                 "Cancel a queued or processing job",
                 {
-                    "200": _ok(
-                        obj(
-                            {
-                                "generationJob": ref("JobStatus"),
-                                "alreadyCancelled": BOOL,
-                                "requestId": STR,
-                            }
-                        )
-                    ),
+                    "200": _ok(body_ref(bodies.CancelBody)),
                     "409": _error("The job already completed or failed"),
                 },
                 params=_JOB_ID,
@@ -105,7 +90,7 @@ def admin_paths() -> dict[str, Any]:
         "/v1/teams/{teamId}/jobs": {
             "get": _op(
                 "List the jobs of the caller's team",
-                {"200": _ok(ref("JobPage"))},
+                {"200": _ok(body_ref(bodies.JobPage))},
                 params=[_path_param("teamId"), *PAGE_PARAMS],
                 tags=["jobs"],
             )
@@ -113,7 +98,7 @@ def admin_paths() -> dict[str, Any]:
         "/v1/projects/{projectId}/jobs": {
             "get": _op(
                 "List the jobs of one project",
-                {"200": _ok(ref("JobPage"))},
+                {"200": _ok(body_ref(bodies.JobPage))},
                 params=[_path_param("projectId"), *PAGE_PARAMS],
                 tags=["jobs"],
             )
@@ -121,18 +106,7 @@ def admin_paths() -> dict[str, Any]:
         "/v1/projects": {
             "get": _op(
                 "List the projects the caller can see",
-                {
-                    "200": _ok(
-                        obj(
-                            {
-                                "projects": {"type": "array", "items": ref("Project")},
-                                "total": INT,
-                                "limit": INT,
-                                "offset": INT,
-                            }
-                        )
-                    )
-                },
+                {"200": _ok(body_ref(bodies.ProjectPage))},
                 params=[
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
                     _query("offset", OFFSET),
@@ -225,7 +199,7 @@ def admin_paths() -> dict[str, Any]:
             "put": _op(
                 "Set how many days the project keeps its sessions and events (null: until "
                 "erased); the sweep erases what is older",
-                {"200": _ok(obj({"project": ref("Project"), "requestId": NSTR}))},
+                {"200": _ok(body_ref(bodies.ProjectBody))},
                 body="RetentionInput",
                 params=[_path_param("id")],
                 tags=["projects"],

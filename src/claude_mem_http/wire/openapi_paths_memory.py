@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from claude_mem_http.wire import bodies
+from claude_mem_http.wire.bodies import body_ref
 from claude_mem_http.wire.json_schema import (
     KIND_PATTERN,
-    STR,
     nonempty,
-    obj,
-    ref,
 )
 from claude_mem_http.wire.openapi_operations import (
     EVENT_PARAMS,
@@ -26,7 +25,7 @@ from claude_mem_http.wire.openapi_operations import (
 
 def memory_paths() -> dict[str, Any]:
     """Sessions, events, memories, search and context."""
-    session_body = obj({"session": ref("Session")})
+    session_body = body_ref(bodies.SessionBody)
     return {
         "/v1/sessions/start": {
             "post": _op(
@@ -53,14 +52,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/sessions/{id}/end": {
             "post": _op(
                 "End a session and queue its summary (idempotent)",
-                {
-                    "200": _ok(
-                        obj(
-                            {"session": ref("Session"), "generationJob": ref("JobSummary")},
-                            required=["session"],
-                        )
-                    )
-                },
+                {"200": _ok(body_ref(bodies.EndSessionBody))},
                 params=[_path_param("id")],
                 tags=["sessions"],
             )
@@ -69,7 +61,9 @@ def memory_paths() -> dict[str, Any]:
             "post": _op(
                 "Ingest one event",
                 {
-                    "201": _ok(ref("EventResult"), "Stored (also on an idempotent replay)"),
+                    "201": _ok(
+                        body_ref(bodies.EventResult), "Stored (also on an idempotent replay)"
+                    ),
                     "409": _error(
                         "sourceEventId already used for a different payload", "EventConflict"
                     ),
@@ -84,16 +78,7 @@ def memory_paths() -> dict[str, Any]:
             "post": _op(
                 "Ingest 1..500 events, all or nothing",
                 {
-                    "201": _ok(
-                        obj(
-                            {
-                                "events": {"type": "array", "items": ref("EventResult")},
-                                "waitTimedOut": {"const": True},
-                            },
-                            required=["events"],
-                        ),
-                        "Stored",
-                    ),
+                    "201": _ok(body_ref(bodies.EventBatchResult), "Stored"),
                     "409": _error(
                         "An event's sourceEventId already used for a different payload "
                         "(nothing stored)",
@@ -111,7 +96,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/events/{id}": {
             "get": _op(
                 "Read an event",
-                {"200": _ok(obj({"event": ref("Event")}))},
+                {"200": _ok(body_ref(bodies.EventBody))},
                 params=[_path_param("id")],
                 tags=["events"],
             ),
@@ -124,19 +109,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/events/{id}/observations": {
             "get": _op(
                 "Observations generated from an event",
-                {
-                    "200": _ok(
-                        obj(
-                            {
-                                "eventId": STR,
-                                "observations": {
-                                    "type": "array",
-                                    "items": ref("ObservationWithSource"),
-                                },
-                            }
-                        )
-                    )
-                },
+                {"200": _ok(body_ref(bodies.EventObservations))},
                 params=[_path_param("id")],
                 tags=["events"],
             )
@@ -144,7 +117,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/memories": {
             "post": _op(
                 "Write a manual memory (no generation job)",
-                {"201": _ok(obj({"memory": ref("Observation")}), "Created")},
+                {"201": _ok(body_ref(bodies.MemoryBody), "Created")},
                 body="MemoryInput",
                 tags=["memories"],
             )
@@ -152,7 +125,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/memories/recent": {
             "get": _op(
                 "The newest memories (observations) of a project, newest first",
-                {"200": _ok(obj({"memories": {"type": "array", "items": ref("Observation")}}))},
+                {"200": _ok(body_ref(bodies.RecentMemories))},
                 params=[
                     {
                         "name": "projectId",
@@ -180,7 +153,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/memories/{id}": {
             "get": _op(
                 "Read one memory (observation)",
-                {"200": _ok(obj({"memory": ref("Observation")}))},
+                {"200": _ok(body_ref(bodies.MemoryBody))},
                 params=[_path_param("id")],
                 tags=["memories"],
             )
@@ -188,7 +161,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/search": {
             "post": _op(
                 "Full-text search of a project's observations",
-                {"200": _ok(obj({"observations": {"type": "array", "items": ref("SearchHit")}}))},
+                {"200": _ok(body_ref(bodies.SearchBody))},
                 body="SearchInput",
                 tags=["memories"],
             )
@@ -196,16 +169,7 @@ def memory_paths() -> dict[str, Any]:
         "/v1/context": {
             "post": _op(
                 "Search and join the matching contents into a context block",
-                {
-                    "200": _ok(
-                        obj(
-                            {
-                                "observations": {"type": "array", "items": ref("SearchHit")},
-                                "context": STR,
-                            }
-                        )
-                    )
-                },
+                {"200": _ok(body_ref(bodies.ContextBody))},
                 body="ContextInput",
                 tags=["memories"],
             )

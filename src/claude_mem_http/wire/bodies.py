@@ -1,0 +1,171 @@
+"""The bodies routes answer with: the objects around the shapes of :mod:`.models`
+(``{"session": …}``, a page of jobs…), as wire classes too, and which route answers with
+which (:data:`ROUTE_BODIES`, checked against the OpenAPI document by a test)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+from claude_mem_http.wire.models import (
+    Event,
+    JobListEntry,
+    JobStatus,
+    JobSummary,
+    JobWaitStatus,
+    Observation,
+    ObservationWithSource,
+    Project,
+    SearchHit,
+    Session,
+    described,
+    optional,
+)
+
+
+@attrs.frozen
+class SessionBody:
+    session: Session
+
+
+@attrs.frozen
+class EndSessionBody:
+    session: Session
+    generation_job: JobSummary | None = attrs.field(default=None, metadata=optional())
+
+
+@attrs.frozen
+class EventResult:
+    """One stored event, and what became of its generation job."""
+
+    event: Event
+    replayed: bool = attrs.field(
+        metadata=described(
+            "true when the event was stored before (an idempotent replay: nothing new is "
+            "stored); `transport` then says what this request did with its job, e.g. "
+            "queued_only when it was not published again"
+        )
+    )
+    # Absent without a job; null when asked to wait for a job that was not created.
+    generation_job: JobSummary | JobWaitStatus | None = attrs.field(
+        default=None, metadata=optional(null_is_sent=True)
+    )
+    wait_timed_out: Literal[True] | None = attrs.field(default=None, metadata=optional())
+
+
+@attrs.frozen
+class EventBatchResult:
+    events: list[EventResult]
+    wait_timed_out: Literal[True] | None = attrs.field(default=None, metadata=optional())
+
+
+@attrs.frozen
+class EventBody:
+    event: Event
+
+
+@attrs.frozen
+class EventObservations:
+    event_id: str
+    observations: list[ObservationWithSource]
+
+
+@attrs.frozen
+class MemoryBody:
+    memory: Observation
+
+
+@attrs.frozen
+class RecentMemories:
+    memories: list[Observation]
+
+
+@attrs.frozen
+class SearchBody:
+    observations: list[SearchHit]
+
+
+@attrs.frozen
+class ContextBody:
+    observations: list[SearchHit]
+    context: str
+
+
+@attrs.frozen
+class JobBody:
+    generation_job: JobStatus
+
+
+@attrs.frozen
+class JobPage:
+    jobs: list[JobListEntry]
+    total: int
+    limit: int
+    offset: int
+    # Only GET /v1/jobs names the request.
+    request_id: str | None = attrs.field(default=None, metadata=optional())
+
+
+@attrs.frozen
+class RetryBody:
+    generation_job: JobStatus
+    retried_count: int
+    already_queued: bool
+    request_id: str
+
+
+@attrs.frozen
+class CancelBody:
+    generation_job: JobStatus
+    already_cancelled: bool
+    request_id: str
+
+
+@attrs.frozen
+class ProjectPage:
+    projects: list[Project]
+    total: int
+    limit: int
+    offset: int
+
+
+@attrs.frozen
+class ProjectBody:
+    project: Project
+    request_id: str | None
+
+
+# (method, path, status) → the body that route answers with. The OpenAPI paths name the
+# same classes; a test checks every entry against the document, and the HTTP tests decode
+# every real answer of these routes with its class.
+ROUTE_BODIES: dict[tuple[str, str, str], type] = {
+    ("post", "/v1/sessions/start", "201"): SessionBody,
+    ("post", "/v1/sessions/start", "200"): SessionBody,
+    ("get", "/v1/sessions/{id}", "200"): SessionBody,
+    ("post", "/v1/sessions/{id}/end", "200"): EndSessionBody,
+    ("post", "/v1/events", "201"): EventResult,
+    ("post", "/v1/events/batch", "201"): EventBatchResult,
+    ("get", "/v1/events/{id}", "200"): EventBody,
+    ("get", "/v1/events/{id}/observations", "200"): EventObservations,
+    ("post", "/v1/memories", "201"): MemoryBody,
+    ("get", "/v1/memories/recent", "200"): RecentMemories,
+    ("get", "/v1/memories/{id}", "200"): MemoryBody,
+    ("post", "/v1/search", "200"): SearchBody,
+    ("post", "/v1/context", "200"): ContextBody,
+    ("get", "/v1/jobs", "200"): JobPage,
+    ("get", "/v1/jobs/{id}", "200"): JobBody,
+    ("post", "/v1/jobs/{id}/retry", "200"): RetryBody,
+    ("post", "/v1/jobs/{id}/cancel", "200"): CancelBody,
+    ("get", "/v1/teams/{teamId}/jobs", "200"): JobPage,
+    ("get", "/v1/projects/{projectId}/jobs", "200"): JobPage,
+    ("get", "/v1/projects", "200"): ProjectPage,
+    ("put", "/v1/projects/{id}/retention", "200"): ProjectBody,
+}
+
+BODY_CLASSES: list[type] = list(dict.fromkeys(ROUTE_BODIES.values()))
+
+
+def body_ref(cls: type) -> dict[str, Any]:
+    """The document's reference to a body class's generated schema."""
+    return {"$ref": f"#/components/schemas/{cls.__name__}"}
