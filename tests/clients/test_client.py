@@ -16,11 +16,15 @@ from claude_mem_core.errors import Conflict, Forbidden, InvalidInput, NotFound, 
 from claude_mem_core.facade import Memory
 from claude_mem_http.client.http_client import (
     ClaudeMemClient,
+    InvalidResponse,
     RequestRejected,
     RouteUnsupported,
     ServerUnavailable,
     event_body,
 )
+from claude_mem_http.wire.bodies import EventResult, RecentMemories
+from claude_mem_http.wire.converter import to_wire
+from claude_mem_http.wire.models import Event
 
 
 async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> None:
@@ -32,37 +36,37 @@ async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> No
         started = await client.start_session(
             tenant.project, external_session_id="cc-1", platform_source="claude"
         )
-        session = started["session"]
+        session = started.session
         again = await client.start_session(tenant.project, external_session_id="cc-1")
-        assert again["session"]["id"] == session["id"]
-        assert (await client.get_session(session["id"]))["session"]["externalSessionId"] == "cc-1"
+        assert again.session.id == session.id
+        assert (await client.get_session(session.id)).session.external_session_id == "cc-1"
 
         recorded = await client.record_event(
             tenant.project,
             "tool_use",
             source_type="hook",
-            server_session_id=session["id"],
+            server_session_id=session.id,
             source_event_id="toolu_1",
             payload={"tool_name": "Read"},
             metadata={"via": "test"},
         )
-        event = recorded["event"]
-        assert event["sourceEventId"] == "toolu_1"
-        assert event["metadata"] == {"via": "test"}
-        job_id = recorded["generationJob"]["id"]  # type: ignore[index]
+        event = recorded.event
+        assert event.source_event_id == "toolu_1"
+        assert event.metadata == {"via": "test"}
+        job_id = recorded.generation_job.id  # type: ignore[union-attr]
         replay = await client.post_event(
             event_body(
                 tenant.project,
                 "tool_use",
                 source_type="hook",
-                server_session_id=session["id"],
+                server_session_id=session.id,
                 source_event_id="toolu_1",
                 payload={"tool_name": "Read"},
             )
         )
-        assert replay["event"]["id"] == event["id"]
+        assert replay.event.id == event.id
         no_job = await client.record_event(tenant.project, "note", generate=False)
-        assert "generationJob" not in no_job
+        assert no_job.generation_job is None
 
         batch = await client.record_events(
             [
@@ -70,39 +74,37 @@ async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> No
                 event_body(tenant.project, "tool_use", source_event_id="b2", payload={"n": 2}),
             ]
         )
-        assert [e["event"]["sourceEventId"] for e in batch["events"]] == ["b1", "b2"]
-        assert (await client.get_event(event["id"]))["event"]["id"] == event["id"]
-        assert (await client.event_observations(event["id"]))["eventId"] == event["id"]
+        assert [e.event.source_event_id for e in batch.events] == ["b1", "b2"]
+        assert (await client.get_event(event.id)).event.id == event.id
+        assert (await client.event_observations(event.id)).event_id == event.id
 
         memory = (
             await client.add_memory(tenant.project, "The deploy uses blue-green.", title="Deploys")
-        )["memory"]
-        assert memory["kind"] == "manual"
+        ).memory
+        assert memory.kind == "manual"
         found = await client.search(tenant.project, "blue-green", limit=5)
-        assert [o["id"] for o in found["observations"]] == [memory["id"]]
-        assert "**blue-green**" in found["observations"][0]["excerpt"]
+        assert [o.id for o in found.observations] == [memory.id]
+        assert "**blue-green**" in found.observations[0].excerpt
         context = await client.context(tenant.project, "deploy")
-        assert "blue-green" in context["context"]
+        assert "blue-green" in context.context
         budgeted = await client.context(tenant.project, "deploy", max_tokens=30)
-        assert (
-            budgeted["context"].startswith("## Deploys\n") and "**deploy**" in budgeted["context"]
-        )
+        assert budgeted.context.startswith("## Deploys\n") and "**deploy**" in budgeted.context
 
-        job = (await client.get_job(job_id))["generationJob"]
-        assert job["id"] == job_id and job["status"] == "queued"
+        job = (await client.get_job(job_id)).generation_job
+        assert job.id == job_id and job.status == "queued"
         page = await client.list_jobs(status="queued", limit=10)
-        assert page["total"] >= 1
-        assert (await client.team_jobs(tenant.team, limit=1))["limit"] == 1
-        assert (await client.project_jobs(tenant.project))["total"] == page["total"]
+        assert page.total >= 1
+        assert (await client.team_jobs(tenant.team, limit=1)).limit == 1
+        assert (await client.project_jobs(tenant.project)).total == page.total
         cancelled = await client.cancel_job(job_id)
-        assert cancelled["generationJob"]["status"] == "cancelled"
+        assert cancelled.generation_job.status == "cancelled"
         retried = await client.retry_job(job_id)
-        assert retried["generationJob"]["status"] == "queued"
-        assert (await client.list_projects())["projects"][0]["id"] == tenant.project
+        assert retried.generation_job.status == "queued"
+        assert (await client.list_projects()).projects[0].id == tenant.project
 
-        ended = await client.end_session(session["id"])
-        re_ended = await client.end_session(session["id"])
-        assert ended["generationJob"]["id"] == re_ended["generationJob"]["id"]  # type: ignore[index]
+        ended = await client.end_session(session.id)
+        re_ended = await client.end_session(session.id)
+        assert ended.generation_job.id == re_ended.generation_job.id  # type: ignore[union-attr]
 
         compat = await client.compat_observation(
             "cc-2", "Bash", tool_input={"command": "ls"}, tool_use_id="toolu_c"
@@ -116,12 +118,12 @@ async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> No
 
 async def test_hook_scoped_key_can_do_what_hooks_do(server: TestServer, tenant: Tenant) -> None:
     async with ClaudeMemClient(base_url(server), tenant.hook_key) as client:
-        session = (await client.start_session(tenant.project, external_session_id="h"))["session"]
+        session = (await client.start_session(tenant.project, external_session_id="h")).session
         await client.record_event(
-            tenant.project, "tool_use", source_type="hook", server_session_id=session["id"]
+            tenant.project, "tool_use", source_type="hook", server_session_id=session.id
         )
         await client.context(tenant.project, "anything")
-        await client.end_session(session["id"])
+        await client.end_session(session.id)
 
 
 async def test_errors_map_to_the_core_hierarchy(
@@ -136,11 +138,11 @@ async def test_errors_map_to_the_core_hierarchy(
         assert [i.path for i in invalid.value.issues] == ["limit"]
         with pytest.raises(NotFound):  # no existence oracle (decision 3)
             await client.search("someone-elses-project", "x")
-        job = (await client.record_event(tenant.project, "e"))["generationJob"]
+        job = (await client.record_event(tenant.project, "e")).generation_job
         assert job is not None
         assert await memory.drain() >= 1
         with pytest.raises(Conflict):
-            await client.retry_job(job["id"])  # completed: retrying would duplicate
+            await client.retry_job(job.id)  # completed: retrying would duplicate
     async with ClaudeMemClient(url, tenant.read_key) as reader:
         with pytest.raises(Forbidden):
             await reader.add_memory(tenant.project, "nope")
@@ -156,15 +158,15 @@ async def test_recent_memories_and_get_memory(
     server: TestServer, tenant: Tenant, memory: Memory
 ) -> None:
     async with ClaudeMemClient(base_url(server), tenant.key) as client:
-        assert await client.recent_memories(tenant.project) == {"memories": []}
+        assert await client.recent_memories(tenant.project) == RecentMemories(memories=[])
         ids = []
         for n in range(3):
-            ids.append((await client.add_memory(tenant.project, f"fact {n}"))["memory"]["id"])
+            ids.append((await client.add_memory(tenant.project, f"fact {n}")).memory.id)
             await asyncio.sleep(0.002)
         recent = await client.recent_memories(tenant.project, limit=2)
-        assert [m["id"] for m in recent["memories"]] == [ids[2], ids[1]]
+        assert [m.id for m in recent.memories] == [ids[2], ids[1]]
         got = await client.get_memory(ids[0])
-        assert got["memory"]["content"] == "fact 0"
+        assert got.memory.content == "fact 0"
         with pytest.raises(NotFound) as missing:
             await client.get_memory("no-such-memory")
         assert not isinstance(missing.value, RouteUnsupported)
@@ -178,7 +180,7 @@ async def test_recent_memories_and_get_memory(
         with pytest.raises(InvalidInput):
             await client.recent_memories("  ")
     async with ClaudeMemClient(base_url(server), tenant.hook_key) as hook:
-        assert len((await hook.recent_memories(tenant.project))["memories"]) == 3
+        assert len((await hook.recent_memories(tenant.project)).memories) == 3
 
 
 async def test_recent_memories_on_a_server_without_the_route(
@@ -196,6 +198,14 @@ async def test_recent_memories_on_a_server_without_the_route(
             await client.get_memory("m1")
 
 
+STORED_EVENT = to_wire(
+    EventResult(
+        event=Event("e1", "p", "t", None, "hook", "s1", "tool_use", None, {}, 1, 1, 1),
+        replayed=False,
+    )
+)
+
+
 @pytest.fixture
 async def flaky(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
@@ -207,7 +217,9 @@ async def flaky(
         seen.append(f"{request.method} {request.path}")
         if sum(1 for s in seen if s == seen[-1]) <= 2:
             return web.json_response({"error": "Unavailable", "message": "try later"}, status=503)
-        return web.json_response({"event": {"id": "e1"}, "observations": []})
+        if request.path == "/v1/events":
+            return web.json_response(STORED_EVENT, status=201)
+        return web.json_response({"observations": []})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
@@ -217,7 +229,7 @@ async def flaky(
 async def test_retries_only_idempotent_calls(flaky: tuple[TestServer, list[str]]) -> None:
     srv, seen = flaky
     async with ClaudeMemClient(base_url(srv), "k", retries=2, backoff=0.001) as client:
-        assert (await client.search("p", "q"))["observations"] == []
+        assert (await client.search("p", "q")).observations == []
         assert seen.count("POST /v1/search") == 3
         with pytest.raises(ServerUnavailable) as failed:
             await client.record_event("p", "tool_use")  # no sourceEventId: one attempt
@@ -228,6 +240,22 @@ async def test_retries_only_idempotent_calls(flaky: tuple[TestServer, list[str]]
         with pytest.raises(ServerUnavailable):
             await client.add_memory("p", "never retried")
         assert seen.count("POST /v1/memories") == 1
+
+
+async def test_an_answer_that_is_not_its_wire_class_is_invalid_naming_the_member(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    async def wrong(request: web.Request) -> web.Response:
+        return web.json_response({"observations": [{**STORED_EVENT["event"], "id": 7}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/search", wrong)
+    srv = await aiohttp_server(app)
+    async with ClaudeMemClient(base_url(srv), "k", retries=0) as c:
+        with pytest.raises(InvalidResponse) as invalid:
+            await c.search("p", "q")
+    assert "$.observations[0].id: expected str, got int" in invalid.value.message
+    assert "$.observations[0].excerpt: required member missing" in invalid.value.message
 
 
 async def test_connection_refused_and_timeouts_are_unavailable(

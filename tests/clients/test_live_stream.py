@@ -35,7 +35,7 @@ async def _post(client: ClaudeMemClient, tenant: Tenant, n: int) -> str:
         source_event_id=f"step-{n}",
         generate=False,
     )
-    return str(stored["event"]["id"])
+    return stored.event.id
 
 
 async def test_follows_new_events_and_resumes_after_the_last_id(

@@ -23,6 +23,7 @@ from claude_mem_core.services import admin, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_http.client.http_client import ClaudeMemClient
 from claude_mem_http.wire import responses
+from claude_mem_http.wire.converter import to_wire
 
 LOCAL_TEAM = "local"
 
@@ -85,6 +86,12 @@ def _text(value: Any, field: str, *, required: bool = True) -> str | None:
     return value
 
 
+def _as_json(decoded: Any) -> dict[str, Any]:
+    """A decoded answer as the JSON shape every backend returns (the client checked it
+    against its wire class on the way in)."""
+    return cast(dict[str, Any], to_wire(decoded))
+
+
 class RemoteBackend:
     """A claude-mem server over HTTP; ``default_project`` is the configured project id."""
 
@@ -123,16 +130,16 @@ class RemoteBackend:
             agent_type=agent_type,
             metadata=metadata,
         )
-        return cast(dict[str, Any], body)
+        return _as_json(body)
 
     async def record_event(
         self, project: str | None, event: Mapping[str, Any], *, generate: bool = True
     ) -> dict[str, Any]:
         wire = {**event, "projectId": self.project(project or event.get("projectId"))}
-        return cast(dict[str, Any], await self.client.post_event(wire, generate=generate))
+        return _as_json(await self.client.post_event(wire, generate=generate))
 
     async def end_session(self, session_id: str) -> dict[str, Any]:
-        return cast(dict[str, Any], await self.client.end_session(session_id))
+        return _as_json(await self.client.end_session(session_id))
 
     async def add_memory(
         self,
@@ -152,11 +159,11 @@ class RemoteBackend:
             title=title,
             metadata=metadata,
         )
-        return cast(dict[str, Any], body)
+        return _as_json(body)
 
     async def search(self, project: str | None, query: str, limit: int | None) -> dict[str, Any]:
         body = await self.client.search(self.project(project), query, limit=limit)
-        return cast(dict[str, Any], body)
+        return _as_json(body)
 
     async def context(
         self, project: str | None, query: str, limit: int | None, max_tokens: int | None = None
@@ -164,17 +171,17 @@ class RemoteBackend:
         body = await self.client.context(
             self.project(project), query, limit=limit, max_tokens=max_tokens
         )
-        return cast(dict[str, Any], body)
+        return _as_json(body)
 
     async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
         """GET /v1/memories/recent; a server without that route raises
         :class:`~claude_mem_http.client.http_client.RouteUnsupported` (callers may fall back to
         :meth:`context`)."""
         body = await self.client.recent_memories(self.project(project), limit=limit)
-        return cast(list[dict[str, Any]], list(body.get("memories") or []))
+        return [_as_json(m) for m in body.memories]
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
-        return cast(dict[str, Any], await self.client.get_job(job_id))
+        return _as_json(await self.client.get_job(job_id))
 
     async def close(self) -> None:
         await self.client.close()

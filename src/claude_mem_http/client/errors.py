@@ -18,6 +18,8 @@ from claude_mem_core.errors import (
     NotFound,
     Unauthorized,
 )
+from claude_mem_http.wire.converter import WireMismatch, from_wire
+from claude_mem_http.wire.models import Error, ValidationError
 
 FailureKind = Literal["transport", "timeout", "http_error"]
 
@@ -68,17 +70,23 @@ class InvalidResponse(ClaudeMemError):
 
 
 def _issues(body: Any) -> list[FieldIssue]:
-    found: list[FieldIssue] = []
-    raw = body.get("issues") if isinstance(body, dict) else None
-    for item in raw if isinstance(raw, list) else []:
-        if not isinstance(item, dict):
-            continue
-        path = item.get("path")
-        dotted = ".".join(str(p) for p in path) if isinstance(path, list) else str(path or "")
-        found.append(
-            FieldIssue(dotted, str(item.get("message") or "invalid"), str(item.get("code") or ""))
-        )
-    return found
+    """The named fields of a 400, when its body is the wire's ValidationError."""
+    try:
+        invalid = from_wire(body, ValidationError)
+    except WireMismatch:
+        return []
+    return [
+        FieldIssue(".".join(str(p) for p in issue.path), issue.message, issue.code)
+        for issue in invalid.issues
+    ]
+
+
+def _message(body: Any) -> str | None:
+    """The message of an error body (any proxy in between may answer with something else)."""
+    try:
+        return from_wire(body, Error).message or None
+    except WireMismatch:
+        return None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -95,8 +103,8 @@ def error_for(
     method: str, path: str, status: int, body: Any, headers: Mapping[str, str]
 ) -> Exception:
     """The exception a non-2xx answer means (see the module docstring)."""
-    message = body.get("message") if isinstance(body, dict) else None
-    if not isinstance(message, str) or not message:
+    message = _message(body)
+    if message is None:
         text = body if isinstance(body, str) else json.dumps(body)[:200]
         message = f"{method} {path} returned {status}: {text[:200]}"
     if status == 400:

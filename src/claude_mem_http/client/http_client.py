@@ -4,11 +4,12 @@
         started = await client.start_session("proj-id", external_session_id="abc")
         await client.record_event(
             "proj-id", "tool_use", source_type="hook", source_event_id="toolu_1",
-            server_session_id=started["session"]["id"], payload={...},
+            server_session_id=started.session.id, payload={...},
         )
 
-Every method returns the route's JSON body, typed with the ``TypedDict`` shapes of
-:mod:`claude_mem_http.client.shapes` (keys spelled as on the wire). Errors
+Every method returns the route's body decoded into its wire class
+(:mod:`claude_mem_http.wire.bodies`), the very classes the server builds its JSON from:
+an answer that is not one raises :class:`InvalidResponse` naming the member. Errors
 (:mod:`claude_mem_http.client.errors`) map onto the core hierarchy: 400 →
 :class:`InvalidInput` (with ``issues``), 401 → :class:`Unauthorized`, 403 →
 :class:`Forbidden`, 404 → :class:`NotFound` (its subclass :class:`RouteUnsupported` when
@@ -31,7 +32,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -44,23 +45,25 @@ from claude_mem_http.client.errors import (
     ServerUnavailable,
     error_for,
 )
-from claude_mem_http.client.shapes import (
+from claude_mem_http.client.shapes import SourceType
+from claude_mem_http.wire.bodies import (
     CancelBody,
     ContextBody,
     EndSessionBody,
-    EventBatchBody,
+    EventBatchResult,
     EventBody,
-    EventObservationsBody,
+    EventObservations,
+    EventResult,
     JobBody,
-    JobPageBody,
+    JobPage,
     MemoryBody,
-    ProjectPageBody,
-    RecentMemoriesBody,
+    ProjectPage,
+    RecentMemories,
     RetryBody,
     SearchBody,
     SessionBody,
-    SourceType,
 )
+from claude_mem_http.wire.converter import WireMismatch, from_wire
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 2
@@ -68,6 +71,7 @@ DEFAULT_BACKOFF_S = 0.25
 MAX_BACKOFF_S = 5.0
 USER_AGENT = "claude-mem-python-client/1"
 PROJECT_NOT_FOUND = "Project not found"
+T = TypeVar("T")
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -89,6 +93,14 @@ def _segment(value: str, what: str) -> str:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _decoded(body: Any, cls: type[T], method: str, path: str) -> T:
+    """A 2xx body as the route's wire class (the class the server builds it from)."""
+    try:
+        return from_wire(body, cls)
+    except WireMismatch as exc:
+        raise InvalidResponse(f"{method} {path}: {exc}") from exc
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -169,6 +181,20 @@ class ClaudeMemClient:
                     delay = min(MAX_BACKOFF_S, max(delay, exc.retry_after))
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call(
+        self,
+        cls: type[T],
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        idempotent: bool = False,
+    ) -> T:
+        """:meth:`request`, its answer decoded into the route's wire class."""
+        answer = await self.request(method, path, body=body, params=params, idempotent=idempotent)
+        return _decoded(answer, cls, method, path)
 
     async def _once(
         self,
@@ -264,19 +290,18 @@ class ClaudeMemClient:
             }
         )
         idempotent = bool(external_session_id or content_session_id)
-        return cast(
-            SessionBody,
-            await self.request("POST", "/v1/sessions/start", body=body, idempotent=idempotent),
+        return await self._call(
+            SessionBody, "POST", "/v1/sessions/start", body=body, idempotent=idempotent
         )
 
     async def get_session(self, session_id: str) -> SessionBody:
         path = f"/v1/sessions/{_segment(session_id, 'session_id')}"
-        return cast(SessionBody, await self.request("GET", path, idempotent=True))
+        return await self._call(SessionBody, "GET", path, idempotent=True)
 
     async def end_session(self, session_id: str) -> EndSessionBody:
         """End a session; re-ending returns the same summary job, so this is retried."""
         path = f"/v1/sessions/{_segment(session_id, 'session_id')}/end"
-        return cast(EndSessionBody, await self.request("POST", path, body={}, idempotent=True))
+        return await self._call(EndSessionBody, "POST", path, body={}, idempotent=True)
 
     # -- events --------------------------------------------------------------------------
 
@@ -295,7 +320,7 @@ class ClaudeMemClient:
         metadata: Mapping[str, Any] | None = None,
         generate: bool = True,
         wait: bool = False,
-    ) -> EventBody:
+    ) -> EventResult:
         """Ingest one event. Retried only when it carries a ``source_event_id``."""
         event = event_body(
             project_id,
@@ -313,45 +338,41 @@ class ClaudeMemClient:
 
     async def post_event(
         self, event: Mapping[str, Any], *, generate: bool = True, wait: bool = False
-    ) -> EventBody:
+    ) -> EventResult:
         """POST an already-built wire event (see :func:`event_body`)."""
         params = {"generate": _flag(generate), "wait": _flag(wait)}
-        return cast(
-            EventBody,
-            await self.request(
-                "POST",
-                "/v1/events",
-                body=dict(event),
-                params=params,
-                idempotent=bool(event.get("sourceEventId")),
-            ),
+        return await self._call(
+            EventResult,
+            "POST",
+            "/v1/events",
+            body=dict(event),
+            params=params,
+            idempotent=bool(event.get("sourceEventId")),
         )
 
     async def record_events(
         self, events: Sequence[Mapping[str, Any]], *, generate: bool = True, wait: bool = False
-    ) -> EventBatchBody:
+    ) -> EventBatchResult:
         """Ingest 1..500 events in one transaction, in order. Retried only when every event
         carries a ``sourceEventId``."""
         params = {"generate": _flag(generate), "wait": _flag(wait)}
         idempotent = bool(events) and all(e.get("sourceEventId") for e in events)
-        return cast(
-            EventBatchBody,
-            await self.request(
-                "POST",
-                "/v1/events/batch",
-                body=[dict(e) for e in events],
-                params=params,
-                idempotent=idempotent,
-            ),
+        return await self._call(
+            EventBatchResult,
+            "POST",
+            "/v1/events/batch",
+            body=[dict(e) for e in events],
+            params=params,
+            idempotent=idempotent,
         )
 
     async def get_event(self, event_id: str) -> EventBody:
         path = f"/v1/events/{_segment(event_id, 'event_id')}"
-        return cast(EventBody, await self.request("GET", path, idempotent=True))
+        return await self._call(EventBody, "GET", path, idempotent=True)
 
-    async def event_observations(self, event_id: str) -> EventObservationsBody:
+    async def event_observations(self, event_id: str) -> EventObservations:
         path = f"/v1/events/{_segment(event_id, 'event_id')}/observations"
-        return cast(EventObservationsBody, await self.request("GET", path, idempotent=True))
+        return await self._call(EventObservations, "GET", path, idempotent=True)
 
     # -- memories, search, context -------------------------------------------------------
 
@@ -378,16 +399,14 @@ class ClaudeMemClient:
                 "metadata": dict(metadata) if metadata is not None else None,
             }
         )
-        return cast(MemoryBody, await self.request("POST", "/v1/memories", body=body))
+        return await self._call(MemoryBody, "POST", "/v1/memories", body=body)
 
     async def get_memory(self, memory_id: str) -> MemoryBody:
         """One memory (observation) by id; :class:`NotFound` outside the key's scope."""
         path = f"/v1/memories/{_segment(memory_id, 'memory_id')}"
-        return cast(MemoryBody, await self.request("GET", path, idempotent=True))
+        return await self._call(MemoryBody, "GET", path, idempotent=True)
 
-    async def recent_memories(
-        self, project_id: str, *, limit: int | None = None
-    ) -> RecentMemoriesBody:
+    async def recent_memories(self, project_id: str, *, limit: int | None = None) -> RecentMemories:
         """The project's newest memories, newest first (``limit`` 1..100, default 20).
 
         Raises :class:`RouteUnsupported` (a :class:`NotFound`) when the server predates
@@ -406,16 +425,14 @@ class ClaudeMemClient:
                 f"GET /v1/memories/recent is not served by {self.base_url} "
                 f"(an older claude-mem server?): {exc.message}"
             ) from exc
-        return cast(RecentMemoriesBody, body)
+        return _decoded(body, RecentMemories, "GET", "/v1/memories/recent")
 
     async def search(
         self, project_id: str, query: str, *, limit: int | None = None, kind: str | None = None
     ) -> SearchBody:
         """``kind``: only observations of that kind (a memory's kind as written)."""
         body = _compact({"projectId": project_id, "query": query, "limit": limit, "kind": kind})
-        return cast(
-            SearchBody, await self.request("POST", "/v1/search", body=body, idempotent=True)
-        )
+        return await self._call(SearchBody, "POST", "/v1/search", body=body, idempotent=True)
 
     async def context(
         self,
@@ -429,9 +446,7 @@ class ClaudeMemClient:
         body = _compact(
             {"projectId": project_id, "query": query, "limit": limit, "maxTokens": max_tokens}
         )
-        return cast(
-            ContextBody, await self.request("POST", "/v1/context", body=body, idempotent=True)
-        )
+        return await self._call(ContextBody, "POST", "/v1/context", body=body, idempotent=True)
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -455,7 +470,7 @@ class ClaudeMemClient:
         limit: int | None = None,
         offset: int | None = None,
         include_payload: bool = False,
-    ) -> JobPageBody:
+    ) -> JobPage:
         params = self._page_params(
             status=status,
             limit=limit,
@@ -464,9 +479,7 @@ class ClaudeMemClient:
             since=since,
             include="payload" if include_payload else None,
         )
-        return cast(
-            JobPageBody, await self.request("GET", "/v1/jobs", params=params, idempotent=True)
-        )
+        return await self._call(JobPage, "GET", "/v1/jobs", params=params, idempotent=True)
 
     async def team_jobs(
         self,
@@ -475,10 +488,10 @@ class ClaudeMemClient:
         status: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> JobPageBody:
+    ) -> JobPage:
         path = f"/v1/teams/{_segment(team_id, 'team_id')}/jobs"
         params = self._page_params(status=status, limit=limit, offset=offset)
-        return cast(JobPageBody, await self.request("GET", path, params=params, idempotent=True))
+        return await self._call(JobPage, "GET", path, params=params, idempotent=True)
 
     async def project_jobs(
         self,
@@ -487,31 +500,28 @@ class ClaudeMemClient:
         status: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
-    ) -> JobPageBody:
+    ) -> JobPage:
         path = f"/v1/projects/{_segment(project_id, 'project_id')}/jobs"
         params = self._page_params(status=status, limit=limit, offset=offset)
-        return cast(JobPageBody, await self.request("GET", path, params=params, idempotent=True))
+        return await self._call(JobPage, "GET", path, params=params, idempotent=True)
 
     async def get_job(self, job_id: str) -> JobBody:
         path = f"/v1/jobs/{_segment(job_id, 'job_id')}"
-        return cast(JobBody, await self.request("GET", path, idempotent=True))
+        return await self._call(JobBody, "GET", path, idempotent=True)
 
     async def retry_job(self, job_id: str) -> RetryBody:
         path = f"/v1/jobs/{_segment(job_id, 'job_id')}/retry"
-        return cast(RetryBody, await self.request("POST", path, body={}))
+        return await self._call(RetryBody, "POST", path, body={})
 
     async def cancel_job(self, job_id: str) -> CancelBody:
         path = f"/v1/jobs/{_segment(job_id, 'job_id')}/cancel"
-        return cast(CancelBody, await self.request("POST", path, body={}))
+        return await self._call(CancelBody, "POST", path, body={})
 
     async def list_projects(
         self, *, limit: int | None = None, offset: int | None = None
-    ) -> ProjectPageBody:
+    ) -> ProjectPage:
         params = self._page_params(limit=limit, offset=offset)
-        return cast(
-            ProjectPageBody,
-            await self.request("GET", "/v1/projects", params=params, idempotent=True),
-        )
+        return await self._call(ProjectPage, "GET", "/v1/projects", params=params, idempotent=True)
 
     # -- legacy compat routes (api.md §4) --------------------------------------------------
 
@@ -604,9 +614,10 @@ __all__ = [
     "ClaudeMemClient",
     "ContextBody",
     "EventBody",
+    "EventResult",
     "InvalidResponse",
     "JobBody",
-    "RecentMemoriesBody",
+    "RecentMemories",
     "RequestRejected",
     "RouteUnsupported",
     "SearchBody",
