@@ -9,6 +9,8 @@ from typing import Any, Literal
 import attrs
 
 from claude_mem_http.wire.models import (
+    Budget,
+    Erasure,
     Event,
     JobListEntry,
     JobStatus,
@@ -19,6 +21,7 @@ from claude_mem_http.wire.models import (
     Project,
     SearchHit,
     Session,
+    Usage,
     described,
     optional,
 )
@@ -136,6 +139,24 @@ class ProjectBody:
     request_id: str | None
 
 
+@attrs.frozen
+class ErasedBody:
+    erased: Erasure
+    request_id: str
+
+
+@attrs.frozen
+class UsageBody:
+    usage: Usage
+    request_id: str | None
+
+
+@attrs.frozen
+class BudgetBody:
+    budget: Budget | None
+    request_id: str | None
+
+
 # (method, path, status) → the body that route answers with. The OpenAPI paths name the
 # same classes; a test checks every entry against the document, and the HTTP tests decode
 # every real answer of these routes with its class.
@@ -161,6 +182,11 @@ ROUTE_BODIES: dict[tuple[str, str, str], type] = {
     ("get", "/v1/projects/{projectId}/jobs", "200"): JobPage,
     ("get", "/v1/projects", "200"): ProjectPage,
     ("put", "/v1/projects/{id}/retention", "200"): ProjectBody,
+    ("put", "/v1/projects/{id}/budget", "200"): BudgetBody,
+    ("get", "/v1/usage", "200"): UsageBody,
+    ("delete", "/v1/events/{id}", "200"): ErasedBody,
+    ("delete", "/v1/sessions/{id}", "200"): ErasedBody,
+    ("delete", "/v1/projects/{id}", "200"): ErasedBody,
 }
 
 BODY_CLASSES: list[type] = list(dict.fromkeys(ROUTE_BODIES.values()))

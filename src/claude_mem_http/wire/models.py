@@ -15,6 +15,9 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
+from claude_mem_core.domain.budgets import Period
+from claude_mem_core.ports.ledger import UsageGrouping
+
 JobStatusName = Literal["queued", "processing", "completed", "failed", "cancelled"]
 JobSourceType = Literal["agent_event", "session_summary", "observation_reindex"]
 ObservationSourceTypeName = Literal[
@@ -235,6 +238,84 @@ class Project:
     updated_at_epoch: int
 
 
+@attrs.frozen
+class Erasure:
+    """What an erase removed: ids and counts, never content."""
+
+    kind: ErasedKind
+    id: str
+    team_id: str
+    project_id: str
+    erased_at_iso: str = attrs.field(
+        metadata={**described("ISO 8601, UTC"), "wire_name": "erasedAt"}
+    )
+    erased_at_epoch: int
+    removed: dict[str, int] = attrs.field(
+        metadata=described(
+            "rows removed, by kind (events, sessions, observations, sources, passages, "
+            "vectors, jobs, jobEvents, statistics, tombstones)"
+        )
+    )
+    requeued_jobs: int = attrs.field(
+        metadata=described("running jobs of the session sent back to the queue")
+    )
+    cancelled_jobs: int
+    revoked_keys: int = attrs.field(metadata=described("a project's keys, revoked"))
+    complete: bool = attrs.field(
+        metadata=described(
+            "false while a project's rows are still being purged in the background (it is "
+            "already gone to every read and write)"
+        )
+    )
+
+
+@attrs.frozen
+class UsageRow:
+    group: str = attrs.field(
+        metadata=described("a UTC day (YYYY-MM-DD), provider/model, project id, or total")
+    )
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float = attrs.field(metadata=described("the sum of the known estimates"))
+    unpriced_calls: int = attrs.field(metadata=described("calls whose cost is not known"))
+
+
+@attrs.frozen
+class Budget:
+    """A project's budget and its current UTC period."""
+
+    period: Period
+    token_limit: int | None
+    usd_limit: float | None
+    period_start_epoch: int
+    period_end_epoch: int
+    spent_tokens: int
+    spent_usd: float
+    reserved_tokens: int = attrs.field(metadata=described("estimates of calls in flight"))
+    reserved_usd: float
+    remaining_tokens: int | None
+    remaining_usd: float | None
+    calls: int = attrs.field(metadata=described("calls settled in this period"))
+    exhausted: bool
+
+
+@attrs.frozen
+class Usage:
+    """Token ledger sums: rows by group, their total, the date of the price table, and the
+    project's budget (null without one, or for a team-wide report)."""
+
+    team_id: str
+    project_id: str | None
+    since_epoch: int
+    until_epoch: int
+    group_by: UsageGrouping
+    rows: list[UsageRow]
+    total: UsageRow
+    prices_as_of: str
+    budget: Budget | None
+
+
 # -- error bodies -------------------------------------------------------------------------
 
 
@@ -307,4 +388,6 @@ RESPONSE_CLASSES: list[type] = [
     SearchHit,
     ObservationWithSource,
     Project,
+    Erasure,
+    Usage,
 ]

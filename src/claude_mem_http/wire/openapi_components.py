@@ -8,7 +8,6 @@ from claude_mem_core.domain.budgets import PERIODS
 from claude_mem_core.services.budgets import MAX_TOKENS, MAX_USD
 from claude_mem_core.services.ingest import MAX_EPOCH_MS
 from claude_mem_core.services.retention import MAX_RETAIN_DAYS
-from claude_mem_core.services.usage import GROUPINGS
 from claude_mem_http.wire.attrs_schema import component_schemas
 from claude_mem_http.wire.bodies import BODY_CLASSES
 from claude_mem_http.wire.json_schema import (
@@ -16,11 +15,7 @@ from claude_mem_http.wire.json_schema import (
     INT,
     JSON_VALUE,
     KIND_PATTERN,
-    NINT,
-    NNUM,
-    NSTR,
     NTEXT,
-    NUM,
     STR,
     TEXT,
     Schema,
@@ -30,7 +25,6 @@ from claude_mem_http.wire.json_schema import (
     nonempty,
     nstr_in,
     obj,
-    ref,
 )
 from claude_mem_http.wire.models import RESPONSE_CLASSES
 
@@ -46,33 +40,6 @@ SCHEMAS: dict[str, Schema] = {
     },
     # The response shapes the server builds from its wire classes, generated from them.
     **component_schemas([*RESPONSE_CLASSES, *BODY_CLASSES]),
-    "Erasure": obj(
-        {
-            "kind": nstr_in(["event", "session", "project"]),
-            "id": STR,
-            "teamId": STR,
-            "projectId": STR,
-            "erasedAt": {"type": "string", "description": "ISO 8601, UTC"},
-            "erasedAtEpoch": INT,
-            "removed": {
-                "type": "object",
-                "description": "rows removed, by kind (events, sessions, observations, "
-                "sources, passages, vectors, jobs, jobEvents, statistics, tombstones)",
-                "additionalProperties": INT,
-            },
-            "requeuedJobs": {
-                **INT,
-                "description": "running jobs of the session sent back to the queue",
-            },
-            "cancelledJobs": INT,
-            "revokedKeys": {**INT, "description": "a project's keys, revoked"},
-            "complete": {
-                **BOOL,
-                "description": "false while a project's rows are still being purged in "
-                "the background (it is already gone to every read and write)",
-            },
-        }
-    ),
     "ExportLineError": obj(
         {
             "error": nstr_in(["ValidationError", "Conflict"]),
@@ -83,49 +50,6 @@ SCHEMAS: dict[str, Schema] = {
             "issues": {"type": "array", "items": {"type": "object"}},
         },
         required=["error", "message", "line", "field"],
-    ),
-    "UsageRow": obj(
-        {
-            "group": {
-                **STR,
-                "description": "a UTC day (YYYY-MM-DD), provider/model, project id, or total",
-            },
-            "calls": INT,
-            "inputTokens": INT,
-            "outputTokens": INT,
-            "costUsd": {"type": "number", "description": "the sum of the known estimates"},
-            "unpricedCalls": {**INT, "description": "calls whose cost is not known"},
-        }
-    ),
-    "Usage": obj(
-        {
-            "teamId": STR,
-            "projectId": NSTR,
-            "sinceEpoch": INT,
-            "untilEpoch": INT,
-            "groupBy": {"enum": list(GROUPINGS)},
-            "rows": {"type": "array", "items": ref("UsageRow")},
-            "total": ref("UsageRow"),
-            "pricesAsOf": STR,
-            "budget": {"oneOf": [ref("Budget"), {"type": "null"}]},
-        }
-    ),
-    "Budget": obj(
-        {
-            "period": {"enum": list(PERIODS)},
-            "tokenLimit": NINT,
-            "usdLimit": NNUM,
-            "periodStartEpoch": INT,
-            "periodEndEpoch": INT,
-            "spentTokens": INT,
-            "spentUsd": NUM,
-            "reservedTokens": {**INT, "description": "estimates of calls in flight"},
-            "reservedUsd": NUM,
-            "remainingTokens": NINT,
-            "remainingUsd": NNUM,
-            "calls": {**INT, "description": "calls settled in this period"},
-            "exhausted": BOOL,
-        }
     ),
     # -- request bodies
     "BudgetInput": body_obj(

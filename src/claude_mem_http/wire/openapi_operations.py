@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from claude_mem_http.wire import bodies
+from claude_mem_http.wire.bodies import body_ref
 from claude_mem_http.wire.json_schema import (
     JOB_STATUSES,
     STR,
     Schema,
     nstr_in,
-    obj,
     ref,
 )
 
@@ -74,7 +75,7 @@ GONE = "EventGone"
 def _erase_op(summary: str, tag: str) -> dict[str, Any]:
     return _op(
         summary,
-        {"200": _ok(obj({"erased": ref("Erasure"), "requestId": STR}), "Erased")},
+        {"200": _ok(body_ref(bodies.ErasedBody), "Erased")},
         params=[_path_param("id")],
         tags=[tag],
     )

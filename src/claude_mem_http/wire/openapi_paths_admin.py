@@ -210,16 +210,7 @@ def admin_paths() -> dict[str, Any]:
                 "Set the project's budget per UTC day or month, in tokens and/or estimated US "
                 "dollars (both limits null: no budget); jobs it held run at once if the "
                 "change lets them",
-                {
-                    "200": _ok(
-                        obj(
-                            {
-                                "budget": {"oneOf": [ref("Budget"), {"type": "null"}]},
-                                "requestId": NSTR,
-                            }
-                        )
-                    )
-                },
+                {"200": _ok(body_ref(bodies.BudgetBody))},
                 body="BudgetInput",
                 params=[_path_param("id")],
                 tags=["projects"],
@@ -229,7 +220,7 @@ def admin_paths() -> dict[str, Any]:
             "get": _op(
                 "Token ledger sums: what generation cost the team or one project, by day, "
                 "model or project",
-                {"200": _ok(obj({"usage": ref("Usage"), "requestId": NSTR}))},
+                {"200": _ok(body_ref(bodies.UsageBody))},
                 params=[
                     _query("projectId", STR, "one project (a project key: always its own)"),
                     _query(

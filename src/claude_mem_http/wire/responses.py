@@ -19,7 +19,7 @@ from claude_mem_core.domain.models import (
 from claude_mem_core.domain.prices import PRICES_AS_OF
 from claude_mem_core.domain.redaction import RECEIVED_DIGEST_KEY
 from claude_mem_core.errors import EventConflict, Gone, InvalidInput
-from claude_mem_core.ports.ledger import UsageRow
+from claude_mem_core.ports.ledger import UsageGrouping, UsageRow
 from claude_mem_core.services.budgets import BudgetStatus
 from claude_mem_core.services.erase import Erasure
 from claude_mem_core.services.memories import SearchResult
@@ -263,68 +263,74 @@ def project(p: Project) -> dict[str, Any]:
 def erasure(e: Erasure) -> dict[str, Any]:
     """What an erase removed: ids and counts, never content. ``complete`` is False for a
     project whose rows are still being purged in the background."""
-    return {
-        "kind": e.kind,
-        "id": e.id,
-        "teamId": e.team_id,
-        "projectId": e.project_id,
-        "erasedAt": e.erased_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "erasedAtEpoch": epoch_ms(e.erased_at),
-        "removed": {camel(name): n for name, n in e.counts.items()},
-        "requeuedJobs": e.requeued_jobs,
-        "cancelledJobs": e.cancelled_jobs,
-        "revokedKeys": e.revoked_keys,
-        "complete": e.complete,
-    }
+    erased = wire.Erasure(
+        kind=e.kind,
+        id=e.id,
+        team_id=e.team_id,
+        project_id=e.project_id,
+        erased_at_iso=e.erased_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        erased_at_epoch=epoch_ms(e.erased_at),
+        removed={camel(name): n for name, n in e.counts.items()},
+        requeued_jobs=e.requeued_jobs,
+        cancelled_jobs=e.cancelled_jobs,
+        revoked_keys=e.revoked_keys,
+        complete=e.complete,
+    )
+    return cast(dict[str, Any], to_wire(erased))
 
 
-def usage_row(r: UsageRow) -> dict[str, Any]:
-    return {
-        "group": r.group,
-        "calls": r.calls,
-        "inputTokens": r.input_tokens,
-        "outputTokens": r.output_tokens,
-        "costUsd": round(r.cost_usd, 6),
-        "unpricedCalls": r.unpriced_calls,
-    }
+def _usage_row(r: UsageRow) -> wire.UsageRow:
+    return wire.UsageRow(
+        group=r.group,
+        calls=r.calls,
+        input_tokens=r.input_tokens,
+        output_tokens=r.output_tokens,
+        cost_usd=round(r.cost_usd, 6),
+        unpriced_calls=r.unpriced_calls,
+    )
 
 
 def usage_report(report: UsageReport, budget: BudgetStatus | None = None) -> dict[str, Any]:
     """Token ledger sums: rows by group, their total, the date of the price table, and the
     project's budget (null without one, or for a team-wide report)."""
-    return {
-        "teamId": report.team_id,
-        "projectId": report.project_id,
-        "sinceEpoch": epoch_ms(report.since),
-        "untilEpoch": epoch_ms(report.until),
-        "groupBy": report.group_by,
-        "rows": [usage_row(r) for r in report.rows],
-        "total": usage_row(report.total),
-        "pricesAsOf": PRICES_AS_OF,
-        "budget": budget_status(budget),
-    }
+    usage = wire.Usage(
+        team_id=report.team_id,
+        project_id=report.project_id,
+        since_epoch=epoch_ms(report.since),
+        until_epoch=epoch_ms(report.until),
+        group_by=cast(UsageGrouping, report.group_by),  # parse_grouping admitted it
+        rows=[_usage_row(r) for r in report.rows],
+        total=_usage_row(report.total),
+        prices_as_of=PRICES_AS_OF,
+        budget=_budget(budget),
+    )
+    return cast(dict[str, Any], to_wire(usage))
 
 
 def budget_status(status: BudgetStatus | None) -> dict[str, Any] | None:
     """A project's budget and its current UTC period (null: no budget)."""
+    return cast(dict[str, Any] | None, to_wire(_budget(status)))
+
+
+def _budget(status: BudgetStatus | None) -> wire.Budget | None:
     if status is None:
         return None
     b, p = status.budget, status.period
-    return {
-        "period": b.period,
-        "tokenLimit": b.token_limit,
-        "usdLimit": b.usd_limit,
-        "periodStartEpoch": epoch_ms(p.start),
-        "periodEndEpoch": epoch_ms(status.period_end),
-        "spentTokens": p.spent_tokens,
-        "spentUsd": round(p.spent_usd, 6),
-        "reservedTokens": p.reserved_tokens,
-        "reservedUsd": round(p.reserved_usd, 6),
-        "remainingTokens": status.remaining_tokens,
-        "remainingUsd": None if status.remaining_usd is None else round(status.remaining_usd, 6),
-        "calls": p.calls,
-        "exhausted": status.exhausted,
-    }
+    return wire.Budget(
+        period=b.period,
+        token_limit=b.token_limit,
+        usd_limit=b.usd_limit,
+        period_start_epoch=epoch_ms(p.start),
+        period_end_epoch=epoch_ms(status.period_end),
+        spent_tokens=p.spent_tokens,
+        spent_usd=round(p.spent_usd, 6),
+        reserved_tokens=p.reserved_tokens,
+        reserved_usd=round(p.reserved_usd, 6),
+        remaining_tokens=status.remaining_tokens,
+        remaining_usd=None if status.remaining_usd is None else round(status.remaining_usd, 6),
+        calls=p.calls,
+        exhausted=status.exhausted,
+    )
 
 
 # -- error bodies -------------------------------------------------------------------------
