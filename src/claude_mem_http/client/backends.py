@@ -22,7 +22,7 @@ from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.services import admin, ingest, jobs, memories, sessions
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_http.client.http_client import ClaudeMemClient
-from claude_mem_http.wire import responses
+from claude_mem_http.wire import bodies, responses
 from claude_mem_http.wire.converter import to_wire
 
 LOCAL_TEAM = "local"
@@ -253,7 +253,7 @@ class LocalBackend:
             metadata=dict(metadata or {}),
         )
         started = await sessions.start_session(self.deps, self.caller, item)
-        return {"session": responses.session(started.session)}
+        return _as_json(bodies.SessionBody(session=responses.session(started.session)))
 
     async def record_event(
         self, project: str | None, event: Mapping[str, Any], *, generate: bool = True
@@ -275,19 +275,27 @@ class LocalBackend:
         result = await ingest.ingest_event(
             self.deps, self.caller, item, generate=generate, job_source="python_client"
         )
-        body: dict[str, Any] = {"event": responses.event(result.event)}
-        if result.job is not None:
-            body["generationJob"] = responses.job_summary(result.job, result.transport)
-        return body
+        job = result.job
+        return _as_json(
+            bodies.EventResult(
+                event=responses.event(result.event),
+                replayed=not result.created,
+                generation_job=None
+                if job is None
+                else responses.job_summary(job, result.transport),
+            )
+        )
 
     async def end_session(self, session_id: str) -> dict[str, Any]:
         ended = await sessions.end_session(
             self.deps, self.caller, session_id, job_source="python_client"
         )
-        return {
-            "session": responses.session(ended.session),
-            "generationJob": responses.job_summary(ended.job, ended.transport),
-        }
+        return _as_json(
+            bodies.EndSessionBody(
+                session=responses.session(ended.session),
+                generation_job=responses.job_summary(ended.job, ended.transport),
+            )
+        )
 
     async def add_memory(
         self,
@@ -308,7 +316,7 @@ class LocalBackend:
             metadata=dict(metadata or {}),
         )
         stored = await memories.add_memory(self.deps, self.caller, item)
-        return {"memory": responses.observation(stored)}
+        return _as_json(bodies.MemoryBody(memory=responses.observation(stored)))
 
     async def search(self, project: str | None, query: str, limit: int | None) -> dict[str, Any]:
         found = await memories.search(
@@ -318,7 +326,7 @@ class LocalBackend:
             query=query,
             limit=20 if limit is None else limit,
         )
-        return {"observations": [responses.search_result(r) for r in found]}
+        return _as_json(bodies.SearchBody(observations=[responses.search_result(r) for r in found]))
 
     async def context(
         self, project: str | None, query: str, limit: int | None, max_tokens: int | None = None
@@ -331,16 +339,18 @@ class LocalBackend:
             limit=10 if limit is None else limit,
             max_tokens=max_tokens,
         )
-        return {
-            "observations": [responses.search_result(r) for r in built.results],
-            "context": built.context,
-        }
+        return _as_json(
+            bodies.ContextBody(
+                observations=[responses.search_result(r) for r in built.results],
+                context=built.context,
+            )
+        )
 
     async def recent(self, project: str | None, limit: int) -> list[dict[str, Any]]:
         found = await memories.recent(
             self.deps, self.caller, project_id=await self.project(project), limit=limit
         )
-        return [responses.observation(o) for o in found]
+        return [_as_json(responses.observation(o)) for o in found]
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         if not isinstance(job_id, str) or not job_id.strip():
@@ -349,7 +359,7 @@ class LocalBackend:
             job = await jobs.get_job(self.deps, self.caller, job_id)
         except NotFound:
             raise NotFound("Generation job not found") from None
-        return {"generationJob": responses.job_status(job)}
+        return _as_json(bodies.JobBody(generation_job=responses.job_status(job)))
 
     async def close(self) -> None:
         if self._on_close is not None:

@@ -33,7 +33,8 @@ from claude_mem_http.server.auth import requires
 from claude_mem_http.server.metrics import count_ingested
 from claude_mem_http.server.middlewares import json_response, large_json_response
 from claude_mem_http.server.state import RUNTIME
-from claude_mem_http.wire import responses, schemas
+from claude_mem_http.wire import bodies, responses, schemas
+from claude_mem_http.wire import models as wire
 from claude_mem_http.wire.schemas import RequestInvalid
 
 JOB_PAGE_MAX = jobs.MAX_PAGE
@@ -66,19 +67,33 @@ async def _event_result(
 ) -> tuple[dict[str, Any], bool]:
     # ``replayed``: the event was stored before (same idempotency key); the transport
     # then says what this request did with its job, not whether the event was accepted.
-    body: dict[str, Any] = {"event": responses.event(result.event), "replayed": not result.created}
+    generation_job: wire.JobSummary | wire.JobWaitStatus | None = None
     timed_out = False
-    if wait:
-        if result.job is None:
-            body["generationJob"] = None
-        else:
-            job, timed_out = await jobs.wait_for_job(deps, caller, result.job, deadline=deadline)
-            body["generationJob"] = responses.job_wait_status(job, result.transport)
-            if timed_out:
-                body["waitTimedOut"] = True
+    if wait and result.job is not None:
+        job, timed_out = await jobs.wait_for_job(deps, caller, result.job, deadline=deadline)
+        generation_job = responses.job_wait_status(job, result.transport)
     elif result.job is not None:
-        body["generationJob"] = responses.job_summary(result.job, result.transport)
+        generation_job = responses.job_summary(result.job, result.transport)
+    stored = bodies.EventResult(
+        event=responses.event(result.event),
+        replayed=not result.created,
+        generation_job=generation_job,
+        wait_timed_out=True if timed_out else None,
+    )
+    body = responses.json_of(stored)
+    if wait and result.job is None:
+        body["generationJob"] = None  # asked to wait, and there is no job: said as null
     return body, timed_out
+
+
+def answer(body: Any, status: int = 200) -> web.Response:
+    """A route's body (a wire class of :mod:`~claude_mem_http.wire.bodies`) as its JSON."""
+    return json_response(responses.json_of(body), status)
+
+
+def _request_id(caller: Caller) -> str:
+    # The middleware names every request before a route runs; the document says string.
+    return caller.request_id or ""
 
 
 @requires(Need.WRITE_EVENTS, checked_at_write=True)  # the event's write checks the key
@@ -123,6 +138,7 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
         entry, timed_out = await _event_result(deps, caller, result, wait=wait, deadline=deadline)
         any_timed_out = any_timed_out or timed_out
         entries.append(entry)
+    # The entries are already JSON (an entry's null job is not the class's None).
     body: dict[str, Any] = {"events": entries}
     if any_timed_out:
         body["waitTimedOut"] = True
@@ -134,18 +150,18 @@ async def post_event_batch(request: web.Request, caller: Caller) -> web.StreamRe
 @requires(Need.READ_EVENTS)
 async def get_event(request: web.Request, caller: Caller) -> web.StreamResponse:
     event = await memories.get_event(_deps(request), caller, request.match_info["id"])
-    return json_response({"event": responses.event(event)})
+    return answer(bodies.EventBody(event=responses.event(event)))
 
 
 @requires(Need.READ)
 async def get_event_observations(request: web.Request, caller: Caller) -> web.StreamResponse:
     event_id = request.match_info["id"]
     pairs = await memories.event_observations(_deps(request), caller, event_id)
-    return json_response(
-        {
-            "eventId": event_id,
-            "observations": [responses.observation_with_source(o, s) for o, s in pairs],
-        }
+    return answer(
+        bodies.EventObservations(
+            event_id=event_id,
+            observations=[responses.observation_with_source(o, s) for o, s in pairs],
+        )
     )
 
 
@@ -156,25 +172,26 @@ async def get_event_observations(request: web.Request, caller: Caller) -> web.St
 async def start_session(request: web.Request, caller: Caller) -> web.StreamResponse:
     item = schemas.parse_session_start(await schemas.read_json(request))
     started = await sessions.start_session(_deps(request), caller, item)
-    return json_response(
-        {"session": responses.session(started.session)}, 201 if started.created else 200
+    return answer(
+        bodies.SessionBody(session=responses.session(started.session)),
+        201 if started.created else 200,
     )
 
 
 @requires(Need.READ_SESSIONS)
 async def get_session(request: web.Request, caller: Caller) -> web.StreamResponse:
     found = await sessions.get_session(_deps(request), caller, request.match_info["id"])
-    return json_response({"session": responses.session(found)})
+    return answer(bodies.SessionBody(session=responses.session(found)))
 
 
 @requires(Need.WRITE_SESSIONS)
 async def end_session(request: web.Request, caller: Caller) -> web.StreamResponse:
     ended = await sessions.end_session(_deps(request), caller, request.match_info["id"])
-    return json_response(
-        {
-            "session": responses.session(ended.session),
-            "generationJob": responses.job_summary(ended.job, ended.transport),
-        }
+    return answer(
+        bodies.EndSessionBody(
+            session=responses.session(ended.session),
+            generation_job=responses.job_summary(ended.job, ended.transport),
+        )
     )
 
 
@@ -185,7 +202,7 @@ async def end_session(request: web.Request, caller: Caller) -> web.StreamRespons
 async def post_memory(request: web.Request, caller: Caller) -> web.StreamResponse:
     item = schemas.parse_memory(await schemas.read_json(request))
     memory = await request.app[RUNTIME].memory.memory_writer.add(caller, item)
-    return json_response({"memory": responses.observation(memory)}, 201)
+    return answer(bodies.MemoryBody(memory=responses.observation(memory)), 201)
 
 
 @requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
@@ -196,7 +213,7 @@ async def post_search(request: web.Request, caller: Caller) -> web.StreamRespons
     found = await memories.search(
         _deps(request), caller, project_id=project_id, query=query, limit=limit, kind=kind
     )
-    return json_response({"observations": [responses.search_result(r) for r in found]})
+    return answer(bodies.SearchBody(observations=[responses.search_result(r) for r in found]))
 
 
 @requires(Need.READ, checked_at_write=True)  # the read's audit row checks the key
@@ -212,11 +229,11 @@ async def post_context(request: web.Request, caller: Caller) -> web.StreamRespon
         limit=limit,
         max_tokens=max_tokens,
     )
-    return json_response(
-        {
-            "observations": [responses.search_result(r) for r in built.results],
-            "context": built.context,
-        }
+    return answer(
+        bodies.ContextBody(
+            observations=[responses.search_result(r) for r in built.results],
+            context=built.context,
+        )
     )
 
 
@@ -239,13 +256,13 @@ async def get_recent_memories(request: web.Request, caller: Caller) -> web.Strea
     found = await memories.recent(
         _deps(request), caller, project_id=project_id, limit=limit, kind=kind
     )
-    return json_response({"memories": [responses.observation(o) for o in found]})
+    return answer(bodies.RecentMemories(memories=[responses.observation(o) for o in found]))
 
 
 @requires(Need.READ)
 async def get_memory(request: web.Request, caller: Caller) -> web.StreamResponse:
     found = await memories.get_memory(_deps(request), caller, request.match_info["id"])
-    return json_response({"memory": responses.observation(found)})
+    return answer(bodies.MemoryBody(memory=responses.observation(found)))
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -294,13 +311,16 @@ def _includes(request: web.Request) -> set[str]:
     return parts
 
 
-def _job_page(page: jobs.JobPage, *, include_payload: bool = False) -> dict[str, Any]:
-    return {
-        "jobs": [responses.job_list_entry(j, include_payload=include_payload) for j in page.jobs],
-        "total": page.total,
-        "limit": page.limit,
-        "offset": page.offset,
-    }
+def _job_page(
+    page: jobs.JobPage, *, include_payload: bool = False, request_id: str | None = None
+) -> bodies.JobPage:
+    return bodies.JobPage(
+        jobs=[responses.job_list_entry(j, include_payload=include_payload) for j in page.jobs],
+        total=page.total,
+        limit=page.limit,
+        offset=page.offset,
+        request_id=request_id,
+    )
 
 
 @requires(Need.READ_JOBS)
@@ -320,9 +340,7 @@ async def list_jobs(request: web.Request, caller: Caller) -> web.StreamResponse:
         offset=offset,
         include_payload=include_payload,
     )
-    body = _job_page(page, include_payload=include_payload)
-    body["requestId"] = caller.request_id
-    return json_response(body)
+    return answer(_job_page(page, include_payload=include_payload, request_id=_request_id(caller)))
 
 
 @requires(Need.READ_JOBS)
@@ -338,7 +356,7 @@ async def list_team_jobs(request: web.Request, caller: Caller) -> web.StreamResp
         offset=offset,
         mode="team_jobs",
     )
-    return json_response(_job_page(page))
+    return answer(_job_page(page))
 
 
 @requires(Need.READ_JOBS)
@@ -354,37 +372,37 @@ async def list_project_jobs(request: web.Request, caller: Caller) -> web.StreamR
         offset=offset,
         mode="project_jobs",
     )
-    return json_response(_job_page(page))
+    return answer(_job_page(page))
 
 
 @requires(Need.READ_JOBS)
 async def get_job(request: web.Request, caller: Caller) -> web.StreamResponse:
     job = await jobs.get_job(_deps(request), caller, request.match_info["id"])
-    return json_response({"generationJob": responses.job_status(job)})
+    return answer(bodies.JobBody(generation_job=responses.job_status(job)))
 
 
 @requires(Need.OPERATE_JOBS)
 async def retry_job(request: web.Request, caller: Caller) -> web.StreamResponse:
     outcome = await jobs.retry_job(_deps(request), caller, request.match_info["id"])
-    return json_response(
-        {
-            "generationJob": responses.job_status(outcome.job),
-            "retriedCount": outcome.retried_count,
-            "alreadyQueued": outcome.already_queued,
-            "requestId": caller.request_id,
-        }
+    return answer(
+        bodies.RetryBody(
+            generation_job=responses.job_status(outcome.job),
+            retried_count=outcome.retried_count,
+            already_queued=outcome.already_queued,
+            request_id=_request_id(caller),
+        )
     )
 
 
 @requires(Need.OPERATE_JOBS)
 async def cancel_job(request: web.Request, caller: Caller) -> web.StreamResponse:
     outcome = await jobs.cancel_job(_deps(request), caller, request.match_info["id"])
-    return json_response(
-        {
-            "generationJob": responses.job_status(outcome.job),
-            "alreadyCancelled": outcome.already_cancelled,
-            "requestId": caller.request_id,
-        }
+    return answer(
+        bodies.CancelBody(
+            generation_job=responses.job_status(outcome.job),
+            already_cancelled=outcome.already_cancelled,
+            request_id=_request_id(caller),
+        )
     )
 
 
@@ -399,7 +417,7 @@ async def list_projects(request: web.Request, caller: Caller) -> web.StreamRespo
         request.app[RUNTIME].memory.deps, caller, limit=limit, offset=offset
     )
     listed = [responses.project(p) for p in rows]
-    return json_response({"projects": listed, "total": total, "limit": limit, "offset": offset})
+    return answer(bodies.ProjectPage(projects=listed, total=total, limit=limit, offset=offset))
 
 
 @requires(Need.ERASE)  # a retention erases what is older: whoever sets it could erase
@@ -410,7 +428,9 @@ async def set_project_retention(request: web.Request, caller: Caller) -> web.Str
     project = await retention.set_retention(
         _deps(request), caller, request.match_info["id"], body["retainDays"]
     )
-    return json_response({"project": responses.project(project), "requestId": caller.request_id})
+    return answer(
+        bodies.ProjectBody(project=responses.project(project), request_id=caller.request_id)
+    )
 
 
 @requires(Need.READ_JOBS)  # what the jobs' provider calls cost
@@ -425,8 +445,8 @@ async def get_usage(request: web.Request, caller: Caller) -> web.StreamResponse:
     budget = None
     if report.project_id is not None:
         budget = await budgets.status(_deps(request), caller, report.project_id)
-    return json_response(
-        {"usage": responses.usage_report(report, budget), "requestId": caller.request_id}
+    return answer(
+        bodies.UsageBody(usage=responses.usage_report(report, budget), request_id=caller.request_id)
     )
 
 
@@ -443,8 +463,8 @@ async def set_project_budget(request: web.Request, caller: Caller) -> web.Stream
         token_limit=body.get("tokenLimit"),
         usd_limit=body.get("usdLimit"),
     )
-    return json_response(
-        {"budget": responses.budget_status(status), "requestId": caller.request_id}
+    return answer(
+        bodies.BudgetBody(budget=responses.budget_status(status), request_id=caller.request_id)
     )
 
 
@@ -452,7 +472,9 @@ async def set_project_budget(request: web.Request, caller: Caller) -> web.Stream
 
 
 def _erased(erasure: erase.Erasure, caller: Caller) -> web.StreamResponse:
-    return json_response({"erased": responses.erasure(erasure), "requestId": caller.request_id})
+    return answer(
+        bodies.ErasedBody(erased=responses.erasure(erasure), request_id=_request_id(caller))
+    )
 
 
 @requires(Need.ERASE)

@@ -84,11 +84,11 @@ def item(change: Change) -> dict[str, Any]:
     """The change's row in the JSON its read route returns."""
     record = change.record
     if isinstance(record, AgentEvent):
-        return responses.event(record)
+        return responses.json_of(responses.event(record))
     if isinstance(record, GenerationJob):
-        return responses.job_status(record)
+        return responses.json_of(responses.job_status(record))
     assert record is not None
-    return responses.observation(record)
+    return responses.json_of(responses.observation(record))
 
 
 def message(change: Change) -> bytes:

@@ -31,19 +31,21 @@ from claude_mem_http.wire.schemas import RequestInvalid
 
 # -- responses ----------------------------------------------------------------------------
 #
-# Each builder fills a wire class (:mod:`.models`) from the domain and returns its JSON
-# through the one converter, so the document generated from the same classes describes it.
+# Each builder fills a wire class (:mod:`.models`) from the domain; the server and the local
+# backend wrap them in their route's body (:mod:`.bodies`) and send that through the one
+# converter, so the document generated from the same classes describes what is sent.
 
 
 def epoch(value: datetime | None) -> int | None:
     return epoch_ms_or_none(value)
 
 
-def event(e: AgentEvent) -> dict[str, Any]:
-    return cast(dict[str, Any], to_wire(wire_event(e)))
+def json_of(value: Any) -> dict[str, Any]:
+    """A wire class instance as its JSON object."""
+    return cast(dict[str, Any], to_wire(value))
 
 
-def wire_event(e: AgentEvent) -> wire.Event:
+def event(e: AgentEvent) -> wire.Event:
     return wire.Event(
         id=e.id,
         project_id=e.project_id,
@@ -61,41 +63,31 @@ def wire_event(e: AgentEvent) -> wire.Event:
     )
 
 
-def job_summary(job: GenerationJob, transport: Transport) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        to_wire(
-            wire.JobSummary(
-                id=job.id,
-                status=job.status.value,
-                bullmq_job_id=job.transport_id,
-                source_type=job.source_type.value,
-                source_id=job.source_id,
-                transport=transport,
-                created_at_epoch=epoch_ms(job.created_at),
-                updated_at_epoch=epoch_ms(job.updated_at),
-            )
-        ),
+def job_summary(job: GenerationJob, transport: Transport) -> wire.JobSummary:
+    return wire.JobSummary(
+        id=job.id,
+        status=job.status.value,
+        bullmq_job_id=job.transport_id,
+        source_type=job.source_type.value,
+        source_id=job.source_id,
+        transport=transport,
+        created_at_epoch=epoch_ms(job.created_at),
+        updated_at_epoch=epoch_ms(job.updated_at),
     )
 
 
-def job_wait_status(job: GenerationJob, transport: Transport) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        to_wire(
-            wire.JobWaitStatus(
-                id=job.id,
-                status=job.status.value,
-                transport=transport,
-                bullmq_job_id=job.transport_id,
-                source_type=job.source_type.value,
-                source_id=job.source_id,
-                attempts=job.attempts,
-                max_attempts=job.max_attempts,
-                created_at_epoch=epoch_ms(job.created_at),
-                updated_at_epoch=epoch_ms(job.updated_at),
-            )
-        ),
+def job_wait_status(job: GenerationJob, transport: Transport) -> wire.JobWaitStatus:
+    return wire.JobWaitStatus(
+        id=job.id,
+        status=job.status.value,
+        transport=transport,
+        bullmq_job_id=job.transport_id,
+        source_type=job.source_type.value,
+        source_id=job.source_id,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        created_at_epoch=epoch_ms(job.created_at),
+        updated_at_epoch=epoch_ms(job.updated_at),
     )
 
 
@@ -107,83 +99,67 @@ def _held_reason(job: GenerationJob) -> wire.HeldReason | None:
     return cast(wire.HeldReason | None, held_reason(job))
 
 
-def job_status(job: GenerationJob) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        to_wire(
-            wire.JobStatus(
-                id=job.id,
-                project_id=job.project_id,
-                team_id=job.team_id,
-                source_type=job.source_type.value,
-                source_id=job.source_id,
-                agent_event_id=job.agent_event_id,
-                server_session_id=job.server_session_id,
-                job_type=job.job_type.value,
-                status=job.status.value,
-                bullmq_job_id=job.transport_id,
-                attempts=job.attempts,
-                max_attempts=job.max_attempts,
-                next_attempt_at_epoch=epoch_ms_or_none(job.next_attempt_at),
-                completed_at_epoch=epoch_ms_or_none(job.completed_at),
-                failed_at_epoch=epoch_ms_or_none(job.failed_at),
-                cancelled_at_epoch=epoch_ms_or_none(job.cancelled_at),
-                last_error=_last_error(job),
-                held_reason=_held_reason(job),
-                created_at_epoch=epoch_ms(job.created_at),
-                updated_at_epoch=epoch_ms(job.updated_at),
-            )
-        ),
+def job_status(job: GenerationJob) -> wire.JobStatus:
+    return wire.JobStatus(
+        id=job.id,
+        project_id=job.project_id,
+        team_id=job.team_id,
+        source_type=job.source_type.value,
+        source_id=job.source_id,
+        agent_event_id=job.agent_event_id,
+        server_session_id=job.server_session_id,
+        job_type=job.job_type.value,
+        status=job.status.value,
+        bullmq_job_id=job.transport_id,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        next_attempt_at_epoch=epoch_ms_or_none(job.next_attempt_at),
+        completed_at_epoch=epoch_ms_or_none(job.completed_at),
+        failed_at_epoch=epoch_ms_or_none(job.failed_at),
+        cancelled_at_epoch=epoch_ms_or_none(job.cancelled_at),
+        last_error=_last_error(job),
+        held_reason=_held_reason(job),
+        created_at_epoch=epoch_ms(job.created_at),
+        updated_at_epoch=epoch_ms(job.updated_at),
     )
 
 
-def job_list_entry(job: GenerationJob, *, include_payload: bool = False) -> dict[str, Any]:
-    payload = job.payload if include_payload and isinstance(job.payload, dict) else None
-    return cast(
-        dict[str, Any],
-        to_wire(
-            wire.JobListEntry(
-                id=job.id,
-                project_id=job.project_id,
-                team_id=job.team_id,
-                source_type=job.source_type.value,
-                source_id=job.source_id,
-                status=job.status.value,
-                attempts=job.attempts,
-                max_attempts=job.max_attempts,
-                created_at_epoch=epoch_ms(job.created_at),
-                completed_at_epoch=epoch_ms_or_none(job.completed_at),
-                failed_at_epoch=epoch_ms_or_none(job.failed_at),
-                last_error=_last_error(job),
-                held_reason=_held_reason(job),
-                payload=payload,
-            )
-        ),
+def job_list_entry(job: GenerationJob, *, include_payload: bool = False) -> wire.JobListEntry:
+    return wire.JobListEntry(
+        id=job.id,
+        project_id=job.project_id,
+        team_id=job.team_id,
+        source_type=job.source_type.value,
+        source_id=job.source_id,
+        status=job.status.value,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        created_at_epoch=epoch_ms(job.created_at),
+        completed_at_epoch=epoch_ms_or_none(job.completed_at),
+        failed_at_epoch=epoch_ms_or_none(job.failed_at),
+        last_error=_last_error(job),
+        held_reason=_held_reason(job),
+        payload=job.payload if include_payload and isinstance(job.payload, dict) else None,
     )
 
 
-def session(s: ServerSession) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        to_wire(
-            wire.Session(
-                id=s.id,
-                project_id=s.project_id,
-                team_id=s.team_id,
-                external_session_id=s.external_session_id,
-                content_session_id=s.content_session_id,
-                agent_id=s.agent_id,
-                agent_type=s.agent_type,
-                platform_source=s.platform_source,
-                generation_status=s.generation_status.value,
-                metadata=s.metadata,
-                started_at_epoch=epoch_ms(s.started_at),
-                ended_at_epoch=epoch_ms_or_none(s.ended_at),
-                last_generated_at_epoch=epoch_ms_or_none(s.last_generated_at),
-                created_at_epoch=epoch_ms(s.created_at),
-                updated_at_epoch=epoch_ms(s.updated_at),
-            )
-        ),
+def session(s: ServerSession) -> wire.Session:
+    return wire.Session(
+        id=s.id,
+        project_id=s.project_id,
+        team_id=s.team_id,
+        external_session_id=s.external_session_id,
+        content_session_id=s.content_session_id,
+        agent_id=s.agent_id,
+        agent_type=s.agent_type,
+        platform_source=s.platform_source,
+        generation_status=s.generation_status.value,
+        metadata=s.metadata,
+        started_at_epoch=epoch_ms(s.started_at),
+        ended_at_epoch=epoch_ms_or_none(s.ended_at),
+        last_generated_at_epoch=epoch_ms_or_none(s.last_generated_at),
+        created_at_epoch=epoch_ms(s.created_at),
+        updated_at_epoch=epoch_ms(s.updated_at),
     )
 
 
@@ -207,13 +183,13 @@ def _observation_fields(o: Observation) -> dict[str, Any]:
     }
 
 
-def observation(o: Observation) -> dict[str, Any]:
-    return cast(dict[str, Any], to_wire(wire.Observation(**_observation_fields(o))))
+def observation(o: Observation) -> wire.Observation:
+    return wire.Observation(**_observation_fields(o))
 
 
-def search_result(r: SearchResult) -> dict[str, Any]:
+def search_result(r: SearchResult) -> wire.SearchHit:
     """An observation as search returns it: the wire's fields, plus the evidence."""
-    hit = wire.SearchHit(
+    return wire.SearchHit(
         **_observation_fields(r.observation),
         score=r.score,
         similarity=r.similarity,
@@ -222,11 +198,10 @@ def search_result(r: SearchResult) -> dict[str, Any]:
             wire.Evidence(excerpt=e.text, event_id=e.event_id, score=e.score) for e in r.excerpts
         ],
     )
-    return cast(dict[str, Any], to_wire(hit))
 
 
-def observation_with_source(o: Observation, src: ObservationSource) -> dict[str, Any]:
-    sourced = wire.ObservationWithSource(
+def observation_with_source(o: Observation, src: ObservationSource) -> wire.ObservationWithSource:
+    return wire.ObservationWithSource(
         **_observation_fields(o),
         generation_key=o.generation_key,
         created_by_job_id=o.created_by_job_id,
@@ -238,32 +213,26 @@ def observation_with_source(o: Observation, src: ObservationSource) -> dict[str,
             created_at_epoch=epoch_ms(src.created_at),
         ),
     )
-    return cast(dict[str, Any], to_wire(sourced))
 
 
-def project(p: Project) -> dict[str, Any]:
-    return cast(
-        dict[str, Any],
-        to_wire(
-            wire.Project(
-                id=p.id,
-                team_id=p.team_id,
-                name=p.name,
-                metadata=p.metadata,
-                # Days its sessions and events are kept after their last activity; null:
-                # until erased.
-                retain_days=p.retain_days,
-                created_at_epoch=epoch_ms(p.created_at),
-                updated_at_epoch=epoch_ms(p.updated_at),
-            )
-        ),
+def project(p: Project) -> wire.Project:
+    return wire.Project(
+        id=p.id,
+        team_id=p.team_id,
+        name=p.name,
+        metadata=p.metadata,
+        # Days its sessions and events are kept after their last activity; null: until
+        # erased.
+        retain_days=p.retain_days,
+        created_at_epoch=epoch_ms(p.created_at),
+        updated_at_epoch=epoch_ms(p.updated_at),
     )
 
 
-def erasure(e: Erasure) -> dict[str, Any]:
+def erasure(e: Erasure) -> wire.Erasure:
     """What an erase removed: ids and counts, never content. ``complete`` is False for a
     project whose rows are still being purged in the background."""
-    erased = wire.Erasure(
+    return wire.Erasure(
         kind=e.kind,
         id=e.id,
         team_id=e.team_id,
@@ -276,7 +245,6 @@ def erasure(e: Erasure) -> dict[str, Any]:
         revoked_keys=e.revoked_keys,
         complete=e.complete,
     )
-    return cast(dict[str, Any], to_wire(erased))
 
 
 def _usage_row(r: UsageRow) -> wire.UsageRow:
@@ -290,10 +258,10 @@ def _usage_row(r: UsageRow) -> wire.UsageRow:
     )
 
 
-def usage_report(report: UsageReport, budget: BudgetStatus | None = None) -> dict[str, Any]:
+def usage_report(report: UsageReport, budget: BudgetStatus | None = None) -> wire.Usage:
     """Token ledger sums: rows by group, their total, the date of the price table, and the
     project's budget (null without one, or for a team-wide report)."""
-    usage = wire.Usage(
+    return wire.Usage(
         team_id=report.team_id,
         project_id=report.project_id,
         since_epoch=epoch_ms(report.since),
@@ -302,17 +270,12 @@ def usage_report(report: UsageReport, budget: BudgetStatus | None = None) -> dic
         rows=[_usage_row(r) for r in report.rows],
         total=_usage_row(report.total),
         prices_as_of=PRICES_AS_OF,
-        budget=_budget(budget),
+        budget=budget_status(budget),
     )
-    return cast(dict[str, Any], to_wire(usage))
 
 
-def budget_status(status: BudgetStatus | None) -> dict[str, Any] | None:
-    """A project's budget and its current UTC period (null: no budget)."""
-    return cast(dict[str, Any] | None, to_wire(_budget(status)))
-
-
-def _budget(status: BudgetStatus | None) -> wire.Budget | None:
+def budget_status(status: BudgetStatus | None) -> wire.Budget | None:
+    """A project's budget and its current UTC period (None: no budget)."""
     if status is None:
         return None
     b, p = status.budget, status.period
