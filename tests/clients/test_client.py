@@ -22,7 +22,7 @@ from claude_mem_http.client.http_client import (
     ServerUnavailable,
     event_body,
 )
-from claude_mem_http.wire.bodies import EventResult, RecentMemories
+from claude_mem_http.wire.bodies import CompatSummarySkipped, EventResult, RecentMemories
 from claude_mem_http.wire.converter import to_wire
 from claude_mem_http.wire.models import Event
 
@@ -109,11 +109,11 @@ async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> No
         compat = await client.compat_observation(
             "cc-2", "Bash", tool_input={"command": "ls"}, tool_use_id="toolu_c"
         )
-        assert compat["status"] == "queued"
+        assert compat.status == "queued" and compat.observation_count == 1
         summarized = await client.compat_summarize("cc-2")
-        assert summarized["status"] == "queued"
+        assert summarized.status == "queued"
         skipped = await client.compat_summarize("cc-2", agent_id="sub-1")
-        assert skipped == {"status": "skipped", "reason": "subagent_context"}
+        assert skipped == CompatSummarySkipped(status="skipped", reason="subagent_context")
 
 
 async def test_hook_scoped_key_can_do_what_hooks_do(server: TestServer, tenant: Tenant) -> None:

@@ -48,6 +48,8 @@ from claude_mem_http.client.errors import (
 from claude_mem_http.client.shapes import SourceType
 from claude_mem_http.wire.bodies import (
     CancelBody,
+    CompatSummary,
+    CompatToolUse,
     ContextBody,
     EndSessionBody,
     EventBatchResult,
@@ -95,8 +97,9 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _decoded(body: Any, cls: type[T], method: str, path: str) -> T:
-    """A 2xx body as the route's wire class (the class the server builds it from)."""
+def _decoded(body: Any, cls: Any, method: str, path: str) -> Any:
+    """A 2xx body as the route's wire class (the class the server builds it from), or as
+    one of a union's."""
     try:
         return from_wire(body, cls)
     except WireMismatch as exc:
@@ -194,7 +197,7 @@ class ClaudeMemClient:
     ) -> T:
         """:meth:`request`, its answer decoded into the route's wire class."""
         answer = await self.request(method, path, body=body, params=params, idempotent=idempotent)
-        return _decoded(answer, cls, method, path)
+        return cast(T, _decoded(answer, cls, method, path))
 
     async def _once(
         self,
@@ -425,7 +428,7 @@ class ClaudeMemClient:
                 f"GET /v1/memories/recent is not served by {self.base_url} "
                 f"(an older claude-mem server?): {exc.message}"
             ) from exc
-        return _decoded(body, RecentMemories, "GET", "/v1/memories/recent")
+        return cast(RecentMemories, _decoded(body, RecentMemories, "GET", "/v1/memories/recent"))
 
     async def search(
         self, project_id: str, query: str, *, limit: int | None = None, kind: str | None = None
@@ -537,7 +540,7 @@ class ClaudeMemClient:
         agent_type: str | None = None,
         platform_source: str | None = None,
         tool_use_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> CompatToolUse:
         body = _compact(
             {
                 "contentSessionId": content_session_id,
@@ -551,11 +554,12 @@ class ClaudeMemClient:
                 "tool_use_id": tool_use_id,
             }
         )
-        return cast(
-            dict[str, Any],
-            await self.request(
-                "POST", "/api/sessions/observations", body=body, idempotent=bool(tool_use_id)
-            ),
+        return await self._call(
+            CompatToolUse,
+            "POST",
+            "/api/sessions/observations",
+            body=body,
+            idempotent=bool(tool_use_id),
         )
 
     async def compat_summarize(
@@ -565,7 +569,7 @@ class ClaudeMemClient:
         last_assistant_message: str | None = None,
         agent_id: str | None = None,
         platform_source: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> CompatSummary:
         body = _compact(
             {
                 "contentSessionId": content_session_id,
@@ -574,10 +578,9 @@ class ClaudeMemClient:
                 "platformSource": platform_source,
             }
         )
-        return cast(
-            dict[str, Any],
-            await self.request("POST", "/api/sessions/summarize", body=body, idempotent=True),
-        )
+        path = "/api/sessions/summarize"
+        answer = await self.request("POST", path, body=body, idempotent=True)
+        return cast(CompatSummary, _decoded(answer, CompatSummary, "POST", path))
 
 
 def event_body(

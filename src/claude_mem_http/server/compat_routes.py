@@ -19,7 +19,8 @@ from claude_mem_http.server.auth import requires
 from claude_mem_http.server.metrics import count_ingested
 from claude_mem_http.server.middlewares import BadRequest, json_response
 from claude_mem_http.server.state import RUNTIME
-from claude_mem_http.wire import schemas
+from claude_mem_http.wire import bodies, schemas
+from claude_mem_http.wire.converter import to_wire
 
 
 def _deps(request: web.Request) -> Deps:
@@ -30,6 +31,11 @@ def _project_key(caller: Caller, route: str) -> str:
     if caller.project_id is None:
         raise BadRequest(f"Legacy {route} requires a project-scoped API key")
     return caller.project_id
+
+
+def _answer(body: Any) -> web.Response:
+    """A legacy route's body (its wire class in :mod:`~claude_mem_http.wire.bodies`)."""
+    return json_response(to_wire(body))
 
 
 @requires(Need.WRITE_EVENTS)
@@ -57,44 +63,44 @@ async def compat_observations(request: web.Request, caller: Caller) -> web.Strea
         count_ingested(request, int(result.created))
     if recorded.erased:
         # The tool use id names an erased event: nothing is stored, and it stays erased.
-        return json_response(
-            {
-                "status": "skipped",
-                "observationCount": 0,
-                "sessionId": recorded.session.id,
-                "serverSessionId": recorded.session.id,
-                "eventId": None,
-                "generationJobId": None,
-                "transport": "skipped",
-                "erased": True,
-            }
+        return _answer(
+            bodies.CompatToolUse(
+                status="skipped",
+                observation_count=0,
+                session_id=recorded.session.id,
+                server_session_id=recorded.session.id,
+                event_id=None,
+                generation_job_id=None,
+                transport="skipped",
+                erased=True,
+            )
         )
     if result is None:
         # Legacy clients expect 2xx: the conflict is a field (the stored event's id).
         conflict = recorded.conflict
-        return json_response(
-            {
-                "status": "queued",
-                "observationCount": 0,
-                "sessionId": recorded.session.id,
-                "serverSessionId": recorded.session.id,
-                "eventId": conflict.event_id if conflict is not None else None,
-                "generationJobId": None,
-                "transport": "skipped",
-                "conflict": True,
-            }
+        return _answer(
+            bodies.CompatToolUse(
+                status="queued",
+                observation_count=0,
+                session_id=recorded.session.id,
+                server_session_id=recorded.session.id,
+                event_id=conflict.event_id if conflict is not None else None,
+                generation_job_id=None,
+                transport="skipped",
+                conflict=True,
+            )
         )
-    return json_response(
-        {
-            "status": "queued",
-            "observationCount": 1,
-            "sessionId": recorded.session.id,
-            "serverSessionId": recorded.session.id,
-            "eventId": result.event.id,
-            "generationJobId": result.job.id if result.job is not None else None,
-            "transport": result.transport,
-            "replayed": not result.created,
-        }
+    return _answer(
+        bodies.CompatToolUse(
+            status="queued",
+            observation_count=1,
+            session_id=recorded.session.id,
+            server_session_id=recorded.session.id,
+            event_id=result.event.id,
+            generation_job_id=result.job.id if result.job is not None else None,
+            transport=result.transport,
+            replayed=not result.created,
+        )
     )
 
 
@@ -112,15 +118,15 @@ async def compat_summarize(request: web.Request, caller: Caller) -> web.StreamRe
         last_assistant_message=body["last_assistant_message"],
     )
     if ended is None:
-        return json_response({"status": "skipped", "reason": "subagent_context"})
-    return json_response(
-        {
-            "status": "queued",
-            "sessionId": ended.session.id,
-            "serverSessionId": ended.session.id,
-            "generationJobId": ended.job.id,
-            "transport": ended.transport,
-        }
+        return _answer(bodies.CompatSummarySkipped(status="skipped", reason="subagent_context"))
+    return _answer(
+        bodies.CompatSummaryQueued(
+            status="queued",
+            session_id=ended.session.id,
+            server_session_id=ended.session.id,
+            generation_job_id=ended.job.id,
+            transport=ended.transport,
+        )
     )
 
 

@@ -4,10 +4,11 @@ which (:data:`ROUTE_BODIES`, checked against the OpenAPI document by a test)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 
+from claude_mem_http.wire.attrs_schema import type_schema
 from claude_mem_http.wire.models import (
     Budget,
     Erasure,
@@ -21,6 +22,7 @@ from claude_mem_http.wire.models import (
     Project,
     SearchHit,
     Session,
+    TransportName,
     Usage,
     described,
     optional,
@@ -157,10 +159,61 @@ class BudgetBody:
     request_id: str | None
 
 
+# -- the legacy hook routes (api.md §4) ------------------------------------------------------
+
+
+@attrs.frozen
+class CompatToolUse:
+    """What POST /api/sessions/observations did with one tool use."""
+
+    status: Literal["queued", "skipped"]
+    observation_count: int
+    session_id: str
+    server_session_id: str
+    event_id: str | None
+    generation_job_id: str | None
+    transport: TransportName
+    replayed: bool | None = attrs.field(
+        default=None,
+        metadata=optional("true when the tool use was recorded before (nothing new is stored)"),
+    )
+    conflict: Literal[True] | None = attrs.field(
+        default=None,
+        metadata=optional(
+            "tool_use_id already used for other content; eventId is the stored event "
+            "(nothing stored)"
+        ),
+    )
+    erased: Literal[True] | None = attrs.field(
+        default=None,
+        metadata=optional(
+            "tool_use_id names an erased event; status is skipped and nothing is stored"
+        ),
+    )
+
+
+@attrs.frozen
+class CompatSummaryQueued:
+    status: Literal["queued"]
+    session_id: str
+    server_session_id: str
+    generation_job_id: str
+    transport: TransportName
+
+
+@attrs.frozen
+class CompatSummarySkipped:
+    status: Literal["skipped"]
+    reason: str
+
+
+CompatSummary = CompatSummaryQueued | CompatSummarySkipped
+
+
 # (method, path, status) → the body that route answers with. The OpenAPI paths name the
 # same classes; a test checks every entry against the document, and the HTTP tests decode
 # every real answer of these routes with its class.
-ROUTE_BODIES: dict[tuple[str, str, str], type] = {
+ROUTE_BODIES: dict[tuple[str, str, str], Any] = {
     ("post", "/v1/sessions/start", "201"): SessionBody,
     ("post", "/v1/sessions/start", "200"): SessionBody,
     ("get", "/v1/sessions/{id}", "200"): SessionBody,
@@ -187,11 +240,22 @@ ROUTE_BODIES: dict[tuple[str, str, str], type] = {
     ("delete", "/v1/events/{id}", "200"): ErasedBody,
     ("delete", "/v1/sessions/{id}", "200"): ErasedBody,
     ("delete", "/v1/projects/{id}", "200"): ErasedBody,
+    ("post", "/api/sessions/observations", "200"): CompatToolUse,
+    ("post", "/api/sessions/summarize", "200"): CompatSummary,
 }
 
-BODY_CLASSES: list[type] = list(dict.fromkeys(ROUTE_BODIES.values()))
+
+def _classes(tp: Any) -> list[type]:
+    return [tp] if attrs.has(tp) else [c for a in get_args(tp) for c in _classes(a)]
 
 
-def body_ref(cls: type) -> dict[str, Any]:
-    """The document's reference to a body class's generated schema."""
-    return {"$ref": f"#/components/schemas/{cls.__name__}"}
+# Every class a route answers with (a union's members each), in a stable order.
+BODY_CLASSES: list[type] = list(
+    dict.fromkeys(c for tp in ROUTE_BODIES.values() for c in _classes(tp))
+)
+
+
+def body_ref(tp: Any) -> dict[str, Any]:
+    """The document's schema of a route body: a reference to its class's generated schema,
+    or one of several (a union of classes)."""
+    return type_schema(tp)

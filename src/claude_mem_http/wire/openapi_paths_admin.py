@@ -15,7 +15,6 @@ from claude_mem_http.wire.json_schema import (
     NSTR,
     SOURCE_TYPES,
     STR,
-    TRANSPORTS,
     nonempty,
     nstr_in,
     obj,
@@ -237,43 +236,7 @@ def admin_paths() -> dict[str, Any]:
             "post": _op(
                 "Legacy hook: record one tool use (project key required)",
                 {
-                    "200": _ok(
-                        obj(
-                            {
-                                "status": nstr_in(["queued", "skipped"]),
-                                "observationCount": INT,
-                                "sessionId": STR,
-                                "serverSessionId": STR,
-                                "eventId": NSTR,
-                                "generationJobId": NSTR,
-                                "transport": nstr_in(TRANSPORTS),
-                                "replayed": {
-                                    **BOOL,
-                                    "description": "true when the tool use was recorded "
-                                    "before (nothing new is stored)",
-                                },
-                                "conflict": {
-                                    "const": True,
-                                    "description": "tool_use_id already used for other "
-                                    "content; eventId is the stored event (nothing stored)",
-                                },
-                                "erased": {
-                                    "const": True,
-                                    "description": "tool_use_id names an erased event; "
-                                    "status is skipped and nothing is stored",
-                                },
-                            },
-                            required=[
-                                "status",
-                                "observationCount",
-                                "sessionId",
-                                "serverSessionId",
-                                "eventId",
-                                "generationJobId",
-                                "transport",
-                            ],
-                        )
-                    ),
+                    "200": _ok(body_ref(bodies.CompatToolUse)),
                     "400": COMPAT_400,
                     "500": _ok(
                         obj({"stored": {"const": False}, "reason": STR}), "Unexpected error"
@@ -287,22 +250,7 @@ def admin_paths() -> dict[str, Any]:
             "post": _op(
                 "Legacy hook: end a Claude session and queue its summary",
                 {
-                    "200": _ok(
-                        {
-                            "oneOf": [
-                                obj(
-                                    {
-                                        "status": {"const": "queued"},
-                                        "sessionId": STR,
-                                        "serverSessionId": STR,
-                                        "generationJobId": STR,
-                                        "transport": nstr_in(TRANSPORTS),
-                                    }
-                                ),
-                                obj({"status": {"const": "skipped"}, "reason": STR}),
-                            ]
-                        }
-                    ),
+                    "200": _ok(body_ref(bodies.CompatSummary)),
                     "400": COMPAT_400,
                     "500": _ok(
                         obj({"status": {"const": "error"}, "reason": STR}), "Unexpected error"
