@@ -29,9 +29,9 @@ from claude_mem_http.wire.models import Event
 
 async def test_every_route_round_trips(server: TestServer, tenant: Tenant) -> None:
     async with ClaudeMemClient(base_url(server), tenant.key) as client:
-        assert (await client.healthz())["status"] == "ok"
-        assert (await client.info())["runtime"] == "server-beta"
-        assert "status" in await client.api_health()
+        assert (await client.healthz()).status == "ok"
+        assert (await client.info()).runtime == "server-beta"
+        assert (await client.api_health()).status == "ok"
 
         started = await client.start_session(
             tenant.project, external_session_id="cc-1", platform_source="claude"

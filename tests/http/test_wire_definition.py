@@ -85,6 +85,8 @@ JSON_VALUE = st.recursive(
 def _strategy(tp: Any) -> st.SearchStrategy[Any]:
     if tp is Any:
         return JSON_VALUE
+    if tp is None or tp is type(None):
+        return st.none()
     if tp is str:
         return st.text(max_size=12)
     if tp is int:

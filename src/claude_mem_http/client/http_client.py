@@ -66,6 +66,7 @@ from claude_mem_http.wire.bodies import (
     SessionBody,
 )
 from claude_mem_http.wire.converter import WireMismatch, from_wire
+from claude_mem_http.wire.health_models import Alive, Health, Info
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 2
@@ -194,9 +195,12 @@ class ClaudeMemClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         idempotent: bool = False,
+        auth: bool = True,
     ) -> T:
         """:meth:`request`, its answer decoded into the route's wire class."""
-        answer = await self.request(method, path, body=body, params=params, idempotent=idempotent)
+        answer = await self.request(
+            method, path, body=body, params=params, idempotent=idempotent, auth=auth
+        )
         return cast(T, _decoded(answer, cls, method, path))
 
     async def _once(
@@ -252,20 +256,15 @@ class ClaudeMemClient:
 
     # -- health --------------------------------------------------------------------------
 
-    async def healthz(self) -> dict[str, Any]:
-        return cast(
-            dict[str, Any], await self.request("GET", "/healthz", idempotent=True, auth=False)
-        )
+    async def healthz(self) -> Alive:
+        return await self._call(Alive, "GET", "/healthz", idempotent=True, auth=False)
 
-    async def info(self) -> dict[str, Any]:
-        return cast(
-            dict[str, Any], await self.request("GET", "/v1/info", idempotent=True, auth=False)
-        )
+    async def info(self) -> Info:
+        return await self._call(Info, "GET", "/v1/info", idempotent=True, auth=False)
 
-    async def api_health(self) -> dict[str, Any]:
-        return cast(
-            dict[str, Any], await self.request("GET", "/api/health", idempotent=True, auth=False)
-        )
+    async def api_health(self) -> Health:
+        """The server's health (a degraded one answers 503: :class:`ServerUnavailable`)."""
+        return await self._call(Health, "GET", "/api/health", idempotent=True, auth=False)
 
     # -- sessions ------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ def type_schema(tp: Any) -> Schema:
     """The JSON Schema of one attribute type; wire classes are referenced by name."""
     if tp is Any:
         return {}
+    if tp is None or tp is type(None):
+        return {"type": "null"}
     if tp in _PRIMITIVES:
         return {"type": _PRIMITIVES[tp]}
     if attrs.has(tp):

@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 
 import attrs
 
+from claude_mem_http.wire import health_models
 from claude_mem_http.wire.attrs_schema import type_schema
 from claude_mem_http.wire.models import (
     Budget,
@@ -242,6 +243,12 @@ ROUTE_BODIES: dict[tuple[str, str, str], Any] = {
     ("delete", "/v1/projects/{id}", "200"): ErasedBody,
     ("post", "/api/sessions/observations", "200"): CompatToolUse,
     ("post", "/api/sessions/summarize", "200"): CompatSummary,
+    ("get", "/healthz", "200"): health_models.Alive,
+    ("get", "/api/health", "200"): health_models.Health,
+    ("get", "/api/health", "503"): health_models.Health,
+    ("get", "/api/readiness", "200"): health_models.Ready,
+    ("get", "/api/readiness", "503"): health_models.NotReady,
+    ("get", "/v1/info", "200"): health_models.Info,
 }
 
 

@@ -75,6 +75,11 @@ def _path_segment(value: Any, _: Any) -> str | int:
     raise TypeError(f"expected a string or an integer, got {type(value).__name__}")
 
 
+def _null(value: Any, _: Any) -> None:
+    if value is not None:
+        raise TypeError(f"expected null, got {type(value).__name__}")
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=True)
     converter.register_structure_hook(str, _strict(str))
@@ -82,6 +87,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _strict(bool))
     converter.register_structure_hook(float, _strict(float, accept=(int,)))
     converter.register_structure_hook(str | int, _path_segment)
+    converter.register_structure_hook(type(None), _null)
 
     def unstructure_factory(cls: type) -> Any:
         # Typed Any: cattrs types **kwargs after its own flags, not as attribute overrides.

@@ -18,19 +18,13 @@ from typing import Any
 
 from claude_mem_http.wire.json_schema import (
     ANY,
-    BOOL,
     INT,
-    NSTR,
     OBJ,
     STR,
-    nstr_in,
     obj,
     ref,
 )
-from claude_mem_http.wire.openapi_components import (
-    _HEALTH_QUEUE,
-    SCHEMAS,
-)
+from claude_mem_http.wire.openapi_components import SCHEMAS
 from claude_mem_http.wire.openapi_paths_admin import admin_paths
 from claude_mem_http.wire.openapi_paths_memory import memory_paths
 
@@ -86,49 +80,6 @@ def build() -> dict[str, Any]:
         },
         required=["jsonrpc"],
         closed=False,
-    )
-    schemas["Health"] = obj(
-        {
-            "status": nstr_in(["ok", "degraded"]),
-            "runtime": {"const": "server-beta"},
-            "version": STR,
-            "uptime": {"type": "number"},
-            "managed": BOOL,
-            "pid": INT,
-            "initialized": BOOL,
-            "mcpReady": BOOL,
-            "ai": obj({"provider": STR, "authMethod": STR, "lastInteraction": {"type": "null"}}),
-            "storage": obj({"engine": STR, "status": nstr_in(["ok", "error"])}),
-            "queue": _HEALTH_QUEUE,
-            "generation": obj({"embedded": BOOL}),
-        }
-    )
-    boundary = obj(
-        {"status": nstr_in(["active", "disabled", "errored"]), "reason": STR, "details": OBJ},
-        required=["status", "reason"],
-    )
-    schema_status = obj({"initialized": BOOL, "schemaVersion": NSTR, "engine": STR})
-    schemas["Info"] = obj(
-        {
-            "name": {"const": "claude-mem-server"},
-            "runtime": {"const": "server-beta"},
-            "version": STR,
-            "authMode": STR,
-            "postgres": schema_status,
-            "storage": schema_status,
-            "queue": obj({"engine": nstr_in(["memory", "taskiq", "disabled"])}),
-            "provider": STR,
-            "boundaries": obj(
-                {
-                    "queueManager": boundary,
-                    "generationWorkerManager": boundary,
-                    "providerRegistry": boundary,
-                    "eventBroadcaster": boundary,
-                }
-            ),
-            "queueLanes": _HEALTH_QUEUE["properties"]["lanes"],
-            "semanticRecall": obj({"enabled": BOOL, "model": NSTR}),
-        }
     )
     return {
         "openapi": "3.1.0",

@@ -11,7 +11,6 @@ from claude_mem_core.services.retention import MAX_RETAIN_DAYS
 from claude_mem_http.wire.attrs_schema import component_schemas
 from claude_mem_http.wire.bodies import BODY_CLASSES
 from claude_mem_http.wire.json_schema import (
-    BOOL,
     INT,
     JSON_VALUE,
     KIND_PATTERN,
@@ -189,24 +188,3 @@ SCHEMAS: dict[str, Schema] = {
         required=["contentSessionId"],
     ),
 }
-
-_HEALTH_QUEUE = obj(
-    {
-        "engine": nstr_in(["memory", "taskiq", "disabled"]),
-        "status": nstr_in(["ok", "error", "disabled"]),
-        "lanes": {
-            "type": "array",
-            "items": obj(
-                {"kind": STR, "name": STR, "waiting": INT, "unavailable": BOOL},
-            ),
-        },
-        # Only with the Redis queue: the reference's object, without host, port or prefix.
-        "redis": obj(
-            {
-                "status": nstr_in(["ok", "error"]),
-                "mode": nstr_in(["external", "managed", "docker"]),
-            }
-        ),
-    },
-    required=["engine", "status", "lanes"],
-)

@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from claude_mem_core.services.usage import GROUPINGS, MAX_REPORT_DAYS
-from claude_mem_http.wire import bodies
+from claude_mem_http.wire import bodies, health_models
 from claude_mem_http.wire.bodies import body_ref
 from claude_mem_http.wire.json_schema import (
-    BOOL,
     INT,
     NSTR,
     SOURCE_TYPES,
@@ -298,7 +297,7 @@ def admin_paths() -> dict[str, Any]:
         "/healthz": {
             "get": _op(
                 "Liveness",
-                {"200": _ok(obj({"status": {"const": "ok"}, "runtime": STR}))},
+                {"200": _ok(body_ref(health_models.Alive))},
                 secured=False,
                 tags=["health"],
             )
@@ -307,8 +306,8 @@ def admin_paths() -> dict[str, Any]:
             "get": _op(
                 "Health with real storage and queue pings",
                 {
-                    "200": _ok(ref("Health")),
-                    "503": _ok(ref("Health"), "Degraded: a dependency is down"),
+                    "200": _ok(body_ref(health_models.Health)),
+                    "503": _ok(body_ref(health_models.Health), "Degraded: a dependency is down"),
                 },
                 secured=False,
                 tags=["health"],
@@ -318,11 +317,8 @@ def admin_paths() -> dict[str, Any]:
             "get": _op(
                 "Readiness",
                 {
-                    "200": _ok(obj({"status": {"const": "ready"}, "mcpReady": BOOL})),
-                    "503": _ok(
-                        obj({"status": nstr_in(["initializing", "degraded"]), "message": STR}),
-                        "Not ready",
-                    ),
+                    "200": _ok(body_ref(health_models.Ready)),
+                    "503": _ok(body_ref(health_models.NotReady), "Not ready"),
                 },
                 secured=False,
                 tags=["health"],
@@ -330,7 +326,10 @@ def admin_paths() -> dict[str, Any]:
         },
         "/v1/info": {
             "get": _op(
-                "Server information", {"200": _ok(ref("Info"))}, secured=False, tags=["health"]
+                "Server information",
+                {"200": _ok(body_ref(health_models.Info))},
+                secured=False,
+                tags=["health"],
             )
         },
         "/v1/openapi.json": {
