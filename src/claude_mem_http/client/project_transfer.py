@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 from claude_mem_core.cli.commands import Commands
 from claude_mem_core.cli.kit import EXIT_OK, Parser
@@ -35,9 +35,12 @@ from claude_mem_core.errors import (
     NotFound,
 )
 from claude_mem_http.client.backends import LOCAL_TEAM
+from claude_mem_http.client.errors import InvalidResponse
 from claude_mem_http.client.hook_config import HookConfig
 from claude_mem_http.client.hooks import spawn_drain
 from claude_mem_http.client.transcript_import import Progress
+from claude_mem_http.wire.bodies import ImportedBody
+from claude_mem_http.wire.converter import WireMismatch, from_wire, to_wire
 
 CHUNK_BYTES = 64 * 1024
 
@@ -287,8 +290,12 @@ async def _import_to_server(
         progress.finish()
         if resp.status != 200:
             raise await _refusal(resp)
-        answer: dict[str, Any] = (await resp.json())["imported"]
-        return answer
+        # Checked against the server's wire class; handed on as the JSON it is.
+        try:
+            answer = from_wire(await resp.json(), ImportedBody)
+        except WireMismatch as exc:
+            raise InvalidResponse(f"POST /v1/projects/{project}/import: {exc}") from exc
+        return cast(dict[str, Any], to_wire(answer.imported))
 
 
 # -- registration ------------------------------------------------------------------------------

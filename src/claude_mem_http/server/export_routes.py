@@ -26,7 +26,8 @@ from claude_mem_core.services.context import Caller
 from claude_mem_http.server.auth import requires
 from claude_mem_http.server.middlewares import json_response
 from claude_mem_http.server.state import RUNTIME
-from claude_mem_http.wire import schemas
+from claude_mem_http.wire import bodies, schemas
+from claude_mem_http.wire.converter import to_wire
 
 NDJSON = "application/x-ndjson"
 # Lines are sent in writes of about this size: few writes, little held.
@@ -98,7 +99,19 @@ async def import_project(request: web.Request, caller: Caller) -> web.StreamResp
             "field": conflict.field,
         }
         return json_response(body, 409)
-    return json_response({"imported": report.as_dict(), "requestId": caller.request_id})
+    imported = bodies.Imported(
+        project_id=report.project_id,
+        lines=report.lines,
+        sessions=report.sessions,
+        events=report.events,
+        observations=report.observations,
+        sources=report.sources,
+        skipped=report.skipped,
+        jobs=report.jobs,
+    )
+    return json_response(
+        to_wire(bodies.ImportedBody(imported=imported, request_id=caller.request_id))
+    )
 
 
 ROUTES: list[tuple[str, str, Any]] = [

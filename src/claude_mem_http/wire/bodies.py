@@ -160,6 +160,26 @@ class BudgetBody:
     request_id: str | None
 
 
+@attrs.frozen
+class Imported:
+    """What an import added, by kind, and what it skipped (the project held it already)."""
+
+    project_id: str
+    lines: int
+    sessions: int
+    events: int
+    observations: int
+    sources: int
+    skipped: int
+    jobs: int
+
+
+@attrs.frozen
+class ImportedBody:
+    imported: Imported
+    request_id: str | None
+
+
 # -- the legacy hook routes (api.md §4) ------------------------------------------------------
 
 
@@ -241,6 +261,7 @@ ROUTE_BODIES: dict[tuple[str, str, str], Any] = {
     ("delete", "/v1/events/{id}", "200"): ErasedBody,
     ("delete", "/v1/sessions/{id}", "200"): ErasedBody,
     ("delete", "/v1/projects/{id}", "200"): ErasedBody,
+    ("post", "/v1/projects/{id}/import", "200"): ImportedBody,
     ("post", "/api/sessions/observations", "200"): CompatToolUse,
     ("post", "/api/sessions/summarize", "200"): CompatSummary,
     ("get", "/healthz", "200"): health_models.Alive,

@@ -10,8 +10,6 @@ from claude_mem_core.services.usage import GROUPINGS, MAX_REPORT_DAYS
 from claude_mem_http.wire import bodies, health_models
 from claude_mem_http.wire.bodies import body_ref
 from claude_mem_http.wire.json_schema import (
-    INT,
-    NSTR,
     SOURCE_TYPES,
     STR,
     nonempty,
@@ -145,26 +143,7 @@ def admin_paths() -> dict[str, Any]:
                     "nothing). `generate=true` queues generation for the imported events. "
                     "Needs memories:write. docs/your-data.md.",
                     {
-                        "200": _ok(
-                            obj(
-                                {
-                                    "imported": obj(
-                                        {
-                                            "projectId": STR,
-                                            "lines": INT,
-                                            "sessions": INT,
-                                            "events": INT,
-                                            "observations": INT,
-                                            "sources": INT,
-                                            "skipped": INT,
-                                            "jobs": INT,
-                                        }
-                                    ),
-                                    "requestId": NSTR,
-                                }
-                            ),
-                            "Imported",
-                        ),
+                        "200": _ok(body_ref(bodies.ImportedBody), "Imported"),
                         "400": {
                             "description": "A bad line (`line`, `field`), an export of an "
                             "unsupported `version`, or a bad parameter (`issues`)",
