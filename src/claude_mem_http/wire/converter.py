@@ -54,7 +54,7 @@ class WireMismatch(ValueError):
 
     def __init__(self, what: str, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__(f"not a {what}: " + "; ".join(problems))
+        super().__init__(f"does not match the wire class {what}: " + "; ".join(problems))
 
 
 def _strict(kind: type, *, accept: tuple[type, ...] = ()) -> Any:
