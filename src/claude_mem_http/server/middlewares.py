@@ -42,6 +42,8 @@ from claude_mem_core.services.ingest import off_loop
 from claude_mem_http.server.metrics import METRICS
 from claude_mem_http.server.state import REQUEST_ID, RUNTIME
 from claude_mem_http.wire import responses, schemas
+from claude_mem_http.wire.bodies import CompatNotStored, CompatSummaryFailed
+from claude_mem_http.wire.models import CursorGone
 
 log = logging.getLogger("claude_mem.http")
 
@@ -88,8 +90,8 @@ async def large_json_response(body: Any, status: int = 200) -> web.Response:
 
 
 _COMPAT_500 = {
-    "/api/sessions/observations": {"stored": False, "reason": "internal_error"},
-    "/api/sessions/summarize": {"status": "error", "reason": "internal_error"},
+    "/api/sessions/observations": CompatNotStored(stored=False, reason="internal_error"),
+    "/api/sessions/summarize": CompatSummaryFailed(status="error", reason="internal_error"),
 }
 
 
@@ -126,9 +128,8 @@ def error_response(request: web.Request, exc: BaseException) -> web.Response:
     if isinstance(exc, NotFound):
         return json_response(responses.error_body("NotFound", exc.message), 404)
     if isinstance(exc, CursorExpired):
-        body = responses.error_body("Gone", exc.message)
-        body["field"] = exc.field
-        return json_response(body, 410)
+        gone = CursorGone(error="Gone", message=exc.message, field=exc.field)
+        return json_response(responses.json_of(gone), 410)
     if isinstance(exc, Gone):  # a Conflict: before it
         return json_response(responses.event_gone(exc), 410)
     if isinstance(exc, Conflict):
@@ -146,7 +147,7 @@ def error_response(request: web.Request, exc: BaseException) -> web.Response:
     log.error("%s %s failed", request.method, request.path, exc_info=exc)
     compat = _COMPAT_500.get(request.path)
     if compat is not None:
-        return json_response(compat, 500)
+        return json_response(responses.json_of(compat), 500)
     return json_response(responses.error_body("InternalError", "Internal server error"), 500)
 
 

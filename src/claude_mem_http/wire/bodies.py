@@ -12,6 +12,7 @@ from claude_mem_http.wire import health_models
 from claude_mem_http.wire.attrs_schema import type_schema
 from claude_mem_http.wire.models import (
     Budget,
+    CursorGone,
     Erasure,
     Event,
     JobListEntry,
@@ -231,6 +232,19 @@ class CompatSummarySkipped:
 CompatSummary = CompatSummaryQueued | CompatSummarySkipped
 
 
+# The legacy routes' own 500 answers (what the reference's hooks read).
+@attrs.frozen
+class CompatNotStored:
+    stored: Literal[False]
+    reason: str
+
+
+@attrs.frozen
+class CompatSummaryFailed:
+    status: Literal["error"]
+    reason: str
+
+
 # (method, path, status) → the body that route answers with. The OpenAPI paths name the
 # same classes; a test checks every entry against the document, and the HTTP tests decode
 # every real answer of these routes with its class.
@@ -264,6 +278,9 @@ ROUTE_BODIES: dict[tuple[str, str, str], Any] = {
     ("post", "/v1/projects/{id}/import", "200"): ImportedBody,
     ("post", "/api/sessions/observations", "200"): CompatToolUse,
     ("post", "/api/sessions/summarize", "200"): CompatSummary,
+    ("post", "/api/sessions/observations", "500"): CompatNotStored,
+    ("post", "/api/sessions/summarize", "500"): CompatSummaryFailed,
+    ("get", "/v1/stream", "410"): CursorGone,
     ("get", "/healthz", "200"): health_models.Alive,
     ("get", "/api/health", "200"): health_models.Health,
     ("get", "/api/health", "503"): health_models.Health,

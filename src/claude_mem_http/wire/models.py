@@ -358,6 +358,15 @@ class EventConflict:
 
 
 @attrs.frozen
+class CursorGone:
+    """410 of a stream cursor older than the feed keeps: start again without it."""
+
+    error: Literal["Gone"]
+    message: str
+    field: str
+
+
+@attrs.frozen
 class EventGone:
     """410 of an event whose ``sourceEventId`` names an erased event."""
 

@@ -14,9 +14,9 @@ from claude_mem_http.wire.json_schema import (
     STR,
     nonempty,
     nstr_in,
-    obj,
     ref,
 )
+from claude_mem_http.wire.models import CursorGone
 from claude_mem_http.wire.openapi_operations import (
     _FLAG,
     _JOB_ID,
@@ -216,9 +216,7 @@ def admin_paths() -> dict[str, Any]:
                 {
                     "200": _ok(body_ref(bodies.CompatToolUse)),
                     "400": COMPAT_400,
-                    "500": _ok(
-                        obj({"stored": {"const": False}, "reason": STR}), "Unexpected error"
-                    ),
+                    "500": _ok(body_ref(bodies.CompatNotStored), "Unexpected error"),
                 },
                 body="CompatObservationInput",
                 tags=["compat"],
@@ -230,9 +228,7 @@ def admin_paths() -> dict[str, Any]:
                 {
                     "200": _ok(body_ref(bodies.CompatSummary)),
                     "400": COMPAT_400,
-                    "500": _ok(
-                        obj({"status": {"const": "error"}, "reason": STR}), "Unexpected error"
-                    ),
+                    "500": _ok(body_ref(bodies.CompatSummaryFailed), "Unexpected error"),
                 },
                 body="CompatSummarizeInput",
                 tags=["compat"],
@@ -357,14 +353,7 @@ def admin_paths() -> dict[str, Any]:
                     "410": {
                         "description": "The cursor is older than the feed keeps (pruned "
                         "after CLAUDE_MEM_STREAM_RETAIN_HOURS): start again without it",
-                        "content": {
-                            "application/json": {
-                                "schema": obj(
-                                    {"error": {"const": "Gone"}, "message": STR, "field": STR},
-                                    ["error", "message", "field"],
-                                )
-                            }
-                        },
+                        "content": {"application/json": {"schema": body_ref(CursorGone)}},
                     },
                 },
                 params=[
