@@ -77,7 +77,8 @@ async def record_call(
     )
     try:
         async with deps.storage.unit_of_work() as uow:
-            await uow.ledger.add(entry)
+            # Without a reservation to settle, the row is the transaction's only write.
+            await uow.ledger.add(entry, alone=ticket is None or ticket.done)
             await provider_gate.settle(uow, deps, ticket, result)
     except Exception as exc:  # the project may be erased meanwhile; the answer goes on
         log.warning("token ledger row not written: %s: %s", type(exc).__name__, exc)
