@@ -17,6 +17,7 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.domain.tokens import parse_query
+from claude_mem_core.ports.budgets import Budget
 from claude_mem_core.ports.storage import Storage
 from claude_mem_core.testing.contracts import T0, Backdoor, Factory, StorageContract
 from claude_mem_core.testing.fakes import ScriptedProvider
@@ -180,6 +181,33 @@ class TestStorage(StorageContract):
             await uow.sessions.add(session)
             await uow.jobs.add(summary)
             assert await uow.jobs.get_unscoped_with_event(summary.id) == (summary, None)
+
+    async def test_get_for_generation_reads_the_gate_with_the_job(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project, job = await make.stored_event_job(storage)
+        until = T0 + timedelta(seconds=30)
+        async with storage.unit_of_work() as uow:
+            (event,) = await uow.events.get_many(team.id, project.id, [job.source_id])
+            assert await uow.jobs.get_for_generation(job.id, provider="anthropic", now=T0) == (
+                job,
+                event,
+                (None, None),
+            )
+            assert await uow.jobs.get_for_generation("missing", provider="x", now=T0) is None
+            await uow.provider_pauses.pause("anthropic", until, now=T0)
+            budget = Budget(
+                team_id=team.id, project_id=project.id, period="day", token_limit=9, updated_at=T0
+            )
+            await uow.budgets.put(budget)
+        async with storage.unit_of_work() as uow:
+            found = await uow.jobs.get_for_generation(job.id, provider="anthropic", now=T0)
+            assert found == (job, event, (budget, until))
+            assert found[2] == await uow.budgets.gate_reads(
+                team.id, project.id, "anthropic", now=T0
+            )
+            found = await uow.jobs.get_for_generation(job.id, provider="openai", now=T0)
+            assert found == (job, event, (budget, None))
 
 
 async def test_a_rerun_job_finds_its_stored_observations(

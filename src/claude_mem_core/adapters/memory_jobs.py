@@ -8,6 +8,7 @@ from datetime import datetime
 
 import attrs
 
+from claude_mem_core.adapters.memory_budgets import MemoryBudgets
 from claude_mem_core.adapters.memory_events import MemoryEvents
 from claude_mem_core.adapters.memory_observations import (
     MemoryAudit,
@@ -33,6 +34,7 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.errors import InvalidInput, NotFound
+from claude_mem_core.ports.budgets import GateReads
 from claude_mem_core.ports.storage import JobFilter, Page
 
 
@@ -87,6 +89,18 @@ class MemoryJobs(Repo):
             else []
         )
         return job, found[0] if found else None
+
+    async def get_for_generation(
+        self, job_id: str, *, provider: str, now: datetime
+    ) -> tuple[GenerationJob, AgentEvent | None, GateReads] | None:
+        found = await self.get_unscoped_with_event(job_id)
+        if found is None:
+            return None
+        job, event = found
+        reads = await MemoryBudgets(self._tx).gate_reads(
+            job.team_id, job.project_id, provider, now=now
+        )
+        return job, event, reads
 
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None

@@ -52,6 +52,7 @@ from claude_mem_core.domain.passages import Passage
 from claude_mem_core.domain.tokens import Query
 from claude_mem_core.ports.budgets import (
     BudgetRepository,
+    GateReads,
     ProviderPauseRepository,
     ProviderRateRepository,
 )
@@ -229,6 +230,13 @@ class JobRepository(Protocol):
     ) -> tuple[GenerationJob, AgentEvent | None] | None:
         """``get_unscoped`` and, in the same read, the job's agent event (in the job's own
         team and project; None when the job has none or it is not found there)."""
+
+    async def get_for_generation(
+        self, job_id: str, *, provider: str, now: datetime
+    ) -> tuple[GenerationJob, AgentEvent | None, GateReads] | None:
+        """``get_unscoped_with_event`` and, in the same read, what the provider gate reads
+        for the job's project (``BudgetRepository.gate_reads`` for ``provider`` at
+        ``now``): a paid job's first step, in one statement where the backend can."""
 
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None

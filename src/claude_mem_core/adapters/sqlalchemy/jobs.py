@@ -17,6 +17,7 @@ from claude_mem_core import errors
 from claude_mem_core.adapters.sqlalchemy import dialects, passage_writes
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.audit import AuditRepo
+from claude_mem_core.adapters.sqlalchemy.budgets import gate_reads_of, paused_subquery
 from claude_mem_core.adapters.sqlalchemy.bulk import BULK_JOB_EVENTS, BULK_JOBS, _rows_json
 from claude_mem_core.adapters.sqlalchemy.connection import _Db, _page
 from claude_mem_core.adapters.sqlalchemy.group_writes import _ADVANCE, _pg_advance
@@ -51,6 +52,7 @@ from claude_mem_core.domain.models import (
     SourceType,
 )
 from claude_mem_core.domain.passages import Passage
+from claude_mem_core.ports.budgets import GateReads
 from claude_mem_core.ports.storage import JobFilter, Page
 
 _SEQ_RETRIES = 5
@@ -133,28 +135,29 @@ class JobRepo:
     ) -> tuple[GenerationJob, AgentEvent | None] | None:
         stmt = _JOB_WITH_EVENT.get(self._db.dialect)
         if stmt is None:
-            j, e = t.observation_generation_jobs, t.agent_events
-            stmt = _JOB_WITH_EVENT[self._db.dialect] = (
-                sa.select(*_columns(j), *(c.label(f"event__{c.key}") for c in _columns(e)))
-                .select_from(
-                    j.outerjoin(
-                        e,
-                        sa.and_(
-                            e.c.id == j.c.agent_event_id,
-                            e.c.team_id == j.c.team_id,
-                            e.c.project_id == j.c.project_id,
-                        ),
-                    )
-                )
-                .where(j.c.id == _p("id"))
-            )
+            stmt = _JOB_WITH_EVENT[self._db.dialect] = _job_with_event()
         row = await self._db.row(stmt, {"id": job_id})
         if row is None:
             return None
-        event = None
-        if row["event__id"] is not None:
-            event = _event({k[7:]: v for k, v in row.items() if k.startswith("event__")})  # type: ignore[arg-type]
-        return self._seen(row), event
+        return self._seen(row), self._event_of(row)
+
+    @staticmethod
+    def _event_of(row: RowMapping) -> AgentEvent | None:
+        if row["event__id"] is None:
+            return None
+        return _event({k[7:]: v for k, v in row.items() if k.startswith("event__")})  # type: ignore[arg-type]
+
+    async def get_for_generation(
+        self, job_id: str, *, provider: str, now: datetime
+    ) -> tuple[GenerationJob, AgentEvent | None, GateReads] | None:
+        stmt = _JOB_FOR_GENERATION.get(self._db.dialect)
+        if stmt is None:
+            stmt = _JOB_FOR_GENERATION[self._db.dialect] = _job_for_generation()
+        params = {"id": job_id, "provider": provider, "now": now}
+        row = await self._db.row(stmt, params)
+        if row is None:
+            return None
+        return self._seen(row), self._event_of(row), gate_reads_of(row, "gate__")
 
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
@@ -425,6 +428,37 @@ class JobRepo:
 
 
 _JOB_WITH_EVENT: dict[str, sa.Select[Any]] = {}
+_JOB_FOR_GENERATION: dict[str, sa.Select[Any]] = {}
+
+
+def _job_with_event() -> sa.Select[Any]:
+    """A job (``:id``) and its agent event's columns (``event__…``, NULL without one)."""
+    j, e = t.observation_generation_jobs, t.agent_events
+    return (
+        sa.select(*_columns(j), *(c.label(f"event__{c.key}") for c in _columns(e)))
+        .select_from(
+            j.outerjoin(
+                e,
+                sa.and_(
+                    e.c.id == j.c.agent_event_id,
+                    e.c.team_id == j.c.team_id,
+                    e.c.project_id == j.c.project_id,
+                ),
+            )
+        )
+        .where(j.c.id == _p("id"))
+    )
+
+
+def _job_for_generation() -> sa.Select[Any]:
+    """:func:`_job_with_event` and the provider gate's reads for the job's project
+    (``gate__paused`` and the budget's columns ``gate__…``, NULL without one)."""
+    j, b = t.observation_generation_jobs, t.project_budgets
+    stmt = _job_with_event()
+    return stmt.add_columns(
+        paused_subquery().label("gate__paused"),
+        *(c.label(f"gate__{c.key}") for c in b.columns),
+    ).outerjoin(b, sa.and_(b.c.team_id == j.c.team_id, b.c.project_id == j.c.project_id))
 
 
 class JobEventRepo:
