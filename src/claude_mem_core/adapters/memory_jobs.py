@@ -10,6 +10,7 @@ import attrs
 
 from claude_mem_core.adapters.memory_budgets import MemoryBudgets
 from claude_mem_core.adapters.memory_events import MemoryEvents
+from claude_mem_core.adapters.memory_ledger import MemoryLedger
 from claude_mem_core.adapters.memory_observations import (
     MemoryAudit,
     MemoryObservations,
@@ -35,6 +36,7 @@ from claude_mem_core.domain.models import (
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.errors import InvalidInput, NotFound
 from claude_mem_core.ports.budgets import GateReads
+from claude_mem_core.ports.ledger import LedgerEntry
 from claude_mem_core.ports.storage import JobFilter, Page
 
 
@@ -144,7 +146,10 @@ class MemoryJobs(Repo):
         audit: Sequence[AuditEntry] = (),
         audit_always: Sequence[AuditEntry] = (),
         passages: Sequence[Passage] = (),
+        ledger: Sequence[LedgerEntry] = (),
     ) -> bool | None:
+        if ledger and self._tx.read("projects").get(new.project_id) is None:
+            return None  # the ledger's row would be refused: the caller writes it apart
         keys = {(o.team_id, o.project_id, o.generation_key) for o in observations}
         prints = {(o.team_id, o.project_id, o.fingerprint) for o in observations}
         if any(
@@ -160,6 +165,8 @@ class MemoryJobs(Repo):
             await MemorySources(self._tx).add_many(sources)
             await MemorySearchIndex(self._tx).add(passages)
         await MemoryAudit(self._tx).add_many([*audit_always, *(audit if written else ())])
+        for entry in ledger:
+            await MemoryLedger(self._tx).add(entry)
         return written
 
     async def save_payload(self, job: GenerationJob) -> None:

@@ -429,13 +429,15 @@ class Generator(GenerationPersistence):
                 )
             ),
         )
-        await usage.record_call(
-            self.deps,
-            [job],
-            result,
-            purpose="summary" if summary else "observations",
-            ticket=ticket,
+        entry = usage.ledger_entry(
+            self.deps, [job], result, purpose="summary" if summary else "observations"
         )
+        if entry is None:
+            await provider_gate.release_now(self.deps, ticket)
+        elif summary or (ticket is not None and not ticket.done):
+            # A reservation is settled with the row; a summary completes the long way.
+            await usage.record_entry(self.deps, entry, result, ticket=ticket)
+            entry = None
         if summary:
             parsed_summary = parser.parse_summary(result.text)
             if isinstance(parsed_summary, parser.ParseFailure):
@@ -451,6 +453,8 @@ class Generator(GenerationPersistence):
             )
         parsed = parser.parse_observations(result.text, self.mode)
         if isinstance(parsed, parser.ParseFailure):
+            if entry is not None:
+                await usage.record_entry(self.deps, entry, result)
             return await self.record_failure(
                 job, parsed.reason, "parse_error", False, audit_entries=pending
             )
@@ -467,6 +471,7 @@ class Generator(GenerationPersistence):
             private=build.had_private_content,
             audit_entries=pending,
             events=events,
+            ledger=entry,
         )
 
     async def lost_claim(

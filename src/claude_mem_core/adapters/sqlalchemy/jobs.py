@@ -21,6 +21,7 @@ from claude_mem_core.adapters.sqlalchemy.budgets import gate_reads_of, paused_su
 from claude_mem_core.adapters.sqlalchemy.bulk import BULK_JOB_EVENTS, BULK_JOBS, _rows_json
 from claude_mem_core.adapters.sqlalchemy.connection import _Db, _page
 from claude_mem_core.adapters.sqlalchemy.group_writes import _ADVANCE, _pg_advance
+from claude_mem_core.adapters.sqlalchemy.ledger import LedgerRepo, ledger_values
 from claude_mem_core.adapters.sqlalchemy.observations import ObservationRepo, SourceRepo
 from claude_mem_core.adapters.sqlalchemy.rows import (
     _audit_values,
@@ -53,6 +54,7 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.ports.budgets import GateReads
+from claude_mem_core.ports.ledger import LedgerEntry
 from claude_mem_core.ports.storage import JobFilter, Page
 
 _SEQ_RETRIES = 5
@@ -224,13 +226,14 @@ class JobRepo:
         audit: Sequence[AuditEntry] = (),
         audit_always: Sequence[AuditEntry] = (),
         passages: Sequence[Passage] = (),
+        ledger: Sequence[LedgerEntry] = (),
     ) -> bool | None:
         db = self._db
         if db.dialect == dialects.POSTGRES:
             if db.lazy_driver is None:
                 return None  # the unit of work has written: its transaction must not abort
             return await self._advance_pg(
-                expected, new, event, observations, sources, audit, audit_always, passages
+                expected, new, event, observations, sources, audit, audit_always, passages, ledger
             )
         # SQLite: one writer at a time, so a clash found first stays absent.
         by_scope = _by_scope(observations)
@@ -251,6 +254,8 @@ class JobRepo:
             await SourceRepo(db).add_many(sources)
             await SearchIndexRepo(db).add(passages)
         await AuditRepo(db).add_many([*audit_always, *(audit if written else ())])
+        for entry in ledger:
+            await LedgerRepo(db).add(entry)
         return written
 
     async def _advance_pg(
@@ -263,6 +268,7 @@ class JobRepo:
         audit: Sequence[AuditEntry],
         audit_always: Sequence[AuditEntry],
         passages: Sequence[Passage],
+        ledger: Sequence[LedgerEntry],
     ) -> bool | None:
         if (new.id, new.team_id, new.project_id) != (
             expected.id,
@@ -295,6 +301,7 @@ class JobRepo:
             "sources": _rows_json([_source_values(s) for s in sources]),
             "audit": _rows_json([_audit_values(a) for a in audit]),
             "audit_always": _rows_json([_audit_values(a) for a in audit_always]),
+            "ledger": _rows_json([ledger_values(e) for e in ledger]),
             **passage_writes.pg_passage_params(passages),
         }
         # Autocommit (nothing written yet): the statement is its own transaction, and a
