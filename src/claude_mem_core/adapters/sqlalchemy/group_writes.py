@@ -173,7 +173,6 @@ _ADVANCE_COLUMNS = {
         t.token_ledger,
     )
 }
-_ADVANCE: dict[str, sa.TextClause] = {}
 
 
 def _pg_fresh_memories() -> sa.TextClause:

@@ -18,9 +18,15 @@ from claude_mem_core.adapters.sqlalchemy import dialects, passage_writes
 from claude_mem_core.adapters.sqlalchemy import tables as t
 from claude_mem_core.adapters.sqlalchemy.audit import AuditRepo
 from claude_mem_core.adapters.sqlalchemy.budgets import gate_reads_of, paused_subquery
-from claude_mem_core.adapters.sqlalchemy.bulk import BULK_JOB_EVENTS, BULK_JOBS, _rows_json
+from claude_mem_core.adapters.sqlalchemy.bulk import (
+    _PG_DIALECT,
+    BULK_JOB_EVENTS,
+    BULK_JOBS,
+    _rows_json,
+)
 from claude_mem_core.adapters.sqlalchemy.connection import _Db, _page
-from claude_mem_core.adapters.sqlalchemy.group_writes import _ADVANCE, _pg_advance
+from claude_mem_core.adapters.sqlalchemy.driver import driver_sql
+from claude_mem_core.adapters.sqlalchemy.group_writes import _pg_advance
 from claude_mem_core.adapters.sqlalchemy.ledger import LedgerRepo, ledger_values
 from claude_mem_core.adapters.sqlalchemy.observations import ObservationRepo, SourceRepo
 from claude_mem_core.adapters.sqlalchemy.rows import (
@@ -280,9 +286,9 @@ class JobRepo:
             new.project_id,
         ):
             raise errors.InvalidInput("advance changes one job, in its own scope")
-        statement = _ADVANCE.get("pg")
-        if statement is None:
-            statement = _ADVANCE["pg"] = _pg_advance()
+        sql = _ADVANCE_SQL.get("pg")
+        if sql is None:
+            sql = _ADVANCE_SQL["pg"] = str(_pg_advance().compile(dialect=_PG_DIALECT))
         guard = {
             "id": expected.id,
             "team_id": expected.team_id,
@@ -305,9 +311,11 @@ class JobRepo:
             **passage_writes.pg_passage_params(passages),
         }
         # Autocommit (nothing written yet): the statement is its own transaction, and a
-        # failed one leaves nothing behind, neither written nor aborted.
+        # failed one leaves nothing behind, neither written nor aborted. Straight to psycopg
+        # (driver_sql): a job runs it twice, and SQLAlchemy's execution layer costs about
+        # 0.1 ms of CPU per statement.
         try:
-            updated = (await self._db.conn.execute(statement, params)).scalar_one()
+            ((updated,),) = await driver_sql(self._db.conn, sql, params)
         except exc.IntegrityError:
             return None  # a clash: the caller's long way finds the stored rows
         except (exc.SQLAlchemyError, OSError) as e:
@@ -435,6 +443,8 @@ class JobRepo:
 
 
 _JOB_WITH_EVENT: dict[str, sa.Select[Any]] = {}
+# JobRepo.advance's statement on PostgreSQL, as psycopg takes it (compiled once).
+_ADVANCE_SQL: dict[str, str] = {}
 _JOB_FOR_GENERATION: dict[str, sa.Select[Any]] = {}
 
 
