@@ -451,19 +451,25 @@ class Generator(GenerationPersistence):
             return await self.persist(
                 job, drafts, result, private=build.had_private_content, audit_entries=pending
             )
-        parsed = parser.parse_observations(result.text, self.mode)
+        try:
+            parsed = parser.parse_observations(result.text, self.mode)
+            drafts = []
+            if not isinstance(parsed, parser.ParseFailure):
+                for item in parsed.observations:
+                    index = item.index
+                    content = render.observation_content(item)
+                    if content:
+                        drafts.append(self.draft_observation(job, index, item, content, result))
+        except Exception:
+            if entry is not None:  # the call's tokens were spent all the same
+                await usage.record_entry(self.deps, entry, result)
+            raise
         if isinstance(parsed, parser.ParseFailure):
             if entry is not None:
                 await usage.record_entry(self.deps, entry, result)
             return await self.record_failure(
                 job, parsed.reason, "parse_error", False, audit_entries=pending
             )
-        drafts = []
-        for item in parsed.observations:
-            index = item.index
-            content = render.observation_content(item)
-            if content:
-                drafts.append(self.draft_observation(job, index, item, content, result))
         return await self.persist(
             job,
             drafts,
