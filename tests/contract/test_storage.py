@@ -17,6 +17,8 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import observation_passage
 from claude_mem_core.domain.tokens import parse_query
+from claude_mem_core.ports.budgets import Budget
+from claude_mem_core.ports.ledger import LedgerEntry
 from claude_mem_core.ports.storage import Storage
 from claude_mem_core.testing.contracts import T0, Backdoor, Factory, StorageContract
 from claude_mem_core.testing.fakes import ScriptedProvider
@@ -37,6 +39,22 @@ def _audit(job: GenerationJob, action: str, n: int) -> AuditEntry:
         resource_id=job.id,
         details={"n": n},
         created_at=T0 + timedelta(seconds=n),
+    )
+
+
+def _call(job: GenerationJob, n: int) -> LedgerEntry:
+    return LedgerEntry(
+        id=f"call-{n}",
+        team_id=job.team_id,
+        project_id=job.project_id,
+        job_id=job.id,
+        purpose="observations",
+        provider="anthropic",
+        model="m",
+        input_tokens=n,
+        output_tokens=1,
+        cost_usd=None,
+        called_at=T0 + timedelta(seconds=n),
     )
 
 
@@ -63,6 +81,7 @@ class TestStorage(StorageContract):
                     event=lost,
                     audit=[_audit(job, "never", 1)],
                     audit_always=[_audit(job, "always", 2)],
+                    ledger=[_call(job, 2)],
                 )
                 is False
             )
@@ -99,6 +118,7 @@ class TestStorage(StorageContract):
                 audit=[_audit(job, "completed", 4)],
                 audit_always=[_audit(job, "processing", 3)],
                 passages=[observation_passage(o) for o in made],
+                ledger=[_call(job, 3)],
             )
             assert written is True
         async with storage.unit_of_work() as uow:
@@ -118,6 +138,13 @@ class TestStorage(StorageContract):
         ]
         assert listed == [processing, completed]
         assert sorted(a.action for a in audit) == ["always", "completed", "processing"]
+        # The ledger's rows are written in any case, as ``audit_always``.
+        day = T0 + timedelta(days=1)
+        async with storage.unit_of_work() as uow:
+            (spent,) = await uow.ledger.usage(
+                team.id, project.id, since=T0, until=day, group_by="project"
+            )
+        assert (spent.calls, spent.input_tokens) == (2, 5)
 
         # A clash with a stored row (the generation key is taken): nothing written, None.
         clash = make.observation(project, "seen 0", generation_key="gk-0")
@@ -136,6 +163,7 @@ class TestStorage(StorageContract):
                     observations=[clash],
                     audit_always=[_audit(rerun, "clash", 5)],
                     passages=[observation_passage(clash)],
+                    ledger=[_call(rerun, 5)],
                 )
                 is None
             )
@@ -148,6 +176,10 @@ class TestStorage(StorageContract):
             again = await uow.search.search(team.id, project.id, parse_query("seen"), limit=5)
             assert [h.observation.id for h in again] == [h.observation.id for h in found]
             assert [h.score for h in again] == [h.score for h in found]
+            (spent,) = await uow.ledger.usage(
+                team.id, project.id, since=T0, until=day, group_by="project"
+            )
+            assert spent.calls == 2
         assert len(await backdoor.rows("observations")) == 2
 
     async def test_advance_after_a_write_joins_or_declines(
@@ -180,6 +212,33 @@ class TestStorage(StorageContract):
             await uow.sessions.add(session)
             await uow.jobs.add(summary)
             assert await uow.jobs.get_unscoped_with_event(summary.id) == (summary, None)
+
+    async def test_get_for_generation_reads_the_gate_with_the_job(
+        self, storage: Storage, make: Factory
+    ) -> None:
+        team, project, job = await make.stored_event_job(storage)
+        until = T0 + timedelta(seconds=30)
+        async with storage.unit_of_work() as uow:
+            (event,) = await uow.events.get_many(team.id, project.id, [job.source_id])
+            assert await uow.jobs.get_for_generation(job.id, provider="anthropic", now=T0) == (
+                job,
+                event,
+                (None, None),
+            )
+            assert await uow.jobs.get_for_generation("missing", provider="x", now=T0) is None
+            await uow.provider_pauses.pause("anthropic", until, now=T0)
+            budget = Budget(
+                team_id=team.id, project_id=project.id, period="day", token_limit=9, updated_at=T0
+            )
+            await uow.budgets.put(budget)
+        async with storage.unit_of_work() as uow:
+            found = await uow.jobs.get_for_generation(job.id, provider="anthropic", now=T0)
+            assert found == (job, event, (budget, until))
+            assert found[2] == await uow.budgets.gate_reads(
+                team.id, project.id, "anthropic", now=T0
+            )
+            found = await uow.jobs.get_for_generation(job.id, provider="openai", now=T0)
+            assert found == (job, event, (budget, None))
 
 
 async def test_a_rerun_job_finds_its_stored_observations(

@@ -329,3 +329,22 @@ async def test_repr_hides_the_key(provider: AnthropicProvider) -> None:
     assert SECRET_KEY not in repr(provider)
     assert provider.name == "anthropic"
     assert provider.model == MODEL
+
+
+@pytest.mark.parametrize(
+    ("base_url", "endpoint"),
+    [
+        ("http://127.0.0.1:9", "http://127.0.0.1:9/v1/messages"),
+        ("http://127.0.0.1:9/", "http://127.0.0.1:9/v1/messages"),
+        ("https://gateway.example/anthropic", "https://gateway.example/anthropic/v1/messages"),
+    ],
+)
+async def test_the_messages_endpoint_is_joined_to_the_base_url_once(
+    base_url: str, endpoint: str
+) -> None:
+    """Joined as the SDK joins a relative path to its base URL, a path prefix kept."""
+    provider = AnthropicProvider(SECRET_KEY, MODEL, base_url=base_url)
+    try:
+        assert provider._messages_url == endpoint
+    finally:
+        await provider.close()

@@ -8,7 +8,9 @@ from datetime import datetime
 
 import attrs
 
+from claude_mem_core.adapters.memory_budgets import MemoryBudgets
 from claude_mem_core.adapters.memory_events import MemoryEvents
+from claude_mem_core.adapters.memory_ledger import MemoryLedger
 from claude_mem_core.adapters.memory_observations import (
     MemoryAudit,
     MemoryObservations,
@@ -34,6 +36,8 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.errors import InvalidInput, NotFound
+from claude_mem_core.ports.budgets import GateReads
+from claude_mem_core.ports.ledger import LedgerEntry
 from claude_mem_core.ports.storage import JobFilter, Page
 
 
@@ -88,6 +92,18 @@ class MemoryJobs(Repo):
         )
         return job, found[0] if found else None
 
+    async def get_for_generation(
+        self, job_id: str, *, provider: str, now: datetime
+    ) -> tuple[GenerationJob, AgentEvent | None, GateReads] | None:
+        found = await self.get_unscoped_with_event(job_id)
+        if found is None:
+            return None
+        job, event = found
+        reads = await MemoryBudgets(self._tx).gate_reads(
+            job.team_id, job.project_id, provider, now=now
+        )
+        return job, event, reads
+
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
     ) -> bool:
@@ -130,7 +146,10 @@ class MemoryJobs(Repo):
         audit: Sequence[AuditEntry] = (),
         audit_always: Sequence[AuditEntry] = (),
         passages: Sequence[Passage] = (),
+        ledger: Sequence[LedgerEntry] = (),
     ) -> bool | None:
+        if ledger and self._tx.read("projects").get(new.project_id) is None:
+            return None  # the ledger's row would be refused: the caller writes it apart
         keys = {(o.team_id, o.project_id, o.generation_key) for o in observations}
         prints = {(o.team_id, o.project_id, o.fingerprint) for o in observations}
         if any(
@@ -146,6 +165,8 @@ class MemoryJobs(Repo):
             await MemorySources(self._tx).add_many(sources)
             await MemorySearchIndex(self._tx).add(passages)
         await MemoryAudit(self._tx).add_many([*audit_always, *(audit if written else ())])
+        for entry in ledger:
+            await MemoryLedger(self._tx).add(entry)
         return written
 
     async def save_payload(self, job: GenerationJob) -> None:

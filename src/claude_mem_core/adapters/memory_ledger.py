@@ -13,7 +13,7 @@ from claude_mem_core.ports.ledger import LedgerEntry, UsageGrouping, UsageRow
 
 
 class MemoryLedger(Repo):
-    async def add(self, entry: LedgerEntry) -> None:
+    async def add(self, entry: LedgerEntry, *, alone: bool = False) -> None:
         if self._tx.read("projects").get(entry.project_id) is None:
             raise NotFound(f"project {entry.project_id} not found")
         self._tx.write("ledger")[entry.id] = entry

@@ -63,12 +63,17 @@ class Reservation:
     usd: float
 
 
+# What the provider gate reads before a paid call: the project's budget (None: it has
+# none) and the end of the provider's pause (None: not paused).
+GateReads = tuple[Budget | None, datetime | None]
+
+
 class BudgetRepository(Protocol):
     async def get(self, team_id: str, project_id: str) -> Budget | None: ...
 
     async def gate_reads(
         self, team_id: str, project_id: str, provider: str, *, now: datetime
-    ) -> tuple[Budget | None, datetime | None]:
+    ) -> GateReads:
         """The project's budget and the provider's pause (its end, when later than
         ``now``), read together: what the provider gate reads before every paid call, in
         one statement where the backend can."""

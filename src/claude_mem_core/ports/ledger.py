@@ -47,7 +47,10 @@ class UsageRow:
 
 
 class LedgerRepository(Protocol):
-    async def add(self, entry: LedgerEntry) -> None: ...
+    async def add(self, entry: LedgerEntry, *, alone: bool = False) -> None:
+        """Write ``entry``. ``alone``: the unit of work writes nothing else (so the row
+        may be committed on its own, at once)."""
+        ...
 
     async def usage(
         self,

@@ -51,13 +51,14 @@ from claude_mem_core.domain.models import (
 from claude_mem_core.domain.passages import Passage
 from claude_mem_core.ports.budgets import (
     BudgetRepository,
+    GateReads,
     ProviderPauseRepository,
     ProviderRateRepository,
 )
 from claude_mem_core.ports.change_feed import ChangeFeed
 from claude_mem_core.ports.erasure import ErasedRows, ErasureRepository
 from claude_mem_core.ports.export_reads import ExportReadRepository
-from claude_mem_core.ports.ledger import LedgerRepository
+from claude_mem_core.ports.ledger import LedgerEntry, LedgerRepository
 from claude_mem_core.ports.search import (
     Evidence,
     PassageText,
@@ -216,6 +217,13 @@ class JobRepository(Protocol):
         """``get_unscoped`` and, in the same read, the job's agent event (in the job's own
         team and project; None when the job has none or it is not found there)."""
 
+    async def get_for_generation(
+        self, job_id: str, *, provider: str, now: datetime
+    ) -> tuple[GenerationJob, AgentEvent | None, GateReads] | None:
+        """``get_unscoped_with_event`` and, in the same read, what the provider gate reads
+        for the job's project (``BudgetRepository.gate_reads`` for ``provider`` at
+        ``now``): a paid job's first step, in one statement where the backend can."""
+
     async def compare_and_set(
         self, expected: GenerationJob, new: GenerationJob, *, event: JobEvent | None = None
     ) -> bool:
@@ -236,16 +244,18 @@ class JobRepository(Protocol):
         audit: Sequence[AuditEntry] = (),
         audit_always: Sequence[AuditEntry] = (),
         passages: Sequence[Passage] = (),
+        ledger: Sequence[LedgerEntry] = (),
     ) -> bool | None:
         """A job's step in one go: ``compare_and_set(expected, new, event=event)`` and, only
         if it wrote, the new ``observations`` (of this job's scope and session), their
-        ``sources``, their search ``passages`` and the ``audit`` rows; ``audit_always`` is
-        written either way.
+        ``sources``, their search ``passages`` and the ``audit`` rows; ``audit_always`` and
+        the token ``ledger`` rows are written either way.
 
-        True: all written. False: the stored row had changed; only ``audit_always`` was
-        written. None: nothing was written and the caller does the step with the other
-        methods. An adapter may always answer None, and must when a row would clash with a
-        stored one (an observation's generation key is taken, the event's ``seq`` too).
+        True: all written. False: the stored row had changed; only ``audit_always`` and
+        ``ledger`` were written. None: nothing was written and the caller does the step
+        with the other methods. An adapter may always answer None, and must when a row
+        would clash with a stored one (an observation's generation key is taken, the
+        event's ``seq`` too).
 
         On PostgreSQL, in a unit of work that has not written yet, it is one statement
         committed at once, on its own (it stays even if the unit of work fails later), so

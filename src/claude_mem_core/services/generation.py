@@ -4,8 +4,8 @@ The database row is the truth; the queue message only says "look at job X". Ever
 re-reads the row, so a duplicate delivery, a redelivery after a crash, or an operator's
 cancel in the middle all end with exactly one set of observations or none:
 
-1. load the row (with its event, in the same read), check the message's scope against it
-   and the key that caused it;
+1. load the row (with its event and, for a paid provider, the provider gate's reads, in
+   the same read), check the message's scope against it and the key that caused it;
 2. claim it (queued → processing, compare-and-set, with a lease) and read its inputs (the
    events), in that same unit of work;
 3. call the provider outside any transaction;
@@ -49,6 +49,7 @@ from claude_mem_core.errors import ClaudeMemError, ProviderError
 from claude_mem_core.generation import parser, prompt, render
 from claude_mem_core.generation.modes import CODE_MODE, Mode
 from claude_mem_core.generation.privacy import strip_tags
+from claude_mem_core.ports.budgets import GateReads
 from claude_mem_core.ports.provider import GenerationRequest, Provider
 from claude_mem_core.ports.queue import QueueMessage
 from claude_mem_core.ports.storage import UnitOfWork
@@ -100,13 +101,23 @@ class Generator(GenerationPersistence):
         project_name: str | None = None
         ticket: provider_gate.Ticket | None = None
         held: GenerationJob | None = None
+        reads: GateReads | None = None
         async with deps.storage.unit_of_work() as uow:
             # The job's event is read with it: it never changes (and is only used once the
-            # job is claimed).
-            found = await uow.jobs.get_unscoped_with_event(job_id)
-            if found is None:
-                return ProcessResult(job_id=job_id, outcome="missing")
-            job, event = found
+            # job is claimed). So are the provider gate's reads, for a paid provider: what
+            # they say could as well have changed just after a read of their own.
+            if provider_gate.gated(self.provider):
+                read = await uow.jobs.get_for_generation(
+                    job_id, provider=self.provider.name, now=now
+                )
+                if read is None:
+                    return ProcessResult(job_id=job_id, outcome="missing")
+                job, event, reads = read
+            else:
+                found = await uow.jobs.get_unscoped_with_event(job_id)
+                if found is None:
+                    return ProcessResult(job_id=job_id, outcome="missing")
+                job, event = found
             refusal = await self.refusal(uow, job, payload or job.payload)
             if refusal is not None:
                 if job.status.terminal:
@@ -123,7 +134,7 @@ class Generator(GenerationPersistence):
                     return ProcessResult(job_id=job_id, outcome="busy")
                 job = taken_over
             # Before the claim, so that a held job uses up no attempt (services/provider_gate).
-            gate = await self._gate(uow, job, event)
+            gate = await self._gate(uow, job, event, reads)
             if not isinstance(gate, provider_gate.Admit):
                 held = await self._hold(uow, job, gate)
                 claimed = None
@@ -166,7 +177,11 @@ class Generator(GenerationPersistence):
             raise
 
     async def _gate(
-        self, uow: UnitOfWork, job: GenerationJob, event: AgentEvent | None
+        self,
+        uow: UnitOfWork,
+        job: GenerationJob,
+        event: AgentEvent | None,
+        reads: GateReads | None = None,
     ) -> provider_gate.Decision:
         """The provider gate for ``job`` when it is about to be claimed; admitted without
         a look otherwise (the claim will decline it)."""
@@ -194,7 +209,7 @@ class Generator(GenerationPersistence):
             return len(build.prompt) // 4
 
         return await provider_gate.admit(
-            uow, self.deps, self.provider, job, prompt_tokens=prompt_tokens
+            uow, self.deps, self.provider, job, prompt_tokens=prompt_tokens, reads=reads
         )
 
     async def _hold(
@@ -414,13 +429,15 @@ class Generator(GenerationPersistence):
                 )
             ),
         )
-        await usage.record_call(
-            self.deps,
-            [job],
-            result,
-            purpose="summary" if summary else "observations",
-            ticket=ticket,
+        entry = usage.ledger_entry(
+            self.deps, [job], result, purpose="summary" if summary else "observations"
         )
+        if entry is None:
+            await provider_gate.release_now(self.deps, ticket)
+        elif summary or (ticket is not None and not ticket.done):
+            # A reservation is settled with the row; a summary completes the long way.
+            await usage.record_entry(self.deps, entry, result, ticket=ticket)
+            entry = None
         if summary:
             parsed_summary = parser.parse_summary(result.text)
             if isinstance(parsed_summary, parser.ParseFailure):
@@ -434,17 +451,25 @@ class Generator(GenerationPersistence):
             return await self.persist(
                 job, drafts, result, private=build.had_private_content, audit_entries=pending
             )
-        parsed = parser.parse_observations(result.text, self.mode)
+        try:
+            parsed = parser.parse_observations(result.text, self.mode)
+            drafts = []
+            if not isinstance(parsed, parser.ParseFailure):
+                for item in parsed.observations:
+                    index = item.index
+                    content = render.observation_content(item)
+                    if content:
+                        drafts.append(self.draft_observation(job, index, item, content, result))
+        except Exception:
+            if entry is not None:  # the call's tokens were spent all the same
+                await usage.record_entry(self.deps, entry, result)
+            raise
         if isinstance(parsed, parser.ParseFailure):
+            if entry is not None:
+                await usage.record_entry(self.deps, entry, result)
             return await self.record_failure(
                 job, parsed.reason, "parse_error", False, audit_entries=pending
             )
-        drafts = []
-        for item in parsed.observations:
-            index = item.index
-            content = render.observation_content(item)
-            if content:
-                drafts.append(self.draft_observation(job, index, item, content, result))
         return await self.persist(
             job,
             drafts,
@@ -452,6 +477,7 @@ class Generator(GenerationPersistence):
             private=build.had_private_content,
             audit_entries=pending,
             events=events,
+            ledger=entry,
         )
 
     async def lost_claim(

@@ -29,9 +29,10 @@ from claude_mem_core.domain.models import (
 )
 from claude_mem_core.domain.passages import passages_for
 from claude_mem_core.generation.modes import Mode
+from claude_mem_core.ports.ledger import LedgerEntry
 from claude_mem_core.ports.provider import GenerationResult, Provider
 from claude_mem_core.ports.storage import JobFilter, Page, UnitOfWork
-from claude_mem_core.services import dedup, embedding, outbox, supersession
+from claude_mem_core.services import dedup, embedding, outbox, supersession, usage
 from claude_mem_core.services.context import Caller, Deps
 from claude_mem_core.services.job_outcome import (
     ProcessResult,
@@ -128,9 +129,12 @@ class GenerationPersistence:
         also: AlsoInTransaction | None = None,
         audit_entries: Sequence[AuditEntry] = (),
         events: Sequence[AgentEvent] = (),
+        ledger: LedgerEntry | None = None,
     ) -> ProcessResult:
         """Store the drafts and complete ``job`` in one transaction, if this worker still
-        holds it. ``also`` runs in that same transaction once the job is completed, with the
+        holds it. ``ledger``: the token ledger's row of the call, written in any case (in
+        the one statement that completes the job where there is one, else on its own).
+        ``also`` runs in that same transaction once the job is completed, with the
         stored observation ids (batching uses it to complete the jobs a batch covered).
         ``audit_entries`` (the claim's, when it was deferred) are written in any case.
         ``events``: what the drafts were made from; their text is indexed for search with
@@ -141,15 +145,22 @@ class GenerationPersistence:
             "claude_mem.observations.store",
             {"claude_mem.job.id": job.id, "claude_mem.observations": len(drafts)},
         ) as span:
-            stored = await self._store(
-                job,
-                drafts,
-                result,
-                private=private,
-                also=also,
-                audit_entries=audit_entries,
-                events=events,
-            )
+            # ``_store`` empties it when the row went in with the job's completion.
+            unwritten = [ledger] if ledger is not None else []
+            try:
+                stored = await self._store(
+                    job,
+                    drafts,
+                    result,
+                    private=private,
+                    also=also,
+                    audit_entries=audit_entries,
+                    events=events,
+                    ledger=unwritten,
+                )
+            finally:
+                if unwritten and result is not None:
+                    await usage.record_entry(self.deps, unwritten[0], result)
             span.set_attribute("claude_mem.outcome", stored.outcome)
         if stored.observation_ids and self.deps.semantic is not None:
             await embedding.embed_generated(
@@ -167,6 +178,7 @@ class GenerationPersistence:
         also: AlsoInTransaction | None,
         audit_entries: Sequence[AuditEntry],
         events: Sequence[AgentEvent],
+        ledger: list[LedgerEntry],
     ) -> ProcessResult:
         deps = self.deps
         now = deps.clock.now()
@@ -215,7 +227,10 @@ class GenerationPersistence:
                     ],
                     audit_always=entries,
                     passages=passages_for(observations, events),
+                    ledger=ledger,
                 )
+                if written is not None:
+                    ledger.clear()  # written with the job's completion
                 if written is False:
                     return ProcessResult(job_id=job.id, outcome="lost_lease")
                 if written:

@@ -49,7 +49,7 @@ from claude_mem_core.domain import rate_limits as rates
 from claude_mem_core.domain.models import GenerationJob, JobEventType, JobStatus
 from claude_mem_core.domain.prices import FREE_PROVIDERS, estimate_cost
 from claude_mem_core.errors import ProviderError
-from claude_mem_core.ports.budgets import Budget, BudgetPeriod, Reservation
+from claude_mem_core.ports.budgets import Budget, BudgetPeriod, GateReads, Reservation
 from claude_mem_core.ports.provider import GenerationResult, Provider
 from claude_mem_core.ports.storage import UnitOfWork
 from claude_mem_core.services import outbox
@@ -137,17 +137,20 @@ async def admit(
     job: GenerationJob,
     *,
     prompt_tokens: Callable[[], Awaitable[int]],
+    reads: GateReads | None = None,
 ) -> Decision:
     """May ``job``'s call to ``provider`` be made now? Reserves its estimate when the
     project has a budget (in ``uow``: release it there if the job is then not claimed),
     and counts the call when the provider has a rate limit (a count is not given back:
-    a job then not claimed leaves the minute's limit under-used, never exceeded)."""
+    a job then not claimed leaves the minute's limit under-used, never exceeded).
+    ``reads``: the budget and pause, when the caller read them with the job
+    (``JobRepository.get_for_generation``)."""
     if not gated(provider):
         return Admit()
     now = deps.clock.now()
-    budget, paused = await uow.budgets.gate_reads(
-        job.team_id, job.project_id, provider.name, now=now
-    )
+    if reads is None:
+        reads = await uow.budgets.gate_reads(job.team_id, job.project_id, provider.name, now=now)
+    budget, paused = reads
     if paused is not None:
         return Hold(
             "rate_limit",

@@ -1,12 +1,18 @@
 """Use cases: the token ledger — what each provider call cost — and usage reports.
 
 Every call to a provider that sends a bill (all but the offline one; see
-``domain/prices.py``) writes one ledger row, in its own short transaction right after the
-call returns (:func:`record_call`): project, provider, model, the tokens the provider
-reported, the estimated cost, and the job (or the first of the batch of jobs) it was made
-for. It is written whatever becomes of the call's answer (stored, unparseable, or a lease
-lost meanwhile): the tokens were spent either way. A call that fails (no answer) reports
-no tokens and writes nothing; its job's log says why it failed.
+``domain/prices.py``) writes one ledger row: project, provider, model, the tokens the
+provider reported, the estimated cost, and the job (or the first of the batch of jobs) it
+was made for. It is written whatever becomes of the call's answer (stored, unparseable,
+or a lease lost meanwhile): the tokens were spent either way. A call that fails (no
+answer) reports no tokens and writes nothing; its job's log says why it failed.
+
+The row is written in its own short transaction right after the call returns
+(:func:`record_call`), except for one job's call with no budget reservation to settle
+whose answer parses: that row goes into the statement completing the job
+(``JobRepository.advance``, which writes it whether or not the job is still this
+worker's), and on its own, as :func:`record_call` would, when that statement is not
+used or fails.
 
 :func:`report` sums the ledger for a team or a project over a period, by UTC day, by
 ``provider/model`` or by project: ``GET /v1/usage``, ``claude-mem usage``,
@@ -51,11 +57,22 @@ async def record_call(
     one session's), and settle the call's budget reservation (``ticket``) in the same
     transaction. None, and nothing written, for a provider that sends no bill. A failed
     write is logged, never raised: the call's answer must still be stored."""
-    if not jobs or result.provider.casefold() in FREE_PROVIDERS:
+    entry = ledger_entry(deps, jobs, result, purpose=purpose)
+    if entry is None:
         await provider_gate.release_now(deps, ticket)
         return None
+    return await record_entry(deps, entry, result, ticket=ticket)
+
+
+def ledger_entry(
+    deps: Deps, jobs: Sequence[GenerationJob], result: GenerationResult, *, purpose: str
+) -> LedgerEntry | None:
+    """The ledger row of one provider call made for ``jobs``; None for a provider that
+    sends no bill."""
+    if not jobs or result.provider.casefold() in FREE_PROVIDERS:
+        return None
     first = jobs[0]
-    entry = LedgerEntry(
+    return LedgerEntry(
         id=deps.ids.new_id(),
         team_id=first.team_id,
         project_id=first.project_id,
@@ -75,9 +92,22 @@ async def record_call(
         ),
         called_at=deps.clock.now(),
     )
+
+
+async def record_entry(
+    deps: Deps,
+    entry: LedgerEntry,
+    result: GenerationResult,
+    *,
+    ticket: provider_gate.Ticket | None = None,
+) -> LedgerEntry | None:
+    """Write ``entry`` (of the call that returned ``result``) in a transaction of its own,
+    settling ``ticket`` there (see :func:`record_call`); None when the write failed
+    (logged)."""
     try:
         async with deps.storage.unit_of_work() as uow:
-            await uow.ledger.add(entry)
+            # Without a reservation to settle, the row is the transaction's only write.
+            await uow.ledger.add(entry, alone=ticket is None or ticket.done)
             await provider_gate.settle(uow, deps, ticket, result)
     except Exception as exc:  # the project may be erased meanwhile; the answer goes on
         log.warning("token ledger row not written: %s: %s", type(exc).__name__, exc)
@@ -168,8 +198,10 @@ __all__ = [
     "GROUPINGS",
     "MAX_REPORT_DAYS",
     "UsageReport",
+    "ledger_entry",
     "parse_days",
     "parse_grouping",
     "record_call",
+    "record_entry",
     "report",
 ]

@@ -21,12 +21,12 @@ from claude_mem_core.adapters.sqlalchemy.connection import _Db
 from claude_mem_core.adapters.sqlalchemy.tenant_filter import of_tenant
 from claude_mem_core.domain.budgets import HELD_REASONS
 from claude_mem_core.domain.models import JobStatus
-from claude_mem_core.ports.budgets import Budget, BudgetPeriod, Reservation
+from claude_mem_core.ports.budgets import Budget, BudgetPeriod, GateReads, Reservation
 
 _PERIOD_KEY = ("team_id", "project_id", "period_start")
 
 
-def _budget(r: RowMapping) -> Budget:
+def _budget(r: Mapping[Any, Any]) -> Budget:
     return Budget(
         team_id=r["team_id"],
         project_id=r["project_id"],
@@ -37,17 +37,34 @@ def _budget(r: RowMapping) -> Budget:
     )
 
 
-def _gate_reads() -> sa.Select[Any]:
-    """Before every paid call: the project's budget and the provider's pause, in one
-    statement (one row whether or not the project has a budget). Built once: the gate
-    runs it for every job."""
-    b, pauses = t.project_budgets.c, t.provider_pauses.c
+def paused_subquery() -> sa.ScalarSelect[Any]:
+    """The end of the provider's (``:provider``) pause, when later than ``:now``."""
+    pauses = t.provider_pauses.c
     now = sa.bindparam("now", type_=pauses.paused_until.type)
-    paused = (
+    return (
         sa.select(pauses.paused_until)
         .where(pauses.provider == sa.bindparam("provider"), pauses.paused_until > now)
         .scalar_subquery()
     )
+
+
+def gate_reads_of(row: Mapping[Any, Any], prefix: str = "") -> GateReads:
+    """The gate's reads in a row with :func:`_gate_reads`'s columns (``paused`` and the
+    budget's), each named with ``prefix``."""
+    paused: datetime | None = row[prefix + "paused"]
+    if row[prefix + "team_id"] is None:
+        return None, paused
+    if prefix:
+        row = {c.key: row[prefix + c.key] for c in t.project_budgets.columns}
+    return _budget(row), paused
+
+
+def _gate_reads() -> sa.Select[Any]:
+    """Before every paid call: the project's budget and the provider's pause, in one
+    statement (one row whether or not the project has a budget). Built once: the gate
+    runs it for every job."""
+    b = t.project_budgets.c
+    paused = paused_subquery()
     one = sa.select(sa.literal(1).label("one")).subquery("one")
     on = sa.and_(b.team_id == sa.bindparam("team_id"), b.project_id == sa.bindparam("project_id"))
     return sa.select(paused.label("paused"), *t.project_budgets.columns).select_from(
@@ -71,13 +88,12 @@ class BudgetRepo:
 
     async def gate_reads(
         self, team_id: str, project_id: str, provider: str, *, now: datetime
-    ) -> tuple[Budget | None, datetime | None]:
+    ) -> GateReads:
         params = {"team_id": team_id, "project_id": project_id, "provider": provider, "now": now}
         row = (await self._db.run(_GATE_READS, params)).mappings().one_or_none()
         if row is None:  # pragma: no cover - the outer join always gives one row
             return None, None
-        budget = _budget(row) if row["team_id"] is not None else None
-        return budget, row["paused"]
+        return gate_reads_of(row)
 
     async def put(self, budget: Budget) -> bool:
         p = t.projects.c

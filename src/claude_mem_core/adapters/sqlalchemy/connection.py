@@ -104,6 +104,20 @@ class _Db:
         ``writes``: a SELECT that writes (data-modifying CTEs) opens the transaction."""
         return await self._run(stmt, params, not_found=not_found, writes=writes)
 
+    async def run_alone(
+        self, stmt: sa.Executable, params: Mapping[str, Any], *, not_found: str | None = None
+    ) -> CursorResult[Any]:
+        """Execute a write that is its unit of work's only one. On PostgreSQL, when nothing
+        has been written yet, it runs in autocommit: one statement, its own transaction,
+        without the round trips of ``BEGIN`` and ``COMMIT``; a failed one leaves nothing
+        behind. Elsewhere (or after a write) it is :meth:`run`."""
+        if self.lazy_driver is None:
+            return await self._run(stmt, params, not_found=not_found, writes=True)
+        try:
+            return await self.conn.execute(stmt, params)
+        except (exc.SQLAlchemyError, OSError) as e:
+            raise dialects.translate_error(e, not_found=not_found) from e
+
     async def run_many(
         self,
         stmt: sa.Executable,

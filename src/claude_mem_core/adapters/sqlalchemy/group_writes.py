@@ -115,7 +115,7 @@ def _pg_advance() -> sa.TextClause:
     ``upd`` is the guarded compare-and-set (its row lock serialises concurrent writers of
     the job, and a loser's re-evaluated WHERE no longer matches); the job event, the
     observations, their sources and their search passages go in only with it,
-    ``audit_always`` in any case. No
+    ``audit_always`` and the ``ledger`` rows in any case. No
     ``ON CONFLICT``: a clash (a generation key or the event's seq taken) fails the whole
     statement, so it writes everything or nothing. Rows are read with
     ``json_populate_record[set]`` over the table's own row type, which keeps the text
@@ -155,6 +155,8 @@ def _pg_advance() -> sa.TextClause:
         + ", "
         + insert("aa", t.audit_log, "audit_always", "true")
         + ", "
+        + insert("lg", t.token_ledger, "ledger", "true")
+        + ", "
         + passage_writes.pg_passage_ctes(":passages", ":passage_stats", ":passage_terms", won)
         + " SELECT (SELECT count(*) FROM upd) AS updated"
     )
@@ -168,9 +170,9 @@ _ADVANCE_COLUMNS = {
         t.observation_sources,
         t.audit_log,
         t.observation_generation_job_events,
+        t.token_ledger,
     )
 }
-_ADVANCE: dict[str, sa.TextClause] = {}
 
 
 def _pg_fresh_memories() -> sa.TextClause:

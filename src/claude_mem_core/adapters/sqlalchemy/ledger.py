@@ -16,29 +16,39 @@ from claude_mem_core.adapters.sqlalchemy.tenant_filter import admitted
 from claude_mem_core.domain.tenancy import TenantScope
 from claude_mem_core.ports.ledger import LedgerEntry, UsageGrouping, UsageRow
 
+# Built once: every paid call writes one row (its compiled form is cached).
+_INSERT = sa.insert(t.token_ledger)
+
+
+def ledger_values(entry: LedgerEntry) -> dict[str, Any]:
+    """The row of ``entry`` (also written by ``JobRepo.advance``)."""
+    return {
+        "id": entry.id,
+        "team_id": entry.team_id,
+        "project_id": entry.project_id,
+        "job_id": entry.job_id,
+        "job_count": entry.job_count,
+        "purpose": entry.purpose,
+        "provider": entry.provider,
+        "model": entry.model,
+        "input_tokens": entry.input_tokens,
+        "output_tokens": entry.output_tokens,
+        "cost_usd": entry.cost_usd,
+        "called_at": entry.called_at,
+    }
+
 
 class LedgerRepo:
     def __init__(self, db: _Db) -> None:
         self._db = db
 
-    async def add(self, entry: LedgerEntry) -> None:
-        await self._db.write(
-            sa.insert(t.token_ledger).values(
-                id=entry.id,
-                team_id=entry.team_id,
-                project_id=entry.project_id,
-                job_id=entry.job_id,
-                job_count=entry.job_count,
-                purpose=entry.purpose,
-                provider=entry.provider,
-                model=entry.model,
-                input_tokens=entry.input_tokens,
-                output_tokens=entry.output_tokens,
-                cost_usd=entry.cost_usd,
-                called_at=entry.called_at,
-            ),
-            not_found=f"project {entry.project_id} not found",
-        )
+    async def add(self, entry: LedgerEntry, *, alone: bool = False) -> None:
+        values = ledger_values(entry)
+        not_found = f"project {entry.project_id} not found"
+        if alone:
+            await self._db.run_alone(_INSERT, values, not_found=not_found)
+        else:
+            await self._db.run(_INSERT, values, not_found=not_found, writes=True)
 
     def _group(self, group_by: UsageGrouping) -> sa.ColumnElement[Any]:
         c = t.token_ledger.c
