@@ -26,7 +26,12 @@ from claude_mem_core.adapters.sqlalchemy.resident_search import (
     ResidentSearch,
 )
 from claude_mem_core.domain.models import AuditEntry, Observation, Project, Team
-from claude_mem_core.domain.passages import observation_passage
+from claude_mem_core.domain.passages import (
+    Origin,
+    Passage,
+    observation_passage,
+    weighted_frequencies,
+)
 from claude_mem_core.domain.tokens import parse_query
 from claude_mem_core.ports.search import SearchHit
 from claude_mem_core.testing import databases
@@ -94,8 +99,15 @@ class World:
         return project
 
     async def observe(
-        self, storage: SqlAlchemyStorage, project: Project, texts: list[str], kind: str = "manual"
+        self,
+        storage: SqlAlchemyStorage,
+        project: Project,
+        texts: list[str],
+        kind: str = "manual",
+        events: list[list[str]] | None = None,
     ) -> list[Observation]:
+        """Observations of ``texts``, each with its own passage and, when ``events`` is
+        given, event passages of those texts."""
         rows = []
         for text in texts:
             oid, at = self.next("obs")
@@ -115,7 +127,34 @@ class World:
             for row in rows:
                 await uow.observations.add(row)
             await uow.search.add([observation_passage(row) for row in rows])
+            evidence = [
+                p for row, more in zip(rows, events or (), strict=False) for p in _raw(row, more)
+            ]
+            if evidence:
+                await uow.search.add(evidence)
         return rows
+
+
+def _raw(observation: Observation, texts: list[str]) -> list[Passage]:
+    """Event passages of ``observation`` (an observation with several passages is bounded
+    and grouped differently from a memory's one)."""
+    found = []
+    for ordinal, text in enumerate(texts):
+        tf, length = weighted_frequencies([("raw", text)])
+        found.append(
+            Passage(
+                team_id=observation.team_id,
+                project_id=observation.project_id,
+                observation_id=observation.id,
+                origin=Origin.EVENT,
+                event_id=f"evt-{observation.id}-{ordinal}",
+                ordinal=ordinal,
+                text=text,
+                tf=tf,
+                length=length,
+            )
+        )
+    return found
 
 
 async def _search(
@@ -170,7 +209,11 @@ async def test_the_snapshot_ranks_as_the_statement_does(
     world = World()
     project = await world.tenant(sql)
     for kind in KINDS:
-        await world.observe(sql, project, [_sentence(rng) for _ in range(rng.randint(0, 25))], kind)
+        count = rng.randint(0, 25)
+        # About half the observations also have 1-3 event passages, the rest one passage.
+        events = [[_sentence(rng) for _ in range(rng.choice((0, 1, 2, 3)))] for _ in range(count)]
+        texts = [_sentence(rng) for _ in range(count)]
+        await world.observe(sql, project, texts, kind, events)
     await _loaded(resident, project)
     await _compare(sql, resident, project, rng)
     # Then more writes and new weights, which the snapshot takes in without a full load.
